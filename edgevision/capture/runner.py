@@ -1,0 +1,282 @@
+"""Capture threads: how frames get from a source to inference.
+
+* :class:`ReplayRunner` — a video file processed frame by frame as fast as inference allows. A small bounded
+  queue lets decoding and preprocessing overlap with inference; nothing is dropped, so output is deterministic.
+* :class:`LiveRunner` — cameras, streams and ``--realtime`` replay. Frames go through a :class:`LatestSlot`
+  (drops counted); a stalled or vanished source is reopened with exponential backoff.
+
+Both re-raise a capture thread's unexpected exception from ``get()``, so a failed thread stops the program
+loudly instead of leaving it waiting. Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from edgevision.capture.frame import Frame
+from edgevision.capture.slot import LatestSlot
+from edgevision.capture.sources import FrameSource
+from edgevision.errors import InputError
+
+log = logging.getLogger(__name__)
+
+Prepare = Callable[[Frame], None]
+Clock = Callable[[], float]
+
+
+def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
+    """Reconnect delays: ``initial``, doubling, capped at ``maximum``."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(maximum, delay * 2)
+
+
+def is_stalled(last_frame_at: float, now: float, timeout: float) -> bool:
+    """True when no frame has arrived for longer than ``timeout`` seconds (pure, clock injected)."""
+    return now - last_frame_at > timeout
+
+
+@dataclass
+class CaptureStats:
+    """Counters reported in the status line and the run summary."""
+
+    frames: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+
+
+class ReplayRunner:
+    """Decode a file in a thread into a bounded queue; the consumer gets every frame in order."""
+
+    live = False
+
+    def __init__(self, source: FrameSource, prepare: Prepare | None = None, depth: int = 4) -> None:
+        self.source = source
+        self.prepare = prepare
+        self.stats = CaptureStats()
+        self._q: queue.Queue[Frame | None] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="capture-replay", daemon=True)
+
+    @property
+    def fps(self) -> float | None:
+        return self.source.fps
+
+    def start(self) -> None:
+        self.source.open()
+        self._thread.start()
+
+    def _put(self, item: Frame | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            index = 0
+            while not self._stop.is_set():
+                item = self.source.read()
+                if item is None:
+                    break
+                image, ts, full = item
+                frame = Frame(image, ts, index, self.source.source_id, full, time.monotonic())
+                index += 1
+                if self.prepare:
+                    self.prepare(frame)
+                if not self._put(frame):
+                    break
+                self.stats.frames += 1
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._error = exc
+        finally:
+            self.source.close()
+            self._put(None)
+
+    def get(self, timeout: float) -> Frame | None:
+        """The next frame; None on timeout or at the end (then ``finished`` is True)."""
+        if self._done:
+            return None
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            if not self._thread.is_alive() and self._q.empty():
+                self._done = True
+            return None
+        if item is None:
+            self._done = True
+            if self._error is not None:
+                raise self._error
+        return item
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+class LiveRunner:
+    """Live capture with a latest-frame slot, stall detection and reconnect with backoff.
+
+    ``source_factory`` makes a fresh source for every (re)connection. With ``pace=True`` a file source is
+    replayed at its own frame rate (``--realtime``) and ends at end of file instead of reconnecting.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        source_factory: Callable[[], FrameSource],
+        prepare: Prepare | None = None,
+        stall_timeout: float = 5.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        pace: bool = False,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.factory = source_factory
+        self.prepare = prepare
+        self.stall_timeout = stall_timeout
+        self.backoff = (backoff_initial, backoff_max)
+        self.pace = pace
+        self.clock = clock
+        self.stats = CaptureStats()
+        self.slot: LatestSlot[Frame] = LatestSlot()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _generation, _last_frame_at, _index
+        self._generation = 0
+        self._last_frame_at = clock()
+        self._index = 0
+        self._error: BaseException | None = None
+        self._finished = False
+        self._first: FrameSource | None = None
+        self.fps: float | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Open the source once synchronously (so a missing camera fails now), then capture in a thread."""
+        src = self.factory()
+        src.open()
+        self._first = src
+        self.fps = src.fps
+        self._last_frame_at = self.clock()
+        self._spawn()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            self._generation += 1
+            gen = self._generation
+        t = threading.Thread(target=self._run, args=(gen,), name=f"capture-live-{gen}", daemon=True)
+        self._threads = [th for th in self._threads if th.is_alive()] + [t]
+        t.start()
+
+    def _current(self, gen: int) -> bool:
+        with self._lock:
+            return gen == self._generation and not self._stop.is_set()
+
+    def _open_with_backoff(self, gen: int) -> FrameSource | None:
+        for delay in backoff_delays(*self.backoff):
+            if not self._current(gen):
+                return None
+            src = self.factory()
+            try:
+                src.open()
+            except InputError as exc:
+                log.warning("capture: %s; retrying in %.1f s", exc, delay)
+                if self._stop.wait(delay):
+                    return None
+                continue
+            self.stats.reconnects += 1
+            log.info("capture: %s reconnected", src.source_id)
+            with self._lock:
+                self._last_frame_at = self.clock()
+            return src
+        return None
+
+    def _run(self, gen: int) -> None:
+        src, self._first = self._first, None
+        t0: float | None = None
+        ts0 = 0.0
+        try:
+            while self._current(gen):
+                if src is None:
+                    src = self._open_with_backoff(gen)
+                    if src is None:
+                        return
+                item = src.read()
+                if not self._current(gen):
+                    return
+                if item is None:
+                    if not src.live:
+                        self._finished = True
+                        self.slot.close()
+                        return
+                    log.warning("capture: %s disconnected or returned no frame; reconnecting", src.source_id)
+                    src.close()
+                    src = None
+                    continue
+                image, ts, full = item
+                if self.pace:
+                    if t0 is None:
+                        t0, ts0 = self.clock(), ts
+                    delay = t0 + (ts - ts0) - self.clock()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                with self._lock:
+                    index = self._index
+                    self._index += 1
+                    self._last_frame_at = self.clock()
+                frame = Frame(image, ts, index, src.source_id, full, time.monotonic())
+                if self.prepare:
+                    self.prepare(frame)
+                self.slot.put(frame)
+                self.stats.frames += 1
+                self.stats.dropped = self.slot.dropped
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._error = exc
+            self.slot.close()
+        finally:
+            if src is not None:
+                src.close()
+
+    def get(self, timeout: float) -> Frame | None:
+        """The latest frame, or None after ``timeout``; detects stalls and restarts capture."""
+        frame = self.slot.get(timeout)
+        if self._error is not None:
+            raise self._error
+        if frame is None and not self._finished and not self._stop.is_set():
+            with self._lock:
+                stalled = is_stalled(self._last_frame_at, self.clock(), self.stall_timeout)
+                if stalled:
+                    self._last_frame_at = self.clock()
+            if stalled:
+                self.stats.stalls += 1
+                log.warning("capture: no frame for %.1f s: source stalled; reopening it", self.stall_timeout)
+                self._spawn()
+        self.stats.dropped = self.slot.dropped
+        return frame
+
+    @property
+    def finished(self) -> bool:
+        return self._finished and self.slot.closed
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.slot.close()
+        for t in self._threads:
+            t.join(timeout=2.0)

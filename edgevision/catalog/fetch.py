@@ -1,0 +1,278 @@
+"""Fetch catalog files the way a Pi would: mirror first, then the official sources; verify, then install.
+
+Nothing reaches the models directory unless its size and sha256 match the catalog and, for ``.tflite``
+files, it passes the structural TFLite check. Installation is a rename of an fsync'd temporary file in the
+same directory, so a crash leaves either no file or the complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgevision.catalog.entries import LabelEntry, ModelEntry, Source
+from edgevision.errors import ModelError
+from edgevision.fsutil import fsync_dir, install_atomically, sha256_file, unlink_quietly
+from edgevision.inference.tflite_file import inspect_tflite
+
+Entry = ModelEntry | LabelEntry
+PINS_FILE = "pins.json"
+MAX_ARCHIVE_BYTES = 1 << 30
+USER_AGENT = "edgevision-model-fetch/1"
+
+
+class _Refused(Exception):
+    """One candidate source failed; the reason is collected and the next source is tried."""
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    """What ``fetch_entry`` did for one file."""
+
+    name: str
+    path: Path
+    action: str  # "installed" | "present"
+    source: str
+
+
+def _pins(dest: Path) -> dict[str, str]:
+    try:
+        data = json.loads((dest / PINS_FILE).read_text())
+        return {str(k): str(v) for k, v in data.items()}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _save_pin(dest: Path, file: str, digest: str) -> None:
+    pins = _pins(dest)
+    pins[file] = digest
+    tmp = dest / f".{PINS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
+    install_atomically(tmp, dest / PINS_FILE)
+
+
+def expected_sha256(entry: Entry, dest: Path) -> str | None:
+    """The catalog's sha256, or the locally pinned one for an unpinned entry."""
+    return entry.sha256 or _pins(dest).get(entry.file)
+
+
+def check_file(path: Path, entry: Entry, expected: str | None) -> str:
+    """Verify size, sha256 and (for models) TFLite structure; return the sha256 or raise ``_Refused``."""
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        raise _Refused(f"size {size} bytes, expected {entry.size}")
+    digest = sha256_file(path)
+    if expected is not None and digest != expected:
+        raise _Refused(f"sha256 {digest[:16]}… does not match the catalog's {expected[:16]}…")
+    if entry.file.endswith(".tflite"):
+        try:
+            inspect_tflite(path)
+        except ModelError as exc:
+            raise _Refused(str(exc).split(": ", 1)[-1]) from None
+    return digest
+
+
+def verify_installed(entry: Entry, dest: Path) -> tuple[bool, str]:
+    """Check an installed file against the catalog: ``(ok, message)``."""
+    path = dest / entry.file
+    if not path.exists():
+        return False, "not installed"
+    try:
+        digest = check_file(path, entry, expected_sha256(entry, dest))
+    except _Refused as exc:
+        return False, f"FAILED: {exc}"
+    pin = "" if entry.sha256 else " (locally pinned)"
+    return True, f"ok sha256 {digest[:16]}…{pin}"
+
+
+def _download(url: str, out: Path, limit: int, timeout: float) -> None:
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp, open(out, "wb") as fh:
+            total = 0
+            while True:
+                block = resp.read(1 << 16)
+                if not block:
+                    break
+                total += len(block)
+                if total > limit:
+                    raise _Refused(f"download exceeds the expected {limit} bytes")
+                fh.write(block)
+    except urllib.error.HTTPError as exc:
+        raise _Refused(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Refused(f"download failed: {reason}") from None
+
+
+def _extract(archive: Path, member: str, out: Path, limit: int) -> None:
+    name = archive.name.lower()
+    try:
+        if name.endswith((".zip", ".whl")):
+            with zipfile.ZipFile(archive) as zf:
+                info = zf.getinfo(member)
+                if info.file_size > limit:
+                    raise _Refused(f"archive member {member} is {info.file_size} bytes, expected {limit}")
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        elif name.endswith((".tar.gz", ".tgz", ".tar")):
+            with tarfile.open(archive) as tf:
+                ti = tf.getmember(member)
+                src = tf.extractfile(ti)
+                if src is None or ti.size > limit:
+                    raise _Refused(f"archive member {member} is not a regular file of the expected size")
+                with src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        else:
+            raise _Refused(f"unsupported archive type: {archive.name}")
+    except KeyError:
+        raise _Refused(f"archive has no member {member}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise _Refused(f"cannot read archive {archive.name}: {exc}") from None
+
+
+def _wheel_tags(wheel: str) -> tuple[str, str]:
+    """(python version, platform) of a wheel file name such as ``x-1-cp311-cp311-manylinux_…_x86_64.whl``."""
+    parts = wheel[: -len(".whl")].split("-")
+    py, plat = parts[-3], parts[-1].split(".")[-1]
+    version = f"{py[2]}.{py[3:]}" if py.startswith("cp") and len(py) > 3 else "3"
+    return version, plat
+
+
+def _pip_download(source: Source, workdir: Path, timeout: float) -> Path:
+    assert source.pypi and source.wheel
+    version, plat = _wheel_tags(source.wheel)
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--python-version", version, "--platform", plat, "--implementation", "cp",
+        "--disable-pip-version-check", "-q", "-d", str(workdir), source.pypi,
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _Refused(f"pip download failed: {exc}") from None
+    wheel = workdir / source.wheel
+    if proc.returncode != 0 or not wheel.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        raise _Refused(f"pip download {source.pypi} failed: {tail[0]}")
+    return wheel
+
+
+def _candidates(entry: Entry, mirror: str | None, timeout: float) -> list[tuple[str, Callable[[Path, Path], None]]]:
+    """Ordered (description, producer) pairs; a producer writes the candidate file to ``out``."""
+    limit = entry.size or MAX_ARCHIVE_BYTES
+    out: list[tuple[str, Callable[[Path, Path], None]]] = []
+
+    def from_member(src: Source, archive_loc: Callable[[Path], Path]) -> Callable[[Path, Path], None]:
+        def produce(out_path: Path, work: Path) -> None:
+            archive = archive_loc(work)
+            if src.wheel_sha256 is not None and sha256_file(archive) != src.wheel_sha256:
+                raise _Refused(f"{archive.name}: sha256 does not match the pinned {src.wheel_sha256[:16]}…")
+            assert src.member is not None
+            _extract(archive, src.member, out_path, limit)
+
+        return produce
+
+    if mirror:
+        parsed = urllib.parse.urlparse(mirror)
+        is_http = parsed.scheme in ("http", "https")
+        base = mirror.rstrip("/")
+
+        def mirror_file(name: str) -> Callable[[Path], Path]:
+            def locate(work: Path) -> Path:
+                if is_http:
+                    target = work / name
+                    _download(f"{base}/{urllib.parse.quote(name)}", target, MAX_ARCHIVE_BYTES, timeout)
+                    return target
+                path = Path(mirror) / name
+                if not path.is_file():
+                    raise _Refused(f"not in mirror ({path})")
+                return path
+
+            return locate
+
+        def copy_direct(out_path: Path, work: Path) -> None:
+            if is_http:
+                _download(f"{base}/{urllib.parse.quote(entry.file)}", out_path, limit, timeout)
+            else:
+                src = Path(mirror) / entry.file
+                if not src.is_file():
+                    raise _Refused(f"not in mirror ({src})")
+                shutil.copyfile(src, out_path)
+
+        out.append((f"mirror {base}/{entry.file}", copy_direct))
+        for src in entry.sources:
+            if src.archive_name:
+                out.append((f"mirror {base}/{src.archive_name} :: {src.member}", from_member(src, mirror_file(src.archive_name))))
+
+    for src in entry.sources:
+        if src.pypi is not None:
+            out.append((src.describe(), from_member(src, lambda work, s=src: _pip_download(s, work, timeout * 5))))
+        elif src.member is not None:
+            url = src.url or ""
+
+            def fetch_archive(work: Path, url: str = url) -> Path:
+                target = work / url.rstrip("/").rsplit("/", 1)[-1]
+                _download(url, target, MAX_ARCHIVE_BYTES, timeout)
+                return target
+
+            out.append((src.describe(), from_member(src, fetch_archive)))
+        else:
+            out.append((src.describe(), lambda o, w, u=src.url or "": _download(u, o, limit, timeout)))
+    return out
+
+
+def fetch_entry(
+    entry: Entry,
+    dest: Path,
+    mirror: str | None = None,
+    allow_unpinned: bool = False,
+    timeout: float = 60.0,
+    force: bool = False,
+) -> FetchReport:
+    """Install ``entry`` into ``dest`` (verified, atomically); a no-op when a verified copy is there."""
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / entry.file
+    expected = expected_sha256(entry, dest)
+    if expected is None and not allow_unpinned:
+        raise ModelError(
+            f"{entry.name}: no checksum is published ({entry.unpinned}); "
+            "fetch it with --allow-unpinned to pin the checksum seen now"
+        )
+    if final.exists() and not force:
+        ok, _ = verify_installed(entry, dest)
+        if ok:
+            return FetchReport(entry.name, final, "present", str(final))
+    reasons: list[str] = []
+    for desc, produce in _candidates(entry, mirror, timeout):
+        tmp = dest / f".{entry.file}.{os.getpid()}.partial"
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as work:
+            try:
+                produce(tmp, Path(work))
+                digest = check_file(tmp, entry, expected)
+            except _Refused as exc:
+                unlink_quietly(tmp)
+                reasons.append(f"{desc}: {exc}")
+                continue
+            except BaseException:
+                unlink_quietly(tmp)
+                raise
+        install_atomically(tmp, final)
+        if expected is None:
+            _save_pin(dest, entry.file, digest)
+        fsync_dir(dest)
+        return FetchReport(entry.name, final, "installed", desc)
+    detail = "\n  ".join(reasons)
+    raise ModelError(f"{entry.name}: could not fetch a verified copy; nothing installed. Tried:\n  {detail}")

@@ -1,0 +1,1 @@
+"""The ``edgevision`` command line."""

@@ -1,0 +1,38 @@
+"""Flags shared by several commands and their mapping onto configuration keys."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgevision.config import EdgeVisionConfig, load_config
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config file (see configs/default.yaml)")
+    p.add_argument("--model", help="catalog model name or path to a .tflite file")
+    p.add_argument("--labels", type=Path, help="label file for a model given by path")
+    p.add_argument("--threshold", type=float, help="minimum score (0..1)")
+    p.add_argument("--runtime", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
+    p.add_argument("--device", choices=["cpu", "edgetpu"], help="run on the CPU or the Coral Edge TPU")
+    p.add_argument("--threads", type=int, help="CPU threads for the interpreter")
+    p.add_argument("--models-dir", type=Path, help="installed models directory")
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "detector.model": args.model,
+        "detector.labels_file": str(args.labels) if args.labels else None,
+        "detector.threshold": args.threshold,
+        "runtime.runtime": args.runtime,
+        "runtime.device": args.device,
+        "runtime.threads": args.threads,
+        "models.dir": str(args.models_dir) if args.models_dir else None,
+    }
+
+
+def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> EdgeVisionConfig:
+    overrides = model_overrides(args)
+    overrides.update(extra or {})
+    return load_config(args.config, overrides)

@@ -1,0 +1,149 @@
+"""``edgevision run``: the capture loop; ``edgevision config check``: validate config files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edgevision.capture.runner import LiveRunner, ReplayRunner
+from edgevision.capture.sources import FrameSource, OpenCVSource, Picamera2Source, parse_video_target
+from edgevision.cli.common import add_model_flags, config_from_args
+from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.detection.detector import Detector
+from edgevision.detection.factory import build_detector
+from edgevision.pipeline.loop import Pipeline, Runner, Sink, make_prepare
+from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
+
+log = logging.getLogger("edgevision.run")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the detector on a camera, the Pi camera, a video file or a stream")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="V4L2/USB camera index (e.g. 0 for /dev/video0)")
+    src.add_argument("--picamera", action="store_true", help="the Raspberry Pi camera (picamera2)")
+    src.add_argument("--video", metavar="PATH|URL", help="a video file, or an rtsp:// / http(s):// stream")
+    add_model_flags(p)
+    p.add_argument("--realtime", action="store_true", help="replay a file at its own fps, dropping frames like a camera")
+    p.add_argument("--detections", type=Path, metavar="FILE", help="write JSON lines, one per processed frame")
+    p.add_argument("--no-timing", action="store_true", help="leave latency_ms out of --detections (byte-identical replays)")
+    p.add_argument("--save-video", type=Path, metavar="FILE", help="write the annotated video")
+    p.add_argument("--show", action="store_true", help="open a window (needs an OpenCV build with a GUI)")
+    p.add_argument("--status-interval", type=float, metavar="S", help="seconds between status lines")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.set_defaults(func=run)
+
+
+def register_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    q = csub.add_parser("check", help="validate config files without running")
+    q.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    q.set_defaults(func=check)
+
+
+def check(args: argparse.Namespace) -> int:
+    from edgevision.errors import ConfigError
+
+    errors = []
+    for path in args.files:
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        print(f"{path}: ok")
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return 0
+
+
+def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    if args.camera is not None:
+        o.update({"source.kind": "camera", "source.camera": args.camera})
+    elif args.picamera:
+        o["source.kind"] = "picamera2"
+    elif args.video is not None:
+        target = parse_video_target(args.video)
+        if "://" in target:
+            o.update({"source.kind": "url", "source.url": target})
+        else:
+            o.update({"source.kind": "video", "source.path": target})
+    if args.realtime:
+        o["source.realtime"] = True
+    o["output.detections"] = str(args.detections) if args.detections else None
+    o["output.save_video"] = str(args.save_video) if args.save_video else None
+    o["output.status_interval_s"] = args.status_interval
+    if args.show:
+        o["output.show"] = True
+    return o
+
+
+def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
+    """The capture runner for the configured source (replay, realtime replay or live)."""
+    s = cfg.source
+    if s.kind == "picamera2":
+
+        def pi_factory() -> FrameSource:
+            return Picamera2Source(s.camera, s.picamera_main_size, s.picamera_lores_size, s.fps)
+
+        return LiveRunner(pi_factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s)
+    target: int | str = s.camera if s.kind == "camera" else (s.url if s.kind == "url" else str(s.path))
+    assert target is not None
+
+    def factory() -> FrameSource:
+        return OpenCVSource(
+            target, width=s.width, height=s.height, fps=s.fps, fourcc=s.fourcc,
+            open_timeout_s=s.open_timeout_s, read_timeout_s=s.stall_timeout_s,
+        )  # fmt: skip
+
+    if s.kind == "video" and not s.realtime:
+        return ReplayRunner(factory(), prepare)
+    return LiveRunner(
+        factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s, pace=s.kind == "video"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, _source_overrides(args))
+    if args.max_frames is not None and args.max_frames < 1:
+        from edgevision.errors import UsageError
+
+        raise UsageError("--max-frames must be >= 1")
+    detector: Detector = build_detector(cfg)
+    runner = build_runner(cfg, make_prepare(lambda: detector))
+    sinks: list[Sink] = []
+    out = cfg.output
+    if out.show:
+        sinks.append(WindowSink())
+    if out.detections:
+        sinks.append(DetectionsLog(out.detections, timing=not args.no_timing))
+    video_sink: VideoSink | None = None
+    if out.save_video:
+        video_sink = VideoSink(out.save_video, lambda: getattr(runner, "fps", None) or cfg.source.fps, not runner.live)
+        sinks.append(video_sink)
+    pipeline = Pipeline(runner, detector, sinks, status_interval=out.status_interval_s)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log.info("model %s (%s, %d thread(s)) on %s", detector.name, detector.handle.runtime, cfg.runtime.threads,
+                 cfg.source.kind)
+        summary = pipeline.run(stop, args.max_frames)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"edgevision: {summary.line()}", file=sys.stderr)
+    return 0

@@ -1,0 +1,170 @@
+"""The SSD detector: preprocessing from the model's own input contract, inference, typed results.
+
+Both SSD output styles are handled: models with ``TFLite_Detection_PostProcess`` (outputs mapped by shape and
+name) and raw SSD heads (box encodings + class predictions, decoded with the SSD box coder and NMS in numpy).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edgevision.detection import ssd
+from edgevision.detection.types import Detection
+from edgevision.errors import ModelError
+from edgevision.inference.backends import InterpreterHandle
+
+# Default float input normalisation of TF Object Detection API SSDs: pixel / 127.5 - 1.
+DEFAULT_FLOAT_RANGE = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Result filtering: score threshold, allowed labels (None = all) and a cap on detections."""
+
+    threshold: float = 0.5
+    labels: tuple[str, ...] | None = None
+    max_detections: int = 20
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if scale and values.dtype != np.float32:
+        return (values.astype(np.float32) - zero) * scale
+    return values.astype(np.float32, copy=False)
+
+
+def quantize_input(rgb: np.ndarray, dtype: np.dtype, float_range: tuple[float, float]) -> np.ndarray:
+    """Map an RGB uint8 image into the model's input domain.
+
+    Quantized models take the pixel values in their own domain (uint8 as is, int8 shifted by -128), which is how
+    their input quantization (e.g. scale 1/128, zero point 128 for [-1, 1]) was calibrated. Float models take
+    ``float_range`` linearly.
+    """
+    if dtype == np.uint8:
+        return rgb
+    if dtype == np.int8:
+        return (rgb.astype(np.int16) - 128).astype(np.int8)
+    lo, hi = float_range
+    return (rgb.astype(np.float32) * ((hi - lo) / 255.0) + lo).astype(dtype)
+
+
+class Detector:
+    """An SSD detector bound to one loaded interpreter.
+
+    Not thread-safe: one interpreter runs one ``invoke`` at a time. The pipeline owns one Detector per thread.
+    """
+
+    def __init__(
+        self,
+        handle: InterpreterHandle,
+        labels: dict[int, str],
+        settings: DetectorSettings | None = None,
+        name: str = "model",
+        float_range: tuple[float, float] | None = None,
+        anchors: np.ndarray | None = None,
+        nms_iou: float = 0.6,
+    ) -> None:
+        self.handle = handle
+        self.labels = labels
+        self.settings = settings or DetectorSettings()
+        self.name = name
+        shape = handle.input_shape
+        if len(shape) != 4 or shape[3] != 3:
+            raise ModelError(f"{handle.model_path}: expected an image input [1, H, W, 3], got {list(shape)}")
+        self.input_height, self.input_width = int(shape[1]), int(shape[2])
+        self.input_dtype = handle.input_dtype
+        self.float_range = float_range or DEFAULT_FLOAT_RANGE
+        names = [str(d["name"]) for d in handle.output_details]
+        shapes = [list(d["shape"]) for d in handle.output_details]
+        self.pp_layout = ssd.postprocess_layout(names, shapes)
+        self.raw_layout = None if self.pp_layout else ssd.raw_layout(names, shapes)
+        if self.pp_layout is None and self.raw_layout is None:
+            raise ModelError(
+                f"{handle.model_path}: outputs {list(zip(names, shapes, strict=True))} are neither "
+                "TFLite_Detection_PostProcess outputs nor raw SSD outputs; is this a detection model?"
+            )
+        self.anchors = anchors
+        if self.raw_layout is not None and self.raw_layout.anchors is None and anchors is None:
+            raise ModelError(f"{handle.model_path}: raw SSD outputs without an anchors output; anchors are required")
+        self.nms_iou = nms_iou
+        self.class_filter = self._class_filter(self.settings.labels)
+
+    def _class_filter(self, wanted: Sequence[str] | None) -> set[int] | None:
+        if wanted is None:
+            return None
+        by_name = {v: k for k, v in self.labels.items()}
+        unknown = [w for w in wanted if w not in by_name]
+        if unknown:
+            raise ModelError(f"unknown label(s) {', '.join(unknown)} for model '{self.name}'")
+        return {by_name[w] for w in wanted}
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) the model expects."""
+        return self.input_width, self.input_height
+
+    def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """BGR (or grayscale) frame → ``[1, H, W, 3]`` input tensor in the model's dtype."""
+        if frame_bgr.ndim == 2:
+            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+        elif frame_bgr.shape[2] == 4:
+            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2RGB)
+        else:
+            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        if rgb.shape[0] != self.input_height or rgb.shape[1] != self.input_width:
+            rgb = cv2.resize(rgb, (self.input_width, self.input_height), interpolation=cv2.INTER_LINEAR)
+        return quantize_input(rgb, self.input_dtype, self.float_range)[np.newaxis]
+
+    def infer(self, tensor: np.ndarray) -> list[Detection]:
+        """Run the model on a preprocessed tensor and parse its outputs."""
+        self.handle.set_input(tensor)
+        self.handle.invoke()
+        return self.parse([self.handle.output(i) for i in range(len(self.handle.output_details))])
+
+    def parse(self, outputs: list[np.ndarray]) -> list[Detection]:
+        """Parse raw output tensors (as returned by the interpreter) into detections."""
+        s = self.settings
+        if self.pp_layout is not None:
+            lay = self.pp_layout
+            count = int(np.asarray(outputs[lay.count]).reshape(-1)[0])
+            classes, scores = outputs[lay.classes], outputs[lay.scores]
+            if not lay.names_resolved:
+                c, sc = ssd.resolve_classes_scores(classes.reshape(-1), scores.reshape(-1), count)
+                classes, scores = c, sc
+            return ssd.parse_postprocess(
+                outputs[lay.boxes], classes, scores, count, self.labels, s.threshold, s.max_detections, self.class_filter
+            )
+        assert self.raw_layout is not None
+        rl = self.raw_layout
+        details = self.handle.output_details
+        enc = _dequantize(outputs[rl.box_encodings], details[rl.box_encodings])
+        cls_detail = details[rl.class_predictions]
+        cls = _dequantize(outputs[rl.class_predictions], cls_detail)
+        if rl.anchors is not None:
+            anchors = _dequantize(outputs[rl.anchors], details[rl.anchors])
+        else:
+            assert self.anchors is not None
+            anchors = self.anchors
+        scale, zero = cls_detail.get("quantization", (0.0, 0))
+        already_sigmoid = bool(scale) and -zero * scale >= -1e-6 and (255 - zero) * scale <= 1.0 + 1e-3
+        return ssd.decode_raw(
+            enc, cls, anchors, self.labels, s.threshold, self.nms_iou, s.max_detections,
+            scores_are_logits=not already_sigmoid, class_filter=self.class_filter,
+        )  # fmt: skip
+
+    def detect(self, frame_bgr: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
+        """Preprocess, infer and parse one frame; returns detections and per-stage latency in ms."""
+        t0 = time.perf_counter()
+        tensor = self.preprocess(frame_bgr)
+        t1 = time.perf_counter()
+        self.handle.set_input(tensor)
+        self.handle.invoke()
+        t2 = time.perf_counter()
+        dets = self.parse([self.handle.output(i) for i in range(len(self.handle.output_details))])
+        t3 = time.perf_counter()
+        return dets, {"preprocess": (t1 - t0) * 1e3, "invoke": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}

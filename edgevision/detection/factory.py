@@ -1,0 +1,35 @@
+"""Build a :class:`Detector` from the configuration (catalog lookup, runtime, Edge TPU fallback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgevision.catalog.resolve import open_model
+from edgevision.config import EdgeVisionConfig
+from edgevision.detection.detector import Detector, DetectorSettings
+from edgevision.inference.backends import RuntimeOptions
+from edgevision.settings import default_models_dir
+
+
+def models_dir(cfg: EdgeVisionConfig) -> Path:
+    """The configured models directory, or the per-user default."""
+    return cfg.models.dir or default_models_dir()
+
+
+def runtime_options(cfg: EdgeVisionConfig) -> RuntimeOptions:
+    r = cfg.runtime
+    return RuntimeOptions(runtime=r.runtime, device=r.device, threads=r.threads, edgetpu_device=r.edgetpu_device)
+
+
+def build_detector(cfg: EdgeVisionConfig, model: str | None = None) -> Detector:
+    """Load the configured (or given) detector model, ready to run."""
+    spec = model or cfg.detector.model
+    handle, resolved = open_model(
+        spec, models_dir(cfg), runtime_options(cfg), cfg.runtime.cpu_fallback, cfg.detector.labels_file
+    )
+    d = cfg.detector
+    settings = DetectorSettings(
+        threshold=d.threshold, labels=tuple(d.labels) if d.labels else None, max_detections=d.max_detections
+    )
+    float_range = resolved.entry.input_range if resolved.entry else None
+    return Detector(handle, resolved.labels, settings, name=resolved.name, float_range=float_range)

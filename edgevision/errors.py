@@ -1,0 +1,58 @@
+"""The small exception hierarchy of edgevision and the exit codes it maps to.
+
+Exit codes follow sysexits(3), which systemd's ``RestartPreventExitStatus=78`` relies on:
+
+======  ==========================================================
+0       ok
+1       unexpected error (a bug: a traceback is printed)
+2       usage error (bad command-line flag)
+66      input missing or unreadable (EX_NOINPUT)
+78      configuration or model error (EX_CONFIG); restarting will not fix it
+======  ==========================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_NOINPUT = 66
+EXIT_CONFIG = 78
+
+
+class EdgeVisionError(Exception):
+    """Base class of every error edgevision reports as one clear line."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class UsageError(EdgeVisionError):
+    """A command-line flag or argument is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(EdgeVisionError):
+    """An input (image, video, camera, stream) is missing, unreadable or corrupt."""
+
+    exit_code = EXIT_NOINPUT
+
+
+class ConfigError(EdgeVisionError):
+    """The configuration is invalid. Messages read ``file:line key: message``."""
+
+    exit_code = EXIT_CONFIG
+
+
+class ModelError(EdgeVisionError):
+    """A model is missing, fails verification, is not a TFLite file, or cannot run here."""
+
+    exit_code = EXIT_CONFIG
+
+
+class BackendUnavailable(ModelError):
+    """The requested interpreter runtime or delegate is not installed or cannot be loaded."""
+
+
+class EdgeTPUUnavailable(BackendUnavailable):
+    """An Edge TPU model was requested but no Edge TPU delegate could be loaded."""

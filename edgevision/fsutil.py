@@ -1,0 +1,43 @@
+"""Crash-safe file primitives shared by model installation and recording."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install_atomically(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it over ``final`` and fsync the directory: readers see the old or the new file."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def unlink_quietly(path: Path) -> None:
+    """Remove a temporary file that may not exist (never used on a finalized recording)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,188 @@
+"""One small interface over the TFLite Interpreter, with an explicit registry of runtimes.
+
+Runtimes are imported lazily so that a Pi with only ``tflite-runtime`` (or only LiteRT) installed works, and a
+missing one is reported with the pip package that provides it. The Edge TPU is a delegate
+(``libedgetpu.so.1`` loaded through the runtime's ``load_delegate``), not a runtime of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgevision.errors import BackendUnavailable, EdgeTPUUnavailable, ModelError
+from edgevision.inference.tflite_file import TFLiteInfo, inspect_tflite
+
+RuntimeName = Literal["auto", "litert", "tflite-runtime"]
+DeviceName = Literal["cpu", "edgetpu"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registry entry: where a runtime's ``Interpreter`` and ``load_delegate`` live, and who provides them."""
+
+    name: str
+    module: str
+    pip_package: str
+
+    def load(self) -> Any:
+        """Import the runtime's interpreter module or raise :class:`BackendUnavailable` naming the package."""
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"runtime '{self.name}' is not installed ({exc}); install it with: pip install {self.pip_package}"
+            ) from None
+
+
+#: The explicit registry, in ``auto`` preference order.
+BACKENDS: dict[str, Backend] = {
+    "litert": Backend("litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+    "tflite-runtime": Backend("tflite-runtime", "tflite_runtime.interpreter", "'edgevision[tflite]'"),
+}
+
+
+def available_runtimes() -> list[str]:
+    """Names of the registered runtimes that import here."""
+    names = []
+    for name, backend in BACKENDS.items():
+        try:
+            backend.load()
+        except BackendUnavailable:
+            continue
+        names.append(name)
+    return names
+
+
+def edgetpu_library() -> str:
+    """The platform's name of the Edge TPU runtime library (as pycoral names it)."""
+    return {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
+        platform.system(), "libedgetpu.so.1"
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run a model: which runtime, which device, how many CPU threads."""
+
+    runtime: RuntimeName = "auto"
+    device: DeviceName = "cpu"
+    threads: int = 2
+    edgetpu_device: str | None = None  # e.g. "usb", "usb:0", "pci:0"; None = first found
+
+
+@dataclass
+class InterpreterHandle:
+    """A loaded, allocated interpreter and the facts callers need about it.
+
+    Tensor contract: ``output(i)`` returns a *copy*; the interpreter's own output buffers are overwritten by
+    the next ``invoke()``, so nothing that outlives the call may keep a view into them.
+    """
+
+    interpreter: Any
+    runtime: str
+    device: str
+    model_path: Path
+    info: TFLiteInfo
+    input_details: list[dict[str, Any]] = field(default_factory=list)
+    output_details: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in self.input_details[0]["shape"])
+
+    @property
+    def input_dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.input_details[0]["dtype"])
+
+    def set_input(self, tensor: np.ndarray, index: int = 0) -> None:
+        self.interpreter.set_tensor(self.input_details[index]["index"], tensor)
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def output(self, i: int) -> np.ndarray:
+        return np.array(self.interpreter.get_tensor(self.output_details[i]["index"]))
+
+    def outputs(self) -> list[np.ndarray]:
+        return [self.output(i) for i in range(len(self.output_details))]
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Set the single input, invoke, and return copies of every output."""
+        self.set_input(tensor)
+        self.invoke()
+        return self.outputs()
+
+
+def _resolve_backend(runtime: RuntimeName) -> tuple[str, Any]:
+    if runtime != "auto":
+        if runtime not in BACKENDS:
+            raise BackendUnavailable(f"unknown runtime '{runtime}' (choose from: auto, {', '.join(BACKENDS)})")
+        return runtime, BACKENDS[runtime].load()
+    errors = []
+    for name, backend in BACKENDS.items():
+        try:
+            return name, backend.load()
+        except BackendUnavailable as exc:
+            errors.append(str(exc))
+    raise BackendUnavailable(
+        "no TFLite runtime is installed; install one with: pip install ai-edge-litert "
+        "(or pip install 'edgevision[tflite]' for tflite-runtime)"
+    )
+
+
+def _load_edgetpu_delegate(module: Any, device: str | None) -> Any:
+    lib = edgetpu_library()
+    options = {"device": device} if device else {}
+    loader: Callable[..., Any] | None = getattr(module, "load_delegate", None)
+    if loader is None:
+        raise EdgeTPUUnavailable("this runtime has no load_delegate(); cannot use the Edge TPU")
+    try:
+        return loader(lib, options)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise EdgeTPUUnavailable(
+            f"no Edge TPU available: loading {lib} failed ({str(exc).strip() or type(exc).__name__}); "
+            "is the Coral plugged in and the libedgetpu1-std package installed?"
+        ) from None
+
+
+def open_interpreter(model_path: Path, options: RuntimeOptions | None = None) -> InterpreterHandle:
+    """Validate ``model_path``, load it in the chosen runtime/device and allocate its tensors."""
+    options = options or RuntimeOptions()
+    info = inspect_tflite(model_path)
+    if info.needs_edgetpu and options.device != "edgetpu":
+        raise EdgeTPUUnavailable(
+            f"{model_path}: model is compiled for the Edge TPU (edgetpu-custom-op) but device is 'cpu'; "
+            "set device: edgetpu, or use the model's CPU twin"
+        )
+    name, module = _resolve_backend(options.runtime)
+    delegates = []
+    if options.device == "edgetpu":
+        delegates.append(_load_edgetpu_delegate(module, options.edgetpu_device))
+    if options.threads < 1:
+        raise ModelError(f"threads must be >= 1, got {options.threads}")
+    try:
+        interp = module.Interpreter(
+            model_path=str(model_path),
+            num_threads=options.threads,
+            experimental_delegates=delegates or None,
+        )
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{model_path}: {name} cannot load this model: {msg}") from None
+    return InterpreterHandle(
+        interpreter=interp,
+        runtime=name,
+        device=options.device,
+        model_path=model_path,
+        info=info,
+        input_details=list(interp.get_input_details()),
+        output_details=list(interp.get_output_details()),
+    )

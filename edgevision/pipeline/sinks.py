@@ -1,0 +1,198 @@
+"""Sinks: the detections log (JSON lines), the annotated video and the optional window."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import cv2
+import numpy as np
+
+from edgevision.errors import InputError, UsageError
+from edgevision.pipeline.loop import FrameResult
+from edgevision.render import draw_detections
+
+log = logging.getLogger(__name__)
+
+
+def result_record(result: FrameResult, timing: bool = True) -> dict[str, object]:
+    """The JSON-lines record of one processed frame (same detection format as ``edgevision detect``)."""
+    rec: dict[str, object] = {"frame": result.frame.index, "ts": round(result.frame.ts, 6), "model": result.model}
+    for key in ("rung",):
+        if key in result.extras:
+            rec[key] = result.extras[key]
+    if timing:
+        rec["latency_ms"] = {k: round(v, 3) for k, v in result.latency_ms.items()}
+    rec["detections"] = [d.to_dict() for d in result.detections]
+    for key, value in result.extras.items():
+        if key not in rec:
+            rec[key] = value
+    return rec
+
+
+class DetectionsLog:
+    """``--detections FILE``: one JSON object per processed frame, flushed per line.
+
+    Each line is written whole and flushed, so a crash leaves at most one incomplete last line. ``timing``
+    False drops ``latency_ms`` (the one wall-clock field), making replay output byte-identical between runs.
+    """
+
+    def __init__(self, path: Path, timing: bool = True) -> None:
+        self.path = path
+        self.timing = timing
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: IO[str] | None = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write detections: {exc.strerror}") from None
+
+    def on_result(self, result: FrameResult) -> None:
+        assert self._fh is not None
+        self._fh.write(json.dumps(result_record(result, self.timing), separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+
+
+def fourcc_for(path: Path) -> str:
+    """A codec OpenCV's bundled FFmpeg can always write for this container."""
+    return {".avi": "MJPG", ".mkv": "XVID"}.get(path.suffix.lower(), "mp4v")
+
+
+class VideoSink:
+    """``--save-video FILE``: annotated frames encoded in a writer thread behind a bounded queue.
+
+    In replay (``blocking=True``) the loop waits for the writer so every frame is written; live, a full
+    queue drops the frame and counts it (``dropped``), so encoding never slows inference.
+    """
+
+    def __init__(
+        self, path: Path, fps: Callable[[], float | None], blocking: bool, depth: int = 8
+    ) -> None:
+        self.path = path
+        self._fps_source = fps  # read at the first frame, once the source is open and knows its rate
+        self.fps = 25.0
+        self.blocking = blocking
+        self.dropped = 0
+        self.written = 0
+        self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=depth)
+        self._writer: cv2.VideoWriter | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
+        self._started = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _open(self, frame: np.ndarray) -> cv2.VideoWriter:
+        h, w = frame.shape[:2]
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc_for(self.path)), self.fps, (w, h))
+        if not writer.isOpened():
+            raise InputError(f"{self.path}: cannot open video writer ({fourcc_for(self.path)})")
+        return writer
+
+    def _run(self) -> None:
+        try:
+            while True:
+                frame = self._q.get()
+                if frame is None:
+                    break
+                if self._writer is None:
+                    self._writer = self._open(frame)
+                self._writer.write(frame)
+                self.written += 1
+        except BaseException as exc:  # raised to the pipeline on the next frame or at close
+            self._error = exc
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    if self._q.get_nowait() is None:
+                        break
+                except queue.Empty:
+                    break
+        finally:
+            if self._writer is not None:
+                self._writer.release()
+
+    def on_result(self, result: FrameResult) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._started:
+            fps = self._fps_source()
+            self.fps = fps if fps and fps > 0 else 25.0
+            self._thread.start()
+            self._started = True
+        image = result.frame.image
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        else:
+            image = image.copy()
+        draw_detections(image, result.detections)
+        if self.blocking:
+            while True:
+                try:
+                    self._q.put(image, timeout=0.5)
+                    return
+                except queue.Full:
+                    if self._error is not None:
+                        raise self._error from None
+                    if not self._thread.is_alive():
+                        raise InputError(f"{self.path}: video writer stopped") from None
+        else:
+            try:
+                self._q.put_nowait(image)
+            except queue.Full:
+                self.dropped += 1
+
+    def close(self) -> None:
+        if self._started:
+            while self._thread.is_alive():
+                try:
+                    self._q.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join(timeout=60.0)
+            if self._thread.is_alive():
+                raise InputError(f"{self.path}: video writer did not finish within 60 s")
+        if self._error is not None:
+            raise self._error
+        if self.dropped:
+            log.warning("video: %d frame(s) dropped because the encoder fell behind", self.dropped)
+
+
+def gui_available() -> bool:
+    """True when this OpenCV build can open windows (opencv-python-headless cannot)."""
+    info = cv2.getBuildInformation()
+    for line in info.splitlines():
+        if line.strip().startswith("GUI:"):
+            return "NONE" not in line.upper()
+    return False
+
+
+class WindowSink:
+    """``--show``: an OpenCV window with the annotated frames (only with a GUI build of OpenCV)."""
+
+    def __init__(self, title: str = "edgevision") -> None:
+        if not gui_available():
+            raise UsageError(
+                "--show needs an OpenCV build with a GUI; this one is headless "
+                "(pip install opencv-python instead of opencv-python-headless)"
+            )
+        self.title = title
+
+    def on_result(self, result: FrameResult) -> None:
+        image = draw_detections(result.frame.image.copy(), result.detections)
+        cv2.imshow(self.title, image)
+        cv2.waitKey(1)
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)

@@ -1,0 +1,34 @@
+"""Drawing detections on frames (annotated images, saved video, live view)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+
+from edgevision.detection.types import Detection
+
+_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
+
+
+def color_for(class_id: int) -> tuple[int, int, int]:
+    """A stable BGR colour per class id (person = red)."""
+    return _PALETTE[class_id % len(_PALETTE)]
+
+
+def draw_detections(frame: np.ndarray, detections: Iterable[Detection]) -> np.ndarray:
+    """Draw boxes and ``label score`` captions on ``frame`` in place and return it."""
+    h, w = frame.shape[:2]
+    thick = max(1, round(min(h, w) / 360))
+    for det in detections:
+        px = det.box.to_pixels(w, h)
+        color = color_for(det.class_id)
+        cv2.rectangle(frame, (px.x1, px.y1), (px.x2, px.y2), color, thick)
+        caption = f"{det.label} {det.score:.2f}"
+        scale = 0.4 * thick
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y = max(th + base, px.y1)
+        cv2.rectangle(frame, (px.x1, y - th - base), (px.x1 + tw, y), color, -1)
+        cv2.putText(frame, caption, (px.x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return frame

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgevision.errors import ConfigError
+from edgevision.errors import ConfigError, UsageError
 
 
 class _Strict(BaseModel):
@@ -168,11 +168,13 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         return EdgeVisionConfig.model_validate(raw)
     except ValidationError as exc:
         msgs = []
+        from_flags = 0
         for err in exc.errors():
             loc = tuple(err["loc"])
             key = ".".join(str(p) for p in loc) or "(top level)"
             if loc in flagged or any(loc[: len(f)] == f for f in flagged):
                 where = "command line"
+                from_flags += 1
             else:
                 probe = loc
                 while probe and probe not in lines:
@@ -182,4 +184,6 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             if err["type"] == "extra_forbidden":
                 text = "unknown key"
             msgs.append(f"{where} {key}: {text}")
+        if from_flags == len(msgs):
+            raise UsageError("\n".join(msgs)) from None  # a bad flag value is a usage error (exit 2)
         raise ConfigError("\n".join(msgs)) from None

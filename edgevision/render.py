@@ -30,5 +30,14 @@ def draw_detections(frame: np.ndarray, detections: Iterable[Detection]) -> np.nd
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y = max(th + base, px.y1)
         cv2.rectangle(frame, (px.x1, y - th - base), (px.x1 + tw, y), color, -1)
-        cv2.putText(frame, caption, (px.x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            frame,
+            caption,
+            (px.x1, y - base),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return frame

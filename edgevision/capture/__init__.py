@@ -5,4 +5,12 @@ from edgevision.capture.runner import CaptureStats, LiveRunner, ReplayRunner
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import OpenCVSource, Picamera2Source
 
-__all__ = ["CaptureStats", "Frame", "LatestSlot", "LiveRunner", "OpenCVSource", "Picamera2Source", "ReplayRunner"]
+__all__ = [
+    "CaptureStats",
+    "Frame",
+    "LatestSlot",
+    "LiveRunner",
+    "OpenCVSource",
+    "Picamera2Source",
+    "ReplayRunner",
+]

@@ -100,16 +100,21 @@ class OpenCVSource:
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
-            what = {True: "camera", False: "stream" if self.is_stream else "video"}[self.is_camera]
-            hint = " (does /dev/video%s exist, and is the user in the 'video' group?)" % self.target if self.is_camera else ""
-            if not self.live:
-                hint = " (unsupported, truncated or corrupt file)"
+            if self.is_camera:
+                what, hint = (
+                    "camera",
+                    f" (does /dev/video{self.target} exist, and is the user in the 'video' group?)",
+                )
+            elif self.is_stream:
+                what, hint = "stream", " (is the URL right and the server reachable?)"
+            else:
+                what, hint = "video", " (unsupported, truncated or corrupt file)"
             raise InputError(f"{self.source_id}: cannot open {what}{hint}")
         self._cap = cap
         width, height, fps, fourcc = self._want
         if self.is_camera:
             if fourcc:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*fourcc))
             if width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             if height:
@@ -234,5 +239,7 @@ def parse_video_target(value: str) -> str:
     """Accept a file path or an rtsp/http(s) URL; any other URL scheme is a usage error."""
     if "://" in value and not value.startswith(STREAM_SCHEMES):
         scheme = value.split("://", 1)[0]
-        raise UsageError(f"--video {value}: unsupported URL scheme '{scheme}' (use a file, rtsp:// or http(s)://)")
+        raise UsageError(
+            f"--video {value}: unsupported URL scheme '{scheme}' (use a file, rtsp:// or http(s)://)"
+        )
     return value

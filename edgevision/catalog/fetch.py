@@ -130,11 +130,11 @@ def _extract(archive: Path, member: str, out: Path, limit: int) -> None:
         elif name.endswith((".tar.gz", ".tgz", ".tar")):
             with tarfile.open(archive) as tf:
                 ti = tf.getmember(member)
-                src = tf.extractfile(ti)
-                if src is None or ti.size > limit:
+                member_fh = tf.extractfile(ti)
+                if member_fh is None or ti.size > limit:
                     raise _Refused(f"archive member {member} is not a regular file of the expected size")
-                with src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                with member_fh, open(out, "wb") as dst:
+                    shutil.copyfileobj(member_fh, dst)
         else:
             raise _Refused(f"unsupported archive type: {archive.name}")
     except KeyError:
@@ -170,7 +170,36 @@ def _pip_download(source: Source, workdir: Path, timeout: float) -> Path:
     return wheel
 
 
-def _candidates(entry: Entry, mirror: str | None, timeout: float) -> list[tuple[str, Callable[[Path, Path], None]]]:
+def _official(
+    src: Source,
+    limit: int,
+    timeout: float,
+    from_member: Callable[[Source, Callable[[Path], Path]], Callable[[Path, Path], None]],
+) -> Callable[[Path, Path], None]:
+    """The producer for one official source: pinned wheel, archive member or direct file."""
+    url = src.url or ""
+
+    def wheel(work: Path) -> Path:
+        return _pip_download(src, work, timeout * 5)
+
+    def archive(work: Path) -> Path:
+        target = work / url.rstrip("/").rsplit("/", 1)[-1]
+        _download(url, target, MAX_ARCHIVE_BYTES, timeout)
+        return target
+
+    def direct(out_path: Path, work: Path) -> None:
+        _download(url, out_path, limit, timeout)
+
+    if src.pypi is not None:
+        return from_member(src, wheel)
+    if src.member is not None:
+        return from_member(src, archive)
+    return direct
+
+
+def _candidates(
+    entry: Entry, mirror: str | None, timeout: float
+) -> list[tuple[str, Callable[[Path, Path], None]]]:
     """Ordered (description, producer) pairs; a producer writes the candidate file to ``out``."""
     limit = entry.size or MAX_ARCHIVE_BYTES
     out: list[tuple[str, Callable[[Path, Path], None]]] = []
@@ -215,22 +244,15 @@ def _candidates(entry: Entry, mirror: str | None, timeout: float) -> list[tuple[
         out.append((f"mirror {base}/{entry.file}", copy_direct))
         for src in entry.sources:
             if src.archive_name:
-                out.append((f"mirror {base}/{src.archive_name} :: {src.member}", from_member(src, mirror_file(src.archive_name))))
+                out.append(
+                    (
+                        f"mirror {base}/{src.archive_name} :: {src.member}",
+                        from_member(src, mirror_file(src.archive_name)),
+                    )
+                )
 
     for src in entry.sources:
-        if src.pypi is not None:
-            out.append((src.describe(), from_member(src, lambda work, s=src: _pip_download(s, work, timeout * 5))))
-        elif src.member is not None:
-            url = src.url or ""
-
-            def fetch_archive(work: Path, url: str = url) -> Path:
-                target = work / url.rstrip("/").rsplit("/", 1)[-1]
-                _download(url, target, MAX_ARCHIVE_BYTES, timeout)
-                return target
-
-            out.append((src.describe(), from_member(src, fetch_archive)))
-        else:
-            out.append((src.describe(), lambda o, w, u=src.url or "": _download(u, o, limit, timeout)))
+        out.append((src.describe(), _official(src, limit, timeout, from_member)))
     return out
 
 

@@ -27,7 +27,7 @@ class ResolvedModel:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return "/" in spec or spec.endswith(".tflite") or Path(spec).suffix != "" and Path(spec).exists()
+    return "/" in spec or spec.endswith(".tflite") or (Path(spec).suffix != "" and Path(spec).exists())
 
 
 def resolve_model(
@@ -48,7 +48,11 @@ def resolve_model(
         path = models_dir / entry.file
         ok, msg = verify_installed(entry, models_dir)
         if not ok:
-            hint = f"run: edgevision models fetch {spec}" if msg == "not installed" else "re-fetch it with --force"
+            hint = (
+                f"run: edgevision models fetch {spec}"
+                if msg == "not installed"
+                else "re-fetch it with --force"
+            )
             raise ModelError(f"model '{spec}' in {models_dir}: {msg}; {hint}")
         name = spec
         labels_dir = models_dir
@@ -63,12 +67,16 @@ def resolve_model(
         if candidate.exists():
             labels = load_labels(candidate)
         elif not _looks_like_path(spec):
-            raise ModelError(f"labels '{lab.file}' for model '{spec}' are not installed; run: edgevision models fetch {spec}")
+            raise ModelError(
+                f"labels '{lab.file}' for model '{spec}' are not installed; run: edgevision models fetch {spec}"
+            )
     return ResolvedModel(name, path, entry, labels)
 
 
 def _edgetpu_twin(catalog: Catalog, cpu_name: str) -> str | None:
-    return next((n for n, m in catalog.models.items() if m.cpu_twin == cpu_name and m.device == "edgetpu"), None)
+    return next(
+        (n for n, m in catalog.models.items() if m.cpu_twin == cpu_name and m.device == "edgetpu"), None
+    )
 
 
 def open_model(
@@ -92,6 +100,11 @@ def open_model(
             want = _edgetpu_twin(catalog, spec) or spec
     resolved = resolve_model(want, models_dir, catalog, labels_path)
     needs_tpu = inspect_tflite(resolved.path).needs_edgetpu
+    if options.device == "edgetpu" and not needs_tpu:
+        msg = f"device is 'edgetpu' but model '{resolved.name}' is not compiled for the Edge TPU (no twin in the catalog)"
+        if not allow_cpu_fallback:
+            raise EdgeTPUUnavailable(msg)
+        log.warning("%s; running it on the CPU", msg)
     try:
         handle = open_interpreter(resolved.path, replace(options, device="edgetpu" if needs_tpu else "cpu"))
         return handle, resolved
@@ -99,7 +112,9 @@ def open_model(
         twin = resolved.entry.cpu_twin if resolved.entry else None
         if not (allow_cpu_fallback and twin):
             if not twin:
-                raise EdgeTPUUnavailable(f"{exc} (no CPU twin of '{resolved.name}' in the catalog)") from None
+                raise EdgeTPUUnavailable(
+                    f"{resolved.path}: model is compiled for the Edge TPU and has no CPU twin in the catalog; {exc}"
+                ) from None
             raise
         log.warning("%s; falling back to the CPU model '%s'", exc, twin)
         cpu = resolve_model(twin, models_dir, catalog, labels_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,4 +36,7 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> EdgeVisionConfig:
     overrides = model_overrides(args)
     overrides.update(extra or {})
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    if not getattr(args, "verbose", False):
+        logging.getLogger().setLevel(cfg.log_level.upper())
+    return cfg

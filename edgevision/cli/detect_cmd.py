@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     add_model_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    p.add_argument("--annotate", type=Path, metavar="OUT", help="write annotated image(s): a file or a directory")
+    p.add_argument(
+        "--annotate", type=Path, metavar="OUT", help="write annotated image(s): a file or a directory"
+    )
     p.set_defaults(func=run)
 
 
@@ -73,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             h, w = image.shape[:2]
             for d in dets:
                 px = d.box.to_pixels(w, h)
-                print(f"  {d.label:<14} {d.score:.3f}  box={d.box.as_list(3)}  px=({px.x1},{px.y1},{px.x2},{px.y2})")
+                print(
+                    f"  {d.label:<14} {d.score:.3f}  box={d.box.as_list(3)}  px=({px.x1},{px.y1},{px.x2},{px.y2})"
+                )
         if args.annotate:
             target = _annotate_target(args.annotate, path, many)
             if not cv2.imwrite(str(target), draw_detections(image.copy(), dets)):

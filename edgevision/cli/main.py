@@ -36,8 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (see :mod:`edgevision.errors`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else getattr(logging, os.environ.get("EDGEVISION_LOG", "INFO").upper(), 20)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = (
+        logging.DEBUG
+        if args.verbose
+        else getattr(logging, os.environ.get("EDGEVISION_LOG", "INFO").upper(), 20)
+    )
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         return int(args.func(args) or 0)
     except EdgeVisionError as exc:

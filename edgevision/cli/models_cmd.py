@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from edgevision.catalog.entries import ModelEntry, load_catalog
+from edgevision.catalog.entries import LabelEntry, ModelEntry, load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.errors import BackendUnavailable, ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
@@ -66,7 +66,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"models directory: {dest}")
-    print(f"{'name':<38} {'task':<9} {'family':<19} {'alpha':>5} {'input':>8} {'quant':<8} {'device':<8} installed")
+    print(
+        f"{'name':<38} {'task':<9} {'family':<19} {'alpha':>5} {'input':>8} {'quant':<8} {'device':<8} installed"
+    )
     for r in rows:
         mark = "yes" if r["installed"] else "-"
         pin = "" if r["pinned"] else " (unpinned)"
@@ -99,7 +101,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             errors.append(str(exc))
             continue
         verb = "installed" if rep.action == "installed" else "already installed"
-        print(f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if rep.action == "installed" else ""))
+        print(
+            f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if rep.action == "installed" else "")
+        )
     if errors:
         raise ModelError("\n".join(errors))
     return 0
@@ -108,10 +112,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     cat = load_catalog()
     dest = _dir(args)
+    entries: list[ModelEntry | LabelEntry]
     if args.names:
         entries = [e for n in args.names for e in cat.files_for(n)]
     else:
-        entries = [e for e in [*cat.models.values(), *cat.labels.values()] if (dest / e.file).exists()]
+        every: list[ModelEntry | LabelEntry] = [*cat.models.values(), *cat.labels.values()]
+        entries = [e for e in every if (dest / e.file).exists()]
     bad = []
     for e in entries:
         ok, msg = verify_installed(e, dest)
@@ -132,10 +138,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     a = m.architecture
     print(f"name:         {m.name}")
     print(f"description:  {m.description}")
-    print(f"task:         {m.task}   device: {m.device}" + (f"   cpu twin: {m.cpu_twin}" if m.cpu_twin else ""))
-    print(f"architecture: {a.family} alpha={a.alpha} input={a.input[0]}x{a.input[1]} {a.quantization} head={a.head}"
-          f" postprocess={'yes' if a.postprocess else 'no'}")
-    print(f"file:         {m.file}  size={m.size}  sha256={m.sha256 or '(unpinned: ' + str(m.unpinned) + ')'}")
+    print(
+        f"task:         {m.task}   device: {m.device}" + (f"   cpu twin: {m.cpu_twin}" if m.cpu_twin else "")
+    )
+    print(
+        f"architecture: {a.family} alpha={a.alpha} input={a.input[0]}x{a.input[1]} {a.quantization} head={a.head}"
+        f" postprocess={'yes' if a.postprocess else 'no'}"
+    )
+    print(
+        f"file:         {m.file}  size={m.size}  sha256={m.sha256 or '(unpinned: ' + str(m.unpinned) + ')'}"
+    )
     print(f"labels:       {m.labels or '-'}")
     print(f"license:      {m.license}")
     for s in m.sources:
@@ -149,7 +161,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"tensors:      (cannot load: {exc})")
             return 0
         for d in h.input_details:
-            print(f"input:        {d['name']} {list(d['shape'])} {d['dtype'].__name__} q={tuple(d['quantization'])}")
+            print(
+                f"input:        {d['name']} {[int(x) for x in d['shape']]} {d['dtype'].__name__} q={tuple(d['quantization'])}"
+            )
         for d in h.output_details:
-            print(f"output:       {d['name']} {list(d['shape'])} {d['dtype'].__name__}")
+            print(f"output:       {d['name']} {[int(x) for x in d['shape']]} {d['dtype'].__name__}")
     return 0

@@ -31,9 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--picamera", action="store_true", help="the Raspberry Pi camera (picamera2)")
     src.add_argument("--video", metavar="PATH|URL", help="a video file, or an rtsp:// / http(s):// stream")
     add_model_flags(p)
-    p.add_argument("--realtime", action="store_true", help="replay a file at its own fps, dropping frames like a camera")
-    p.add_argument("--detections", type=Path, metavar="FILE", help="write JSON lines, one per processed frame")
-    p.add_argument("--no-timing", action="store_true", help="leave latency_ms out of --detections (byte-identical replays)")
+    p.add_argument(
+        "--realtime", action="store_true", help="replay a file at its own fps, dropping frames like a camera"
+    )
+    p.add_argument(
+        "--detections", type=Path, metavar="FILE", help="write JSON lines, one per processed frame"
+    )
+    p.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="leave latency_ms out of --detections (byte-identical replays)",
+    )
     p.add_argument("--save-video", type=Path, metavar="FILE", help="write the annotated video")
     p.add_argument("--show", action="store_true", help="open a window (needs an OpenCV build with a GUI)")
     p.add_argument("--status-interval", type=float, metavar="S", help="seconds between status lines")
@@ -96,8 +104,13 @@ def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
             return Picamera2Source(s.camera, s.picamera_main_size, s.picamera_lores_size, s.fps)
 
         return LiveRunner(pi_factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s)
-    target: int | str = s.camera if s.kind == "camera" else (s.url if s.kind == "url" else str(s.path))
-    assert target is not None
+    target: int | str
+    if s.kind == "camera":
+        target = s.camera
+    elif s.kind == "url" and s.url is not None:
+        target = s.url
+    else:
+        target = str(s.path)
 
     def factory() -> FrameSource:
         return OpenCVSource(
@@ -128,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
         sinks.append(DetectionsLog(out.detections, timing=not args.no_timing))
     video_sink: VideoSink | None = None
     if out.save_video:
-        video_sink = VideoSink(out.save_video, lambda: getattr(runner, "fps", None) or cfg.source.fps, not runner.live)
+        video_sink = VideoSink(
+            out.save_video, lambda: getattr(runner, "fps", None) or cfg.source.fps, not runner.live
+        )
         sinks.append(video_sink)
     pipeline = Pipeline(runner, detector, sinks, status_interval=out.status_interval_s)
     stop = threading.Event()
@@ -139,8 +154,13 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        log.info("model %s (%s, %d thread(s)) on %s", detector.name, detector.handle.runtime, cfg.runtime.threads,
-                 cfg.source.kind)
+        log.info(
+            "model %s (%s, %d thread(s)) on %s",
+            detector.name,
+            detector.handle.runtime,
+            cfg.runtime.threads,
+            cfg.source.kind,
+        )
         summary = pipeline.run(stop, args.max_frames)
     finally:
         for sig, handler in previous.items():

@@ -90,7 +90,9 @@ class Detector:
             )
         self.anchors = anchors
         if self.raw_layout is not None and self.raw_layout.anchors is None and anchors is None:
-            raise ModelError(f"{handle.model_path}: raw SSD outputs without an anchors output; anchors are required")
+            raise ModelError(
+                f"{handle.model_path}: raw SSD outputs without an anchors output; anchors are required"
+            )
         self.nms_iou = nms_iou
         self.class_filter = self._class_filter(self.settings.labels)
 
@@ -137,7 +139,14 @@ class Detector:
                 c, sc = ssd.resolve_classes_scores(classes.reshape(-1), scores.reshape(-1), count)
                 classes, scores = c, sc
             return ssd.parse_postprocess(
-                outputs[lay.boxes], classes, scores, count, self.labels, s.threshold, s.max_detections, self.class_filter
+                outputs[lay.boxes],
+                classes,
+                scores,
+                count,
+                self.labels,
+                s.threshold,
+                s.max_detections,
+                self.class_filter,
             )
         assert self.raw_layout is not None
         rl = self.raw_layout
@@ -167,4 +176,8 @@ class Detector:
         t2 = time.perf_counter()
         dets = self.parse([self.handle.output(i) for i in range(len(self.handle.output_details))])
         t3 = time.perf_counter()
-        return dets, {"preprocess": (t1 - t0) * 1e3, "invoke": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return dets, {
+            "preprocess": (t1 - t0) * 1e3,
+            "invoke": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }

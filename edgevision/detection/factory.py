@@ -18,7 +18,9 @@ def models_dir(cfg: EdgeVisionConfig) -> Path:
 
 def runtime_options(cfg: EdgeVisionConfig) -> RuntimeOptions:
     r = cfg.runtime
-    return RuntimeOptions(runtime=r.runtime, device=r.device, threads=r.threads, edgetpu_device=r.edgetpu_device)
+    return RuntimeOptions(
+        runtime=r.runtime, device=r.device, threads=r.threads, edgetpu_device=r.edgetpu_device
+    )
 
 
 def build_detector(cfg: EdgeVisionConfig, model: str | None = None) -> Detector:

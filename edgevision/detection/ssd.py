@@ -55,7 +55,7 @@ def postprocess_layout(names: Sequence[str], shapes: Sequence[Sequence[int]]) ->
     dims = [tuple(int(d) for d in s) for s in shapes]
     boxes = [i for i, s in enumerate(dims) if len(s) == 3 and s[-1] == 4]
     count = [i for i, s in enumerate(dims) if int(np.prod(s)) == 1]
-    pair = [i for i, s in enumerate(dims) if len(s) == 2 and s[-1] > 1 or (len(s) == 2 and i not in count)]
+    pair = [i for i, s in enumerate(dims) if (len(s) == 2 and s[-1] > 1) or (len(s) == 2 and i not in count)]
     pair = [i for i in pair if i not in boxes and i not in count]
     if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:
         return None
@@ -139,7 +139,7 @@ def parse_postprocess(
         score = float(s[i])
         if score < threshold or not math.isfinite(score):
             continue
-        cid = int(round(float(c[i])))
+        cid = round(float(c[i]))
         if allowed is not None and cid not in allowed:
             continue
         out.append(Detection(labels.get(cid, str(cid)), cid, score, BBox.from_yxyx(*b[i].tolist())))
@@ -211,9 +211,10 @@ def decode_raw(
     Each anchor keeps its best non-background class; anchors below ``threshold`` are dropped; class-agnostic
     greedy NMS keeps at most ``max_detections``.
     """
-    scores = np.asarray(class_predictions, dtype=np.float32).reshape(len(np.asarray(anchors).reshape(-1, 4)), -1)
+    n_anchors = len(np.asarray(anchors).reshape(-1, 4))
+    scores: np.ndarray = np.asarray(class_predictions, dtype=np.float32).reshape(n_anchors, -1)
     if scores_are_logits:
-        scores = 1.0 / (1.0 + np.exp(-scores))
+        scores = (1.0 / (1.0 + np.exp(-scores))).astype(np.float32)
     if has_background:
         scores = scores[:, 1:]
     if class_filter is not None:
@@ -227,7 +228,9 @@ def decode_raw(
     cand = np.nonzero(best_score >= threshold)[0]
     if len(cand) == 0:
         return []
-    boxes = decode_boxes(np.asarray(encodings).reshape(-1, 4)[cand], np.asarray(anchors).reshape(-1, 4)[cand], scales)
+    boxes = decode_boxes(
+        np.asarray(encodings).reshape(-1, 4)[cand], np.asarray(anchors).reshape(-1, 4)[cand], scales
+    )
     keep = nms(boxes, best_score[cand], iou_threshold, max_detections)
     return [
         Detection(
@@ -268,7 +271,10 @@ def ssd_anchors(
             specs = [(scales[layer], ar) for ar in aspect_ratios]
             if interpolated_scale_aspect_ratio > 0:
                 specs.append((math.sqrt(scales[layer] * scales[layer + 1]), interpolated_scale_aspect_ratio))
-        hw = np.array([[s / math.sqrt(ar), s * math.sqrt(ar)] for s, ar in specs], dtype=np.float64) * size_scale
+        hw = (
+            np.array([[s / math.sqrt(ar), s * math.sqrt(ar)] for s, ar in specs], dtype=np.float64)
+            * size_scale
+        )
         ys = (np.arange(gh) + 0.5) / gh
         xs = (np.arange(gw) + 0.5) / gw
         cy, cx = np.meshgrid(ys, xs, indexing="ij")

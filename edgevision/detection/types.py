@@ -66,15 +66,20 @@ class BBox:
     def to_pixels(self, width: int, height: int) -> PixelBox:
         """The box in pixels of a ``width`` x ``height`` frame."""
         return PixelBox(
-            int(round(self.xmin * width)),
-            int(round(self.ymin * height)),
-            int(round(self.xmax * width)),
-            int(round(self.ymax * height)),
+            round(self.xmin * width),
+            round(self.ymin * height),
+            round(self.xmax * width),
+            round(self.ymax * height),
         )
 
     def as_list(self, ndigits: int = 4) -> list[float]:
         """``[xmin, ymin, xmax, ymax]`` rounded for JSON output."""
-        return [round(self.xmin, ndigits), round(self.ymin, ndigits), round(self.xmax, ndigits), round(self.ymax, ndigits)]
+        return [
+            round(self.xmin, ndigits),
+            round(self.ymin, ndigits),
+            round(self.xmax, ndigits),
+            round(self.ymax, ndigits),
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,11 @@ missing one is reported with the pip package that provides it. The Edge TPU is a
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib
 import platform
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +126,9 @@ class InterpreterHandle:
 def _resolve_backend(runtime: RuntimeName) -> tuple[str, Any]:
     if runtime != "auto":
         if runtime not in BACKENDS:
-            raise BackendUnavailable(f"unknown runtime '{runtime}' (choose from: auto, {', '.join(BACKENDS)})")
+            raise BackendUnavailable(
+                f"unknown runtime '{runtime}' (choose from: auto, {', '.join(BACKENDS)})"
+            )
         return runtime, BACKENDS[runtime].load()
     errors = []
     for name, backend in BACKENDS.items():
@@ -137,19 +142,36 @@ def _resolve_backend(runtime: RuntimeName) -> tuple[str, Any]:
     )
 
 
+def _ignore_broken_delegate_del(unraisable: Any) -> None:
+    """Swallow only the known AttributeError from a half-built ``Delegate.__del__`` (runtime bug)."""
+    obj = getattr(unraisable, "object", None)
+    if isinstance(unraisable.exc_value, AttributeError) and "Delegate.__del__" in repr(obj):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _load_edgetpu_delegate(module: Any, device: str | None) -> Any:
     lib = edgetpu_library()
     options = {"device": device} if device else {}
     loader: Callable[..., Any] | None = getattr(module, "load_delegate", None)
     if loader is None:
         raise EdgeTPUUnavailable("this runtime has no load_delegate(); cannot use the Edge TPU")
+    hint = "is the Coral plugged in and the libedgetpu1-std package installed?"
+    try:
+        ctypes.CDLL(lib)  # probe first: a failed load_delegate() leaves a Delegate whose __del__ raises
+    except OSError as exc:
+        raise EdgeTPUUnavailable(f"no Edge TPU available: cannot load {lib} ({exc}); {hint}") from None
+    previous = sys.unraisablehook
+    sys.unraisablehook = _ignore_broken_delegate_del
     try:
         return loader(lib, options)
     except (ValueError, OSError, RuntimeError) as exc:
         raise EdgeTPUUnavailable(
-            f"no Edge TPU available: loading {lib} failed ({str(exc).strip() or type(exc).__name__}); "
-            "is the Coral plugged in and the libedgetpu1-std package installed?"
+            f"no Edge TPU available: loading {lib} failed ({str(exc).strip() or type(exc).__name__}); {hint}"
         ) from None
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 def open_interpreter(model_path: Path, options: RuntimeOptions | None = None) -> InterpreterHandle:

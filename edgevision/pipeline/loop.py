@@ -145,8 +145,8 @@ class Pipeline:
         result = FrameResult(frame, dets, latency, det.name)
         for stage in self.stages:
             stage.process(result)
-        result.latency_ms["total"] = (time.monotonic() - frame.captured_at) * 1e3 if frame.captured_at else sum(
-            latency.values()
+        result.latency_ms["total"] = (
+            (time.monotonic() - frame.captured_at) * 1e3 if frame.captured_at else sum(latency.values())
         )
         return result
 

@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 def result_record(result: FrameResult, timing: bool = True) -> dict[str, object]:
     """The JSON-lines record of one processed frame (same detection format as ``edgevision detect``)."""
-    rec: dict[str, object] = {"frame": result.frame.index, "ts": round(result.frame.ts, 6), "model": result.model}
+    rec: dict[str, object] = {
+        "frame": result.frame.index,
+        "ts": round(result.frame.ts, 6),
+        "model": result.model,
+    }
     for key in ("rung",):
         if key in result.extras:
             rec[key] = result.extras[key]
@@ -77,9 +81,7 @@ class VideoSink:
     queue drops the frame and counts it (``dropped``), so encoding never slows inference.
     """
 
-    def __init__(
-        self, path: Path, fps: Callable[[], float | None], blocking: bool, depth: int = 8
-    ) -> None:
+    def __init__(self, path: Path, fps: Callable[[], float | None], blocking: bool, depth: int = 8) -> None:
         self.path = path
         self._fps_source = fps  # read at the first frame, once the source is open and knows its rate
         self.fps = 25.0
@@ -95,7 +97,9 @@ class VideoSink:
 
     def _open(self, frame: np.ndarray) -> cv2.VideoWriter:
         h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc_for(self.path)), self.fps, (w, h))
+        writer = cv2.VideoWriter(
+            str(self.path), cv2.VideoWriter.fourcc(*fourcc_for(self.path)), self.fps, (w, h)
+        )
         if not writer.isOpened():
             raise InputError(f"{self.path}: cannot open video writer ({fourcc_for(self.path)})")
         return writer
@@ -131,10 +135,7 @@ class VideoSink:
             self._thread.start()
             self._started = True
         image = result.frame.image
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        else:
-            image = image.copy()
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
         draw_detections(image, result.detections)
         if self.blocking:
             while True:

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real models and media in ``../shared`` (or ``$EDGEVISION_SHARED``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared")).resolve()
+IMAGES = SHARED / "media" / "images"
+VIDEOS = SHARED / "media" / "video"
+SHARED_MODELS = SHARED / "models"
+
+if not (SHARED_MODELS / "manifest.json").exists():
+    raise pytest.UsageError(
+        f"real models and media not found at {SHARED}; set EDGEVISION_SHARED to the shared/ directory"
+    )
+
+WALKING = VIDEOS / "supervision_walking.mp4"
+HALLWAY_1 = VIDEOS / "frigate_test_motion_video-1.mp4"
+HALLWAY_3 = VIDEOS / "frigate_test_motion_video-3.mp4"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory populated the way a user would: `models fetch` from a (directory) mirror."""
+    from edgevision.catalog import fetch_entry, load_catalog
+
+    dest = tmp_path_factory.mktemp("models")
+    cat = load_catalog()
+    for name, entry in cat.models.items():
+        if entry.sha256 is None:
+            continue
+        for e in cat.files_for(name):
+            fetch_entry(e, dest, mirror=str(SHARED_MODELS))
+    return dest
+
+
+@pytest.fixture()
+def env(models_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: the fixture models, a private data dir, no mirror, quiet TF logs."""
+    e = dict(os.environ)
+    e.update(
+        EDGEVISION_MODELS_DIR=str(models_dir),
+        EDGEVISION_DATA_DIR=str(tmp_path / "data"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    e.pop("EDGEVISION_MODEL_MIRROR", None)
+    return e
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 120, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m edgevision ARGS`` and return the completed process (text mode)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgevision", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )  # type: ignore[call-overload]

@@ -1,0 +1,195 @@
+"""The SSD detector on real models and real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import IMAGES
+from tflite_surgery import strip_postprocess
+
+from edgevision.catalog.resolve import open_model, resolve_model
+from edgevision.config import load_config
+from edgevision.detection import ssd
+from edgevision.detection.detector import Detector, DetectorSettings
+from edgevision.detection.factory import build_detector
+from edgevision.errors import EdgeTPUUnavailable, ModelError
+from edgevision.inference.backends import RuntimeOptions, open_interpreter
+
+SSD_MODELS = ["ssd_mobilenet_v1_coco_quant", "ssd_mobilenet_v2_coco_quant"]
+PERSON_IMAGES = ["squat.bmp", "grace_hopper.bmp", "posenet_test_image.bmp"]
+NO_PERSON_IMAGES = ["cat.bmp", "traffic_frame_0001.bmp", "traffic_frame_0002.bmp", "traffic_frame_0003.bmp"]
+V1_FEATURE_MAPS = [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+
+
+def detector(models_dir: Path, name: str, threshold: float = 0.5) -> Detector:
+    cfg = load_config(
+        None, {"detector.model": name, "detector.threshold": threshold, "models.dir": str(models_dir)}
+    )
+    return build_detector(cfg)
+
+
+@pytest.mark.parametrize("model", SSD_MODELS)
+@pytest.mark.parametrize("image", PERSON_IMAGES)
+def test_person_found(models_dir: Path, model: str, image: str) -> None:
+    dets, latency = detector(models_dir, model).detect(cv2.imread(str(IMAGES / image)))
+    persons = [d for d in dets if d.label == "person"]
+    assert persons, f"no person in {image}: {dets}"
+    assert all(0 <= v <= 1 for d in persons for v in d.box.as_list())
+    assert set(latency) == {"preprocess", "invoke", "postprocess"}
+
+
+@pytest.mark.parametrize("model", SSD_MODELS)
+@pytest.mark.parametrize("image", NO_PERSON_IMAGES)
+def test_no_person(models_dir: Path, model: str, image: str) -> None:
+    dets, _ = detector(models_dir, model).detect(cv2.imread(str(IMAGES / image)))
+    assert not [d for d in dets if d.label == "person"], dets
+
+
+def test_known_boxes_match_manifest(models_dir: Path) -> None:
+    dets, _ = detector(models_dir, "ssd_mobilenet_v1_coco_quant", 0.3).detect(
+        cv2.imread(str(IMAGES / "squat.bmp"))
+    )
+    best = dets[0]
+    assert best.label == "person" and best.score == pytest.approx(0.824, abs=0.01)
+    # manifest: person 0.824 [ymin 0.223, xmin 0.203, ymax 0.977, xmax 0.736]
+    np.testing.assert_allclose(best.box.as_list(), [0.203, 0.223, 0.736, 0.977], atol=0.01)
+
+
+@pytest.mark.parametrize("model", SSD_MODELS)
+def test_bit_identical_to_direct_invocation(models_dir: Path, model: str) -> None:
+    det = detector(models_dir, model, threshold=0.0)
+    image = cv2.imread(str(IMAGES / "posenet_test_image.bmp"))
+    tensor = det.preprocess(image)
+    dets = det.infer(tensor)
+    direct = open_interpreter(det.handle.model_path, RuntimeOptions(threads=2))
+    assert direct.input_shape == tensor.shape and direct.input_dtype == tensor.dtype
+    boxes, classes, scores, count = direct.run(tensor)
+    n = int(count[0])
+    assert len(dets) == n
+    order = np.argsort(-scores[0][:n], kind="stable")
+    for d, i in zip(dets, order, strict=True):
+        ymin, xmin, ymax, xmax = np.clip(boxes[0][i], 0.0, 1.0).tolist()
+        assert d.score == float(scores[0][i])
+        assert d.class_id == int(classes[0][i])
+        assert (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax) == (xmin, ymin, xmax, ymax)
+
+
+def test_preprocess_is_rgb_resize_in_model_dtype(models_dir: Path) -> None:
+    det = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
+    image = cv2.imread(str(IMAGES / "cat.bmp"))
+    tensor = det.preprocess(image)
+    expected = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (300, 300), interpolation=cv2.INTER_LINEAR)
+    assert tensor.dtype == np.uint8 and tensor.shape == (1, 300, 300, 3)
+    np.testing.assert_array_equal(tensor[0], expected)
+    gray = det.preprocess(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    assert gray.shape == (1, 300, 300, 3)
+
+
+@pytest.mark.parametrize("model", SSD_MODELS)
+def test_model_anchors_match_generator(models_dir: Path, model: str) -> None:
+    """The anchors constant inside the real SSDs equals the TF OD API generator (within its uint8 step)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    res = resolve_model(model, models_dir)
+    it = Interpreter(model_path=str(res.path), experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    t = next(t for t in it.get_tensor_details() if t["name"] == "anchors")
+    scale, zero = t["quantization"]
+    anchors = (it.get_tensor(t["index"]).astype(np.float32) - zero) * scale
+    np.testing.assert_allclose(anchors, ssd.ssd_anchors(V1_FEATURE_MAPS), atol=scale / 2 + 1e-6)
+
+
+@pytest.mark.parametrize("model", SSD_MODELS)
+@pytest.mark.parametrize("image", ["posenet_test_image.bmp", "kite_and_cold.jpg", "grace_hopper.bmp"])
+def test_raw_decoding_matches_postprocess_op(models_dir: Path, model: str, image: str) -> None:
+    """Decode the op's own inputs (box encodings, scores, anchors) in numpy: same detections as the op."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    res = resolve_model(model, models_dir)
+    it = Interpreter(model_path=str(res.path), experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    det = detector(models_dir, model, threshold=0.3)
+    it.set_tensor(it.get_input_details()[0]["index"], det.preprocess(cv2.imread(str(IMAGES / image))))
+    it.invoke()
+    by_name = {t["name"]: t for t in it.get_tensor_details()}
+
+    def deq(name: str) -> np.ndarray:
+        t = by_name[name]
+        s, z = t["quantization"]
+        return (it.get_tensor(t["index"]).astype(np.float32) - z) * s
+
+    outs = [it.get_tensor(o["index"]) for o in it.get_output_details()]
+    max_det = outs[1].shape[1]
+    ref = ssd.parse_postprocess(outs[0], outs[1], outs[2], outs[3], {}, 0.3)
+    raw = ssd.decode_raw(deq("Squeeze"), deq("convert_scores"), deq("anchors"), {}, 0.3, 0.6, max_det)
+    assert [(d.class_id, round(d.score, 4)) for d in raw] == [(d.class_id, round(d.score, 4)) for d in ref]
+    for a, b in zip(raw, ref, strict=True):
+        np.testing.assert_allclose(a.box.as_list(), b.box.as_list(), atol=1e-4)
+
+
+def test_raw_output_model_through_detector(models_dir: Path, tmp_path: Path) -> None:
+    """A real SSD with its postprocess op removed runs through the raw path with generated anchors."""
+    res = resolve_model("ssd_mobilenet_v1_coco_quant", models_dir)
+    raw_path = tmp_path / "ssd_v1_raw.tflite"
+    raw_path.write_bytes(strip_postprocess(res.path.read_bytes()))
+    handle = open_interpreter(raw_path, RuntimeOptions(threads=2))
+    det = Detector(handle, res.labels, DetectorSettings(threshold=0.5, max_detections=10), "raw",
+                   anchors=ssd.ssd_anchors(V1_FEATURE_MAPS))  # fmt: skip
+    assert det.raw_layout is not None and det.pp_layout is None
+    ref = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
+    for image in ["squat.bmp", "posenet_test_image.bmp", "cat.bmp"]:
+        frame = cv2.imread(str(IMAGES / image))
+        got, _ = det.detect(frame)
+        want, _ = ref.detect(frame)
+        assert [d.label for d in got] == [d.label for d in want]
+        for a, b in zip(got, want, strict=True):
+            assert a.score == pytest.approx(b.score, abs=0.01)
+            assert a.box.iou(b.box) > 0.97
+
+
+def test_class_filter_and_unknown_label(models_dir: Path) -> None:
+    cfg = load_config(
+        None, {"detector.labels": ["cat"], "detector.threshold": 0.3, "models.dir": str(models_dir)}
+    )
+    dets, _ = build_detector(cfg).detect(cv2.imread(str(IMAGES / "cat.bmp")))
+    assert dets and {d.label for d in dets} == {"cat"}
+    cfg = load_config(None, {"detector.labels": ["unicorn"], "models.dir": str(models_dir)})
+    with pytest.raises(ModelError, match="unicorn"):
+        build_detector(cfg)
+
+
+def test_edgetpu_model_without_tpu(models_dir: Path) -> None:
+    opts = RuntimeOptions(device="cpu")
+    with pytest.raises(EdgeTPUUnavailable, match="Edge TPU"):
+        open_model("ssd_mobilenet_v2_coco_quant_edgetpu", models_dir, opts, allow_cpu_fallback=False)
+    handle, resolved = open_model(
+        "ssd_mobilenet_v2_coco_quant_edgetpu", models_dir, opts, allow_cpu_fallback=True
+    )
+    assert resolved.name == "ssd_mobilenet_v2_coco_quant" and handle.device == "cpu"
+    # device: edgetpu picks the twin, fails to load libedgetpu here, and falls back when allowed.
+    tpu = RuntimeOptions(device="edgetpu")
+    handle, resolved = open_model("ssd_mobilenet_v2_coco_quant", models_dir, tpu, allow_cpu_fallback=True)
+    assert resolved.name == "ssd_mobilenet_v2_coco_quant"
+    with pytest.raises(EdgeTPUUnavailable, match="libedgetpu"):
+        open_model("ssd_mobilenet_v2_coco_quant", models_dir, tpu, allow_cpu_fallback=False)
+
+
+def test_classifier_is_not_a_detector(models_dir: Path) -> None:
+    cfg = load_config(None, {"detector.model": "mobilenet_v1_0.25_128_quant", "models.dir": str(models_dir)})
+    with pytest.raises(ModelError, match="neither"):
+        build_detector(cfg)
+
+
+def test_missing_runtime_names_package(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:
+    from edgevision.errors import BackendUnavailable
+    from edgevision.inference import backends
+
+    monkeypatch.setitem(
+        backends.BACKENDS, "litert", backends.Backend("litert", "no_such_module_xyz", "ai-edge-litert")
+    )
+    res = resolve_model("ssd_mobilenet_v1_coco_quant", models_dir)
+    with pytest.raises(BackendUnavailable, match="pip install ai-edge-litert"):
+        open_interpreter(res.path, RuntimeOptions(runtime="litert"))

@@ -78,6 +78,7 @@ class OpenCVSource:
         self._peeked: tuple[np.ndarray, float, None] | None = None
         self._last_ts = -1.0
         self._count = 0
+        self._warned_short = False
 
     def _create(self) -> Any:
         if self.is_camera:
@@ -145,6 +146,16 @@ class OpenCVSource:
             log.warning("%s: read failed: %s", self.source_id, exc)
             return None
         if not ok or image is None or image.size == 0:
+            if not self.live and not self._warned_short:
+                expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+                if expected > 0 and self._count < expected - 1:
+                    log.warning(
+                        "%s: video ended after %d of %d frames (truncated file?)",
+                        self.source_id,
+                        self._count,
+                        expected,
+                    )
+                self._warned_short = True
             return None
         if self.live:
             ts = self._clock()

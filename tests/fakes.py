@@ -1,0 +1,140 @@
+"""Test doubles at the hardware boundaries: ``cv2.VideoCapture`` and the picamera2 module."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+
+def frames_from(path: str, limit: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(path)
+    out = []
+    while len(out) < limit:
+        ok, img = cap.read()
+        if not ok:
+            break
+        out.append(img)
+    cap.release()
+    return out
+
+
+@dataclass
+class CameraScript:
+    """What a fake camera does: per connection, how many frames it delivers and how it then fails.
+
+    ``connections`` lists, per successful open, ``(frames, failure)`` with failure ``"unplug"`` (read returns
+    False, as V4L2 does when the device disappears) or ``"stall"`` (read blocks until released). ``refuse_opens``
+    is how many open attempts fail after an unplug (the device is gone for a while).
+    """
+
+    frames: list[np.ndarray]
+    connections: list[tuple[int, str]]
+    refuse_opens: int = 0
+    opens: int = 0
+    attempts: int = 0
+    released: int = 0
+    stall_release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def factory(self, target: Any, api: int | None = None, params: Any = None) -> FakeCapture:
+        with self.lock:
+            self.attempts += 1
+            if self.opens > 0 and self.refuse_opens > 0:
+                self.refuse_opens -= 1
+                return FakeCapture(self, None)
+            if self.opens >= len(self.connections):
+                return FakeCapture(self, (len(self.frames), "unplug"))
+            plan = self.connections[self.opens]
+            self.opens += 1
+            return FakeCapture(self, plan)
+
+
+class FakeCapture:
+    """Implements the part of ``cv2.VideoCapture`` the source uses: isOpened/read/get/set/release."""
+
+    def __init__(self, script: CameraScript, plan: tuple[int, str] | None) -> None:
+        self.script = script
+        self.plan = plan
+        self.served = 0
+        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 30.0}
+
+    def isOpened(self) -> bool:
+        return self.plan is not None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        assert self.plan is not None
+        count, failure = self.plan
+        if self.served >= count:
+            if failure == "stall":
+                self.script.stall_release.wait(30)
+            return False, None
+        img = self.script.frames[self.served % len(self.script.frames)]
+        self.served += 1
+        time.sleep(0.005)
+        return True, img
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def release(self) -> None:
+        with self.script.lock:
+            self.script.released += 1
+
+
+class FakePicamera2:
+    """The picamera2 API shape used by the source: create_video_configuration/configure/start/capture_arrays/stop."""
+
+    instances: ClassVar[list[FakePicamera2]] = []
+
+    def __init__(self, camera_num: int = 0) -> None:
+        self.camera_num = camera_num
+        self.calls: list[str] = []
+        self.config: dict[str, Any] | None = None
+        self.started = False
+        FakePicamera2.instances.append(self)
+
+    def create_video_configuration(
+        self, main: dict[str, Any], lores: dict[str, Any], controls: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.calls.append("create_video_configuration")
+        return {"main": main, "lores": lores, "controls": controls}
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.calls.append("configure")
+        self.config = config
+
+    def start(self) -> None:
+        self.calls.append("start")
+        self.started = True
+
+    def capture_arrays(self, names: list[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
+        assert self.started and self.config is not None
+        self.calls.append("capture_arrays")
+        mw, mh = self.config["main"]["size"]
+        lw, lh = self.config["lores"]["size"]
+        main = np.full((mh, mw, 3), 200, np.uint8)  # RGB888: BGR byte order, as OpenCV wants
+        yuv = np.full((lh * 3 // 2, lw), 128, np.uint8)  # YUV420 planar, as picamera2 returns lores
+        yuv[:lh] = 90
+        arrays = {"main": main, "lores": yuv}
+        return [arrays[n] for n in names], {"SensorTimestamp": time.monotonic_ns()}
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        self.started = False
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def fake_picamera2_module() -> SimpleNamespace:
+    return SimpleNamespace(Picamera2=FakePicamera2)

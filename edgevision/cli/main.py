@@ -36,9 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (see :mod:`edgevision.errors`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own messages say what failed
     level = (
         logging.DEBUG
         if args.verbose

@@ -99,6 +99,49 @@ class OutputConfig(_Strict):
     show: bool = False
 
 
+class RecorderConfig(_Strict):
+    """Person events, clips, snapshots and the event index."""
+
+    enabled: bool = False
+    data_dir: Path | None = None
+    camera: str | None = None
+    labels: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
+    min_score: float = Field(0.5, ge=0.0, le=1.0)
+    min_area: float = Field(0.0, ge=0.0, le=1.0)
+    trigger_frames: int = Field(3, ge=1, le=1000)
+    window_frames: int = Field(5, ge=1, le=1000)
+    zones: list[list[tuple[float, float]]] = Field(default_factory=list)
+    pre_roll_s: float = Field(3.0, ge=0.0, le=60.0)
+    post_roll_s: float = Field(5.0, ge=0.0, le=600.0)
+    max_length_s: float = Field(300.0, gt=0.0, le=86400.0)
+    pre_roll_max_mb: int = Field(64, ge=1, le=4096)
+    queue_frames: int = Field(64, ge=2, le=10000)
+    codec: str = "auto"
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    thumbnail_width: int = Field(320, ge=32, le=4096)
+
+    @model_validator(mode="after")
+    def _check(self) -> RecorderConfig:
+        if self.trigger_frames > self.window_frames:
+            raise ValueError("trigger_frames must be <= window_frames (M of the last N frames)")
+        for i, zone in enumerate(self.zones):
+            if len(zone) < 3:
+                raise ValueError(f"zones[{i}] needs at least 3 points")
+            if any(not (0.0 <= c <= 1.0) for p in zone for c in p):
+                raise ValueError(f"zones[{i}]: coordinates are normalized, 0..1")
+        return self
+
+
+class RetentionConfig(_Strict):
+    """How long recordings are kept (oldest finalized first; never an active recording)."""
+
+    max_age_days: float | None = Field(30.0, gt=0)
+    max_total_gb: float | None = Field(None, gt=0)
+    min_free_gb: float | None = Field(1.0, ge=0)
+    keep_newest: int = Field(1, ge=0)
+    interval_s: float = Field(60.0, gt=0, le=86400)
+
+
 class EdgeVisionConfig(_Strict):
     """The whole configuration file (``configs/default.yaml`` documents every key)."""
 
@@ -107,6 +150,8 @@ class EdgeVisionConfig(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

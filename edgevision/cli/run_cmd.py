@@ -20,6 +20,10 @@ from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
 from edgevision.pipeline.loop import Pipeline, Runner, Sink, make_prepare
 from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
+from edgevision.recorder.factory import recorder_settings
+from edgevision.recorder.index import EventIndex
+from edgevision.recorder.recorder import Recorder
+from edgevision.recorder.recovery import recover
 
 log = logging.getLogger("edgevision.run")
 
@@ -46,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show", action="store_true", help="open a window (needs an OpenCV build with a GUI)")
     p.add_argument("--status-interval", type=float, metavar="S", help="seconds between status lines")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.add_argument("--record", action="store_true", help="record person events (clips, snapshots, index)")
+    p.add_argument("--data-dir", type=Path, help="where recordings and the event index live")
     p.set_defaults(func=run)
 
 
@@ -92,6 +98,9 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
     o["output.status_interval_s"] = args.status_interval
     if args.show:
         o["output.show"] = True
+    if args.record:
+        o["recorder.enabled"] = True
+    o["recorder.data_dir"] = str(args.data_dir) if args.data_dir else None
     return o
 
 
@@ -125,6 +134,13 @@ def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
     )
 
 
+def _camera_name(cfg: EdgeVisionConfig) -> str:
+    s = cfg.source
+    if s.kind in ("camera", "picamera2"):
+        return f"{s.kind}{s.camera}"
+    return Path(str(s.path)).stem if s.kind == "video" else str(s.url)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, _source_overrides(args))
     if args.max_frames is not None and args.max_frames < 1:
@@ -145,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
             out.save_video, lambda: getattr(runner, "fps", None) or cfg.source.fps, not runner.live
         )
         sinks.append(video_sink)
+    if cfg.recorder.enabled:
+        settings = recorder_settings(cfg, _camera_name(cfg), cfg.source.fps)
+        index = EventIndex(settings.data_dir)
+        recover(index, settings.data_dir)  # before capture: nothing a crash left open stays open
+        sinks.append(Recorder(settings, blocking=not runner.live, index=index,
+                              fps_source=lambda: getattr(runner, "fps", None)))  # fmt: skip
     pipeline = Pipeline(runner, detector, sinks, status_interval=out.status_interval_s)
     stop = threading.Event()
 

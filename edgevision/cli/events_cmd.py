@@ -1,0 +1,144 @@
+"""``edgevision events list | show ID | export ID DEST | prune``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgevision.config import load_config
+from edgevision.errors import InputError, UsageError
+from edgevision.recorder.factory import data_dir, retention_policy
+from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.recovery import recover
+from edgevision.recorder.retention import apply_retention, free_space
+
+_REL = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("events", help="list, show, export and prune recorded events")
+    esub = p.add_subparsers(dest="events_command", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--config", type=Path, help="config file (for recorder.data_dir and retention)")
+        q.add_argument("--data-dir", type=Path, help="recordings directory")
+
+    q = esub.add_parser("list", help="recorded events, oldest first")
+    common(q)
+    q.add_argument("--since", help="e.g. 2h, 3d, or an ISO date/time")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_list)
+    q = esub.add_parser("show", help="one event in full")
+    common(q)
+    q.add_argument("id", type=int)
+    q.set_defaults(func=cmd_show)
+    q = esub.add_parser("export", help="copy an event's clip, snapshot and metadata into DEST")
+    common(q)
+    q.add_argument("id", type=int)
+    q.add_argument("dest", type=Path)
+    q.set_defaults(func=cmd_export)
+    q = esub.add_parser("prune", help="apply retention now (and recover anything a crash left open)")
+    common(q)
+    q.add_argument("--dry-run", action="store_true")
+    q.set_defaults(func=cmd_prune)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``2h`` / ``3d`` relative to now, or an ISO 8601 date/time (local time when no zone is given)."""
+    now = time.time() if now is None else now
+    m = _REL.match(text.strip())
+    if m:
+        return now - float(m.group(1)) * _UNIT[m.group(2)]
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--since {text}: use e.g. 30m, 2h, 3d or 2026-11-22T08:00") from None
+    return dt.timestamp()
+
+
+def _open(args: argparse.Namespace) -> tuple[EventIndex, Path]:
+    cfg = load_config(args.config)
+    root = args.data_dir or data_dir(cfg)
+    if not (root / "events.db").exists():
+        raise InputError(f"{root}: no event index here (nothing recorded yet?)")
+    return EventIndex(root), root
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _get(index: EventIndex, event_id: int) -> EventRow:
+    row = index.get(event_id)
+    if row is None:
+        raise InputError(f"no event {event_id}")
+    return row
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    index, _root = _open(args)
+    rows = index.list(since_wall=parse_since(args.since) if args.since else None)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    print(
+        f"{'id':>5}  {'started':<19}  {'length':>7}  {'camera':<16} {'label':<7} {'max':>5} {'peak':>4}  status     clip"
+    )
+    for r in rows:
+        length = f"{(r.end_ts or r.start_ts) - r.start_ts:6.1f}s"
+        print(f"{r.id:>5}  {_when(r.start_wall):<19}  {length:>7}  {r.camera[:16]:<16} {r.label:<7} "
+              f"{r.max_score:5.2f} {r.peak_count:>4}  {r.status:<10} {r.clip_path or '-'}")  # fmt: skip
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    index, root = _open(args)
+    row = _get(index, args.id)
+    for key, value in row.to_dict().items():
+        if key in ("start_wall", "end_wall"):
+            value = f"{_when(value)} ({value})"
+        print(f"{key:<14} {value}")
+    if row.clip_path:
+        print(f"{'clip file':<14} {root / row.clip_path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    index, root = _open(args)
+    row = _get(index, args.id)
+    dest: Path = args.dest
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for rel, suffix in ((row.clip_path, ".mp4"), (row.snapshot_path, ".jpg"), (row.thumb_path, "-thumb.jpg")):
+        if rel and (root / rel).exists():
+            target = dest / f"event-{row.id:06d}{suffix}"
+            shutil.copy2(root / rel, target)
+            copied.append(target)
+    meta = dest / f"event-{row.id:06d}.json"
+    meta.write_text(json.dumps(row.to_dict(), indent=2) + "\n")
+    copied.append(meta)
+    for path in copied:
+        print(path)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    root = args.data_dir or data_dir(cfg)
+    index = EventIndex(root)
+    if not args.dry_run:
+        print(recover(index, root).line())
+    plan = apply_retention(
+        index, root, time.time(), free_space(root), retention_policy(cfg), dry_run=args.dry_run
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    for event_id, rule in plan:
+        print(f"{verb} event {event_id} ({rule})")
+    print(f"{len(plan)} event(s) {verb}")
+    return 0

@@ -1,0 +1,17 @@
+"""Recording: pre-roll ring, crash-safe clips, snapshots, the SQLite event index, retention and recovery."""
+
+from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.recovery import RecoveryReport, recover
+from edgevision.recorder.retention import RetentionPolicy, plan_retention
+
+__all__ = [
+    "EventIndex",
+    "EventRow",
+    "Recorder",
+    "RecorderSettings",
+    "RecoveryReport",
+    "RetentionPolicy",
+    "plan_retention",
+    "recover",
+]

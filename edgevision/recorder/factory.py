@@ -1,0 +1,48 @@
+"""Build recorder settings from the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgevision.config import EdgeVisionConfig
+from edgevision.errors import ConfigError
+from edgevision.events.state import EventSettings
+from edgevision.recorder.clip import choose_codec
+from edgevision.recorder.recorder import RecorderSettings
+from edgevision.recorder.retention import RetentionPolicy
+from edgevision.settings import default_data_dir
+
+GB = 1 << 30
+
+
+def data_dir(cfg: EdgeVisionConfig) -> Path:
+    return cfg.recorder.data_dir or default_data_dir()
+
+
+def retention_policy(cfg: EdgeVisionConfig) -> RetentionPolicy:
+    r = cfg.retention
+    return RetentionPolicy(
+        max_age_s=r.max_age_days * 86400 if r.max_age_days is not None else None,
+        max_total_bytes=int(r.max_total_gb * GB) if r.max_total_gb is not None else None,
+        min_free_bytes=int(r.min_free_gb * GB) if r.min_free_gb is not None else None,
+        keep_newest=r.keep_newest,
+    )
+
+
+def recorder_settings(cfg: EdgeVisionConfig, camera: str, fps_hint: float | None) -> RecorderSettings:
+    r = cfg.recorder
+    try:
+        codec = choose_codec(r.codec)
+    except ValueError as exc:
+        raise ConfigError(f"recorder.codec: {exc}") from None
+    events = EventSettings(
+        labels=tuple(r.labels), min_score=r.min_score, min_area=r.min_area, trigger_frames=r.trigger_frames,
+        window_frames=r.window_frames, post_roll=r.post_roll_s, max_length=r.max_length_s,
+        zones=tuple(tuple((float(x), float(y)) for x, y in z) for z in r.zones),
+    )  # fmt: skip
+    return RecorderSettings(
+        data_dir=data_dir(cfg), camera=r.camera or camera, events=events, pre_roll=r.pre_roll_s,
+        pre_roll_max_bytes=r.pre_roll_max_mb << 20, queue_frames=r.queue_frames, codec=codec,
+        jpeg_quality=r.jpeg_quality, thumb_width=r.thumbnail_width, fps_hint=fps_hint or 25.0,
+        retention=retention_policy(cfg), retention_interval_s=cfg.retention.interval_s,
+    )  # fmt: skip

@@ -1,0 +1,160 @@
+"""The event index: SQLite in WAL mode in the data directory, one row per event.
+
+``synchronous=FULL`` so a committed row survives power loss; paths are stored relative to the data directory
+so the directory can be moved. Status is one of ``recording`` (open), ``finalized``, ``recovered`` (salvaged
+after a crash) or ``lost`` (nothing playable survived).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("recording", "finalized", "recovered", "lost")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    camera        TEXT    NOT NULL,
+    label         TEXT    NOT NULL,
+    start_ts      REAL    NOT NULL,   -- frame clock (media seconds for files, monotonic for live)
+    end_ts        REAL,
+    start_wall    REAL    NOT NULL,   -- wall clock, seconds since the epoch
+    end_wall      REAL,
+    start_frame   INTEGER NOT NULL,
+    end_frame     INTEGER,
+    max_score     REAL    NOT NULL DEFAULT 0,
+    mean_score    REAL    NOT NULL DEFAULT 0,
+    peak_count    INTEGER NOT NULL DEFAULT 0,
+    best_ts       REAL,
+    clip_path     TEXT,
+    clip_start_ts REAL,
+    clip_frames   INTEGER,
+    clip_size     INTEGER,
+    clip_sha256   TEXT,
+    snapshot_path TEXT,
+    thumb_path    TEXT,
+    status        TEXT    NOT NULL CHECK (status IN ('recording', 'finalized', 'recovered', 'lost')),
+    degraded      TEXT,
+    note          TEXT
+);
+CREATE INDEX IF NOT EXISTS events_start ON events (start_wall);
+CREATE INDEX IF NOT EXISTS events_status ON events (status);
+"""
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One row of the index."""
+
+    id: int
+    camera: str
+    label: str
+    start_ts: float
+    end_ts: float | None
+    start_wall: float
+    end_wall: float | None
+    start_frame: int
+    end_frame: int | None
+    max_score: float
+    mean_score: float
+    peak_count: int
+    best_ts: float | None
+    clip_path: str | None
+    clip_start_ts: float | None
+    clip_frames: int | None
+    clip_size: int | None
+    clip_sha256: str | None
+    snapshot_path: str | None
+    thumb_path: str | None
+    status: str
+    degraded: str | None
+    note: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_COLUMNS = [f.name for f in fields(EventRow)]
+
+
+class EventIndex:
+    """Access to ``events.db``. Thread-safe through one lock; each call is one transaction."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "events.db"
+        self._lock = threading.Lock()  # serializes use of the one connection
+        self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def create(self, camera: str, label: str, start_ts: float, start_frame: int, **extra: Any) -> int:
+        values = {"camera": camera, "label": label, "start_ts": start_ts, "start_frame": start_frame,
+                  "start_wall": extra.pop("start_wall", time.time()), "status": "recording", **extra}  # fmt: skip
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self._tx() as db:
+            cur = db.execute(f"INSERT INTO events ({cols}) VALUES ({marks})", list(values.values()))
+            return int(cur.lastrowid or 0)
+
+    def update(self, event_id: int, **values: Any) -> None:
+        unknown = set(values) - set(_COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown event columns: {sorted(unknown)}")
+        if values.get("status", "recording") not in STATUSES:
+            raise ValueError(f"bad status {values['status']}")
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._tx() as db:
+            db.execute(f"UPDATE events SET {sets} WHERE id = ?", [*values.values(), event_id])
+
+    def get(self, event_id: int) -> EventRow | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+        return EventRow(*row) if row else None
+
+    def list(
+        self, since_wall: float | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[EventRow]:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE 1=1"
+        args: list[Any] = []
+        if since_wall is not None:
+            sql += " AND start_wall >= ?"
+            args.append(since_wall)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            return [EventRow(*r) for r in self._db.execute(sql, args).fetchall()]
+
+    def delete(self, event_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM events WHERE id = ?", (event_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

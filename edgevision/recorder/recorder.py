@@ -1,0 +1,325 @@
+"""The recorder: person events become clips (with pre- and post-roll), snapshots and index rows.
+
+Threads: the pipeline thread runs the pure event state machine and hands each frame to the recorder thread
+through a bounded queue. Live, a full queue drops the frame (counted, never silent) so inference never waits;
+in replay it waits, so output is deterministic. Frames that carry an event start or end are never dropped.
+The recorder thread owns the pre-roll ring, the clip writer and the index.
+
+Disk trouble degrades instead of crashing: ENOSPC while writing a clip salvages what was written and switches
+to snapshots only; a failing snapshot switches to index only; free space coming back restores full recording.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgevision.capture.frame import Frame
+from edgevision.detection.types import Detection
+from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
+from edgevision.fsutil import sha256_file
+from edgevision.pipeline.loop import FrameResult
+from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
+from edgevision.recorder.index import EventIndex
+from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
+from edgevision.recorder.ring import PreRollRing
+from edgevision.recorder.snapshots import write_snapshot
+
+log = logging.getLogger(__name__)
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+MODES = ("normal", "snapshots-only", "index-only")
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    """Recording knobs (see ``recorder:`` and ``retention:`` in configs/default.yaml)."""
+
+    data_dir: Path
+    camera: str = "camera"
+    events: EventSettings = field(default_factory=EventSettings)
+    pre_roll: float = 3.0
+    pre_roll_max_bytes: int = 64 << 20
+    queue_frames: int = 64
+    codec: str = "libx264"
+    jpeg_quality: int = 90
+    thumb_width: int = 320
+    fps_hint: float = 25.0
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    retention_interval_s: float = 60.0
+    space_check_s: float = 10.0
+
+
+@dataclass
+class _Item:
+    frame: Frame
+    detections: list[Detection]
+    signals: list[EventStart | EventEnd]
+    best: bool
+
+
+@dataclass
+class _Active:
+    event_id: int
+    start: EventStart
+    clip: ClipWriter | None
+    clip_rel: str | None
+    best_image: np.ndarray | None = None
+    best_dets: list[Detection] = field(default_factory=list)
+    last_index: int = 0
+    last_ts: float = 0.0
+
+
+class Recorder:
+    """A pipeline sink that records events. ``close()`` finalizes an active event and joins the thread."""
+
+    def __init__(
+        self,
+        settings: RecorderSettings,
+        blocking: bool,
+        index: EventIndex | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        free_bytes: Callable[[Path], int] = free_space,
+        fps_source: Callable[[], float | None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.fps_source = fps_source
+        self.blocking = blocking
+        self.clock = clock
+        self.free_bytes = free_bytes
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.index = index or EventIndex(settings.data_dir)
+        self.tracker = EventTracker(settings.events)
+        self.ring = PreRollRing(settings.pre_roll, settings.pre_roll_max_bytes, settings.jpeg_quality)
+        self.mode = "normal"
+        self.dropped = 0
+        self.events_started = 0
+        self.events_finalized = 0
+        self._q: queue.Queue[_Item | None] = queue.Queue(maxsize=settings.queue_frames)
+        self._active: _Active | None = None
+        self._error: BaseException | None = None
+        self._last_frame: Frame | None = None
+        self._next_retention = 0.0
+        self._next_space_check = 0.0
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    # -- pipeline thread -------------------------------------------------------------------------------
+    def on_result(self, result: FrameResult) -> None:
+        if self._error is not None:
+            raise self._error
+        signals = self.tracker.update(result.frame.ts, result.detections)
+        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame)
+        self._last_frame = result.frame
+        if self.blocking or signals:
+            while True:
+                try:
+                    self._q.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    if self._error is not None:
+                        raise self._error from None
+                    if not self._thread.is_alive():
+                        raise RuntimeError("recorder thread stopped") from None
+        try:
+            self._q.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)
+
+    def close(self) -> None:
+        """Finalize an active event at the last frame, stop the thread and re-raise its failure, if any."""
+        end = self.tracker.flush(self._last_frame.ts) if self._last_frame is not None else None
+        if end is not None and self._last_frame is not None:
+            self._put_final(_Item(self._last_frame, [], [end], False))
+        self._put_final(None)
+        self._thread.join(timeout=120.0)
+        if self._thread.is_alive():
+            raise RuntimeError("recorder did not finish within 120 s")
+        self.index.close()
+        if self._error is not None:
+            raise self._error
+
+    def _put_final(self, item: _Item | None) -> None:
+        while self._thread.is_alive():
+            try:
+                self._q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # -- recorder thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self._q.get(timeout=0.5)
+                except queue.Empty:
+                    self._housekeeping()
+                    continue
+                if item is None:
+                    break
+                self._handle(item)
+                self._housekeeping()
+        except BaseException as exc:  # raised to the pipeline at the next frame or at close()
+            log.error("recorder failed: %s", exc)
+            self._error = exc
+            if self._active is not None and self._active.clip is not None:
+                self._active.clip.abort()  # the .partial stays for start-up recovery
+
+    def _handle(self, item: _Item) -> None:
+        frame = item.frame
+        for sig in item.signals:
+            if isinstance(sig, EventEnd):
+                self._finish(sig)
+            else:
+                self._begin(sig, frame)
+        active = self._active
+        if active is None:
+            self.ring.push(frame.ts, frame.index, frame.full if frame.full is not None else frame.image)
+            return
+        image = frame.full if frame.full is not None else frame.image
+        self._write(image, frame.ts)
+        active.last_index, active.last_ts = frame.index, frame.ts
+        if item.best or active.best_image is None:
+            active.best_image = image
+            active.best_dets = self.tracker.matches(item.detections) or item.detections
+
+    def _begin(self, sig: EventStart, frame: Frame) -> None:
+        self._check_space(force=True)
+        event_id = self.index.create(
+            self.s.camera, self.s.events.labels[0], sig.trigger_ts, frame.index, status="recording"
+        )
+        self.events_started += 1
+        clip = None
+        clip_rel = None
+        if self.mode == "normal":
+            clip_rel = f"clips/{time.strftime('%Y%m%d')}/{event_id:06d}.mp4"
+            try:
+                fps = (self.fps_source() if self.fps_source else None) or self.s.fps_hint
+                clip = ClipWriter(self.s.data_dir / clip_rel, fps, self.s.codec)
+            except OSError as exc:
+                self._degrade("snapshots-only", exc)
+                clip, clip_rel = None, None
+        self._active = _Active(event_id, sig, clip, clip_rel)
+        if clip is not None:
+            self.index.update(event_id, clip_path=clip_rel)
+            for rf in self.ring.since(sig.trigger_ts - self.s.pre_roll):  # all older than this frame
+                self._write(rf.decode(), rf.ts)
+        self.ring.clear()
+        log.info("event %d started (camera %s, trigger at %.2f s)", event_id, self.s.camera, sig.trigger_ts)
+
+    def _write(self, image: np.ndarray, ts: float) -> None:
+        active = self._active
+        if active is None or active.clip is None:
+            return
+        try:
+            active.clip.write(image, ts)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            self._close_clip_after_disk_error(active, exc)
+
+    def _close_clip_after_disk_error(self, active: _Active, exc: OSError) -> None:
+        assert active.clip is not None
+        clip = active.clip
+        active.clip = None
+        clip.abort()
+        kept = 0
+        try:
+            kept = salvage_fragmented_mp4(clip.partial_path)
+            if kept:
+                clip.partial_path.replace(clip.final_path)
+        except OSError as exc2:
+            log.error("event %d: salvaging the clip after a disk error failed: %s", active.event_id, exc2)
+        if not kept:
+            clip.partial_path.unlink(missing_ok=True)
+            active.clip_rel = None
+        extra: dict[str, object] = {}
+        if kept:
+            extra = {"clip_size": clip.final_path.stat().st_size, "clip_sha256": sha256_file(clip.final_path),
+                     "clip_start_ts": clip.first_ts}  # fmt: skip
+        self.index.update(active.event_id, clip_path=active.clip_rel, clip_frames=None,
+                          note=f"clip cut short by disk error: {exc.strerror}", **extra)  # fmt: skip
+        self._degrade("snapshots-only", exc)
+
+    def _finish(self, sig: EventEnd) -> None:
+        active = self._active
+        if active is None:
+            return
+        self._active = None
+        values: dict[str, object] = {
+            "end_ts": sig.end_ts,
+            "end_wall": time.time(),
+            "end_frame": active.last_index,
+        }
+        status = "finalized"
+        if active.clip is None and active.clip_rel is not None:
+            status = "recovered"  # the clip was cut short by a disk error and salvaged
+        if active.clip is not None:
+            clip = active.clip
+            final = clip.finalize()  # errors propagate: a clip that cannot be finalized is not swallowed
+            values.update(clip_path=active.clip_rel, clip_start_ts=clip.first_ts, clip_frames=clip.frames,
+                          clip_size=final.stat().st_size, clip_sha256=sha256_file(final))  # fmt: skip
+        if active.best_image is not None and self.mode != "index-only":
+            snap = f"snapshots/{active.event_id:06d}.jpg"
+            thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
+            try:
+                write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_image,
+                               active.best_dets, self.s.thumb_width)  # fmt: skip
+                values.update(snapshot_path=snap, thumb_path=thumb)
+            except OSError as exc:
+                if exc.errno not in DISK_ERRNOS:
+                    raise
+                self._degrade("index-only", exc)
+        values.update(max_score=sig.max_score, mean_score=sig.mean_score, peak_count=sig.peak_count,
+                      best_ts=sig.best_ts, status=status,
+                      degraded=None if self.mode == "normal" else self.mode)  # fmt: skip
+        self.index.update(active.event_id, **values)
+        self.events_finalized += 1
+        log.info("event %d finalized (%s)", active.event_id, values.get("clip_path") or "no clip")
+
+    def _degrade(self, mode: str, exc: OSError) -> None:
+        if MODES.index(mode) > MODES.index(self.mode):
+            self.mode = mode
+            log.error(
+                "recorder: disk problem (%s): degraded to %s until space returns", exc.strerror or exc, mode
+            )
+
+    def _check_space(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now < self._next_space_check:
+            return
+        self._next_space_check = now + self.s.space_check_s
+        need = self.s.retention.min_free_bytes or 0
+        try:
+            free = self.free_bytes(self.s.data_dir)
+        except OSError as exc:
+            log.warning("recorder: cannot read free space: %s", exc)
+            return
+        if free < need:
+            apply_retention(self.index, self.s.data_dir, time.time(), free, self.s.retention)
+            free = self.free_bytes(self.s.data_dir)
+        if free < need and self.mode == "normal":
+            self._degrade("snapshots-only", OSError(errno.ENOSPC, "free space below retention.min_free"))
+        elif free >= need and self.mode != "normal":
+            log.warning("recorder: free space is back (%d MiB): full recording resumed", free >> 20)
+            self.mode = "normal"
+
+    def _housekeeping(self) -> None:
+        self._check_space()
+        now = self.clock()
+        if now >= self._next_retention:
+            self._next_retention = now + self.s.retention_interval_s
+            apply_retention(
+                self.index, self.s.data_dir, time.time(), self.free_bytes(self.s.data_dir), self.s.retention
+            )

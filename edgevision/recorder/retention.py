@@ -1,0 +1,104 @@
+"""Retention: which events to delete, as a pure function of the index, the clock and the free space.
+
+Oldest first; never an event that is still recording. Age and total-size limits are the user's; the free-space
+rule only deletes what is needed and always keeps the newest ``keep_newest`` events, so a disk filled by
+something else never costs every recording.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgevision.recorder.index import EventIndex, EventRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Limits; None disables a rule."""
+
+    max_age_s: float | None = 30 * 86400.0
+    max_total_bytes: int | None = None
+    min_free_bytes: int | None = 1 << 30
+    keep_newest: int = 1
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """What retention needs to know of one event."""
+
+    id: int
+    status: str
+    start_wall: float
+    size: int
+
+
+def plan_retention(
+    events: Sequence[StoredEvent], now: float, free_bytes: int, policy: RetentionPolicy
+) -> list[tuple[int, str]]:
+    """Events to delete, oldest first, each with the rule that selected it."""
+    candidates = sorted((e for e in events if e.status != "recording"), key=lambda e: (e.start_wall, e.id))
+    chosen: dict[int, str] = {}
+    if policy.max_age_s is not None:
+        for e in candidates:
+            if now - e.start_wall > policy.max_age_s:
+                chosen[e.id] = "max_age"
+    if policy.max_total_bytes is not None:
+        total = sum(e.size for e in events) - sum(e.size for e in candidates if e.id in chosen)
+        for e in candidates:
+            if total <= policy.max_total_bytes:
+                break
+            if e.id not in chosen:
+                chosen[e.id] = "max_total_size"
+                total -= e.size
+    if policy.min_free_bytes is not None:
+        free = free_bytes + sum(e.size for e in candidates if e.id in chosen)
+        protected = {e.id for e in candidates[-policy.keep_newest :]} if policy.keep_newest > 0 else set()
+        for e in candidates:
+            if free >= policy.min_free_bytes:
+                break
+            if e.id not in chosen and e.id not in protected:
+                chosen[e.id] = "min_free_space"
+                free += e.size
+    return [(e.id, chosen[e.id]) for e in candidates if e.id in chosen]
+
+
+def event_files(row: EventRow, data_dir: Path) -> list[Path]:
+    return [data_dir / p for p in (row.clip_path, row.snapshot_path, row.thumb_path) if p]
+
+
+def event_size(row: EventRow, data_dir: Path) -> int:
+    size = 0
+    for p in event_files(row, data_dir):
+        try:
+            size += p.stat().st_size
+        except FileNotFoundError:
+            continue
+    return size
+
+
+def free_space(path: Path) -> int:
+    """Bytes available to this user on the filesystem holding ``path``."""
+    return shutil.disk_usage(path).free
+
+
+def apply_retention(index: EventIndex, data_dir: Path, now: float, free_bytes: int, policy: RetentionPolicy,
+                    dry_run: bool = False) -> list[tuple[int, str]]:  # fmt: skip
+    """Delete what :func:`plan_retention` selects: files first, then the index row."""
+    rows = {r.id: r for r in index.list()}
+    stored = [StoredEvent(r.id, r.status, r.start_wall, event_size(r, data_dir)) for r in rows.values()]
+    plan = plan_retention(stored, now, free_bytes, policy)
+    if dry_run:
+        return plan
+    for event_id, rule in plan:
+        row = rows[event_id]
+        for path in event_files(row, data_dir):
+            path.unlink(missing_ok=True)
+        index.delete(event_id)
+        log.info("retention: deleted event %d (%s)", event_id, rule)
+    return plan

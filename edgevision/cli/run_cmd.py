@@ -161,12 +161,14 @@ def run(args: argparse.Namespace) -> int:
             out.save_video, lambda: getattr(runner, "fps", None) or cfg.source.fps, not runner.live
         )
         sinks.append(video_sink)
+    recorder: Recorder | None = None
     if cfg.recorder.enabled:
         settings = recorder_settings(cfg, _camera_name(cfg), cfg.source.fps)
         index = EventIndex(settings.data_dir)
         recover(index, settings.data_dir)  # before capture: nothing a crash left open stays open
-        sinks.append(Recorder(settings, blocking=not runner.live, index=index,
-                              fps_source=lambda: getattr(runner, "fps", None)))  # fmt: skip
+        recorder = Recorder(settings, blocking=not runner.live, index=index,
+                            fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
+        sinks.append(recorder)
     pipeline = Pipeline(runner, detector, sinks, status_interval=out.status_interval_s)
     stop = threading.Event()
 
@@ -188,4 +190,8 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"edgevision: {summary.line()}", file=sys.stderr)
+    if recorder is not None:
+        print(f"edgevision: events: {recorder.events_started} started, {recorder.events_finalized} finalized; "
+              f"{recorder.dropped} frame(s) dropped by the recorder; recording mode {recorder.mode}",
+              file=sys.stderr)  # fmt: skip
     return 0

@@ -88,6 +88,7 @@ class ClipWriter:
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = TIME_BASE
+        stream.codec_context.time_base = TIME_BASE  # ms precision for variable frame rate (not 1/fps)
         gop = str(max(1, round(self.fps * self.fsync_every)))
         if self.codec == "libx264":
             stream.options = {"preset": "veryfast", "tune": "zerolatency", "g": gop}

@@ -1,0 +1,99 @@
+"""The pure event state machine and retention planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgevision.detection.types import BBox, Detection
+from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker, point_in_polygon
+from edgevision.recorder.retention import RetentionPolicy, StoredEvent, plan_retention
+
+PERSON = Detection("person", 0, 0.8, BBox(0.4, 0.4, 0.6, 0.9))
+WEAK = Detection("person", 0, 0.3, BBox(0.4, 0.4, 0.6, 0.9))
+TINY = Detection("person", 0, 0.9, BBox(0.4, 0.4, 0.41, 0.41))
+CAR = Detection("car", 2, 0.9, BBox(0.1, 0.1, 0.5, 0.5))
+
+
+def feed(tracker: EventTracker, pattern: str, fps: float = 10.0) -> list[tuple[int, EventStart | EventEnd]]:
+    """Feed frames: 'P' a person frame, '.' an empty one. Returns (frame, signal) pairs."""
+    out = []
+    for i, c in enumerate(pattern):
+        for sig in tracker.update(i / fps, [PERSON] if c == "P" else []):
+            out.append((i, sig))
+    return out
+
+
+def test_m_of_n_start_and_post_roll_end() -> None:
+    t = EventTracker(EventSettings(trigger_frames=3, window_frames=5, post_roll=1.0))
+    sigs = feed(t, "..P.P.P....." + "." * 10)
+    assert [(i, type(s).__name__) for i, s in sigs] == [(6, "EventStart"), (16, "EventEnd")]
+    start, end = sigs[0][1], sigs[1][1]
+    assert (
+        isinstance(start, EventStart)
+        and start.trigger_ts == pytest.approx(0.6)
+        and start.first_seen_ts == pytest.approx(0.2)
+    )
+    assert isinstance(end, EventEnd) and end.end_ts == pytest.approx(1.6) and not end.split
+    assert end.peak_count == 1 and end.max_score == pytest.approx(0.8)
+
+
+def test_sparse_hits_do_not_trigger() -> None:
+    t = EventTracker(EventSettings(trigger_frames=3, window_frames=5))
+    assert feed(t, "P...P...P...P...P...") == []
+
+
+def test_flicker_inside_post_roll_keeps_one_event() -> None:
+    t = EventTracker(EventSettings(trigger_frames=2, window_frames=3, post_roll=0.5))
+    sigs = feed(t, "PP..P...P..P" + "." * 10)
+    assert [type(s).__name__ for _, s in sigs] == ["EventStart", "EventEnd"]
+
+
+def test_long_event_is_split() -> None:
+    t = EventTracker(EventSettings(trigger_frames=1, window_frames=1, post_roll=1.0, max_length=2.0))
+    sigs = feed(t, "P" * 50)
+    kinds = [(i, type(s).__name__, getattr(s, "split", None)) for i, s in sigs]
+    assert kinds[:5] == [(0, "EventStart", None), (20, "EventEnd", True), (20, "EventStart", None),
+                         (40, "EventEnd", True), (40, "EventStart", None)]  # fmt: skip
+
+
+def test_filters_score_area_label_and_zones() -> None:
+    s = EventSettings(min_score=0.5, min_area=0.001)
+    assert s.qualifies(PERSON) and not s.qualifies(WEAK) and not s.qualifies(TINY) and not s.qualifies(CAR)
+    left = ((0.0, 0.0), (0.6, 0.0), (0.6, 1.0), (0.0, 1.0))
+    right = ((0.65, 0.0), (1.0, 0.0), (1.0, 1.0), (0.65, 1.0))
+    assert EventSettings(zones=(left,)).qualifies(PERSON)  # foot point (0.5, 0.9)
+    assert not EventSettings(zones=(right,)).qualifies(PERSON)
+    assert point_in_polygon(0.2, 0.5, left) and not point_in_polygon(0.7, 0.5, left)
+
+
+def test_flush_closes_active_event() -> None:
+    t = EventTracker(EventSettings(trigger_frames=1, window_frames=1, post_roll=5.0))
+    feed(t, "PPP")
+    end = t.flush(0.2)
+    assert end is not None and end.end_ts == pytest.approx(0.2) and not t.active
+    assert t.flush(1.0) is None
+
+
+def ev(i: int, age_days: float, size: int, status: str = "finalized") -> StoredEvent:
+    return StoredEvent(i, status, 1_000_000.0 - age_days * 86400, size)
+
+
+def test_retention_by_age_never_active() -> None:
+    events = [ev(1, 40, 10, "recording"), ev(2, 35, 10), ev(3, 31, 10), ev(4, 1, 10)]
+    plan = plan_retention(
+        events, 1_000_000.0, 10**12, RetentionPolicy(max_age_s=30 * 86400, min_free_bytes=None)
+    )
+    assert plan == [(2, "max_age"), (3, "max_age")]
+
+
+def test_retention_by_total_size_oldest_first() -> None:
+    events = [ev(1, 5, 100, "recording"), ev(2, 4, 100), ev(3, 3, 100), ev(4, 2, 100)]
+    pol = RetentionPolicy(max_age_s=None, max_total_bytes=250, min_free_bytes=None)
+    assert plan_retention(events, 1_000_000.0, 10**12, pol) == [(2, "max_total_size"), (3, "max_total_size")]
+
+
+def test_retention_free_space_keeps_newest() -> None:
+    events = [ev(1, 3, 100), ev(2, 2, 100), ev(3, 1, 100)]
+    pol = RetentionPolicy(max_age_s=None, min_free_bytes=1000, keep_newest=1)
+    assert plan_retention(events, 1_000_000.0, 0, pol) == [(1, "min_free_space"), (2, "min_free_space")]
+    assert plan_retention(events, 1_000_000.0, 950, pol) == [(1, "min_free_space")]

@@ -142,6 +142,43 @@ class RetentionConfig(_Strict):
     interval_s: float = Field(60.0, gt=0, le=86400)
 
 
+class FacesConfig(_Strict):
+    """The face stage: BlazeFace in the upper part of person boxes (or the whole frame), Face Mesh landmarks."""
+
+    enabled: bool = False
+    model: str = "blazeface_short_range"
+    frame_model: str = "blazeface_full_range"
+    region: Literal["persons", "frame"] = "persons"
+    upper_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    max_persons: int = Field(5, ge=1, le=100)
+    max_faces: int = Field(5, ge=1, le=100)
+    every_n_frames: int = Field(1, ge=1, le=1000)
+    min_score: float | None = Field(None, ge=0.0, le=1.0)
+    landmarks: bool = True
+    landmark_model: str = "face_mesh"
+    min_presence: float = Field(0.5, ge=0.0, le=1.0)
+    landmarks_in_log: bool = False
+    store_face_crops: bool = True
+
+
+class PrivacyConfig(_Strict):
+    """Redaction applied before any frame is written or served."""
+
+    blur_faces: bool = False
+    method: Literal["blur", "pixelate"] = "blur"
+    margin: float = Field(0.25, ge=0.0, le=2.0)
+    masks: list[list[tuple[float, float]]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _masks(self) -> PrivacyConfig:
+        for i, poly in enumerate(self.masks):
+            if len(poly) < 3:
+                raise ValueError(f"masks[{i}] needs at least 3 points")
+            if any(not (0.0 <= c <= 1.0) for p in poly for c in p):
+                raise ValueError(f"masks[{i}]: coordinates are normalized, 0..1")
+        return self
+
+
 class EdgeVisionConfig(_Strict):
     """The whole configuration file (``configs/default.yaml`` documents every key)."""
 
@@ -152,7 +189,15 @@ class EdgeVisionConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _privacy_needs_every_frame(self) -> EdgeVisionConfig:
+        if self.privacy.blur_faces and self.faces.every_n_frames != 1:
+            raise ValueError("privacy.blur_faces needs faces.every_n_frames: 1 (every frame must be checked)")
+        return self
 
 
 def _line_map(node: yaml.Node, prefix: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from edgevision.detection.types import Detection
+from edgevision.face.types import Face
 
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
 
@@ -40,4 +41,18 @@ def draw_detections(frame: np.ndarray, detections: Iterable[Detection]) -> np.nd
             1,
             cv2.LINE_AA,
         )
+    return frame
+
+
+def draw_faces(frame: np.ndarray, faces: Iterable[Face], landmarks: bool = True) -> np.ndarray:
+    """Draw face boxes, the 6 keypoints and (sparsely) the landmarks on ``frame`` in place."""
+    h, w = frame.shape[:2]
+    for f in faces:
+        px = f.box.to_pixels(w, h)
+        cv2.rectangle(frame, (px.x1, px.y1), (px.x2, px.y2), (255, 200, 0), 1)
+        for x, y in f.keypoints.values():
+            cv2.circle(frame, (round(x * w), round(y * h)), 2, (0, 255, 255), -1)
+        if landmarks and f.landmarks:
+            for x, y, _z in f.landmarks[::4]:
+                cv2.circle(frame, (round(x * w), round(y * h)), 1, (0, 255, 0), -1)
     return frame

@@ -5,26 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import cv2
 
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.detection.factory import build_detector
+from edgevision.detection.types import Detection
 from edgevision.errors import EXIT_NOINPUT, InputError
-from edgevision.render import draw_detections
+from edgevision.face.detector import FaceDetector, LandmarkModel
+from edgevision.face.factory import face_detector, landmark_model
+from edgevision.face.types import Face
+from edgevision.render import draw_detections, draw_faces
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detect", help="detect objects in images")
+    p = sub.add_parser("detect", help="detect objects (and faces) in images")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     add_model_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    p.add_argument(
-        "--annotate", type=Path, metavar="OUT", help="write annotated image(s): a file or a directory"
-    )
+    p.add_argument("--annotate", type=Path, metavar="OUT", help="annotated image(s): a file or a directory")
+    p.add_argument("--faces", action="store_true", help="also find faces, their keypoints and 468 landmarks")
     p.set_defaults(func=run)
 
 
@@ -48,9 +52,38 @@ def _annotate_target(out: Path, image: Path, many: bool) -> Path:
     return out / image.name
 
 
+def _faces(image, faces_det: FaceDetector, mesh: LandmarkModel | None, min_presence: float) -> list[Face]:  # type: ignore[no-untyped-def]
+    faces = faces_det.detect(image)
+    if mesh is None:
+        return faces
+    refined = [mesh.refine(image, f) for f in faces]
+    return [f for f in refined if (f.presence or 0.0) >= min_presence]
+
+
+def _print_text(
+    path: Path, image, dets: list[Detection], faces: list[Face] | None, total: float, model: str
+) -> None:  # type: ignore[no-untyped-def]
+    print(f"{path}: {len(dets)} detection(s) in {total:.1f} ms ({model})")
+    h, w = image.shape[:2]
+    for d in dets:
+        px = d.box.to_pixels(w, h)
+        print(f"  {d.label:<14} {d.score:.3f}  box={d.box.as_list(3)}  px=({px.x1},{px.y1},{px.x2},{px.y2})")
+    if faces is None:
+        return
+    print(f"  {len(faces)} face(s)")
+    for f in faces:
+        kp = " ".join(f"{k}=({x:.3f},{y:.3f})" for k, (x, y) in f.keypoints.items())
+        print(f"  face           {f.score:.3f}  box={f.box.as_list(3)}  {kp}")
+        if f.landmarks is not None and f.pose is not None:
+            print(f"    {len(f.landmarks)} landmarks, presence {f.presence:.3f}, "
+                  f"pose yaw {f.pose.yaw:.1f} pitch {f.pose.pitch:.1f} roll {f.pose.roll:.1f}")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     detector = build_detector(cfg)
+    faces_det = face_detector(cfg) if args.faces else None
+    mesh = landmark_model(cfg) if args.faces else None
     failed = 0
     many = len(args.images) > 1
     for path in args.images:
@@ -61,25 +94,26 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         dets, lat = detector.detect(image)
+        faces: list[Face] | None = None
+        if faces_det is not None:
+            t0 = time.perf_counter()
+            faces = _faces(image, faces_det, mesh, cfg.faces.min_presence)
+            lat["faces"] = (time.perf_counter() - t0) * 1e3
         total = sum(lat.values())
         if args.json:
-            obj = {
+            obj: dict[str, object] = {
                 "image": str(path),
                 "model": detector.name,
                 "latency_ms": round(total, 3),
                 "detections": [d.to_dict() for d in dets],
             }
+            if faces is not None:
+                obj["faces"] = [f.to_dict() for f in faces]
             print(json.dumps(obj), flush=True)
         else:
-            print(f"{path}: {len(dets)} detection(s) in {total:.1f} ms ({detector.name})")
-            h, w = image.shape[:2]
-            for d in dets:
-                px = d.box.to_pixels(w, h)
-                print(
-                    f"  {d.label:<14} {d.score:.3f}  box={d.box.as_list(3)}  px=({px.x1},{px.y1},{px.x2},{px.y2})"
-                )
+            _print_text(path, image, dets, faces, total, detector.name)
         if args.annotate:
             target = _annotate_target(args.annotate, path, many)
-            if not cv2.imwrite(str(target), draw_detections(image.copy(), dets)):
+            if not cv2.imwrite(str(target), draw_faces(draw_detections(image.copy(), dets), faces or [])):
                 raise InputError(f"{target}: cannot write annotated image")
     return EXIT_NOINPUT if failed else 0

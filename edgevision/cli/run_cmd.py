@@ -18,6 +18,7 @@ from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
+from edgevision.face.factory import build_face_stages
 from edgevision.pipeline.loop import Pipeline, Runner, Sink, make_prepare
 from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
 from edgevision.recorder.factory import recorder_settings
@@ -52,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     p.add_argument("--record", action="store_true", help="record person events (clips, snapshots, index)")
     p.add_argument("--data-dir", type=Path, help="where recordings and the event index live")
+    p.add_argument("--faces", action="store_true", help="run the face stage (BlazeFace + Face Mesh)")
+    p.add_argument("--blur-faces", action="store_true", help="blur every face before anything is written")
     p.set_defaults(func=run)
 
 
@@ -100,6 +103,10 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["output.show"] = True
     if args.record:
         o["recorder.enabled"] = True
+    if args.faces:
+        o["faces.enabled"] = True
+    if args.blur_faces:
+        o["privacy.blur_faces"] = True
     o["recorder.data_dir"] = str(args.data_dir) if args.data_dir else None
     return o
 
@@ -154,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     if out.show:
         sinks.append(WindowSink())
     if out.detections:
-        sinks.append(DetectionsLog(out.detections, timing=not args.no_timing))
+        sinks.append(
+            DetectionsLog(out.detections, timing=not args.no_timing, landmarks=cfg.faces.landmarks_in_log)
+        )
     video_sink: VideoSink | None = None
     if out.save_video:
         video_sink = VideoSink(
@@ -169,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
         recorder = Recorder(settings, blocking=not runner.live, index=index,
                             fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
         sinks.append(recorder)
-    pipeline = Pipeline(runner, detector, sinks, status_interval=out.status_interval_s)
+    stages = build_face_stages(cfg)
+    pipeline = Pipeline(runner, detector, sinks, stages, status_interval=out.status_interval_s)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

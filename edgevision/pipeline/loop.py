@@ -16,6 +16,7 @@ from edgevision.capture.frame import Frame
 from edgevision.capture.runner import CaptureStats
 from edgevision.detection.detector import Detector
 from edgevision.detection.types import Detection
+from edgevision.face.types import Face
 from edgevision.pipeline.stats import StatusWindow, percentile
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class FrameResult:
     latency_ms: dict[str, float]
     model: str
     extras: dict[str, object] = field(default_factory=dict)
+    faces: list[Face] | None = None  # set by the face stage on the frames it ran on
 
 
 class Stage(Protocol):

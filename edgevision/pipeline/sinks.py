@@ -16,12 +16,12 @@ import numpy as np
 
 from edgevision.errors import InputError, UsageError
 from edgevision.pipeline.loop import FrameResult
-from edgevision.render import draw_detections
+from edgevision.render import draw_detections, draw_faces
 
 log = logging.getLogger(__name__)
 
 
-def result_record(result: FrameResult, timing: bool = True) -> dict[str, object]:
+def result_record(result: FrameResult, timing: bool = True, landmarks: bool = False) -> dict[str, object]:
     """The JSON-lines record of one processed frame (same detection format as ``edgevision detect``)."""
     rec: dict[str, object] = {
         "frame": result.frame.index,
@@ -34,6 +34,8 @@ def result_record(result: FrameResult, timing: bool = True) -> dict[str, object]
     if timing:
         rec["latency_ms"] = {k: round(v, 3) for k, v in result.latency_ms.items()}
     rec["detections"] = [d.to_dict() for d in result.detections]
+    if result.faces is not None:
+        rec["faces"] = [f.to_dict(with_landmarks=landmarks) for f in result.faces]
     for key, value in result.extras.items():
         if key not in rec:
             rec[key] = value
@@ -47,9 +49,10 @@ class DetectionsLog:
     False drops ``latency_ms`` (the one wall-clock field), making replay output byte-identical between runs.
     """
 
-    def __init__(self, path: Path, timing: bool = True) -> None:
+    def __init__(self, path: Path, timing: bool = True, landmarks: bool = False) -> None:
         self.path = path
         self.timing = timing
+        self.landmarks = landmarks
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh: IO[str] | None = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -58,7 +61,9 @@ class DetectionsLog:
 
     def on_result(self, result: FrameResult) -> None:
         assert self._fh is not None
-        self._fh.write(json.dumps(result_record(result, self.timing), separators=(",", ":")) + "\n")
+        self._fh.write(
+            json.dumps(result_record(result, self.timing, self.landmarks), separators=(",", ":")) + "\n"
+        )
         self._fh.flush()
 
     def close(self) -> None:
@@ -137,6 +142,8 @@ class VideoSink:
         image = result.frame.image
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
         draw_detections(image, result.detections)
+        if result.faces:
+            draw_faces(image, result.faces)
         if self.blocking:
             while True:
                 try:
@@ -192,6 +199,8 @@ class WindowSink:
 
     def on_result(self, result: FrameResult) -> None:
         image = draw_detections(result.frame.image.copy(), result.detections)
+        if result.faces:
+            draw_faces(image, result.faces)
         cv2.imshow(self.title, image)
         cv2.waitKey(1)
 

@@ -28,7 +28,10 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def _codec_usable(name: str) -> bool:
-    import av
+    try:
+        import av
+    except ImportError:
+        raise ValueError("PyAV is not installed (pip install av); it is needed to record clips") from None
 
     try:
         av.codec.Codec(name, "w")

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
     clip_sha256   TEXT,
     snapshot_path TEXT,
     thumb_path    TEXT,
+    face_path     TEXT,
     status        TEXT    NOT NULL CHECK (status IN ('recording', 'finalized', 'recovered', 'lost')),
     degraded      TEXT,
     note          TEXT
@@ -73,6 +74,7 @@ class EventRow:
     clip_sha256: str | None
     snapshot_path: str | None
     thumb_path: str | None
+    face_path: str | None
     status: str
     degraded: str | None
     note: str | None

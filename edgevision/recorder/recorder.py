@@ -25,13 +25,14 @@ import numpy as np
 from edgevision.capture.frame import Frame
 from edgevision.detection.types import Detection
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
+from edgevision.face.types import Face
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
 from edgevision.recorder.ring import PreRollRing
-from edgevision.recorder.snapshots import write_snapshot
+from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class RecorderSettings:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     retention_interval_s: float = 60.0
     space_check_s: float = 10.0
+    store_face_crops: bool = True  # off when privacy blurs faces: no face may be stored
 
 
 @dataclass
@@ -64,6 +66,7 @@ class _Item:
     detections: list[Detection]
     signals: list[EventStart | EventEnd]
     best: bool
+    faces: list[Face] | None = None
 
 
 @dataclass
@@ -74,6 +77,8 @@ class _Active:
     clip_rel: str | None
     best_image: np.ndarray | None = None
     best_dets: list[Detection] = field(default_factory=list)
+    best_face: np.ndarray | None = None
+    best_face_score: float = 0.0
     last_index: int = 0
     last_ts: float = 0.0
 
@@ -117,7 +122,7 @@ class Recorder:
         if self._error is not None:
             raise self._error
         signals = self.tracker.update(result.frame.ts, result.detections)
-        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame)
+        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces)
         self._last_frame = result.frame
         if self.blocking or signals:
             while True:
@@ -193,6 +198,11 @@ class Recorder:
         if item.best or active.best_image is None:
             active.best_image = image
             active.best_dets = self.tracker.matches(item.detections) or item.detections
+        if self.s.store_face_crops and item.faces:
+            top = max(item.faces, key=lambda f: f.score)
+            if top.score > active.best_face_score:
+                active.best_face_score = top.score
+                active.best_face = face_crop(frame.image, top)
 
     def _begin(self, sig: EventStart, frame: Frame) -> None:
         self._check_space(force=True)
@@ -277,6 +287,15 @@ class Recorder:
                 write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_image,
                                active.best_dets, self.s.thumb_width)  # fmt: skip
                 values.update(snapshot_path=snap, thumb_path=thumb)
+            except OSError as exc:
+                if exc.errno not in DISK_ERRNOS:
+                    raise
+                self._degrade("index-only", exc)
+        if active.best_face is not None and self.mode != "index-only":
+            face_rel = f"snapshots/{active.event_id:06d}-face.jpg"
+            try:
+                write_jpeg(self.s.data_dir / face_rel, active.best_face)
+                values["face_path"] = face_rel
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
                     raise

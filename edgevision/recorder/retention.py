@@ -69,7 +69,7 @@ def plan_retention(
 
 
 def event_files(row: EventRow, data_dir: Path) -> list[Path]:
-    return [data_dir / p for p in (row.clip_path, row.snapshot_path, row.thumb_path) if p]
+    return [data_dir / p for p in (row.clip_path, row.snapshot_path, row.thumb_path, row.face_path) if p]
 
 
 def event_size(row: EventRow, data_dir: Path) -> int:

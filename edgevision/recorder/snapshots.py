@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from edgevision.detection.types import Detection
+from edgevision.face.types import Face
 from edgevision.fsutil import fsync_dir
 from edgevision.render import draw_detections
 
@@ -42,3 +43,15 @@ def write_snapshot(
     tw = min(thumb_width, w)
     small = cv2.resize(annotated, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
     write_jpeg(thumb, small, 80)
+
+
+def face_crop(image: np.ndarray, face: Face, margin: float = 0.3) -> np.ndarray:
+    """The face box grown by ``margin``, cut out of ``image`` (a copy)."""
+    h, w = image.shape[:2]
+    bw, bh = face.box.width * w, face.box.height * h
+    x1, y1 = max(0, int(face.box.xmin * w - bw * margin)), max(0, int(face.box.ymin * h - bh * margin))
+    x2, y2 = (
+        min(w, int(face.box.xmax * w + bw * margin) + 1),
+        min(h, int(face.box.ymax * h + bh * margin) + 1),
+    )
+    return image[y1:y2, x1:x2].copy()

@@ -1,0 +1,128 @@
+"""Face detection (BlazeFace) on a frame or on regions of it, and Face Mesh landmarks for each face."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edgevision.detection.types import BBox
+from edgevision.errors import ModelError
+from edgevision.face.blazeface import (
+    FULL_RANGE,
+    KEYPOINT_NAMES,
+    SHORT_RANGE,
+    BlazeFaceSpec,
+    blazeface_anchors,
+    decode_faces,
+)
+from edgevision.face.landmarks import crop_face, head_pose, landmarks_to_frame, roi_from_detection
+from edgevision.face.types import Face
+from edgevision.inference.backends import InterpreterHandle
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + float(np.exp(-np.clip(x, -80.0, 80.0))))
+
+
+class FaceDetector:
+    """BlazeFace bound to an interpreter; faces come back in frame-normalized coordinates.
+
+    ``detect(frame, region)`` looks at a square area around ``region`` (padded with black at the frame edge, so
+    faces keep their aspect ratio): the cascade's view of a person's head. ``detect(frame)`` resizes the whole
+    frame to the model input (as the model card's preprocessing does), which keeps small faces at the edges of
+    wide frames larger than letterboxing would.
+    """
+
+    def __init__(self, handle: InterpreterHandle, min_score: float | None = None) -> None:
+        self.handle = handle
+        size = handle.input_shape[1]
+        specs = {SHORT_RANGE.input_size: SHORT_RANGE, FULL_RANGE.input_size: FULL_RANGE}
+        if size not in specs or handle.input_shape[3] != 3:
+            raise ModelError(f"{handle.model_path}: not a BlazeFace model (input {list(handle.input_shape)})")
+        self.spec: BlazeFaceSpec = specs[size]
+        self.anchors = blazeface_anchors(self.spec)
+        shapes = [tuple(d["shape"]) for d in handle.output_details]
+        try:
+            self._reg = next(i for i, s in enumerate(shapes) if s[-1] == 16)
+            self._cls = next(i for i, s in enumerate(shapes) if s[-1] == 1)
+        except StopIteration:
+            raise ModelError(
+                f"{handle.model_path}: outputs {shapes} are not BlazeFace regressors/classificators"
+            ) from None
+        if shapes[self._reg][1] != len(self.anchors):
+            raise ModelError(
+                f"{handle.model_path}: {shapes[self._reg][1]} anchors, expected {len(self.anchors)}"
+            )
+        self.min_score = min_score
+
+    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+        h, w = frame_bgr.shape[:2]
+        n = self.spec.input_size
+        rgb = (
+            cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+            if frame_bgr.ndim == 2
+            else cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        )
+        if region is None:
+            left, top, side_x, side_y = 0.0, 0.0, float(w), float(h)
+            crop = cv2.resize(rgb, (n, n), interpolation=cv2.INTER_AREA)
+        else:
+            x0, y0, x1, y1 = region.xmin * w, region.ymin * h, region.xmax * w, region.ymax * h
+            side = max(x1 - x0, y1 - y0, 1.0)
+            left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
+            side_x = side_y = side
+            s = n / side
+            m = np.array([[s, 0.0, -left * s], [0.0, s, -top * s]])
+            crop = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        tensor = (crop.astype(np.float32) / 127.5 - 1.0)[np.newaxis]
+        self.handle.set_input(tensor)
+        self.handle.invoke()
+        raw = decode_faces(self.handle.output(self._reg), self.handle.output(self._cls), self.anchors, self.spec,
+                           self.min_score)  # fmt: skip
+        faces = []
+        for f in raw:
+            bx = [(left + f.box[0] * side_x) / w, (top + f.box[1] * side_y) / h,
+                  (left + f.box[2] * side_x) / w, (top + f.box[3] * side_y) / h]  # fmt: skip
+            kps = {
+                name: ((left + x * side_x) / w, (top + y * side_y) / h)
+                for name, (x, y) in zip(KEYPOINT_NAMES, f.keypoints, strict=True)
+            }
+            faces.append(Face(f.score, BBox(*[min(1.0, max(0.0, v)) for v in bx]), kps))
+        return faces
+
+
+class LandmarkModel:
+    """Face Mesh bound to an interpreter: adds 468 landmarks, presence and head pose to a :class:`Face`."""
+
+    def __init__(self, handle: InterpreterHandle) -> None:
+        self.handle = handle
+        shape = handle.input_shape
+        if shape[1] != shape[2] or shape[3] != 3:
+            raise ModelError(f"{handle.model_path}: not a face landmark model (input {list(shape)})")
+        self.size = int(shape[1])
+        sizes = [int(np.prod(d["shape"])) for d in handle.output_details]
+        try:
+            self._pts = sizes.index(1404)
+            self._presence = sizes.index(1)
+        except ValueError:
+            raise ModelError(
+                f"{handle.model_path}: expected a 1404-value landmark output and a presence score"
+            ) from None
+
+    def refine(self, frame_bgr: np.ndarray, face: Face) -> Face:
+        h, w = frame_bgr.shape[:2]
+        box = (face.box.xmin * w, face.box.ymin * h, face.box.xmax * w, face.box.ymax * h)
+        re, le = face.keypoints["right_eye"], face.keypoints["left_eye"]
+        roi = roi_from_detection(box, (re[0] * w, re[1] * h), (le[0] * w, le[1] * h))
+        rgb = (
+            cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+            if frame_bgr.ndim == 2
+            else cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        )
+        tensor, m = crop_face(rgb, roi, self.size)
+        self.handle.set_input(tensor)
+        self.handle.invoke()
+        pts = landmarks_to_frame(self.handle.output(self._pts), m, roi, self.size)
+        presence = _sigmoid(float(self.handle.output(self._presence).reshape(-1)[0]))
+        landmarks = tuple((float(x / w), float(y / h), float(z / w)) for x, y, z in pts)
+        return Face(face.score, face.box, face.keypoints, landmarks, presence, head_pose(pts))

@@ -1,0 +1,71 @@
+"""Privacy: blur (or pixelate) every detected face and black out mask polygons before a frame leaves memory.
+
+Runs as the last pipeline stage, so every sink — clips, the pre-roll ring, snapshots, thumbnails, saved video,
+the live view — only ever receives the redacted image. The original is dropped with the frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from edgevision.face.types import Face
+from edgevision.pipeline.loop import FrameResult
+
+Polygon = Sequence[tuple[float, float]]
+
+
+def redact(image: np.ndarray, faces: Sequence[Face], masks: Sequence[Polygon], method: str = "blur",
+           margin: float = 0.25) -> np.ndarray:  # fmt: skip
+    """A redacted copy of ``image``: faces (box grown by ``margin``) blurred or pixelated, masks filled black."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    for f in faces:
+        bw, bh = f.box.width * w, f.box.height * h
+        x1 = max(0, int(f.box.xmin * w - bw * margin))
+        y1 = max(0, int(f.box.ymin * h - bh * margin))
+        x2 = min(w, int(np.ceil(f.box.xmax * w + bw * margin)))
+        y2 = min(h, int(np.ceil(f.box.ymax * h + bh * margin)))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        roi = out[y1:y2, x1:x2]
+        if method == "pixelate":
+            small = cv2.resize(
+                roi, (max(1, (x2 - x1) // 12), max(1, (y2 - y1) // 12)), interpolation=cv2.INTER_AREA
+            )
+            out[y1:y2, x1:x2] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST)
+        else:
+            k = max(3, (max(x2 - x1, y2 - y1) // 3) | 1)
+            out[y1:y2, x1:x2] = cv2.GaussianBlur(roi, (k, k), 0)
+    for poly in masks:
+        pts = np.array([[round(x * w), round(y * h)] for x, y in poly], dtype=np.int32)
+        cv2.fillPoly(out, [pts], 0)
+    return out
+
+
+class PrivacyStage:
+    """Replaces ``result.frame`` by a redacted frame (both the inference image and the full-resolution one)."""
+
+    def __init__(
+        self, blur_faces: bool, masks: Sequence[Polygon], method: str = "blur", margin: float = 0.25
+    ) -> None:
+        self.blur_faces = blur_faces
+        self.masks = list(masks)
+        self.method = method
+        self.margin = margin
+
+    def process(self, result: FrameResult) -> None:
+        faces = (result.faces or []) if self.blur_faces else []
+        if not faces and not self.masks:
+            return
+        frame = result.frame
+        image = redact(frame.image, faces, self.masks, self.method, self.margin)
+        full = (
+            redact(frame.full, faces, self.masks, self.method, self.margin)
+            if frame.full is not None
+            else None
+        )
+        result.frame = dataclasses.replace(frame, image=image, full=full, prepared={})

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.detection.factory import build_detector
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_image(path: Path):  # type: ignore[no-untyped-def]
+def read_image(path: Path) -> np.ndarray:
     """Read an image as BGR; a missing or undecodable file is an :class:`InputError`."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -52,7 +53,9 @@ def _annotate_target(out: Path, image: Path, many: bool) -> Path:
     return out / image.name
 
 
-def _faces(image, faces_det: FaceDetector, mesh: LandmarkModel | None, min_presence: float) -> list[Face]:  # type: ignore[no-untyped-def]
+def _faces(
+    image: np.ndarray, faces_det: FaceDetector, mesh: LandmarkModel | None, min_presence: float
+) -> list[Face]:
     faces = faces_det.detect(image)
     if mesh is None:
         return faces
@@ -61,8 +64,8 @@ def _faces(image, faces_det: FaceDetector, mesh: LandmarkModel | None, min_prese
 
 
 def _print_text(
-    path: Path, image, dets: list[Detection], faces: list[Face] | None, total: float, model: str
-) -> None:  # type: ignore[no-untyped-def]
+    path: Path, image: np.ndarray, dets: list[Detection], faces: list[Face] | None, total: float, model: str
+) -> None:
     print(f"{path}: {len(dets)} detection(s) in {total:.1f} ms ({model})")
     h, w = image.shape[:2]
     for d in dets:

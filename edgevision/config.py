@@ -166,7 +166,7 @@ class PrivacyConfig(_Strict):
 
     blur_faces: bool = False
     method: Literal["blur", "pixelate"] = "blur"
-    margin: float = Field(0.25, ge=0.0, le=2.0)
+    margin: float = Field(0.4, ge=0.0, le=2.0)
     masks: list[list[tuple[float, float]]] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -22,6 +24,25 @@ from edgevision.inference.backends import InterpreterHandle
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + float(np.exp(-np.clip(x, -80.0, 80.0))))
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where the model's input lies in the frame: top-left corner and size in pixels, and the frame size."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    frame_w: int
+    frame_h: int
+
+    def x(self, u: float) -> float:
+        """Crop-normalized x → frame-normalized x."""
+        return (self.left + u * self.width) / self.frame_w
+
+    def y(self, v: float) -> float:
+        return (self.top + v * self.height) / self.frame_h
 
 
 class FaceDetector:
@@ -55,40 +76,41 @@ class FaceDetector:
             )
         self.min_score = min_score
 
-    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+    def preprocess(
+        self, frame_bgr: np.ndarray, region: BBox | None = None
+    ) -> tuple[np.ndarray, CropGeometry]:
+        """The model input for ``region`` (or the whole frame) and where that crop lies in the frame."""
         h, w = frame_bgr.shape[:2]
         n = self.spec.input_size
-        rgb = (
-            cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
-            if frame_bgr.ndim == 2
-            else cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        )
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB if frame_bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
         if region is None:
-            left, top, side_x, side_y = 0.0, 0.0, float(w), float(h)
+            geo = CropGeometry(0.0, 0.0, float(w), float(h), w, h)
             crop = cv2.resize(rgb, (n, n), interpolation=cv2.INTER_AREA)
         else:
             x0, y0, x1, y1 = region.xmin * w, region.ymin * h, region.xmax * w, region.ymax * h
             side = max(x1 - x0, y1 - y0, 1.0)
-            left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
-            side_x = side_y = side
+            geo = CropGeometry((x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2, side, side, w, h)
             s = n / side
-            m = np.array([[s, 0.0, -left * s], [0.0, s, -top * s]])
+            m = np.array([[s, 0.0, -geo.left * s], [0.0, s, -geo.top * s]])
             crop = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        tensor = (crop.astype(np.float32) / 127.5 - 1.0)[np.newaxis]
-        self.handle.set_input(tensor)
-        self.handle.invoke()
-        raw = decode_faces(self.handle.output(self._reg), self.handle.output(self._cls), self.anchors, self.spec,
-                           self.min_score)  # fmt: skip
+        return (crop.astype(np.float32) / 127.5 - 1.0)[np.newaxis], geo
+
+    def decode(self, outputs: list[np.ndarray], geo: CropGeometry) -> list[Face]:
+        """Raw interpreter outputs → faces in frame-normalized coordinates."""
+        raw = decode_faces(outputs[self._reg], outputs[self._cls], self.anchors, self.spec, self.min_score)
         faces = []
         for f in raw:
-            bx = [(left + f.box[0] * side_x) / w, (top + f.box[1] * side_y) / h,
-                  (left + f.box[2] * side_x) / w, (top + f.box[3] * side_y) / h]  # fmt: skip
+            bx = [geo.x(f.box[0]), geo.y(f.box[1]), geo.x(f.box[2]), geo.y(f.box[3])]
             kps = {
-                name: ((left + x * side_x) / w, (top + y * side_y) / h)
-                for name, (x, y) in zip(KEYPOINT_NAMES, f.keypoints, strict=True)
+                name: (geo.x(x), geo.y(y)) for name, (x, y) in zip(KEYPOINT_NAMES, f.keypoints, strict=True)
             }
             faces.append(Face(f.score, BBox(*[min(1.0, max(0.0, v)) for v in bx]), kps))
         return faces
+
+    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+        """Faces in ``region`` (a square around it) or, without a region, in the whole frame."""
+        tensor, geo = self.preprocess(frame_bgr, region)
+        return self.decode(self.handle.run(tensor), geo)
 
 
 class LandmarkModel:

@@ -19,7 +19,7 @@ Polygon = Sequence[tuple[float, float]]
 
 
 def redact(image: np.ndarray, faces: Sequence[Face], masks: Sequence[Polygon], method: str = "blur",
-           margin: float = 0.25) -> np.ndarray:  # fmt: skip
+           margin: float = 0.4) -> np.ndarray:  # fmt: skip
     """A redacted copy of ``image``: faces (box grown by ``margin``) blurred or pixelated, masks filled black."""
     out = image.copy()
     h, w = out.shape[:2]
@@ -33,13 +33,15 @@ def redact(image: np.ndarray, faces: Sequence[Face], masks: Sequence[Polygon], m
             continue
         roi = out[y1:y2, x1:x2]
         if method == "pixelate":
+            # 4 blocks across a face: too coarse for a face detector (or a person) to find features in.
             small = cv2.resize(
-                roi, (max(1, (x2 - x1) // 12), max(1, (y2 - y1) // 12)), interpolation=cv2.INTER_AREA
+                roi, (4, max(1, round(4 * (y2 - y1) / (x2 - x1)))), interpolation=cv2.INTER_AREA
             )
             out[y1:y2, x1:x2] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST)
         else:
-            k = max(3, (max(x2 - x1, y2 - y1) // 3) | 1)
-            out[y1:y2, x1:x2] = cv2.GaussianBlur(roi, (k, k), 0)
+            # A kernel as large as the face, applied twice: no eye/mouth structure survives.
+            k = max(3, max(x2 - x1, y2 - y1) | 1)
+            out[y1:y2, x1:x2] = cv2.GaussianBlur(cv2.GaussianBlur(roi, (k, k), 0), (k, k), 0)
     for poly in masks:
         pts = np.array([[round(x * w), round(y * h)] for x, y in poly], dtype=np.int32)
         cv2.fillPoly(out, [pts], 0)
@@ -50,7 +52,7 @@ class PrivacyStage:
     """Replaces ``result.frame`` by a redacted frame (both the inference image and the full-resolution one)."""
 
     def __init__(
-        self, blur_faces: bool, masks: Sequence[Polygon], method: str = "blur", margin: float = 0.25
+        self, blur_faces: bool, masks: Sequence[Polygon], method: str = "blur", margin: float = 0.4
     ) -> None:
         self.blur_faces = blur_faces
         self.masks = list(masks)

@@ -1,0 +1,204 @@
+"""Faces: BlazeFace decoding (pure and real), Face Mesh landmarks, the cascade, and the privacy guarantee."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import IMAGES, run_cli
+
+from edgevision.capture.frame import Frame
+from edgevision.config import load_config
+from edgevision.detection.factory import build_detector
+from edgevision.face.blazeface import FULL_RANGE, SHORT_RANGE, blazeface_anchors, decode_faces, weighted_nms
+from edgevision.face.factory import face_detector, landmark_model
+from edgevision.face.landmarks import LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER, UPPER_LIP
+from edgevision.face.privacy import redact
+from edgevision.face.stage import FaceSettings, FaceStage
+from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.pipeline.loop import FrameResult
+from edgevision.recorder.index import EventIndex
+
+
+@pytest.fixture(scope="module")
+def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+    return load_config(None, {"models.dir": str(models_dir)})
+
+
+def test_anchor_layouts() -> None:
+    short = blazeface_anchors(SHORT_RANGE)
+    assert short.shape == (896, 2)
+    np.testing.assert_allclose(short[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(short[1], short[0])  # 2 anchors per cell on the 16x16 grid
+    np.testing.assert_allclose(short[512], [0.5 / 8, 0.5 / 8])  # then 6 per cell on 8x8
+    full = blazeface_anchors(FULL_RANGE)
+    assert full.shape == (2304, 2)
+    np.testing.assert_allclose(full[48], [0.5 / 48, 1.5 / 48])
+
+
+def test_decode_one_synthetic_face() -> None:
+    anchors = blazeface_anchors(SHORT_RANGE)
+    reg = np.zeros((1, 896, 16), np.float32)
+    logits = np.full((1, 896, 1), -10.0, np.float32)
+    i = 600
+    reg[0, i, :4] = [12.8, -6.4, 32.0, 25.6]  # centre moved by +0.1, -0.05; size 0.25 x 0.2 (128-px units)
+    reg[0, i, 4:6] = [-12.8, 0.0]
+    logits[0, i, 0] = 3.0
+    faces = decode_faces(reg, logits, anchors, SHORT_RANGE)
+    assert len(faces) == 1
+    ax, ay = anchors[i]
+    cx, cy = ax + 0.1, ay - 0.05
+    np.testing.assert_allclose(faces[0].box, [cx - 0.125, cy - 0.1, cx + 0.125, cy + 0.1], atol=1e-6)
+    np.testing.assert_allclose(faces[0].keypoints[0], [ax - 0.1, ay], atol=1e-6)
+    assert faces[0].score == pytest.approx(1 / (1 + math.exp(-3)))
+
+
+def test_weighted_nms_averages_a_cluster() -> None:
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.1, 0.0, 1.1, 1.0], [3.0, 3.0, 4.0, 4.0]])
+    kps = np.zeros((3, 6, 2))
+    kps[1] += 1.0
+    faces = weighted_nms(boxes, kps, np.array([0.9, 0.3, 0.5]), 0.3)
+    assert [round(f.score, 2) for f in faces] == [0.9, 0.5]
+    assert faces[0].box[0] == pytest.approx(0.1 * 0.3 / 1.2)
+    assert faces[0].keypoints[0][0] == pytest.approx(0.3 / 1.2)
+
+
+@pytest.mark.parametrize(("image", "count"), [("face.jpg", 3), ("grace_hopper.bmp", 1), ("cat.bmp", 0)])
+def test_faces_in_real_images(cfg, image: str, count: int) -> None:  # type: ignore[no-untyped-def]
+    det = face_detector(cfg)
+    mesh = landmark_model(cfg)
+    img = cv2.imread(str(IMAGES / image))
+    faces = [f for f in (mesh.refine(img, f) for f in det.detect(img)) if (f.presence or 0) >= 0.5]
+    assert len(faces) == count
+    for f in faces:
+        assert f.landmarks is not None and len(f.landmarks) == 468
+        pts = np.array(f.landmarks)
+        b = f.box
+        for idx in (RIGHT_EYE_OUTER, LEFT_EYE_OUTER):
+            x, y = pts[idx, :2]
+            assert b.xmin <= x <= b.xmax and b.ymin <= y <= b.ymax, (image, idx)
+        assert pts[RIGHT_EYE_OUTER, 0] < pts[LEFT_EYE_OUTER, 0]  # subject's right eye on the image's left
+        eye_y = (pts[RIGHT_EYE_OUTER, 1] + pts[LEFT_EYE_OUTER, 1]) / 2
+        assert pts[NOSE_TIP, 1] > eye_y and pts[UPPER_LIP, 1] > pts[NOSE_TIP, 1]
+        assert f.keypoints["right_eye"][0] < f.keypoints["left_eye"][0]
+        assert f.pose is not None and abs(f.pose.yaw) < 30 and abs(f.pose.roll) < 20
+
+
+def test_decoding_matches_a_direct_invocation(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    det = face_detector(cfg)
+    img = cv2.imread(str(IMAGES / "face.jpg"))
+    tensor, geo = det.preprocess(img)
+    direct = open_interpreter(models_dir / "face_detection_short_range.tflite", RuntimeOptions(threads=1))
+    outs = direct.run(tensor)
+    reg = next(o for o in outs if o.shape[-1] == 16)
+    cls = next(o for o in outs if o.shape[-1] == 1)
+    raw = decode_faces(reg, cls, blazeface_anchors(SHORT_RANGE), SHORT_RANGE)
+    faces = det.detect(img)
+    assert [round(r.score, 5) for r in raw] == [round(f.score, 5) for f in faces]
+    for r, f in zip(raw, faces, strict=True):
+        np.testing.assert_allclose([geo.x(r.box[0]), geo.y(r.box[1]), geo.x(r.box[2]), geo.y(r.box[3])],
+                                   f.box.as_list(6), atol=1e-5)  # fmt: skip
+    # Scores from the model card (plain resize): 0.893 / 0.888 / 0.611 within resampling differences.
+    assert [round(f.score, 1) for f in faces] == [0.9, 0.9, 0.6]
+
+
+def test_cascade_finds_the_face_in_the_person_box(cfg) -> None:  # type: ignore[no-untyped-def]
+    img = cv2.imread(str(IMAGES / "grace_hopper.bmp"))
+    dets, _ = build_detector(cfg).detect(img)
+    stage = FaceStage(face_detector(cfg), landmark_model(cfg), FaceSettings(region="persons"))
+    result = FrameResult(Frame(img, 0.0, 0, "test"), dets, {}, "m")
+    stage.process(result)
+    assert result.faces is not None and len(result.faces) == 1 and "faces" in result.latency_ms
+    face = result.faces[0]
+    whole = face_detector(cfg).detect(img)[0]
+    assert face.box.iou(whole.box) > 0.6 and face.presence and face.presence > 0.9
+    cadence = FaceStage(face_detector(cfg), None, FaceSettings(every_n_frames=3))
+    skipped = FrameResult(Frame(img, 0.04, 1, "test"), dets, {}, "m")
+    cadence.process(skipped)
+    assert skipped.faces is None
+
+
+def test_detect_faces_cli(env: dict[str, str]) -> None:
+    r = run_cli(
+        ["detect", "--faces", "--json", str(IMAGES / "grace_hopper.bmp"), str(IMAGES / "cat.bmp")], env
+    )
+    assert r.returncode == 0, r.stderr
+    grace, cat = (json.loads(line) for line in r.stdout.splitlines())
+    assert len(grace["faces"]) == 1 and cat["faces"] == []
+    f = grace["faces"][0]
+    assert set(f) == {"score", "box", "keypoints", "presence", "pose", "landmarks"}
+    assert len(f["landmarks"]) == 468 and set(f["keypoints"]) >= {"right_eye", "left_eye", "nose_tip"}
+    r = run_cli(["detect", "--faces", str(IMAGES / "face.jpg")], env)
+    assert r.returncode == 0 and "3 face(s)" in r.stdout and "468 landmarks" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("image", "method"),
+    [("face.jpg", "blur"), ("grace_hopper.bmp", "blur"), ("squat.bmp", "blur"), ("posenet_test_image.bmp", "blur"),
+     ("face.jpg", "pixelate"), ("grace_hopper.bmp", "pixelate")],
+)  # fmt: skip
+def test_redact_defeats_the_detector(cfg, image: str, method: str) -> None:  # type: ignore[no-untyped-def]
+    img = cv2.imread(str(IMAGES / image))
+    faces = _all_faces(cfg, img)  # both models, as privacy mode runs them
+    assert faces
+    assert _all_faces(cfg, redact(img, faces, [], method)) == []
+
+
+def test_masks_are_black(cfg) -> None:  # type: ignore[no-untyped-def]
+    img = cv2.imread(str(IMAGES / "face.jpg"))
+    masked = redact(img, [], [((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5))])
+    assert masked[img.shape[0] - 1, img.shape[1] - 1].any()
+    assert not masked[: img.shape[0] // 2 - 1, : img.shape[1] // 2 - 1].any()
+
+
+def _faces_video(path: Path) -> None:
+    """A 6 s, 10 fps clip of real people: face.jpg and grace_hopper.bmp, drifting slowly (like a camera)."""
+    a = cv2.resize(cv2.imread(str(IMAGES / "face.jpg")), (640, 444))
+    b = cv2.resize(cv2.imread(str(IMAGES / "grace_hopper.bmp")), (380, 444))
+    canvas = np.concatenate([a, b], axis=1)  # 1020 x 444
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (960, 444))
+    for i in range(60):
+        writer.write(np.ascontiguousarray(canvas[:, i : i + 960]))
+    writer.release()
+
+
+def _all_faces(cfg, image: np.ndarray) -> list:  # type: ignore[no-untyped-def]
+    return face_detector(cfg).detect(image) + face_detector(cfg, "blazeface_full_range").detect(image)
+
+
+def test_privacy_no_face_reaches_the_disk(cfg, env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    video = tmp_path / "people.avi"
+    _faces_video(video)
+    cap = cv2.VideoCapture(str(video))
+    ok, first = cap.read()
+    cap.release()
+    assert ok and len(_all_faces(cfg, first)) >= 4  # the input has faces
+    data, saved, cfgfile = tmp_path / "data", tmp_path / "saved.mp4", tmp_path / "c.yaml"
+    cfgfile.write_text(
+        "recorder:\n  pre_roll_s: 1.0\n  post_roll_s: 1.0\n  trigger_frames: 2\n  window_frames: 3\n"
+    )
+    r = run_cli(["run", "--config", str(cfgfile), "--video", str(video), "--blur-faces", "--record",
+                 "--data-dir", str(data), "--save-video", str(saved)], env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    events = EventIndex(data).list()
+    assert (
+        len(events) == 1 and events[0].clip_path and events[0].snapshot_path and events[0].face_path is None
+    )
+    written = [data / events[0].clip_path, saved]
+    frames = 0
+    for path in written:
+        cap = cv2.VideoCapture(str(path))
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames += 1
+            assert _all_faces(cfg, img) == [], f"a face in {path.name}"
+        cap.release()
+    assert frames >= 100
+    for rel in (events[0].snapshot_path, events[0].thumb_path):
+        assert rel and _all_faces(cfg, cv2.imread(str(data / rel))) == []

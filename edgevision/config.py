@@ -179,6 +179,63 @@ class PrivacyConfig(_Strict):
         return self
 
 
+class PersonGateConfig(_Strict):
+    """Skip the detector on frames a tiny person classifier is confident are empty."""
+
+    enabled: bool = False
+    model: str = "vww_mobilenet_v1_0.25_96"
+    min_person_prob: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class SchedulerConfig(_Strict):
+    """Latency scheduler: keep the best rung that fits the frame budget on this device."""
+
+    enabled: bool = False
+    budget_ms: float | None = Field(None, gt=0, le=60000)
+    target_fps: float | None = Field(None, gt=0, le=240)
+    models: list[str] = Field(default_factory=lambda: ["ssd_mobilenet_v1_coco_quant"], min_length=1)
+    sizes: list[int] = Field(default_factory=lambda: [300, 256, 224, 192, 160, 128], min_length=1)
+    cadences: list[int] = Field(default_factory=lambda: [2, 3])
+    profile: Path | None = None
+    derived_dir: Path | None = None
+    window: int = Field(30, ge=5, le=10000)
+    down_after: int = Field(5, ge=1, le=10000)
+    up_margin: float = Field(0.75, gt=0.0, le=1.0)
+    stable_s: float = Field(10.0, ge=0.0, le=3600)
+    cooldown_s: float = Field(2.0, ge=0.0, le=3600)
+    event_overrun_factor: float = Field(2.0, ge=1.0, le=100)
+    memory_budget_mb: int = Field(256, ge=16, le=65536)
+    profile_invokes: int = Field(15, ge=3, le=10000)
+    person_gate: PersonGateConfig = Field(default_factory=PersonGateConfig)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(s < 64 or s > 640 or s % 16 for s in v):
+            raise ValueError("sizes must be multiples of 16 between 64 and 640")
+        return v
+
+    @field_validator("cadences")
+    @classmethod
+    def _cadences(cls, v: list[int]) -> list[int]:
+        if any(k < 2 or k > 30 for k in v):
+            raise ValueError("cadences are detect-every-k-th-frame values from 2 to 30")
+        return v
+
+    @model_validator(mode="after")
+    def _budget(self) -> SchedulerConfig:
+        if self.enabled and (self.budget_ms is None) == (self.target_fps is None):
+            raise ValueError("set exactly one of scheduler.budget_ms or scheduler.target_fps")
+        return self
+
+    @property
+    def budget(self) -> float:
+        """The frame budget in ms."""
+        if self.budget_ms is not None:
+            return self.budget_ms
+        return 1000.0 / self.target_fps if self.target_fps else 1000.0
+
+
 class EdgeVisionConfig(_Strict):
     """The whole configuration file (``configs/default.yaml`` documents every key)."""
 
@@ -191,6 +248,7 @@ class EdgeVisionConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

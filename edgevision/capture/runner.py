@@ -11,6 +11,7 @@ loudly instead of leaving it waiting. Every wait has a timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -119,7 +120,10 @@ class ReplayRunner:
             self._done = True
             if self._error is not None:
                 raise self._error
-        return item
+            return None
+        # Replay latency is measured from when the loop takes the frame: time spent queued behind earlier
+        # frames is the replay's own back-pressure, not capture-to-result latency.
+        return dataclasses.replace(item, captured_at=time.monotonic())
 
     @property
     def finished(self) -> bool:

@@ -12,6 +12,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edgevision.capture.runner import LiveRunner, ReplayRunner
 from edgevision.capture.sources import FrameSource, OpenCVSource, Picamera2Source, parse_video_target
 from edgevision.cli.common import add_model_flags, config_from_args
@@ -25,6 +28,7 @@ from edgevision.recorder.factory import recorder_settings
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.recovery import recover
+from edgevision.scheduler.factory import build_scheduler
 
 log = logging.getLogger("edgevision.run")
 
@@ -55,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="where recordings and the event index live")
     p.add_argument("--faces", action="store_true", help="run the face stage (BlazeFace + Face Mesh)")
     p.add_argument("--blur-faces", action="store_true", help="blur every face before anything is written")
+    p.add_argument("--budget-ms", type=float, help="enable the latency scheduler with this frame budget")
     p.set_defaults(func=run)
 
 
@@ -107,6 +112,8 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["faces.enabled"] = True
     if args.blur_faces:
         o["privacy.blur_faces"] = True
+    if args.budget_ms is not None:
+        o.update({"scheduler.enabled": True, "scheduler.budget_ms": args.budget_ms})
     o["recorder.data_dir"] = str(args.data_dir) if args.data_dir else None
     return o
 
@@ -141,6 +148,24 @@ def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
     )
 
 
+def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
+    """Frames to profile rungs on: the first frames of a video source, else deterministic noise (invoke
+    latency of these models does not depend on image content)."""
+    frames: list[np.ndarray] = []
+    if cfg.source.kind == "video" and cfg.source.path is not None:
+        cap = cv2.VideoCapture(str(cfg.source.path))
+        while len(frames) < count:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames.append(img)
+        cap.release()
+    rng = np.random.default_rng(0)
+    while len(frames) < count:
+        frames.append(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    return frames
+
+
 def _camera_name(cfg: EdgeVisionConfig) -> str:
     s = cfg.source
     if s.kind in ("camera", "picamera2"):
@@ -154,8 +179,17 @@ def run(args: argparse.Namespace) -> int:
         from edgevision.errors import UsageError
 
         raise UsageError("--max-frames must be >= 1")
-    detector: Detector = build_detector(cfg)
-    runner = build_runner(cfg, make_prepare(lambda: detector))
+    recorder: Recorder | None = None
+    scheduler = None
+    if cfg.scheduler.enabled:
+        # Rungs are loaded (and profiled) before anything opens the camera or starts a thread.
+        scheduler = build_scheduler(
+            cfg, sample_frames(cfg), event_active=lambda: recorder is not None and recorder.tracker.active
+        )
+    detector: Detector = scheduler.detector if scheduler is not None else build_detector(cfg)
+    pipeline_ref: list[Pipeline] = []
+    # The capture thread preprocesses for whichever detector (rung) the pipeline runs at that moment.
+    runner = build_runner(cfg, make_prepare(lambda: pipeline_ref[0].detector if pipeline_ref else detector))
     sinks: list[Sink] = []
     out = cfg.output
     if out.show:
@@ -170,7 +204,6 @@ def run(args: argparse.Namespace) -> int:
             out.save_video, lambda: getattr(runner, "fps", None) or cfg.source.fps, not runner.live
         )
         sinks.append(video_sink)
-    recorder: Recorder | None = None
     if cfg.recorder.enabled:
         settings = recorder_settings(cfg, _camera_name(cfg), cfg.source.fps)
         index = EventIndex(settings.data_dir)
@@ -179,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
                             fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
         sinks.append(recorder)
     stages = build_face_stages(cfg)
-    pipeline = Pipeline(runner, detector, sinks, stages, status_interval=out.status_interval_s)
+    pipeline = Pipeline(
+        runner, detector, sinks, stages, status_interval=out.status_interval_s, scheduler=scheduler
+    )
+    pipeline_ref.append(pipeline)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -200,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"edgevision: {summary.line()}", file=sys.stderr)
+    if scheduler is not None:
+        print(f"edgevision: scheduler: {len(scheduler.switches)} switch(es); final rung {scheduler.rung.name}; "
+              f"{scheduler.gated} frame(s) skipped by the person gate", file=sys.stderr)  # fmt: skip
     if recorder is not None:
         print(f"edgevision: events: {recorder.events_started} started, {recorder.events_finalized} finalized; "
               f"{recorder.dropped} frame(s) dropped by the recorder; recording mode {recorder.mode}",

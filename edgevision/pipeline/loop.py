@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from edgevision.capture.runner import CaptureStats
 from edgevision.detection.detector import Detector
 from edgevision.detection.types import Detection
 from edgevision.face.types import Face
+
+if TYPE_CHECKING:
+    from edgevision.scheduler.runtime import Scheduler
 from edgevision.pipeline.stats import StatusWindow, percentile
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,7 @@ class Pipeline:
         status_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         person_label: str = "person",
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.runner = runner
         self.detector = detector
@@ -122,6 +126,7 @@ class Pipeline:
         self.status_interval = status_interval
         self.clock = clock
         self.person_label = person_label
+        self.scheduler = scheduler
         self.on_status: Callable[[str], None] = lambda line: log.info("status: %s", line)
 
     def _tensor(self, frame: Frame) -> tuple[np.ndarray, float]:
@@ -133,8 +138,20 @@ class Pipeline:
         tensor = self.detector.preprocess(frame.image)
         return tensor, (time.perf_counter() - t0) * 1e3
 
-    def process(self, frame: Frame) -> FrameResult:
-        """Detect on one frame and run the stages (sinks are fed by :meth:`run`)."""
+    def _detect(self, frame: Frame) -> tuple[list[Detection], dict[str, float], dict[str, object]]:
+        """Detections for ``frame``: from the current detector, or carried / gated by the scheduler."""
+        sched = self.scheduler
+        extras: dict[str, object] = {}
+        if sched is not None:
+            self.detector = sched.detector
+            extras["rung"] = sched.rung.name
+            t0 = time.perf_counter()
+            if not sched.should_detect():
+                extras["carried"] = True
+                return sched.carried(frame.ts), {"carry": (time.perf_counter() - t0) * 1e3}, extras
+            if sched.gate_says_empty(frame.image):
+                extras["gated"] = True
+                return [], {"gate": (time.perf_counter() - t0) * 1e3}, extras
         tensor, pre_ms = self._tensor(frame)
         det = self.detector
         t1 = time.perf_counter()
@@ -143,13 +160,23 @@ class Pipeline:
         t2 = time.perf_counter()
         dets = det.parse([det.handle.output(i) for i in range(len(det.handle.output_details))])
         t3 = time.perf_counter()
-        latency = {"preprocess": pre_ms, "invoke": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
-        result = FrameResult(frame, dets, latency, det.name)
+        if sched is not None:
+            sched.detected(frame.ts, dets, self.person_label)
+        return dets, {"preprocess": pre_ms, "invoke": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}, extras
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Detect on one frame and run the stages (sinks are fed by :meth:`run`)."""
+        dets, latency, extras = self._detect(frame)
+        result = FrameResult(frame, dets, latency, self.detector.name, extras)
         for stage in self.stages:
             stage.process(result)
-        result.latency_ms["total"] = (
-            (time.monotonic() - frame.captured_at) * 1e3 if frame.captured_at else sum(latency.values())
-        )
+        total = (time.monotonic() - frame.captured_at) * 1e3 if frame.captured_at else sum(latency.values())
+        result.latency_ms["total"] = total
+        if self.scheduler is not None:
+            sw = self.scheduler.observe(total)
+            if sw is not None:
+                result.extras["switch"] = {"from": self.scheduler.rungs[sw.from_rung].name,
+                                           "to": self.scheduler.rungs[sw.to_rung].name, "reason": sw.reason}  # fmt: skip
         return result
 
     def _close_sinks(self) -> list[Exception]:

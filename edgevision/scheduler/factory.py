@@ -1,0 +1,39 @@
+"""Build the scheduler from the configuration and a few real frames to profile on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from edgevision.catalog.resolve import open_model
+from edgevision.config import EdgeVisionConfig
+from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.scheduler.controller import ControllerSettings
+from edgevision.scheduler.ladder import build_ladder
+from edgevision.scheduler.runtime import PersonGate, Scheduler
+
+
+def controller_settings(cfg: EdgeVisionConfig) -> ControllerSettings:
+    s = cfg.scheduler
+    return ControllerSettings(
+        budget_ms=s.budget, window=s.window, down_after=s.down_after, up_margin=s.up_margin, stable_s=s.stable_s,
+        cooldown_s=s.cooldown_s, event_overrun_factor=s.event_overrun_factor,
+    )  # fmt: skip
+
+
+def build_scheduler(
+    cfg: EdgeVisionConfig,
+    sample_frames: Sequence[np.ndarray],
+    event_active: Callable[[], bool] = lambda: False,
+    budget_factor: Callable[[], float] = lambda: 1.0,
+) -> Scheduler:
+    rungs = build_ladder(cfg, sample_frames, cfg.scheduler.profile_invokes)
+    gate = None
+    g = cfg.scheduler.person_gate
+    if g.enabled:
+        handle, _ = open_model(g.model, models_dir(cfg), runtime_options(cfg), cfg.runtime.cpu_fallback)
+        gate = PersonGate(handle, g.min_person_prob)
+    return Scheduler(
+        rungs, controller_settings(cfg), event_active=event_active, budget_factor=budget_factor, gate=gate
+    )

@@ -1,0 +1,117 @@
+"""The scheduler as the pipeline sees it: which detector runs now, whether this frame is detected or carried,
+and one controller step per processed frame. Switches are logged, counted and written to the detections log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from edgevision.detection.detector import Detector
+from edgevision.detection.types import Detection
+from edgevision.inference.backends import InterpreterHandle
+from edgevision.scheduler.carry import BoxCarrier
+from edgevision.scheduler.controller import ControllerSettings, ControllerState, Switch, step
+from edgevision.scheduler.ladder import Rung
+
+log = logging.getLogger(__name__)
+
+
+class PersonGate:
+    """The Visual Wake Words MobileNet (alpha 0.25, 96x96) as a cheap "is anybody there?" check."""
+
+    def __init__(self, handle: InterpreterHandle, min_person_prob: float) -> None:
+        self.handle = handle
+        self.threshold = min_person_prob
+        shape = handle.input_shape
+        self.size = (int(shape[2]), int(shape[1]))
+        self.out = handle.output_details[0]
+
+    def person_prob(self, frame_bgr: np.ndarray) -> float:
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB if frame_bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
+        x = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
+        if self.handle.input_dtype == np.int8:
+            x = (x.astype(np.int16) - 128).astype(np.int8)
+        self.handle.set_input(x[np.newaxis])
+        self.handle.invoke()
+        raw = self.handle.output(0).reshape(-1).astype(np.float32)
+        scale, zero = self.out.get("quantization", (0.0, 0))
+        probs = (raw - zero) * scale if scale else raw
+        return float(probs[1])
+
+
+class Scheduler:
+    """Owns the loaded rungs and the controller state. Used from the pipeline thread only."""
+
+    def __init__(
+        self,
+        rungs: Sequence[Rung],
+        settings: ControllerSettings,
+        clock: Callable[[], float] = time.monotonic,
+        event_active: Callable[[], bool] = lambda: False,
+        budget_factor: Callable[[], float] = lambda: 1.0,
+        gate: PersonGate | None = None,
+    ) -> None:
+        self.rungs = list(rungs)
+        self.settings = settings
+        self.clock = clock
+        self.event_active = event_active
+        self.budget_factor = budget_factor
+        self.gate = gate
+        self.state = ControllerState(0, clock())
+        self.switches: list[Switch] = []
+        self.carrier = BoxCarrier()
+        self._n = 0
+        self._last_had_person = False
+        self.gated = 0
+
+    @property
+    def rung(self) -> Rung:
+        return self.rungs[self.state.rung]
+
+    @property
+    def detector(self) -> Detector:
+        return self.rung.detector
+
+    def should_detect(self) -> bool:
+        """Cadence: a rung with cadence k runs the detector on every k-th processed frame."""
+        k = self.rung.profile.cadence
+        detect = k == 1 or self._n % k == 0
+        self._n += 1
+        return detect
+
+    def gate_says_empty(self, frame_bgr: np.ndarray) -> bool:
+        """True when the person gate is confident nobody is there (never during an event or after a person)."""
+        if self.gate is None or self._last_had_person or self.event_active():
+            return False
+        empty = self.gate.person_prob(frame_bgr) < self.gate.threshold
+        self.gated += int(empty)
+        return empty
+
+    def carried(self, ts: float) -> list[Detection]:
+        return self.carrier.predict(ts)
+
+    def detected(self, ts: float, dets: list[Detection], person_label: str = "person") -> None:
+        self.carrier.update(ts, dets)
+        self._last_had_person = any(d.label == person_label for d in dets)
+
+    def observe(self, total_ms: float) -> Switch | None:
+        """One controller step with this frame's end-to-end latency."""
+        now = self.clock()
+        profile = [r.profile.worst_ms for r in self.rungs]
+        self.state, sw = step(self.state, total_ms, now, profile, self.settings, self.event_active(),
+                              self.budget_factor())  # fmt: skip
+        if sw is not None:
+            self.switches.append(sw)
+            self._n = 0
+            log.warning(
+                "scheduler: %s -> %s: %s",
+                self.rungs[sw.from_rung].name,
+                self.rungs[sw.to_rung].name,
+                sw.reason,
+            )
+        return sw

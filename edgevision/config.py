@@ -198,8 +198,8 @@ class SchedulerConfig(_Strict):
     cadences: list[int] = Field(default_factory=lambda: [2, 3])
     profile: Path | None = None
     derived_dir: Path | None = None
-    window: int = Field(30, ge=5, le=10000)
-    down_after: int = Field(5, ge=1, le=10000)
+    window: int = Field(60, ge=5, le=10000)
+    down_after: int = Field(25, ge=1, le=10000)
     up_margin: float = Field(0.75, gt=0.0, le=1.0)
     stable_s: float = Field(10.0, ge=0.0, le=3600)
     cooldown_s: float = Field(2.0, ge=0.0, le=3600)
@@ -211,8 +211,8 @@ class SchedulerConfig(_Strict):
     @field_validator("sizes")
     @classmethod
     def _sizes(cls, v: list[int]) -> list[int]:
-        if any(s < 64 or s > 640 or s % 16 for s in v):
-            raise ValueError("sizes must be multiples of 16 between 64 and 640")
+        if any(s < 64 or s > 640 for s in v):
+            raise ValueError("sizes are square input sides from 64 to 640 pixels")
         return v
 
     @field_validator("cadences")

@@ -24,13 +24,12 @@ import numpy as np
 @dataclass(frozen=True)
 class ControllerSettings:
     budget_ms: float
-    window: int = 30
-    down_after: int = 5
+    window: int = 60
+    down_after: int = 25
     up_margin: float = 0.75
     stable_s: float = 10.0
     cooldown_s: float = 2.0
     event_overrun_factor: float = 2.0
-    min_samples: int = 10
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def step(
     """Fold in one frame's latency; return the new state and a switch when one is due."""
     budget = s.budget_ms * budget_factor
     samples = (*state.samples, sample_ms)[-s.window :]
-    if len(samples) < s.min_samples:
+    if len(samples) < s.window:  # decide only on a full window (after a switch too): spikes stay outliers
         return replace(state, samples=samples), None
     measured = p95(samples)
     over = state.over + 1 if measured > budget else 0  # sustained: the window's p95, frame after frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -52,7 +53,7 @@ def simulate(load: list[float], budget: float = 24.0, seed: int = 0, noise: floa
 
 
 def switches(rungs: list[int]) -> int:
-    return sum(1 for a, b in zip(rungs, rungs[1:]) if a != b)
+    return sum(1 for a, b in itertools.pairwise(rungs) if a != b)
 
 
 def test_step_load_steps_down_and_back_up_without_oscillation() -> None:
@@ -72,7 +73,7 @@ def test_step_load_steps_down_and_back_up_without_oscillation() -> None:
 def test_ramp_moves_monotonically() -> None:
     load = list(np.linspace(1.0, 4.0, 2000))
     rungs, lat = simulate(load)
-    assert all(b >= a for a, b in zip(rungs, rungs[1:]))  # only ever down on a rising load
+    assert all(b >= a for a, b in itertools.pairwise(rungs))  # only ever down on a rising load
     # On a load that never stops rising the controller trails by its sustain time: within 10 % of budget.
     assert np.percentile(lat[-200:], 95) <= 24.0 * 1.1
 
@@ -86,10 +87,12 @@ def test_noise_does_not_cause_switching(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_spikes_cause_at_most_rare_slow_switches(seed: int) -> None:
     rungs, _ = simulate([1.0] * 3000, noise=0.3, spikes=0.02, seed=seed)  # 2 % of frames take 4x as long
-    at = [i for i, (a, b) in enumerate(zip(rungs, rungs[1:])) if a != b]
+    at = [i for i, (a, b) in enumerate(itertools.pairwise(rungs)) if a != b]
     downs = [i for i in at if rungs[i + 1] > rungs[i]]
     assert len(downs) <= 3 and rungs.count(0) >= 0.75 * len(rungs)  # bounded, rare excursions
-    assert all(b - a >= 4.0 * 25 for a, b in zip(at, at[1:]))  # never faster than stable_s: no oscillation
+    assert all(
+        b - a >= 4.0 * 25 for a, b in itertools.pairwise(at)
+    )  # never faster than stable_s: no oscillation
 
 
 def test_event_holds_the_rung_unless_far_over_budget() -> None:

@@ -236,6 +236,14 @@ class SchedulerConfig(_Strict):
         return 1000.0 / self.target_fps if self.target_fps else 1000.0
 
 
+class ServiceConfig(_Strict):
+    """Behaviour under systemd (see systemd/edgevision.service)."""
+
+    progress_timeout_s: float = Field(10.0, gt=0, le=3600)
+    status_interval_s: float = Field(5.0, gt=0, le=3600)
+    throttle_budget_factor: float = Field(0.8, gt=0.0, le=1.0)
+
+
 class EdgeVisionConfig(_Strict):
     """The whole configuration file (``configs/default.yaml`` documents every key)."""
 
@@ -249,6 +257,7 @@ class EdgeVisionConfig(_Strict):
     faces: FacesConfig = Field(default_factory=FacesConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

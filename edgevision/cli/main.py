@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Sequence
 
 from edgevision import __version__
-from edgevision.cli import bench_cmd, detect_cmd, events_cmd, models_cmd, run_cmd
+from edgevision.cli import bench_cmd, detect_cmd, events_cmd, models_cmd, run_cmd, service_cmd
 from edgevision.errors import EXIT_UNEXPECTED, EdgeVisionError
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.register_config(sub)
     events_cmd.register(sub)
     bench_cmd.register(sub)
+    service_cmd.register(sub)
     return parser
 
 

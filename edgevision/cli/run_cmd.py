@@ -29,6 +29,9 @@ from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.recovery import recover
 from edgevision.scheduler.factory import build_scheduler
+from edgevision.service.health import budget_factor
+from edgevision.service.monitor import ServiceMonitor
+from edgevision.service.notify import Notifier, watchdog_interval
 
 log = logging.getLogger("edgevision.run")
 
@@ -180,11 +183,17 @@ def run(args: argparse.Namespace) -> int:
 
         raise UsageError("--max-frames must be >= 1")
     recorder: Recorder | None = None
+    monitor: ServiceMonitor | None = None
     scheduler = None
     if cfg.scheduler.enabled:
         # Rungs are loaded (and profiled) before anything opens the camera or starts a thread.
         scheduler = build_scheduler(
-            cfg, sample_frames(cfg), event_active=lambda: recorder is not None and recorder.tracker.active
+            cfg,
+            sample_frames(cfg),
+            event_active=lambda: recorder is not None and recorder.tracker.active,
+            budget_factor=lambda: (
+                budget_factor(monitor.health, cfg.service.throttle_budget_factor) if monitor else 1.0
+            ),
         )
     detector: Detector = scheduler.detector if scheduler is not None else build_detector(cfg)
     pipeline_ref: list[Pipeline] = []
@@ -212,14 +221,25 @@ def run(args: argparse.Namespace) -> int:
                             fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
         sinks.append(recorder)
     stages = build_face_stages(cfg)
+    notifier = Notifier()
+    monitor = ServiceMonitor(
+        notifier, watchdog_interval(), cfg.service.progress_timeout_s, cfg.service.status_interval_s,
+        extra_status=lambda: f"{recorder.events_started} events" if recorder else "",
+    )  # fmt: skip
+    sinks.append(monitor)
     pipeline = Pipeline(
         runner, detector, sinks, stages, status_interval=out.status_interval_s, scheduler=scheduler
     )
     pipeline_ref.append(pipeline)
+    pipeline.on_status = lambda line: log.info(
+        "status: %s%s", line, f" | {monitor.health.text()}" if monitor and monitor.health.text() else ""
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
+        if monitor is not None:
+            monitor.stopping()  # tell systemd now: finalizing a recording may take a moment
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -113,7 +114,7 @@ def test_service_run_ready_watchdog_status_stopping(env: dict[str, str], tmp_pat
         len(ready) == 1 and lines_at_ready is not None and lines_at_ready >= 1
     )  # READY after the first frame
     assert pings and all(p >= ready[0] for p in pings)
-    assert len(pings) >= 10 and 0.1 < statistics.median(b - a for a, b in zip(pings, pings[1:])) < 0.4
+    assert len(pings) >= 10 and 0.1 < statistics.median(b - a for a, b in itertools.pairwise(pings)) < 0.4
     assert len(stopping) == 1 and stopping[0] >= pings[-1] - 0.05
     statuses = [m for _, m in lst.messages if m.startswith("STATUS=")]
     assert statuses and "fps" in statuses[-1] and "rung ssd_mobilenet_v1_coco_quant" in statuses[-1]

@@ -44,6 +44,13 @@ class PersonGate:
         return float(probs[1])
 
 
+def initial_rung(profile_ms: Sequence[float], s: ControllerSettings) -> int:
+    """Start on the best rung the start-up profile (taken under the current load) says fits with margin."""
+    return next(
+        (i for i, ms in enumerate(profile_ms) if ms <= s.budget_ms * s.up_margin), len(profile_ms) - 1
+    )
+
+
 class Scheduler:
     """Owns the loaded rungs and the controller state. Used from the pipeline thread only."""
 
@@ -62,7 +69,9 @@ class Scheduler:
         self.event_active = event_active
         self.budget_factor = budget_factor
         self.gate = gate
-        self.state = ControllerState(0, clock())
+        self.state = ControllerState(
+            initial_rung([r.profile.worst_ms for r in self.rungs], settings), clock()
+        )
         self.switches: list[Switch] = []
         self.carrier = BoxCarrier()
         self._n = 0

@@ -66,3 +66,15 @@ def run_cli(
         timeout=timeout,
         **kw,
     )  # type: ignore[call-overload]
+
+
+def count_frames(path: Path) -> int:
+    """Frames OpenCV can decode from a video file (what a user's player would show)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n

@@ -11,17 +11,11 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from edgevision.capture.sources import read_frames
+
 
 def frames_from(path: str, limit: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(path)
-    out = []
-    while len(out) < limit:
-        ok, img = cap.read()
-        if not ok:
-            break
-        out.append(img)
-    cap.release()
-    return out
+    return read_frames(path, limit)
 
 
 @dataclass

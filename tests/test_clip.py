@@ -8,18 +8,10 @@ import cv2
 import numpy as np
 import pytest
 from conftest import WALKING
+from conftest import count_frames as count
 from fakes import frames_from
 
 from edgevision.recorder.clip import ClipWriter, choose_codec, salvage_fragmented_mp4
-
-
-def count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def write_clip(path: Path, n: int, fps: float = 25.0) -> ClipWriter:

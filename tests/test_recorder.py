@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 from conftest import HALLWAY_1, HALLWAY_3, run_cli
+from conftest import count_frames as frame_count
 from media import FPS, splice
 
 from edgevision.capture.runner import ReplayRunner
@@ -53,15 +54,6 @@ def two_events(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tup
 def three_events(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[int, int]]]:
     path = tmp_path_factory.mktemp("media") / "three_events.avi"
     return path, splice(path, THREE_EVENTS)
-
-
-def frame_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def rows(data: Path) -> list[dict]:

@@ -12,9 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
-from conftest import HALLWAY_1, HALLWAY_3, WALKING, run_cli
+from conftest import HALLWAY_1, HALLWAY_3, WALKING, count_frames, run_cli
 from fakes import CameraScript, FakePicamera2, fake_picamera2_module, frames_from
 
 from edgevision.capture.runner import LiveRunner, ReplayRunner, backoff_delays, is_stalled
@@ -33,15 +32,6 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_replay_walking_people_in_every_frame(env: dict[str, str], tmp_path: Path) -> None:

@@ -246,6 +246,22 @@ class Picamera2Source:
                 cam.close()
 
 
+def read_frames(path: Path | str, count: int, start: int = 0) -> list[np.ndarray]:
+    """Up to ``count`` decoded frames of a video file from frame ``start`` (fewer when the file is shorter)."""
+    cap = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    index = 0
+    while len(frames) < count:
+        ok, image = cap.read()
+        if not ok:
+            break
+        if index >= start:
+            frames.append(image)
+        index += 1
+    cap.release()
+    return frames
+
+
 def parse_video_target(value: str) -> str:
     """Accept a file path or an rtsp/http(s) URL; any other URL scheme is a usage error."""
     if "://" in value and not value.startswith(STREAM_SCHEMES):

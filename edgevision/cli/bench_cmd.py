@@ -7,9 +7,9 @@ import platform
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from edgevision.capture.sources import read_frames
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.detection.factory import models_dir
 from edgevision.errors import InputError
@@ -30,18 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _frames(video: Path, count: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise InputError(f"{video}: cannot open video")
-    frames: list[np.ndarray] = []
-    while len(frames) < count:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
+    frames = read_frames(video, count)
     if not frames:
-        raise InputError(f"{video}: no decodable frame")
+        raise InputError(f"{video}: cannot open video or no decodable frame")
     return frames
 
 

@@ -12,11 +12,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edgevision.capture.runner import LiveRunner, ReplayRunner
-from edgevision.capture.sources import FrameSource, OpenCVSource, Picamera2Source, parse_video_target
+from edgevision.capture.sources import (
+    FrameSource,
+    OpenCVSource,
+    Picamera2Source,
+    parse_video_target,
+    read_frames,
+)
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.detection.detector import Detector
@@ -156,13 +161,7 @@ def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     latency of these models does not depend on image content)."""
     frames: list[np.ndarray] = []
     if cfg.source.kind == "video" and cfg.source.path is not None:
-        cap = cv2.VideoCapture(str(cfg.source.path))
-        while len(frames) < count:
-            ok, img = cap.read()
-            if not ok:
-                break
-            frames.append(img)
-        cap.release()
+        frames = read_frames(cfg.source.path, count)
     rng = np.random.default_rng(0)
     while len(frames) < count:
         frames.append(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))

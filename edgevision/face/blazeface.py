@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgevision.detection.ssd import iou_matrix
+
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
 
 
@@ -78,17 +80,6 @@ def decode_faces(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray
     return weighted_nms(boxes, kps, scores[keep], spec.nms_iou)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou: float) -> list[RawFace]:
     """MediaPipe's WEIGHTED suppression: each cluster becomes the score-weighted mean of its members."""
     order = np.argsort(-scores, kind="stable")
@@ -99,7 +90,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
         if not remaining[i]:
             continue
         members = np.nonzero(remaining)[0]
-        overlap = members[_iou(boxes[i], boxes[members]) > iou]
+        overlap = members[iou_matrix(boxes[i], boxes[members]) > iou]  # IoU is the same in xyxy or yxyx
         remaining[overlap] = False
         weights = scores[overlap][:, None]
         box = (boxes[overlap] * weights).sum(0) / weights.sum()

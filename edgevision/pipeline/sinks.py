@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edgevision.errors import InputError, UsageError
+from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.pipeline.loop import FrameResult
 from edgevision.render import draw_detections, draw_faces
 
@@ -145,20 +146,9 @@ class VideoSink:
         if result.faces:
             draw_faces(image, result.faces)
         if self.blocking:
-            while True:
-                try:
-                    self._q.put(image, timeout=0.5)
-                    return
-                except queue.Full:
-                    if self._error is not None:
-                        raise self._error from None
-                    if not self._thread.is_alive():
-                        raise InputError(f"{self.path}: video writer stopped") from None
-        else:
-            try:
-                self._q.put_nowait(image)
-            except queue.Full:
-                self.dropped += 1
+            put_waiting(self._q, image, self._thread, lambda: self._error, f"{self.path}: video writer")
+        elif not put_or_drop(self._q, image):
+            self.dropped += 1
 
     def close(self) -> None:
         if self._started:

@@ -27,6 +27,7 @@ from edgevision.detection.types import Detection
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
 from edgevision.face.types import Face
 from edgevision.fsutil import sha256_file
+from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
 from edgevision.recorder.index import EventIndex
@@ -125,18 +126,9 @@ class Recorder:
         item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces)
         self._last_frame = result.frame
         if self.blocking or signals:
-            while True:
-                try:
-                    self._q.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    if self._error is not None:
-                        raise self._error from None
-                    if not self._thread.is_alive():
-                        raise RuntimeError("recorder thread stopped") from None
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
+            put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
+            return
+        if not put_or_drop(self._q, item):
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)

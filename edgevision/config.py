@@ -244,6 +244,34 @@ class ServiceConfig(_Strict):
     throttle_budget_factor: float = Field(0.8, gt=0.0, le=1.0)
 
 
+class WebConfig(_Strict):
+    """Live MJPEG view, events page, /healthz and /metrics over HTTP."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str | None = Field(None, min_length=8)
+    stream_fps: float = Field(10.0, gt=0, le=60)
+    jpeg_quality: int = Field(80, ge=10, le=100)
+
+
+class MqttConfig(_Strict):
+    """Events, stats and availability over MQTT."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    topic_prefix: str = "edgevision"
+    qos: int = Field(2, ge=0, le=2)
+    outbox_max: int = Field(10000, ge=10, le=10_000_000)
+    stats_interval_s: float = Field(60.0, gt=0, le=86400)
+    homeassistant_discovery: bool = False
+    discovery_prefix: str = "homeassistant"
+
+
 class EdgeVisionConfig(_Strict):
     """The whole configuration file (``configs/default.yaml`` documents every key)."""
 
@@ -258,6 +286,8 @@ class EdgeVisionConfig(_Strict):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -37,6 +37,8 @@ from edgevision.scheduler.factory import build_scheduler
 from edgevision.service.health import budget_factor
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
+from edgevision.share.factory import build_sharing
+from edgevision.share.metrics import Metrics
 
 log = logging.getLogger("edgevision.run")
 
@@ -156,6 +158,28 @@ def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
     )
 
 
+def _stats(runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor) -> dict[str, Any]:
+    out: dict[str, Any] = {"dropped": runner.stats.dropped, "health": monitor.health.text()}
+    if recorder is not None:
+        out.update(events_started=recorder.events_started, events_finalized=recorder.events_finalized,
+                   recording_mode=recorder.mode)  # fmt: skip
+    return out
+
+
+def _fill_metrics(
+    m: Metrics | None, runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor
+) -> None:
+    if m is None:
+        return
+    m.dropped.set(runner.stats.dropped)
+    m.throttled.set(1 if monitor.health.throttling else 0)
+    if recorder is not None:
+        m.events_started.set(recorder.events_started)
+        m.events_finalized.set(recorder.events_finalized)
+        m.recorder_queue.set(recorder.queue_depth)
+        m.recorder_dropped.set(recorder.dropped)
+
+
 def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     """Frames to profile rungs on: the first frames of a video source, else deterministic noise (invoke
     latency of these models does not depend on image content)."""
@@ -226,6 +250,13 @@ def run(args: argparse.Namespace) -> int:
         extra_status=lambda: f"{recorder.events_started} events" if recorder else "",
     )  # fmt: skip
     sinks.append(monitor)
+    data = recorder.s.data_dir if recorder is not None else None
+    sharing = build_sharing(cfg, _camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor))
+    sinks += sharing.sinks
+    if sharing.mqtt is not None and recorder is not None:
+        recorder.listeners.append(sharing.mqtt.event)
+    if sharing.metrics is not None:
+        sharing.metrics.readers.append(lambda: _fill_metrics(sharing.metrics, runner, recorder, monitor))
     pipeline = Pipeline(
         runner, detector, sinks, stages, status_interval=out.status_interval_s, scheduler=scheduler
     )
@@ -252,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         )
         summary = pipeline.run(stop, args.max_frames)
     finally:
+        sharing.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"edgevision: {summary.line()}", file=sys.stderr)

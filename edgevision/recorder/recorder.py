@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,7 @@ class _Active:
     best_dets: list[Detection] = field(default_factory=list)
     best_face: np.ndarray | None = None
     best_face_score: float = 0.0
+    last_update: float = 0.0
     last_index: int = 0
     last_ts: float = 0.0
 
@@ -95,8 +97,10 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
         free_bytes: Callable[[Path], int] = free_space,
         fps_source: Callable[[], float | None] | None = None,
+        listeners: list[Callable[[str, dict[str, Any]], object]] | None = None,
     ) -> None:
         self.s = settings
+        self.listeners = list(listeners or [])
         self.fps_source = fps_source
         self.blocking = blocking
         self.clock = clock
@@ -117,6 +121,11 @@ class Recorder:
         self._next_space_check = 0.0
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        """Frames waiting for the recorder thread."""
+        return self._q.qsize()
 
     # -- pipeline thread -------------------------------------------------------------------------------
     def on_result(self, result: FrameResult) -> None:
@@ -187,6 +196,10 @@ class Recorder:
         image = frame.full if frame.full is not None else frame.image
         self._write(image, frame.ts)
         active.last_index, active.last_ts = frame.index, frame.ts
+        if item.best and active.best_image is not None and frame.ts - active.last_update >= 1.0:
+            active.last_update = frame.ts
+            self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": self.tracker.stats.max_score,
+                                    "peak_count": self.tracker.stats.peak_count})  # fmt: skip
         if item.best or active.best_image is None:
             active.best_image = image
             active.best_dets = self.tracker.matches(item.detections) or item.detections
@@ -213,6 +226,7 @@ class Recorder:
                 self._degrade("snapshots-only", exc)
                 clip, clip_rel = None, None
         self._active = _Active(event_id, sig, clip, clip_rel)
+        self._notify("start", {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index})
         if clip is not None:
             self.index.update(event_id, clip_path=clip_rel)
             for rf in self.ring.since(sig.trigger_ts - self.s.pre_roll):  # all older than this frame
@@ -297,7 +311,19 @@ class Recorder:
                       degraded=None if self.mode == "normal" else self.mode)  # fmt: skip
         self.index.update(active.event_id, **values)
         self.events_finalized += 1
+        row = self.index.get(active.event_id)
+        if row is not None:
+            self._notify("end", row.to_dict())
         log.info("event %d finalized (%s)", active.event_id, values.get("clip_path") or "no clip")
+
+    def _notify(self, kind: str, data: dict[str, Any]) -> None:
+        """Tell listeners (MQTT) about an event. Runs after the index is written: a listener that fails is
+        logged and does not touch the recording."""
+        for listener in self.listeners:
+            try:
+                listener(kind, data)
+            except Exception as exc:
+                log.error("recorder: %s listener failed: %s", kind, exc)
 
     def _degrade(self, mode: str, exc: OSError) -> None:
         if MODES.index(mode) > MODES.index(self.mode):

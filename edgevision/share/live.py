@@ -1,0 +1,71 @@
+"""The live view: the latest annotated frame, JPEG-encoded at most ``fps`` times a second in its own thread.
+
+The pipeline only stores a reference (O(1), never waits); HTTP clients wait on a sequence number with a
+timeout and always get the newest JPEG, so a slow client skips frames instead of slowing anything down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+
+from edgevision.pipeline.loop import FrameResult
+from edgevision.render import draw_detections, draw_faces
+
+
+class LiveView:
+    """A pipeline sink holding the latest frame, plus the encoder thread that serves JPEGs to clients."""
+
+    def __init__(self, fps: float = 10.0, quality: int = 80) -> None:
+        self.period = 1.0 / fps
+        self.quality = quality
+        self._cond = threading.Condition()  # guards _latest, _jpeg, _seq
+        self._latest: FrameResult | None = None
+        self._jpeg: bytes | None = None
+        self._seq = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
+        self._thread.start()
+
+    def on_result(self, result: FrameResult) -> None:
+        with self._cond:
+            self._latest = result  # frames are never written to after capture: sharing the reference is safe
+
+    def _run(self) -> None:
+        last = None
+        while not self._stop.wait(self.period):
+            with self._cond:
+                result = self._latest
+            if result is None or result is last:
+                continue
+            last = result
+            image = result.frame.image
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+            draw_detections(image, result.detections)
+            if result.faces:
+                draw_faces(image, result.faces, landmarks=False)
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            if ok:
+                with self._cond:
+                    self._jpeg = buf.tobytes()
+                    self._seq += 1
+                    self._cond.notify_all()
+
+    def wait(self, after: int, timeout: float) -> tuple[int, bytes | None]:
+        """The newest JPEG once its sequence number is past ``after`` (or the current one on timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._seq <= after and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._seq, self._jpeg
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5)

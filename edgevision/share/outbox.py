@@ -1,0 +1,80 @@
+"""A bounded, persistent outbox: messages survive broker outages and restarts of edgevision itself.
+
+SQLite in WAL mode next to the event index. ``put`` refuses (and counts) a message when the outbox is full,
+so nothing is lost silently and nothing grows without bound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic   TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos     INTEGER NOT NULL,
+    retain  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Outbox:
+    """Thread-safe FIFO of MQTT messages, bounded by ``max_messages``."""
+
+    def __init__(self, path: Path, max_messages: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max = max_messages
+        self._lock = threading.Condition()  # guards the connection; notified on put
+        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            if n >= self.max:
+                self._db.execute(
+                    "INSERT INTO outbox_meta (key, value) VALUES ('dropped', 1) "
+                    "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+                )
+                return False
+            self._db.execute("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+                             (topic, payload, qos, int(retain)))  # fmt: skip
+            self._lock.notify_all()
+            return True
+
+    def peek(self, timeout: float = 0.0) -> tuple[int, str, bytes, int, bool] | None:
+        """The oldest message, waiting up to ``timeout`` for one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id LIMIT 1"
+            ).fetchone()
+            if row is None and timeout > 0:
+                self._lock.wait(timeout)
+                row = self._db.execute(
+                    "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id LIMIT 1"
+                ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), bytes(row[2]), int(row[3]), bool(row[4]))
+
+    def delete(self, msg_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    @property
+    def dropped(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM outbox_meta WHERE key = 'dropped'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,366 @@
+"""Sharing: web view and events page (auth, traversal, slow clients, Chromium), metrics, MQTT with outages."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from browser import CHROMIUM, Browser, free_port
+from conftest import WALKING, run_cli
+from media import splice
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgevision.capture.frame import Frame
+from edgevision.detection.types import BBox, Detection
+from edgevision.pipeline.loop import FrameResult
+from edgevision.recorder.index import EventIndex
+from edgevision.share.live import LiveView
+from edgevision.share.metrics import Metrics
+from edgevision.share.outbox import Outbox
+from edgevision.share.web import WebServer
+
+TOKEN = "test-token-123"
+
+
+def result(i: int) -> FrameResult:
+    img = np.full((360, 640, 3), (i * 7) % 255, np.uint8)
+    det = Detection("person", 0, 0.9, BBox(0.1, 0.1, 0.3, 0.8))
+    return FrameResult(
+        Frame(img, i / 25, i, "test"), [det], {"invoke": 10.0, "total": 15.0}, "m", {"rung": "m@300"}
+    )
+
+
+@pytest.fixture()
+def site(tmp_path: Path):  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    eid = index.create("cam", "person", 1.0, 10, status="recording")
+    (data / "clips").mkdir()
+    (data / "clips" / "1.mp4").write_bytes(bytes(range(256)) * 40)
+    index.update(eid, clip_path="clips/1.mp4", status="finalized")
+    index.close()
+    (tmp_path / "secret.txt").write_text("do not serve")
+    live = LiveView(fps=50)
+    metrics = Metrics(budget_ms=12.0)
+    web = WebServer("127.0.0.1", 0, live, metrics, data, TOKEN)
+    for i in range(5):
+        live.on_result(result(i))
+        metrics.on_result(result(i))
+        time.sleep(0.03)
+    yield web, live, metrics
+    web.close()
+    live.close()
+
+
+def get(web: WebServer, path: str, token: str | None = TOKEN, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=5)
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    conn.request("GET", path, headers=h)
+    resp = conn.getresponse()
+    body = resp.read() if "mjpg" not in path else resp.read(20000)
+    conn.close()
+    return resp.status, dict(resp.getheaders()), body
+
+
+@pytest.mark.parametrize("path", ["/", "/stream.mjpg", "/snapshot.jpg", "/metrics", "/api/events",
+                                  "/events/1/clip.mp4", "/events/1/snapshot.jpg", "/nope"])  # fmt: skip
+def test_every_endpoint_but_healthz_needs_the_token(site, path: str) -> None:  # type: ignore[no-untyped-def]
+    web, _, _ = site
+    for token in (None, "wrong-token-0000"):
+        status, headers, _ = get(web, path, token)
+        assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer")
+    assert get(web, "/healthz", None)[0] == 200
+    assert get(web, path.replace("/nope", "/"), None, {})[0] == 401
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/events/1/../../secret.txt", "/events/%2e%2e/secret.txt", "/events/1/clip.mp4/../../../secret.txt",
+     "/../secret.txt", "/events/abc/clip.mp4", "/events/1/other.mp4", "/events/99/clip.mp4",
+     "/events/1/snapshot.jpg", "/clips/1.mp4", "/events/-1/clip.mp4", "/events/1/clip.mp4%00.jpg"],
+)  # fmt: skip
+def test_traversal_and_unknown_ids_are_rejected(site, path: str) -> None:  # type: ignore[no-untyped-def]
+    web, _, _ = site
+    status, _, body = get(web, path)
+    assert status == 404 and b"do not serve" not in body
+
+
+def test_clip_by_id_with_ranges(site) -> None:  # type: ignore[no-untyped-def]
+    web, _, _ = site
+    status, headers, body = get(web, "/events/1/clip.mp4")
+    assert status == 200 and len(body) == 10240 and headers["Accept-Ranges"] == "bytes"
+    status, headers, body = get(web, "/events/1/clip.mp4", headers={"Range": "bytes=100-199"})
+    assert (
+        status == 206
+        and body == (bytes(range(256)) * 40)[100:200]
+        and headers["Content-Range"] == "bytes 100-199/10240"
+    )
+    assert get(web, "/events/1/clip.mp4?token=" + TOKEN, None)[0] == 200  # the page's <video> passes ?token=
+
+
+def test_page_stream_snapshot_events_metrics(site) -> None:  # type: ignore[no-untyped-def]
+    web, _live, _metrics = site
+    status, _, page = get(web, "/")
+    assert status == 200 and b"stream.mjpg" in page and b"api/events" in page
+    status, headers, body = get(web, "/stream.mjpg")
+    assert status == 200 and headers["Content-Type"].startswith("multipart/x-mixed-replace")
+    start = body.index(b"\r\n\r\n") + 4
+    assert body[start : start + 2] == b"\xff\xd8"  # a JPEG part follows the first boundary
+    status, _, jpeg = get(web, "/snapshot.jpg")
+    assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (
+        360,
+        640,
+        3,
+    )
+    status, _, events = get(web, "/api/events")
+    assert status == 200 and [e["id"] for e in json.loads(events)] == [1]
+    status, _, text = get(web, "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text.decode())}
+    assert families["edgevision_frames_processed"].samples[0].value == 5
+    assert families["edgevision_budget_violations"].samples[0].value == 5  # 15 ms > 12 ms budget
+    assert any(
+        s.labels.get("rung") == "m@300" and s.value == 1 for s in families["edgevision_active_rung"].samples
+    )
+    assert "edgevision_stage_latency_ms" in families and "edgevision_disk_free_bytes" in families
+
+
+def test_a_stuck_client_is_dropped_and_never_slows_the_pipeline(site) -> None:  # type: ignore[no-untyped-def]
+    web, live, _ = site
+    before = threading.active_count()
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", web.port))
+    stuck.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+    # Keep producing big frames while the client reads nothing: every on_result returns at once.
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        r = result(i)
+        r.frame.image[:] = rng.integers(0, 255, r.frame.image.shape, dtype=np.uint8)
+        live.on_result(r)
+        time.sleep(0.02)
+    deadline = time.monotonic() + 20
+    while threading.active_count() > before and time.monotonic() < deadline:
+        live.on_result(result(0))
+        time.sleep(0.1)
+    assert threading.active_count() <= before  # the handler gave up on the client (send timeout)
+    assert get(web, "/healthz", None)[0] == 200  # and the server still answers
+    stuck.close()
+
+
+def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 5)
+    assert all(box.put("t", str(i).encode()) for i in range(5))
+    assert not box.put("t", b"5") and not box.put("t", b"6")
+    box.close()
+    box = Outbox(tmp_path / "o.db", 5)
+    assert len(box) == 5 and box.dropped == 2
+    first = box.peek()
+    assert first is not None and first[2] == b"0"
+    box.delete(first[0])
+    assert len(box) == 4 and box.put("t", b"7")
+    box.close()
+
+
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
+
+
+class Broker:
+    """A real mosquitto on 127.0.0.1 with on-disk persistence, stoppable and restartable on the same port."""
+
+    def __init__(self, tmp: Path) -> None:
+        assert MOSQUITTO
+        self.port = free_port()
+        self.conf = tmp / "mosquitto.conf"
+        (tmp / "persist").mkdir()
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {tmp / 'persist'}/\nautosave_interval 1\n")  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+class Subscriber:
+    """A persistent-session QoS 2 subscriber: the broker keeps its messages while it is away."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub", clean_session=False)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("edgevision/#", qos=2)
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.skipif(not MOSQUITTO, reason="mosquitto not installed (CI installs it)")
+def test_mqtt_events_survive_a_broker_outage(env: dict[str, str], tmp_path: Path) -> None:
+    video = tmp_path / "three.avi"
+    splice(
+        video,
+        [
+            ("empty", 40),
+            ("people", 30),
+            ("empty", 140),
+            ("people", 30),
+            ("empty", 140),
+            ("people", 30),
+            ("empty", 140),
+        ],
+    )
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    time.sleep(0.5)
+    data = tmp_path / "data"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n  stats_interval_s: 1\n"
+                   "  homeassistant_discovery: true\nrecorder:\n  post_roll_s: 2.0\n  pre_roll_s: 1.0\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(video),
+                             "--realtime", "--record", "--data-dir", str(data)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(9.0)  # first event done, second starting
+        broker.stop()  # outage in the middle of the replay
+        time.sleep(6.0)
+        broker.start()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        deadline = time.monotonic() + 30
+        rows = EventIndex(data).list()
+        while time.monotonic() < deadline:
+            ends = [
+                json.loads(p)
+                for t, p in sub.messages
+                if t.endswith("/events") and json.loads(p)["type"] == "end"
+            ]
+            if len(ends) >= len(rows):
+                break
+            time.sleep(0.2)
+    finally:
+        sub.close()
+        broker.stop()
+    assert len(rows) == 3
+    events = [json.loads(p) for t, p in sub.messages if t.endswith("/events")]
+    starts = sorted(e["event_id"] for e in events if e["type"] == "start")
+    ends = sorted(e["id"] for e in events if e["type"] == "end")
+    assert starts == ends == [r.id for r in rows]  # every event exactly once: no loss, no duplicate
+    end = next(e for e in events if e["type"] == "end")
+    assert end["snapshot_path"] and end["status"] == "finalized" and end["camera"] == "three"
+    topics = {t for t, _ in sub.messages}
+    assert "edgevision/three/availability" in topics and "edgevision/three/person" in topics
+    assert "edgevision/three/stats" in topics
+    box = Outbox(data / "mqtt-outbox.db", 10)
+    assert len(box) == 0 and box.dropped == 0  # everything delivered, nothing dropped
+    box.close()
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (CI installs it)")
+def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
+    video = tmp_path / "two.avi"
+    splice(video, [("empty", 30), ("people", 40), ("empty", 160), ("people", 200)])
+    port = free_port()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"web:\n  enabled: true\n  port: {port}\n  token: {TOKEN}\nrecorder:\n  post_roll_s: 2.0\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(video),
+                             "--realtime", "--record", "--data-dir", str(tmp_path / "data")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    browser = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the first event is finalized
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/events?token={TOKEN}", timeout=2
+                ) as r:
+                    if any(e["status"] == "finalized" for e in json.load(r)):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        browser = Browser()
+        browser.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+        played = 0.0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and played < 1.0:
+            time.sleep(0.5)
+            played = float(browser.js("document.getElementById('clip').currentTime") or 0)
+        shot = browser.screenshot()
+        (tmp_path / "page.png").write_bytes(shot)
+        assert played >= 1.0  # the clip plays in the browser
+        assert browser.js("document.getElementById('live').naturalWidth") == 640  # a live frame is shown
+        assert browser.js("document.querySelectorAll('tr.event').length") >= 1  # and the event list
+        img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[1] == 1280 and img[120:560, 20:820].std() > 5  # not a blank page
+    finally:
+        if browser is not None:
+            browser.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+
+def test_web_and_metrics_move_during_a_replay(env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(WALKING),
+                             "--realtime"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        values = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(values) < 2:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+                n = fams["edgevision_frames_processed"].samples[0].value
+                if n > 0 and (not values or n > values[-1]):
+                    values.append(n)
+            except OSError:
+                pass
+            time.sleep(1.0)
+        assert len(values) == 2 and values[1] > values[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            assert json.load(r)["status"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert run_cli(["config", "check", str(cfg)], env).returncode == 0

@@ -202,3 +202,29 @@ def test_privacy_no_face_reaches_the_disk(cfg, env: dict[str, str], tmp_path: Pa
     assert frames >= 100
     for rel in (events[0].snapshot_path, events[0].thumb_path):
         assert rel and _all_faces(cfg, cv2.imread(str(data / rel))) == []
+
+
+def test_ssd_face_models_take_the_ssd_path(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A face model in the Coral SSD format (postprocess op) is driven through the SSD detector. No such face
+    model exists here, so the real COCO SSD stands in: same tensors, class 0 read as the face class."""
+    from edgevision.face.detector import SsdFaceDetector
+
+    ssd_path = str(models_dir / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite")
+    det = face_detector(cfg, ssd_path)
+    assert isinstance(det, SsdFaceDetector)
+    img = cv2.imread(str(IMAGES / "posenet_test_image.bmp"))
+    whole = det.detect(img)
+    assert len(whole) >= 2 and all(f.score >= 0.5 for f in whole)  # class-0 (person) boxes, as "faces"
+    from edgevision.detection.types import BBox
+
+    region = BBox(0.4, 0.0, 0.8, 1.0)  # the right-hand walker only
+    inside = det.detect(img, region)
+    assert inside and all(
+        region.xmin - 0.01 <= f.box.xmin and f.box.xmax <= region.xmax + 0.01 for f in inside
+    )
+    best = max(whole, key=lambda f: max(f.box.iou(g.box) for g in inside))
+    assert max(best.box.iou(g.box) for g in inside) > 0.6  # same person, mapped back to frame coordinates
+    mesh = landmark_model(cfg)
+    assert mesh is not None
+    refined = mesh.refine(img, inside[0])  # landmarks still run (upright crop: no eye keypoints)
+    assert refined.landmarks is not None and len(refined.landmarks) == 468

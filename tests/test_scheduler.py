@@ -299,3 +299,28 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
     assert "down" in directions, (budget, moves)
     first_down = directions.index("down")
     assert "up" in directions[first_down:], (budget, moves)
+
+
+def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
+    from edgevision.catalog.resolve import open_model
+    from edgevision.scheduler.runtime import PersonGate, Scheduler
+
+    handle, _ = open_model("vww_mobilenet_v1_0.25_96", models_dir, RuntimeOptions())
+    gate = PersonGate(handle, min_person_prob=0.1)
+    squat = gate.person_prob(cv2.imread(str(IMAGES / "squat.bmp")))
+    cat = gate.person_prob(cv2.imread(str(IMAGES / "cat.bmp")))
+    assert squat > 0.9 and cat < 0.1  # the manifest: 0.957 and 0.035
+    ladder = [type("R", (), {"profile": type("P", (), {"worst_ms": 5.0, "cadence": 1})(), "name": "r"})()]
+    active = {"event": False}
+    sched = Scheduler(
+        ladder, ControllerSettings(budget_ms=50), event_active=lambda: active["event"], gate=gate
+    )  # type: ignore[arg-type]
+    empty = cv2.imread(str(IMAGES / "cat.bmp"))
+    assert sched.gate_says_empty(empty) and sched.gated == 1
+    sched.detected(0.0, [Detection("person", 0, 0.9, BBox(0, 0, 0.5, 0.5))])
+    assert not sched.gate_says_empty(empty)  # never right after a person was seen ...
+    sched.detected(0.1, [])
+    active["event"] = True
+    assert not sched.gate_says_empty(empty)  # ... nor during an event
+    active["event"] = False
+    assert not sched.gate_says_empty(cv2.imread(str(IMAGES / "squat.bmp")))

@@ -364,3 +364,32 @@ def test_web_and_metrics_move_during_a_replay(env: dict[str, str], tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert run_cli(["config", "check", str(cfg)], env).returncode == 0
+
+
+def test_an_http_stream_is_a_source(env: dict[str, str], tmp_path: Path) -> None:
+    """`run --video http://…` reads a real network stream: another edgevision's MJPEG live view."""
+    port = free_port()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
+    server = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video",
+                               str(WALKING), "--realtime"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        out = tmp_path / "d.jsonl"
+        r = run_cli(["run", "--video", f"http://127.0.0.1:{port}/stream.mjpg", "--max-frames", "15",
+                     "--detections", str(out)], env, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 15 and all(any(d["label"] == "person" for d in row["detections"]) for row in rows)
+        assert "on url" in r.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)

@@ -15,7 +15,7 @@ from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.detection.factory import build_detector
 from edgevision.detection.types import Detection
 from edgevision.errors import EXIT_NOINPUT, InputError
-from edgevision.face.detector import FaceDetector, LandmarkModel
+from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.face.factory import face_detector, landmark_model
 from edgevision.face.types import Face
 from edgevision.render import draw_detections, draw_faces
@@ -54,7 +54,7 @@ def _annotate_target(out: Path, image: Path, many: bool) -> Path:
 
 
 def _faces(
-    image: np.ndarray, faces_det: FaceDetector, mesh: LandmarkModel | None, min_presence: float
+    image: np.ndarray, faces_det: FaceDetector | SsdFaceDetector, mesh: LandmarkModel | None, min_presence: float
 ) -> list[Face]:
     faces = faces_det.detect(image)
     if mesh is None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edgevision.detection.detector import Detector
 from edgevision.detection.types import BBox
 from edgevision.errors import ModelError
 from edgevision.face.blazeface import (
@@ -111,6 +112,31 @@ class FaceDetector:
         """Faces in ``region`` (a square around it) or, without a region, in the whole frame."""
         tensor, geo = self.preprocess(frame_bgr, region)
         return self.decode(self.handle.run(tensor), geo)
+
+
+class SsdFaceDetector:
+    """An SSD face detector with the postprocess op (the Coral ``ssd_mobilenet_v2_face`` format) behind the same
+    ``detect(frame, region)`` interface. It has no keypoints, so landmark crops are taken upright."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+        h, w = frame_bgr.shape[:2]
+        x0, y0, x1, y1 = 0, 0, w, h
+        if region is not None:
+            x0, y0 = int(region.xmin * w), int(region.ymin * h)
+            x1, y1 = max(x0 + 1, int(np.ceil(region.xmax * w))), max(y0 + 1, int(np.ceil(region.ymax * h)))
+        dets, _ = self.detector.detect(frame_bgr[y0:y1, x0:x1])
+        cw, ch = x1 - x0, y1 - y0
+        faces = []
+        for d in dets:
+            b = d.box
+            box = BBox((x0 + b.xmin * cw) / w, (y0 + b.ymin * ch) / h, (x0 + b.xmax * cw) / w, (y0 + b.ymax * ch) / h)
+            cy = box.ymin + box.height * 0.4
+            faces.append(Face(d.score, box, {"right_eye": (box.xmin + box.width * 0.3, cy),
+                                             "left_eye": (box.xmin + box.width * 0.7, cy)}))  # fmt: skip
+        return faces
 
 
 class LandmarkModel:

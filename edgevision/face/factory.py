@@ -7,7 +7,8 @@ from dataclasses import replace
 from edgevision.catalog.resolve import open_model
 from edgevision.config import EdgeVisionConfig
 from edgevision.detection.factory import models_dir, runtime_options
-from edgevision.face.detector import FaceDetector, LandmarkModel
+from edgevision.detection.detector import Detector, DetectorSettings
+from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.face.privacy import PrivacyStage
 from edgevision.face.stage import FaceSettings, FaceStage
 from edgevision.pipeline.loop import Stage
@@ -19,8 +20,13 @@ def _load(cfg: EdgeVisionConfig, spec: str):  # type: ignore[no-untyped-def]
     return handle
 
 
-def face_detector(cfg: EdgeVisionConfig, spec: str | None = None) -> FaceDetector:
-    return FaceDetector(_load(cfg, spec or cfg.faces.model), cfg.faces.min_score)
+def face_detector(cfg: EdgeVisionConfig, spec: str | None = None) -> FaceDetector | SsdFaceDetector:
+    """BlazeFace, or an SSD face model with the postprocess op (Coral format) through the SSD detector."""
+    handle = _load(cfg, spec or cfg.faces.model)
+    if handle.info.has_postprocess:
+        settings = DetectorSettings(threshold=cfg.faces.min_score if cfg.faces.min_score is not None else 0.5)
+        return SsdFaceDetector(Detector(handle, {0: "face"}, settings, name=spec or cfg.faces.model))
+    return FaceDetector(handle, cfg.faces.min_score)
 
 
 def landmark_model(cfg: EdgeVisionConfig) -> LandmarkModel | None:

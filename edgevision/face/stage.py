@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from edgevision.detection.types import BBox
-from edgevision.face.detector import FaceDetector, LandmarkModel
+from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.face.types import Face
 from edgevision.pipeline.loop import FrameResult
 
@@ -48,8 +48,8 @@ class FaceStage:
     that a face on a missed person is still found.
     """
 
-    def __init__(self, detector: FaceDetector, landmarks: LandmarkModel | None, settings: FaceSettings,
-                 frame_detector: FaceDetector | None = None) -> None:  # fmt: skip
+    def __init__(self, detector: FaceDetector | SsdFaceDetector, landmarks: LandmarkModel | None,
+                 settings: FaceSettings, frame_detector: FaceDetector | SsdFaceDetector | None = None) -> None:  # fmt: skip
         self.detector = detector
         self.frame_detector = frame_detector
         self.landmarks = landmarks

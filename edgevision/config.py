@@ -268,6 +268,8 @@ class MqttConfig(_Strict):
     qos: int = Field(2, ge=0, le=2)
     outbox_max: int = Field(10000, ge=10, le=10_000_000)
     stats_interval_s: float = Field(60.0, gt=0, le=86400)
+    reconnect_max_s: float = Field(30.0, ge=1, le=3600)
+    drain_timeout_s: float = Field(10.0, ge=0, le=600)
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
 

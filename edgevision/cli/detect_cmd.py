@@ -54,7 +54,10 @@ def _annotate_target(out: Path, image: Path, many: bool) -> Path:
 
 
 def _faces(
-    image: np.ndarray, faces_det: FaceDetector | SsdFaceDetector, mesh: LandmarkModel | None, min_presence: float
+    image: np.ndarray,
+    faces_det: FaceDetector | SsdFaceDetector,
+    mesh: LandmarkModel | None,
+    min_presence: float,
 ) -> list[Face]:
     faces = faces_det.detect(image)
     if mesh is None:

@@ -132,7 +132,9 @@ class SsdFaceDetector:
         faces = []
         for d in dets:
             b = d.box
-            box = BBox((x0 + b.xmin * cw) / w, (y0 + b.ymin * ch) / h, (x0 + b.xmax * cw) / w, (y0 + b.ymax * ch) / h)
+            box = BBox(
+                (x0 + b.xmin * cw) / w, (y0 + b.ymin * ch) / h, (x0 + b.xmax * cw) / w, (y0 + b.ymax * ch) / h
+            )
             cy = box.ymin + box.height * 0.4
             faces.append(Face(d.score, box, {"right_eye": (box.xmin + box.width * 0.3, cy),
                                              "left_eye": (box.xmin + box.width * 0.7, cy)}))  # fmt: skip

@@ -73,6 +73,7 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         outbox_dir = data_dir or Path(".")
         outbox = Outbox(outbox_dir / "mqtt-outbox.db", m.outbox_max)
         sharing.mqtt = MqttPublisher(m.host, m.port, outbox, camera, m.topic_prefix, m.client_id, m.username,
-                                     m.password, m.qos, m.homeassistant_discovery, m.discovery_prefix)  # fmt: skip
+                                     m.password, m.qos, m.homeassistant_discovery, m.discovery_prefix,
+                                     m.reconnect_max_s, m.drain_timeout_s)  # fmt: skip
         sharing.sinks.append(StatsPublisher(sharing.mqtt, m.stats_interval_s, stats))
     return sharing

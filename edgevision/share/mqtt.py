@@ -21,7 +21,8 @@ class MqttPublisher:
 
     def __init__(self, host: str, port: int, outbox: Outbox, camera: str, prefix: str = "edgevision",
                  client_id: str | None = None, username: str | None = None, password: str | None = None,
-                 qos: int = 2, discovery: bool = False, discovery_prefix: str = "homeassistant") -> None:  # fmt: skip
+                 qos: int = 2, discovery: bool = False, discovery_prefix: str = "homeassistant",
+                 reconnect_max_s: float = 30.0, drain_timeout_s: float = 10.0) -> None:  # fmt: skip
         try:
             import paho.mqtt.client as mqtt
         except ImportError as exc:  # pragma: no cover - paho is a dependency
@@ -33,6 +34,7 @@ class MqttPublisher:
         self.discovery = discovery
         self.discovery_prefix = discovery_prefix
         self.sent = 0
+        self.drain_timeout = drain_timeout_s
         self._connected = threading.Event()
         self._stop = threading.Event()
         cid = client_id or f"edgevision-{camera}"
@@ -40,7 +42,7 @@ class MqttPublisher:
         if username:
             self.client.username_pw_set(username, password)
         self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(reconnect_max_s)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.connect_async(host, port, keepalive=30)
@@ -104,24 +106,41 @@ class MqttPublisher:
     # -- sender thread -------------------------------------------------------------------------------
     def _send_loop(self) -> None:
         while not self._stop.is_set():
-            if not self._connected.wait(0.5):
-                continue
-            msg = self.outbox.peek(timeout=0.5)
-            if msg is None:
-                continue
-            msg_id, topic, payload, qos, retain = msg
-            info = self.client.publish(topic, payload, qos=qos, retain=retain)
-            # Wait for the broker's acknowledgement; across a reconnect paho re-sends this same message in the
-            # persistent session, so it is deleted from the outbox only once, when delivered.
-            while not self._stop.is_set() and not info.is_published():
-                info.wait_for_publish(timeout=0.5)
-                if info.rc not in (0, 4):  # 4 = MQTT_ERR_NO_CONN: queued inside paho until reconnect
-                    break
-            if info.is_published():
-                self.outbox.delete(msg_id)
-                self.sent += 1
+            try:
+                self._send_one()
+            except Exception as exc:  # keep delivering: a failed attempt stays in the outbox and is retried
+                log.error("mqtt: sending failed: %s; retrying", exc)
+                self._stop.wait(1.0)
+
+    def _send_one(self) -> None:
+        import paho.mqtt.client as mqtt
+
+        if not self._connected.wait(0.5):
+            return
+        msg = self.outbox.peek(timeout=0.5)
+        if msg is None:
+            return
+        msg_id, topic, payload, qos, retain = msg
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise RuntimeError(mqtt.error_string(info.rc))
+        # Wait for the broker's acknowledgement. paho keeps the message (also one published just as the link
+        # dropped, rc NO_CONN) and sends it again after reconnecting, so the outbox row is deleted once, when
+        # delivered. paho's is_published() raises for NO_CONN even after such a delivery: read the flag it sets.
+        while not self._stop.is_set() and not getattr(info, "_published", False):
+            self._stop.wait(0.05)
+        if getattr(info, "_published", False):
+            self.outbox.delete(msg_id)
+            self.sent += 1
 
     def close(self) -> None:
+        """Give queued events ``drain_timeout`` seconds to go out (they stay in the outbox otherwise, and are
+        sent at the next start), then say offline and disconnect."""
+        deadline = time.monotonic() + self.drain_timeout
+        while len(self.outbox) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if len(self.outbox):
+            log.warning("mqtt: %d message(s) kept in the outbox for the next start", len(self.outbox))
         self._stop.set()
         self._thread.join(timeout=5)
         if self._connected.is_set():

@@ -71,10 +71,15 @@ def get(web: WebServer, path: str, token: str | None = TOKEN, headers: dict[str,
         h["Authorization"] = f"Bearer {token}"
     conn.request("GET", path, headers=h)
     resp = conn.getresponse()
-    if "mjpg" in path:  # an endless stream: read up to the start of the first JPEG part
+    if (
+        "mjpg" in path and resp.status == 200
+    ):  # an endless stream: read up to the start of the first JPEG part
         body = b""
         while b"\r\n\r\n" not in body or len(body) < body.index(b"\r\n\r\n") + 6:
-            body += resp.read1(4096)
+            chunk = resp.read1(4096)
+            if not chunk:
+                break
+            body += chunk
     else:
         body = resp.read()
     conn.close()

@@ -69,6 +69,10 @@ class _Item:
     signals: list[EventStart | EventEnd]
     best: bool
     faces: list[Face] | None = None
+    stats: tuple[float, int] = (
+        0.0,
+        0,
+    )  # (max score, peak count) of the active event when this frame was seen
 
 
 @dataclass
@@ -132,7 +136,9 @@ class Recorder:
         if self._error is not None:
             raise self._error
         signals = self.tracker.update(result.frame.ts, result.detections)
-        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces)
+        st = self.tracker.stats  # read here, in the thread that owns the tracker
+        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces,
+                     (st.max_score, st.peak_count))  # fmt: skip
         self._last_frame = result.frame
         if self.blocking or signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
@@ -198,8 +204,8 @@ class Recorder:
         active.last_index, active.last_ts = frame.index, frame.ts
         if item.best and active.best_image is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
-            self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": self.tracker.stats.max_score,
-                                    "peak_count": self.tracker.stats.peak_count})  # fmt: skip
+            self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": item.stats[0],
+                                    "peak_count": item.stats[1]})  # fmt: skip
         if item.best or active.best_image is None:
             active.best_image = image
             active.best_dets = self.tracker.matches(item.detections) or item.detections

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgevision.config import EdgeVisionConfig
 from edgevision.pipeline.loop import FrameResult, Sink
+from edgevision.settings import default_data_dir
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
 from edgevision.share.mqtt import MqttPublisher
@@ -70,7 +71,9 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         )
     if cfg.mqtt.enabled:
         m = cfg.mqtt
-        outbox_dir = data_dir or Path(".")
+        outbox_dir = (
+            data_dir or default_data_dir()
+        )  # the outbox lives with the recordings, or the user's data dir
         outbox = Outbox(outbox_dir / "mqtt-outbox.db", m.outbox_max)
         sharing.mqtt = MqttPublisher(m.host, m.port, outbox, camera, m.topic_prefix, m.client_id, m.username,
                                      m.password, m.qos, m.homeassistant_discovery, m.discovery_prefix,

@@ -53,6 +53,10 @@ class LiveView:
                     self._seq += 1
                     self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
     def wait(self, after: int, timeout: float) -> tuple[int, bytes | None]:
         """The newest JPEG once its sequence number is past ``after`` (or the current one on timeout)."""
         deadline = time.monotonic() + timeout

@@ -219,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         seq = -1
         live = self.server_ref.live
-        while not live._stop.is_set():
+        while not live.closed:
             seq, jpeg = live.wait(seq, 5.0)
             if jpeg is None:
                 continue

@@ -143,7 +143,7 @@ def test_page_stream_snapshot_events_metrics(site) -> None:  # type: ignore[no-u
     assert any(
         s.labels.get("rung") == "m@300" and s.value == 1 for s in families["edgevision_active_rung"].samples
     )
-    assert "edgevision_stage_latency_seconds" in families and "edgevision_disk_free_bytes" in families
+    assert "edgevision_stage_latency_seconds" in families  # names and units: tests/test_metrics.py
 
 
 def test_a_stuck_client_is_dropped_and_never_slows_the_pipeline(site) -> None:  # type: ignore[no-untyped-def]

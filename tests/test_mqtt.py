@@ -253,10 +253,17 @@ def test_discovery_validator_rejects_what_home_assistant_would() -> None:
 
 @pytest.mark.parametrize("switches", [("detect", "recordings"), ("detect",)])
 def test_discovery_payloads_follow_home_assistants_schema(switches: tuple[str, ...]) -> None:
-    configs = discovery_configs(TOPICS, "Porch cam", ["person", "car"], switches, model="edgevision (ssd)")
+    announced = discovery_configs(
+        TOPICS, "Porch cam", ["person", "traffic light"], switches, model="ev (ssd)"
+    )
+    configs = [(t, p) for t, p in announced if p is not None]
+    removed = [t for t, p in announced if p is None]
+    assert removed == (
+        [] if "recordings" in switches else ["homeassistant/switch/edgevision_porch/recordings/config"]
+    )
     by_object = {t.split("/")[3]: (t.split("/")[1], p) for t, p in configs}
     expected = {"person_snapshot": "camera", "person_occupancy": "binary_sensor", "person_count": "sensor",
-                "car_count": "sensor", "fps": "sensor", "rung": "sensor", **dict.fromkeys(switches, "switch")}  # fmt: skip
+                "traffic_light_count": "sensor", "fps": "sensor", "rung": "sensor", **dict.fromkeys(switches, "switch")}  # fmt: skip
     assert {k: c for k, (c, _) in by_object.items()} == expected
     uids = [p["unique_id"] for _, p in configs]
     assert len(set(uids)) == len(uids) and all(u.startswith("edgevision_porch_") for u in uids)
@@ -273,6 +280,7 @@ def test_discovery_payloads_follow_home_assistants_schema(switches: tuple[str, .
     assert cam["topic"] == "edgevision/porch/person/snapshot"
     assert by_object["person_occupancy"][1]["device_class"] == "occupancy"
     assert by_object["person_count"][1]["state_topic"] == "edgevision/porch/person"
+    assert by_object["traffic_light_count"][1]["state_topic"] == "edgevision/porch/traffic_light"
     for name in switches:
         sw = by_object[name][1]
         assert sw["command_topic"] == f"edgevision/porch/{name}/set"
@@ -353,7 +361,7 @@ def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: P
             lambda: len([t for t, _, _ in sub.messages if t.startswith("homeassistant/")]) == len(configs)
         )
         for topic, payload in configs:
-            assert json.loads(sub.on(topic)[-1]) == payload
+            assert payload is not None and json.loads(sub.on(topic)[-1]) == payload
         sub.wait(lambda: sub.last("edgevision/porch/detect/state") == b"ON")
         sub.publish("edgevision/porch/detect/set", "OFF")
         sub.wait(lambda: sub.last("edgevision/porch/detect/state") == b"OFF")
@@ -444,7 +452,8 @@ def test_run_without_record_publishes_events_and_dies_offline(env: dict[str, str
     assert b"ON" in sub.on("edgevision/Hall_cam/person/occupancy")
     discovered = [t for t, _, _ in sub.messages if t.startswith("homeassistant/")]
     assert "homeassistant/switch/edgevision_Hall_cam/detect/config" in discovered
-    assert not any("recordings" in t for t in discovered)  # no recorder: no recordings switch
+    # No recorder: no recordings switch (its config, if a previous run announced one, is emptied).
+    assert sub.on("homeassistant/switch/edgevision_Hall_cam/recordings/config") == [b""]
 
 
 @needs_broker

@@ -12,21 +12,27 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgevision import __version__
+from edgevision.naming import topic_name
 from edgevision.share.mqtt import Topics
+
+SWITCHES = ("detect", "recordings")
 
 
 def discovery_configs(topics: Topics, display_name: str, labels: Sequence[str], switches: Sequence[str],
-                      discovery_prefix: str = "homeassistant", model: str = "edgevision") -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
-    """``(config topic, payload)`` for every entity of this camera; ``labels[0]`` is the event label."""
+                      discovery_prefix: str = "homeassistant", model: str = "edgevision") -> list[tuple[str, dict[str, Any] | None]]:  # fmt: skip
+    """``(config topic, payload)`` for every entity of this camera; ``labels[0]`` is the event label. A switch
+    this run cannot honour gets ``None`` (an empty config: Home Assistant removes an entity a previous run
+    announced)."""
     node = f"edgevision_{topics.camera}"
     device = {"identifiers": [node], "name": display_name, "manufacturer": "edgevision", "model": model,
               "sw_version": __version__}  # fmt: skip
     common = {"device": device, "availability_topic": topics.available, "payload_available": "online",
               "payload_not_available": "offline",
               "origin": {"name": "edgevision", "sw_version": __version__}}  # fmt: skip
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: list[tuple[str, dict[str, Any] | None]] = []
 
     def add(component: str, object_id: str, payload: dict[str, Any]) -> None:
+        object_id = topic_name(object_id)
         out.append((f"{discovery_prefix}/{component}/{node}/{object_id}/config",
                     {"unique_id": f"{node}_{object_id}", **payload, **common}))  # fmt: skip
 
@@ -61,4 +67,7 @@ def discovery_configs(topics: Topics, display_name: str, labels: Sequence[str], 
             "state_topic": topics.switch_state(name), "payload_on": "ON", "payload_off": "OFF",
             "entity_category": "config", "icon": "mdi:motion-sensor" if name == "detect" else "mdi:record-rec",
         })  # fmt: skip
+    out += [
+        (f"{discovery_prefix}/switch/{node}/{name}/config", None) for name in SWITCHES if name not in switches
+    ]
     return out

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
 from edgevision.share.outbox import Outbox
 
@@ -50,13 +51,13 @@ class Topics:
         return f"{self.base}/stats"
 
     def count(self, label: str) -> str:
-        return f"{self.base}/{label}"
+        return f"{self.base}/{topic_name(label)}"
 
     def occupancy(self, label: str) -> str:
-        return f"{self.base}/{label}/occupancy"
+        return f"{self.base}/{topic_name(label)}/occupancy"
 
     def snapshot(self, label: str) -> str:
-        return f"{self.base}/{label}/snapshot"
+        return f"{self.base}/{topic_name(label)}/snapshot"
 
     def switch_set(self, name: str) -> str:
         return f"{self.base}/{name}/set"
@@ -74,7 +75,7 @@ class MqttPublisher:
 
     def __init__(self, host: str, port: int, outbox: Outbox, topics: Topics, client_id: str | None = None,
                  username: str | None = None, password: str | None = None, qos: int = 2,
-                 discovery: Sequence[tuple[str, dict[str, Any]]] = (), controls: Controls | None = None,
+                 discovery: Sequence[tuple[str, dict[str, Any] | None]] = (), controls: Controls | None = None,
                  switches: Sequence[str] = (), reconnect_max_s: float = 30.0,
                  drain_timeout_s: float = 10.0) -> None:  # fmt: skip
         try:
@@ -123,8 +124,8 @@ class MqttPublisher:
             return
         log.info("mqtt: connected")
         client.publish(self.topics.available, "online", qos=1, retain=True)
-        for topic, payload in self.discovery:
-            client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        for topic, payload in self.discovery:  # None: an empty config removes the entity
+            client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
         if self.switches:
             client.subscribe([(self.topics.switch_set(name), 1) for name in self.switches])
         with self._state_lock:

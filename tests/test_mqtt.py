@@ -149,6 +149,20 @@ def test_without_a_recorder_presence_publishes_events_counts_occupancy_and_snaps
     assert snaps and cv2.imdecode(np.frombuffer(snaps[-1], np.uint8), cv2.IMREAD_COLOR).shape == (120, 160, 3)
 
 
+def test_an_event_split_at_max_length_stays_occupied() -> None:
+    pub = FakePublisher(TOPICS)
+    settings = EventSettings(post_roll=0.5, max_length=2.0)
+    presence = Presence(pub, EventRelay(pub), settings, emit_events=True)  # type: ignore[arg-type]
+    for i, n in enumerate([1] * 50 + [0] * 10):  # 5 s of a person at 10 fps: split twice
+        presence.on_result(_result(i, n))
+    presence.close()
+    msgs = _messages(pub)
+    _check_shape(msgs)
+    assert [m["type"] for m in msgs if m["type"] != "update"] == ["new", "end"] * 3
+    assert len({m["id"] for m in msgs}) == 3
+    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"ON", b"OFF"]
+
+
 def test_recorder_present_presence_leaves_events_to_it() -> None:
     pub = FakePublisher(TOPICS)
     presence = Presence(pub, EventRelay(pub), EventSettings(post_roll=0.5), emit_events=False)  # type: ignore[arg-type]

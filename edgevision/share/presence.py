@@ -104,6 +104,7 @@ class Presence:
         self._start_wall = 0.0
         self._last_update = 0.0
         self._last_ts: float | None = None
+        self._occupied = False
 
     def _counts(self, detections: list[Detection], force: bool = False) -> None:
         now = self.clock()
@@ -122,14 +123,18 @@ class Presence:
     def _signal(self, sig: EventStart | EventEnd) -> None:
         occupancy = self.publisher.topics.occupancy(self.label)
         if isinstance(sig, EventStart):
-            self.publisher.queue(occupancy, on_off(True), retain=True)
+            if not self._occupied:  # an event split at max_length stays occupied
+                self.publisher.queue(occupancy, on_off(True), retain=True)
+                self._occupied = True
             self._start_wall = self.wall()
             if self.emit_events:
-                self._event("new", 0.0, 0)
+                self._event("new", self.tracker.stats.max_score, self.tracker.stats.peak_count)
         else:
             if self.emit_events:
                 self._event("end", sig.max_score, sig.peak_count, end=True)
-            self.publisher.queue(occupancy, on_off(False), retain=True)
+            if not sig.split:
+                self.publisher.queue(occupancy, on_off(False), retain=True)
+                self._occupied = False
 
     def on_result(self, result: FrameResult) -> None:
         self._counts(result.detections)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
@@ -64,6 +64,16 @@ class Topics:
 
     def switch_state(self, name: str) -> str:
         return f"{self.base}/{name}/state"
+
+
+class Publisher(Protocol):
+    """What event and presence producers need of :class:`MqttPublisher`."""
+
+    topics: Topics
+
+    def queue(self, topic: str, payload: bytes, retain: bool = False) -> bool: ...
+
+    def state(self, topic: str, value: bytes, force: bool = False) -> None: ...
 
 
 def on_off(on: bool) -> bytes:

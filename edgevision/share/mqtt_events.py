@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgevision.share.mqtt import MqttPublisher
+from edgevision.share.mqtt import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class EventRelay:
     """Turns events (from the recorder, or from :class:`Presence` without one) into ``<prefix>/events``
     messages through the outbox."""
 
-    def __init__(self, publisher: MqttPublisher, rows: Callable[[int], dict[str, Any] | None] | None = None,
+    def __init__(self, publisher: Publisher, rows: Callable[[int], dict[str, Any] | None] | None = None,
                  wall: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.publisher = publisher
         self.camera = publisher.topics.camera

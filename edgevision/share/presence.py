@@ -20,7 +20,7 @@ from edgevision.detection.types import Detection
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
 from edgevision.pipeline.loop import FrameResult
 from edgevision.render import draw_detections
-from edgevision.share.mqtt import MqttPublisher, on_off
+from edgevision.share.mqtt import Publisher, on_off
 from edgevision.share.mqtt_events import EventRelay, event_unrecorded
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class SnapshotPublisher:
 class Presence:
     """A pipeline sink: counts per label, occupancy, event snapshots and (``emit_events``) the events."""
 
-    def __init__(self, publisher: MqttPublisher, relay: EventRelay, settings: EventSettings, emit_events: bool,
+    def __init__(self, publisher: Publisher, relay: EventRelay, settings: EventSettings, emit_events: bool,
                  count_interval: float = 0.5, snapshot_interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.publisher = publisher

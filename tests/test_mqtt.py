@@ -352,7 +352,8 @@ def test_switches_turn_recording_and_detection_off_and_on_in_a_run(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     """recordings OFF (retained before start): the first visit is seen but not recorded; switched ON after it,
-    the second visit is recorded. detect OFF then: counts stay 0 and the third visit is not seen."""
+    the second visit is recorded. detect OFF then: counts stay 0 and the third visit is not seen. (The first
+    visit comes 4 s in: time for the run to connect and receive the retained command.)"""
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port)
     sub.publish("edgevision/hall/recordings/set", "OFF", retain=True)
@@ -361,7 +362,7 @@ def test_switches_turn_recording_and_detection_off_and_on_in_a_run(
         tmp_path, broker.port, "recorder:\n  camera: hall\n  post_roll_s: 1.0\n  pre_roll_s: 0.5\n"
     )
     video = tmp_path / "three.avi"
-    splice(video, [("empty", 20), ("people", 40), ("empty", 150), ("people", 40), ("empty", 150),
+    splice(video, [("empty", 100), ("people", 40), ("empty", 150), ("people", 40), ("empty", 150),
                    ("people", 40), ("empty", 60)])  # fmt: skip
     proc = _run(env, cfg, video, "--realtime", "--record", "--data-dir", str(data))
     occupancy = "edgevision/hall/person/occupancy"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import IMAGES, WALKING, run_cli
 
@@ -44,11 +45,17 @@ def v1(models_dir: Path):  # type: ignore[no-untyped-def]
     return resolve_model("ssd_mobilenet_v1_coco_quant", models_dir)
 
 
-def _persons(path: Path, labels: dict[int, str], image: str, runtime: str = "litert") -> list[Detection]:
+def _image(name: str) -> np.ndarray:
+    img = cv2.imread(str(IMAGES / name))
+    assert img is not None, name
+    return img
+
+
+def _persons(path: Path, labels: dict[int, str], image: str) -> list[Detection]:
     det = Detector(
-        open_interpreter(path, RuntimeOptions(runtime=runtime)), labels, DetectorSettings(threshold=0.5)
-    )  # type: ignore[arg-type]
-    dets, _ = det.detect(cv2.imread(str(IMAGES / image)))
+        open_interpreter(path, RuntimeOptions(runtime="litert")), labels, DetectorSettings(threshold=0.5)
+    )
+    dets, _ = det.detect(_image(image))
     return [d for d in dets if d.label == "person"]
 
 
@@ -161,15 +168,17 @@ def test_bench_models_writes_a_profile_the_scheduler_uses(env: dict[str, str], t
     names = [x["name"] for x in data["rungs"]]
     assert names[0] == "ssd_mobilenet_v1_coco_quant@300" and names[-1].endswith("/k2")
     assert all(x["agreement"] is not None for x in data["rungs"]) and data["rungs"][0]["agreement"] == 1.0
-    costs = [x["p50_ms"] / x["cadence"] for x in data["rungs"]]
-    assert costs == sorted(costs, reverse=True)
+    # Ordered by expected quality, whatever the (noisy) measured costs: 300 px, 192 px, then the cadence rung.
+    assert names == [f"ssd_mobilenet_v1_coco_quant@{s}" for s in (300, 192)] + [
+        "ssd_mobilenet_v1_coco_quant@192/k2"
+    ]
 
 
 @pytest.mark.slow
 def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, models_dir: Path) -> None:
     """Realtime replay while CPU hogs run: the scheduler steps down under load and back up after it."""
     det = build_detector(load_config(None, {"models.dir": str(models_dir)}))
-    img = cv2.imread(str(IMAGES / "squat.bmp"))
+    img = _image("squat.bmp")
     det.detect(img)
     t0 = time.perf_counter()
     for _ in range(10):
@@ -207,15 +216,18 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
 
     handle, _ = open_model("vww_mobilenet_v1_0.25_96", models_dir, RuntimeOptions())
     gate = PersonGate(handle, min_person_prob=0.1)
-    squat = gate.person_prob(cv2.imread(str(IMAGES / "squat.bmp")))
-    cat = gate.person_prob(cv2.imread(str(IMAGES / "cat.bmp")))
+    squat = gate.person_prob(_image("squat.bmp"))
+    cat = gate.person_prob(_image("cat.bmp"))
     assert squat > 0.9 and cat < 0.1  # the manifest: 0.957 and 0.035
     ladder = [type("R", (), {"profile": type("P", (), {"p50_ms": 5.0, "cadence": 1})(), "name": "r"})()]
     active = {"event": False}
     sched = Scheduler(
-        ladder, ControllerSettings(budget_ms=50), event_active=lambda: active["event"], gate=gate
-    )  # type: ignore[arg-type]
-    empty = cv2.imread(str(IMAGES / "cat.bmp"))
+        ladder,
+        ControllerSettings(budget_ms=50),
+        event_active=lambda: active["event"],
+        gate=gate,
+    )
+    empty = _image("cat.bmp")
     assert sched.gate_says_empty(empty) and sched.gated == 1
     sched.detected(0.0, [Detection("person", 0, 0.9, BBox(0, 0, 0.5, 0.5))])
     assert not sched.gate_says_empty(empty)  # never right after a person was seen ...
@@ -223,4 +235,4 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
     active["event"] = True
     assert not sched.gate_says_empty(empty)  # ... nor during an event
     active["event"] = False
-    assert not sched.gate_says_empty(cv2.imread(str(IMAGES / "squat.bmp")))
+    assert not sched.gate_says_empty(_image("squat.bmp"))

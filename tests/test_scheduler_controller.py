@@ -62,13 +62,14 @@ def simulate(
     n = 0  # frames since the last switch (cadence phase)
     for i, factor in enumerate(load):
         r = rungs[state.rung]
+        invoke: float | None = None
         if n % r.cadence == 0:
-            invoke: float | None = r.invoke_ms * factor * math.exp(rng.gauss(0.0, sigma))
+            ms = r.invoke_ms * factor * math.exp(rng.gauss(0.0, sigma))
             if spikes and rng.random() < spikes:
-                invoke *= 4
-            total = invoke + OVERHEAD
+                ms *= 4
+            invoke, total = ms, ms + OVERHEAD
         else:
-            invoke, total = None, 0.3
+            total = 0.3
         tr.rungs.append(state.rung)
         tr.totals.append(total)
         before = state.rung

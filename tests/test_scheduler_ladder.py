@@ -52,7 +52,9 @@ def test_catalog_states_the_measured_v1_depth() -> None:
         (("mobilenet_v2", 1.0, 300), ("mobilenet_v1", 0.75, 300)),
     ],
 )
-def test_expected_quality_orders_family_width_and_resolution(better: tuple, worse: tuple) -> None:  # type: ignore[type-arg]
+def test_expected_quality_orders_family_width_and_resolution(
+    better: tuple[str, float, int], worse: tuple[str, float, int]
+) -> None:
     assert expected_quality(*better) > expected_quality(*worse)
 
 

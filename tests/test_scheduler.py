@@ -219,7 +219,7 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
     squat = gate.person_prob(_image("squat.bmp"))
     cat = gate.person_prob(_image("cat.bmp"))
     assert squat > 0.9 and cat < 0.1  # the manifest: 0.957 and 0.035
-    ladder = [type("R", (), {"profile": type("P", (), {"p50_ms": 5.0, "cadence": 1})(), "name": "r"})()]
+    ladder = [type("R", (), {"profile": type("P", (), {"cadence": 1})(), "expected_ms": 5.0, "name": "r"})()]
     active = {"event": False}
     sched = Scheduler(
         ladder,

@@ -25,7 +25,15 @@ from edgevision.errors import ModelError
 from edgevision.scheduler import ladder as ladder_mod
 from edgevision.scheduler.controller import ControllerSettings, Sample
 from edgevision.scheduler.derive import ensure_derived
-from edgevision.scheduler.ladder import Rung, RungProfile, RungSpec, build_ladder, order_ladder, switch_kind
+from edgevision.scheduler.ladder import (
+    Rung,
+    RungProfile,
+    RungSpec,
+    build_ladder,
+    order_ladder,
+    smooth_costs,
+    switch_kind,
+)
 from edgevision.scheduler.quality import expected_quality, ladder_key
 from edgevision.scheduler.runtime import Scheduler
 
@@ -99,6 +107,18 @@ def test_a_noisy_profile_never_reorders_the_ladder(seed: int) -> None:
         f"{V1}@128/k2",
         f"{V1}@128/k3",
     ]
+
+
+def test_costs_are_fitted_per_model_so_one_burst_during_profiling_does_not_mislead() -> None:
+    measured = {300: 15.1, 256: 4 * 10.6, 224: 8.3, 192: 5.9 / 3, 160: 4.3, 128: 2.8}  # two noisy rungs
+    rungs = [_rung(RungSpec(V1, "mobilenet_v1", 0.75, s), ms) for s, ms in measured.items()]
+    rungs.append(_rung(RungSpec("student", "mobilenet_v1", 0.5, 300, kind="local"), 5.0))
+    smooth_costs(rungs)
+    fitted = [r.expected_ms for r in rungs[:6]]
+    assert fitted == sorted(fitted, reverse=True)  # dearer with the input side, whatever the noise
+    true = [15.1, 10.6, 8.3, 5.9, 4.3, 2.8]
+    assert all(abs(f - t) / t < 0.1 for f, t in zip(fitted, true, strict=True))
+    assert rungs[6].expected_ms == pytest.approx(5.0)  # another model: its own fit
 
 
 @pytest.mark.parametrize(

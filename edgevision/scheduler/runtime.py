@@ -72,7 +72,7 @@ class Scheduler:
         self.event_active = event_active
         self.budget_factor = budget_factor
         self.gate = gate
-        self.costs = [RungCost(r.profile.p50_ms, r.profile.cadence) for r in self.rungs]
+        self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
         self.state = ControllerState(initial_rung(self.costs, settings), clock())
         self.switches: list[Switch] = []
         self.carrier = BoxCarrier()

@@ -105,10 +105,31 @@ class Rung:
     detector: Detector
     profile: RungProfile
     spec: RungSpec
+    model_ms: float | None = (
+        None  # invoke cost from the model's fit over its resolution rungs (see smooth_costs)
+    )
 
     @property
     def name(self) -> str:
         return self.profile.name
+
+    @property
+    def expected_ms(self) -> float:
+        """The invoke cost the controller predicts with: the fitted one, else the measured p50."""
+        return self.model_ms if self.model_ms is not None else self.profile.p50_ms
+
+
+def smooth_costs(rungs: Sequence[Rung]) -> None:
+    """Fit each model's invoke cost as ``c x side²`` (a MobileNet's cost scales with the input area; measured
+    here within a few per cent over 128-300 px) with ``c`` the median over its rungs, so one measurement taken
+    during a burst of other work cannot make 256 px look dearer than 300 px, or cheaper than 192 px."""
+    by_model: dict[str, list[float]] = {}
+    for r in rungs:
+        if r.spec.cadence == 1:
+            by_model.setdefault(r.spec.model, []).append(r.profile.p50_ms / r.spec.size**2)
+    for r in rungs:
+        c = float(np.median(by_model[r.spec.model])) if r.spec.model in by_model else None
+        r.model_ms = c * r.spec.size**2 if c is not None else None
 
 
 def order_ladder(rungs: Sequence[Rung]) -> list[Rung]:
@@ -271,14 +292,15 @@ def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], inv
         prof = saved.get(spec.name) or RungProfile(spec.name, p.size, k, p.p50_ms, p.p95_ms, 0.0)
         rungs.append(Rung(cheapest.detector, prof, spec))
     rungs = order_ladder(rungs)
+    smooth_costs(rungs)
     for r in rungs:
         p = r.profile
         log.info(
-            "scheduler rung %-44s quality %5.1f  p50 %6.2f ms p95 %6.2f ms cost %6.2f ms/frame",
+            "scheduler rung %-44s quality %5.1f  p50 %6.2f ms p95 %6.2f ms  fitted %6.2f ms/frame",
             p.name,
             r.spec.quality,
             p.p50_ms,
             p.p95_ms,
-            p.cost_ms,
+            r.expected_ms / p.cadence,
         )
     return rungs

@@ -23,7 +23,7 @@ from edgevision.catalog.entries import load_catalog
 from edgevision.config import load_config
 from edgevision.errors import ModelError
 from edgevision.scheduler import ladder as ladder_mod
-from edgevision.scheduler.controller import ControllerSettings, Sample
+from edgevision.scheduler.controller import ControllerSettings, Sample, Switch
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.ladder import (
     Rung,
@@ -300,3 +300,42 @@ def test_run_below_the_teachers_cost_uses_a_width_rung(
     assert {row["model"] for row in lines} == {"student_v1_0.5@128"}
     assert any(d["label"] == "person" for row in lines for d in row["detections"])
     assert "final rung student_v1_0.5@128" in r.stderr
+
+
+def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: Path) -> None:
+    import time
+
+    from edgevision.capture.frame import Frame
+    from edgevision.detection.factory import build_detector
+    from edgevision.pipeline.loop import Pipeline
+    from edgevision.pipeline.sinks import result_record
+
+    det = build_detector(load_config(None, {"models.dir": str(models_dir)}))
+    teacher = Rung(
+        det, RungProfile(f"{V1}@300", 300, 1, 1.0, 1.0, 0.0), RungSpec(V1, "mobilenet_v1", 0.75, 300)
+    )
+    spec = RungSpec("student_v1_0.5", "mobilenet_v1", 0.5, 300, kind="local")
+    student = Rung(det, RungProfile(spec.name, 300, 1, 0.5, 0.5, 0.0), spec)
+    # The profile claims 1 ms; the real invoke takes far longer, so the load estimate steps down within 3 frames.
+    samples: list[Sample] = []
+
+    class Recording(Scheduler):
+        def observe(self, sample: Sample) -> Switch | None:
+            samples.append(sample)
+            return super().observe(sample)
+
+    sched = Recording([teacher, student], ControllerSettings(budget_ms=1.4))
+    pipe = Pipeline(runner=None, detector=det, scheduler=sched)  # type: ignore[arg-type]
+    image = np.zeros((240, 320, 3), np.uint8)
+    results = []
+    for i in range(3):
+        frame = Frame(image, i / 25, i, "test", captured_at=time.monotonic() - 0.005)  # captured 5 ms ago
+        results.append(pipe.process(frame))
+    assert all(s.invoke_ms and s.invoke_ms > 0 and s.preprocess_ms > 0 for s in samples)
+    assert all(s.wait_ms >= 5.0 and s.total_ms >= s.wait_ms + s.invoke_ms for s in samples if s.invoke_ms)
+    assert "switch" not in results[1].extras
+    rec = result_record(results[2])
+    assert rec["rung"] == f"{V1}@300"  # the frame that ran on the teacher, and switched away from it
+    sw = rec["switch"]
+    assert isinstance(sw, dict)
+    assert (sw["from"], sw["to"], sw["kind"], sw["direction"]) == (f"{V1}@300", spec.name, "width", "down")

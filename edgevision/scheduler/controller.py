@@ -15,11 +15,14 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   a row (or ``window // 5`` of the last ``window`` frames were actually over budget: a heavy tail the median
   does not see), straight to the best rung predicted to fit within ``down_fit`` x budget. While a person event
   is active only when the prediction exceeds ``event_overrun_factor`` x budget;
-* **up**, straight to the best better rung predicted to fit within ``up_margin`` x budget, once that has held
-  for ``stable_s`` with at most one frame over budget, and never within ``cooldown_s`` of a step down.
+* **up**, to the best better rung that has been predicted to fit within ``up_margin`` x budget at every frame
+  of the last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down.
 
 A step down lands within ``down_fit`` x budget and a step up needs ``up_margin`` <= ``down_fit``: the rung a
-step down skipped cannot qualify for a step up under the same load, so the two never alternate (no flapping).
+step down skipped cannot qualify for a step up under the same load, so the two never alternate. Load that
+comes back in bursts just after each step up is damped too: a step down soon after a step up doubles the
+stable period the next step up needs (up to ``max_hold`` x ``stable_s``); a step down after a quiet spell
+resets it. No flapping.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class ControllerSettings:
     event_overrun_factor: float = 2.0  # during a person event, step down only beyond this x budget
     down_fit: float = 0.85  # a step down lands on a rung predicted <= down_fit x budget
     load_frames: int = 5  # detect frames the load and overhead medians run over
+    max_hold: float = 8.0  # flap damping: the stable period grows to at most this x stable_s
 
     @property
     def fit(self) -> float:
@@ -88,6 +92,9 @@ class ControllerState:
     overheads: tuple[float, ...] = field(default_factory=tuple)  # total - invoke, recent detect frames
     flags: tuple[bool, ...] = field(default_factory=tuple)  # over budget, recent frames on this rung
     fit_since: float | None = None  # since when a better rung is predicted to fit with margin
+    up_target: int | None = None  # the worst of the rungs that fitted since fit_since (the safe target)
+    last_up: float | None = None
+    hold_s: float = 0.0  # the stable period the next step up needs, when damped above stable_s
 
 
 @dataclass(frozen=True)
@@ -161,32 +168,44 @@ def step(
                 else f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
             )
             reason = f"{why} (load x{load:.2f}); predicted {pred[target]:.1f} ms on the new rung"
-            return _switched(st, target, now, down=True), Switch(cur, target, reason)
+            return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)
     better = next((j for j in range(cur) if pred[j] <= budget * s.up_margin), None)
     if better is None or tail > 1:
-        return replace(st, fit_since=None), None
+        return replace(st, fit_since=None, up_target=None), None
     fit_since = st.fit_since if st.fit_since is not None else now
-    st = replace(st, fit_since=fit_since)
+    target = better if st.up_target is None else max(st.up_target, better)  # fitted at every frame since
+    st = replace(st, fit_since=fit_since, up_target=target)
     cooled = st.last_down is None or now - st.last_down >= s.cooldown_s
-    if now - fit_since >= s.stable_s and cooled:
+    hold = max(s.stable_s, st.hold_s)
+    if now - fit_since >= hold and cooled:
         reason = (
-            f"predicted {pred[better]:.1f} ms <= {s.up_margin:.0%} of budget {budget:.1f} ms for "
+            f"predicted {pred[target]:.1f} ms <= {s.up_margin:.0%} of budget {budget:.1f} ms for "
             f"{now - fit_since:.1f} s (load x{load:.2f})"
         )
-        return _switched(st, better, now, down=False), Switch(cur, better, reason)
+        return _switched(st, target, now, down=False, s=s), Switch(cur, target, reason)
     return st, None
 
 
-def _switched(st: ControllerState, target: int, now: float, down: bool) -> ControllerState:
+def _switched(
+    st: ControllerState, target: int, now: float, down: bool, s: ControllerSettings
+) -> ControllerState:
     """The state on a new rung: load estimates carry over (they describe the device), the rest restarts."""
+    hold = st.hold_s
+    if down:  # a step up that did not last doubles the next hold; one that did resets it
+        held = max(s.stable_s, st.hold_s)
+        failed_up = st.last_up is not None and now - st.last_up < held
+        hold = min(2 * held, s.max_hold * s.stable_s) if failed_up else 0.0
     return replace(
         st,
         rung=target,
         last_switch=now,
         last_down=now if down else st.last_down,
+        last_up=None if down else now,
+        hold_s=hold,
         over=0,
         flags=(),
         fit_since=None,
+        up_target=None,
     )
 
 

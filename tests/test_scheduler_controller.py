@@ -158,6 +158,26 @@ def test_bursty_load_steps_down_once_and_stays() -> None:
     assert len(tr.switches) == 1 and tr.switches[0][2] > tr.switches[0][1]
 
 
+def test_load_that_returns_after_each_step_up_is_damped() -> None:
+    # 5 s quiet, 1.5 s at 2.5x, repeated for 2 min: each quiet spell outlasts the 4 s stable period, so every
+    # step up would meet the next burst. After the first step up that does not last, the hold doubles.
+    load = [2.5 if i % 162 >= 125 else 1.0 for i in range(3000)]
+    tr = simulate(load, start=best_fitting(1.0, 0.75))
+    ups = [sw for sw in tr.switches if sw[2] < sw[1]]
+    assert 1 <= len(ups) <= 2 and len(tr.switches) <= 5, tr.switches
+    assert tr.within(500) >= 0.99
+
+
+def test_a_step_up_goes_only_as_far_as_fitted_for_the_whole_stable_period() -> None:
+    # The load falls in two steps; the step up waits for the stable period after the first fall and goes to
+    # the rung that fitted all along, not to the one the last frames alone would allow.
+    load = [2.5] * 100 + [1.5] * 95 + [1.0] * 10 + [1.5] * 200
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    tr = simulate(load, settings=s, start=best_fitting(2.5, s.fit))
+    (at, frm, to), *rest = tr.switches
+    assert to == best_fitting(1.5, s.up_margin) != best_fitting(1.0, s.up_margin) and not rest
+
+
 def test_event_holds_the_rung_unless_far_over_budget() -> None:
     s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0, event_overrun_factor=2.0)
     load = [1.0] * 50 + [1.7] * 300  # rung 0 predicted at 1.3 x budget

@@ -17,6 +17,7 @@ from edgevision.capture.runner import CaptureStats
 from edgevision.detection.detector import Detector
 from edgevision.detection.types import Detection
 from edgevision.face.types import Face
+from edgevision.scheduler.controller import Sample
 
 if TYPE_CHECKING:
     from edgevision.pipeline.control import Controls
@@ -173,6 +174,7 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         """Detect on one frame and run the stages (sinks are fed by :meth:`run`)."""
+        started = time.monotonic()
         dets, latency, extras = self._detect(frame)
         result = FrameResult(frame, dets, latency, self.detector.name, extras)
         for stage in self.stages:
@@ -180,10 +182,17 @@ class Pipeline:
         total = (time.monotonic() - frame.captured_at) * 1e3 if frame.captured_at else sum(latency.values())
         result.latency_ms["total"] = total
         if self.scheduler is not None and "detect_off" not in extras:
-            sw = self.scheduler.observe(total)
+            wait = (started - frame.captured_at) * 1e3 if frame.captured_at else 0.0
+            sample = Sample(
+                total,
+                latency.get("invoke"),
+                latency.get("preprocess", 0.0),
+                latency.get("postprocess", 0.0),
+                wait,
+            )
+            sw = self.scheduler.observe(sample)
             if sw is not None:
-                result.extras["switch"] = {"from": self.scheduler.rungs[sw.from_rung].name,
-                                           "to": self.scheduler.rungs[sw.to_rung].name, "reason": sw.reason}  # fmt: skip
+                result.extras["switch"] = self.scheduler.switch_record(sw)
         return result
 
     def _close_sinks(self) -> list[Exception]:

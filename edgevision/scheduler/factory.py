@@ -17,9 +17,14 @@ from edgevision.scheduler.runtime import PersonGate, Scheduler
 def controller_settings(cfg: EdgeVisionConfig) -> ControllerSettings:
     s = cfg.scheduler
     return ControllerSettings(
-        budget_ms=s.budget, window=s.window, down_after=s.down_after, up_margin=s.up_margin, stable_s=s.stable_s,
-        cooldown_s=s.cooldown_s, event_overrun_factor=s.event_overrun_factor,
-    )  # fmt: skip
+        budget_ms=s.budget,
+        window=s.window,
+        down_after=s.down_after,
+        up_margin=s.up_margin,
+        stable_s=s.stable_s,
+        cooldown_s=s.cooldown_s,
+        event_overrun_factor=s.event_overrun_factor,
+    )
 
 
 def build_scheduler(

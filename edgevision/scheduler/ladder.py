@@ -1,6 +1,8 @@
-"""The rung ladder: resolution rungs derived from real SSDs, width rungs from the catalog, cadence rungs; and
-the measurements (profile) that order it.
+"""The rung ladder: resolution rungs derived from real SSDs, width rungs (narrower catalog SSDs and students
+distilled on this device, each with resolution rungs of its own where its graph allows), cadence rungs.
 
+The ladder is ordered by expected quality known in advance (:mod:`edgevision.scheduler.quality`: family, α,
+input side, cadence); the profile measured on this device only tells the controller what fits the budget.
 Every rung is loaded up front (within ``memory_budget_mb``), so switching costs no reload.
 """
 
@@ -11,20 +13,23 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgevision.catalog.entries import load_catalog
+from edgevision.catalog.entries import Catalog, load_catalog
+from edgevision.catalog.local import list_local_models, local_model_path
 from edgevision.catalog.resolve import resolve_model
 from edgevision.config import EdgeVisionConfig
 from edgevision.detection.detector import Detector, DetectorSettings
 from edgevision.detection.factory import models_dir, runtime_options
-from edgevision.errors import ConfigError
+from edgevision.detection.labels import load_labels
+from edgevision.errors import ConfigError, ModelError
 from edgevision.inference.backends import open_interpreter
 from edgevision.scheduler.derive import ensure_derived
+from edgevision.scheduler.quality import expected_quality, ladder_key
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +66,75 @@ class RungProfile:
         return self.p95_ms / self.cadence
 
 
+@dataclass(frozen=True)
+class RungSpec:
+    """What a rung is, known before loading it: the model it runs, at which input side and cadence."""
+
+    model: str  # catalog or local model name (a rung's resolution / cadence variants share it)
+    family: str
+    alpha: float
+    size: int
+    cadence: int = 1
+    kind: str = "catalog"  # catalog | local
+
+    @property
+    def name(self) -> str:
+        base = f"{self.model}@{self.size}"
+        return base if self.cadence == 1 else f"{base}/k{self.cadence}"
+
+    @property
+    def quality(self) -> float:
+        """Expected quality of the detections (the prior the ladder is ordered by)."""
+        return expected_quality(self.family, self.alpha, self.size)
+
+    def sort_key(self) -> tuple[int, float, str]:
+        return ladder_key(self.family, self.alpha, self.size, self.cadence, self.name)
+
+
+def switch_kind(a: RungSpec, b: RungSpec) -> str:
+    """What a switch from ``a`` to ``b`` changes: ``cadence``, ``width`` (another model) or ``resolution``."""
+    if a.cadence != b.cadence:
+        return "cadence"
+    if (a.model, a.family, a.alpha) != (b.model, b.family, b.alpha):
+        return "width"
+    return "resolution"
+
+
 @dataclass
 class Rung:
     detector: Detector
     profile: RungProfile
+    spec: RungSpec
+    model_ms: float | None = (
+        None  # invoke cost from the model's fit over its resolution rungs (see smooth_costs)
+    )
 
     @property
     def name(self) -> str:
         return self.profile.name
+
+    @property
+    def expected_ms(self) -> float:
+        """The invoke cost the controller predicts with: the fitted one, else the measured p50."""
+        return self.model_ms if self.model_ms is not None else self.profile.p50_ms
+
+
+def smooth_costs(rungs: Sequence[Rung]) -> None:
+    """Fit each model's invoke cost as ``c x side²`` (a MobileNet's cost scales with the input area; measured
+    here within a few per cent over 128-300 px) with ``c`` the median over its rungs, so one measurement taken
+    during a burst of other work cannot make 256 px look dearer than 300 px, or cheaper than 192 px."""
+    by_model: dict[str, list[float]] = {}
+    for r in rungs:
+        if r.spec.cadence == 1:
+            by_model.setdefault(r.spec.model, []).append(r.profile.p50_ms / r.spec.size**2)
+    for r in rungs:
+        c = float(np.median(by_model[r.spec.model])) if r.spec.model in by_model else None
+        r.model_ms = c * r.spec.size**2 if c is not None else None
+
+
+def order_ladder(rungs: Sequence[Rung]) -> list[Rung]:
+    """Best expected quality first (cadence 1 before any k > 1); measured costs play no part."""
+    return sorted(rungs, key=lambda r: r.spec.sort_key())
 
 
 def measure(detector: Detector, tensors: Sequence[np.ndarray], invokes: int) -> tuple[float, float]:
@@ -86,21 +152,25 @@ def measure(detector: Detector, tensors: Sequence[np.ndarray], invokes: int) -> 
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
-def _settings(cfg: EdgeVisionConfig) -> DetectorSettings:
+def _settings(cfg: EdgeVisionConfig, threshold: float | None = None) -> DetectorSettings:
     d = cfg.detector
-    return DetectorSettings(d.threshold, tuple(d.labels) if d.labels else None, d.max_detections)
+    labels = tuple(d.labels) if d.labels else None
+    return DetectorSettings(d.threshold if threshold is None else threshold, labels, d.max_detections)
 
 
-def _width_models(cfg: EdgeVisionConfig) -> list[str]:
-    """Catalog detectors that add width rungs: alpha < 1 or MobileNet V3, when installed."""
-    cat = load_catalog()
+def _width_models(cfg: EdgeVisionConfig, cat: Catalog) -> list[str]:
+    """Installed catalog detectors narrower than the configured ones: the same family at a smaller α, or
+    MobileNet V3. The configured models themselves never count, whatever their α."""
+    configured = [cat.models[n].architecture for n in cfg.scheduler.models if n in cat.models]
     out = []
     for name, m in cat.models.items():
         if m.task != "detect" or m.device != "cpu" or name in cfg.scheduler.models:
             continue
-        if (m.architecture.alpha < 1.0 or m.architecture.family.startswith("mobilenet_v3")) and (
-            models_dir(cfg) / m.file
-        ).exists():
+        a = m.architecture
+        narrower = a.family.startswith("mobilenet_v3") or any(
+            a.family == c.family and a.alpha < c.alpha for c in configured
+        )
+        if narrower and (models_dir(cfg) / m.file).exists():
             out.append(name)
     return out
 
@@ -118,53 +188,119 @@ def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]
     path.write_text(json.dumps({**extra, "rungs": [asdict(r) for r in rungs]}, indent=2) + "\n")
 
 
-def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], invokes: int = 15) -> list[Rung]:
-    """Load every rung (within the memory budget), profile it (or take the saved profile), order by cost."""
-    sc = cfg.scheduler
+@dataclass(frozen=True)
+class _Load:
+    """A rung to load: its spec, file, labels, score threshold and float input range."""
+
+    spec: RungSpec
+    path: Path
+    labels: dict[int, str]
+    threshold: float | None = None
+    float_range: tuple[float, float] | None = None
+
+
+def _catalog_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list[_Load]:
     mdir = models_dir(cfg)
-    derived_dir = sc.derived_dir or (mdir / "derived")
+    out = []
+    for name in cfg.scheduler.models:
+        res = resolve_model(name, mdir, cat)
+        arch = res.entry.architecture if res.entry else None
+        native = arch.input[0] if arch else 300
+        fam, alpha = (arch.family, arch.alpha) if arch else ("unknown", 1.0)
+        rng = res.entry.input_range if res.entry else None
+        for size in cfg.scheduler.sizes:
+            path = res.path if size == native else ensure_derived(res.path, size, derived_dir)
+            out.append(_Load(RungSpec(name, fam, alpha, size), path, res.labels, None, rng))
+    for name in _width_models(cfg, cat):
+        res = resolve_model(name, mdir, cat)
+        assert res.entry is not None
+        a = res.entry.architecture
+        spec = RungSpec(name, a.family, a.alpha, a.input[0])
+        out.append(_Load(spec, res.path, res.labels, None, res.entry.input_range))
+    return out
+
+
+def _local_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list[_Load]:
+    """Students made on this device: at their native side, and at the configured smaller sides when their
+    graph can be derived like the teacher's (a TFLite_Detection_PostProcess SSD); else native only."""
+    mdir = models_dir(cfg)
+    out = []
+    for name, m in list_local_models(mdir).items():
+        if m.task != "detect":
+            continue
+        path = local_model_path(mdir, m)
+        label_entry = m.labels or (
+            cat.models[m.teacher.name].labels if m.teacher.name in cat.models else None
+        )
+        labels: dict[int, str] = {}
+        if label_entry and label_entry in cat.labels and (mdir / cat.labels[label_entry].file).exists():
+            labels = load_labels(mdir / cat.labels[label_entry].file)
+        a = m.architecture
+        native = a.input[0]
+        rng = (-1.0, 1.0) if a.quantization in ("float32", "float16") else None
+        out.append(
+            _Load(RungSpec(name, a.family, a.alpha, native, kind="local"), path, labels, m.threshold, rng)
+        )
+        for size in sorted({s for s in cfg.scheduler.sizes if s < native}, reverse=True):
+            try:
+                derived = ensure_derived(path, size, derived_dir)
+            except ModelError as exc:
+                log.info("scheduler: %s runs at its native %d px only (%s)", name, native, exc)
+                break
+            spec = RungSpec(name, a.family, a.alpha, size, kind="local")
+            out.append(_Load(spec, derived, labels, m.threshold, rng))
+    return out
+
+
+def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], invokes: int = 15) -> list[Rung]:
+    """Load every rung (within the memory budget), profile it (or take the saved profile), order by quality."""
+    sc = cfg.scheduler
+    cat = load_catalog()
+    derived_dir = sc.derived_dir or (models_dir(cfg) / "derived")
     opts = runtime_options(cfg)
     saved = load_profile(sc.profile) if sc.profile else {}
     rungs: list[Rung] = []
     base_rss = rss_mb()
-    specs: list[tuple[str, Path, int, dict[int, str]]] = []
-    for name in sc.models:
-        res = resolve_model(name, mdir)
-        native = res.entry.architecture.input[0] if res.entry else 300
-        for size in sc.sizes:
-            path = res.path if size == native else ensure_derived(res.path, size, derived_dir)
-            specs.append((f"{name}@{size}", path, size, res.labels))
-    for name in _width_models(cfg):
-        res = resolve_model(name, mdir)
-        specs.append((name, res.path, res.entry.architecture.input[0] if res.entry else 0, res.labels))
-    for rung_name, path, size, labels in specs:
+    for item in _catalog_specs(cfg, cat, derived_dir) + _local_specs(cfg, cat, derived_dir):
+        spec = item.spec
         before = rss_mb()
         if before - base_rss > sc.memory_budget_mb:
             log.warning(
-                "scheduler: memory budget %d MiB reached; rung %s not loaded", sc.memory_budget_mb, rung_name
+                "scheduler: memory budget %d MiB reached; rung %s not loaded", sc.memory_budget_mb, spec.name
             )
             continue
-        det = Detector(open_interpreter(path, opts), labels, _settings(cfg), name=rung_name)
+        try:
+            handle = open_interpreter(item.path, opts)
+            det = Detector(handle, item.labels, _settings(cfg, item.threshold), spec.name, item.float_range)
+        except ModelError as exc:
+            if spec.kind != "local":
+                raise
+            log.warning("scheduler: rung %s not loaded: %s", spec.name, exc)
+            continue
         tensors = [det.preprocess(f) for f in sample_frames]
         p50, p95 = measure(det, tensors, invokes)
-        prof = saved.get(rung_name) or RungProfile(rung_name, size, 1, p50, p95, max(0.0, rss_mb() - before))
-        rungs.append(Rung(det, prof))
+        prof = saved.get(spec.name) or RungProfile(
+            spec.name, spec.size, 1, p50, p95, max(0.0, rss_mb() - before)
+        )
+        rungs.append(Rung(det, prof, spec))
     if not rungs:
         raise ConfigError("scheduler: no rung could be loaded")
-    cheapest = min(rungs, key=lambda r: r.profile.cost_ms)
+    cheapest = min(rungs, key=lambda r: r.profile.cost_ms)  # cadence carries the rung that fits the most
     for k in sc.cadences:
-        name = f"{cheapest.name}/k{k}"
+        spec = replace(cheapest.spec, cadence=k)
         p = cheapest.profile
-        prof = saved.get(name) or RungProfile(name, p.size, k, p.p50_ms, p.p95_ms, 0.0)
-        rungs.append(Rung(cheapest.detector, prof))
-    rungs.sort(key=lambda r: -r.profile.cost_ms)  # best (most expensive) first: measured, not assumed
+        prof = saved.get(spec.name) or RungProfile(spec.name, p.size, k, p.p50_ms, p.p95_ms, 0.0)
+        rungs.append(Rung(cheapest.detector, prof, spec))
+    rungs = order_ladder(rungs)
+    smooth_costs(rungs)
     for r in rungs:
         p = r.profile
         log.info(
-            "scheduler rung %-44s p50 %6.2f ms p95 %6.2f ms cost %6.2f ms/frame",
+            "scheduler rung %-44s quality %5.1f  p50 %6.2f ms p95 %6.2f ms  fitted %6.2f ms/frame",
             p.name,
+            r.spec.quality,
             p.p50_ms,
             p.p95_ms,
-            p.cost_ms,
+            r.expected_ms / p.cadence,
         )
     return rungs

@@ -15,8 +15,18 @@ from edgevision.detection.detector import Detector
 from edgevision.detection.types import Detection
 from edgevision.inference.backends import InterpreterHandle
 from edgevision.scheduler.carry import BoxCarrier
-from edgevision.scheduler.controller import ControllerSettings, ControllerState, Switch, step
-from edgevision.scheduler.ladder import Rung
+from edgevision.scheduler.controller import (
+    ControllerSettings,
+    ControllerState,
+    RungCost,
+    Sample,
+    Switch,
+    initial_rung,
+    step,
+)
+from edgevision.scheduler.ladder import Rung, switch_kind
+
+__all__ = ["PersonGate", "Sample", "Scheduler", "initial_rung"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +54,6 @@ class PersonGate:
         return float(probs[1])
 
 
-def initial_rung(profile_ms: Sequence[float], s: ControllerSettings) -> int:
-    """Start on the best rung the start-up profile (taken under the current load) says fits with margin."""
-    return next(
-        (i for i, ms in enumerate(profile_ms) if ms <= s.budget_ms * s.up_margin), len(profile_ms) - 1
-    )
-
-
 class Scheduler:
     """Owns the loaded rungs and the controller state. Used from the pipeline thread only."""
 
@@ -69,9 +72,8 @@ class Scheduler:
         self.event_active = event_active
         self.budget_factor = budget_factor
         self.gate = gate
-        self.state = ControllerState(
-            initial_rung([r.profile.worst_ms for r in self.rungs], settings), clock()
-        )
+        self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
+        self.state = ControllerState(initial_rung(self.costs, settings), clock())
         self.switches: list[Switch] = []
         self.carrier = BoxCarrier()
         self._n = 0
@@ -108,19 +110,34 @@ class Scheduler:
         self.carrier.update(ts, dets)
         self._last_had_person = any(d.label == person_label for d in dets)
 
-    def observe(self, total_ms: float) -> Switch | None:
-        """One controller step with this frame's end-to-end latency."""
+    def observe(self, sample: Sample) -> Switch | None:
+        """One controller step with this frame's measured stage times."""
         now = self.clock()
-        profile = [r.profile.worst_ms for r in self.rungs]
-        self.state, sw = step(self.state, total_ms, now, profile, self.settings, self.event_active(),
-                              self.budget_factor())  # fmt: skip
+        self.state, sw = step(
+            self.state, sample, now, self.costs, self.settings, self.event_active(), self.budget_factor()
+        )
         if sw is not None:
             self.switches.append(sw)
             self._n = 0
+            rec = self.switch_record(sw)
             log.warning(
-                "scheduler: %s -> %s: %s",
-                self.rungs[sw.from_rung].name,
-                self.rungs[sw.to_rung].name,
+                "scheduler: %s step %s: %s -> %s: %s",
+                rec["kind"],
+                sw.direction,
+                rec["from"],
+                rec["to"],
                 sw.reason,
             )
         return sw
+
+    def switch_record(self, sw: Switch) -> dict[str, object]:
+        """The ``switch`` field of a detections line: rungs by name, and whether width, resolution or cadence
+        changed."""
+        a, b = self.rungs[sw.from_rung], self.rungs[sw.to_rung]
+        return {
+            "from": a.name,
+            "to": b.name,
+            "kind": switch_kind(a.spec, b.spec),
+            "direction": sw.direction,
+            "reason": sw.reason,
+        }

@@ -229,3 +229,15 @@ def test_picamera2_missing_is_a_config_error() -> None:
     pic = Picamera2Encoding(FakeCamera(), lambda p: True, (640, 480))
     with pytest.raises(ConfigError, match="picamera2 is not installed"):
         pic.start()
+
+
+def test_jpeg_size_from_the_header() -> None:
+    from edgevision.capture.encoder import jpeg_size
+
+    jpeg = cv2.imencode(".jpg", np.zeros((37, 53, 3), np.uint8))[1].tobytes()
+    assert jpeg_size(jpeg) == (53, 37)
+    progressive = cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert jpeg_size(progressive) == (30, 20)
+    for bad in (b"", b"\xff\xd8", b"PNG....", b"\xff\xd8\x00\x00"):
+        with pytest.raises(ValueError):
+            jpeg_size(bad)

@@ -150,23 +150,44 @@ class FrameEncoder:
         return out
 
 
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment, without decoding anything."""
+    pos = 2
+    n = len(jpeg)
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG")
+    while pos + 4 <= n:
+        if jpeg[pos] != 0xFF:
+            raise ValueError("corrupt JPEG header")
+        marker = jpeg[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS and pos + 9 <= n:
+            height = int.from_bytes(jpeg[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(jpeg[pos + 7 : pos + 9], "big")
+            return width, height
+        pos += 2 + length
+    raise ValueError("JPEG without a frame header")
+
+
 def decode_jpeg_for_model(jpeg: bytes, min_size: tuple[int, int]) -> np.ndarray:
     """A JPEG decoded at the smallest of 1/8, 1/4, 1/2, 1 scale still at least ``min_size`` (w, h), as BGR.
 
-    libjpeg scales in the DCT domain, so a 1/4 decode of a 720p MJPEG frame costs a fraction of a full one.
-    The caller resizes the rest of the way (or lets the model's preprocessing do it).
+    libjpeg scales in the DCT domain, so a reduced decode of a 720p MJPEG frame costs a fraction of a full
+    one. The caller resizes the rest of the way (or lets the model's preprocessing do it).
     """
-    buf = np.frombuffer(jpeg, np.uint8)
-    header = cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_8)  # cheap: gives the size / 8
-    if header is None:
-        raise ValueError("not a decodable JPEG")
-    full_w, full_h = header.shape[1] * 8, header.shape[0] * 8
-    for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if full_w // factor >= min_size[0] and full_h // factor >= min_size[1]:
-            image = cv2.imdecode(buf, flag)
+    width, height = jpeg_size(jpeg)
+    flag = cv2.IMREAD_COLOR
+    for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if width // factor >= min_size[0] and height // factor >= min_size[1]:
+            flag = reduced
             break
-    else:
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
     if image is None:
         raise ValueError("not a decodable JPEG")
     return image

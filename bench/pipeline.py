@@ -145,7 +145,9 @@ def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s:
     av_ms = min(_cpu_ms(lambda: demux_path(True), n) for _ in range(2))
     dec_ms = min(_cpu_ms(lambda: demux_path(False), n) for _ in range(2))
     print(f"decode -> {size[0]}x{size[1]} RGB, OpenCV read+cvtColor+resize : {cv_ms:6.2f}")
-    print(f"decode -> {size[0]}x{size[1]} RGB, PyAV + FFmpeg scaler (area)  : {av_ms:6.2f}   ratio {av_ms / cv_ms:.2f}")
+    print(
+        f"decode -> {size[0]}x{size[1]} RGB, PyAV + FFmpeg scaler (area)  : {av_ms:6.2f}   ratio {av_ms / cv_ms:.2f}"
+    )
     print(f"   of which decode alone (PyAV)                    : {dec_ms:6.2f}")
 
     src = DemuxSource(video)
@@ -198,7 +200,10 @@ def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s:
     )
 
     jpegs = [cv2.imencode(".jpg", img)[1].tobytes() for img in images[:100]]
-    full_ms = _cpu_ms(lambda: [cv2.resize(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), size) for j in jpegs], len(jpegs))
+    full_ms = _cpu_ms(
+        lambda: [cv2.resize(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), size) for j in jpegs],
+        len(jpegs),
+    )
     red_ms = _cpu_ms(lambda: [cv2.resize(decode_jpeg_for_model(j, size), size) for j in jpegs], len(jpegs))
     mj = MjpegDecoder()
     yuv_ms = _cpu_ms(lambda: [mj.decode(j) for j in jpegs], len(jpegs))
@@ -217,7 +222,9 @@ def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s:
 
     old_ms = _cpu_ms(old_blur, 1)
     new_ms = min(_cpu_ms(lambda: blur_region(roi), 1) for _ in range(5))
-    print(f"privacy blur, one {face}-px face on a 720p frame: before {old_ms:8.1f}  after {new_ms:6.2f}   ratio {old_ms / new_ms:,.0f}x")
+    print(
+        f"privacy blur, one {face}-px face on a 720p frame: before {old_ms:8.1f}  after {new_ms:6.2f}   ratio {old_ms / new_ms:,.0f}x"
+    )
 
 
 def main() -> None:

@@ -145,7 +145,9 @@ def test_events_on_an_mjpeg_camera_record_through_the_single_encode(tmp_path: Pa
     assert len(frames) == len(span) and span[-1].ts >= 70 / 25.0 + 0.8 - 1e-6
     src = walking_frames(100)
     first = round(span[0].ts * 25)
-    assert np.abs(frames[20].astype(int) - src[first + 20]).mean() < 12  # the clip shows the camera's pictures
+    assert (
+        np.abs(frames[20].astype(int) - src[first + 20]).mean() < 12
+    )  # the clip shows the camera's pictures
 
 
 class FakeOutput:
@@ -206,7 +208,7 @@ def test_picamera2_encoder_output_feeds_the_ring_and_a_clip(tmp_path: Path) -> N
     hw = FrameEncoder(320, 240, fps=25.0, codec="libx264")
     base = np.add.outer(np.arange(240), np.arange(320))
     for i in range(75):
-        img = ((np.dstack([base + i, base * 2, base[::-1]]) % 256)).astype(np.uint8)
+        img = (np.dstack([base + i, base * 2, base[::-1]]) % 256).astype(np.uint8)
         for p in hw.encode(img, i / 25.0):
             now[0] = 500.0 + i / 25.0
             accept[0] = not (30 <= i < 33)  # the recorder's queue is full for three frames
@@ -236,7 +238,9 @@ def test_jpeg_size_from_the_header() -> None:
 
     jpeg = cv2.imencode(".jpg", np.zeros((37, 53, 3), np.uint8))[1].tobytes()
     assert jpeg_size(jpeg) == (53, 37)
-    progressive = cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    progressive = cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[
+        1
+    ].tobytes()
     assert jpeg_size(progressive) == (30, 20)
     for bad in (b"", b"\xff\xd8", b"PNG....", b"\xff\xd8\x00\x00"):
         with pytest.raises(ValueError):

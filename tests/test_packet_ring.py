@@ -56,7 +56,9 @@ def test_since_starts_at_the_right_keyframe(
     assert [p.pts for p in got] == list(range(first_pts, count)), "no packet lost or reordered"
 
 
-@pytest.mark.parametrize(("gop", "seconds", "oldest"), [(10, 3.0, 60), (10, 2.5, 70), (10, 0.0, 90), (30, 1.0, 60)])
+@pytest.mark.parametrize(
+    ("gop", "seconds", "oldest"), [(10, 3.0, 60), (10, 2.5, 70), (10, 0.0, 90), (30, 1.0, 60)]
+)
 def test_time_bound_drops_whole_gops_from_the_front(gop: int, seconds: float, oldest: int) -> None:
     ring = fill(PacketRing(seconds, 1 << 30), stream(gop, 100))
     st = ring.stats()

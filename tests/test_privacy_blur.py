@@ -61,7 +61,10 @@ def test_blur_removes_structure_inside_and_touches_nothing_outside(cfg) -> None:
     assert detail(out[inside]) < 0.02 * detail(frame[inside])  # eyes, mouth, edges: gone
     mask = np.zeros(frame.shape[:2], bool)
     for g in faces:
-        mask[int(g.box.ymin * 720) : int(np.ceil(g.box.ymax * 720)), int(g.box.xmin * 1280) : int(np.ceil(g.box.xmax * 1280))] = True
+        mask[
+            int(g.box.ymin * 720) : int(np.ceil(g.box.ymax * 720)),
+            int(g.box.xmin * 1280) : int(np.ceil(g.box.xmax * 1280)),
+        ] = True
     assert np.array_equal(out[~mask], frame[~mask])
     assert frame is not out and not np.array_equal(out, frame)
 

@@ -27,7 +27,11 @@ from edgevision.recorder.remux import PacketClipWriter
 def long_gop_video(path: Path, frames: int = 350, gop: int = 250, fps: int = 25) -> None:
     """A synthetic H.264 MP4 (moving gradient) with a keyframe every ``gop`` frames."""
     with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast"})
+        s = out.add_stream(
+            "libx264",
+            rate=fps,
+            options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast"},
+        )
         s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
         base = np.add.outer(np.arange(240), np.arange(320))
         for i in range(frames):
@@ -100,7 +104,9 @@ def test_clip_of_a_replayed_file_is_bit_exact(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("trigger", "first_key"), [(8.0, 0), (12.5, 250), (11.9, 0)])
-def test_gop_longer_than_the_pre_roll_still_starts_at_a_keyframe(tmp_path: Path, trigger: float, first_key: int) -> None:
+def test_gop_longer_than_the_pre_roll_still_starts_at_a_keyframe(
+    tmp_path: Path, trigger: float, first_key: int
+) -> None:
     video = tmp_path / "longgop.mp4"
     long_gop_video(video)
     src, packets = source_packets(video)
@@ -172,7 +178,9 @@ def test_sigkill_while_remuxing_leaves_a_salvageable_clip(tmp_path: Path) -> Non
     salvaged = 0
     for i in range(iterations):
         out = tmp_path / f"clip{i}.mp4"
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(WALKING), str(out)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_SCRIPT, str(WALKING), str(out)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 1.2))
         proc.send_signal(signal.SIGKILL)

@@ -174,7 +174,7 @@ class DemuxSource:
             codec=stream.codec_context.name,
             width=int(stream.codec_context.width),
             height=int(stream.codec_context.height),
-            time_base=Fraction(stream.time_base),
+            time_base=Fraction(stream.time_base or Fraction(1, 90000)),
             rate=Fraction(rate) if rate else None,
             template=detached_template(stream),
         )
@@ -183,10 +183,8 @@ class DemuxSource:
     def _ts(self, pts: int | None) -> float:
         """Seconds on the source clock for a timestamp in the stream's time base."""
         tb = self._stream.time_base
-        if pts is None:  # no timestamp: count frames
-            media = self._frames / (self.fps or 25.0)
-        else:
-            media = float((pts - self._start) * tb)
+        # no timestamp: count frames
+        media = self._frames / (self.fps or 25.0) if pts is None else float((pts - self._start) * tb)
         if not self.live:
             return media
         now = self._clock()
@@ -213,7 +211,9 @@ class DemuxSource:
             frames = self._decode(None) if decode and not self._resync else []
             return DemuxedItem(None, frames)
         self.packets_read += 1
-        encoded = EncodedPacket.from_av(packet, self._ts(packet.pts if packet.pts is not None else packet.dts))
+        encoded = EncodedPacket.from_av(
+            packet, self._ts(packet.pts if packet.pts is not None else packet.dts)
+        )
         if not decode:
             self._resync = True
             return DemuxedItem(encoded)

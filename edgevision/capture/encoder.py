@@ -53,7 +53,9 @@ def choose_encoder(preference: str = "auto", machine: str | None = None, has_m2m
     """The encoder to use: the Pi's hardware H.264 encoder when present, else libx264, else MPEG-4 part 2."""
     if preference != "auto":
         if preference not in _MUX_CODEC or not _usable(preference):
-            raise ConfigError(f"video encoder '{preference}' is not available (choose from {sorted(_MUX_CODEC)})")
+            raise ConfigError(
+                f"video encoder '{preference}' is not available (choose from {sorted(_MUX_CODEC)})"
+            )
         return preference
     machine = machine if machine is not None else platform.machine()
     if has_m2m is None:
@@ -120,7 +122,12 @@ class FrameEncoder:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=pixel_format)
         else:
             frame = image
-        if frame.format.name != "yuv420p" or frame.color_range == 2 or frame.width != self.width or frame.height != self.height:
+        if (
+            frame.format.name != "yuv420p"
+            or frame.color_range == 2
+            or frame.width != self.width
+            or frame.height != self.height
+        ):
             # One FFmpeg pass to the encoder's format and size; full-range (JPEG) YUV is brought to the TV
             # range H.264 players assume, or an MJPEG camera's pictures would play back too contrasty.
             frame = frame.reformat(self.width, self.height, "yuv420p", dst_color_range="MPEG")
@@ -183,7 +190,11 @@ def decode_jpeg_for_model(jpeg: bytes, min_size: tuple[int, int]) -> np.ndarray:
     """
     width, height = jpeg_size(jpeg)
     flag = cv2.IMREAD_COLOR
-    for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+    for factor, reduced in (
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+    ):
         if width // factor >= min_size[0] and height // factor >= min_size[1]:
             flag = reduced
             break
@@ -269,7 +280,9 @@ class Picamera2Encoding:
 
     @property
     def stream_info(self) -> StreamInfo:
-        return StreamInfo("h264", self.size[0], self.size[1], Fraction(1, 1_000_000), Fraction(round(self.fps)))
+        return StreamInfo(
+            "h264", self.size[0], self.size[1], Fraction(1, 1_000_000), Fraction(round(self.fps))
+        )
 
     def start(self) -> None:
         """Create the H264Encoder (SPS/PPS repeated at every keyframe) and start it on the main stream."""
@@ -277,7 +290,7 @@ class Picamera2Encoding:
         encoder = mods.H264Encoder(bitrate=self.bitrate, repeat=True, iperiod=self.gop)
         owner = self
 
-        class _PacketOutput(mods.Output):  # type: ignore[misc,name-defined]
+        class _PacketOutput(mods.Output):  # type: ignore[name-defined]
             """picamera2 Output: every encoded frame becomes an EncodedPacket for the sink."""
 
             def outputframe(

@@ -37,7 +37,9 @@ def blur_region(roi: np.ndarray, cells: int = BLUR_CELLS) -> np.ndarray:
     scale = max(w, h) / cells
     small = roi
     if scale > 1.0:
-        small = cv2.resize(roi, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            roi, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA
+        )
     k = max(3, max(small.shape[:2]) | 1)
     small = cv2.GaussianBlur(cv2.GaussianBlur(small, (k, k), 0), (k, k), 0)
     if small.shape[:2] == roi.shape[:2]:

@@ -36,9 +36,13 @@ def _mux_stream(container: Any, info: StreamInfo) -> Any:
     if info.template is not None:
         stream = container.add_stream_from_template(info.template)
     else:
-        if not hasattr(container, "add_mux_stream"):
+        import av
+
+        # PyAV 18 holds the header back until it has taken the parameter sets from the first keyframe; older
+        # versions would write an MP4 whose header lacks them (a clip no player can open).
+        if int(av.__version__.split(".")[0]) < 18:
             raise ValueError(
-                "this PyAV is too old to mux encoded packets without an encoder (pip install 'av>=18')"
+                f"PyAV {av.__version__} cannot mux encoded packets without an encoder: pip install 'av>=18'"
             )
         stream = container.add_mux_stream(info.codec, rate=info.rate, width=info.width, height=info.height)
     stream.time_base = info.time_base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -217,3 +218,39 @@ def test_stream_without_template_takes_parameter_sets_from_the_packets(tmp_path:
         w.write(p)
     w.finalize()
     assert decoded_frames(tmp_path / "a.mp4") == 20
+
+
+def test_packet_clips_cut_events_from_a_replay(tmp_path: Path) -> None:
+    """Two events on the walking clip through ring + clip: each clip begins at its pre-roll keyframe and holds
+    every packet up to its end, with no packet lost or written twice."""
+    from edgevision.recorder.packet_clips import PacketClips
+
+    src, packets = source_packets(WALKING)
+    assert src.stream_info is not None
+    clips = PacketClips(pre_roll_s=2.0, max_bytes=64 << 20)
+    clips.set_stream(src.stream_info)
+    events = [(3.0, 6.0), (11.0, 13.0)]  # (trigger, end) seconds
+    done = []
+    for p in packets:
+        clips.push(p)
+        for trigger, end in events:
+            if clips.clip is None and trigger <= p.ts < end and not any(d[0] == trigger for d in done):
+                clips.start(tmp_path / f"e{trigger:.0f}.mp4", trigger)
+            elif (
+                clips.clip is not None and p.ts >= end and clips.clip.final_path.name == f"e{trigger:.0f}.mp4"
+            ):
+                done.append((trigger, clips.finish()))
+    assert [t for t, _ in done] == [3.0, 11.0]
+    for trigger, clip in done:
+        got = clip_packets(clip.final_path)
+        first = max(i for i, p in enumerate(packets) if p.keyframe and p.ts <= trigger - 2.0)
+        assert got[0] == packets[first].data
+        assert got == [p.data for p in packets[first : first + len(got)]]
+        assert decoded_frames(clip.final_path) == len(got) == clip.frames
+    with pytest.raises(ValueError, match="no clip"):
+        clips.finish()
+    clips.set_stream(src.stream_info)  # same stream: the ring is kept
+    assert clips.stats().packets > 0
+    clips.set_stream(dataclasses.replace(src.stream_info))  # a reopened source: pre-roll starts again
+    assert clips.stats().packets == 0
+    src.close()

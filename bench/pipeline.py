@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,36 @@ def tutorial_rate(detector, video: Path) -> float:  # type: ignore[no-untyped-de
     return n / (time.perf_counter() - t0)
 
 
+def demux_rate(detector, video: Path, record: Path | None = None) -> float:  # type: ignore[no-untyped-def]
+    """The tutorial loop on issue 13's primitives: demux, scale YUV straight to the model input, invoke; with
+    ``record``, every packet also goes through the pre-roll ring into a clip (an event the whole run)."""
+    from edgevision.capture.demux import DemuxSource
+    from edgevision.detection.detector import quantize_input
+    from edgevision.recorder.packet_clips import PacketClips
+
+    src = DemuxSource(video)
+    src.open()
+    assert src.stream_info is not None
+    clips = PacketClips(3.0, 64 << 20)
+    clips.set_stream(src.stream_info)
+    w, h = detector.input_size
+    n = 0
+    t0 = time.perf_counter()
+    while (item := src.read()) is not None:
+        if record is not None and item.packet is not None:
+            clips.push(item.packet)
+            if clips.clip is None:
+                clips.start(record, item.packet.ts)
+        for frame in item.frames:
+            tensor = quantize_input(frame.model_input(w, h), detector.input_dtype, detector.float_range)
+            detector.infer(tensor[np.newaxis])
+            n += 1
+    if clips.clip is not None:
+        clips.finish()
+    src.close()
+    return n / (time.perf_counter() - t0)
+
+
 def _cpu_ms(fn, n: int) -> float:  # type: ignore[no-untyped-def]
     """CPU ms per item of ``fn()`` processing ``n`` items."""
     c0 = time.process_time()
@@ -108,8 +139,6 @@ def _cpu_ms(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s: float = 3.0) -> None:
     """Issue 13's building blocks, measured in one run on ``video`` (CPU ms per frame, best of 2)."""
-    import tempfile
-
     import av
 
     from edgevision.capture.demux import DemuxSource
@@ -252,6 +281,9 @@ def main() -> None:
         pipe = max(pipeline_rate(detector, args.video) for _ in range(args.repeat))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         tut = max(tutorial_rate(detector, args.video) for _ in range(args.repeat))
+        demux = max(demux_rate(detector, args.video) for _ in range(args.repeat))
+        with tempfile.TemporaryDirectory() as tmp:
+            rec = max(demux_rate(detector, args.video, Path(tmp) / "clip.mp4") for _ in range(args.repeat))
         tensors, capture_cpu_ms = decode_and_prepare(detector, args.video)
         raw = max(raw_rate(detector, tensors) for _ in range(args.repeat))
         # CPU ceiling: with `threads` interpreter threads saturating min(threads, cores) cores, decoding and
@@ -262,6 +294,12 @@ def main() -> None:
         print(f"raw interpreter invoke rate : {raw:7.1f} /s")
         print(f"pipeline (edgevision run)   : {pipe:7.1f} fps   ratio {pipe / raw:.3f}   (target >= 0.95)")
         print(f"synchronous tutorial loop   : {tut:7.1f} fps   ratio {tut / raw:.3f}")
+        print(
+            f"same loop, demux + scaler   : {demux:7.1f} fps   ratio {demux / raw:.3f}   vs tutorial {demux / tut:.2f}"
+        )
+        print(
+            f"  + packet recording (event): {rec:7.1f} fps   vs without recording {rec / demux:.3f}   (target >= 0.95)"
+        )
         print(
             f"decode + preprocess         : {capture_cpu_ms:7.2f} CPU ms/frame; CPU ceiling ratio {ceiling / raw:.3f}"
         )

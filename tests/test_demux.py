@@ -151,3 +151,32 @@ def test_open_errors_are_input_errors(tmp_path: Path) -> None:
         DemuxSource(junk).open()
     with pytest.raises(InputError, match="not a file"):
         DemuxSource(tmp_path).open()
+
+
+def test_http_source_demuxes_over_ffmpeg_http(tmp_path: Path) -> None:
+    """A real HTTP server: packets and frames arrive as from a file, on the live clock."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    shutil.copy(WALKING, tmp_path / "cam.mp4")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        src = DemuxSource(f"http://127.0.0.1:{server.server_address[1]}/cam.mp4", clock=lambda: 50.0)
+        assert src.live
+        src.open()
+        assert src.stream_info is not None and src.stream_info.remuxable
+        packets = frames = 0
+        while (item := src.read()) is not None:
+            packets += item.packet is not None
+            frames += len(item.frames)
+        src.close()
+        assert packets == 341 and frames == 341
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -60,6 +60,9 @@ class EncodedPacket:
         return packet
 
 
+REMUXABLE_CODECS = frozenset({"h264", "hevc"})  # what MP4 clips carry and browsers (and the Pi) play
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """What a muxer needs to write a source's packets into a new container.
@@ -77,6 +80,12 @@ class StreamInfo:
     time_base: Fraction
     rate: Fraction | None = None
     template: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def remuxable(self) -> bool:
+        """Whether clips can be this stream's own packets; otherwise (an MJPEG camera over HTTP, MPEG-2...)
+        the source's frames go through the one continuous encode instead."""
+        return self.codec in REMUXABLE_CODECS
 
 
 def detached_template(stream: Any) -> Any:

@@ -70,7 +70,8 @@ class PacketClipWriter:
         self.fragments_synced = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
-        self._offset: int | None = None  # the first packet's dts, in the stream's time base
+        self._offset: int | None = None  # the first packet's dts, in ``_offset_base`` units
+        self._offset_base = stream.time_base
         self._last_dts: int | None = None
         self._synced_at = 0
         final_path.parent.mkdir(parents=True, exist_ok=True)

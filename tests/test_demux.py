@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,25 @@ def test_http_source_demuxes_over_ffmpeg_http(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("skip", "frames", "first_ts"),
+    [("NONE", 341, None), ("NONREF", 86, None), ("NONKEY", 3, [0.0, 5.12, 10.24])],
+)
+def test_skipping_frames_keeps_every_packet(skip: str, frames: int, first_ts: list[float] | None) -> None:
+    from edgevision.capture.demux import FrameSkip
+
+    src = DemuxSource(WALKING, decoder_threads=1)
+    src.open()
+    src.set_skip(FrameSkip[skip])
+    packets, got = 0, []
+    while (item := src.read()) is not None:
+        packets += item.packet is not None
+        got += item.frames
+    src.close()
+    assert packets == 341 and len(got) == frames
+    assert [f.index for f in got] == list(range(frames))
+    assert all(b.ts > a.ts for a, b in itertools.pairwise(got))  # still on the media clock, in order
+    if first_ts is not None:
+        assert [f.ts for f in got] == pytest.approx(first_ts)

@@ -10,15 +10,18 @@ ring and clips (no re-encode) — and the frames that decoding it produced. A de
 * :meth:`DecodedFrame.bgr` makes the full-resolution BGR image only for a consumer that needs one (a
   snapshot, the live view, saved video, privacy blur).
 
-Decoding every packet is needed anyway (each frame refers to earlier ones); ``read(decode=False)`` skips
-decoding up to the next keyframe, for a consumer that needs no frame for a while (record-only, an idle
-scheduler). Timestamps: files on the media clock (seconds from the stream's start, so replays are
+Decoding every packet is needed anyway (each frame refers to earlier ones), with two exceptions for a
+consumer that does not need every frame: :meth:`DemuxSource.set_skip` lets FFmpeg skip frames nothing refers to
+(``NONREF``: B-frames, often most of a file's frames) or all but keyframes (``NONKEY``), and
+``read(decode=False)`` skips decoding up to the next keyframe (record-only, an idle scheduler). Packets are
+returned in full either way: recording never misses one. Timestamps: files on the media clock (seconds from the stream's start, so replays are
 deterministic), live streams on ``clock`` (monotonic) anchored at the first packet and advanced by the
 stream's own timestamps, re-anchored when the two drift apart by more than ``max_drift_s``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -95,6 +98,14 @@ class DecodedFrame:
         self._frame = None
         self._cache.clear()
         self._bgr = None
+
+
+class FrameSkip(enum.Enum):
+    """Which frames the decoder may leave undecoded (FFmpeg's ``skip_frame``)."""
+
+    NONE = "DEFAULT"  # decode every frame
+    NONREF = "NONREF"  # skip frames no other frame refers to (B-frames): a replay at reduced frame rate
+    NONKEY = "NONKEY"  # keyframes only: a glance every GOP
 
 
 @dataclass
@@ -179,6 +190,12 @@ class DemuxSource:
             template=detached_template(stream),
         )
         self._packets = container.demux(stream)
+
+    def set_skip(self, skip: FrameSkip) -> None:
+        """Let the decoder skip frames (takes effect from the next packet; frames keep their own timestamps)."""
+        if self._stream is None:
+            raise ValueError("open() first")
+        self._stream.codec_context.skip_frame = skip.value
 
     def _ts(self, pts: int | None) -> float:
         """Seconds on the source clock for a timestamp in the stream's time base."""

@@ -18,6 +18,7 @@ Usage: ``python bench/pipeline.py [--model NAME] [--threads N] [--video PATH] [-
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import tempfile
@@ -191,7 +192,7 @@ def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s:
     cv_ms, av_ms, dec_ms, nonref_ms = (min(runs[k]) for k in ("cv", "av", "dec", "nonref"))
     # The conversion alone, on the same decoded frames: what differs between the two paths.
     with av.open(str(video)) as probe:
-        raw = [f for f, _ in zip(probe.decode(video=0), range(100))]
+        raw = list(itertools.islice(probe.decode(video=0), 100))
 
     def opencv_conversion() -> None:
         for f in raw:

@@ -1,12 +1,19 @@
 """Privacy: blur (or pixelate) every detected face and black out mask polygons before a frame leaves memory.
 
 Runs as the last pipeline stage, so every sink — clips, the pre-roll ring, snapshots, thumbnails, saved video,
-the live view — only ever receives the redacted image. The original is dropped with the frame.
+the live view — only ever receives the redacted image. The original is dropped with the frame. Its cost is
+reported as its own latency stage (``privacy``).
+
+The blur is a downscale–blur–upscale: the face region is shrunk (area-averaged) to ``BLUR_CELLS`` pixels
+across, blurred there with a kernel as large as the region (twice), and scaled back smoothly: relative to the
+face, the same filter as a full-resolution Gaussian as large as the face, but its cost no longer grows with
+the face (a millisecond or so for a 300-px face on a 720p frame, instead of about a second).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import cv2
@@ -16,6 +23,28 @@ from edgevision.face.types import Face
 from edgevision.pipeline.loop import FrameResult
 
 Polygon = Sequence[tuple[float, float]]
+BLUR_CELLS = 32  # the region is blurred at this size: the filter's cost no longer grows with the face
+
+
+def blur_region(roi: np.ndarray, cells: int = BLUR_CELLS) -> np.ndarray:
+    """``roi`` blurred beyond recognition at a cost independent of its size (a new array, same shape).
+
+    The filter is the one that protects faces — a Gaussian with a kernel as large as the region, applied
+    twice — run on the region shrunk (area-averaged) to ``cells`` pixels across, then scaled back smoothly.
+    Relative to the face it is the same blur; the shrink only drops detail that blur removes anyway.
+    """
+    h, w = roi.shape[:2]
+    scale = max(w, h) / cells
+    small = roi
+    if scale > 1.0:
+        small = cv2.resize(
+            roi, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA
+        )
+    k = max(3, max(small.shape[:2]) | 1)
+    small = cv2.GaussianBlur(cv2.GaussianBlur(small, (k, k), 0), (k, k), 0)
+    if small.shape[:2] == roi.shape[:2]:
+        return small
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def redact(image: np.ndarray, faces: Sequence[Face], masks: Sequence[Polygon], method: str = "blur",
@@ -39,9 +68,7 @@ def redact(image: np.ndarray, faces: Sequence[Face], masks: Sequence[Polygon], m
             )
             out[y1:y2, x1:x2] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST)
         else:
-            # A kernel as large as the face, applied twice: no eye/mouth structure survives.
-            k = max(3, max(x2 - x1, y2 - y1) | 1)
-            out[y1:y2, x1:x2] = cv2.GaussianBlur(cv2.GaussianBlur(roi, (k, k), 0), (k, k), 0)
+            out[y1:y2, x1:x2] = blur_region(roi, BLUR_CELLS)
     for poly in masks:
         pts = np.array([[round(x * w), round(y * h)] for x, y in poly], dtype=np.int32)
         cv2.fillPoly(out, [pts], 0)
@@ -63,6 +90,7 @@ class PrivacyStage:
         faces = (result.faces or []) if self.blur_faces else []
         if not faces and not self.masks:
             return
+        t0 = time.perf_counter()
         frame = result.frame
         image = redact(frame.image, faces, self.masks, self.method, self.margin)
         full = (
@@ -71,3 +99,4 @@ class PrivacyStage:
             else None
         )
         result.frame = dataclasses.replace(frame, image=image, full=full, prepared={})
+        result.latency_ms["privacy"] = (time.perf_counter() - t0) * 1e3

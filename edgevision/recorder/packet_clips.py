@@ -1,0 +1,75 @@
+"""Pre-roll and the clip being written, from packets: what the recorder thread holds instead of frames.
+
+Every packet of the source goes through :meth:`PacketClips.push`, events or not: it lands in the pre-roll ring
+and, while a clip is open, in the clip. :meth:`start` opens a clip with the ring's packets from the last
+keyframe at or before ``trigger − pre_roll``; :meth:`finish` closes it atomically. Packets keep flowing
+between the two whatever inference does, so a clip has every packet of its span even when inference dropped
+frames. Like picamera2's ``CircularOutput``, pre-roll is just where packets go while no clip is open.
+
+Not thread-safe: owned by the recorder thread. ``OSError`` (ENOSPC) from the clip reaches the caller, which
+decides how to degrade (:meth:`abort` leaves the ``.partial`` for recovery).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgevision.capture.packets import EncodedPacket, StreamInfo
+from edgevision.recorder.packet_ring import PacketRing, RingStats
+from edgevision.recorder.remux import PacketClipWriter
+
+
+class PacketClips:
+    """The packet ring plus at most one open clip."""
+
+    def __init__(self, pre_roll_s: float, max_bytes: int, fragment_s: float = 1.0) -> None:
+        self.pre_roll = pre_roll_s
+        self.fragment_s = fragment_s
+        self.ring = PacketRing(pre_roll_s, max_bytes)
+        self.stream: StreamInfo | None = None
+        self.clip: PacketClipWriter | None = None
+
+    def set_stream(self, stream: StreamInfo) -> None:
+        """The source (re)opened: packets from now on belong to ``stream``; older ones cannot join them.
+
+        A new :class:`StreamInfo` object (every open makes one) empties the ring: after a reconnect the
+        parameter sets may differ even when codec and size do not.
+        """
+        if stream is not self.stream:
+            self.ring.clear()
+        self.stream = stream
+
+    def push(self, packet: EncodedPacket) -> None:
+        """One packet of the source, in decode order."""
+        self.ring.push(packet)
+        if self.clip is not None:
+            self.clip.write(packet)
+
+    def start(self, final_path: Path, trigger_ts: float) -> PacketClipWriter:
+        """Open a clip at ``final_path`` that begins with the pre-roll before ``trigger_ts``."""
+        if self.stream is None:
+            raise ValueError("no stream: set_stream() first")
+        if self.clip is not None:
+            raise ValueError("a clip is already open")
+        clip = PacketClipWriter(final_path, self.stream, self.fragment_s)
+        self.clip = clip
+        for packet in self.ring.since(trigger_ts - self.pre_roll):
+            clip.write(packet)
+        return clip
+
+    def finish(self) -> PacketClipWriter:
+        """Finalize the open clip (rename + directory fsync); returns it for its frame count and times."""
+        if self.clip is None:
+            raise ValueError("no clip is open")
+        clip, self.clip = self.clip, None
+        clip.finalize()
+        return clip
+
+    def abort(self) -> None:
+        """Stop the open clip without finalizing (start-up recovery salvages the ``.partial``)."""
+        if self.clip is not None:
+            clip, self.clip = self.clip, None
+            clip.abort()
+
+    def stats(self) -> RingStats:
+        return self.ring.stats()

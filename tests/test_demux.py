@@ -1,0 +1,205 @@
+"""The PyAV demux source: packets for recording, frames converted only on request, straight to model size."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import WALKING
+
+from edgevision.capture.demux import DecodedFrame, DemuxSource
+from edgevision.errors import InputError
+
+
+def test_every_packet_and_frame_of_a_file_on_the_media_clock() -> None:
+    src = DemuxSource(WALKING)
+    src.open()
+    assert src.stream_info is not None and src.stream_info.codec == "h264"
+    assert (src.stream_info.width, src.stream_info.height) == (1280, 720) and src.fps == 25.0
+    packets, frames = [], []
+    while (item := src.read()) is not None:
+        if item.packet is not None:
+            packets.append(item.packet)
+        frames += item.frames
+    src.close()
+    src.close()  # twice is fine
+    assert len(packets) == 341 and len(frames) == 341
+    assert [f.index for f in frames] == list(range(341))
+    np.testing.assert_allclose([f.ts for f in frames], np.arange(341) / 25.0, atol=1e-6)
+    assert sorted(p.ts for p in packets) == pytest.approx([f.ts for f in frames])  # same clock as frames
+    assert packets[0].keyframe and packets[0].ts == 0.0
+
+
+def test_model_input_is_scaled_from_yuv_and_matches_the_opencv_path() -> None:
+    src = DemuxSource(WALKING)
+    src.open()
+    item = None
+    for _ in range(40):
+        item = src.read()
+    assert item is not None and item.frames
+    frame = item.frames[0]
+    cap = cv2.VideoCapture(str(WALKING))
+    for _ in range(frame.index + 1):
+        ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    full = frame.bgr()
+    assert full.shape == (720, 1280, 3) and np.abs(full.astype(int) - bgr).mean() < 2.0  # same picture
+    rgb = frame.model_input(300, 300)
+    assert rgb.shape == (300, 300, 3) and rgb.dtype == np.uint8
+    ref = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (300, 300), interpolation=cv2.INTER_AREA)
+    assert np.abs(rgb.astype(int) - ref).mean() < 3.0
+    assert frame.model_input(300, 300) is rgb  # cached per size
+    assert frame.model_input(320, 320).shape == (320, 320, 3)
+    frame.release()
+    with pytest.raises(ValueError):
+        frame.model_input(224, 224)
+    src.close()
+
+
+def test_model_input_is_rgb_and_bgr_is_bgr(tmp_path: Path) -> None:
+    video = tmp_path / "red.mp4"
+    with av.open(str(video), "w") as out:
+        s = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        red = np.zeros((96, 128, 3), np.uint8)
+        red[..., 2] = 220  # BGR
+        for _ in range(3):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(red, format="bgr24")))
+        out.mux(s.encode())
+    src = DemuxSource(video)
+    src.open()
+    frames = []
+    while (item := src.read()) is not None:
+        frames += item.frames
+    src.close()
+    r, g, b = frames[0].model_input(32, 32).reshape(-1, 3).mean(axis=0)
+    assert r > 180 and g < 40 and b < 40
+    assert frames[0].bgr()[..., 2].mean() > 180 and frames[0].bgr()[..., 0].mean() < 40
+
+
+class CountingFrame:
+    """Stands in for an av.VideoFrame and counts full-resolution conversions."""
+
+    width, height = 64, 48
+
+    def __init__(self) -> None:
+        self.full = 0
+
+    def to_ndarray(self, format: str) -> np.ndarray:
+        self.full += 1
+        return np.zeros((48, 64, 3), np.uint8)
+
+
+def test_full_image_is_made_only_when_asked_and_once() -> None:
+    raw = CountingFrame()
+    frame = DecodedFrame(raw, 0.0, 0)
+    assert raw.full == 0
+    a = frame.bgr()
+    b = frame.bgr()
+    assert a is b and raw.full == 1 and frame.size == (64, 48)
+
+
+def test_decode_false_skips_to_the_next_keyframe() -> None:
+    src = DemuxSource(WALKING)
+    src.open()
+    before = sum(len(src.read().frames) for _ in range(10))  # type: ignore[union-attr]
+    assert before >= 5  # frame threads delay the first frames by a few packets
+    for _ in range(20):
+        assert src.read(decode=False).frames == []  # type: ignore[union-attr]
+    got: list[Any] = []
+    waited = 0
+    while (item := src.read()) is not None and len(got) < 5:
+        got += item.frames
+        waited += not got
+    assert waited >= 128 - 30  # packets 30..127 are not decoded: no frame until the keyframe at 5.12 s
+    assert got[0].ts == pytest.approx(128 / 25.0)
+    assert all(np.isfinite(f.model_input(32, 32)).all() for f in got)
+    src.close()
+
+
+def test_live_stream_timestamps_follow_the_clock_and_reanchor(tmp_path: Path) -> None:
+    now = [1000.0]
+    opened: list[str] = []
+
+    def opener(target: str, **kw: Any) -> Any:
+        opened.append(target)
+        assert kw["options"] == {"rtsp_transport": "tcp"} and kw["timeout"] == (10.0, 5.0)
+        return av.open(str(WALKING))
+
+    src = DemuxSource("rtsp://camera/stream", clock=lambda: now[0], opener=opener)
+    assert src.live
+    src.open()
+    ts = [src.read().packet.ts for _ in range(3)]  # type: ignore[union-attr]
+    assert opened == ["rtsp://camera/stream"]
+    assert ts[0] == pytest.approx(1000.0) and ts[2] != ts[0]
+    now[0] = 1500.0  # the stream stalled for minutes: timestamps re-anchor on the clock
+    assert src.read().packet.ts == pytest.approx(1500.0, abs=0.5)  # type: ignore[union-attr]
+    src.close()
+
+
+def test_open_errors_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        DemuxSource(tmp_path / "missing.mp4").open()
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    with pytest.raises(InputError, match="cannot open"):
+        DemuxSource(junk).open()
+    with pytest.raises(InputError, match="not a file"):
+        DemuxSource(tmp_path).open()
+
+
+def test_http_source_demuxes_over_ffmpeg_http(tmp_path: Path) -> None:
+    """A real HTTP server: packets and frames arrive as from a file, on the live clock."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    shutil.copy(WALKING, tmp_path / "cam.mp4")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        src = DemuxSource(f"http://127.0.0.1:{server.server_address[1]}/cam.mp4", clock=lambda: 50.0)
+        assert src.live
+        src.open()
+        assert src.stream_info is not None and src.stream_info.remuxable
+        packets = frames = 0
+        while (item := src.read()) is not None:
+            packets += item.packet is not None
+            frames += len(item.frames)
+        src.close()
+        assert packets == 341 and frames == 341
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("skip", "frames", "first_ts"),
+    [("NONE", 341, None), ("NONREF", 86, None), ("NONKEY", 3, [0.0, 5.12, 10.24])],
+)
+def test_skipping_frames_keeps_every_packet(skip: str, frames: int, first_ts: list[float] | None) -> None:
+    from edgevision.capture.demux import FrameSkip
+
+    src = DemuxSource(WALKING, decoder_threads=1)
+    src.open()
+    src.set_skip(FrameSkip[skip])
+    packets, got = 0, []
+    while (item := src.read()) is not None:
+        packets += item.packet is not None
+        got += item.frames
+    src.close()
+    assert packets == 341 and len(got) == frames
+    assert [f.index for f in got] == list(range(frames))
+    assert all(b.ts > a.ts for a, b in itertools.pairwise(got))  # still on the media clock, in order
+    if first_ts is not None:
+        assert [f.ts for f in got] == pytest.approx(first_ts)

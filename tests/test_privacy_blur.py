@@ -1,0 +1,80 @@
+"""The cheap privacy blur still defeats both face detectors on large faces, and leaves the rest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import IMAGES
+
+from edgevision.config import load_config
+from edgevision.face.factory import face_detector
+from edgevision.face.privacy import blur_region, redact
+
+
+@pytest.fixture(scope="module")
+def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+    return load_config(None, {"models.dir": str(models_dir)})
+
+
+def all_faces(cfg, image: np.ndarray) -> list:  # type: ignore[no-untyped-def]
+    return face_detector(cfg).detect(image) + face_detector(cfg, "blazeface_full_range").detect(image)
+
+
+def on_720p(image: str, face_px: int, cfg) -> tuple[np.ndarray, list]:  # type: ignore[no-untyped-def]
+    """``image`` scaled so its largest face is about ``face_px`` wide, centred on a grey 1280x720 frame."""
+    img = cv2.imread(str(IMAGES / image))
+    faces = all_faces(cfg, img)
+    widest = max(f.box.width * img.shape[1] for f in faces)
+    scale = min(face_px / widest, 720 / img.shape[0], 1280 / img.shape[1])
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    canvas = np.full((720, 1280, 3), 128, np.uint8)
+    y, x = (720 - img.shape[0]) // 2, (1280 - img.shape[1]) // 2
+    canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+    return canvas, all_faces(cfg, canvas)
+
+
+@pytest.mark.parametrize(
+    ("image", "face_px"),
+    [("grace_hopper.bmp", 300), ("grace_hopper.bmp", 420), ("face.jpg", 300), ("face.jpg", 420)],
+)  # fmt: skip
+def test_blur_defeats_the_detectors_on_large_faces(cfg, image: str, face_px: int) -> None:  # type: ignore[no-untyped-def]
+    frame, faces = on_720p(image, face_px, cfg)
+    assert faces and max(f.box.width * 1280 for f in faces) >= 0.6 * face_px  # a large face, found
+    blurred = redact(frame, faces, [], "blur")
+    assert all_faces(cfg, blurred) == []
+
+
+def test_blur_removes_structure_inside_and_touches_nothing_outside(cfg) -> None:  # type: ignore[no-untyped-def]
+    frame, faces = on_720p("grace_hopper.bmp", 300, cfg)
+    out = redact(frame, faces, [], "blur", margin=0.0)
+    f = faces[0]
+    x1, y1 = int(f.box.xmin * 1280), int(f.box.ymin * 720)
+    x2, y2 = int(np.ceil(f.box.xmax * 1280)), int(np.ceil(f.box.ymax * 720))
+    inside = (slice(y1 + 2, y2 - 2), slice(x1 + 2, x2 - 2))
+
+    def detail(img: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+    assert detail(out[inside]) < 0.02 * detail(frame[inside])  # eyes, mouth, edges: gone
+    mask = np.zeros(frame.shape[:2], bool)
+    for g in faces:
+        mask[
+            int(g.box.ymin * 720) : int(np.ceil(g.box.ymax * 720)),
+            int(g.box.xmin * 1280) : int(np.ceil(g.box.xmax * 1280)),
+        ] = True
+    assert np.array_equal(out[~mask], frame[~mask])
+    assert frame is not out and not np.array_equal(out, frame)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (5, 3, 3), (7, 200, 3), (300, 300, 3), (480, 420, 1)])
+def test_blur_region_keeps_shape_and_dtype(shape: tuple[int, int, int]) -> None:
+    roi = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    if shape[2] == 1:
+        roi = roi[..., 0]
+    out = blur_region(roi)
+    assert out.shape == roi.shape and out.dtype == np.uint8
+    if roi.size > 100:
+        assert out.std() < 0.25 * roi.std()  # noise averaged away

@@ -24,6 +24,7 @@ from edgevision.capture.sources import (
 )
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.config_check import check_config
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
 from edgevision.face.factory import build_face_stages
@@ -87,7 +88,7 @@ def check(args: argparse.Namespace) -> int:
     errors = []
     for path in args.files:
         try:
-            load_config(path)
+            check_config(load_config(path))
         except ConfigError as exc:
             errors.append(str(exc))
             continue
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         from edgevision.errors import UsageError
 
         raise UsageError("--max-frames must be >= 1")
+    check_config(cfg)  # model names, data directory: exit 78 before anything is loaded or opened
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None

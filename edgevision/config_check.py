@@ -20,8 +20,8 @@ from typing import Any
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.local import list_local_models
 from edgevision.config import EdgeVisionConfig
-from edgevision.config_load import file_kind
 from edgevision.errors import ConfigError
+from edgevision.safe_read import file_kind
 from edgevision.settings import default_data_dir, default_models_dir
 
 

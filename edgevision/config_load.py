@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import yaml
 
 from edgevision.errors import ConfigError
+from edgevision.safe_read import read_bounded
 
 MAX_BYTES = 1 << 20  # a real config is a few KB; 1 MiB leaves room for long zone lists and comments
 MAX_DEPTH = 32  # the schema nests at most 6 deep (recorder.zones[i][j][k])
@@ -46,48 +46,6 @@ _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 _STR_TAG = "tag:yaml.org,2002:str"
 
 Path_ = tuple[Any, ...]
-
-
-def file_kind(mode: int) -> str:
-    """A human name for a non-regular file type (for "X is a FIFO, not a regular file")."""
-    for test, name in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def read_bounded(path: Path, limit: int, what: str = "file") -> bytes:
-    """Read a regular file of at most ``limit`` bytes without blocking or reading more than ``limit + 1``.
-
-    Raises :class:`OSError` subclasses for missing/unreadable files and :class:`ValueError` (with the reason)
-    for a file that is not regular or is too large.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{what} is {file_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise ValueError(f"{what} is {st.st_size} bytes; the limit is {limit} bytes")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= limit:
-            block = os.read(fd, limit + 1 - total)
-            if not block:
-                break
-            chunks.append(block)
-            total += len(block)
-        if total > limit:
-            raise ValueError(f"{what} is larger than the limit of {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 class _Refused(yaml.YAMLError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -34,12 +35,14 @@ from edgevision.recorder.factory import recorder_settings
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.recovery import recover
+from edgevision.redact import camera_name_from_url
 from edgevision.scheduler.factory import build_scheduler
 from edgevision.service.health import budget_factor
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
 from edgevision.share.factory import build_sharing
 from edgevision.share.metrics import Metrics
+from edgevision.share.web import listen
 
 log = logging.getLogger("edgevision.run")
 
@@ -194,10 +197,11 @@ def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
 
 
 def _camera_name(cfg: EdgeVisionConfig) -> str:
+    """The camera's name in topics, the index and logs: never the credentials of a stream URL."""
     s = cfg.source
     if s.kind in ("camera", "picamera2"):
         return f"{s.kind}{s.camera}"
-    return Path(str(s.path)).stem if s.kind == "video" else str(s.url)
+    return Path(str(s.path)).stem if s.kind == "video" else camera_name_from_url(str(s.url))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,6 +211,17 @@ def run(args: argparse.Namespace) -> int:
 
         raise UsageError("--max-frames must be >= 1")
     check_config(cfg)  # model names, data directory: exit 78 before anything is loaded or opened
+    # Bind the web port first: a port in use or an unresolvable host is exit 78 before models load,
+    # recovery runs or the source opens. The socket is handed to the server below.
+    web_sock = listen(cfg.web.host, cfg.web.port) if cfg.web.enabled else None
+    try:
+        return _run(args, cfg, web_sock)
+    finally:
+        if web_sock is not None:
+            web_sock.close()  # the server closed it already, unless the run failed before starting it
+
+
+def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socket | None) -> int:
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None
@@ -221,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             ),
         )
     detector: Detector = scheduler.detector if scheduler is not None else build_detector(cfg)
+    stages = build_face_stages(cfg)  # every model is loaded and probed before the source opens
     pipeline_ref: list[Pipeline] = []
     # The capture thread preprocesses for whichever detector (rung) the pipeline runs at that moment.
     runner = build_runner(cfg, make_prepare(lambda: pipeline_ref[0].detector if pipeline_ref else detector))
@@ -245,7 +261,6 @@ def run(args: argparse.Namespace) -> int:
         recorder = Recorder(settings, blocking=not runner.live, index=index,
                             fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
         sinks.append(recorder)
-    stages = build_face_stages(cfg)
     notifier = Notifier()
     monitor = ServiceMonitor(
         notifier, watchdog_interval(), cfg.service.progress_timeout_s, cfg.service.status_interval_s,
@@ -253,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     sinks.append(monitor)
     data = recorder.s.data_dir if recorder is not None else None
-    sharing = build_sharing(cfg, _camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor))
+    sharing = build_sharing(cfg, _camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor),
+                            web_socket=web_sock)  # fmt: skip
     sinks += sharing.sinks
     if sharing.mqtt is not None and recorder is not None:
         recorder.listeners.append(sharing.mqtt.event)

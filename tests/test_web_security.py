@@ -202,6 +202,21 @@ def test_log_lines_are_redacted() -> None:
     assert "hunter22" not in text and "rtsp://***@cam/live" in text and "Traceback" in text
 
 
+def test_the_cli_installs_log_redaction(tmp_path: Path) -> None:
+    """Whatever logs through the CLI's handler (a reconnect warning naming the stream, ...) is redacted."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("{}\n")
+    code = (
+        "import logging, sys; from edgevision.cli.main import main; main(['config', 'check', sys.argv[1]]); "
+        "logging.getLogger('edgevision.capture').warning('reconnecting to %s', 'rtsp://admin:hunter22@cam/x')"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "reconnecting to rtsp://***@cam/x" in r.stderr and "hunter22" not in r.stderr
+
+
 # --- the server ---------------------------------------------------------------------------------------------
 
 

@@ -83,22 +83,42 @@ def data_dir_problem(path: Path) -> str | None:
     return None
 
 
-def check_config(cfg: EdgeVisionConfig) -> None:
-    """Raise :class:`ConfigError` listing every problem (``file:line key: message``); return when all is well."""
-    errors: list[str] = []
+def model_errors(cfg: EdgeVisionConfig) -> list[str]:
+    """``file:line key: message`` for every model name that does not name a model here."""
     catalog = load_catalog()
     models_dir = cfg.models.dir or default_models_dir()
     known = set(catalog.models) | set(list_local_models(models_dir))
+    errors = []
     for key, spec in model_keys(cfg):
         problem = model_problem(spec, known)
         if problem:
             errors.append(f"{cfg.where(*key)} {'.'.join(map(str, key))}: {problem}")
+    return errors
+
+
+def data_dir_errors(cfg: EdgeVisionConfig) -> list[str]:
+    """``file:line recorder.data_dir: message`` when the data directory cannot be used."""
     explicit = cfg.recorder.data_dir is not None
-    if explicit or cfg.recorder.enabled or cfg.mqtt.enabled:
-        data = cfg.recorder.data_dir or default_data_dir()
-        problem = data_dir_problem(data)
-        if problem:
-            where = cfg.where("recorder", "data_dir") if explicit else f"{cfg.where()} (default)"
-            errors.append(f"{where} recorder.data_dir: {problem}")
+    if not (explicit or cfg.recorder.enabled or cfg.mqtt.enabled):
+        return []
+    data = cfg.recorder.data_dir or default_data_dir()
+    problem = data_dir_problem(data)
+    if not problem:
+        return []
+    where = cfg.where("recorder", "data_dir") if explicit else f"{cfg.where()} (default)"
+    return [f"{where} recorder.data_dir: {problem}"]
+
+
+def check_models(cfg: EdgeVisionConfig) -> None:
+    """Raise :class:`ConfigError` when a model name is unknown (for ``service install``, whose data
+    directory is the service's, not the installing user's)."""
+    errors = model_errors(cfg)
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
+def check_config(cfg: EdgeVisionConfig) -> None:
+    """Raise :class:`ConfigError` listing every problem (``file:line key: message``); return when all is well."""
+    errors = model_errors(cfg) + data_dir_errors(cfg)
     if errors:
         raise ConfigError("\n".join(errors))

@@ -350,3 +350,12 @@ def test_config_check_and_run_refuse_a_data_dir_that_is_a_file(env: dict[str, st
     r = run_limited(["run", "--config", str(path), "--video", str(WALKING), "--max-frames", "2"], env)
     assert r.returncode == 78 and "is a file, not a directory" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+def test_service_install_refuses_a_model_name_not_in_the_catalog(env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector:\n  model: ssd_mobilenet_v1_coco_quantt\n")
+    root = tmp_path / "root"
+    r = run_limited(["service", "install", "--root", str(root), "--dry-run", "--config", str(bad)], env)
+    assert r.returncode == 78 and f"{bad}:2 detector.model: unknown model" in r.stderr
+    assert not root.exists()

@@ -144,7 +144,10 @@ def test_origin_allowed(origin: str | None, host: str | None, ok: bool) -> None:
     ("text", "expected"),
     [
         ("rtsp://admin:pw@cam.lan:554/live", "rtsp://***@cam.lan:554/live"),
-        ("open failed: rtsp://admin:p@ss@10.0.0.2/s (timeout)", "open failed: rtsp://***@10.0.0.2/s (timeout)"),
+        (
+            "open failed: rtsp://admin:p@ss@10.0.0.2/s (timeout)",
+            "open failed: rtsp://***@10.0.0.2/s (timeout)",
+        ),
         ("GET /?token=abc&x=1 HTTP/1.1", "GET /?token=***&x=1 HTTP/1.1"),
         ("http://cam/x?user=a&password=b", "http://cam/x?user=a&password=***"),
         ("rtsp://cam.lan/live and a@b.example", "rtsp://cam.lan/live and a@b.example"),
@@ -360,7 +363,9 @@ def test_bind_failure_is_exit_78_before_recovery_and_the_source(
     cfg.write_text(f"web:\n  enabled: true\n  host: {host}\n  port: {port}\n  token: {TOKEN}\n")
     data = tmp_path / "data"
     try:
-        r = run_cli(["run", "--config", str(cfg), "--video", url, "--record", "--data-dir", str(data)], env, 60)
+        r = run_cli(
+            ["run", "--config", str(cfg), "--video", url, "--record", "--data-dir", str(data)], env, 60
+        )
     finally:
         busy.close()
     assert r.returncode == 78, r.stderr[-2000:]

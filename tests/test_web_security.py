@@ -326,7 +326,7 @@ def test_listen_failures_are_config_errors() -> None:
             listen("127.0.0.1", port)
     finally:
         busy.close()
-    with pytest.raises(ConfigError, match="web.host no-such-host.invalid: cannot resolve"):
+    with pytest.raises(ConfigError, match=re.escape("web.host no-such-host.invalid: cannot resolve")):
         listen("no-such-host.invalid", 8080)
 
 

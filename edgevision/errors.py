@@ -7,7 +7,8 @@ Exit codes follow sysexits(3), which systemd's ``RestartPreventExitStatus=78`` r
 1       unexpected error (a bug: a traceback is printed)
 2       usage error (bad command-line flag)
 66      input missing or unreadable (EX_NOINPUT)
-78      configuration or model error (EX_CONFIG); restarting will not fix it
+78      configuration or model error, or the web port cannot be bound (EX_CONFIG); restarting will
+        not fix it
 ======  ==========================================================
 """
 

@@ -420,3 +420,64 @@ def test_a_directory_or_fifo_given_as_a_model_says_what_it_is(
     image = next(IMAGES.glob("*.jpg"))
     r = run_cli(["detect", "--model", str(path), str(image)], env, 60)
     assert r.returncode == 78 and f"is {what}" in r.stderr and "not found" not in r.stderr
+
+
+def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str], tmp_path: Path) -> None:
+    """A real stream with credentials in its URL (another edgevision's MJPEG view), recorded with MQTT queued
+    to a broker that is down: neither the event index, the MQTT outbox (topics, payloads) nor the log has them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from browser import free_port
+    from conftest import WALKING, run_cli
+
+    port = free_port()
+    src_cfg = tmp_path / "src.yaml"
+    src_cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
+    server = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(src_cfg), "--video",
+                               str(WALKING), "--realtime"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        data = tmp_path / "data"
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            f"mqtt:\n  enabled: true\n  port: {free_port()}\n  drain_timeout_s: 0\n"
+            "recorder:\n  trigger_frames: 2\n  window_frames: 3\n  post_roll_s: 0.5\n  pre_roll_s: 0\n"
+        )
+        url = f"http://viewer:hunter22@127.0.0.1:{port}/stream.mjpg"
+        r = run_cli(["-v", "run", "--config", str(cfg), "--video", url, "--max-frames", "6", "--record",
+                     "--data-dir", str(data)], env, timeout=120)  # fmt: skip
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "hunter22" not in r.stderr and "viewer" not in r.stderr
+    from edgevision.recorder.index import EventIndex
+
+    index = EventIndex(data)
+    try:
+        rows = index.list()
+    finally:
+        index.close()
+    name = f"127.0.0.1_{port}_stream.mjpg"
+    assert rows and {row.camera for row in rows} == {name}
+    import sqlite3
+
+    con = sqlite3.connect(data / "mqtt-outbox.db")
+    dump = "\n".join(con.iterdump())
+    con.close()
+    assert f"edgevision/{name}/events" in dump  # the queued messages and their topics
+    for f in data.rglob("*"):
+        if f.is_file():
+            assert b"hunter22" not in f.read_bytes(), f

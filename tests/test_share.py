@@ -348,6 +348,10 @@ def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
         shot = browser.screenshot()
         (tmp_path / "page.png").write_bytes(shot)
         assert played >= 1.0  # the clip plays in the browser
+        # the token was exchanged for an HttpOnly cookie: gone from the address bar, invisible to scripts
+        assert "token" not in browser.js("location.href") and browser.js("document.cookie") == ""
+        media = browser.js("[...document.querySelectorAll('img,video')].map(e => e.src).join(' ')")
+        assert "stream.mjpg" in media and "token" not in media
         assert browser.js("document.getElementById('live').naturalWidth") == 640  # a live frame is shown
         assert browser.js("document.querySelectorAll('tr.event').length") >= 1  # and the event list
         img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)

@@ -6,12 +6,21 @@ applied on top of the file before validation, so a bad flag value is reported th
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from edgevision.config_load import RawConfig, read_config_file
 from edgevision.errors import ConfigError, UsageError
 
 
@@ -244,15 +253,50 @@ class ServiceConfig(_Strict):
     throttle_budget_factor: float = Field(0.8, gt=0.0, le=1.0)
 
 
+def is_loopback(host: str) -> bool:
+    """True for a name or address that only this machine can reach (``localhost``, 127.0.0.0/8, ``::1``)."""
+    h = host.strip().strip("[]").rstrip(".").lower()
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+MIN_TOKEN_LENGTH = 16
+
+
 class WebConfig(_Strict):
     """Live MJPEG view, events page, /healthz and /metrics over HTTP."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    token: str | None = Field(None, min_length=8)
+    token: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    session_ttl_s: float = Field(3600.0, ge=60, le=7 * 86400)
     stream_fps: float = Field(10.0, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) < MIN_TOKEN_LENGTH or any(c.isspace() for c in v)):
+            raise ValueError(
+                f"a token needs at least {MIN_TOKEN_LENGTH} characters and no spaces "
+                "(e.g. the output of: openssl rand -hex 16)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _lan_needs_token(self) -> WebConfig:
+        if self.enabled and self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"web.host {self.host} is reachable from the network: set web.token (or web.token_file), "
+                "or bind to 127.0.0.1"
+            )
+        return self
 
 
 class MqttConfig(_Strict):
@@ -292,24 +336,24 @@ class EdgeVisionConfig(_Strict):
     web: WebConfig = Field(default_factory=WebConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    _origin: str = PrivateAttr("<defaults>")
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+    _flagged: set[tuple[str, ...]] = PrivateAttr(default_factory=set)
+
+    def where(self, *key: Any) -> str:
+        """``file:line`` of a key path (``command line`` when a flag set it), for messages about it."""
+        if any(key[: len(f)] == f for f in self._flagged):
+            return "command line"
+        probe = tuple(key)
+        while probe and probe not in self._lines:
+            probe = probe[:-1]
+        return f"{self._origin}:{self._lines.get(probe, 1)}"
 
     @model_validator(mode="after")
     def _privacy_needs_every_frame(self) -> EdgeVisionConfig:
         if self.privacy.blur_faces and self.faces.every_n_frames != 1:
             raise ValueError("privacy.blur_faces needs faces.every_n_frames: 1 (every frame must be checked)")
         return self
-
-
-def _line_map(node: yaml.Node, prefix: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out.setdefault(prefix, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, key.value)
-            out[path] = key.start_mark.line + 1
-            _line_map(value, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, (*prefix, i), out)
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -325,37 +369,21 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> EdgeVisionConfig:
-    """Load ``path`` (or the defaults), apply ``overrides`` (dotted keys from flags) and validate strictly."""
-    origin = str(path) if path else "<defaults>"
-    lines: dict[tuple[Any, ...], int] = {}
-    raw: Any = {}
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from None
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-        if node is not None:
-            _line_map(node, (), lines)
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}:1: the top level of a config file must be a mapping of sections")
+    """Load ``path`` (or the defaults), apply ``overrides`` (dotted keys from flags) and validate strictly.
+
+    The file is read by :func:`edgevision.config_load.read_config_file` (bounded, no aliases, no duplicate keys,
+    ``${ENV}`` and ``*_file`` secrets). The returned config remembers where each key came from
+    (:meth:`EdgeVisionConfig.where`) so later checks can report ``file:line`` too.
+    """
+    raw = read_config_file(path) if path is not None else RawConfig("<defaults>")
+    origin, lines, data = raw.origin, raw.lines, raw.data
     flagged: set[tuple[str, ...]] = set()
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set_path(raw, key, value)
+            _set_path(data, key, value)
             flagged.add(tuple(key.split(".")))
     try:
-        return EdgeVisionConfig.model_validate(raw)
+        cfg = EdgeVisionConfig.model_validate(data)
     except ValidationError as exc:
         msgs = []
         from_flags = 0
@@ -377,3 +405,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if from_flags == len(msgs):
             raise UsageError("\n".join(msgs)) from None  # a bad flag value is a usage error (exit 2)
         raise ConfigError("\n".join(msgs)) from None
+    cfg._origin = origin
+    cfg._lines = lines
+    cfg._flagged = flagged
+    return cfg

@@ -2,13 +2,13 @@
 
 Exit codes follow sysexits(3), which systemd's ``RestartPreventExitStatus=78`` relies on:
 
-======  ==========================================================
+======  ===================================================================================
 0       ok
 1       unexpected error (a bug: a traceback is printed)
 2       usage error (bad command-line flag)
 66      input missing or unreadable (EX_NOINPUT)
-78      configuration or model error (EX_CONFIG); restarting will not fix it
-======  ==========================================================
+78      configuration or model error, or web.host/port cannot be bound (EX_CONFIG): not retried
+======  ===================================================================================
 """
 
 from __future__ import annotations

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
-
 from edgevision.config import EdgeVisionConfig
+from edgevision.redact import camera_name_from_url
 
 
 def camera_name(cfg: EdgeVisionConfig) -> str:
@@ -23,9 +22,7 @@ def camera_name(cfg: EdgeVisionConfig) -> str:
         return f"{s.kind}{s.camera}"
     if s.kind == "video":
         return Path(str(s.path)).stem
-    url = urlsplit(str(s.url))
-    host = url.hostname or "stream"  # hostname leaves user:password@ out
-    return f"{host}{':' + str(url.port) if url.port else ''}{url.path.rstrip('/')}"
+    return camera_name_from_url(str(s.url))  # host, port and path: never user:password@
 
 
 def topic_name(name: str) -> str:

@@ -29,7 +29,7 @@ from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
 from edgevision.share.web import WebServer
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-0123456789"
 
 
 def result(i: int) -> FrameResult:
@@ -117,13 +117,20 @@ def test_clip_by_id_with_ranges(site) -> None:  # type: ignore[no-untyped-def]
         and body == (bytes(range(256)) * 40)[100:200]
         and headers["Content-Range"] == "bytes 100-199/10240"
     )
-    assert get(web, "/events/1/clip.mp4?token=" + TOKEN, None)[0] == 200  # the page's <video> passes ?token=
+    # ?token= is exchanged once for a session cookie and a redirect to the same URL without it
+    status, headers, _ = get(web, "/events/1/clip.mp4?token=" + TOKEN, None)
+    assert status == 303 and headers["Location"] == "/events/1/clip.mp4"
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert get(web, "/events/1/clip.mp4", None, {"Cookie": cookie, "Range": "bytes=0-9"})[0] == 206
 
 
 def test_page_stream_snapshot_events_metrics(site) -> None:  # type: ignore[no-untyped-def]
     web, _live, _metrics = site
     status, _, page = get(web, "/")
     assert status == 200 and b"stream.mjpg" in page and b"api/events" in page
+    assert (
+        b"token=" not in page and b"+ q" not in page
+    )  # no generated URL carries the token (a session cookie does the job)
     status, headers, body = get(web, "/stream.mjpg")
     assert status == 200 and headers["Content-Type"].startswith("multipart/x-mixed-replace")
     start = body.index(b"\r\n\r\n") + 4
@@ -152,7 +159,9 @@ def test_a_stuck_client_is_dropped_and_never_slows_the_pipeline(site) -> None:  
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(("127.0.0.1", web.port))
-    stuck.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+    stuck.sendall(
+        f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
     # Keep producing big frames while the client reads nothing: every on_result returns at once.
     rng = np.random.default_rng(0)
     for i in range(300):
@@ -186,9 +195,10 @@ def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until the first event is finalized
             try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/api/events?token={TOKEN}", timeout=2
-                ) as r:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/events", headers={"Authorization": f"Bearer {TOKEN}"}
+                )
+                with urllib.request.urlopen(req, timeout=2) as r:
                     if any(e["status"] == "finalized" for e in json.load(r)):
                         break
             except OSError:
@@ -204,6 +214,10 @@ def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
         shot = browser.screenshot()
         (tmp_path / "page.png").write_bytes(shot)
         assert played >= 1.0  # the clip plays in the browser
+        # the token was exchanged for an HttpOnly cookie: gone from the address bar, invisible to scripts
+        assert "token" not in browser.js("location.href") and browser.js("document.cookie") == ""
+        media = browser.js("[...document.querySelectorAll('img,video')].map(e => e.src).join(' ')")
+        assert "stream.mjpg" in media and "token" not in media
         assert browser.js("document.getElementById('live').naturalWidth") == 640  # a live frame is shown
         assert browser.js("document.querySelectorAll('tr.event').length") >= 1  # and the event list
         img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)

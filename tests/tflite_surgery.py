@@ -24,3 +24,22 @@ def strip_postprocess(buf: bytes) -> bytes:
     builder = flatbuffers.Builder(len(buf) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def corrupt_postprocess_options(buf: bytes, fill: int = 0xFF) -> bytes:
+    """Return ``buf`` with the bytes of the postprocess op's custom options (a flexbuffer) overwritten in place.
+
+    The model still parses and allocates; only running it fails (the kernel reads nonsense class counts).
+    """
+    model = schema.Model.GetRootAs(buf, 0)
+    sg = model.Subgraphs(0)
+    base = np.frombuffer(buf, np.uint8).ctypes.data
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        if model.OperatorCodes(op.OpcodeIndex()).CustomCode() == b"TFLite_Detection_PostProcess":
+            options = op.CustomOptionsAsNumpy()
+            start = options.ctypes.data - base
+            out = bytearray(buf)
+            out[start : start + len(options)] = bytes([fill]) * len(options)
+            return bytes(out)
+    raise ValueError("no TFLite_Detection_PostProcess op in this model")

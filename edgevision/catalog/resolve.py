@@ -38,8 +38,7 @@ def resolve_model(
     entry: ModelEntry | None = None
     if _looks_like_path(spec):
         path = Path(spec)
-        if not path.is_file():
-            raise ModelError(f"{path}: model file not found")
+        inspect_tflite(path)  # not found / a directory / a FIFO / not TFLite: each says what it is
         entry = next((m for m in catalog.models.values() if m.file == path.name), None)
         name = path.stem
         labels_dir = path.parent

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from edgevision import __version__
 from edgevision.cli import bench_cmd, detect_cmd, events_cmd, models_cmd, run_cmd, service_cmd
 from edgevision.errors import EXIT_UNEXPECTED, EdgeVisionError
+from edgevision.redact import install_log_redaction, redact
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,11 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    install_log_redaction()  # stream URL credentials and tokens never reach the log
     try:
         return int(args.func(args) or 0)
     except EdgeVisionError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"edgevision: error: {line}", file=sys.stderr)
+            print(f"edgevision: error: {redact(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from edgevision.capture.sources import (
 )
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.config_check import check_config
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
 from edgevision.face.factory import build_face_stages
@@ -40,6 +42,7 @@ from edgevision.service.health import budget_factor
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
 from edgevision.share.factory import build_sharing
+from edgevision.share.web import listen
 
 log = logging.getLogger("edgevision.run")
 
@@ -88,7 +91,7 @@ def check(args: argparse.Namespace) -> int:
     errors = []
     for path in args.files:
         try:
-            load_config(path)
+            check_config(load_config(path))
         except ConfigError as exc:
             errors.append(str(exc))
             continue
@@ -185,6 +188,18 @@ def run(args: argparse.Namespace) -> int:
         from edgevision.errors import UsageError
 
         raise UsageError("--max-frames must be >= 1")
+    check_config(cfg)  # model names, data directory: exit 78 before anything is loaded or opened
+    # Bind the web port first: a port in use or an unresolvable host is exit 78 before models load,
+    # recovery runs or the source opens. The socket is handed to the server below.
+    web_sock = listen(cfg.web.host, cfg.web.port) if cfg.web.enabled else None
+    try:
+        return _run(args, cfg, web_sock)
+    finally:
+        if web_sock is not None:
+            web_sock.close()  # the server closed it already, unless the run failed before starting it
+
+
+def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socket | None) -> int:
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None
@@ -199,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
             ),
         )
     detector: Detector = scheduler.detector if scheduler is not None else build_detector(cfg)
+    stages = build_face_stages(cfg)  # every model is loaded and probed before the source opens
     pipeline_ref: list[Pipeline] = []
     # The capture thread preprocesses for whichever detector (rung) the pipeline runs at that moment.
     runner = build_runner(cfg, make_prepare(lambda: pipeline_ref[0].detector if pipeline_ref else detector))
@@ -233,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
     sinks.append(monitor)
     data = recorder.s.data_dir if recorder is not None else None
     sharing = build_sharing(
-        cfg, camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor), controls
+        cfg, camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor), controls,
+        web_socket=web_sock,
     )
     sinks += sharing.sinks
     sharing.attach(runner, recorder, monitor, controls)

@@ -123,6 +123,11 @@ class InterpreterHandle:
         return self.outputs()
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _resolve_backend(runtime: RuntimeName) -> tuple[str, Any]:
     if runtime != "auto":
         if runtime not in BACKENDS:
@@ -174,8 +179,22 @@ def _load_edgetpu_delegate(module: Any, device: str | None) -> Any:
         sys.unraisablehook = previous
 
 
-def open_interpreter(model_path: Path, options: RuntimeOptions | None = None) -> InterpreterHandle:
-    """Validate ``model_path``, load it in the chosen runtime/device and allocate its tensors."""
+def probe_invoke(interp: Any) -> None:
+    """One ``invoke()`` on blank (all-zero) inputs.
+
+    Some broken models load and allocate fine and only fail when run (corrupt ``TFLite_Detection_PostProcess``
+    options, an Edge TPU that stops answering): this makes them fail at load time, before a camera opens.
+    """
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.zeros(tuple(int(x) for x in d["shape"]), dtype=d["dtype"]))
+    interp.invoke()
+
+
+def open_interpreter(
+    model_path: Path, options: RuntimeOptions | None = None, probe: bool = True
+) -> InterpreterHandle:
+    """Validate ``model_path``, load it in the chosen runtime/device, allocate its tensors and (with
+    ``probe``) run it once on a blank input, so a model that cannot run is a :class:`ModelError` here."""
     options = options or RuntimeOptions()
     info = inspect_tflite(model_path)
     if info.needs_edgetpu and options.device != "edgetpu":
@@ -197,8 +216,15 @@ def open_interpreter(model_path: Path, options: RuntimeOptions | None = None) ->
         )
         interp.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{model_path}: {name} cannot load this model: {msg}") from None
+        raise ModelError(f"{model_path}: {name} cannot load this model: {_first_line(exc)}") from None
+    if probe:
+        try:
+            probe_invoke(interp)
+        except (RuntimeError, ValueError) as exc:
+            msg = f"{model_path}: {name} loads this model but cannot run it (one invoke on a blank input failed: {_first_line(exc)})"
+            if options.device == "edgetpu":
+                raise EdgeTPUUnavailable(msg) from None
+            raise ModelError(msg) from None
     return InterpreterHandle(
         interpreter=interp,
         runtime=name,

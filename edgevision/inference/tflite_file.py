@@ -10,11 +10,13 @@ The reader is deliberately tiny and dependency-free so it works with either runt
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgevision.errors import ModelError
+from edgevision.safe_read import open_regular
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 POSTPROCESS_CUSTOM_OP = "TFLite_Detection_PostProcess"
@@ -139,11 +141,22 @@ def inspect_tflite_bytes(buf: bytes, name: str = "model") -> TFLiteInfo:
 
 
 def inspect_tflite(path: Path) -> TFLiteInfo:
-    """Read and validate a model file. Missing or unreadable files raise :class:`ModelError`."""
+    """Read and validate a model file. Missing, unreadable or non-regular files raise :class:`ModelError`.
+
+    The file is opened without blocking and checked with ``fstat`` first, so a FIFO or a device given as a
+    model is refused at once (a FIFO would block a plain read forever, ``/dev/zero`` would never end).
+    """
     try:
-        buf = path.read_bytes()
+        fd = open_regular(path, "model file")
     except FileNotFoundError:
         raise ModelError(f"{path}: model file not found") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            buf = f.read()
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file: {exc.strerror}") from None
     return inspect_tflite_bytes(buf, str(path))

@@ -20,6 +20,7 @@ from pathlib import Path
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.config_check import check_models
 from edgevision.errors import ConfigError, EdgeVisionError
 from edgevision.settings import data_file
 
@@ -140,6 +141,7 @@ def install(
     plan = Plan(root, dry_run, runner)
     src = config or data_file("configs/default.yaml")
     cfg = load_config(src)  # refuse to install a config that would not start (exit 78)
+    check_models(cfg)  # ... including a model name the catalog does not know
     if user_exists(USER, root):
         plan.say("unchanged", f"user {USER}")
     else:

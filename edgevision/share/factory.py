@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,7 +123,8 @@ class Sharing:
 
 
 def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: object,
-                  stats: Callable[[], dict[str, Any]], controls: Controls | None = None) -> Sharing:  # fmt: skip
+                  stats: Callable[[], dict[str, Any]], controls: Controls | None = None,
+                  web_socket: socket.socket | None = None) -> Sharing:  # fmt: skip
     """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`."""
     sharing = Sharing()
     if cfg.web.enabled:
@@ -133,8 +135,9 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         if data_dir is not None:
             sharing.metrics.watch_disk(data_dir)
         sharing.web = WebServer(
-            cfg.web.host, cfg.web.port, live, sharing.metrics, data_dir, cfg.web.token, progress
-        )
+            cfg.web.host, cfg.web.port, live, sharing.metrics, data_dir, cfg.web.token, progress,
+            sock=web_socket, allowed_hosts=cfg.web.allowed_hosts, session_ttl_s=cfg.web.session_ttl_s,
+        )  # fmt: skip
     if cfg.mqtt.enabled:
         m = cfg.mqtt
         # The outbox lives with the recordings, or in the user's data dir.

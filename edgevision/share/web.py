@@ -1,53 +1,120 @@
 """The HTTP server: live MJPEG, events page, clips and snapshots by event id, ``/healthz``, ``/metrics``.
 
-Off by default and bound to 127.0.0.1 unless configured otherwise; with a token every endpoint but
-``/healthz`` needs ``Authorization: Bearer <token>`` (or ``?token=`` for the browser's ``<img>``/``<video>``).
+Off by default and bound to 127.0.0.1 unless configured otherwise. With a token every endpoint but
+``/healthz`` needs ``Authorization: Bearer <token>`` or a session cookie; a browser gets the cookie by one token
+exchange (the login form, or ``?token=`` on the first load, answered with a redirect to the same URL without
+it), so no page or media URL carries the token. Wrong tokens are rate-limited per client and the ``Host`` /
+``Origin`` headers are checked against DNS rebinding (:mod:`edgevision.share.webauth`).
+
+The listening socket is bound by :func:`listen` early in a run (a port in use or an unresolvable host is a
+config error, exit 78, before anything else starts) and handed to :class:`WebServer`.
 Files are served by event id from the index, never by a path taken from the request. Each client has its own
 thread and a send timeout, so a slow client is dropped, never waited for.
 """
 
 from __future__ import annotations
 
-import hmac
+import html
 import json
 import logging
 import re
+import socket
 import threading
 import time
+from collections.abc import Sequence
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
+from edgevision.config import is_loopback
+from edgevision.errors import ConfigError
 from edgevision.recorder.index import EventIndex
+from edgevision.redact import redact
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
+from edgevision.share.webauth import (
+    COOKIE,
+    FailureLimiter,
+    Sessions,
+    host_allowed,
+    machine_names,
+    origin_allowed,
+    token_matches,
+)
 
 log = logging.getLogger(__name__)
 
 EVENT_FILE = re.compile(r"^/events/(\d{1,12})/(clip\.mp4|snapshot\.jpg|thumb\.jpg)$")
 SEND_TIMEOUT_S = 2.0
 CHUNK = 1 << 16
+MAX_FORM_BYTES = 4096
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>edgevision: sign in</title></head>
+<body style="font-family:system-ui,sans-serif;background:#111;color:#eee;padding:2em">
+<form method="post" action="/login"><p><strong>edgevision</strong> needs its access token (web.token).</p>
+<input type="hidden" name="next" value="{next}">
+<input name="token" type="password" autocomplete="current-password" size="40" autofocus>
+<button type="submit">Sign in</button><p style="color:#e88">{error}</p></form></body></html>
+"""
+
+
+def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
+    """Bind and listen on ``host:port`` now; a failure is a :class:`ConfigError` (exit 78) in one line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"web.host {host}: cannot resolve this address ({reason})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"web: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 class WebServer:
-    """Owns the listening socket and its thread; ``close()`` stops it."""
+    """Owns the listening socket and its thread; ``close()`` stops it.
+
+    ``sock`` is a socket from :func:`listen` (bound early by the run); without it the server binds
+    ``host:port`` itself. ``allowed_hosts`` are extra ``Host`` names accepted (e.g. a reverse proxy's).
+    """
 
     def __init__(self, host: str, port: int, live: LiveView, metrics: Metrics | None, data_dir: Path | None,
-                 token: str | None = None, progress: object | None = None) -> None:  # fmt: skip
+                 token: str | None = None, progress: object | None = None, *, sock: socket.socket | None = None,
+                 allowed_hosts: Sequence[str] = (), session_ttl_s: float = 3600.0) -> None:  # fmt: skip
         self.live = live
         self.metrics = metrics
         self.data_dir = data_dir.resolve() if data_dir else None
         self.token = token
         self.progress = progress  # a ServiceMonitor (last_progress, frames) for /healthz
+        self.host = host
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.names = machine_names()
+        self.sessions = Sessions(session_ttl_s)
+        self.limiter = FailureLimiter()
+        self.auth_lock = threading.Lock()  # sessions and limiter are touched by every client thread
         self.page = resources.files("edgevision.share").joinpath("page.html").read_bytes()
         handler = type("Handler", (_Handler,), {"server_ref": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        if sock is None:
+            sock = listen(host, port)
+        self.httpd = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
+        self.httpd.socket.close()
+        self.httpd.socket = sock
+        self.httpd.server_address = sock.getsockname()
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)
         self._thread.start()
         log.info("web: http://%s:%d/ (%s)", host, self.port, "token required" if token else "no token")
+        if not token and not is_loopback(host):  # config validation refuses this; a direct caller is warned
+            log.warning("web: %s is reachable from the network and no token is set", host)
 
     def index(self) -> EventIndex | None:
         if self.data_dir is None or not (self.data_dir / "events.db").exists():
@@ -65,19 +132,79 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: object) -> None:
-        log.debug("web: %s %s", self.address_string(), fmt % args)
+        log.debug("web: %s %s", self.address_string(), redact(fmt % args))
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(SEND_TIMEOUT_S)  # a client that stops reading is dropped
 
-    def _authorized(self, query: dict[str, list[str]]) -> bool:
-        token = self.server_ref.token
-        if not token:
+    def _client(self) -> str:
+        return str(self.client_address[0])
+
+    def _session_id(self) -> str | None:
+        raw = self.headers.get("Cookie")
+        if not raw:
+            return None
+        try:
+            jar: SimpleCookie = SimpleCookie(raw)
+        except CookieError:
+            return None
+        morsel = jar.get(COOKIE)
+        return morsel.value if morsel else None
+
+    def _check_token(self, given: str) -> bool | None:
+        """True/False for a right/wrong token; None when this client must wait (429 already sent)."""
+        srv = self.server_ref
+        assert srv.token is not None
+        with srv.auth_lock:
+            wait = srv.limiter.retry_after(self._client())
+            if wait > 0:
+                self._error(
+                    429, "too many wrong tokens; try again later", {"Retry-After": str(int(wait) + 1)}
+                )
+                return None
+            ok = token_matches(given, srv.token)
+            if ok:
+                srv.limiter.succeeded(self._client())
+            else:
+                wait = srv.limiter.failed(self._client())
+                if wait > 0:
+                    log.warning("web: wrong token from %s; next attempt in %.0f s", self._client(), wait)
+        return ok
+
+    def _authorized(self) -> bool | None:
+        """Bearer header or session cookie: True (go on), False (send 401) or None (response already sent)."""
+        srv = self.server_ref
+        if not srv.token:
             return True
         header = self.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else (query.get("token") or [""])[0]
-        return hmac.compare_digest(given.encode(), token.encode())
+        if header.startswith("Bearer "):
+            return self._check_token(header[7:].strip())
+        with srv.auth_lock:
+            return srv.sessions.valid(self._session_id())
+
+    def _start_session(self, location: str) -> None:
+        srv = self.server_ref
+        with srv.auth_lock:
+            sid = srv.sessions.create()
+        cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+        self._send(303, b"", "text/plain", {"Location": location, "Set-Cookie": cookie})
+
+    def _login_page(self, code: int, next_path: str = "/", error: str = "") -> None:
+        body = LOGIN_PAGE.format(next=html.escape(next_path), error=html.escape(error)).encode()
+        extra = {"WWW-Authenticate": 'Bearer realm="edgevision"'} if code == 401 else None
+        self._send(code, body, "text/html; charset=utf-8", extra)
+
+    def _host_ok(self) -> bool:
+        srv = self.server_ref
+        host = self.headers.get("Host")
+        if not host_allowed(host, srv.host, srv.allowed_hosts, srv.names):
+            self._error(403, f"Host '{host}' is not allowed here (add it to web.allowed_hosts)")
+            return False
+        if not origin_allowed(self.headers.get("Origin"), host):
+            self._error(403, "cross-origin request refused")
+            return False
+        return True
 
     def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
@@ -90,8 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _error(self, code: int, text: str) -> None:
-        extra = {"WWW-Authenticate": 'Bearer realm="edgevision"'} if code == 401 else None
+    def _error(self, code: int, text: str, extra: dict[str, str] | None = None) -> None:
+        extra = dict(extra or {})
+        if code == 401:
+            extra["WWW-Authenticate"] = 'Bearer realm="edgevision"'
         self._send(code, (json.dumps({"error": text}) + "\n").encode(), "application/json", extra)
 
     def do_HEAD(self) -> None:
@@ -102,9 +231,25 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         path = url.path
         try:
-            if path == "/healthz":
+            if path == "/healthz":  # no secrets: unauthenticated and reachable under any Host name
                 return self._healthz()
-            if not self._authorized(query):
+            if not self._host_ok():
+                return None
+            if "token" in query and self.server_ref.token:
+                # One token exchange: a session cookie and a redirect to the same URL without the token.
+                ok = self._check_token(query["token"][0])
+                if ok is None:
+                    return None
+                if not ok:
+                    return self._login_page(401, path, "wrong token")
+                rest = urlencode([(k, v) for k, vs in query.items() if k != "token" for v in vs])
+                return self._start_session(path + (f"?{rest}" if rest else ""))
+            auth = self._authorized()
+            if auth is None:
+                return None
+            if not auth:
+                if path in ("/", "/index.html") and "Authorization" not in self.headers:
+                    return self._login_page(401)
                 return self._error(401, "unauthorized")
             if path in ("/", "/index.html"):
                 return self._send(200, self.server_ref.page, "text/html; charset=utf-8")
@@ -123,6 +268,39 @@ class _Handler(BaseHTTPRequestHandler):
             if m:
                 return self._event_file(int(m.group(1)), m.group(2))
             return self._error(404, "not found")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+
+    def do_POST(self) -> None:
+        url = urlparse(self.path)
+        try:
+            if not self._host_ok():
+                return None
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_FORM_BYTES or length < 0:
+                self.close_connection = True
+                return self._error(413, "form too large")
+            form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+            if url.path == "/logout":
+                with self.server_ref.auth_lock:
+                    self.server_ref.sessions.end(self._session_id())
+                expired = f"{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+                return self._send(303, b"", "text/plain", {"Location": "/", "Set-Cookie": expired})
+            if url.path != "/login":
+                return self._error(404, "not found")
+            next_path = (form.get("next") or ["/"])[0]
+            if not next_path.startswith("/") or next_path.startswith("//"):
+                next_path = "/"  # never redirect off this server
+            if not self.server_ref.token:
+                return self._send(303, b"", "text/plain", {"Location": next_path})
+            ok = self._check_token((form.get("token") or [""])[0])
+            if ok is None:
+                return None
+            if not ok:
+                return self._login_page(401, next_path, "wrong token")
+            return self._start_session(next_path)
+        except ValueError:
+            return self._error(400, "bad request")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
 

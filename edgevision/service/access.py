@@ -9,7 +9,6 @@ user, the path itself readable / writable / executable as the unit needs it. POS
 from __future__ import annotations
 
 import grp
-import os
 import pwd
 import stat
 from collections.abc import Iterable
@@ -90,7 +89,9 @@ def _entries(root: Path, db: str) -> list[list[str]]:
         text = path.read_text()
     except OSError:
         return []
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#") and ":" in line]
+    return [
+        line.split(":") for line in text.splitlines() if line and not line.startswith("#") and ":" in line
+    ]
 
 
 def _name(root: Path, ident: int, db: str) -> str:
@@ -144,4 +145,3 @@ def shebang_interpreter(script: Path) -> str | None:
         return None
     words = first[2:].decode(errors="replace").split()
     return words[0] if words else None
-

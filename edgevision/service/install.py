@@ -71,7 +71,9 @@ class Plan:
         return self.root == Path("/")
 
     def say(self, verb: str, what: str) -> None:
-        prefix = "would " if self.dry_run and verb not in ("unchanged", "kept", "skipped", "ok", "note") else ""
+        prefix = (
+            "would " if self.dry_run and verb not in ("unchanged", "kept", "skipped", "ok", "note") else ""
+        )
         self.lines.append(f"{prefix}{verb} {what}")
         print(self.lines[-1], flush=True)
 
@@ -266,10 +268,10 @@ def install(
         except ConfigError as exc:
             raise ConfigError(f"the installed config does not validate; fix it first:\n{exc}") from None
     command = exec_cmd or exec_path()
-    problems = location_problems(command, root, this_installation=exec_cmd is None)
-    problems += sandbox_problems(cfg, inst) + clashes(cfg, inst, root)
+    location = location_problems(command, root, this_installation=exec_cmd is None)
+    problems = location + sandbox_problems(cfg, inst) + clashes(cfg, inst, root)
     if problems:
-        hint = f"\n  fix: {FIX_LOCATION}" if any("hidden by" in p and "config" not in p for p in problems) else ""
+        hint = f"\n  fix: {FIX_LOCATION}" if location else ""
         raise ConfigError("cannot install the service:\n  " + "\n  ".join(problems) + hint)
 
     _user(plan)
@@ -295,7 +297,9 @@ def install(
     if ids is not None:
         _ownership(plan, inst, *ids)
 
-    unit_changed = plan.write(plan.p(f"{UNIT_DIR}/{inst.unit_file}"), render_unit(command, inst.name is not None))
+    unit_changed = plan.write(
+        plan.p(f"{UNIT_DIR}/{inst.unit_file}"), render_unit(command, inst.name is not None)
+    )
     unit_changed |= plan.remove(plan.p(f"{inst.dropin_dir}/{LEGACY_DROPIN}"), " (replaced by groups.conf)")
     dropin, notes = device_dropin(cfg, lambda g: access.group_id(root, g) is not None)
     for note in notes:
@@ -308,7 +312,9 @@ def install(
     if unit_changed:
         plan.command(["systemctl", "daemon-reload"], "reload unit files")
     wants = plan.p(f"{UNIT_DIR}/multi-user.target.wants/{inst.unit}")
-    if wants.is_symlink() or (plan.live and plan.runner(plan.systemctl("is-enabled", "--quiet", inst.unit)) == 0):
+    if wants.is_symlink() or (
+        plan.live and plan.runner(plan.systemctl("is-enabled", "--quiet", inst.unit)) == 0
+    ):
         plan.say("unchanged", f"{inst.unit} enabled")
     else:
         plan.command(plan.systemctl("enable", inst.unit), f"enable {inst.unit}", live_only=False)
@@ -367,7 +373,9 @@ def _dropin_groups(root: Path, cfg: EdgeVisionConfig) -> tuple[str | None, list[
 def unit_paths(inst: Instance, cfg: EdgeVisionConfig, command: str) -> list[tuple[str, str]]:
     """Every path the unit needs and how: (path, "r"/"rw"/"rx"/"rwx")."""
     paths = [(inst.config, "r"), (inst.data_dir, "rwx"), (MODELS_DIR, "rx"), (command, "rx")]
-    paths += [(f"{MODELS_DIR}/{e.file}", "r") for n in models_needed(cfg) for e in load_catalog().files_for(n)]
+    paths += [
+        (f"{MODELS_DIR}/{e.file}", "r") for n in models_needed(cfg) for e in load_catalog().files_for(n)
+    ]
     return paths
 
 
@@ -430,4 +438,3 @@ def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run, nam
     if access.user_ids(root, USER) is not None:
         plan.command(["userdel", USER], f"remove user {USER}")
     return plan
-

@@ -24,7 +24,7 @@ from edgevision.detection.factory import build_detector
 from edgevision.pipeline.loop import Pipeline, make_prepare
 from edgevision.service.health import PiHealth, budget_factor, parse_throttled, read_health
 from edgevision.service.install import render_unit
-from edgevision.service.monitor import ServiceMonitor, should_ping
+from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,15 +78,12 @@ def test_notifier_speaks_the_protocol(tmp_path: Path, abstract: bool) -> None:
     assert not Notifier("").enabled and not Notifier("").ready()
 
 
-def test_watchdog_interval_and_rule() -> None:
+def test_watchdog_interval() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
     assert (
         watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     )  # meant for another pid
     assert watchdog_interval({}) is None
-    assert (
-        should_ping(10.0, 9.0, 2.0) and not should_ping(10.0, 7.0, 2.0) and not should_ping(10.0, None, 2.0)
-    )
 
 
 def test_service_run_ready_watchdog_status_stopping(env: dict[str, str], tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ def _entries(root: Path, db: str) -> list[list[str]]:
 
 
 def _name(root: Path, ident: int, db: str) -> str:
+    if ident == 0:
+        return "root"
     for row in _entries(root, db):
         if len(row) > 2 and row[2] == str(ident):
             return row[0]

@@ -4,6 +4,8 @@ so, and the watchdog pings a waiting process but not a hung one (service/watchdo
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
 import signal
 import socket
 import subprocess
@@ -27,6 +29,8 @@ from edgevision.pipeline.loop import Pipeline, make_prepare
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, supervised
 from edgevision.service.watchdog import Liveness, State, should_ping, state
+from edgevision.share.live import LiveView
+from edgevision.share.web import WebServer
 
 
 def _wait(last_attempt: float, retry_in: float = 30.0, attempting: bool = False, open_timeout: float = 10.0):  # type: ignore[no-untyped-def]
@@ -138,20 +142,34 @@ def test_no_pings_when_the_main_loop_hangs_while_waiting(tmp_path: Path) -> None
                         backoff_max=0.1, wait_at_start=True)  # fmt: skip
     monitor = ServiceMonitor(Notifier(str(tmp_path / "notify.sock")), ping_interval=0.05,
                              progress_timeout=0.5, status_interval=10, capture=runner)  # fmt: skip
+    web = WebServer("127.0.0.1", 0, LiveView(fps=5), None, None, progress=monitor)
     runner.start()
     t_end = time.monotonic() + 1.5
     while time.monotonic() < t_end:  # the main loop polls while it waits
         assert runner.get(timeout=0.1) is None
+    waiting_health = _healthz(web.port)
     hung_at = time.monotonic()  # ... and now it hangs (never polls again)
     time.sleep(1.5)
     state_now = monitor.state()
+    hung_health = _healthz(web.port)
+    web.close()
     runner.stop()
     monitor.close()
     lst.close()
+    assert waiting_health[0] == 200 and waiting_health[1]["status"] == "waiting"
+    assert waiting_health[1]["source"].startswith("waiting for source camera0")
+    assert hung_health[0] == 503 and hung_health[1]["status"] == "stalled"
     pings = lst.times("WATCHDOG=1")
     assert len([p for p in pings if p < hung_at]) >= 15  # pinged while waiting and alive
     assert not [p for p in pings if p > hung_at + 0.5 + 0.15]  # nothing after progress_timeout (+ a period)
     assert state_now is State.STALLED and cam.attempts > 5  # the retry loop kept going: only the loop hung
+
+
+def _healthz(port: int) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read())
 
 
 def _free_port() -> int:

@@ -257,17 +257,19 @@ def test_install_refuses_a_bad_config(env: dict[str, str], tmp_path: Path) -> No
     assert r.returncode == 78 and "unknown key" in r.stderr and not (tmp_path / "root").exists()
 
 
-def _camera(tmp: Path, name: str, port: int, camera: str | None = None) -> str:
+def _camera(tmp: Path, name: str, port: int, camera: str | None = None, index: int = 0) -> str:
     cfg = tmp / f"{name}.yaml"
     extra = f"  camera: {camera}\n" if camera else ""
-    cfg.write_text(f"recorder:\n  enabled: true\n{extra}web:\n  enabled: true\n  port: {port}\n")
+    cfg.write_text(
+        f"source:\n  camera: {index}\nrecorder:\n  enabled: true\n{extra}web:\n  enabled: true\n  port: {port}\n"
+    )
     return str(cfg)
 
 
 def test_two_cameras_as_two_instances(env: dict[str, str], tree: Path) -> None:
     tmp = tree.parent
-    for name, port in (("door", 8081), ("yard", 8082)):
-        r = _install(env, tree, "--name", name, "--config", _camera(tmp, name, port))
+    for index, (name, port) in enumerate((("door", 8081), ("yard", 8082))):
+        r = _install(env, tree, "--name", name, "--config", _camera(tmp, name, port, index=index))
         assert r.returncode == 0, r.stderr
     units = tree / "etc/systemd/system"
     template = (units / "edgevision@.service").read_text().splitlines()
@@ -286,10 +288,14 @@ def test_two_cameras_as_two_instances(env: dict[str, str], tree: Path) -> None:
             assert _mode(tree / f"etc/edgevision/{name}.yaml")[0] == "-rw-r-----"
     assert not (units / "edgevision.service").exists()  # the single-camera unit is not involved
     # A third camera on door's port, or under yard's name, is refused before anything is written.
-    r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8081))
+    r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8081, index=2))
     assert r.returncode == 78 and "web.port 8081 is already used by edgevision@door.service" in r.stderr
-    r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8083, camera="yard"))
+    r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8083, camera="yard", index=2))
     assert r.returncode == 78 and "camera name 'yard' is already used by edgevision@yard.service" in r.stderr
+    r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8083, index=1))
+    assert (
+        r.returncode == 78 and "source /dev/video1 is already opened by edgevision@yard.service" in r.stderr
+    )
     assert not (tree / "etc/edgevision/gate.yaml").exists()
     r = _install(env, tree, "--name", "config")
     assert r.returncode == 2 and "--name 'config'" in r.stderr

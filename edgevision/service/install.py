@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgevision.capture.sources import redact_url
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
@@ -207,14 +208,20 @@ def installed_instances(root: Path) -> dict[str, Path]:
     return found
 
 
-def _identity(cfg: EdgeVisionConfig, inst_camera: str | None) -> tuple[int | None, str | None]:
+def _identity(cfg: EdgeVisionConfig, inst_camera: str | None) -> tuple[int | None, str | None, str | None]:
+    """(web port, camera name, device or stream) — what two services must not share."""
     port = cfg.web.port if cfg.web.enabled and cfg.web.port != 0 else None
-    return port, cfg.recorder.camera or inst_camera
+    s = cfg.source
+    source = {"camera": f"/dev/video{s.camera}", "picamera2": f"Pi camera {s.camera}", "url": s.url}.get(
+        s.kind
+    )
+    return port, cfg.recorder.camera or inst_camera, source
 
 
 def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
-    """Another installed service that would bind the same web port or publish under the same camera name."""
-    port, camera = _identity(cfg, inst.camera)
+    """Another installed service that would bind the same web port, publish under the same camera name or open
+    the same camera (the second would wait for it forever)."""
+    port, camera, source = _identity(cfg, inst.camera)
     problems = []
     for unit, path in installed_instances(root).items():
         if unit == inst.unit:
@@ -224,11 +231,13 @@ def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
         except ConfigError:
             continue
         other_name = unit.split("@", 1)[1].removesuffix(".service") if "@" in unit else None
-        other_port, other_camera = _identity(other, other_name)
+        other_port, other_camera, other_source = _identity(other, other_name)
         if port is not None and port == other_port:
             problems.append(f"web.port {port} is already used by {unit} ({path}); choose another web.port")
         if camera is not None and camera == other_camera:
             problems.append(f"camera name {camera!r} is already used by {unit} ({path}); set recorder.camera")
+        if source is not None and source == other_source:
+            problems.append(f"source {redact_url(source)} is already opened by {unit} ({path}); set source.*")
     return problems
 
 

@@ -13,15 +13,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from conftest import WALKING, run_cli
-from fakes import CameraScript, FakeCapture, frames_from
+from fakes import CameraScript, FakeCapture, FakePicamera2, frames_from
 from test_service import Listener
 
 from edgevision.capture.runner import LiveRunner, SourceWait, should_log_attempt
-from edgevision.capture.sources import OpenCVSource, redact_url
+from edgevision.capture.sources import OpenCVSource, Picamera2Source, redact_url
 from edgevision.config import load_config
 from edgevision.detection.factory import build_detector
 from edgevision.errors import InputError
@@ -213,3 +214,17 @@ def test_service_run_missing_video_file_is_still_66(env: dict[str, str], tmp_pat
     lst.close()
     assert r.returncode == 66 and "no such file" in r.stderr
     assert not lst.times("READY=1")
+
+
+def test_busy_pi_camera_is_an_input_error_retried_not_a_crash() -> None:
+    """picamera2 raises RuntimeError when another process holds the camera: that is "not there yet" (retried
+    under the service), not a traceback."""
+
+    class BusyCamera(FakePicamera2):
+        def start(self) -> None:
+            raise RuntimeError("Failed to acquire camera: Device or resource busy")
+
+    src = Picamera2Source(0, module_loader=lambda: SimpleNamespace(Picamera2=BusyCamera))
+    with pytest.raises(InputError, match=r"cannot start the camera .*busy"):
+        src.open()
+    assert FakePicamera2.instances[-1].calls[-1] == "close"  # released for the next attempt

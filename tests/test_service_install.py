@@ -299,6 +299,10 @@ def test_two_cameras_as_two_instances(env: dict[str, str], tree: Path) -> None:
     assert not (tree / "etc/edgevision/gate.yaml").exists()
     r = _install(env, tree, "--name", "config")
     assert r.returncode == 2 and "--name 'config'" in r.stderr
+    r = run_cli(["service", "uninstall", "--root", str(tree), "--purge"], env)
+    assert (
+        r.returncode == 2 and "would delete the recordings and configs of edgevision@door.service" in r.stderr
+    )
     # Removing one camera keeps the other and the shared template.
     r = run_cli(["service", "uninstall", "--root", str(tree), "--name", "door", "--purge"], env)
     assert r.returncode == 0, r.stderr

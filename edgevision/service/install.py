@@ -26,7 +26,7 @@ from edgevision.capture.sources import redact_url
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
-from edgevision.errors import ConfigError, EdgeVisionError
+from edgevision.errors import ConfigError, EdgeVisionError, UsageError
 from edgevision.service import access
 from edgevision.service.units import (
     CONFIG_DIR,
@@ -410,6 +410,12 @@ def verify_reachable(plan: Plan, inst: Instance, cfg: EdgeVisionConfig, command:
 def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run, name: str | None = None) -> Plan:
     inst = Instance(name)
     plan = Plan(root, dry_run, runner)
+    others = [u for u in installed_instances(root) if "@" in u and u != inst.unit]
+    if purge and inst.name is None and others:
+        raise UsageError(
+            f"--purge would delete the recordings and configs of {', '.join(others)} too; "
+            "remove them first with `service uninstall --name NAME`"
+        )
     unit = plan.p(f"{UNIT_DIR}/{inst.unit_file}")
     if unit.exists():
         plan.command(plan.systemctl("disable", inst.unit), f"disable {inst.unit}", live_only=False)
@@ -418,7 +424,6 @@ def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run, nam
             plan.remove(plan.p(f"{inst.dropin_dir}/{dropin}"))
         if plan.p(inst.dropin_dir).is_dir() and not dry_run and not any(plan.p(inst.dropin_dir).iterdir()):
             plan.p(inst.dropin_dir).rmdir()
-        others = [u for u in installed_instances(root) if "@" in u and u != inst.unit]
         if inst.name is None or not others:
             plan.remove(unit)
         plan.command(["systemctl", "daemon-reload"], "reload unit files")

@@ -1,7 +1,8 @@
 """The camera's name: one source of truth for the event index, MQTT topics and Home Assistant's device.
 
-``recorder.camera`` names the camera when set, then ``$EDGEVISION_CAMERA`` (a service instance); otherwise the name is derived from the source (``camera0``,
-``picamera0``, a video file's stem, a stream's host and path — never its credentials). MQTT topics and Home
+``recorder.camera`` names the camera when set, then ``$EDGEVISION_CAMERA`` (``edgevision@NAME.service`` sets it
+to NAME); otherwise the name is derived from the source (``camera0``, ``picamera0``, a video file's stem, a
+stream's host and path — never its credentials). MQTT topics and Home
 Assistant ids use :func:`topic_name`, the same name reduced to ``[A-Za-z0-9_-]``.
 """
 

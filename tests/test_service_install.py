@@ -19,6 +19,7 @@ import pytest
 from conftest import SHARED_MODELS, WALKING, run_cli
 
 from edgevision.config import load_config
+from edgevision.naming import camera_name
 from edgevision.service import access
 from edgevision.service.install import location_problems, service_principal
 
@@ -317,15 +318,13 @@ def test_two_cameras_as_two_instances(env: dict[str, str], tree: Path) -> None:
 def test_an_instance_names_its_camera(env: dict[str, str]) -> None:
     """``EDGEVISION_CAMERA`` (set by the template to the instance name) names the camera unless the config
     does: MQTT topics and the event index of two instances never collide."""
-    from edgevision.cli.run_cmd import _camera_name
-
     env_before = os.environ.get("EDGEVISION_CAMERA")
     try:
         os.environ["EDGEVISION_CAMERA"] = "door"
-        assert _camera_name(load_config(None)) == "door"
-        assert _camera_name(load_config(None, {"recorder.camera": "front"})) == "front"
+        assert camera_name(load_config(None)) == "door"
+        assert camera_name(load_config(None, {"recorder.camera": "front"})) == "front"
         del os.environ["EDGEVISION_CAMERA"]
-        assert _camera_name(load_config(None)) == "camera0"
+        assert camera_name(load_config(None)) == "camera0"
     finally:
         if env_before is not None:
             os.environ["EDGEVISION_CAMERA"] = env_before

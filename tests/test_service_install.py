@@ -293,6 +293,15 @@ def test_two_cameras_as_two_instances(env: dict[str, str], tree: Path) -> None:
     assert r.returncode == 78 and "web.port 8081 is already used by edgevision@door.service" in r.stderr
     r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8083, camera="yard", index=2))
     assert r.returncode == 78 and "camera name 'yard' is already used by edgevision@yard.service" in r.stderr
+    gate = Path(_camera(tmp, "gate", 8083, index=2))
+    gate.write_text(gate.read_text() + "mqtt:\n  enabled: true\n  client_id: shop\n")
+    (tree / "etc/edgevision/yard.yaml").write_text(
+        (tree / "etc/edgevision/yard.yaml").read_text() + "mqtt:\n  enabled: true\n  client_id: shop\n"
+    )
+    r = _install(env, tree, "--name", "gate", "--config", str(gate))
+    assert (
+        r.returncode == 78 and "mqtt.client_id 'shop' is already used by edgevision@yard.service" in r.stderr
+    )
     r = _install(env, tree, "--name", "gate", "--config", _camera(tmp, "gate", 8083, index=1))
     assert (
         r.returncode == 78 and "source /dev/video1 is already opened by edgevision@yard.service" in r.stderr

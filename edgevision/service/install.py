@@ -236,6 +236,11 @@ def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
             problems.append(f"web.port {port} is already used by {unit} ({path}); choose another web.port")
         if camera is not None and camera == other_camera:
             problems.append(f"camera name {camera!r} is already used by {unit} ({path}); set recorder.camera")
+        cid = cfg.mqtt.client_id if cfg.mqtt.enabled else None
+        if cid is not None and other.mqtt.enabled and cid == other.mqtt.client_id:
+            problems.append(
+                f"mqtt.client_id {cid!r} is already used by {unit} ({path}): the broker would drop one"
+            )
         if source is not None and source == other_source:
             problems.append(f"source {redact_url(source)} is already opened by {unit} ({path}); set source.*")
     return problems

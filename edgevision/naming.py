@@ -1,12 +1,14 @@
 """The camera's name: one source of truth for the event index, MQTT topics and Home Assistant's device.
 
-``recorder.camera`` names the camera when set; otherwise the name is derived from the source (``camera0``,
-``picamera0``, a video file's stem, a stream's host and path — never its credentials). MQTT topics and Home
+``recorder.camera`` names the camera when set, then ``$EDGEVISION_CAMERA`` (``edgevision@NAME.service`` sets it
+to NAME); otherwise the name is derived from the source (``camera0``, ``picamera0``, a video file's stem, a
+stream's host and path — never its credentials). MQTT topics and Home
 Assistant ids use :func:`topic_name`, the same name reduced to ``[A-Za-z0-9_-]``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from edgevision.config import EdgeVisionConfig
@@ -17,6 +19,9 @@ def camera_name(cfg: EdgeVisionConfig) -> str:
     """The configured camera name, or one derived from the source."""
     if cfg.recorder.camera:
         return cfg.recorder.camera
+    instance = os.environ.get("EDGEVISION_CAMERA")  # set by edgevision@NAME.service to NAME
+    if instance:
+        return instance
     s = cfg.source
     if s.kind in ("camera", "picamera2"):
         return f"{s.kind}{s.camera}"

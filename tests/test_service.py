@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_MODELS, WALKING, run_cli
+from conftest import WALKING, run_cli
 from fakes import CameraScript, frames_from
 
 from edgevision.capture.runner import LiveRunner
@@ -23,8 +22,7 @@ from edgevision.config import load_config
 from edgevision.detection.factory import build_detector
 from edgevision.pipeline.loop import Pipeline, make_prepare
 from edgevision.service.health import PiHealth, budget_factor, parse_throttled, read_health
-from edgevision.service.install import render_unit
-from edgevision.service.monitor import ServiceMonitor, should_ping
+from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,15 +76,12 @@ def test_notifier_speaks_the_protocol(tmp_path: Path, abstract: bool) -> None:
     assert not Notifier("").enabled and not Notifier("").ready()
 
 
-def test_watchdog_interval_and_rule() -> None:
+def test_watchdog_interval() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
     assert (
         watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     )  # meant for another pid
     assert watchdog_interval({}) is None
-    assert (
-        should_ping(10.0, 9.0, 2.0) and not should_ping(10.0, 7.0, 2.0) and not should_ping(10.0, None, 2.0)
-    )
 
 
 def test_service_run_ready_watchdog_status_stopping(env: dict[str, str], tmp_path: Path) -> None:
@@ -143,93 +138,6 @@ def test_no_watchdog_while_the_camera_is_stalled(models_dir: Path, tmp_path: Pat
     last_frame = monitor.last_progress
     assert all(p <= last_frame + 0.5 + 0.15 for p in pings)  # nothing after progress_timeout (+ one interval)
     assert lst.times("STOPPING=1")
-
-
-def test_unit_file_has_what_the_service_needs() -> None:
-    unit = (REPO / "systemd" / "edgevision.service").read_text()
-    for line in ["Type=notify", "WatchdogSec=30", "Restart=on-failure", "RestartPreventExitStatus=78",
-                 "StartLimitBurst=5", "SupplementaryGroups=video", "ProtectSystem=strict",
-                 "ReadWritePaths=/var/lib/edgevision", "PrivateTmp=yes", "NoNewPrivileges=yes", "ProtectHome=yes",
-                 "ProtectKernelTunables=yes", "User=edgevision", "ExecStart=@EXEC@ run --config /etc/edgevision/config.yaml"]:  # fmt: skip
-        assert line in unit.splitlines(), line
-    assert "PrivateDevices=yes" not in unit  # cameras and the Coral are devices
-
-
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    unit = tmp_path / "edgevision.service"
-    unit.write_text(render_unit(str(Path(sys.executable).parent / "edgevision")))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "edgevision.service" not in r.stderr  # no warnings about our unit
-
-
-def _install(env: dict[str, str], root: Path, *extra: str):  # type: ignore[no-untyped-def]
-    e = dict(env, EDGEVISION_MODEL_MIRROR=str(SHARED_MODELS))
-    return run_cli(["service", "install", "--root", str(root), *extra], e)
-
-
-def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
-            for p in sorted(root.rglob("*")) if not p.is_symlink()}  # fmt: skip
-
-
-def test_install_dry_run_then_install_then_idempotent(env: dict[str, str], tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    r = _install(env, root, "--dry-run")
-    assert r.returncode == 0, r.stderr
-    out = r.stdout
-    for expected in ["useradd --system", "would create " + str(root / "etc/edgevision/config.yaml"),
-                     "would fetch model ssd_mobilenet_v1_coco_quant", "would create " + str(root / "etc/systemd/system/edgevision.service"),
-                     "systemctl --root " + str(root) + " enable edgevision.service", "systemctl start edgevision.service"]:  # fmt: skip
-        assert expected in out, expected
-    assert not root.exists() or not any(root.rglob("*.yaml"))  # the dry run changed nothing
-    r = _install(env, root)
-    assert r.returncode == 0, r.stderr
-    unit = (root / "etc/systemd/system/edgevision.service").read_text()
-    assert f"ExecStart={Path(sys.executable).parent / 'edgevision'} run" in unit
-    assert (root / "etc/systemd/system/multi-user.target.wants/edgevision.service").is_symlink()
-    assert (root / "var/lib/edgevision/models/ssd_mobilenet_v1_1.0_coco_quant_detect.tflite").exists()
-    before = _tree(root)
-    r = _install(env, root)
-    assert r.returncode == 0 and "0 change(s)" in r.stdout and "would" not in r.stdout
-    assert _tree(root) == before  # the second run changed nothing
-    (root / "etc/edgevision/config.yaml").write_text("detector:\n  threshold: 0.7\n")
-    r = _install(env, root, "--config", str(REPO / "configs" / "pi4.yaml"))
-    assert "kept" in r.stdout and "threshold: 0.7" in (root / "etc/edgevision/config.yaml").read_text()
-
-
-def test_coral_config_adds_the_coral_groups_and_twin(env: dict[str, str], tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    r = _install(env, root, "--config", str(REPO / "configs" / "coral.yaml"))
-    assert r.returncode == 0, r.stderr
-    assert (
-        "SupplementaryGroups=video plugdev apex"
-        in (root / "etc/systemd/system/edgevision.service.d/coral.conf").read_text()
-    )
-    models = root / "var/lib/edgevision/models"
-    assert (models / "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite").exists()
-    assert (models / "ssd_mobilenet_v2_coco_quant_postprocess.tflite").exists()
-
-
-def test_uninstall_keeps_recordings_unless_purged(env: dict[str, str], tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    assert _install(env, root).returncode == 0
-    (root / "var/lib/edgevision/events.db").write_bytes(b"keep me")
-    r = run_cli(["service", "uninstall", "--root", str(root)], env)
-    assert r.returncode == 0, r.stderr
-    assert not (root / "etc/systemd/system/edgevision.service").exists()
-    assert not (root / "etc/systemd/system/multi-user.target.wants/edgevision.service").exists()
-    assert (root / "var/lib/edgevision/events.db").read_bytes() == b"keep me"
-    r = run_cli(["service", "uninstall", "--root", str(root), "--purge"], env)
-    assert r.returncode == 0 and not (root / "var/lib/edgevision").exists()
-
-
-def test_install_refuses_a_bad_config(env: dict[str, str], tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("detector:\n  treshold: 2\n")
-    r = _install(env, tmp_path / "root", "--config", str(bad))
-    assert r.returncode == 78 and "unknown key" in r.stderr and not (tmp_path / "root").exists()
 
 
 def test_pi_health_from_sysfs(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 * :class:`ReplayRunner` — a video file processed frame by frame as fast as inference allows. A small bounded
   queue lets decoding and preprocessing overlap with inference; nothing is dropped, so output is deterministic.
 * :class:`LiveRunner` — cameras, streams and ``--realtime`` replay. Frames go through a :class:`LatestSlot`
-  (drops counted); a stalled or vanished source is reopened with exponential backoff.
+  (drops counted); a stalled or vanished source is reopened with exponential backoff. With
+  ``wait_at_start`` (the service) a source that is not there at start — a camera not yet enumerated, Wi-Fi or
+  the RTSP server late — is retried the same way, forever, instead of being an error; :meth:`LiveRunner.waiting`
+  says so (status line, sd_notify STATUS=, ``/healthz``).
 
 Both re-raise a capture thread's unexpected exception from ``get()``, so a failed thread stops the program
 loudly instead of leaving it waiting. Every wait has a timeout.
@@ -43,6 +46,34 @@ def is_stalled(last_frame_at: float, now: float, timeout: float) -> bool:
     return now - last_frame_at > timeout
 
 
+@dataclass(frozen=True)
+class SourceWait:
+    """A live source that is not there (yet) and is being retried. Times are on the runner's clock."""
+
+    source: str
+    reason: str
+    since: float
+    attempts: int
+    last_attempt: float  # when the latest open attempt started (``attempting``) or failed
+    retry_in: float  # the backoff delay after the latest failure
+    attempting: bool  # an open() is in progress (it may take up to ``open_timeout``)
+    open_timeout: float
+
+    def text(self, now: float) -> str:
+        """One line for STATUS= and logs."""
+        if self.attempting:
+            nxt = "opening now"
+        else:
+            nxt = f"next try in {max(0.0, self.last_attempt + self.retry_in - now):.0f} s"
+        return (f"waiting for source {self.source} for {now - self.since:.0f} s: {self.reason} "
+                f"({self.attempts} attempt(s), {nxt})")  # fmt: skip
+
+
+def should_log_attempt(attempts: int) -> bool:
+    """Log the first failures, then every 10th (a camera that stays away must not flood the journal)."""
+    return attempts <= 3 or attempts % 10 == 0
+
+
 @dataclass
 class CaptureStats:
     """Counters reported in the status line and the run summary."""
@@ -57,6 +88,7 @@ class ReplayRunner:
     """Decode a file in a thread into a bounded queue; the consumer gets every frame in order."""
 
     live = False
+    last_poll: float | None = None
 
     def __init__(self, source: FrameSource, prepare: Prepare | None = None, depth: int = 4) -> None:
         self.source = source
@@ -71,6 +103,10 @@ class ReplayRunner:
     @property
     def fps(self) -> float | None:
         return self.source.fps
+
+    def waiting(self) -> SourceWait | None:
+        """A file is never waited for."""
+        return None
 
     def start(self) -> None:
         self.source.open()
@@ -108,6 +144,7 @@ class ReplayRunner:
 
     def get(self, timeout: float) -> Frame | None:
         """The next frame; None on timeout or at the end (then ``finished`` is True)."""
+        self.last_poll = time.monotonic()
         if self._done:
             return None
         try:
@@ -138,7 +175,9 @@ class LiveRunner:
     """Live capture with a latest-frame slot, stall detection and reconnect with backoff.
 
     ``source_factory`` makes a fresh source for every (re)connection. With ``pace=True`` a file source is
-    replayed at its own frame rate (``--realtime``) and ends at end of file instead of reconnecting.
+    replayed at its own frame rate (``--realtime``) and ends at end of file instead of reconnecting. With
+    ``wait_at_start=True`` a source that cannot be opened at start is retried with backoff (like a lost one)
+    instead of raising; ``open_timeout`` is how long one open may take (for the watchdog's patience).
     """
 
     live = True
@@ -152,8 +191,12 @@ class LiveRunner:
         backoff_max: float = 30.0,
         pace: bool = False,
         clock: Clock = time.monotonic,
+        wait_at_start: bool = False,
+        open_timeout: float = 10.0,
     ) -> None:
         self.factory = source_factory
+        self.wait_at_start = wait_at_start
+        self.open_timeout = open_timeout
         self.prepare = prepare
         self.stall_timeout = stall_timeout
         self.backoff = (backoff_initial, backoff_max)
@@ -162,8 +205,11 @@ class LiveRunner:
         self.stats = CaptureStats()
         self.slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _generation, _last_frame_at, _index
+        self._lock = threading.Lock()  # guards _generation, _last_frame_at, _index, _wait
         self._generation = 0
+        self._wait: SourceWait | None = None
+        self._opened = False  # a source has been opened once (later opens are reconnects)
+        self.last_poll: float | None = None  # when the main loop last asked for a frame (its liveness)
         self._last_frame_at = clock()
         self._index = 0
         self._error: BaseException | None = None
@@ -173,13 +219,50 @@ class LiveRunner:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Open the source once synchronously (so a missing camera fails now), then capture in a thread."""
+        """Open the source once synchronously (so a missing camera fails now, unless ``wait_at_start``), then
+        capture in a thread."""
         src = self.factory()
-        src.open()
+        try:
+            src.open()
+        except InputError as exc:
+            if not self.wait_at_start:
+                raise
+            now = self.clock()
+            with self._lock:
+                self._wait = SourceWait(src.source_id, str(exc), now, 1, now, self.backoff[0], False,
+                                        self.open_timeout)  # fmt: skip
+            log.warning("capture: %s; waiting for it (retried with backoff up to %.0f s, forever)", exc,
+                        self.backoff[1])  # fmt: skip
+            self._last_frame_at = now
+            self._spawn()
+            return
         self._first = src
+        self._opened = True
         self.fps = src.fps
         self._last_frame_at = self.clock()
         self._spawn()
+
+    def waiting(self) -> SourceWait | None:
+        """The source being waited for (absent at start, or lost and not back yet), else None."""
+        with self._lock:
+            return self._wait
+
+    def _note_attempt(self, gen: int, source: str, reason: str | None, retry_in: float) -> int:
+        """Record an open attempt starting (``reason`` None) or failing; returns the attempt count."""
+        now = self.clock()
+        with self._lock:
+            if gen != self._generation:
+                return 0
+            w = self._wait
+            if reason is None:
+                if w is not None:
+                    self._wait = dataclasses.replace(w, last_attempt=now, attempting=True)
+                return w.attempts if w else 0
+            if w is None:
+                w = SourceWait(source, reason, now, 0, now, retry_in, False, self.open_timeout)
+            self._wait = dataclasses.replace(w, reason=reason, attempts=w.attempts + 1, last_attempt=now,
+                                             retry_in=retry_in, attempting=False)  # fmt: skip
+            return self._wait.attempts
 
     def _spawn(self) -> None:
         with self._lock:
@@ -198,17 +281,27 @@ class LiveRunner:
             if not self._current(gen):
                 return None
             src = self.factory()
+            self._note_attempt(gen, src.source_id, None, delay)
             try:
                 src.open()
             except InputError as exc:
-                log.warning("capture: %s; retrying in %.1f s", exc, delay)
+                attempts = self._note_attempt(gen, src.source_id, str(exc), delay)
+                if should_log_attempt(attempts):
+                    log.warning("capture: %s; retrying in %.1f s (attempt %d)", exc, delay, attempts)
                 if self._stop.wait(delay):
                     return None
                 continue
-            self.stats.reconnects += 1
-            log.info("capture: %s reconnected", src.source_id)
             with self._lock:
+                first_open, self._opened = not self._opened, True
+                if gen == self._generation:
+                    self._wait = None
                 self._last_frame_at = self.clock()
+            if first_open:
+                self.fps = src.fps
+                log.info("capture: %s is there; capturing", src.source_id)
+            else:
+                self.stats.reconnects += 1
+                log.info("capture: %s reconnected", src.source_id)
             return src
         return None
 
@@ -260,6 +353,7 @@ class LiveRunner:
 
     def get(self, timeout: float) -> Frame | None:
         """The latest frame, or None after ``timeout``; detects stalls and restarts capture."""
+        self.last_poll = self.clock()
         frame = self.slot.get(timeout)
         if self._error is not None:
             raise self._error
@@ -268,7 +362,7 @@ class LiveRunner:
                 stalled = is_stalled(self._last_frame_at, self.clock(), self.stall_timeout)
                 if stalled:
                     self._last_frame_at = self.clock()
-            if stalled:
+            if stalled and self.waiting() is None:
                 self.stats.stalls += 1
                 log.warning("capture: no frame for %.1f s: source stalled; reopening it", self.stall_timeout)
                 self._spawn()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,13 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``rtsp://user:pw@host/…`` → ``rtsp://***@host/…`` (logs, status lines, source ids never carry
+    credentials)."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
 
 
 class FrameSource(Protocol):
@@ -67,7 +75,7 @@ class OpenCVSource:
         self.is_camera = isinstance(target, int)
         self.is_stream = isinstance(target, str) and target.startswith(STREAM_SCHEMES)
         self.live = self.is_camera or self.is_stream
-        self.source_id = f"camera{target}" if self.is_camera else str(target)
+        self.source_id = f"camera{target}" if self.is_camera else redact_url(str(target))
         self._want = (width, height, fps, fourcc)
         self.fps = fps
         self._open_timeout = open_timeout_s
@@ -221,8 +229,12 @@ class Picamera2Source:
             lores={"size": tuple(self.lores_size), "format": "YUV420"},
             controls=controls,
         )
-        cam.configure(config)
-        cam.start()
+        try:
+            cam.configure(config)
+            cam.start()
+        except (RuntimeError, OSError) as exc:  # busy (another process has it) or gone again: retried
+            cam.close()
+            raise InputError(f"{self.source_id}: cannot start the camera ({exc})") from None
         self._cam = cam
 
     def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:

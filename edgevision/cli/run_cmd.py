@@ -40,7 +40,7 @@ from edgevision.recorder.recovery import recover
 from edgevision.scheduler.factory import build_scheduler
 from edgevision.service.health import budget_factor
 from edgevision.service.monitor import ServiceMonitor
-from edgevision.service.notify import Notifier, watchdog_interval
+from edgevision.service.notify import Notifier, supervised, watchdog_interval
 from edgevision.share.factory import build_sharing
 from edgevision.share.web import listen
 
@@ -132,15 +132,17 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
+def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> LiveRunner | ReplayRunner:
     """The capture runner for the configured source (replay, realtime replay or live)."""
     s = cfg.source
+    wait = supervised()  # under systemd a camera or stream absent at start is retried, not fatal
     if s.kind == "picamera2":
 
         def pi_factory() -> FrameSource:
             return Picamera2Source(s.camera, s.picamera_main_size, s.picamera_lores_size, s.fps)
 
-        return LiveRunner(pi_factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s)
+        return LiveRunner(pi_factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s,
+                          wait_at_start=wait, open_timeout=s.open_timeout_s)  # fmt: skip
     target: int | str
     if s.kind == "camera":
         target = s.camera
@@ -157,9 +159,9 @@ def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
 
     if s.kind == "video" and not s.realtime:
         return ReplayRunner(factory(), prepare)
-    return LiveRunner(
-        factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s, pace=s.kind == "video"
-    )
+    return LiveRunner(factory, prepare, s.stall_timeout_s, s.reconnect_initial_s, s.reconnect_max_s,
+                      pace=s.kind == "video", wait_at_start=wait and s.kind != "video",
+                      open_timeout=s.open_timeout_s)  # fmt: skip
 
 
 def _stats(runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor) -> dict[str, Any]:
@@ -244,7 +246,7 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
     notifier = Notifier()
     monitor = ServiceMonitor(
         notifier, watchdog_interval(), cfg.service.progress_timeout_s, cfg.service.status_interval_s,
-        extra_status=lambda: f"{recorder.events_started} events" if recorder else "",
+        extra_status=lambda: f"{recorder.events_started} events" if recorder else "", capture=runner,
     )  # fmt: skip
     sinks.append(monitor)
     data = recorder.s.data_dir if recorder is not None else None

@@ -1,15 +1,20 @@
-"""``edgevision service install | uninstall``: user, directories, config, models, unit file, systemctl.
+"""``edgevision service install | uninstall``: user, directories, ownership, config, models, units, systemctl.
 
 Every step checks first and acts only when something is missing or different, so a second run changes
 nothing; ``--dry-run`` prints every step without doing it. ``--root DIR`` installs the files under DIR (for
-images and tests): ``systemctl --root`` still enables the unit there, while user creation, ownership,
-daemon-reload and start — which need the live system — are listed as skipped.
+images and tests): ``systemd-sysusers --root`` and ``systemd-tmpfiles --root`` create the user and apply
+ownership inside DIR, ``systemctl --root`` enables the unit there; daemon-reload and start — which need the
+live system — are listed as skipped.
+
+Ownership is declared once, for systemd to re-apply at every boot (``/etc/sysusers.d/edgevision.conf``,
+``/etc/tmpfiles.d/edgevision.conf``), and also set here explicitly so the result does not wait for a reboot:
+config ``root:edgevision 0640`` (it may hold secrets), data ``edgevision:edgevision 0750``, models readable.
+The install ends by checking, from the stat modes, that the service user reaches every path its unit needs.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -17,18 +22,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgevision.capture.sources import redact_url
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.config_check import check_models
-from edgevision.errors import ConfigError, EdgeVisionError
+from edgevision.errors import ConfigError, EdgeVisionError, UsageError
+from edgevision.service import access
+from edgevision.service.units import (
+    CONFIG_DIR,
+    DATA_DIR,
+    MODELS_DIR,
+    UNIT_DIR,
+    USER,
+    Instance,
+    device_dropin,
+    render_unit,
+)
 from edgevision.settings import data_file
 
-USER = "edgevision"
-UNIT = "edgevision.service"
-CORAL_GROUPS = "plugdev apex"  # libedgetpu's udev rules: USB Coral -> plugdev, PCIe/M.2 (gasket) -> apex
-
 Runner = Callable[[Sequence[str]], int]
+SYSUSERS = "/etc/sysusers.d/edgevision.conf"
+TMPFILES = "/etc/tmpfiles.d/edgevision.conf"
+LEGACY_DROPIN = "coral.conf"  # earlier versions named apex unconditionally there
+FIX_LOCATION = (
+    "install edgevision where the service can reach it: "
+    "sudo python3 -m venv --system-site-packages /opt/edgevision/venv && "
+    "sudo /opt/edgevision/venv/bin/pip install edgevision && "
+    "sudo /opt/edgevision/venv/bin/edgevision service install"
+)
 
 
 def _run(cmd: Sequence[str]) -> int:
@@ -51,7 +73,9 @@ class Plan:
         return self.root == Path("/")
 
     def say(self, verb: str, what: str) -> None:
-        prefix = "would " if self.dry_run and verb not in ("unchanged", "kept", "skipped") else ""
+        prefix = (
+            "would " if self.dry_run and verb not in ("unchanged", "kept", "skipped", "ok", "note") else ""
+        )
         self.lines.append(f"{prefix}{verb} {what}")
         print(self.lines[-1], flush=True)
 
@@ -63,6 +87,9 @@ class Plan:
         self.changed += 1
         if not self.dry_run and self.runner(cmd) != 0:
             raise EdgeVisionError(f"{' '.join(cmd)} failed")
+
+    def systemctl(self, *args: str) -> list[str]:
+        return ["systemctl", *([] if self.live else ["--root", str(self.root)]), *args]
 
     def write(self, path: Path, content: str, mode: int = 0o644) -> bool:
         if path.exists() and path.read_text() == content:
@@ -78,27 +105,40 @@ class Plan:
             os.replace(tmp, path)
         return True
 
-    def mkdir(self, path: Path, mode: int = 0o750, owner: str | None = None) -> None:
+    def remove(self, path: Path, what: str = "") -> bool:
+        if not path.exists():
+            return False
+        self.say("remove", f"{path}{what}")
+        self.changed += 1
+        if not self.dry_run:
+            path.unlink()
+        return True
+
+    def mkdir(self, path: Path) -> None:
         if path.is_dir():
             self.say("unchanged", f"{path}/")
-        else:
-            self.say("create", f"{path}/")
-            self.changed += 1
-            if not self.dry_run:
-                path.mkdir(parents=True, mode=mode, exist_ok=True)
-        if owner and self.live and not self.dry_run and path.exists() and path.owner() != owner:
-            shutil.chown(path, owner, owner)
+            return
+        self.say("create", f"{path}/")
+        self.changed += 1
+        if not self.dry_run:
+            path.mkdir(parents=True, mode=0o750, exist_ok=True)
 
-
-def user_exists(name: str, root: Path) -> bool:
-    if root == Path("/"):
+    def own(self, path: Path, uid: int, gid: int, mode: int) -> None:
+        """chown/chmod ``path`` when it differs (reported; skipped with a note when not running as root)."""
+        if not path.exists():
+            return
+        st = path.stat()
+        if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
+            return
+        self.say("chown", f"{path} {uid}:{gid} {mode:04o}")
+        self.changed += 1
+        if self.dry_run:
+            return
         try:
-            pwd.getpwnam(name)
-            return True
-        except KeyError:
-            return False
-    passwd = root / "etc/passwd"
-    return passwd.exists() and any(line.split(":", 1)[0] == name for line in passwd.read_text().splitlines())
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        except PermissionError:
+            self.say("skipped", f"ownership of {path} (not root; systemd-tmpfiles applies it at boot)")
 
 
 def exec_path() -> str:
@@ -114,8 +154,26 @@ def exec_path() -> str:
     return str(Path(found).resolve())
 
 
-def render_unit(exec_cmd: str) -> str:
-    return data_file("systemd/edgevision.service").read_text().replace("@EXEC@", exec_cmd)
+def location_problems(exec_cmd: str, root: Path, this_installation: bool) -> list[str]:
+    """Why the unit could not start ``exec_cmd`` under its sandbox (empty when it can): the command, its
+    interpreter and — for this installation — the package itself must lie outside the hidden directories."""
+    paths = {"the edgevision command": exec_cmd}
+    script = root / exec_cmd.lstrip("/")
+    interpreter = access.shebang_interpreter(script)
+    if interpreter:
+        paths["its Python"] = interpreter
+    if root == Path("/"):
+        paths.update({f"{k} (resolved)": os.path.realpath(v) for k, v in list(paths.items())})
+    if this_installation:
+        import edgevision
+
+        paths["the edgevision package"] = str(Path(edgevision.__file__).resolve().parent)
+    problems = []
+    for what, path in paths.items():
+        hidden = access.hidden_by_sandbox(path)
+        if hidden:
+            problems.append(f"{what} {path}: {hidden}")
+    return problems
 
 
 def models_needed(cfg: EdgeVisionConfig) -> list[str]:
@@ -135,84 +193,269 @@ def models_needed(cfg: EdgeVisionConfig) -> list[str]:
     return [n for i, n in enumerate(names) if n in cat.models and n not in names[:i]]
 
 
+def installed_instances(root: Path) -> dict[str, Path]:
+    """Installed services and their configs: ``edgevision.service`` → config.yaml, ``edgevision@NAME.service`` →
+    NAME.yaml (an instance counts when its config and an enable link or drop-in exist)."""
+    found: dict[str, Path] = {}
+    single = root / UNIT_DIR.lstrip("/") / "edgevision.service"
+    if single.exists() and (root / CONFIG_DIR.lstrip("/") / "config.yaml").exists():
+        found["edgevision.service"] = root / CONFIG_DIR.lstrip("/") / "config.yaml"
+    units = root / UNIT_DIR.lstrip("/")
+    for link in sorted(units.glob("*/edgevision@*.service")) + sorted(units.glob("edgevision@?*.service.d")):
+        name = link.name.split("@", 1)[1].split(".service", 1)[0]
+        cfg = root / CONFIG_DIR.lstrip("/") / f"{name}.yaml"
+        if name and cfg.exists():
+            found[f"edgevision@{name}.service"] = cfg
+    return found
+
+
+def _identity(cfg: EdgeVisionConfig, inst_camera: str | None) -> tuple[int | None, str | None, str | None]:
+    """(web port, camera name, device or stream) — what two services must not share."""
+    port = cfg.web.port if cfg.web.enabled and cfg.web.port != 0 else None
+    s = cfg.source
+    source = {"camera": f"/dev/video{s.camera}", "picamera2": f"Pi camera {s.camera}", "url": s.url}.get(
+        s.kind
+    )
+    return port, cfg.recorder.camera or inst_camera, source
+
+
+def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
+    """Another installed service that would bind the same web port, publish under the same camera name or open
+    the same camera (the second would wait for it forever)."""
+    port, camera, source = _identity(cfg, inst.camera)
+    problems = []
+    for unit, path in installed_instances(root).items():
+        if unit == inst.unit:
+            continue
+        try:
+            other = load_config(path)
+        except ConfigError:
+            continue
+        other_name = unit.split("@", 1)[1].removesuffix(".service") if "@" in unit else None
+        other_port, other_camera, other_source = _identity(other, other_name)
+        if port is not None and port == other_port:
+            problems.append(f"web.port {port} is already used by {unit} ({path}); choose another web.port")
+        if camera is not None and camera == other_camera:
+            problems.append(f"camera name {camera!r} is already used by {unit} ({path}); set recorder.camera")
+        cid = cfg.mqtt.client_id if cfg.mqtt.enabled else None
+        if cid is not None and other.mqtt.enabled and cid == other.mqtt.client_id:
+            problems.append(
+                f"mqtt.client_id {cid!r} is already used by {unit} ({path}): the broker would drop one"
+            )
+        if source is not None and source == other_source:
+            problems.append(f"source {redact_url(source)} is already opened by {unit} ({path}); set source.*")
+    return problems
+
+
+def sandbox_problems(cfg: EdgeVisionConfig, inst: Instance) -> list[str]:
+    """Config paths the unit's sandbox would not let the service write (ProtectSystem=strict)."""
+    problems = []
+    data = cfg.recorder.data_dir
+    if data is not None and Path(os.path.normpath(data)) != Path(inst.data_dir):
+        problems.append(
+            f"recorder.data_dir {data}: the service can only write {inst.data_dir} (ProtectSystem=strict); "
+            "remove recorder.data_dir from the config to use it"
+        )
+    models = cfg.models.dir
+    if models is not None and access.hidden_by_sandbox(models):
+        problems.append(f"models.dir {models}: {access.hidden_by_sandbox(models)}; remove models.dir")
+    return problems
+
+
 def install(
-    config: Path | None, root: Path, dry_run: bool, mirror: str | None, runner: Runner = _run
+    config: Path | None,
+    root: Path,
+    dry_run: bool,
+    mirror: str | None,
+    runner: Runner = _run,
+    name: str | None = None,
+    exec_cmd: str | None = None,
 ) -> Plan:
+    """Install (or bring up to date) one service: the single unit, or the instance ``name`` of the template."""
+    inst = Instance(name)
     plan = Plan(root, dry_run, runner)
     src = config or data_file("configs/default.yaml")
     cfg = load_config(src)  # refuse to install a config that would not start (exit 78)
     check_models(cfg)  # ... including a model name the catalog does not know
-    if user_exists(USER, root):
-        plan.say("unchanged", f"user {USER}")
-    else:
-        plan.command(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/edgevision", "--shell",
-                      "/usr/sbin/nologin", "--groups", "video", USER], f"create user {USER}")  # fmt: skip
-    plan.mkdir(plan.p("/etc/edgevision"), 0o755)
-    data = plan.p("/var/lib/edgevision")
-    plan.mkdir(data, 0o750, USER)
-    plan.mkdir(data / "models", 0o750, USER)
-    target = plan.p("/etc/edgevision/config.yaml")
+    target = plan.p(inst.config)
+    if target.exists():
+        try:
+            cfg = load_config(target)  # what the service will really run
+        except ConfigError as exc:
+            raise ConfigError(f"the installed config does not validate; fix it first:\n{exc}") from None
+    command = exec_cmd or exec_path()
+    location = location_problems(command, root, this_installation=exec_cmd is None)
+    problems = location + sandbox_problems(cfg, inst) + clashes(cfg, inst, root)
+    if problems:
+        hint = f"\n  fix: {FIX_LOCATION}" if location else ""
+        raise ConfigError("cannot install the service:\n  " + "\n  ".join(problems) + hint)
+
+    _user(plan)
+    ids = access.user_ids(root, USER)
+    for d in dict.fromkeys((CONFIG_DIR, DATA_DIR, MODELS_DIR, inst.data_dir)):
+        plan.mkdir(plan.p(d))
     if target.exists():
         plan.say("kept", f"{target} (an existing config is never overwritten)")
     else:
         plan.write(target, src.read_text(), 0o640)
+    models = plan.p(MODELS_DIR)
     cat = load_catalog()
-    for name in models_needed(cfg):
-        for entry in cat.files_for(name):
-            if verify_installed(entry, data / "models")[0]:
+    for model in models_needed(cfg):
+        for entry in cat.files_for(model):
+            if verify_installed(entry, models)[0]:
                 plan.say("unchanged", f"model {entry.name}")
                 continue
-            plan.say("fetch", f"model {entry.name} into {data / 'models'}")
+            plan.say("fetch", f"model {entry.name} into {models}")
             plan.changed += 1
             if not dry_run:
-                fetch_entry(entry, data / "models", mirror or cfg.models.mirror)
-    unit_changed = plan.write(plan.p(f"/etc/systemd/system/{UNIT}"), render_unit(exec_path()))
-    dropin = plan.p(f"/etc/systemd/system/{UNIT}.d/coral.conf")
-    if cfg.runtime.device == "edgetpu":
-        unit_changed |= plan.write(dropin, f"[Service]\nSupplementaryGroups=video {CORAL_GROUPS}\n")
+                fetch_entry(entry, models, mirror or cfg.models.mirror)
+    plan.write(plan.p(TMPFILES), data_file("systemd/edgevision.tmpfiles").read_text())
+    if ids is not None:
+        _ownership(plan, inst, *ids)
+
+    unit_changed = plan.write(
+        plan.p(f"{UNIT_DIR}/{inst.unit_file}"), render_unit(command, inst.name is not None)
+    )
+    unit_changed |= plan.remove(plan.p(f"{inst.dropin_dir}/{LEGACY_DROPIN}"), " (replaced by groups.conf)")
+    dropin, notes = device_dropin(cfg, lambda g: access.group_id(root, g) is not None)
+    for note in notes:
+        plan.say("note", note)
+    dropin_path = plan.p(f"{inst.dropin_dir}/groups.conf")
+    if dropin is not None:
+        unit_changed |= plan.write(dropin_path, dropin)
+    else:
+        unit_changed |= plan.remove(dropin_path)
     if unit_changed:
         plan.command(["systemctl", "daemon-reload"], "reload unit files")
-    enabled = plan.runner(["systemctl", *(["--root", str(root)] if not plan.live else []), "is-enabled", "--quiet",
-                           UNIT]) == 0 if (root / f"etc/systemd/system/{UNIT}").exists() else False  # fmt: skip
-    if enabled:
-        plan.say("unchanged", f"{UNIT} enabled")
+    wants = plan.p(f"{UNIT_DIR}/multi-user.target.wants/{inst.unit}")
+    if wants.is_symlink() or (
+        plan.live and plan.runner(plan.systemctl("is-enabled", "--quiet", inst.unit)) == 0
+    ):
+        plan.say("unchanged", f"{inst.unit} enabled")
     else:
-        plan.command(["systemctl", *(["--root", str(root)] if not plan.live else []), "enable", UNIT],
-                     f"enable {UNIT}", live_only=False)  # fmt: skip
-    active = plan.live and plan.runner(["systemctl", "is-active", "--quiet", UNIT]) == 0
+        plan.command(plan.systemctl("enable", inst.unit), f"enable {inst.unit}", live_only=False)
+    active = plan.live and plan.runner(["systemctl", "is-active", "--quiet", inst.unit]) == 0
     if active and not unit_changed:
-        plan.say("unchanged", f"{UNIT} running")
+        plan.say("unchanged", f"{inst.unit} running")
     else:
-        plan.command(["systemctl", "restart" if active else "start", UNIT], f"start {UNIT}")
+        plan.command(["systemctl", "restart" if active else "start", inst.unit], f"start {inst.unit}")
+    if not dry_run:
+        verify_reachable(plan, inst, cfg, command)
     return plan
 
 
-def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run) -> Plan:
+def _user(plan: Plan) -> None:
+    """The system user, declared in sysusers.d and created by systemd-sysusers (``useradd`` without it)."""
+    plan.write(plan.p(SYSUSERS), data_file("systemd/edgevision.sysusers").read_text())
+    if access.user_ids(plan.root, USER) is not None:
+        plan.say("unchanged", f"user {USER}")
+    elif shutil.which("systemd-sysusers"):
+        plan.command(["systemd-sysusers", *([] if plan.live else ["--root", str(plan.root)]),
+                      str(plan.p(SYSUSERS))],
+                     f"create user {USER}", live_only=False)  # fmt: skip
+    else:
+        plan.command(["useradd", "--system", "--user-group", "--home-dir", DATA_DIR, "--shell",
+                      "/usr/sbin/nologin", USER], f"create user {USER}")  # fmt: skip
+
+
+def _ownership(plan: Plan, inst: Instance, uid: int, gid: int) -> None:
+    """The modes and owners tmpfiles.d declares, applied now (and to what it cannot name: instance dirs,
+    model files)."""
+    plan.own(plan.p(CONFIG_DIR), 0, gid, 0o750)
+    for cfg in sorted(plan.p(CONFIG_DIR).glob("*.yaml")):
+        plan.own(cfg, 0, gid, 0o640)
+    for d in dict.fromkeys((DATA_DIR, MODELS_DIR, inst.data_dir)):
+        plan.own(plan.p(d), uid, gid, 0o750)
+    for f in sorted(plan.p(MODELS_DIR).iterdir()) if plan.p(MODELS_DIR).is_dir() else []:
+        if f.is_file() and not f.is_symlink():
+            plan.own(f, uid, gid, 0o640)
+
+
+def service_principal(root: Path, cfg: EdgeVisionConfig) -> access.Principal | None:
+    """The service user with the groups its drop-in gives it."""
+    _, groups = _dropin_groups(root, cfg)
+    return access.principal(root, USER, groups)
+
+
+def _dropin_groups(root: Path, cfg: EdgeVisionConfig) -> tuple[str | None, list[str]]:
+    dropin, _ = device_dropin(cfg, lambda g: access.group_id(root, g) is not None)
+    groups: list[str] = []
+    for line in (dropin or "").splitlines():
+        if line.startswith("SupplementaryGroups="):
+            groups = line.split("=", 1)[1].split()
+    return dropin, groups
+
+
+def unit_paths(inst: Instance, cfg: EdgeVisionConfig, command: str) -> list[tuple[str, str]]:
+    """Every path the unit needs and how: (path, "r"/"rw"/"rx"/"rwx")."""
+    paths = [(inst.config, "r"), (inst.data_dir, "rwx"), (MODELS_DIR, "rx"), (command, "rx")]
+    paths += [
+        (f"{MODELS_DIR}/{e.file}", "r") for n in models_needed(cfg) for e in load_catalog().files_for(n)
+    ]
+    return paths
+
+
+def verify_reachable(plan: Plan, inst: Instance, cfg: EdgeVisionConfig, command: str) -> None:
+    """Check from the stat modes that the service user reaches what the unit needs; refuse loudly if not."""
+    who = service_principal(plan.root, cfg)
+    if who is None:
+        plan.say("skipped", f"access check: user {USER} does not exist in {plan.root} yet")
+        return
+    errors = []
+    for path, want in unit_paths(inst, cfg, command):
+        if not plan.live and path == command and not plan.p(path).exists():
+            continue  # --root with --exec: the command is installed into the image separately
+        problem = access.check_path(plan.root, path, who, want)
+        if problem:
+            errors.append(problem)
+        else:
+            plan.say("ok", f"{USER} can {'+'.join(want)} {path}")
+    if errors:
+        raise ConfigError("the service user cannot reach what the unit needs:\n  " + "\n  ".join(errors))
+
+
+def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run, name: str | None = None) -> Plan:
+    inst = Instance(name)
     plan = Plan(root, dry_run, runner)
-    unit = plan.p(f"/etc/systemd/system/{UNIT}")
+    others = [u for u in installed_instances(root) if "@" in u and u != inst.unit]
+    if purge and inst.name is None and others:
+        raise UsageError(
+            f"--purge would delete the recordings and configs of {', '.join(others)} too; "
+            "remove them first with `service uninstall --name NAME`"
+        )
+    unit = plan.p(f"{UNIT_DIR}/{inst.unit_file}")
     if unit.exists():
-        plan.command(["systemctl", *(["--root", str(root)] if not plan.live else []), "disable", UNIT],
-                     f"disable {UNIT}", live_only=False)  # fmt: skip
-        plan.command(["systemctl", "stop", UNIT], f"stop {UNIT}")
-        for path in (plan.p(f"/etc/systemd/system/{UNIT}.d/coral.conf"), unit):
-            if path.exists():
-                plan.say("remove", str(path))
-                plan.changed += 1
-                if not dry_run:
-                    path.unlink()
+        plan.command(plan.systemctl("disable", inst.unit), f"disable {inst.unit}", live_only=False)
+        plan.command(["systemctl", "stop", inst.unit], f"stop {inst.unit}")
+        for dropin in ("groups.conf", LEGACY_DROPIN):
+            plan.remove(plan.p(f"{inst.dropin_dir}/{dropin}"))
+        if plan.p(inst.dropin_dir).is_dir() and not dry_run and not any(plan.p(inst.dropin_dir).iterdir()):
+            plan.p(inst.dropin_dir).rmdir()
+        if inst.name is None or not others:
+            plan.remove(unit)
         plan.command(["systemctl", "daemon-reload"], "reload unit files")
     else:
-        plan.say("unchanged", f"{UNIT} not installed")
-    data, conf = plan.p("/var/lib/edgevision"), plan.p("/etc/edgevision")
-    if purge:
-        for d in (data, conf):
-            if d.exists():
-                plan.say("remove", f"{d}/ (recordings, models, config)")
-                plan.changed += 1
-                if not dry_run:
-                    shutil.rmtree(d)
-        if user_exists(USER, root):
-            plan.command(["userdel", USER], f"remove user {USER}")
-    else:
-        plan.say("kept", f"{data}/ and {conf}/ (recordings and config; --purge removes them)")
+        plan.say("unchanged", f"{inst.unit} not installed")
+    data, conf = plan.p(inst.data_dir), plan.p(inst.config)
+    if not purge:
+        plan.say("kept", f"{data}/ and {conf} (recordings and config; --purge removes them)")
+        return plan
+    if inst.name is not None:
+        if data.exists():
+            plan.say("remove", f"{data}/ (recordings)")
+            plan.changed += 1
+            if not dry_run:
+                shutil.rmtree(data)
+        plan.remove(conf, " (config)")
+        return plan
+    for d in (plan.p(DATA_DIR), plan.p(CONFIG_DIR)):
+        if d.exists():
+            plan.say("remove", f"{d}/ (recordings, models, config)")
+            plan.changed += 1
+            if not dry_run:
+                shutil.rmtree(d)
+    for f in (SYSUSERS, TMPFILES):
+        plan.remove(plan.p(f))
+    if access.user_ids(root, USER) is not None:
+        plan.command(["userdel", USER], f"remove user {USER}")
     return plan

@@ -1,8 +1,10 @@
-"""The service monitor: READY after the first processed frame, WATCHDOG only while frames make progress,
-STATUS with fps / rung / events / Pi health, STOPPING on shutdown.
+"""The service monitor: READY after the first processed frame (or once the service waits for an absent
+source), WATCHDOG by the rule of :mod:`edgevision.service.watchdog`, STATUS with fps / rung / events / Pi
+health or "waiting for source …", STOPPING on shutdown.
 
-The ping thread never looks at anything but the time of the last processed frame, so a stalled camera or a
-hung ``invoke()`` stops the pings and systemd (``WatchdogSec=``) restarts the service.
+The ping thread looks only at times: the last processed frame, the main loop's last poll of the capture and
+the capture's retry schedule. A hung ``invoke()``, main loop or capture stops the pings and systemd
+(``WatchdogSec=``) restarts the service; a camera that is not there yet does not.
 """
 
 from __future__ import annotations
@@ -11,17 +13,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+from edgevision.capture.runner import SourceWait
 from edgevision.pipeline.loop import FrameResult
 from edgevision.service.health import PiHealth, read_health
 from edgevision.service.notify import Notifier
+from edgevision.service.watchdog import Liveness, State, should_ping, state
 
 log = logging.getLogger(__name__)
 
 
-def should_ping(now: float, last_progress: float | None, progress_timeout: float) -> bool:
-    """Pure watchdog rule: ping only if a frame was processed within ``progress_timeout`` seconds."""
-    return last_progress is not None and now - last_progress <= progress_timeout
+class Capture(Protocol):
+    """What the monitor reads from the capture runner."""
+
+    last_poll: float | None
+
+    def waiting(self) -> SourceWait | None: ...
 
 
 class ServiceMonitor:
@@ -37,8 +45,10 @@ class ServiceMonitor:
         clock: Callable[[], float] = time.monotonic,
         health: Callable[[], PiHealth] = read_health,
         extra_status: Callable[[], str] = lambda: "",
+        capture: Capture | None = None,
     ) -> None:
         self.notifier = notifier
+        self.capture = capture
         self.ping_interval = ping_interval
         self.progress_timeout = progress_timeout
         self.status_interval = status_interval
@@ -69,6 +79,21 @@ class ServiceMonitor:
             self.notifier.ready(self.status_text())
             log.info("service: ready (first frame processed)")
 
+    def liveness(self) -> Liveness:
+        with self._lock:
+            last = self.last_progress
+        cap = self.capture
+        return Liveness(last, cap.last_poll if cap else None, cap.waiting() if cap else None)
+
+    def state(self) -> State:
+        """starting / ok / waiting / stalled (what ``/healthz`` reports)."""
+        return state(self.clock(), self.liveness(), self.progress_timeout)
+
+    def waiting_text(self) -> str:
+        """ "waiting for source …" while the source is absent and retried, else empty."""
+        wait = self.capture.waiting() if self.capture else None
+        return wait.text(self.clock()) if wait else ""
+
     def status_text(self) -> str:
         now = self.clock()
         with self._lock:
@@ -76,7 +101,8 @@ class ServiceMonitor:
             fps = (self.frames - n0) / max(now - t0, 1e-6)
             self._window = (now, self.frames)
             model = self.model
-        parts = [f"{fps:.1f} fps", f"rung {model}" if model else "starting"]
+        waiting = self.waiting_text()
+        parts = [waiting] if waiting else [f"{fps:.1f} fps", f"rung {model}" if model else "starting"]
         extra = self.extra_status()
         if extra:
             parts.append(extra)
@@ -89,11 +115,21 @@ class ServiceMonitor:
         next_status = self.clock() + self.status_interval
         period = min(self.ping_interval or self.status_interval, self.status_interval)
         was_throttling = False
+        was_waiting = False
         while not self._stop.wait(period):
             now = self.clock()
-            with self._lock:
-                last = self.last_progress
-            pinging = self.ping_interval is not None and should_ping(now, last, self.progress_timeout)
+            live = self.liveness()
+            waiting = live.wait is not None
+            if waiting != was_waiting:  # say it at once, not at the next status interval
+                was_waiting = waiting
+                next_status = now
+                with self._lock:
+                    first = waiting and not self.ready_sent
+                    self.ready_sent = self.ready_sent or waiting
+                if first:  # up and waiting: the start must not time out on an absent camera
+                    self.notifier.ready(self.status_text())
+                    log.info("service: ready, waiting for the source")
+            pinging = self.ping_interval is not None and should_ping(now, live, self.progress_timeout)
             if pinging and self.notifier.watchdog():
                 self.pings += 1
             if now >= next_status:

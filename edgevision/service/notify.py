@@ -68,3 +68,10 @@ def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
         return max(0.05, int(usec) / 1e6 / 2)
     except ValueError:
         return None
+
+
+def supervised(env: dict[str, str] | None = None) -> bool:
+    """Started by systemd as a notify service (``$NOTIFY_SOCKET`` set): live sources absent at start are then
+    waited for instead of being an error (a Pi's camera or Wi-Fi may come up after the service)."""
+    env = dict(os.environ) if env is None else env
+    return bool(env.get("NOTIFY_SOCKET"))

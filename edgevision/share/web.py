@@ -310,6 +310,9 @@ class _Handler(BaseHTTPRequestHandler):
         age = None if last is None else round(time.monotonic() - last, 3)
         body = {"status": "ok" if age is not None and age < 30 else "starting" if last is None else "stalled",
                 "frames": getattr(mon, "frames", 0), "last_frame_age_s": age}  # fmt: skip
+        waiting = mon.waiting_text() if hasattr(mon, "waiting_text") else ""
+        if waiting:  # source absent and retried: "waiting" (healthy) or "stalled" (hung), service/watchdog.py
+            body.update(status=getattr(mon, "state")().value, source=waiting)  # noqa: B009
         self._send(
             200 if body["status"] != "stalled" else 503,
             (json.dumps(body) + "\n").encode(),

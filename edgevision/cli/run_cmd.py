@@ -10,35 +10,19 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edgevision.capture.runner import LiveRunner, ReplayRunner
-from edgevision.capture.sources import (
-    FrameSource,
-    OpenCVSource,
-    Picamera2Source,
-    parse_video_target,
-    read_frames,
-)
 from edgevision.cli.common import add_model_flags, config_from_args
-from edgevision.config import EdgeVisionConfig, load_config
-from edgevision.detection.detector import Detector
-from edgevision.detection.factory import build_detector
-from edgevision.face.factory import build_face_stages
-from edgevision.pipeline.loop import Pipeline, Runner, Sink, make_prepare
-from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
-from edgevision.recorder.factory import recorder_settings
-from edgevision.recorder.index import EventIndex
-from edgevision.recorder.recorder import Recorder
-from edgevision.recorder.recovery import recover
-from edgevision.scheduler.factory import build_scheduler
-from edgevision.service.health import budget_factor
-from edgevision.service.monitor import ServiceMonitor
-from edgevision.service.notify import Notifier, watchdog_interval
-from edgevision.share.factory import build_sharing
-from edgevision.share.metrics import Metrics
+
+if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `--help`
+    import numpy as np
+
+    from edgevision.capture.sources import FrameSource
+    from edgevision.config import EdgeVisionConfig
+    from edgevision.pipeline.loop import Runner
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.service.monitor import ServiceMonitor
+    from edgevision.share.metrics import Metrics
 
 log = logging.getLogger("edgevision.run")
 
@@ -78,20 +62,30 @@ def register_config(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="config_command", required=True)
     q = csub.add_parser("check", help="validate config files without running")
     q.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout: file, ok, errors")
     q.set_defaults(func=check)
 
 
 def check(args: argparse.Namespace) -> int:
+    from edgevision.config import load_config
     from edgevision.errors import ConfigError
 
     errors = []
+    rows: list[dict[str, Any]] = []
     for path in args.files:
         try:
             load_config(path)
         except ConfigError as exc:
             errors.append(str(exc))
+            rows.append({"file": str(path), "ok": False, "errors": str(exc).splitlines()})
             continue
-        print(f"{path}: ok")
+        rows.append({"file": str(path), "ok": True, "errors": []})
+        if not args.json:
+            print(f"{path}: ok")
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
     if errors:
         raise ConfigError("\n".join(errors))
     return 0
@@ -104,6 +98,8 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
     elif args.picamera:
         o["source.kind"] = "picamera2"
     elif args.video is not None:
+        from edgevision.capture.sources import parse_video_target
+
         target = parse_video_target(args.video)
         if "://" in target:
             o.update({"source.kind": "url", "source.url": target})
@@ -130,6 +126,9 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> Runner:
     """The capture runner for the configured source (replay, realtime replay or live)."""
+    from edgevision.capture.runner import LiveRunner, ReplayRunner
+    from edgevision.capture.sources import OpenCVSource, Picamera2Source
+
     s = cfg.source
     if s.kind == "picamera2":
 
@@ -183,6 +182,10 @@ def _fill_metrics(
 def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     """Frames to profile rungs on: the first frames of a video source, else deterministic noise (invoke
     latency of these models does not depend on image content)."""
+    import numpy as np
+
+    from edgevision.capture.sources import read_frames
+
     frames: list[np.ndarray] = []
     if cfg.source.kind == "video" and cfg.source.path is not None:
         frames = read_frames(cfg.source.path, count)
@@ -200,6 +203,21 @@ def _camera_name(cfg: EdgeVisionConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgevision.detection.detector import Detector
+    from edgevision.detection.factory import build_detector
+    from edgevision.face.factory import build_face_stages
+    from edgevision.pipeline.loop import Pipeline, Sink, make_prepare
+    from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
+    from edgevision.recorder.factory import recorder_settings
+    from edgevision.recorder.index import EventIndex
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.recovery import recover
+    from edgevision.scheduler.factory import build_scheduler
+    from edgevision.service.health import budget_factor
+    from edgevision.service.monitor import ServiceMonitor
+    from edgevision.service.notify import Notifier, watchdog_interval
+    from edgevision.share.factory import build_sharing
+
     cfg = config_from_args(args, _source_overrides(args))
     if args.max_frames is not None and args.max_frames < 1:
         from edgevision.errors import UsageError

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,15 @@ def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]
     path.write_text(json.dumps({**extra, "rungs": [asdict(r) for r in rungs]}, indent=2) + "\n")
 
 
-def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], invokes: int = 15) -> list[Rung]:
-    """Load every rung (within the memory budget), profile it (or take the saved profile), order by cost."""
+def build_ladder(
+    cfg: EdgeVisionConfig,
+    sample_frames: Sequence[np.ndarray],
+    invokes: int = 15,
+    on_rung: Callable[[str], None] | None = None,
+) -> list[Rung]:
+    """Load every rung (within the memory budget), profile it (or take the saved profile), order by cost.
+
+    ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
     sc = cfg.scheduler
     mdir = models_dir(cfg)
     derived_dir = sc.derived_dir or (mdir / "derived")
@@ -149,6 +156,8 @@ def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], inv
         p50, p95 = measure(det, tensors, invokes)
         prof = saved.get(rung_name) or RungProfile(rung_name, size, 1, p50, p95, max(0.0, rss_mb() - before))
         rungs.append(Rung(det, prof))
+        if on_rung is not None:
+            on_rung(rung_name)
     if not rungs:
         raise ConfigError("scheduler: no rung could be loaded")
     cheapest = min(rungs, key=lambda r: r.profile.cost_ms)

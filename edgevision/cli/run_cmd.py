@@ -13,6 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from edgevision.cli.common import add_model_flags, config_from_args
+from edgevision.cli.progress import Progress
 
 if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `--help`
     import numpy as np
@@ -195,6 +196,28 @@ def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     return frames
 
 
+class ReplayProgress:
+    """A sink that shows how far a video replay got (a bar on a terminal; nothing otherwise)."""
+
+    def __init__(self, path: Path, max_frames: int | None) -> None:
+        self.bar = Progress(f"replay {path.name}", unit="frames")
+        if self.bar.enabled:  # the frame count costs a container open: only for a bar that is drawn
+            import cv2
+
+            cap = cv2.VideoCapture(str(path))
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            cap.release()
+            if max_frames is not None:
+                total = min(total, max_frames) if total > 0 else max_frames
+            self.bar.total = total if total > 0 else None
+
+    def on_result(self, result: Any) -> None:
+        self.bar.set(result.frame.index + 1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _camera_name(cfg: EdgeVisionConfig) -> str:
     s = cfg.source
     if s.kind in ("camera", "picamera2"):
@@ -223,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
         from edgevision.errors import UsageError
 
         raise UsageError("--max-frames must be >= 1")
+    if cfg.output.save_video:
+        from edgevision.pipeline.sinks import check_video_target
+
+        check_video_target(Path(cfg.output.save_video))  # before any model loads or frame is read
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None
@@ -268,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
         extra_status=lambda: f"{recorder.events_started} events" if recorder else "",
     )  # fmt: skip
     sinks.append(monitor)
+    if cfg.source.kind == "video" and cfg.source.path is not None:
+        sinks.append(ReplayProgress(cfg.source.path, args.max_frames))
     data = recorder.s.data_dir if recorder is not None else None
     sharing = build_sharing(cfg, _camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor))
     sinks += sharing.sinks

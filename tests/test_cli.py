@@ -20,7 +20,15 @@ V1 = "ssd_mobilenet_v1_coco_quant"
 
 # -- fast --help: no heavy import -------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "argv", [[], ["--help"], ["run", "--help"], ["detect", "--help"], ["models", "fetch", "--help"], ["doctor", "--help"]]
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["run", "--help"],
+        ["detect", "--help"],
+        ["models", "fetch", "--help"],
+        ["doctor", "--help"],
+    ],
 )
 def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     code = (
@@ -69,7 +77,11 @@ def test_global_flags_anywhere(argv: list[str], verbose: bool, quiet: bool, no_p
         (["models", "fecth", V1], 2, "did you mean 'fetch'?"),
         (["models", "info", "ssd_mobilenet_v1_coco_qant"], 78, f"did you mean '{V1}'?"),
         (["models", "fetch", "ssd_mobilenet_v2_coco"], 78, "did you mean 'ssd_mobilenet_v2_coco_quant'?"),
-        (["detect", "--model", "ssd_mobilenet_v1_coco", str(IMAGES / "cat.bmp")], 78, f"did you mean '{V1}'?"),
+        (
+            ["detect", "--model", "ssd_mobilenet_v1_coco", str(IMAGES / "cat.bmp")],
+            78,
+            f"did you mean '{V1}'?",
+        ),
     ],
 )
 def test_suggestions(env: dict[str, str], args: list[str], code: int, hint: str) -> None:
@@ -133,7 +145,9 @@ def test_events_show_json(env: dict[str, str], recorded: Path) -> None:
     r = run_cli(["events", "show", "1", "--data-dir", str(recorded), "--json"], env)
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
-    assert row["id"] == 1 and row["status"] == "finalized" and row["clip_file"] == str(recorded / "clips/1.mp4")
+    assert (
+        row["id"] == 1 and row["status"] == "finalized" and row["clip_file"] == str(recorded / "clips/1.mp4")
+    )
 
 
 def test_bench_models_json(env: dict[str, str], tmp_path: Path) -> None:
@@ -151,7 +165,9 @@ def test_bench_models_json(env: dict[str, str], tmp_path: Path) -> None:
 # -- --detections to stdout, a pipe, /dev/stdout ----------------------------------------------------------
 @pytest.mark.parametrize("target", ["-", "/dev/stdout"])
 def test_detections_to_stdout(env: dict[str, str], target: str) -> None:
-    r = run_cli(["run", "--video", str(WALKING), "--max-frames", "4", "--detections", target, "--no-timing"], env)
+    r = run_cli(
+        ["run", "--video", str(WALKING), "--max-frames", "4", "--detections", target, "--no-timing"], env
+    )
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["frame"] for x in lines] == [0, 1, 2, 3]
@@ -175,7 +191,9 @@ def test_save_video_extension_refused_before_the_run(
     env: dict[str, str], tmp_path: Path, name: str, message: str
 ) -> None:
     out = tmp_path / name
-    r = run_cli(["run", "--video", str(WALKING), "--save-video", str(out), "--detections", str(tmp_path / "d")], env)
+    r = run_cli(
+        ["run", "--video", str(WALKING), "--save-video", str(out), "--detections", str(tmp_path / "d")], env
+    )
     assert r.returncode == 2 and message in r.stderr
     assert not out.exists() and not (tmp_path / "d").exists()
     assert list(tmp_path.iterdir()) == []  # the writer probe is gone too

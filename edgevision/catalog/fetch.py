@@ -130,7 +130,9 @@ def verify_installed(entry: Entry, dest: Path) -> tuple[bool, str]:
     return True, f"ok sha256 {digest[:16]}…{pin}"
 
 
-def _download(url: str, out: Path, limit: int, timeout: float, progress: ProgressCallback | None = None) -> None:
+def _download(
+    url: str, out: Path, limit: int, timeout: float, progress: ProgressCallback | None = None
+) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp, open(out, "wb") as fh:
@@ -266,7 +268,9 @@ def _candidates(
             def locate(work: Path) -> Path:
                 if is_http:
                     target = work / name
-                    _download(f"{base}/{urllib.parse.quote(name)}", target, MAX_ARCHIVE_BYTES, timeout, progress)
+                    _download(
+                        f"{base}/{urllib.parse.quote(name)}", target, MAX_ARCHIVE_BYTES, timeout, progress
+                    )
                     return target
                 path = Path(mirror) / name
                 if not path.is_file():

@@ -93,8 +93,10 @@ def _print_text(
         kp = " ".join(f"{k}=({x:.3f},{y:.3f})" for k, (x, y) in f.keypoints.items())
         print(f"  face           {f.score:.3f}  box={f.box.as_list(3)}  {kp}")
         if f.landmarks is not None and f.pose is not None:
-            print(f"    {len(f.landmarks)} landmarks, presence {f.presence:.3f}, "
-                  f"pose yaw {f.pose.yaw:.1f} pitch {f.pose.pitch:.1f} roll {f.pose.roll:.1f}")  # fmt: skip
+            print(
+                f"    {len(f.landmarks)} landmarks, presence {f.presence:.3f}, "
+                f"pose yaw {f.pose.yaw:.1f} pitch {f.pose.pitch:.1f} roll {f.pose.roll:.1f}"
+            )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,7 +39,8 @@ SERVICE_UNIT = "edgevision"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "doctor", help="check Python, runtime, cameras, groups, Coral, power, disk, models, config, service, clock"
+        "doctor",
+        help="check Python, runtime, cameras, groups, Coral, power, disk, models, config, service, clock",
     )
     p.add_argument("--config", type=Path, help="config file to check (and to take the model and paths from)")
     p.add_argument("--models-dir", type=Path, help="installed models directory")
@@ -76,7 +77,9 @@ def needed_models(cfg: EdgeVisionConfig) -> list[str]:
         names += cfg.scheduler.models
         if cfg.scheduler.person_gate.enabled:
             names.append(cfg.scheduler.person_gate.model)
-    return [n for i, n in enumerate(names) if n not in names[:i] and not n.endswith(".tflite") and "/" not in n]
+    return [
+        n for i, n in enumerate(names) if n not in names[:i] and not n.endswith(".tflite") and "/" not in n
+    ]
 
 
 def _models(cfg: EdgeVisionConfig) -> Check:
@@ -113,9 +116,13 @@ def _runtime(cfg: EdgeVisionConfig, timed: bool) -> Check:
 
         res = resolve_model(model, models_dir(cfg))
         if res.entry is not None and res.entry.device == "edgetpu" and res.entry.cpu_twin:
-            model = res.entry.cpu_twin  # the speed of the CPU path; the Coral line says whether a TPU is there
+            model = (
+                res.entry.cpu_twin
+            )  # the speed of the CPU path; the Coral line says whether a TPU is there
             res = resolve_model(model, models_dir(cfg), load_catalog())
-        handle = open_interpreter(res.path, RuntimeOptions(runtime=cfg.runtime.runtime, threads=cfg.runtime.threads))
+        handle = open_interpreter(
+            res.path, RuntimeOptions(runtime=cfg.runtime.runtime, threads=cfg.runtime.threads)
+        )
         tensor = np.zeros(handle.input_shape, handle.input_dtype)
         handle.run(tensor)  # warm-up: the first invoke prepares the delegate
         samples = []

@@ -127,13 +127,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"{dest}: exists and is not a directory (export writes several files into DEST)")
     files = [
         (root / rel, dest / f"event-{row.id:06d}{suffix}")
-        for rel, suffix in ((row.clip_path, ".mp4"), (row.snapshot_path, ".jpg"), (row.thumb_path, "-thumb.jpg"))
+        for rel, suffix in (
+            (row.clip_path, ".mp4"),
+            (row.snapshot_path, ".jpg"),
+            (row.thumb_path, "-thumb.jpg"),
+        )
         if rel and (root / rel).exists()
     ]
     meta = dest / f"event-{row.id:06d}.json"
     existing = [str(t) for t in [*(t for _, t in files), meta] if t.exists()]
     if existing and not args.force:
-        raise UsageError(f"{existing[0]}: already exists (event {row.id} was exported here before); use --force")
+        raise UsageError(
+            f"{existing[0]}: already exists (event {row.id} was exported here before); use --force"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
     for source, target in files:

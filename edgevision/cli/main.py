@@ -41,10 +41,17 @@ def add_global_flags(p: argparse.ArgumentParser, default: Any) -> None:
     g = p.add_argument_group("global options")
     g.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
     g.add_argument(
-        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only; no progress bars"
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="warnings and errors only; no progress bars",
     )
     g.add_argument(
-        "--no-progress", action="store_true", default=default, help="no progress bars (also off when not a tty)"
+        "--no-progress",
+        action="store_true",
+        default=default,
+        help="no progress bars (also off when not a tty)",
     )
 
 
@@ -65,7 +72,8 @@ class _Parser(argparse.ArgumentParser):
         if choices is not None and value not in choices:
             names = [str(c) for c in choices]
             raise argparse.ArgumentError(
-                action, f"invalid choice: '{value}' (choose from {', '.join(names)}){_suggest(str(value), names)}"
+                action,
+                f"invalid choice: '{value}' (choose from {', '.join(names)}){_suggest(str(value), names)}",
             )
 
 

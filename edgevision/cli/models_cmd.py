@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgevision.cli.progress import Progress
-from edgevision.errors import BackendUnavailable, ModelError
+from edgevision.errors import BackendUnavailable, ModelError, NetworkError
 from edgevision.settings import default_models_dir
 
 if TYPE_CHECKING:  # the catalog (pydantic, the TFLite checks) loads when a command runs, not for --help
@@ -63,11 +63,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name, m in cat.models.items():
         a = m.architecture
-        rows.append({
-            "name": name, "task": m.task, "family": a.family, "alpha": a.alpha,
-            "input": f"{a.input[0]}x{a.input[1]}", "quantization": a.quantization, "device": m.device,
-            "installed": (dest / m.file).exists(), "pinned": m.sha256 is not None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "task": m.task,
+                "family": a.family,
+                "alpha": a.alpha,
+                "input": f"{a.input[0]}x{a.input[1]}",
+                "quantization": a.quantization,
+                "device": m.device,
+                "installed": (dest / m.file).exists(),
+                "pinned": m.sha256 is not None,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -115,14 +123,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if rep.action == "installed" else "")
         )
     if errors:
-        exc = ModelError("\n".join(map(str, errors)))
-        exc.exit_code = errors[0].exit_code if len({type(x) for x in errors}) == 1 else exc.exit_code
-        raise exc
+        joined = "\n".join(map(str, errors))
+        # exit 69 only when the network was the one cause; any other failure is a model error (78)
+        raise NetworkError(joined) if all(isinstance(x, NetworkError) for x in errors) else ModelError(joined)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from edgevision.catalog.entries import LabelEntry, ModelEntry, load_catalog
+    from edgevision.catalog.entries import load_catalog
     from edgevision.catalog.fetch import verify_installed
 
     cat = load_catalog()

@@ -49,7 +49,7 @@ def _human(value: float, unit: str) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     if s >= 60:
@@ -66,7 +66,7 @@ def render(
     if total:
         frac = min(max(done / total, 0.0), 1.0)
         figures = f"{_human(done, unit).split(' ')[0]}/{_human(total, unit)}"
-        eta = f"eta {_duration((total - done) / rate)}" if 0 < rate and done < total else _duration(elapsed)
+        eta = f"eta {_duration((total - done) / rate)}" if rate > 0 and done < total else _duration(elapsed)
         tail = "  ".join(x for x in (figures, speed, eta, note) if x)
         head = f"{label} {frac * 100:3.0f}% "
         room = width - len(head) - len(tail) - 3
@@ -152,7 +152,9 @@ class Progress:
     # -- drawing -------------------------------------------------------------------------------------------
     def text(self) -> str:
         width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
-        return render(self.label, self.done, self.total, self.unit, self._clock() - self._start, width, self._note)
+        return render(
+            self.label, self.done, self.total, self.unit, self._clock() - self._start, width, self._note
+        )
 
     def _maybe_draw(self, force: bool = False) -> None:
         global _active
@@ -177,7 +179,7 @@ class Progress:
         self.stream.flush()
 
 
-class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class LogHandler(logging.StreamHandler):
     """A stderr log handler that moves an active progress bar out of the way of each record."""
 
     def emit(self, record: logging.LogRecord) -> None:

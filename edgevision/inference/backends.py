@@ -185,7 +185,9 @@ def _load_edgetpu_delegate(module: Any, device: str | None) -> Any:
 # The runtimes' C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (and similar) straight
 # to fd 2 when an interpreter is built; no environment variable or Python API of LiteRT / tflite-runtime turns it
 # off (TF_CPP_MIN_LOG_LEVEL does not reach this logger).
-_RUNTIME_INFO = re.compile(rb"^INFO: (Created TensorFlow Lite|Replacing \d+ node|Initialized TensorFlow Lite)")
+_RUNTIME_INFO = re.compile(
+    rb"^INFO: (Created TensorFlow Lite|Replacing \d+ node|Initialized TensorFlow Lite)"
+)
 _FD2_LOCK = threading.Lock()  # one redirection of fd 2 at a time
 
 

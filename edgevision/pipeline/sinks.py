@@ -122,7 +122,9 @@ def check_video_target(path: Path) -> None:
     finally:
         Path(probe).unlink(missing_ok=True)
     if not opened:
-        raise UsageError(f"--save-video {path}: this OpenCV build cannot write '{suffix}' ({fourcc_for(path)})")
+        raise UsageError(
+            f"--save-video {path}: this OpenCV build cannot write '{suffix}' ({fourcc_for(path)})"
+        )
 
 
 class VideoSink:

@@ -63,7 +63,9 @@ def check_python(version: tuple[int, int, int], machine: str, pointer_bits: int,
             "python",
             where,
             "use the 64-bit Raspberry Pi OS (Bookworm): LiteRT and OpenCV wheels are 64-bit only"
-            + (" (this is a 64-bit kernel with a 32-bit userland)" if machine in ("aarch64", "arm64") else ""),
+            + (
+                " (this is a 64-bit kernel with a 32-bit userland)" if machine in ("aarch64", "arm64") else ""
+            ),
         )
     return ok("python", where)
 
@@ -179,7 +181,9 @@ def check_pi_health(throttled: int | None, temperature_c: float | None) -> Check
     return ok("power", f"{temp}; no under-voltage or throttling")
 
 
-def check_disk(path: str, free_bytes: int | None, writable_error: str | None, min_free_gb: float | None) -> Check:
+def check_disk(
+    path: str, free_bytes: int | None, writable_error: str | None, min_free_gb: float | None
+) -> Check:
     """The data directory is writable and has room (``retention.min_free_gb`` or 1 GiB)."""
     if writable_error is not None:
         return fail(

@@ -71,7 +71,9 @@ def picamera2_error() -> str | None:
 
 
 def libcamera_present(root: Path = Path("/")) -> bool:
-    return importlib.util.find_spec("libcamera") is not None or any((root / "usr/lib").glob("*/libcamera.so*"))
+    return importlib.util.find_spec("libcamera") is not None or any(
+        (root / "usr/lib").glob("*/libcamera.so*")
+    )
 
 
 def usb_ids(root: Path = Path("/")) -> list[tuple[str, str]]:

@@ -228,7 +228,7 @@ def test_runtime_info_line_is_silenced(env: dict[str, str]) -> None:
 def test_silencing_keeps_every_other_stderr_line() -> None:
     code = (
         "import os, sys\n"
-        "from edgevision.inference.backends import quiet_runtime_info\n"
+        "from edgevision.inference.runtime_log import quiet_runtime_info\n"
         "with quiet_runtime_info():\n"
         "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
         "    os.write(2, b'ERROR: a real runtime error\\n')\n"

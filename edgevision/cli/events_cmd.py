@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = esub.add_parser("list", help="recorded events, oldest first")
     common(q)
     q.add_argument("--since", help="e.g. 2h, 3d, or an ISO date/time")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout")
     q.set_defaults(func=cmd_list)
     q = esub.add_parser("show", help="one event in full")
     common(q)

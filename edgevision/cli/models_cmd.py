@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = msub.add_parser("list", help="the catalog and what is installed")
     common(q)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout")
     q.set_defaults(func=cmd_list)
 
     q = msub.add_parser("fetch", help="download, verify and install models (and their labels)")

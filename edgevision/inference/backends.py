@@ -7,18 +7,12 @@ missing one is reported with the pip package that provides it. The Edge TPU is a
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import importlib
-import logging
-import os
 import platform
-import re
 import sys
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +20,8 @@ from typing import Any, Literal
 import numpy as np
 
 from edgevision.errors import BackendUnavailable, EdgeTPUUnavailable, ModelError
+from edgevision.inference.runtime_log import quiet_runtime_info
 from edgevision.inference.tflite_file import TFLiteInfo, inspect_tflite
-
-log = logging.getLogger(__name__)
 
 RuntimeName = Literal["auto", "litert", "tflite-runtime"]
 DeviceName = Literal["cpu", "edgetpu"]
@@ -180,49 +173,6 @@ def _load_edgetpu_delegate(module: Any, device: str | None) -> Any:
     finally:
         gc.collect()
         sys.unraisablehook = previous
-
-
-# The runtimes' C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (and similar) straight
-# to fd 2 when an interpreter is built; no environment variable or Python API of LiteRT / tflite-runtime turns it
-# off (TF_CPP_MIN_LOG_LEVEL does not reach this logger).
-_RUNTIME_INFO = re.compile(
-    rb"^INFO: (Created TensorFlow Lite|Replacing \d+ node|Initialized TensorFlow Lite)"
-)
-_FD2_LOCK = threading.Lock()  # one redirection of fd 2 at a time
-
-
-@contextlib.contextmanager
-def quiet_runtime_info() -> Iterator[None]:
-    """Hold fd 2 in a temporary file while an interpreter is built; replay everything but the runtime's INFO.
-
-    Whatever else reaches stderr meanwhile (a runtime ERROR, another thread's log record) is written out,
-    in order, when the block ends; the INFO lines go to the debug log instead.
-    """
-    with _FD2_LOCK:
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            yield  # no usable fd 2 (embedded interpreter): nothing to filter
-            return
-        with tempfile.TemporaryFile() as tmp:
-            os.dup2(tmp.fileno(), 2)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-                tmp.seek(0)
-                kept = []
-                for line in tmp.read().splitlines(keepends=True):
-                    if _RUNTIME_INFO.match(line):
-                        log.debug("runtime: %s", line.decode(errors="replace").strip())
-                    else:
-                        kept.append(line)
-                if kept:
-                    os.write(2, b"".join(kept))
 
 
 def open_interpreter(model_path: Path, options: RuntimeOptions | None = None) -> InterpreterHandle:

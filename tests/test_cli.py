@@ -247,3 +247,18 @@ def test_console_script_runs_from_any_directory(env: dict[str, str], tmp_path: P
     assert r.returncode == 0, r.stderr
     assert os.listdir(tmp_path) == []
     assert SHARED_MODELS.exists()
+
+
+def test_replay_progress_on_a_terminal_only(env: dict[str, str]) -> None:
+    from test_fetch_network import _pty_run
+
+    args = ["run", "--video", str(WALKING), "--max-frames", "6"]
+    code, tty = _pty_run(args, env)
+    assert code == 0, tty
+    assert "replay supervision_walking.mp4" in tty and "6/6 frames" in tty
+    piped = run_cli(args, env)
+    assert (
+        piped.returncode == 0
+        and "replay supervision_walking.mp4" not in piped.stderr
+        and "\r" not in piped.stderr
+    )

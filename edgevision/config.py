@@ -256,7 +256,7 @@ class WebConfig(_Strict):
 
 
 class MqttConfig(_Strict):
-    """Events, stats and availability over MQTT."""
+    """Events, counts, snapshots, switches, stats and availability over MQTT (Frigate's topic layout)."""
 
     enabled: bool = False
     host: str = "localhost"
@@ -268,6 +268,7 @@ class MqttConfig(_Strict):
     qos: int = Field(2, ge=0, le=2)
     outbox_max: int = Field(10000, ge=10, le=10_000_000)
     stats_interval_s: float = Field(60.0, gt=0, le=86400)
+    snapshot_interval_s: float = Field(1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(30.0, ge=1, le=3600)
     drain_timeout_s: float = Field(10.0, ge=0, le=600)
     homeassistant_discovery: bool = False

@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `-
     from edgevision.pipeline.loop import Runner
     from edgevision.recorder.recorder import Recorder
     from edgevision.service.monitor import ServiceMonitor
-    from edgevision.share.metrics import Metrics
 
 log = logging.getLogger("edgevision.run")
 
@@ -166,20 +165,6 @@ def _stats(runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor) -
     return out
 
 
-def _fill_metrics(
-    m: Metrics | None, runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor
-) -> None:
-    if m is None:
-        return
-    m.dropped.set(runner.stats.dropped)
-    m.throttled.set(1 if monitor.health.throttling else 0)
-    if recorder is not None:
-        m.events_started.set(recorder.events_started)
-        m.events_finalized.set(recorder.events_finalized)
-        m.recorder_queue.set(recorder.queue_depth)
-        m.recorder_dropped.set(recorder.dropped)
-
-
 def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     """Frames to profile rungs on: the first frames of a video source, else deterministic noise (invoke
     latency of these models does not depend on image content)."""
@@ -218,17 +203,12 @@ class ReplayProgress:
         self.bar.close()
 
 
-def _camera_name(cfg: EdgeVisionConfig) -> str:
-    s = cfg.source
-    if s.kind in ("camera", "picamera2"):
-        return f"{s.kind}{s.camera}"
-    return Path(str(s.path)).stem if s.kind == "video" else str(s.url)
-
-
 def run(args: argparse.Namespace) -> int:
     from edgevision.detection.detector import Detector
     from edgevision.detection.factory import build_detector
     from edgevision.face.factory import build_face_stages
+    from edgevision.naming import camera_name
+    from edgevision.pipeline.control import Controls, RecordingGate
     from edgevision.pipeline.loop import Pipeline, Sink, make_prepare
     from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
     from edgevision.recorder.factory import recorder_settings
@@ -268,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     # The capture thread preprocesses for whichever detector (rung) the pipeline runs at that moment.
     runner = build_runner(cfg, make_prepare(lambda: pipeline_ref[0].detector if pipeline_ref else detector))
     sinks: list[Sink] = []
+    controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
     out = cfg.output
     if out.show:
         sinks.append(WindowSink())
@@ -282,12 +263,12 @@ def run(args: argparse.Namespace) -> int:
         )
         sinks.append(video_sink)
     if cfg.recorder.enabled:
-        settings = recorder_settings(cfg, _camera_name(cfg), cfg.source.fps)
+        settings = recorder_settings(cfg, camera_name(cfg), cfg.source.fps)
         index = EventIndex(settings.data_dir)
         recover(index, settings.data_dir)  # before capture: nothing a crash left open stays open
         recorder = Recorder(settings, blocking=not runner.live, index=index,
                             fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
-        sinks.append(recorder)
+        sinks.append(RecordingGate(recorder, controls))
     stages = build_face_stages(cfg)
     notifier = Notifier()
     monitor = ServiceMonitor(
@@ -298,15 +279,13 @@ def run(args: argparse.Namespace) -> int:
     if cfg.source.kind == "video" and cfg.source.path is not None:
         sinks.append(ReplayProgress(cfg.source.path, args.max_frames))
     data = recorder.s.data_dir if recorder is not None else None
-    sharing = build_sharing(cfg, _camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor))
-    sinks += sharing.sinks
-    if sharing.mqtt is not None and recorder is not None:
-        recorder.listeners.append(sharing.mqtt.event)
-    if sharing.metrics is not None:
-        sharing.metrics.readers.append(lambda: _fill_metrics(sharing.metrics, runner, recorder, monitor))
-    pipeline = Pipeline(
-        runner, detector, sinks, stages, status_interval=out.status_interval_s, scheduler=scheduler
+    sharing = build_sharing(
+        cfg, camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor), controls
     )
+    sinks += sharing.sinks
+    sharing.attach(runner, recorder, monitor, controls)
+    pipeline = Pipeline(runner, detector, sinks, stages, status_interval=out.status_interval_s,
+                        scheduler=scheduler, controls=controls)  # fmt: skip
     pipeline_ref.append(pipeline)
     pipeline.on_status = lambda line: log.info(
         "status: %s%s", line, f" | {monitor.health.text()}" if monitor and monitor.health.text() else ""

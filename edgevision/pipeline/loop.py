@@ -19,6 +19,7 @@ from edgevision.detection.types import Detection
 from edgevision.face.types import Face
 
 if TYPE_CHECKING:
+    from edgevision.pipeline.control import Controls
     from edgevision.scheduler.runtime import Scheduler
 from edgevision.pipeline.stats import StatusWindow, percentile
 
@@ -118,6 +119,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         person_label: str = "person",
         scheduler: Scheduler | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.runner = runner
         self.detector = detector
@@ -127,6 +129,7 @@ class Pipeline:
         self.clock = clock
         self.person_label = person_label
         self.scheduler = scheduler
+        self.controls = controls  # run-time switches: detection off means no detections, no rung feedback
         self.on_status: Callable[[str], None] = lambda line: log.info("status: %s", line)
 
     def _tensor(self, frame: Frame) -> tuple[np.ndarray, float]:
@@ -145,6 +148,10 @@ class Pipeline:
         if sched is not None:
             self.detector = sched.detector
             extras["rung"] = sched.rung.name
+        if self.controls is not None and not self.controls.detect:
+            extras["detect_off"] = True
+            return [], {}, extras
+        if sched is not None:
             t0 = time.perf_counter()
             if not sched.should_detect():
                 extras["carried"] = True
@@ -172,7 +179,7 @@ class Pipeline:
             stage.process(result)
         total = (time.monotonic() - frame.captured_at) * 1e3 if frame.captured_at else sum(latency.values())
         result.latency_ms["total"] = total
-        if self.scheduler is not None:
+        if self.scheduler is not None and "detect_off" not in extras:
             sw = self.scheduler.observe(total)
             if sw is not None:
                 result.extras["switch"] = {"from": self.scheduler.rungs[sw.from_rung].name,

@@ -1,1 +1,2 @@
-"""Sharing what the camera sees: the web view and events page, Prometheus metrics, MQTT events."""
+"""Sharing what the camera sees: the web view and events page, Prometheus metrics, MQTT (Frigate's topic layout)
+and Home Assistant discovery."""

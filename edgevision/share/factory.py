@@ -6,16 +6,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgevision.config import EdgeVisionConfig
-from edgevision.pipeline.loop import FrameResult, Sink
+from edgevision.events.state import EventSettings
+from edgevision.naming import topic_name
+from edgevision.pipeline.control import Controls
+from edgevision.pipeline.loop import FrameResult, Runner, Sink
 from edgevision.settings import default_data_dir
+from edgevision.share.hass import discovery_configs
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
-from edgevision.share.mqtt import MqttPublisher
+from edgevision.share.mqtt import MqttPublisher, Topics
+from edgevision.share.mqtt_events import EventRelay
 from edgevision.share.outbox import Outbox
+from edgevision.share.presence import Presence
 from edgevision.share.web import WebServer
+
+if TYPE_CHECKING:
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.service.monitor import ServiceMonitor
 
 
 class StatsPublisher:
@@ -42,12 +52,67 @@ class StatsPublisher:
         pass
 
 
+def event_settings(cfg: EdgeVisionConfig) -> EventSettings:
+    """The event state machine's settings (``recorder:``): the same for the recorder and for MQTT."""
+    r = cfg.recorder
+    return EventSettings(
+        labels=tuple(r.labels), min_score=r.min_score, min_area=r.min_area, trigger_frames=r.trigger_frames,
+        window_frames=r.window_frames, post_roll=r.post_roll_s, max_length=r.max_length_s,
+        zones=tuple(tuple((float(x), float(y)) for x, y in z) for z in r.zones),
+    )  # fmt: skip
+
+
 @dataclass
 class Sharing:
     sinks: list[Sink] = field(default_factory=list)
     web: WebServer | None = None
     mqtt: MqttPublisher | None = None
+    relay: EventRelay | None = None
     metrics: Metrics | None = None
+
+    def attach(self, runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor | None = None,
+               controls: Controls | None = None) -> None:  # fmt: skip
+        """Connect what the run already counts: the recorder's events to MQTT, and the metrics read at scrape
+        time (capture drops, recorder events and queue, throttling, MQTT outbox, switch states)."""
+        if self.relay is not None and recorder is not None:
+            index = recorder.index
+
+            def row(event_id: int) -> dict[str, Any] | None:
+                found = index.get(event_id)
+                return found.to_dict() if found is not None else None
+
+            self.relay.rows = row
+            recorder.listeners.append(self.relay.recorder_event)
+        m = self.metrics
+        if m is None:
+            return
+        m.counter(
+            "dropped_frames", "Frames dropped between capture and inference", lambda: runner.stats.dropped
+        )
+        if monitor is not None:
+            m.gauge("throttled", "1 while the Raspberry Pi reports throttling",
+                    lambda: 1.0 if monitor.health.throttling else 0.0)  # fmt: skip
+        if recorder is not None:
+            m.counter("events_started", "Person events started", lambda: recorder.events_started)
+            m.counter("events_finalized", "Person events finalized", lambda: recorder.events_finalized)
+            m.gauge(
+                "recorder_queue_frames",
+                "Frames waiting for the recorder thread",
+                lambda: recorder.queue_depth,
+            )
+            m.counter("recorder_dropped_frames", "Frames the recorder dropped", lambda: recorder.dropped)
+        if controls is not None:
+            m.gauge("detect_enabled", "1 while detection is switched on", lambda: float(controls.detect))
+            m.gauge("recordings_enabled", "1 while recording is switched on",
+                    lambda: float(controls.recordings and recorder is not None))  # fmt: skip
+        mqtt = self.mqtt
+        if mqtt is not None:
+            m.gauge("mqtt_connected", "1 while connected to the MQTT broker", lambda: float(mqtt.connected))
+            m.gauge("mqtt_outbox_messages", "Messages waiting in the MQTT outbox", lambda: len(mqtt.outbox))
+            m.counter("mqtt_messages_sent", "Outbox messages the broker acknowledged", lambda: mqtt.sent)
+            m.counter(
+                "mqtt_messages_dropped", "Messages refused by the full outbox", lambda: mqtt.outbox.dropped
+            )
 
     def close(self) -> None:
         if self.web is not None:
@@ -57,7 +122,8 @@ class Sharing:
 
 
 def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: object,
-                  stats: Callable[[], dict[str, Any]]) -> Sharing:  # fmt: skip
+                  stats: Callable[[], dict[str, Any]], controls: Controls | None = None) -> Sharing:  # fmt: skip
+    """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`."""
     sharing = Sharing()
     if cfg.web.enabled:
         budget = cfg.scheduler.budget if cfg.scheduler.enabled else None
@@ -71,12 +137,22 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         )
     if cfg.mqtt.enabled:
         m = cfg.mqtt
-        outbox_dir = (
-            data_dir or default_data_dir()
-        )  # the outbox lives with the recordings, or the user's data dir
-        outbox = Outbox(outbox_dir / "mqtt-outbox.db", m.outbox_max)
-        sharing.mqtt = MqttPublisher(m.host, m.port, outbox, camera, m.topic_prefix, m.client_id, m.username,
-                                     m.password, m.qos, m.homeassistant_discovery, m.discovery_prefix,
+        # The outbox lives with the recordings, or in the user's data dir.
+        outbox = Outbox((data_dir or default_data_dir()) / "mqtt-outbox.db", m.outbox_max)
+        topics = Topics(m.topic_prefix, topic_name(camera))
+        switches: tuple[str, ...] = ()
+        if controls is not None:
+            switches = ("detect", "recordings") if cfg.recorder.enabled else ("detect",)
+        labels = list(cfg.recorder.labels)
+        discovery = []
+        if m.homeassistant_discovery:
+            discovery = discovery_configs(topics, camera, labels, switches, m.discovery_prefix,
+                                          model=f"edgevision ({cfg.detector.model})")  # fmt: skip
+        sharing.mqtt = MqttPublisher(m.host, m.port, outbox, topics, m.client_id, m.username, m.password, m.qos,
+                                     discovery, controls, switches,
                                      m.reconnect_max_s, m.drain_timeout_s)  # fmt: skip
-        sharing.sinks.append(StatsPublisher(sharing.mqtt, m.stats_interval_s, stats))
+        sharing.relay = EventRelay(sharing.mqtt)
+        presence = Presence(sharing.mqtt, sharing.relay, event_settings(cfg), emit_events=not cfg.recorder.enabled,
+                            snapshot_interval=m.snapshot_interval_s)  # fmt: skip
+        sharing.sinks += [presence, StatsPublisher(sharing.mqtt, m.stats_interval_s, stats)]
     return sharing

@@ -1,19 +1,43 @@
-"""Prometheus metrics (prometheus-client, text exposition format) fed by a pipeline sink and a few gauges
-read at scrape time."""
+"""Prometheus metrics (prometheus-client, text exposition format), named by Prometheus' conventions: base units
+(seconds, bytes), ``_total`` counters of counter type, latency histograms in seconds.
+
+Most metrics are fed by the pipeline (``on_result``); values other parts already count (capture drops, recorder
+events, disk, MQTT outbox) are read at scrape time through :meth:`Metrics.counter` / :meth:`Metrics.gauge`.
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgevision.pipeline.loop import FrameResult
 
-LATENCY_BUCKETS = (1, 2.5, 5, 7.5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000, 2500)
+# Seconds: from 1 ms (a Coral invoke) to 2.5 s (a Pi 3 at full width).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
+                   0.2, 0.3, 0.5, 1.0, 2.5)  # fmt: skip
+PREFIX = "edgevision_"
+
+
+class _ReadAtScrape(Collector):
+    """Counters and gauges whose values live elsewhere, read (without locks: plain ints) on every scrape."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str, Callable[[], float | None]]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for kind, name, doc, read in self.items:
+            value = read()
+            if value is None:
+                continue
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, doc, value=value)
 
 
 class Metrics:
@@ -23,39 +47,49 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.budget_ms = budget_ms
-        self.frames = Counter("edgevision_frames_processed", "Frames processed by the pipeline", registry=r)
-        self.fps = Gauge("edgevision_fps", "Processed frames per second (last status window)", registry=r)
-        self.latency = Histogram("edgevision_stage_latency_ms", "Per-stage latency in milliseconds", ["stage"],
-                                 buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.rung = Gauge("edgevision_active_rung", "1 for the detector rung in use", ["rung"], registry=r)
-        self.switches = Counter("edgevision_rung_switches", "Scheduler rung switches", registry=r)
+        self.frames = Counter(
+            "edgevision_frames_processed", "Frames processed by the pipeline", registry=r
+        )  # exposed as edgevision_frames_processed_total
+        self.fps = Gauge(
+            "edgevision_frames_per_second", "Processed frames per second over the last 5 s", registry=r
+        )
+        self.stage_latency = Histogram(
+            "edgevision_stage_latency_seconds", "Latency of one pipeline stage (preprocess, invoke, ...)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.frame_latency = Histogram(
+            "edgevision_frame_latency_seconds", "Capture-to-result latency of a frame (what the budget bounds)",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.budget = Gauge(
+            "edgevision_latency_budget_seconds", "The scheduler's frame latency budget (the SLO target)", registry=r
+        )  # fmt: skip
         self.violations = Counter(
-            "edgevision_budget_violations", "Frames over the latency budget", registry=r
+            "edgevision_budget_violations", "Frames whose latency exceeded the budget", registry=r
         )
-        self.dropped = Gauge(
-            "edgevision_dropped_frames", "Frames dropped between capture and inference", registry=r
+        self.rung = Gauge("edgevision_active_rung", "1 for the detector rung in use, 0 otherwise", ["rung"], registry=r)  # fmt: skip
+        self.switches = Counter("edgevision_rung_switches", "Scheduler rung switches", registry=r)
+        self.objects = Gauge(
+            "edgevision_detected_objects", "Objects detected in the latest frame", ["label"], registry=r
         )
-        self.events_started = Gauge("edgevision_events_started", "Person events started", registry=r)
-        self.events_finalized = Gauge("edgevision_events_finalized", "Person events finalized", registry=r)
-        self.recorder_queue = Gauge(
-            "edgevision_recorder_queue_depth", "Frames waiting for the recorder", registry=r
+        self.detect_skipped = Counter(
+            "edgevision_detect_skipped_frames", "Frames not detected on: detection switched off", registry=r
         )
-        self.recorder_dropped = Gauge(
-            "edgevision_recorder_dropped_frames", "Frames the recorder dropped", registry=r
-        )
-        self.disk_used = Gauge(
-            "edgevision_disk_used_bytes", "Bytes used on the recordings filesystem", registry=r
-        )
-        self.disk_free = Gauge(
-            "edgevision_disk_free_bytes", "Bytes free on the recordings filesystem", registry=r
-        )
-        self.throttled = Gauge(
-            "edgevision_throttled", "1 while the Raspberry Pi reports throttling", registry=r
-        )
-        self.persons = Gauge("edgevision_persons", "Persons detected in the latest frame", registry=r)
+        self._read = _ReadAtScrape()
+        r.register(self._read)
+        if budget_ms is not None:
+            self.budget.set(budget_ms / 1e3)
         self._rung: str | None = None
+        self._labels: set[str] = set()
         self._times: deque[float] = deque()  # processing times of the last 5 s, for the fps gauge
-        self.readers: list[Callable[[], None]] = []
+
+    def counter(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
+        """A counter read at scrape time; ``name`` without ``_total`` (added on exposition)."""
+        self._read.items.append(("counter", PREFIX + name, doc, read))
+
+    def gauge(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
+        """A gauge read at scrape time (``read`` returns None to leave it out of this scrape)."""
+        self._read.items.append(("gauge", PREFIX + name, doc, read))
 
     def on_result(self, result: FrameResult) -> None:
         self.frames.inc()
@@ -66,10 +100,15 @@ class Metrics:
         if len(self._times) > 1:
             self.fps.set((len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6))
         for stage, ms in result.latency_ms.items():
-            self.latency.labels(stage).observe(ms)
-        total = result.latency_ms.get("total", 0.0)
-        if self.budget_ms is not None and total > self.budget_ms:
-            self.violations.inc()
+            if stage != "total":
+                self.stage_latency.labels(stage).observe(ms / 1e3)
+        total = result.latency_ms.get("total")
+        if total is not None:
+            self.frame_latency.observe(total / 1e3)
+            if self.budget_ms is not None and total > self.budget_ms:
+                self.violations.inc()
+        if result.extras.get("detect_off"):
+            self.detect_skipped.inc()
         rung = str(result.extras.get("rung", result.model))
         if rung != self._rung:
             if self._rung is not None:
@@ -78,23 +117,30 @@ class Metrics:
             self._rung = rung
         if "switch" in result.extras:
             self.switches.inc()
-        self.persons.set(sum(1 for d in result.detections if d.label == "person"))
+        counts: dict[str, int] = dict.fromkeys(self._labels, 0)
+        for d in result.detections:
+            counts[d.label] = counts.get(d.label, 0) + 1
+        for label, n in counts.items():
+            self.objects.labels(label).set(n)
+        self._labels |= counts.keys()
 
     def watch_disk(self, path: Path) -> None:
-        def read() -> None:
-            try:
-                usage = shutil.disk_usage(path)
-            except OSError:
-                return
-            self.disk_used.set(usage.used)
-            self.disk_free.set(usage.free)
+        """Used and free bytes of the filesystem holding ``path``."""
 
-        self.readers.append(read)
+        def usage(attr: str) -> Callable[[], float | None]:
+            def read() -> float | None:
+                try:
+                    return float(getattr(shutil.disk_usage(path), attr))
+                except OSError:
+                    return None
+
+            return read
+
+        self.gauge("disk_used_bytes", "Bytes used on the recordings filesystem", usage("used"))
+        self.gauge("disk_free_bytes", "Bytes free on the recordings filesystem", usage("free"))
 
     def render(self) -> bytes:
-        """The text exposition of every metric (gauges read from their sources first)."""
-        for read in self.readers:
-            read()
+        """The text exposition of every metric."""
         return generate_latest(self.registry)
 
     def close(self) -> None:

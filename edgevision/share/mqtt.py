@@ -1,6 +1,13 @@
-"""MQTT (paho-mqtt): event start / update / end, periodic stats, availability with a last will, optional
-Home Assistant discovery. Publishing never blocks the pipeline: messages go to the persistent outbox and a
-sender thread delivers them (QoS 2, persistent session, so each message arrives once) when the broker is up.
+"""MQTT transport (paho-mqtt), laid out like Frigate's topics so Home Assistant automations carry over.
+
+Two kinds of messages:
+
+* **events** (``<prefix>/events``, occupancy ON/OFF) go through the persistent outbox and a sender thread
+  (QoS 2 in a persistent session: each message arrives once, also across broker outages and restarts);
+* **state** (counts, snapshot, stats, switch states) is retained, sent only while connected and re-sent on
+  every (re)connect: only the latest value matters, so nothing stale queues up.
+
+Switches: ``<prefix>/<camera>/{detect,recordings}/set`` (``ON`` / ``OFF``) flip the run's :class:`Controls`.
 """
 
 from __future__ import annotations
@@ -9,42 +16,112 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from edgevision.naming import topic_name
+from edgevision.pipeline.control import Controls
 from edgevision.share.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one camera. ``camera`` is already topic-safe (:func:`edgevision.naming.topic_name`)."""
+
+    prefix: str
+    camera: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.camera}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}/events"  # one topic for every camera, as Frigate: the camera is in the payload
+
+    @property
+    def available(self) -> str:
+        return f"{self.base}/available"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    def count(self, label: str) -> str:
+        return f"{self.base}/{topic_name(label)}"
+
+    def occupancy(self, label: str) -> str:
+        return f"{self.base}/{topic_name(label)}/occupancy"
+
+    def snapshot(self, label: str) -> str:
+        return f"{self.base}/{topic_name(label)}/snapshot"
+
+    def switch_set(self, name: str) -> str:
+        return f"{self.base}/{name}/set"
+
+    def switch_state(self, name: str) -> str:
+        return f"{self.base}/{name}/state"
+
+
+class Publisher(Protocol):
+    """What event and presence producers need of :class:`MqttPublisher`."""
+
+    topics: Topics
+
+    def queue(self, topic: str, payload: bytes, retain: bool = False) -> bool: ...
+
+    def state(self, topic: str, value: bytes, force: bool = False) -> None: ...
+
+
+def on_off(on: bool) -> bytes:
+    return b"ON" if on else b"OFF"
+
+
 class MqttPublisher:
     """Owns the paho client, its network thread and the outbox sender thread."""
 
-    def __init__(self, host: str, port: int, outbox: Outbox, camera: str, prefix: str = "edgevision",
-                 client_id: str | None = None, username: str | None = None, password: str | None = None,
-                 qos: int = 2, discovery: bool = False, discovery_prefix: str = "homeassistant",
-                 reconnect_max_s: float = 30.0, drain_timeout_s: float = 10.0) -> None:  # fmt: skip
+    def __init__(self, host: str, port: int, outbox: Outbox, topics: Topics, client_id: str | None = None,
+                 username: str | None = None, password: str | None = None, qos: int = 2,
+                 discovery: Sequence[tuple[str, dict[str, Any] | None]] = (), controls: Controls | None = None,
+                 switches: Sequence[str] = (), reconnect_max_s: float = 30.0,
+                 drain_timeout_s: float = 10.0) -> None:  # fmt: skip
         try:
             import paho.mqtt.client as mqtt
         except ImportError as exc:  # pragma: no cover - paho is a dependency
             raise RuntimeError("paho-mqtt is not installed") from exc
         self.outbox = outbox
-        self.camera = camera
-        self.base = f"{prefix}/{camera}"
+        self.topics = topics
         self.qos = qos
-        self.discovery = discovery
-        self.discovery_prefix = discovery_prefix
+        self.discovery = list(discovery)
+        self.controls = controls
+        self.switches = tuple(switches)  # the switches this run can honour (recordings needs a recorder)
         self.sent = 0
         self.drain_timeout = drain_timeout_s
         self._connected = threading.Event()
         self._stop = threading.Event()
-        cid = client_id or f"edgevision-{camera}"
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=False)
+        self._state_lock = threading.Lock()  # guards _state (written by pipeline, recorder, paho threads)
+        self._state: dict[str, bytes] = {}
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edgevision-{topics.camera}",
+            clean_session=False,
+        )  # fmt: skip
         if username:
             self.client.username_pw_set(username, password)
-        self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
+        self.client.will_set(topics.available, "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(reconnect_max_s)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        for name in self.switches:
+            self.client.message_callback_add(topics.switch_set(name), self._on_set)
+        if controls is not None:
+            for name in ("detect", "recordings"):
+                self._set_state(
+                    topics.switch_state(name), on_off(name in self.switches and controls.get(name))
+                )
+            controls.listeners.append(self._switched)
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._send_loop, name="mqtt-outbox", daemon=True)
@@ -56,9 +133,15 @@ class MqttPublisher:
             log.warning("mqtt: connection refused: %s", reason)
             return
         log.info("mqtt: connected")
-        client.publish(f"{self.base}/availability", "online", qos=1, retain=True)
-        if self.discovery:
-            self._publish_discovery(client)
+        client.publish(self.topics.available, "online", qos=1, retain=True)
+        for topic, payload in self.discovery:  # None: an empty config removes the entity
+            client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
+        if self.switches:
+            client.subscribe([(self.topics.switch_set(name), 1) for name in self.switches])
+        with self._state_lock:
+            state = list(self._state.items())
+        for topic, value in state:  # the latest state: the broker may have restarted without it
+            client.publish(topic, value, qos=1, retain=True)
         self._connected.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -68,28 +151,21 @@ class MqttPublisher:
             )
         self._connected.clear()
 
-    def _publish_discovery(self, client: Any) -> None:
-        device = {"identifiers": [f"edgevision_{self.camera}"], "name": f"edgevision {self.camera}",
-                  "manufacturer": "edgevision"}  # fmt: skip
-        avail = {"availability_topic": f"{self.base}/availability"}
-        person = {"name": "Person", "unique_id": f"edgevision_{self.camera}_person", "device_class": "occupancy",
-                  "state_topic": f"{self.base}/person", "payload_on": "ON", "payload_off": "OFF", "device": device, **avail}  # fmt: skip
-        fps = {"name": "FPS", "unique_id": f"edgevision_{self.camera}_fps", "state_topic": f"{self.base}/stats",
-               "value_template": "{{ value_json.fps }}", "unit_of_measurement": "fps", "device": device, **avail}  # fmt: skip
-        client.publish(f"{self.discovery_prefix}/binary_sensor/edgevision_{self.camera}/person/config",
-                       json.dumps(person), qos=1, retain=True)  # fmt: skip
-        client.publish(f"{self.discovery_prefix}/sensor/edgevision_{self.camera}/fps/config", json.dumps(fps),
-                       qos=1, retain=True)  # fmt: skip
+    def _on_set(self, client: Any, userdata: Any, message: Any) -> None:
+        name = message.topic.rsplit("/", 2)[-2]
+        value = message.payload.decode(errors="replace").strip().upper()
+        if value not in ("ON", "OFF") or self.controls is None:
+            log.warning("mqtt: %s: expected ON or OFF, got %r", message.topic, value[:20])
+            return
+        self.controls.set(name, value == "ON")
 
-    # -- producer side (recorder / pipeline threads) ------------------------------------------------
-    def event(self, kind: str, data: dict[str, Any]) -> bool:
-        """Queue an event message (``start`` / ``update`` / ``end``); False when the outbox was full."""
-        payload = {"type": kind, "camera": self.camera, "sent_at": time.time(), **data}
-        ok = self.outbox.put(f"{self.base}/events", json.dumps(payload).encode(), self.qos)
-        if kind in ("start", "end"):
-            ok &= self.outbox.put(
-                f"{self.base}/person", b"ON" if kind == "start" else b"OFF", self.qos, retain=True
-            )
+    def _switched(self, name: str, on: bool) -> None:
+        self.state(self.topics.switch_state(name), on_off(on))
+
+    # -- producer side (pipeline, recorder and snapshot threads) ------------------------------------
+    def queue(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Queue a message in the outbox (delivered once, in order); False when the outbox was full."""
+        ok = self.outbox.put(topic, payload, self.qos, retain=retain)
         if not ok:
             log.warning(
                 "mqtt: outbox full (%d): message dropped (%d dropped so far)",
@@ -98,10 +174,24 @@ class MqttPublisher:
             )
         return ok
 
+    def _set_state(self, topic: str, value: bytes) -> bool:
+        with self._state_lock:
+            changed = self._state.get(topic) != value
+            self._state[topic] = value
+        return changed
+
+    def state(self, topic: str, value: bytes, force: bool = False) -> None:
+        """Retained state: published now when connected and changed (or ``force``), and again on reconnect."""
+        if (self._set_state(topic, value) or force) and self._connected.is_set():
+            self.client.publish(topic, value, qos=1, retain=True)
+
     def stats(self, data: dict[str, Any]) -> None:
-        """Periodic stats: sent directly when connected (stale stats are not worth queueing)."""
-        if self._connected.is_set():
-            self.client.publish(f"{self.base}/stats", json.dumps(data), qos=0, retain=True)
+        """Periodic stats (fps, rung, ...), retained."""
+        self.state(self.topics.stats, json.dumps(data).encode(), force=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
     # -- sender thread -------------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -144,9 +234,7 @@ class MqttPublisher:
         self._stop.set()
         self._thread.join(timeout=5)
         if self._connected.is_set():
-            self.client.publish(f"{self.base}/availability", "offline", qos=1, retain=True).wait_for_publish(
-                2
-            )
+            self.client.publish(self.topics.available, "offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
         self.outbox.close()

@@ -1,0 +1,33 @@
+"""The camera's name: one source of truth for the event index, MQTT topics and Home Assistant's device.
+
+``recorder.camera`` names the camera when set; otherwise the name is derived from the source (``camera0``,
+``picamera0``, a video file's stem, a stream's host and path — never its credentials). MQTT topics and Home
+Assistant ids use :func:`topic_name`, the same name reduced to ``[A-Za-z0-9_-]``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edgevision.config import EdgeVisionConfig
+
+
+def camera_name(cfg: EdgeVisionConfig) -> str:
+    """The configured camera name, or one derived from the source."""
+    if cfg.recorder.camera:
+        return cfg.recorder.camera
+    s = cfg.source
+    if s.kind in ("camera", "picamera2"):
+        return f"{s.kind}{s.camera}"
+    if s.kind == "video":
+        return Path(str(s.path)).stem
+    url = urlsplit(str(s.url))
+    host = url.hostname or "stream"  # hostname leaves user:password@ out
+    return f"{host}{':' + str(url.port) if url.port else ''}{url.path.rstrip('/')}"
+
+
+def topic_name(name: str) -> str:
+    """``name`` as one MQTT topic level and a Home Assistant id: runs of other characters become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "camera"

@@ -1,0 +1,96 @@
+"""The event payload of ``<prefix>/events``, one shape for every message, as Frigate's::
+
+    {"type": "new" | "update" | "end", "id": "<stable id>", "camera": "<camera>", "sent_at": <unix s>,
+     "before": <event>, "after": <event>}
+
+``<event>`` always has the keys of :data:`EVENT_KEYS`: ``id`` (stable across new/update/end and restarts:
+``<start unix time>-<camera>``), ``event_id`` (the index row id, for the web view's ``/events/<event_id>/...``;
+null without ``--record``), Frigate's ``start_time`` / ``end_time`` / ``top_score`` / ``has_clip`` /
+``has_snapshot``, and ``index``: the event's index row (null without ``--record``). ``before`` is the event as
+the previous message of this event showed it (for ``new``, and an ``end`` after a restart, the same as ``after``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgevision.share.mqtt import Publisher
+
+log = logging.getLogger(__name__)
+
+EVENT_KEYS = ("id", "camera", "label", "event_id", "start_time", "end_time", "active", "top_score",
+              "peak_count", "has_clip", "has_snapshot", "status", "index")  # fmt: skip
+KINDS = {"start": "new", "update": "update", "end": "end"}  # the recorder's names -> Frigate's
+
+
+def stable_id(start_wall: float, camera: str) -> str:
+    return f"{start_wall:.6f}-{camera}"
+
+
+def event_from_row(row: dict[str, Any], camera: str, active: bool) -> dict[str, Any]:
+    """The payload's event for an index row (``EventRow.to_dict()``)."""
+    return {
+        "id": stable_id(row["start_wall"], camera), "camera": camera, "label": row["label"],
+        "event_id": row["id"], "start_time": row["start_wall"], "end_time": None if active else row["end_wall"],
+        "active": active, "top_score": row["max_score"], "peak_count": row["peak_count"],
+        "has_clip": bool(row["clip_path"]) and not active, "has_snapshot": bool(row["snapshot_path"]),
+        "status": row["status"], "index": row,
+    }  # fmt: skip
+
+
+def event_unrecorded(camera: str, label: str, start_wall: float, end_wall: float | None, top_score: float,
+                     peak_count: int) -> dict[str, Any]:  # fmt: skip
+    """The payload's event when nothing is recorded (no index row, clip or snapshot file)."""
+    return {
+        "id": stable_id(start_wall, camera), "camera": camera, "label": label, "event_id": None,
+        "start_time": start_wall, "end_time": end_wall, "active": end_wall is None, "top_score": top_score,
+        "peak_count": peak_count, "has_clip": False, "has_snapshot": False, "status": "not-recorded",
+        "index": None,
+    }  # fmt: skip
+
+
+class EventRelay:
+    """Turns events (from the recorder, or from :class:`Presence` without one) into ``<prefix>/events``
+    messages through the outbox."""
+
+    def __init__(self, publisher: Publisher, rows: Callable[[int], dict[str, Any] | None] | None = None,
+                 wall: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.publisher = publisher
+        self.camera = publisher.topics.camera
+        self.rows = rows  # index row by id (set when a recorder is attached)
+        self.wall = wall
+        self._lock = threading.Lock()  # guards _last
+        self._last: dict[str, dict[str, Any]] = {}  # active event id -> its event in the last message
+
+    def publish(self, kind: str, after: dict[str, Any]) -> bool:
+        """Queue one message of ``kind`` (new / update / end); False when the outbox was full."""
+        with self._lock:
+            before = self._last.get(after["id"], after)
+            if kind == "end":
+                self._last.pop(after["id"], None)
+            else:
+                self._last[after["id"]] = after
+        message = {"type": kind, "id": after["id"], "camera": self.camera, "sent_at": self.wall(),
+                   "before": before, "after": after}  # fmt: skip
+        return self.publisher.queue(self.publisher.topics.events, json.dumps(message).encode())
+
+    def recorder_event(self, kind: str, data: dict[str, Any]) -> None:
+        """A :class:`~edgevision.recorder.recorder.Recorder` listener: ``start`` / ``update`` carry the event id,
+        ``end`` the finished index row."""
+        if kind == "end":
+            row: dict[str, Any] | None = data
+        else:
+            row = self.rows(int(data["event_id"])) if self.rows is not None else None
+            if row is None:
+                log.error("mqtt: event %s: no index row; %s not published", data.get("event_id"), kind)
+                return
+            if kind == "update":  # the index holds the statistics only at the end; the update carries them
+                row = {**row, "max_score": data.get("max_score", row["max_score"]),
+                       "peak_count": data.get("peak_count", row["peak_count"])}  # fmt: skip
+        assert row is not None
+        self.publish(KINDS[kind], event_from_row(row, self.camera, active=kind != "end"))

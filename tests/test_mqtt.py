@@ -1,0 +1,451 @@
+"""MQTT like Frigate and Home Assistant discovery: the event payload, topics, switches, snapshot and counts —
+as pure units, against a real mosquitto in-process, and end to end with `edgevision run`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from conftest import WALKING
+from media import splice
+from mqtt_helpers import MOSQUITTO, Broker, FakePublisher, Subscriber
+
+from edgevision.capture.frame import Frame
+from edgevision.capture.sources import read_frames
+from edgevision.config import load_config
+from edgevision.detection.factory import build_detector
+from edgevision.detection.types import BBox, Detection
+from edgevision.events.state import EventSettings
+from edgevision.naming import camera_name, topic_name
+from edgevision.pipeline.control import Controls, RecordingGate
+from edgevision.pipeline.loop import FrameResult, Pipeline
+from edgevision.recorder.index import EventIndex
+from edgevision.share.hass import discovery_configs
+from edgevision.share.mqtt import MqttPublisher, Topics
+from edgevision.share.mqtt_events import EVENT_KEYS, EventRelay
+from edgevision.share.outbox import Outbox
+from edgevision.share.presence import Presence
+
+needs_broker = pytest.mark.skipif(not MOSQUITTO, reason="mosquitto not installed (CI installs it)")
+TOPICS = Topics("edgevision", "porch")
+
+
+# -- the camera name ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "name", "topic"),
+    [
+        ({"recorder.camera": "Front door"}, "Front door", "Front_door"),
+        ({"recorder.camera": "a/b+c#"}, "a/b+c#", "a_b_c"),
+        ({"source.kind": "camera", "source.camera": 2}, "camera2", "camera2"),
+        ({"source.kind": "picamera2"}, "picamera20", "picamera20"),
+        ({"source.kind": "video", "source.path": "/x/hall way.mp4"}, "hall way", "hall_way"),
+        ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live/"}, "10.0.0.5:554/live",
+         "10_0_0_5_554_live"),
+        ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live", "recorder.camera": "gate"},
+         "gate", "gate"),
+    ],
+)  # fmt: skip
+def test_one_camera_name_for_index_topics_and_device(
+    overrides: dict[str, Any], name: str, topic: str
+) -> None:
+    cfg = load_config(None, overrides)
+    assert camera_name(cfg) == name and topic_name(name) == topic
+    assert "secret" not in camera_name(cfg)  # a stream's credentials never become a name
+
+
+# -- the event payload -------------------------------------------------------------------------------------
+def _person(score: float = 0.9) -> Detection:
+    return Detection("person", 0, score, BBox(0.3, 0.2, 0.5, 0.9))
+
+
+def _result(i: int, persons: int, fps: float = 10.0) -> FrameResult:
+    img = np.full((120, 160, 3), 60, np.uint8)
+    dets = [_person(0.6 + 0.01 * (i % 30)) for _ in range(persons)]
+    return FrameResult(Frame(img, i / fps, i, "test"), dets, {"total": 5.0}, "m", {"rung": "m@300"})
+
+
+def _messages(pub: FakePublisher) -> list[dict[str, Any]]:
+    return [json.loads(p) for t, p, _ in pub.queued if t == "edgevision/events"]
+
+
+def _check_shape(messages: list[dict[str, Any]]) -> None:
+    assert messages
+    for m in messages:
+        assert set(m) == {"type", "id", "camera", "sent_at", "before", "after"}
+        assert m["type"] in ("new", "update", "end")
+        assert list(m["before"]) == list(m["after"]) == list(EVENT_KEYS)  # same keys in every message
+        assert m["id"] == m["after"]["id"] == m["before"]["id"]
+
+
+def test_recorded_events_carry_the_index_row_and_a_stable_id(tmp_path: Path) -> None:
+    index = EventIndex(tmp_path)
+    pub = FakePublisher(TOPICS)
+    relay = EventRelay(pub, rows=lambda i: r.to_dict() if (r := index.get(i)) else None)
+    eid = index.create("Porch cam", "person", 1.0, 10)
+    relay.recorder_event("start", {"event_id": eid, "start_ts": 1.0, "frame": 10})
+    relay.recorder_event("update", {"event_id": eid, "ts": 2.0, "max_score": 0.8, "peak_count": 2})
+    index.update(eid, end_ts=5.0, end_wall=time.time(), clip_path="clips/1.mp4", snapshot_path="s/1.jpg",
+                 max_score=0.9, peak_count=3, status="finalized")  # fmt: skip
+    row = index.get(eid)
+    assert row is not None
+    relay.recorder_event("end", row.to_dict())
+    new, update, end = msgs = _messages(pub)
+    _check_shape(msgs)
+    assert [m["type"] for m in msgs] == ["new", "update", "end"]
+    assert len({m["id"] for m in msgs}) == 1 and new["id"].endswith("-porch")
+    assert (
+        new["before"] == new["after"]
+        and update["before"] == new["after"]
+        and end["before"] == update["after"]
+    )
+    assert new["after"]["active"] and not new["after"]["has_clip"] and new["after"]["end_time"] is None
+    assert update["after"]["top_score"] == 0.8 and update["after"]["peak_count"] == 2
+    a = end["after"]
+    assert a["event_id"] == eid and a["index"]["id"] == eid and a["index"]["camera"] == "Porch cam"
+    assert not a["active"] and a["has_clip"] and a["has_snapshot"] and a["status"] == "finalized"
+    assert a["top_score"] == 0.9 and a["end_time"] == row.end_wall and a["camera"] == "porch"
+    # An event ended by start-up recovery (no new/update in this run) has the same shape and id.
+    relay2 = EventRelay(pub)
+    relay2.recorder_event("end", {**row.to_dict(), "status": "recovered"})
+    again = _messages(pub)[-1]
+    _check_shape([again])
+    assert again["id"] == new["id"] and again["before"] == again["after"]
+    index.close()
+
+
+def test_without_a_recorder_presence_publishes_events_counts_occupancy_and_snapshot() -> None:
+    pub = FakePublisher(TOPICS)
+    relay = EventRelay(pub)
+    settings = EventSettings(post_roll=1.0, trigger_frames=2, window_frames=3)
+    presence = Presence(pub, relay, settings, emit_events=True, count_interval=0.0, snapshot_interval=0.05)
+    plan = [0] * 5 + [2] * 30 + [0] * 20 + [1] * 10  # two visits; the second still there at the end
+    for i, n in enumerate(plan):
+        presence.on_result(_result(i, n))
+        time.sleep(0.002)
+    presence.close()
+    msgs = _messages(pub)
+    _check_shape(msgs)
+    types = [m["type"] for m in msgs]
+    assert types[0] == "new" and types.count("new") == types.count("end") == 2 and "update" in types
+    first_end = next(m for m in msgs if m["type"] == "end")
+    assert first_end["after"]["peak_count"] == 2 and first_end["after"]["index"] is None
+    assert first_end["after"]["status"] == "not-recorded" and first_end["after"]["end_time"] is not None
+    assert len({m["id"] for m in msgs}) == 2
+    occupancy = [p for t, p, retain in pub.queued if t == "edgevision/porch/person/occupancy" and retain]
+    assert occupancy == [b"ON", b"OFF", b"ON", b"OFF"]
+    counts = [int(v) for t, v in pub.states if t == "edgevision/porch/person"]
+    assert 2 in counts and 1 in counts and counts[-1] == 0
+    snaps = [v for t, v in pub.states if t == "edgevision/porch/person/snapshot"]
+    decoded = cv2.imdecode(np.frombuffer(snaps[-1], np.uint8), cv2.IMREAD_COLOR) if snaps else None
+    assert decoded is not None and decoded.shape == (120, 160, 3)
+
+
+def test_an_event_split_at_max_length_stays_occupied() -> None:
+    pub = FakePublisher(TOPICS)
+    settings = EventSettings(post_roll=0.5, max_length=2.0)
+    presence = Presence(pub, EventRelay(pub), settings, emit_events=True)
+    for i, n in enumerate([1] * 50 + [0] * 10):  # 5 s of a person at 10 fps: split twice
+        presence.on_result(_result(i, n))
+    presence.close()
+    msgs = _messages(pub)
+    _check_shape(msgs)
+    assert [m["type"] for m in msgs if m["type"] != "update"] == ["new", "end"] * 3
+    assert len({m["id"] for m in msgs}) == 3
+    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"ON", b"OFF"]
+
+
+def test_recorder_present_presence_leaves_events_to_it() -> None:
+    pub = FakePublisher(TOPICS)
+    presence = Presence(pub, EventRelay(pub), EventSettings(post_roll=0.5), emit_events=False)
+    for i, n in enumerate([1] * 10 + [0] * 10):
+        presence.on_result(_result(i, n))
+    presence.close()
+    assert _messages(pub) == []
+    assert [p for t, p, _ in pub.queued] == [b"ON", b"OFF"]
+
+
+# -- the switches in the pipeline --------------------------------------------------------------------------
+def test_controls_are_thread_safe_and_tell_listeners() -> None:
+    c = Controls(detect=True, recordings=False)
+    heard: list[tuple[str, bool]] = []
+    c.listeners.append(lambda n, on: heard.append((n, on)))
+    threads = [threading.Thread(target=c.set, args=("detect", i % 2 == 0)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(heard) == 50 and heard[-1] == ("detect", c.detect)  # the last heard is the state in force
+    c.set("recordings", True)
+    assert c.recordings and heard[-1] == ("recordings", True)
+    with pytest.raises(KeyError):
+        c.set("lights", True)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.results: list[FrameResult] = []
+
+    def on_result(self, result: FrameResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        pass
+
+
+def test_recording_switch_hides_detections_from_the_recorder_only() -> None:
+    c = Controls(recordings=True)
+    inner = _Collect()
+    gate = RecordingGate(inner, c)
+    gate.on_result(_result(0, 2))
+    c.set("recordings", False)
+    r = _result(1, 2)
+    gate.on_result(r)
+    assert [len(x.detections) for x in inner.results] == [2, 0] and len(
+        r.detections
+    ) == 2  # others still see them
+
+
+def test_detection_switch_skips_the_detector(models_dir: Path) -> None:
+    detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
+    calls = []
+    invoke = detector.handle.invoke
+
+    def counted() -> None:
+        calls.append(1)
+        invoke()
+
+    detector.handle.invoke = counted  # type: ignore[method-assign]
+    c = Controls()
+    pipeline = Pipeline(None, detector, controls=c)  # type: ignore[arg-type]
+    image = read_frames(str(WALKING), 1)[0]
+    on = pipeline.process(Frame(image, 0.0, 0, "t"))
+    c.set("detect", False)
+    off = pipeline.process(Frame(image, 0.04, 1, "t"))
+    assert any(d.label == "person" for d in on.detections) and len(calls) == 1
+    assert off.detections == [] and off.extras.get("detect_off") and len(calls) == 1
+    c.set("detect", True)
+    assert pipeline.process(Frame(image, 0.08, 2, "t")).detections and len(calls) == 2
+
+
+# -- against a real broker ---------------------------------------------------------------------------------
+@needs_broker
+def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    controls = Controls(detect=True, recordings=True)
+    switches = ("detect", "recordings")
+    configs = discovery_configs(TOPICS, "porch", ["person"], switches)
+    pub = MqttPublisher("127.0.0.1", broker.port, Outbox(tmp_path / "o.db", 100), TOPICS, discovery=configs,
+                        controls=controls, switches=switches, reconnect_max_s=1, drain_timeout_s=10)  # fmt: skip
+    try:
+        sub.wait(lambda: sub.last("edgevision/porch/available") == b"online")
+        sub.wait(
+            lambda: len([t for t, _, _ in sub.messages if t.startswith("homeassistant/")]) == len(configs)
+        )
+        for topic, payload in configs:
+            assert payload is not None and json.loads(sub.on(topic)[-1]) == payload
+        sub.wait(lambda: sub.last("edgevision/porch/detect/state") == b"ON")
+        sub.publish("edgevision/porch/detect/set", "OFF")
+        sub.wait(lambda: sub.last("edgevision/porch/detect/state") == b"OFF")
+        assert not controls.detect and controls.recordings
+        sub.publish("edgevision/porch/recordings/set", "off")  # case does not matter
+        sub.wait(lambda: sub.last("edgevision/porch/recordings/state") == b"OFF")
+        assert not controls.recordings
+        sub.publish("edgevision/porch/detect/set", "maybe")  # ignored
+        sub.publish("edgevision/porch/detect/set", "ON")
+        sub.wait(lambda: sub.last("edgevision/porch/detect/state") == b"ON")
+        assert controls.detect and sub.on("edgevision/porch/detect/state") == [b"ON", b"OFF", b"ON"]
+        # Counts, occupancy and snapshot from a Presence on this publisher.
+        relay = EventRelay(pub)
+        presence = Presence(pub, relay, EventSettings(post_roll=0.5), emit_events=True, count_interval=0.0,
+                            snapshot_interval=0.05)  # fmt: skip
+        for i, n in enumerate([3] * 12 + [0] * 10):
+            presence.on_result(_result(i, n))
+            time.sleep(0.01)
+        presence.close()
+        sub.wait(
+            lambda: sub.last("edgevision/porch/person") == b"0" and b"3" in sub.on("edgevision/porch/person")
+        )
+        sub.wait(lambda: sub.on("edgevision/porch/person/occupancy") == [b"ON", b"OFF"])
+        sub.wait(lambda: sub.last("edgevision/porch/person/snapshot") is not None)
+        jpeg = sub.last("edgevision/porch/person/snapshot")
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+        sub.wait(lambda: any(json.loads(p)["type"] == "end" for p in sub.on("edgevision/events")))
+        _check_shape([json.loads(p) for p in sub.on("edgevision/events")])
+    finally:
+        pub.close()
+        sub.wait(lambda: sub.last("edgevision/porch/available") == b"offline")
+        sub.close()
+    # Retained state survives for a newcomer (Home Assistant restarting): snapshot, counts, switch states.
+    late = Subscriber(broker.port, client_id="late")
+    try:
+        late.wait(lambda: late.last("edgevision/porch/person/snapshot") == jpeg)
+        late.wait(lambda: late.last("edgevision/porch/detect/state") == b"ON")
+        late.wait(lambda: late.last("edgevision/porch/person/occupancy") == b"OFF")
+        assert all(retain for _, _, retain in late.messages)
+    finally:
+        late.close()
+        broker.stop()
+
+
+def _run(env: dict[str, str], cfg: Path, video: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(video),
+                             *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _mqtt_config(tmp: Path, port: int, extra: str = "") -> Path:
+    cfg = tmp / "c.yaml"
+    cfg.write_text(f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  stats_interval_s: 1\n"
+                   f"  reconnect_max_s: 2\n  drain_timeout_s: 30\n  homeassistant_discovery: true\n{extra}")  # fmt: skip
+    return cfg
+
+
+@needs_broker
+def test_run_without_record_publishes_events_and_dies_offline(env: dict[str, str], tmp_path: Path) -> None:
+    """No --record: person events, counts and the snapshot still go out; a killed run is marked offline (LWT)."""
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    cfg = _mqtt_config(tmp_path, broker.port, "recorder:\n  camera: Hall cam\n  post_roll_s: 1.0\n")
+    video = tmp_path / "visit.avi"
+    splice(video, [("empty", 20), ("people", 40), ("empty", 60), ("people", 200)])
+    proc = _run(env, cfg, video, "--realtime")
+    try:
+        sub.wait(lambda: any(json.loads(p)["type"] == "end" for p in sub.on("edgevision/events")), 90)
+        sub.wait(lambda: sub.last("edgevision/Hall_cam/person/snapshot") is not None)
+        assert sub.last("edgevision/Hall_cam/available") == b"online"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        sub.wait(lambda: sub.last("edgevision/Hall_cam/available") == b"offline")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+        sub.close()
+        broker.stop()
+    events = [json.loads(p) for p in sub.on("edgevision/events")]
+    _check_shape(events)
+    assert (
+        events[0]["type"] == "new"
+        and events[0]["camera"] == "Hall_cam"
+        and events[0]["after"]["index"] is None
+    )
+    counts = {int(v) for v in sub.on("edgevision/Hall_cam/person")}
+    assert 0 in counts and max(counts) >= 1
+    assert b"ON" in sub.on("edgevision/Hall_cam/person/occupancy")
+    discovered = [t for t, _, _ in sub.messages if t.startswith("homeassistant/")]
+    assert "homeassistant/switch/edgevision_Hall_cam/detect/config" in discovered
+    # No recorder: no recordings switch (its config, if a previous run announced one, is emptied).
+    assert sub.on("homeassistant/switch/edgevision_Hall_cam/recordings/config") == [b""]
+
+
+@needs_broker
+def test_switches_turn_recording_and_detection_off_and_on_in_a_run(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """recordings OFF (retained before start): the first visit is seen but not recorded; switched ON after it,
+    the second visit is recorded. detect OFF then: counts stay 0 and the third visit is not seen. (The first
+    visit comes 4 s in: time for the run to connect and receive the retained command.)"""
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    sub.publish("edgevision/hall/recordings/set", "OFF", retain=True)
+    data = tmp_path / "data"
+    cfg = _mqtt_config(
+        tmp_path, broker.port, "recorder:\n  camera: hall\n  post_roll_s: 1.0\n  pre_roll_s: 0.5\n"
+    )
+    video = tmp_path / "three.avi"
+    splice(video, [("empty", 100), ("people", 40), ("empty", 150), ("people", 40), ("empty", 150),
+                   ("people", 40), ("empty", 60)])  # fmt: skip
+    proc = _run(env, cfg, video, "--realtime", "--record", "--data-dir", str(data))
+    occupancy = "edgevision/hall/person/occupancy"
+    try:
+        sub.wait(lambda: sub.last("edgevision/hall/recordings/state") == b"OFF", 60)
+        sub.wait(lambda: sub.on(occupancy)[-2:] == [b"ON", b"OFF"], 60)  # first visit over
+        sub.client.publish("edgevision/hall/recordings/set", b"", retain=True)  # clear the retained command
+        sub.publish("edgevision/hall/recordings/set", "ON")
+        sub.wait(lambda: sub.last("edgevision/hall/recordings/state") == b"ON")
+        sub.wait(lambda: sub.on(occupancy).count(b"OFF") == 2, 60)  # second visit over
+        sub.publish("edgevision/hall/detect/set", "OFF")
+        sub.wait(lambda: sub.last("edgevision/hall/detect/state") == b"OFF")
+        n_counts = len(sub.on("edgevision/hall/person"))
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        sub.close()
+        broker.stop()
+    rows = EventIndex(data).list()
+    assert len(rows) == 1  # only the second visit was recorded
+    events = [json.loads(p) for p in sub.on("edgevision/events")]
+    _check_shape(events)
+    assert {e["after"]["event_id"] for e in events} == {rows[0].id}
+    assert [e["type"] for e in events if e["type"] != "update"] == ["new", "end"]
+    assert sub.on(occupancy).count(b"ON") == 2  # the third visit was not seen: detection was off
+    assert all(v == b"0" for v in sub.on("edgevision/hall/person")[n_counts:])
+
+
+# -- the persistent outbox ---------------------------------------------------------------------------------
+def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 5)
+    assert all(box.put("t", str(i).encode()) for i in range(5))
+    assert not box.put("t", b"5") and not box.put("t", b"6")
+    box.close()
+    box = Outbox(tmp_path / "o.db", 5)
+    assert len(box) == 5 and box.dropped == 2
+    first = box.peek()
+    assert first is not None and first[2] == b"0"
+    box.delete(first[0])
+    assert len(box) == 4 and box.put("t", b"7")
+    box.close()
+
+
+@needs_broker
+def test_mqtt_events_survive_a_broker_outage(env: dict[str, str], tmp_path: Path) -> None:
+    video = tmp_path / "three.avi"
+    splice(video, [("empty", 40), ("people", 30), ("empty", 140), ("people", 30), ("empty", 140), ("people", 30),
+                   ("empty", 140)])  # fmt: skip
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    time.sleep(0.5)
+    data = tmp_path / "data"
+    cfg = _mqtt_config(tmp_path, broker.port, "recorder:\n  post_roll_s: 2.0\n  pre_roll_s: 1.0\n")
+    proc = _run(env, cfg, video, "--realtime", "--record", "--data-dir", str(data))
+    try:
+        time.sleep(9.0)  # first event done, second starting
+        broker.stop()  # outage in the middle of the replay
+        time.sleep(6.0)
+        broker.start()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        rows = EventIndex(data).list()
+        sub.wait(
+            lambda: sum(json.loads(p)["type"] == "end" for p in sub.on("edgevision/events")) >= len(rows)
+        )
+    finally:
+        sub.close()
+        broker.stop()
+    assert len(rows) == 3
+    events = [json.loads(p) for p in sub.on("edgevision/events")]
+    _check_shape(events)
+    starts = sorted(e["after"]["event_id"] for e in events if e["type"] == "new")
+    ends = sorted(e["after"]["event_id"] for e in events if e["type"] == "end")
+    assert starts == ends == [r.id for r in rows]  # every event exactly once: no loss, no duplicate
+    end = next(e for e in events if e["type"] == "end")
+    assert end["after"]["index"]["snapshot_path"] and end["after"]["status"] == "finalized"
+    assert end["camera"] == "three" and end["after"]["has_snapshot"] and end["after"]["has_clip"]
+    assert sub.live("edgevision/three/person/occupancy").count(b"ON") == 3
+    topics = {t for t, _, _ in sub.messages}
+    assert {"edgevision/three/available", "edgevision/three/stats", "edgevision/three/person"} <= topics
+    box = Outbox(data / "mqtt-outbox.db", 10)
+    assert len(box) == 0 and box.dropped == 0  # everything delivered, nothing dropped
+    box.close()

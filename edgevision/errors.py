@@ -7,6 +7,7 @@ Exit codes follow sysexits(3), which systemd's ``RestartPreventExitStatus=78`` r
 1       unexpected error (a bug: a traceback is printed)
 2       usage error (bad command-line flag)
 66      input missing or unreadable (EX_NOINPUT)
+69      network unavailable: a download could not reach any host (EX_UNAVAILABLE); retry or use a mirror
 78      configuration or model error, or web.host/port cannot be bound (EX_CONFIG): not retried
 ======  ===================================================================================
 """
@@ -17,6 +18,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_NOINPUT = 66
+EXIT_UNAVAILABLE = 69
 EXIT_CONFIG = 78
 
 
@@ -48,6 +50,12 @@ class ModelError(EdgeVisionError):
     """A model is missing, fails verification, is not a TFLite file, or cannot run here."""
 
     exit_code = EXIT_CONFIG
+
+
+class NetworkError(ModelError):
+    """A model download could not reach any host (offline, DNS failure, refused, timed out)."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class BackendUnavailable(ModelError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+
 from edgevision.config import EdgeVisionConfig
 from edgevision.redact import camera_name_from_url
 

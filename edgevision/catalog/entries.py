@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -115,8 +117,10 @@ class Catalog(_Strict):
         try:
             return self.models[name]
         except KeyError:
+            hint = did_you_mean(name, self.models)
+            known = "see `edgevision models list`" if hint else f"known: {', '.join(sorted(self.models))}"
             raise ModelError(
-                f"unknown model '{name}' (known: {', '.join(sorted(self.models))}; or give a path to a .tflite file)"
+                f"unknown model '{name}'{hint} ({known}; or give a path to a .tflite file)"
             ) from None
 
     def entry(self, name: str) -> ModelEntry | LabelEntry:
@@ -124,7 +128,8 @@ class Catalog(_Strict):
             return self.models[name]
         if name in self.labels:
             return self.labels[name]
-        raise ModelError(f"unknown catalog entry '{name}' (see `edgevision models list`)")
+        hint = did_you_mean(name, [*self.models, *self.labels])
+        raise ModelError(f"unknown catalog entry '{name}'{hint} (see `edgevision models list`)")
 
     def files_for(self, name: str) -> list[ModelEntry | LabelEntry]:
         """The model and its label file, i.e. everything ``models fetch NAME`` installs."""
@@ -154,6 +159,12 @@ def parse_catalog(text: str, origin: str = "catalog.yaml") -> Catalog:
 @lru_cache(maxsize=4)
 def _load(path: str) -> Catalog:
     return parse_catalog(Path(path).read_text(encoding="utf-8"), path)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name (difflib), or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

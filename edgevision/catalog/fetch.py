@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevision.catalog.entries import LabelEntry, ModelEntry, Source
-from edgevision.errors import ModelError
+from edgevision.errors import ModelError, NetworkError
 from edgevision.fsutil import fsync_dir, install_atomically, sha256_file, unlink_quietly
 from edgevision.inference.tflite_file import inspect_tflite
 
@@ -32,9 +33,41 @@ PINS_FILE = "pins.json"
 MAX_ARCHIVE_BYTES = 1 << 30
 USER_AGENT = "edgevision-model-fetch/1"
 
+#: ``progress(done_bytes, total_bytes_or_None)``, called as a download advances (from the fetching thread).
+ProgressCallback = Callable[[int, int | None], None]
+
+# What pip prints when it cannot reach the index (it retries, then gives up with a generic line).
+_PIP_OFFLINE = (
+    "NewConnectionError",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "Connection refused",
+    "ConnectTimeout",
+    "Read timed out",
+)
+
 
 class _Refused(Exception):
     """One candidate source failed; the reason is collected and the next source is tried."""
+
+    def __init__(self, message: str, network: bool = False) -> None:
+        super().__init__(message)
+        self.network = network  # the host could not be reached at all (DNS, refused, timeout, no route)
+
+
+def network_failure(exc: BaseException) -> str | None:
+    """A short reason when ``exc`` means "could not reach the host" (offline), else None (e.g. HTTP 404)."""
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve host ({reason.strerror or reason})"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (ConnectionError, OSError)) and getattr(reason, "errno", None) in (101, 113):
+        return f"no route to host ({reason.strerror})"  # ENETUNREACH, EHOSTUNREACH
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,10 +130,14 @@ def verify_installed(entry: Entry, dest: Path) -> tuple[bool, str]:
     return True, f"ok sha256 {digest[:16]}…{pin}"
 
 
-def _download(url: str, out: Path, limit: int, timeout: float) -> None:
+def _download(
+    url: str, out: Path, limit: int, timeout: float, progress: ProgressCallback | None = None
+) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp, open(out, "wb") as fh:
+            length = resp.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
             total = 0
             while True:
                 block = resp.read(1 << 16)
@@ -110,11 +147,14 @@ def _download(url: str, out: Path, limit: int, timeout: float) -> None:
                 if total > limit:
                     raise _Refused(f"download exceeds the expected {limit} bytes")
                 fh.write(block)
+                if progress is not None:
+                    progress(total, expected)
     except urllib.error.HTTPError as exc:
         raise _Refused(f"HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        offline = network_failure(exc)
         reason = getattr(exc, "reason", exc)
-        raise _Refused(f"download failed: {reason}") from None
+        raise _Refused(f"download failed: {offline or reason}", network=offline is not None) from None
 
 
 def _extract(archive: Path, member: str, out: Path, limit: int) -> None:
@@ -161,12 +201,16 @@ def _pip_download(source: Source, workdir: Path, timeout: float) -> Path:
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except subprocess.TimeoutExpired:
+        raise _Refused(f"pip download {source.pypi} timed out", network=True) from None
+    except OSError as exc:
         raise _Refused(f"pip download failed: {exc}") from None
     wheel = workdir / source.wheel
     if proc.returncode != 0 or not wheel.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        raise _Refused(f"pip download {source.pypi} failed: {tail[0]}")
+        text = proc.stderr or proc.stdout
+        tail = text.strip().splitlines()[-1:] or ["no wheel"]
+        offline = any(marker in text for marker in _PIP_OFFLINE)
+        raise _Refused(f"pip download {source.pypi} failed: {tail[0]}", network=offline)
     return wheel
 
 
@@ -175,6 +219,7 @@ def _official(
     limit: int,
     timeout: float,
     from_member: Callable[[Source, Callable[[Path], Path]], Callable[[Path, Path], None]],
+    progress: ProgressCallback | None = None,
 ) -> Callable[[Path, Path], None]:
     """The producer for one official source: pinned wheel, archive member or direct file."""
     url = src.url or ""
@@ -184,11 +229,11 @@ def _official(
 
     def archive(work: Path) -> Path:
         target = work / url.rstrip("/").rsplit("/", 1)[-1]
-        _download(url, target, MAX_ARCHIVE_BYTES, timeout)
+        _download(url, target, MAX_ARCHIVE_BYTES, timeout, progress)
         return target
 
     def direct(out_path: Path, work: Path) -> None:
-        _download(url, out_path, limit, timeout)
+        _download(url, out_path, limit, timeout, progress)
 
     if src.pypi is not None:
         return from_member(src, wheel)
@@ -198,7 +243,7 @@ def _official(
 
 
 def _candidates(
-    entry: Entry, mirror: str | None, timeout: float
+    entry: Entry, mirror: str | None, timeout: float, progress: ProgressCallback | None = None
 ) -> list[tuple[str, Callable[[Path, Path], None]]]:
     """Ordered (description, producer) pairs; a producer writes the candidate file to ``out``."""
     limit = entry.size or MAX_ARCHIVE_BYTES
@@ -223,7 +268,9 @@ def _candidates(
             def locate(work: Path) -> Path:
                 if is_http:
                     target = work / name
-                    _download(f"{base}/{urllib.parse.quote(name)}", target, MAX_ARCHIVE_BYTES, timeout)
+                    _download(
+                        f"{base}/{urllib.parse.quote(name)}", target, MAX_ARCHIVE_BYTES, timeout, progress
+                    )
                     return target
                 path = Path(mirror) / name
                 if not path.is_file():
@@ -234,7 +281,7 @@ def _candidates(
 
         def copy_direct(out_path: Path, work: Path) -> None:
             if is_http:
-                _download(f"{base}/{urllib.parse.quote(entry.file)}", out_path, limit, timeout)
+                _download(f"{base}/{urllib.parse.quote(entry.file)}", out_path, limit, timeout, progress)
             else:
                 src = Path(mirror) / entry.file
                 if not src.is_file():
@@ -252,7 +299,7 @@ def _candidates(
                 )
 
     for src in entry.sources:
-        out.append((src.describe(), _official(src, limit, timeout, from_member)))
+        out.append((src.describe(), _official(src, limit, timeout, from_member, progress)))
     return out
 
 
@@ -263,8 +310,13 @@ def fetch_entry(
     allow_unpinned: bool = False,
     timeout: float = 60.0,
     force: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> FetchReport:
-    """Install ``entry`` into ``dest`` (verified, atomically); a no-op when a verified copy is there."""
+    """Install ``entry`` into ``dest`` (verified, atomically); a no-op when a verified copy is there.
+
+    ``progress(done, total)`` follows each download. When every source failed because no host could be
+    reached, the error is a :class:`NetworkError` (one line, naming the ``--mirror`` way out).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / entry.file
     expected = expected_sha256(entry, dest)
@@ -278,7 +330,9 @@ def fetch_entry(
         if ok:
             return FetchReport(entry.name, final, "present", str(final))
     reasons: list[str] = []
-    for desc, produce in _candidates(entry, mirror, timeout):
+    offline: list[bool] = []
+    last_network = ""
+    for desc, produce in _candidates(entry, mirror, timeout, progress):
         tmp = dest / f".{entry.file}.{os.getpid()}.partial"
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as work:
             try:
@@ -287,6 +341,8 @@ def fetch_entry(
             except _Refused as exc:
                 unlink_quietly(tmp)
                 reasons.append(f"{desc}: {exc}")
+                offline.append(exc.network)
+                last_network = str(exc).removeprefix("download failed: ") if exc.network else last_network
                 continue
             except BaseException:
                 unlink_quietly(tmp)
@@ -297,4 +353,9 @@ def fetch_entry(
         fsync_dir(dest)
         return FetchReport(entry.name, final, "installed", desc)
     detail = "\n  ".join(reasons)
+    if offline and all(offline):
+        raise NetworkError(
+            f"{entry.name}: cannot download, no network ({last_network}); nothing installed. Offline, install "
+            "from a copy of the model files: --mirror DIR|URL or EDGEVISION_MODEL_MIRROR"
+        )
     raise ModelError(f"{entry.name}: could not fetch a verified copy; nothing installed. Tried:\n  {detail}")

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from edgevision.capture.sources import read_frames
 from edgevision.cli.common import add_model_flags, config_from_args
-from edgevision.detection.factory import models_dir
+from edgevision.cli.progress import Progress
 from edgevision.errors import InputError
-from edgevision.scheduler.carry import BoxCarrier
-from edgevision.scheduler.ladder import Rung, build_ladder, save_profile
+
+if TYPE_CHECKING:  # numpy and the scheduler load when the command runs, not for --help
+    import numpy as np
+
+    from edgevision.scheduler.ladder import Rung
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,18 +29,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--frames", type=int, default=100, help="frames of the clip to use (default 100)")
     q.add_argument("--invokes", type=int, default=50, help="timed invokes per rung (default 50)")
     q.add_argument("--out", type=Path, help="profile file (default: <models dir>/derived/profile.json)")
+    q.add_argument("--json", action="store_true", help="the measured rungs as one JSON object on stdout")
     q.set_defaults(func=cmd_models)
 
 
 def _frames(video: Path, count: int) -> list[np.ndarray]:
+    from edgevision.capture.sources import read_frames
+
     frames = read_frames(video, count)
     if not frames:
         raise InputError(f"{video}: cannot open video or no decodable frame")
     return frames
 
 
-def person_flags(rung: Rung, frames: list[np.ndarray], fps: float = 25.0) -> list[bool]:
+def person_flags(
+    rung: Rung, frames: list[np.ndarray], fps: float = 25.0, tick: Callable[[], None] | None = None
+) -> list[bool]:
     """Per-frame "a person is there" as this rung sees it (cadence rungs carry boxes between detections)."""
+    from edgevision.scheduler.carry import BoxCarrier
+
     carrier = BoxCarrier()
     flags = []
     k = rung.profile.cadence
@@ -49,29 +59,65 @@ def person_flags(rung: Rung, frames: list[np.ndarray], fps: float = 25.0) -> lis
         else:
             dets = carrier.predict(ts)
         flags.append(any(d.label == "person" for d in dets))
+        if tick is not None:
+            tick()
     return flags
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgevision.detection.factory import models_dir
+    from edgevision.scheduler.ladder import build_ladder, save_profile
+
     cfg = config_from_args(args)
     rng = np.random.default_rng(0)
     frames = (
         _frames(args.video, args.frames) if args.video else [rng.integers(0, 256, (480, 640, 3), np.uint8)]
     )
-    rungs = build_ladder(cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"profile": None})}),
-                         frames[:5], args.invokes)  # fmt: skip
+    unprofiled = cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"profile": None})})
+    with Progress("bench: rungs timed", unit="rungs") as bar:
+
+        def timed(name: str) -> None:
+            bar.note(name)
+            bar.update()
+
+        rungs = build_ladder(unprofiled, frames[:5], args.invokes, on_rung=timed)
     reference = rungs[0]  # the best expected quality (the ladder is ordered by it)
     if args.video:
-        ref_flags = person_flags(reference, frames)
-        for r in rungs:
-            flags = person_flags(r, frames)
-            r.profile.agreement = float(np.mean([a == b for a, b in zip(flags, ref_flags, strict=True)]))
+        with Progress("bench: person agreement", len(frames) * (len(rungs) + 1), unit="frames") as bar:
+            ref_flags = person_flags(reference, frames, tick=bar.update)
+            for r in rungs:
+                bar.note(r.name)
+                flags = person_flags(r, frames, tick=bar.update)
+                r.profile.agreement = float(np.mean([a == b for a, b in zip(flags, ref_flags, strict=True)]))
     out = args.out or models_dir(cfg) / "derived" / "profile.json"
-    save_profile(out, [r.profile for r in rungs], {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
-        "threads": cfg.runtime.threads, "runtime": rungs[0].detector.handle.runtime, "reference": reference.name,
-        "video": str(args.video) if args.video else None, "frames": len(frames),
-    })  # fmt: skip
+    meta = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": platform.machine(),
+        "threads": cfg.runtime.threads,
+        "runtime": rungs[0].detector.handle.runtime,
+        "reference": reference.name,
+        "video": str(args.video) if args.video else None,
+        "frames": len(frames),
+    }
+    save_profile(out, [r.profile for r in rungs], meta)
+    if args.json:
+        rows = [
+            {
+                "rung": r.profile.name,
+                "size": r.profile.size,
+                "cadence": r.profile.cadence,
+                "p50_ms": round(r.profile.p50_ms, 3),
+                "p95_ms": round(r.profile.p95_ms, 3),
+                "ms_per_frame": round(r.profile.cost_ms, 3),
+                "rss_mb": round(r.profile.rss_mb, 1),
+                "agreement": r.profile.agreement,
+            }
+            for r in rungs
+        ]
+        print(json.dumps({**meta, "profile": str(out), "rungs": rows}, indent=2))
+        return 0
     print(f"{'rung':<44} {'p50 ms':>7} {'p95 ms':>7} {'ms/frame':>8} {'RSS MiB':>8} {'agree':>6}")
     for r in rungs:
         p = r.profile

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgevision.config import EdgeVisionConfig, load_config
+if TYPE_CHECKING:
+    from edgevision.config import EdgeVisionConfig
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -34,9 +35,11 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> EdgeVisionConfig:
+    from edgevision.config import load_config
+
     overrides = model_overrides(args)
     overrides.update(extra or {})
     cfg = load_config(args.config, overrides)
-    if not getattr(args, "verbose", False):
+    if not (getattr(args, "verbose", False) or getattr(args, "quiet", False)):
         logging.getLogger().setLevel(cfg.log_level.upper())
     return cfg

@@ -7,18 +7,17 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING
 
 from edgevision.cli.common import add_model_flags, config_from_args
-from edgevision.detection.factory import build_detector
-from edgevision.detection.types import Detection
-from edgevision.errors import EXIT_NOINPUT, InputError
-from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
-from edgevision.face.factory import face_detector, landmark_model
-from edgevision.face.types import Face
-from edgevision.render import draw_detections, draw_faces
+from edgevision.errors import EXIT_NOINPUT, InputError, UsageError
+
+if TYPE_CHECKING:  # heavy modules are imported when the command runs, not for --help
+    import numpy as np
+
+    from edgevision.detection.types import Detection
+    from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
+    from edgevision.face.types import Face
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -35,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_image(path: Path) -> np.ndarray:
     """Read an image as BGR; a missing or undecodable file is an :class:`InputError`."""
+    import cv2
+
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
@@ -45,8 +46,19 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+def check_annotate_target(out: Path, count: int) -> None:
+    """Refuse, before any image is processed, an ``--annotate`` target that cannot hold ``count`` images."""
+    if count > 1 and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
+        raise UsageError(
+            f"--annotate {out}: one image file cannot hold {count} annotated images; give a directory "
+            f"(e.g. --annotate {out.parent / out.stem}/)"
+        )
+    if out.exists() and not out.is_dir() and (count > 1 or out.suffix.lower() not in IMAGE_SUFFIXES):
+        raise UsageError(f"--annotate {out}: exists and is not a directory")
+
+
 def _annotate_target(out: Path, image: Path, many: bool) -> Path:
-    if not many and out.suffix.lower() in IMAGE_SUFFIXES:
+    if not many and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -81,11 +93,21 @@ def _print_text(
         kp = " ".join(f"{k}=({x:.3f},{y:.3f})" for k, (x, y) in f.keypoints.items())
         print(f"  face           {f.score:.3f}  box={f.box.as_list(3)}  {kp}")
         if f.landmarks is not None and f.pose is not None:
-            print(f"    {len(f.landmarks)} landmarks, presence {f.presence:.3f}, "
-                  f"pose yaw {f.pose.yaw:.1f} pitch {f.pose.pitch:.1f} roll {f.pose.roll:.1f}")  # fmt: skip
+            print(
+                f"    {len(f.landmarks)} landmarks, presence {f.presence:.3f}, "
+                f"pose yaw {f.pose.yaw:.1f} pitch {f.pose.pitch:.1f} roll {f.pose.roll:.1f}"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.annotate:
+        check_annotate_target(args.annotate, len(args.images))
+    import cv2
+
+    from edgevision.detection.factory import build_detector
+    from edgevision.face.factory import face_detector, landmark_model
+    from edgevision.render import draw_detections, draw_faces
+
     cfg = config_from_args(args)
     detector = build_detector(cfg)
     faces_det = face_detector(cfg) if args.faces else None

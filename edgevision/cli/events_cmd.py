@@ -9,13 +9,12 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgevision.config import load_config
 from edgevision.errors import InputError, UsageError
-from edgevision.recorder.factory import data_dir, retention_policy
-from edgevision.recorder.index import EventIndex, EventRow
-from edgevision.recorder.recovery import recover
-from edgevision.recorder.retention import apply_retention, free_space
+
+if TYPE_CHECKING:  # the recorder's modules load when a command runs, not for --help
+    from edgevision.recorder.index import EventIndex, EventRow
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -32,16 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = esub.add_parser("list", help="recorded events, oldest first")
     common(q)
     q.add_argument("--since", help="e.g. 2h, 3d, or an ISO date/time")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout")
     q.set_defaults(func=cmd_list)
     q = esub.add_parser("show", help="one event in full")
     common(q)
     q.add_argument("id", type=int)
+    q.add_argument("--json", action="store_true", help="the index row as one JSON object on stdout")
     q.set_defaults(func=cmd_show)
     q = esub.add_parser("export", help="copy an event's clip, snapshot and metadata into DEST")
     common(q)
     q.add_argument("id", type=int)
     q.add_argument("dest", type=Path)
+    q.add_argument("--force", action="store_true", help="overwrite files of an earlier export of this event")
     q.set_defaults(func=cmd_export)
     q = esub.add_parser("prune", help="apply retention now (and recover anything a crash left open)")
     common(q)
@@ -63,6 +64,10 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 def _open(args: argparse.Namespace) -> tuple[EventIndex, Path]:
+    from edgevision.config import load_config
+    from edgevision.recorder.factory import data_dir
+    from edgevision.recorder.index import EventIndex
+
     cfg = load_config(args.config)
     root = args.data_dir or data_dir(cfg)
     if not (root / "events.db").exists():
@@ -100,6 +105,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     index, root = _open(args)
     row = _get(index, args.id)
+    if args.json:
+        record = row.to_dict()
+        record["clip_file"] = str(root / row.clip_path) if row.clip_path else None
+        print(json.dumps(record, indent=2))
+        return 0
     for key, value in row.to_dict().items():
         if key in ("start_wall", "end_wall"):
             value = f"{_when(value)} ({value})"
@@ -113,14 +123,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     index, root = _open(args)
     row = _get(index, args.id)
     dest: Path = args.dest
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest}: exists and is not a directory (export writes several files into DEST)")
+    files = [
+        (root / rel, dest / f"event-{row.id:06d}{suffix}")
+        for rel, suffix in (
+            (row.clip_path, ".mp4"),
+            (row.snapshot_path, ".jpg"),
+            (row.thumb_path, "-thumb.jpg"),
+        )
+        if rel and (root / rel).exists()
+    ]
+    meta = dest / f"event-{row.id:06d}.json"
+    existing = [str(t) for t in [*(t for _, t in files), meta] if t.exists()]
+    if existing and not args.force:
+        raise UsageError(
+            f"{existing[0]}: already exists (event {row.id} was exported here before); use --force"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    for rel, suffix in ((row.clip_path, ".mp4"), (row.snapshot_path, ".jpg"), (row.thumb_path, "-thumb.jpg")):
-        if rel and (root / rel).exists():
-            target = dest / f"event-{row.id:06d}{suffix}"
-            shutil.copy2(root / rel, target)
-            copied.append(target)
-    meta = dest / f"event-{row.id:06d}.json"
+    for source, target in files:
+        shutil.copy2(source, target)
+        copied.append(target)
     meta.write_text(json.dumps(row.to_dict(), indent=2) + "\n")
     copied.append(meta)
     for path in copied:
@@ -129,6 +153,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from edgevision.config import load_config
+    from edgevision.recorder.factory import data_dir, retention_policy
+    from edgevision.recorder.index import EventIndex
+    from edgevision.recorder.recovery import recover
+    from edgevision.recorder.retention import apply_retention, free_space
+
     cfg = load_config(args.config)
     root = args.data_dir or data_dir(cfg)
     index = EventIndex(root)

@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from edgevision.catalog.entries import LabelEntry, ModelEntry, load_catalog
-from edgevision.catalog.fetch import fetch_entry, verify_installed
-from edgevision.errors import BackendUnavailable, ModelError
-from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.cli.progress import Progress
+from edgevision.errors import BackendUnavailable, ModelError, NetworkError
 from edgevision.settings import default_models_dir
+
+if TYPE_CHECKING:  # the catalog (pydantic, the TFLite checks) loads when a command runs, not for --help
+    from edgevision.catalog.entries import LabelEntry, ModelEntry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = msub.add_parser("list", help="the catalog and what is installed")
     common(q)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout")
     q.set_defaults(func=cmd_list)
 
     q = msub.add_parser("fetch", help="download, verify and install models (and their labels)")
@@ -39,11 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = msub.add_parser("verify", help="check installed files against the catalog")
     common(q)
     q.add_argument("names", nargs="*", metavar="NAME")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout")
     q.set_defaults(func=cmd_verify)
 
     q = msub.add_parser("info", help="everything known about one model")
     common(q)
     q.add_argument("name", metavar="NAME")
+    q.add_argument("--json", action="store_true", help="one JSON object on stdout")
     q.set_defaults(func=cmd_info)
 
 
@@ -52,16 +56,26 @@ def _dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from edgevision.catalog.entries import load_catalog
+
     cat = load_catalog()
     dest = _dir(args)
     rows = []
     for name, m in cat.models.items():
         a = m.architecture
-        rows.append({
-            "name": name, "task": m.task, "family": a.family, "alpha": a.alpha,
-            "input": f"{a.input[0]}x{a.input[1]}", "quantization": a.quantization, "device": m.device,
-            "installed": (dest / m.file).exists(), "pinned": m.sha256 is not None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "task": m.task,
+                "family": a.family,
+                "alpha": a.alpha,
+                "input": f"{a.input[0]}x{a.input[1]}",
+                "quantization": a.quantization,
+                "device": m.device,
+                "installed": (dest / m.file).exists(),
+                "pinned": m.sha256 is not None,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -80,6 +94,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    from edgevision.catalog.entries import load_catalog
+    from edgevision.catalog.fetch import fetch_entry
+
     cat = load_catalog()
     names = list(args.names)
     if args.all:
@@ -93,23 +110,29 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         for e in cat.files_for(n):
             if e not in entries:
                 entries.append(e)
-    errors = []
+    errors: list[ModelError] = []
     for e in entries:
         try:
-            rep = fetch_entry(e, dest, mirror, args.allow_unpinned, args.timeout, args.force)
+            with Progress(e.name, e.size, unit="B") as bar:
+                rep = fetch_entry(e, dest, mirror, args.allow_unpinned, args.timeout, args.force, bar.set)
         except ModelError as exc:
-            errors.append(str(exc))
+            errors.append(exc)
             continue
         verb = "installed" if rep.action == "installed" else "already installed"
         print(
             f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if rep.action == "installed" else "")
         )
     if errors:
-        raise ModelError("\n".join(errors))
+        joined = "\n".join(map(str, errors))
+        # exit 69 only when the network was the one cause; any other failure is a model error (78)
+        raise NetworkError(joined) if all(isinstance(x, NetworkError) for x in errors) else ModelError(joined)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from edgevision.catalog.entries import load_catalog
+    from edgevision.catalog.fetch import verify_installed
+
     cat = load_catalog()
     dest = _dir(args)
     entries: list[ModelEntry | LabelEntry]
@@ -119,51 +142,106 @@ def cmd_verify(args: argparse.Namespace) -> int:
         every: list[ModelEntry | LabelEntry] = [*cat.models.values(), *cat.labels.values()]
         entries = [e for e in every if (dest / e.file).exists()]
     bad = []
+    rows = []
     for e in entries:
         ok, msg = verify_installed(e, dest)
-        print(f"{e.name:<38} {msg}")
+        rows.append({"name": e.name, "file": str(dest / e.file), "ok": ok, "message": msg})
+        if not args.json:
+            print(f"{e.name:<38} {msg}")
         if not ok:
             bad.append(e.name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
     if bad:
         raise ModelError(f"{len(bad)} file(s) failed verification: {', '.join(bad)}")
-    if not entries:
+    if not entries and not args.json:
         print(f"no catalog files installed in {dest}")
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    cat = load_catalog()
-    m: ModelEntry = cat.model(args.name)
-    dest = _dir(args)
+def model_info(name: str, dest: Path) -> dict[str, Any]:
+    """Everything known about one catalog model, and its installed file's state and tensors."""
+    from edgevision.catalog.entries import load_catalog
+    from edgevision.catalog.fetch import verify_installed
+
+    m: ModelEntry = load_catalog().model(name)
     a = m.architecture
-    print(f"name:         {m.name}")
-    print(f"description:  {m.description}")
-    print(
-        f"task:         {m.task}   device: {m.device}" + (f"   cpu twin: {m.cpu_twin}" if m.cpu_twin else "")
-    )
-    print(
-        f"architecture: {a.family} alpha={a.alpha} input={a.input[0]}x{a.input[1]} {a.quantization} head={a.head}"
-        f" postprocess={'yes' if a.postprocess else 'no'}"
-    )
-    print(
-        f"file:         {m.file}  size={m.size}  sha256={m.sha256 or '(unpinned: ' + str(m.unpinned) + ')'}"
-    )
-    print(f"labels:       {m.labels or '-'}")
-    print(f"license:      {m.license}")
-    for s in m.sources:
-        print(f"source:       {s.describe()}")
     ok, msg = verify_installed(m, dest)
-    print(f"installed:    {dest / m.file}: {msg}")
+    info: dict[str, Any] = {
+        "name": m.name,
+        "description": m.description,
+        "task": m.task,
+        "device": m.device,
+        "cpu_twin": m.cpu_twin,
+        "architecture": {
+            "family": a.family,
+            "alpha": a.alpha,
+            "input": list(a.input),
+            "quantization": a.quantization,
+            "head": a.head,
+            "postprocess": a.postprocess,
+        },
+        "file": m.file,
+        "size": m.size,
+        "sha256": m.sha256,
+        "unpinned": m.unpinned,
+        "labels": m.labels,
+        "license": m.license,
+        "sources": [s.describe() for s in m.sources],
+        "installed": {"path": str(dest / m.file), "ok": ok, "message": msg},
+        "inputs": None,
+        "outputs": None,
+        "load_error": None,
+    }
     if ok and m.device == "cpu":
+        from edgevision.inference.backends import RuntimeOptions, open_interpreter
+
         try:
             h = open_interpreter(dest / m.file, RuntimeOptions(threads=1))
         except (BackendUnavailable, ModelError) as exc:
-            print(f"tensors:      (cannot load: {exc})")
-            return 0
-        for d in h.input_details:
-            print(
-                f"input:        {d['name']} {[int(x) for x in d['shape']]} {d['dtype'].__name__} q={tuple(d['quantization'])}"
-            )
-        for d in h.output_details:
-            print(f"output:       {d['name']} {[int(x) for x in d['shape']]} {d['dtype'].__name__}")
+            info["load_error"] = str(exc)
+            return info
+        info["inputs"] = [
+            {
+                "name": d["name"],
+                "shape": [int(x) for x in d["shape"]],
+                "dtype": d["dtype"].__name__,
+                "quantization": [float(d["quantization"][0]), int(d["quantization"][1])],
+            }
+            for d in h.input_details
+        ]
+        info["outputs"] = [
+            {"name": d["name"], "shape": [int(x) for x in d["shape"]], "dtype": d["dtype"].__name__}
+            for d in h.output_details
+        ]
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = model_info(args.name, _dir(args))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    a = info["architecture"]
+    twin = f"   cpu twin: {info['cpu_twin']}" if info["cpu_twin"] else ""
+    print(f"name:         {info['name']}")
+    print(f"description:  {info['description']}")
+    print(f"task:         {info['task']}   device: {info['device']}{twin}")
+    print(
+        f"architecture: {a['family']} alpha={a['alpha']} input={a['input'][0]}x{a['input'][1]} "
+        f"{a['quantization']} head={a['head']} postprocess={'yes' if a['postprocess'] else 'no'}"
+    )
+    pin = info["sha256"] or f"(unpinned: {info['unpinned']})"
+    print(f"file:         {info['file']}  size={info['size']}  sha256={pin}")
+    print(f"labels:       {info['labels'] or '-'}")
+    print(f"license:      {info['license']}")
+    for s in info["sources"]:
+        print(f"source:       {s}")
+    print(f"installed:    {info['installed']['path']}: {info['installed']['message']}")
+    if info["load_error"]:
+        print(f"tensors:      (cannot load: {info['load_error']})")
+    for d in info["inputs"] or []:
+        print(f"input:        {d['name']} {d['shape']} {d['dtype']} q={tuple(d['quantization'])}")
+    for d in info["outputs"] or []:
+        print(f"output:       {d['name']} {d['shape']} {d['dtype']}")
     return 0

@@ -11,38 +11,20 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edgevision.capture.runner import LiveRunner, ReplayRunner
-from edgevision.capture.sources import (
-    FrameSource,
-    OpenCVSource,
-    Picamera2Source,
-    parse_video_target,
-    read_frames,
-)
 from edgevision.cli.common import add_model_flags, config_from_args
-from edgevision.config import EdgeVisionConfig, load_config
-from edgevision.config_check import check_config
-from edgevision.detection.detector import Detector
-from edgevision.detection.factory import build_detector
-from edgevision.face.factory import build_face_stages
-from edgevision.naming import camera_name
-from edgevision.pipeline.control import Controls, RecordingGate
-from edgevision.pipeline.loop import Pipeline, Runner, Sink, make_prepare
-from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
-from edgevision.recorder.factory import recorder_settings
-from edgevision.recorder.index import EventIndex
-from edgevision.recorder.recorder import Recorder
-from edgevision.recorder.recovery import recover
-from edgevision.scheduler.factory import build_scheduler
-from edgevision.service.health import budget_factor
-from edgevision.service.monitor import ServiceMonitor
-from edgevision.service.notify import Notifier, supervised, watchdog_interval
-from edgevision.share.factory import build_sharing
-from edgevision.share.web import listen
+from edgevision.cli.progress import Progress
+
+if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `--help`
+    import numpy as np
+
+    from edgevision.capture.runner import LiveRunner, ReplayRunner
+    from edgevision.capture.sources import FrameSource
+    from edgevision.config import EdgeVisionConfig
+    from edgevision.pipeline.loop import Runner
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.service.monitor import ServiceMonitor
 
 log = logging.getLogger("edgevision.run")
 
@@ -82,20 +64,31 @@ def register_config(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="config_command", required=True)
     q = csub.add_parser("check", help="validate config files without running")
     q.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    q.add_argument("--json", action="store_true", help="one JSON list on stdout: file, ok, errors")
     q.set_defaults(func=check)
 
 
 def check(args: argparse.Namespace) -> int:
+    from edgevision.config import load_config
+    from edgevision.config_check import check_config
     from edgevision.errors import ConfigError
 
     errors = []
+    rows: list[dict[str, Any]] = []
     for path in args.files:
         try:
             check_config(load_config(path))
         except ConfigError as exc:
             errors.append(str(exc))
+            rows.append({"file": str(path), "ok": False, "errors": str(exc).splitlines()})
             continue
-        print(f"{path}: ok")
+        rows.append({"file": str(path), "ok": True, "errors": []})
+        if not args.json:
+            print(f"{path}: ok")
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
     if errors:
         raise ConfigError("\n".join(errors))
     return 0
@@ -108,6 +101,8 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
     elif args.picamera:
         o["source.kind"] = "picamera2"
     elif args.video is not None:
+        from edgevision.capture.sources import parse_video_target
+
         target = parse_video_target(args.video)
         if "://" in target:
             o.update({"source.kind": "url", "source.url": target})
@@ -134,6 +129,10 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> LiveRunner | ReplayRunner:
     """The capture runner for the configured source (replay, realtime replay or live)."""
+    from edgevision.capture.runner import LiveRunner, ReplayRunner
+    from edgevision.capture.sources import OpenCVSource, Picamera2Source
+    from edgevision.service.notify import supervised
+
     s = cfg.source
     wait = supervised()  # under systemd a camera or stream absent at start is retried, not fatal
     if s.kind == "picamera2":
@@ -175,6 +174,10 @@ def _stats(runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor) -
 def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     """Frames to profile rungs on: the first frames of a video source, else deterministic noise (invoke
     latency of these models does not depend on image content)."""
+    import numpy as np
+
+    from edgevision.capture.sources import read_frames
+
     frames: list[np.ndarray] = []
     if cfg.source.kind == "video" and cfg.source.path is not None:
         frames = read_frames(cfg.source.path, count)
@@ -184,12 +187,41 @@ def sample_frames(cfg: EdgeVisionConfig, count: int = 5) -> list[np.ndarray]:
     return frames
 
 
+class ReplayProgress:
+    """A sink that shows how far a video replay got (a bar on a terminal; nothing otherwise)."""
+
+    def __init__(self, path: Path, max_frames: int | None) -> None:
+        self.bar = Progress(f"replay {path.name}", unit="frames")
+        if self.bar.enabled:  # the frame count costs a container open: only for a bar that is drawn
+            import cv2
+
+            cap = cv2.VideoCapture(str(path))
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            cap.release()
+            if max_frames is not None:
+                total = min(total, max_frames) if total > 0 else max_frames
+            self.bar.total = total if total > 0 else None
+
+    def on_result(self, result: Any) -> None:
+        self.bar.set(result.frame.index + 1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, _source_overrides(args))
     if args.max_frames is not None and args.max_frames < 1:
         from edgevision.errors import UsageError
 
         raise UsageError("--max-frames must be >= 1")
+    if cfg.output.save_video:
+        from edgevision.pipeline.sinks import check_video_target
+
+        check_video_target(Path(cfg.output.save_video))  # before any model loads or frame is read
+    from edgevision.config_check import check_config
+    from edgevision.share.web import listen
+
     check_config(cfg)  # model names, data directory: exit 78 before anything is loaded or opened
     # Bind the web port first: a port in use or an unresolvable host is exit 78 before models load,
     # recovery runs or the source opens. The socket is handed to the server below.
@@ -202,6 +234,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socket | None) -> int:
+    from edgevision.detection.detector import Detector
+    from edgevision.detection.factory import build_detector
+    from edgevision.face.factory import build_face_stages
+    from edgevision.naming import camera_name
+    from edgevision.pipeline.control import Controls, RecordingGate
+    from edgevision.pipeline.loop import Pipeline, Sink, make_prepare
+    from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
+    from edgevision.recorder.factory import recorder_settings
+    from edgevision.recorder.index import EventIndex
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.recovery import recover
+    from edgevision.scheduler.factory import build_scheduler
+    from edgevision.service.health import budget_factor
+    from edgevision.service.monitor import ServiceMonitor
+    from edgevision.service.notify import Notifier, watchdog_interval
+    from edgevision.share.factory import build_sharing
+
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None
@@ -249,9 +298,16 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
         extra_status=lambda: f"{recorder.events_started} events" if recorder else "", capture=runner,
     )  # fmt: skip
     sinks.append(monitor)
+    if cfg.source.kind == "video" and cfg.source.path is not None:
+        sinks.append(ReplayProgress(cfg.source.path, args.max_frames))
     data = recorder.s.data_dir if recorder is not None else None
     sharing = build_sharing(
-        cfg, camera_name(cfg), data, monitor, lambda: _stats(runner, recorder, monitor), controls,
+        cfg,
+        camera_name(cfg),
+        data,
+        monitor,
+        lambda: _stats(runner, recorder, monitor),
+        controls,
         web_socket=web_sock,
     )
     sinks += sharing.sinks

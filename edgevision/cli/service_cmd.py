@@ -6,8 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from edgevision.service.install import install, uninstall
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("service", help="install or remove the systemd service")
@@ -45,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from edgevision.service.install import install
+
     plan = install(
         args.config,
         args.root.resolve(),
@@ -58,6 +58,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    from edgevision.service.install import uninstall
+
     plan = uninstall(args.root.resolve(), args.dry_run, args.purge, name=args.name)
     print(f"{plan.changed} change(s)" + (" planned" if args.dry_run else ""))
     return 0

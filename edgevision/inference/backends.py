@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgevision.errors import BackendUnavailable, EdgeTPUUnavailable, ModelError
+from edgevision.inference.runtime_log import quiet_runtime_info
 from edgevision.inference.tflite_file import TFLiteInfo, inspect_tflite
 
 RuntimeName = Literal["auto", "litert", "tflite-runtime"]
@@ -209,12 +210,13 @@ def open_interpreter(
     if options.threads < 1:
         raise ModelError(f"threads must be >= 1, got {options.threads}")
     try:
-        interp = module.Interpreter(
-            model_path=str(model_path),
-            num_threads=options.threads,
-            experimental_delegates=delegates or None,
-        )
-        interp.allocate_tensors()
+        with quiet_runtime_info():
+            interp = module.Interpreter(
+                model_path=str(model_path),
+                num_threads=options.threads,
+                experimental_delegates=delegates or None,
+            )
+            interp.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"{model_path}: {name} cannot load this model: {_first_line(exc)}") from None
     if probe:

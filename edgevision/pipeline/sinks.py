@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import queue
+import stat
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -48,15 +51,21 @@ class DetectionsLog:
 
     Each line is written whole and flushed, so a crash leaves at most one incomplete last line. ``timing``
     False drops ``latency_ms`` (the one wall-clock field), making replay output byte-identical between runs.
+    ``-`` means standard output; a pipe, ``/dev/stdout`` or a FIFO works too (fsync only for regular files).
     """
 
     def __init__(self, path: Path, timing: bool = True, landmarks: bool = False) -> None:
         self.path = path
         self.timing = timing
         self.landmarks = landmarks
+        self._owned = str(path) != "-"
+        if not self._owned:
+            self._fh: IO[str] | None = sys.stdout
+            return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] | None = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise InputError(f"{path}: cannot write detections: {exc.strerror}") from None
 
@@ -71,13 +80,51 @@ class DetectionsLog:
         if self._fh is not None:
             fh, self._fh = self._fh, None
             fh.flush()
-            os.fsync(fh.fileno())
+            if not self._owned:
+                return  # stdout stays open for the summary; the caller's shell owns it
+            if stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                os.fsync(fh.fileno())  # a pipe, FIFO or terminal cannot be fsync'd (EINVAL)
             fh.close()
 
 
 def fourcc_for(path: Path) -> str:
     """A codec OpenCV's bundled FFmpeg can always write for this container."""
     return {".avi": "MJPG", ".mkv": "XVID"}.get(path.suffix.lower(), "mp4v")
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+
+
+def check_video_target(path: Path) -> None:
+    """Refuse, before the run starts, a ``--save-video`` path no writer here can produce.
+
+    The container comes from the extension; a tiny probe file in the target directory proves that this
+    OpenCV/FFmpeg build opens a writer for it (a few ms; removed at once).
+    """
+    if path.exists() and path.is_dir():
+        raise UsageError(f"--save-video {path}: is a directory; give a file such as {path / 'annotated.mp4'}")
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise UsageError(
+            f"--save-video {path}: cannot write video with extension '{path.suffix or '(none)'}'; "
+            f"use one of {', '.join(VIDEO_SUFFIXES)}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"--save-video {path}: cannot write there: {exc.strerror}") from None
+    try:
+        writer = cv2.VideoWriter(probe, cv2.VideoWriter.fourcc(*fourcc_for(path)), 25.0, (64, 48))
+        opened = writer.isOpened()
+        writer.release()
+    finally:
+        Path(probe).unlink(missing_ok=True)
+    if not opened:
+        raise UsageError(
+            f"--save-video {path}: this OpenCV build cannot write '{suffix}' ({fourcc_for(path)})"
+        )
 
 
 class VideoSink:
@@ -99,7 +146,7 @@ class VideoSink:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
         self._started = False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_video_target(path)
 
     def _open(self, frame: np.ndarray) -> cv2.VideoWriter:
         h, w = frame.shape[:2]

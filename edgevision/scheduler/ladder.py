@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -252,8 +252,15 @@ def _local_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list
     return out
 
 
-def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], invokes: int = 15) -> list[Rung]:
-    """Load every rung (within the memory budget), profile it (or take the saved profile), order by quality."""
+def build_ladder(
+    cfg: EdgeVisionConfig,
+    sample_frames: Sequence[np.ndarray],
+    invokes: int = 15,
+    on_rung: Callable[[str], None] | None = None,
+) -> list[Rung]:
+    """Load every rung (within the memory budget), profile it (or take the saved profile), order by quality.
+
+    ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
     sc = cfg.scheduler
     cat = load_catalog()
     derived_dir = sc.derived_dir or (models_dir(cfg) / "derived")
@@ -283,6 +290,8 @@ def build_ladder(cfg: EdgeVisionConfig, sample_frames: Sequence[np.ndarray], inv
             spec.name, spec.size, 1, p50, p95, max(0.0, rss_mb() - before)
         )
         rungs.append(Rung(det, prof, spec))
+        if on_rung is not None:
+            on_rung(spec.name)
     if not rungs:
         raise ConfigError("scheduler: no rung could be loaded")
     cheapest = min(rungs, key=lambda r: r.profile.cost_ms)  # cadence carries the rung that fits the most

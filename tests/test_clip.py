@@ -71,10 +71,8 @@ def _zero_tail(data: bytes, boxes: list[tuple[str, int, int]], how: str) -> byte
     last_mdat = [b for b in boxes if b[0] == "mdat"][-1]
     if how == "appended":
         return data + b"\0" * 65536  # the file grew but the blocks were never written
-    if how == "last-fragment-half":
-        cut = (last_mdat[1] + last_mdat[2]) // 2
-    else:  # "tail-40%": the last 40 % of the file never reached the card
-        cut = len(data) * 6 // 10
+    # "tail-40%": the last 40 % of the file never reached the card
+    cut = (last_mdat[1] + last_mdat[2]) // 2 if how == "last-fragment-half" else len(data) * 6 // 10
     return data[:cut] + b"\0" * (len(data) - cut)
 
 

@@ -328,7 +328,7 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
         return ClipCheck(False, 0, 0, 0, 0, 0.0, None)
     spans: list[tuple[int, int]] = []  # (moof start, mdat end) of each complete fragment
     header_end = 0
-    for i, (kind, start, stop) in enumerate(boxes):
+    for i, (kind, _start, stop) in enumerate(boxes):
         if kind == "mdat" and i > 0 and boxes[i - 1][0] == "moof":
             spans.append((boxes[i - 1][1], stop))
         elif kind in ("ftyp", "moov") and not spans:

@@ -222,8 +222,10 @@ class ClipWriter:
             self._container.close()
         except Exception as exc:  # the file is left as it is for recovery; the failure is logged
             log.warning("%s: closing an aborted clip failed: %s", self.partial_path, exc)
-        finally:
-            self._fh.close()
+        try:
+            self._fh.close()  # the descriptor is closed even when flushing the last bytes fails
+        except OSError as exc:
+            log.warning("%s: unwritten bytes of an aborted clip dropped: %s", self.partial_path, exc)
 
 
 def _boxes(buf: bytes) -> list[tuple[str, int, int]]:

@@ -57,7 +57,12 @@ class DataDirLock:
                 _held[key] = (fd, n + 1)
                 self._key = key
                 return self
-            fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except (
+                PermissionError
+            ):  # the service user's lock file, opened by another user: flock needs no write
+                fd = os.open(key / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -124,9 +124,13 @@ class Recorder:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # One process owns the directory (raises DataDirBusy, exit 75): held until close().
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
-        self.index = index or EventIndex(settings.data_dir)
-        self.recovery: RecoveryReport = recover(self.index, settings.data_dir)  # before any frame
-        self.writer = IndexWriter(self.index)
+        try:
+            self.index = index or EventIndex(settings.data_dir)
+            self.recovery: RecoveryReport = recover(self.index, settings.data_dir)  # before any frame
+            self.writer = IndexWriter(self.index)
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self.tracker = EventTracker(settings.events)
         self.ring = PreRollRing(settings.pre_roll, settings.pre_roll_max_bytes, settings.jpeg_quality)
         self.mode = Mode.NORMAL

@@ -297,5 +297,6 @@ def test_sigkill_while_recording_then_recovery(env: dict[str, str], tmp_path: Pa
             if point and e["id"] not in before:
                 assert e["status"] != "lost" and e["clip_path"] and e["max_score"] >= 0.5, (point, e)
         assert not list(data.rglob("*.partial")) and not list(data.rglob("*.tmp"))
-    statuses = [e["status"] for e in rows(data)]
-    assert "recovered" in statuses or iterations < 3, statuses
+    notes = [e["note"] or "" for e in rows(data)]
+    # the fault-point runs always leave an event for recovery to finish (salvaged or finished)
+    assert any("salvaged" in n or "recovery" in n for n in notes) or iterations < 2, notes

@@ -10,9 +10,9 @@ from edgevision.recorder.retention import RetentionPolicy, plan_retention
 __all__ = [
     "DataDirBusy",
     "DataDirLock",
-    "Mode",
     "EventIndex",
     "EventRow",
+    "Mode",
     "Recorder",
     "RecorderSettings",
     "RecoveryReport",

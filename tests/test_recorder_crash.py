@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,40 @@ def test_kill_between_clip_rename_and_index_row_keeps_the_complete_clip(
     # the statistics the event had when it was killed survive (written while it ran)
     assert ev["max_score"] == pytest.approx(reference["max_score"]) and ev["peak_count"] == 2
     assert ev["end_sent"] == 0  # its end is still owed to MQTT
+
+
+def _stopped(pid: int, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigstop_in_the_window_shows_a_complete_clip_and_an_open_row_then_sigkill(
+    tmp_path: Path, reference: dict
+) -> None:
+    """Frozen (SIGSTOP) right after the rename: the disk holds a complete clip and a row still ``recording``,
+    exactly the state the old recovery deleted. SIGKILL, recover: the clip is kept whole."""
+    data = tmp_path / "data"
+    env = dict(os.environ, EDGEVISION_FAULT_POINT="finish.renamed", EDGEVISION_FAULT_ACTION="stop")
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(data)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert _stopped(proc.pid)
+        (ev,) = rows(data)
+        clip = data / ev["clip_path"]
+        assert ev["status"] == "recording" and clip.exists() and not list(data.rglob("*.partial"))
+        assert count_frames(clip) == reference["decoded"]  # complete while the row says "recording"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    recover(EventIndex(data), data)
+    (ev,) = rows(data)
+    assert ev["status"] == "finalized"
+    assert_clip_intact(data, ev, reference["decoded"])
 
 
 @pytest.mark.parametrize("point", RECOVERY_POINTS)

@@ -345,11 +345,11 @@ def test_kill_loop_random_instants_and_fault_points(tmp_path: Path) -> None:
         if kind == "recover":
             env = dict(os.environ, EDGEVISION_FAULT_POINT=rng.choice(RECOVERY_POINTS))
             subprocess.run([sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
-                           env=env, capture_output=True, timeout=60)  # fmt: skip
+                           env=env, capture_output=True, timeout=300)  # fmt: skip
         env = dict(os.environ)
         env.pop("EDGEVISION_FAULT_POINT", None)
         r = subprocess.run([sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
-                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert r.returncode == 0, r.stderr
         events = rows(data)
         for e in events:

@@ -395,7 +395,9 @@ class Recorder:
         """Send ``end`` for every closed event whose end was not sent yet (live ends and ends closed by
         start-up recovery alike), then mark it sent. A kill in between sends it again: at least once."""
         for row in self.writer.unsent_ends():
-            self._notify("end", row.to_dict())
+            data = row.to_dict()
+            del data["end_sent"]  # bookkeeping of this index, not part of the event
+            self._notify("end", data)
             self.writer.update(row.id, end_sent=1)
 
     def _notify(self, kind: str, data: dict[str, Any]) -> None:

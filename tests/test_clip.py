@@ -11,7 +11,7 @@ from conftest import WALKING
 from conftest import count_frames as count
 from fakes import frames_from
 
-from edgevision.recorder.clip import ClipWriter, choose_codec, salvage_fragmented_mp4
+from edgevision.recorder.clip import ClipWriter, _boxes, choose_codec, inspect_clip, salvage_fragmented_mp4
 
 
 def write_clip(path: Path, n: int, fps: float = 25.0) -> ClipWriter:
@@ -65,3 +65,70 @@ def test_salvage_refuses_what_has_no_fragment(tmp_path: Path) -> None:
     assert salvage_fragmented_mp4(p) == 0
     p.write_bytes(b"garbage" * 100)
     assert salvage_fragmented_mp4(p) == 0
+
+
+def _zero_tail(data: bytes, boxes: list[tuple[str, int, int]], how: str) -> bytes:
+    last_mdat = [b for b in boxes if b[0] == "mdat"][-1]
+    if how == "appended":
+        return data + b"\0" * 65536  # the file grew but the blocks were never written
+    # "tail-40%": the last 40 % of the file never reached the card
+    cut = (last_mdat[1] + last_mdat[2]) // 2 if how == "last-fragment-half" else len(data) * 6 // 10
+    return data[:cut] + b"\0" * (len(data) - cut)
+
+
+@pytest.mark.parametrize("how", ["appended", "last-fragment-half", "tail-40%"])
+def test_zero_filled_tail_is_cut_back_to_fragments_that_decode(tmp_path: Path, how: str) -> None:
+    """What a power cut leaves on vfat/SD: the size grew but the tail reads as zeros; boxes may still parse."""
+    clip = write_clip(tmp_path / "z.mp4", 125)  # 5 one-second fragments
+    clip.sync()
+    data = clip.partial_path.read_bytes()
+    clip.abort()
+    boxes = _boxes(data)
+    complete = sum(1 for k, _, _ in boxes if k == "moof")
+    p = tmp_path / "zero.mp4"
+    p.write_bytes(_zero_tail(data, boxes, how))
+    before = inspect_clip(p, want_middle=False)
+    kept = salvage_fragmented_mp4(p)
+    after = inspect_clip(p, want_middle=False)
+    assert kept >= 1 and after.good == after.fragments == kept  # everything kept decodes
+    assert count(p) == after.frames == 25 * kept
+    if how == "appended":
+        assert kept == complete
+    else:
+        assert before.fragments > kept  # a fragment whose boxes parse was dropped because it does not decode
+        assert kept < complete
+
+
+def test_fragments_are_cut_by_time_under_a_slow_pipeline(tmp_path: Path) -> None:
+    """A 25 fps camera whose pipeline only delivers 5 fps: still one fragment per second of media, each
+    on disk as soon as the next one starts (without any explicit sync)."""
+    frames = [cv2.resize(f, (320, 180)) for f in frames_from(str(WALKING), 5)]
+    clip = ClipWriter(tmp_path / "slow.mp4", 25.0, choose_codec())
+    for i in range(12):  # 2.4 s of media at 5 fps
+        clip.write(frames[i % len(frames)], i / 5)
+    on_disk = clip.partial_path.read_bytes()  # what a kill now leaves
+    assert clip.fragments_synced >= 2
+    cut = tmp_path / "killed.mp4"
+    cut.write_bytes(on_disk)
+    assert salvage_fragmented_mp4(cut) == 2 and count(cut) == 10  # 0.0 .. 1.8 s kept, 0.6 s lost at most
+    for i in range(12, 40):
+        clip.write(frames[i % len(frames)], i / 5)
+    final = clip.finalize()
+    spans = fragment_spans(final)
+    assert len(spans) == 8 and all(span < 1.0 for span in spans), spans
+
+
+def fragment_spans(path: Path) -> list[float]:
+    """Seconds of media between the first and last frame of each fragment (from the demuxer)."""
+    import av
+
+    boxes = [b for b in _boxes(path.read_bytes()) if b[0] in ("moof", "mdat")]
+    starts = [s for k, s, _ in boxes if k == "moof"]
+    per: dict[int, list[float]] = {}
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for p in c.demux(stream):
+            if p.size and p.pts is not None:
+                frag = sum(1 for s in starts if s <= p.pos)
+                per.setdefault(frag, []).append(float(p.pts * stream.time_base))
+    return [max(v) - min(v) for _, v in sorted(per.items())]

@@ -92,8 +92,41 @@ def test_retention_by_total_size_oldest_first() -> None:
     assert plan_retention(events, 1_000_000.0, 10**12, pol) == [(2, "max_total_size"), (3, "max_total_size")]
 
 
-def test_retention_free_space_keeps_newest() -> None:
-    events = [ev(1, 3, 100), ev(2, 2, 100), ev(3, 1, 100)]
-    pol = RetentionPolicy(max_age_s=None, min_free_bytes=1000, keep_newest=1)
-    assert plan_retention(events, 1_000_000.0, 0, pol) == [(1, "min_free_space"), (2, "min_free_space")]
-    assert plan_retention(events, 1_000_000.0, 950, pol) == [(1, "min_free_space")]
+GB = 1 << 30
+MB = 1 << 20
+CARD = [ev(1, 3, 300 * MB), ev(2, 2, 300 * MB), ev(3, 1, 300 * MB)]  # newest last
+
+
+@pytest.mark.parametrize(
+    ("events", "free", "min_free", "keep_newest", "max_age_days", "expected"),
+    [
+        # deleting the two older events reaches the target: exactly what is needed, oldest first
+        (
+            [ev(1, 3, 100), ev(2, 2, 100), ev(3, 1, 100)],
+            850,
+            1000,
+            1,
+            0,
+            [(1, "min_free_space"), (2, "min_free_space")],
+        ),
+        ([ev(1, 3, 100), ev(2, 2, 100), ev(3, 1, 100)], 950, 1000, 1, 0, [(1, "min_free_space")]),
+        # the issue: default min_free 1 GB, a card with < 1 GB free. Deleting every candidate cannot reach it:
+        # delete nothing (the next event is recorded in the space there is)
+        (CARD, 300 * MB, GB, 1, 0, []),
+        (CARD, 0, GB, 1, 0, []),
+        # without keep_newest the three events (900 MB) do reach it: all go, at WARNING
+        (CARD, 300 * MB, GB, 0, 0, [(1, "min_free_space"), (2, "min_free_space"), (3, "min_free_space")]),
+        # enough space: nothing to do
+        (CARD, 2 * GB, GB, 1, 0, []),
+        # age runs first; the space it frees counts, and free space then needs no more
+        (CARD, 800 * MB, GB, 1, 2, [(1, "max_age")]),
+        # a recording event is never a candidate, and does not count towards reaching the target
+        ([ev(1, 3, 600 * MB, "recording"), ev(2, 2, 100 * MB), ev(3, 1, 100 * MB)], 100 * MB, GB, 0, 0, []),
+    ],
+)
+def test_retention_for_free_space_deletes_only_what_reaches_the_target(
+    events: list[StoredEvent], free: int, min_free: int, keep_newest: int, max_age_days: float, expected: list
+) -> None:
+    max_age = max_age_days * 86400 if max_age_days else None
+    pol = RetentionPolicy(max_age_s=max_age, min_free_bytes=min_free, keep_newest=keep_newest)
+    assert plan_retention(events, 1_000_000.0, free, pol) == expected

@@ -153,20 +153,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """Recover and apply retention, owning the data directory: refused (exit 75, naming the pid) while
+    ``edgevision run --record`` records into it. ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
     from edgevision.recorder.factory import data_dir, retention_policy
     from edgevision.recorder.index import EventIndex
+    from edgevision.recorder.lock import DataDirLock
     from edgevision.recorder.recovery import recover
     from edgevision.recorder.retention import apply_retention, free_space
 
     cfg = load_config(args.config)
     root = args.data_dir or data_dir(cfg)
-    index = EventIndex(root)
-    if not args.dry_run:
-        print(recover(index, root).line())
-    plan = apply_retention(
-        index, root, time.time(), free_space(root), retention_policy(cfg), dry_run=args.dry_run
-    )
+    if args.dry_run:
+        plan = apply_retention(
+            EventIndex(root), root, time.time(), free_space(root), retention_policy(cfg), True
+        )
+    else:
+        with DataDirLock(root, "events prune"):
+            index = EventIndex(root)
+            print(recover(index, root).line())
+            plan = apply_retention(index, root, time.time(), free_space(root), retention_policy(cfg))
     verb = "would delete" if args.dry_run else "deleted"
     for event_id, rule in plan:
         print(f"{verb} event {event_id} ({rule})")

@@ -242,9 +242,7 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
     from edgevision.pipeline.loop import Pipeline, Sink, make_prepare
     from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
     from edgevision.recorder.factory import recorder_settings
-    from edgevision.recorder.index import EventIndex
     from edgevision.recorder.recorder import Recorder
-    from edgevision.recorder.recovery import recover
     from edgevision.scheduler.factory import build_scheduler
     from edgevision.service.health import budget_factor
     from edgevision.service.monitor import ServiceMonitor
@@ -286,12 +284,10 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
         sinks.append(video_sink)
     if cfg.recorder.enabled:
         settings = recorder_settings(cfg, camera_name(cfg), cfg.source.fps)
-        index = EventIndex(settings.data_dir)
-        recover(index, settings.data_dir)  # before capture: nothing a crash left open stays open
-        recorder = Recorder(settings, blocking=not runner.live, index=index,
+        # The recorder locks the data directory, then recovers what a crash left open, before any frame.
+        recorder = Recorder(settings, blocking=not runner.live,
                             fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
         sinks.append(RecordingGate(recorder, controls))
-    stages = build_face_stages(cfg)
     notifier = Notifier()
     monitor = ServiceMonitor(
         notifier, watchdog_interval(), cfg.service.progress_timeout_s, cfg.service.status_interval_s,

@@ -1,13 +1,18 @@
 """Recording: pre-roll ring, crash-safe clips, snapshots, the SQLite event index, retention and recovery."""
 
 from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.lock import DataDirBusy, DataDirLock
+from edgevision.recorder.mode import Mode
 from edgevision.recorder.recorder import Recorder, RecorderSettings
 from edgevision.recorder.recovery import RecoveryReport, recover
 from edgevision.recorder.retention import RetentionPolicy, plan_retention
 
 __all__ = [
+    "DataDirBusy",
+    "DataDirLock",
     "EventIndex",
     "EventRow",
+    "Mode",
     "Recorder",
     "RecorderSettings",
     "RecoveryReport",

@@ -1,17 +1,27 @@
-"""Crash-safe clips: fragmented MP4 written as ``*.partial``, fsync'd as it goes, renamed on finalize.
+"""Crash-safe clips: fragmented MP4 written as ``*.partial``, fsync'd fragment by fragment, renamed on finalize.
 
 With ``movflags=frag_keyframe+empty_moov`` the file is a ``moov`` header followed by self-contained
-``moof``+``mdat`` fragments, one per keyframe (one per second here), so a process killed mid-recording leaves a
-file that plays up to its last complete fragment. :func:`salvage_fragmented_mp4` cuts such a file back to that
-point. PyAV is used because OpenCV's VideoWriter can neither fragment nor be flushed to disk.
+``moof``+``mdat`` fragments, one per keyframe. A keyframe is forced every ``fragment_s`` seconds of the *frame
+clock* (not every N frames), so a fragment holds at most one second of media however slowly the pipeline
+delivers frames; ``frag_duration`` cuts by time too for encoders that ignore a forced keyframe. Each fragment is
+fsync'd as soon as the muxer has written it, so a process killed mid-recording leaves a file that plays up to its
+last complete fragment: at most the last second of media is lost.
+
+:func:`salvage_fragmented_mp4` cuts such a file back to the last fragment that *decodes* (a power cut on
+vfat/SD can leave a zero-filled tail whose boxes still parse). Encoding (PyAV) is separate from where the bytes
+go (:class:`_SyncingFile`) and from the crash-safety of the container (:func:`inspect_clip`), so a later
+packet-remuxing writer keeps the same guarantees. PyAV is used because OpenCV's VideoWriter can neither
+fragment nor be flushed to disk.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import platform
 import struct
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -20,11 +30,14 @@ import cv2
 import numpy as np
 
 from edgevision.fsutil import fsync_dir
+from edgevision.recorder.faults import fault_point
 
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 1000)  # pts in milliseconds of the frame clock: variable frame rate is fine
 PARTIAL_SUFFIX = ".partial"
+FRAGMENT_S = 1.0  # media seconds per fragment: the most a crash can cost
+_EPS = 1e-6
 
 
 def _codec_usable(name: str) -> bool:
@@ -55,6 +68,40 @@ def choose_codec(preference: str = "auto") -> str:
     raise ValueError("no usable H.264 or MPEG-4 encoder in this PyAV build")
 
 
+class _SyncingFile(io.RawIOBase):
+    """Where the muxer's bytes go: a file that remembers whether anything was written since the last sync.
+
+    The MP4 muxer writes only when a fragment is complete (and the header at the start), so "dirty after a
+    mux" means "a fragment reached the file": the writer fsyncs it right then.
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        super().__init__()
+        self.fh = fh
+        self.dirty = False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.dirty = True
+        return self.fh.write(b)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def sync(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.dirty = False
+
+
 class ClipWriter:
     """Encode frames into ``<final>.partial``; :meth:`finalize` makes ``<final>`` appear atomically.
 
@@ -63,7 +110,7 @@ class ClipWriter:
     """
 
     def __init__(
-        self, final_path: Path, fps_hint: float, codec: str = "libx264", fsync_every_s: float = 1.0
+        self, final_path: Path, fps_hint: float, codec: str = "libx264", fragment_s: float = FRAGMENT_S
     ) -> None:
         import av
 
@@ -71,18 +118,26 @@ class ClipWriter:
         self.partial_path = final_path.with_name(final_path.name + PARTIAL_SUFFIX)
         self.fps = max(1.0, fps_hint)
         self.codec = codec
-        self.fsync_every = fsync_every_s
+        self.fragment_s = fragment_s
         self.frames = 0
+        self.fragments_synced = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self._last_pts = -1
-        self._last_sync_ts = 0.0
+        self._last_key_ts: float | None = None
         self._size: tuple[int, int] | None = None
         final_path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[bytes] = open(self.partial_path, "wb")  # noqa: SIM115 - closed in finalize/abort
+        self._out = _SyncingFile(self._fh)
         fsync_dir(final_path.parent)
         self._container: Any = av.open(
-            self._fh, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+            self._out,
+            "w",
+            format="mp4",
+            options={
+                "movflags": "frag_keyframe+empty_moov+default_base_moof",
+                "frag_duration": str(int(fragment_s * 1_000_000)),  # µs; for encoders that skip forced keys
+            },
         )
         self._stream: Any = None
 
@@ -92,7 +147,7 @@ class ClipWriter:
         stream.pix_fmt = "yuv420p"
         stream.time_base = TIME_BASE
         stream.codec_context.time_base = TIME_BASE  # ms precision for variable frame rate (not 1/fps)
-        gop = str(max(1, round(self.fps * self.fsync_every)))
+        gop = str(max(1, round(self.fps * self.fragment_s)))  # a cap; keyframes are forced by time anyway
         if self.codec == "libx264":
             stream.options = {"preset": "veryfast", "tune": "zerolatency", "g": gop}
         else:
@@ -103,6 +158,7 @@ class ClipWriter:
     def write(self, image: np.ndarray, ts: float) -> None:
         """Append one BGR (or grayscale) frame taken at ``ts`` seconds (frame clock)."""
         import av
+        from av.video.frame import PictureType
 
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
@@ -119,34 +175,45 @@ class ClipWriter:
             pts = self._last_pts + 1
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         frame.pts, frame.time_base = pts, TIME_BASE
+        if self._last_key_ts is None or ts - self._last_key_ts >= self.fragment_s - _EPS:
+            frame.pict_type = PictureType.I  # a new fragment starts here: fragments are cut by time
+            self._last_key_ts = ts
         for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+            self._mux(packet)
         self._last_pts = pts
         self.frames += 1
         self.last_ts = ts
-        if ts - self._last_sync_ts >= self.fsync_every:
-            self.sync()
-            self._last_sync_ts = ts
+
+    def _mux(self, packet: Any) -> None:
+        self._container.mux(packet)
+        if self._out.dirty:  # the muxer wrote a complete fragment: make it durable now
+            self._out.sync()
+            self.fragments_synced += 1
 
     def sync(self) -> None:
         """Push what the muxer has written to the disk (fragments complete up to the last keyframe)."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._out.sync()
 
     def finalize(self) -> Path:
-        """Flush the encoder, close, fsync, rename ``.partial`` to the final name and fsync the directory."""
+        """Flush the encoder, close, fsync, rename ``.partial`` to the final name and fsync the directory.
+
+        Every step leaves a state start-up recovery completes: before the rename the ``.partial`` is
+        salvaged; after it the complete ``.mp4`` is adopted (the index row is the commit point).
+        """
         if self._stream is not None:
             for packet in self._stream.encode():
-                self._container.mux(packet)
+                self._mux(packet)
         self._container.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._out.sync()
         self._fh.close()
         if self.frames == 0:
             self.partial_path.unlink()
             raise ValueError(f"{self.final_path}: no frame was written")
+        fault_point("finish.synced")
         os.replace(self.partial_path, self.final_path)
+        fault_point("finish.renamed")
         fsync_dir(self.final_path.parent)
+        fault_point("finish.dir_synced")
         return self.final_path
 
     def abort(self) -> None:
@@ -155,8 +222,10 @@ class ClipWriter:
             self._container.close()
         except Exception as exc:  # the file is left as it is for recovery; the failure is logged
             log.warning("%s: closing an aborted clip failed: %s", self.partial_path, exc)
-        finally:
-            self._fh.close()
+        try:
+            self._fh.close()  # the descriptor is closed even when flushing the last bytes fails
+        except OSError as exc:
+            log.warning("%s: unwritten bytes of an aborted clip dropped: %s", self.partial_path, exc)
 
 
 def _boxes(buf: bytes) -> list[tuple[str, int, int]]:
@@ -181,29 +250,156 @@ def _boxes(buf: bytes) -> list[tuple[str, int, int]]:
     return out
 
 
-def salvage_fragmented_mp4(path: Path) -> int:
-    """Cut a fragmented MP4 back to its last complete ``moof``+``mdat`` pair; return the fragments kept.
+@dataclass
+class ClipCheck:
+    """What a decode pass over a fragmented MP4 found.
 
-    Returns 0 (and leaves the file alone) when there is no ``moov`` or no complete fragment.
+    ``fragments`` complete ``moof``+``mdat`` pairs were parsed, of which the first ``good`` decode without an
+    error; ``good_end`` is the byte offset where those end (where a salvage cuts the file).
+    ``frames`` / ``duration_s`` / ``middle`` describe the good part.
     """
+
+    has_header: bool
+    fragments: int
+    good: int
+    good_end: int
+    frames: int
+    duration_s: float
+    middle: np.ndarray | None
+
+    @property
+    def playable(self) -> bool:
+        return self.has_header and self.good > 0 and self.frames > 0
+
+
+def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int], list[tuple[int, int]]]:
+    """Decode every packet; return (packets per fragment, bad fragments, decoded (fragment, pts) pairs)."""
+    import av
+
+    packets: dict[int, int] = {}
+    bad: set[int] = set()
+    decoded: list[tuple[int, int]] = []
+    pts_fragment: dict[int, int] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        # Corrupt data raises instead of being concealed: a zero-filled fragment must not pass as video.
+        stream.codec_context.options = {"err_detect": "explode"}
+        demux = container.demux(stream)
+        last_fragment = 0
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:
+                bad.add(last_fragment + 1)  # the demuxer gave up inside the next fragment
+                break
+            if packet.size == 0 or packet.pos is None or packet.pos < 0:
+                frames_out = packet.decode() if packet.size == 0 else []
+            else:
+                frag = fragment_of(packet.pos)
+                last_fragment = max(last_fragment, frag)
+                packets[frag] = packets.get(frag, 0) + 1
+                if packet.pts is not None:
+                    pts_fragment[int(packet.pts)] = frag
+                try:
+                    frames_out = packet.decode()
+                except av.error.FFmpegError:
+                    bad.add(frag)
+                    continue
+            for fr in frames_out:
+                if fr.pts is not None and int(fr.pts) in pts_fragment:
+                    decoded.append((pts_fragment[int(fr.pts)], int(fr.pts)))
+        try:
+            for fr in stream.decode(None):
+                if fr.pts is not None and int(fr.pts) in pts_fragment:
+                    decoded.append((pts_fragment[int(fr.pts)], int(fr.pts)))
+        except av.error.FFmpegError:
+            pass
+    return packets, bad, decoded
+
+
+def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
+    """Parse and decode a (possibly cut or zero-filled) fragmented MP4: which fragments are sound."""
+    import av
+
     buf = path.read_bytes()
     boxes = _boxes(buf)
     kinds = [k for k, _, _ in boxes]
     if "moov" not in kinds:
-        return 0
-    end = 0
-    fragments = 0
+        return ClipCheck(False, 0, 0, 0, 0, 0.0, None)
+    spans: list[tuple[int, int]] = []  # (moof start, mdat end) of each complete fragment
+    header_end = 0
     for i, (kind, _start, stop) in enumerate(boxes):
         if kind == "mdat" and i > 0 and boxes[i - 1][0] == "moof":
-            end = stop
-            fragments += 1
-        elif kind in ("ftyp", "moov") and fragments == 0:
-            end = max(end, stop)
-    if fragments == 0:
+            spans.append((boxes[i - 1][1], stop))
+        elif kind in ("ftyp", "moov") and not spans:
+            header_end = max(header_end, stop)
+    if not spans:
+        return ClipCheck(True, 0, 0, header_end, 0, 0.0, None)
+
+    def fragment_of(pos: int) -> int:
+        for n, (a, b) in enumerate(spans, start=1):
+            if a <= pos < b:
+                return n
+        return len(spans) + 1  # beyond the parsed fragments: garbage
+
+    try:
+        packets, bad, decoded = _decode_pass(path, fragment_of)
+    except (av.error.FFmpegError, IndexError) as exc:
+        log.warning("%s: cannot be decoded at all: %s", path, exc)
+        return ClipCheck(True, len(spans), 0, header_end, 0, 0.0, None)
+    per_fragment: dict[int, int] = {}
+    for frag, _pts in decoded:
+        per_fragment[frag] = per_fragment.get(frag, 0) + 1
+    good = 0
+    for n in range(1, len(spans) + 1):
+        # sound: every packet decoded to a frame, no decoding error, and no garbage fragment before it
+        if n in bad or packets.get(n, 0) == 0 or per_fragment.get(n, 0) < packets[n]:
+            break
+        good = n
+    kept_pts = sorted(p for f, p in decoded if f <= good)
+    good_end = spans[good - 1][1] if good else header_end
+    duration = 0.0
+    middle = None
+    if kept_pts:
+        with av.open(str(path)) as c:
+            tb = c.streams.video[0].time_base
+        step = (kept_pts[-1] - kept_pts[0]) / (len(kept_pts) - 1) if len(kept_pts) > 1 else 0.0
+        duration = float((kept_pts[-1] - kept_pts[0] + step) * tb) if tb else 0.0
+        if want_middle:
+            middle = _frame_at(path, kept_pts[len(kept_pts) // 2])
+    return ClipCheck(True, len(spans), good, good_end, len(kept_pts), duration, middle)
+
+
+def _frame_at(path: Path, pts: int) -> np.ndarray | None:
+    """The decoded BGR frame with presentation timestamp ``pts`` (for a snapshot of a salvaged clip)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            for packet in c.demux(stream):
+                for fr in packet.decode():
+                    if fr.pts is not None and fr.pts >= pts:
+                        return fr.to_ndarray(format="bgr24")
+    except av.error.FFmpegError:
+        return None
+    return None
+
+
+def salvage_fragmented_mp4(path: Path) -> int:
+    """Cut a fragmented MP4 back to its last fragment that decodes; return the fragments kept.
+
+    Returns 0 (and leaves the file alone) when there is no ``moov`` or no sound fragment: the caller decides
+    what to do with a file nothing can be proven about.
+    """
+    check = inspect_clip(path, want_middle=False)
+    if not check.playable:
         return 0
-    if end < len(buf):
+    if check.good_end < path.stat().st_size:
         with open(path, "r+b") as fh:
-            fh.truncate(end)
+            fh.truncate(check.good_end)
             fh.flush()
             os.fsync(fh.fileno())
-    return fragments
+    return check.good

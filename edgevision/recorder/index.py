@@ -3,6 +3,12 @@
 ``synchronous=FULL`` so a committed row survives power loss; paths are stored relative to the data directory
 so the directory can be moved. Status is one of ``recording`` (open), ``finalized``, ``recovered`` (salvaged
 after a crash) or ``lost`` (nothing playable survived).
+
+The row is the commit point of a recording: a clip is finished when its row says so, and everything before
+(rename, hash, snapshot) is redone by start-up recovery if the process died first. The statistics columns are
+kept current while the event runs, so a crashed event keeps them. ``end_sent`` is 0 until the event's end has
+been handed to the listeners (MQTT): recovery closes rows with ``end_sent = 0`` and the recorder announces them
+through the same path as a live end.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ CREATE TABLE IF NOT EXISTS events (
     face_path     TEXT,
     status        TEXT    NOT NULL CHECK (status IN ('recording', 'finalized', 'recovered', 'lost')),
     degraded      TEXT,
-    note          TEXT
+    note          TEXT,
+    end_sent      INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start_wall);
 CREATE INDEX IF NOT EXISTS events_status ON events (status);
@@ -78,6 +85,7 @@ class EventRow:
     status: str
     degraded: str | None
     note: str | None
+    end_sent: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -97,6 +105,9 @@ class EventIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+        if "end_sent" not in have:  # an index written before end_sent existed: its ends were all sent
+            self._db.execute("ALTER TABLE events ADD COLUMN end_sent INTEGER NOT NULL DEFAULT 1")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -110,6 +121,7 @@ class EventIndex:
             self._db.execute("COMMIT")
 
     def create(self, camera: str, label: str, start_ts: float, start_frame: int, **extra: Any) -> int:
+        """Insert a row (``id=`` may be given: the recorder allocates ids itself, see :meth:`next_id`)."""
         values = {"camera": camera, "label": label, "start_ts": start_ts, "start_frame": start_frame,
                   "start_wall": extra.pop("start_wall", time.time()), "status": "recording", **extra}  # fmt: skip
         cols = ", ".join(values)
@@ -127,6 +139,24 @@ class EventIndex:
         sets = ", ".join(f"{k} = ?" for k in values)
         with self._tx() as db:
             db.execute(f"UPDATE events SET {sets} WHERE id = ?", [*values.values(), event_id])
+
+    def next_id(self) -> int:
+        """The id the next event gets: above every id ever used (AUTOINCREMENT never reuses one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
+                " coalesce((SELECT max(id) FROM events), 0))"
+            ).fetchone()
+        return int(row[0] or 0) + 1
+
+    def unsent_ends(self) -> list[EventRow]:
+        """Closed events whose end has not been announced yet, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM events WHERE end_sent = 0 AND status != 'recording'"
+                " ORDER BY id"
+            ).fetchall()
+        return [EventRow(*r) for r in rows]
 
     def get(self, event_id: int) -> EventRow | None:
         with self._lock:

@@ -6,7 +6,15 @@ in replay it waits, so output is deterministic. Frames that carry an event start
 The recorder thread owns the pre-roll ring, the clip writer and the index.
 
 Disk trouble degrades instead of crashing: ENOSPC while writing a clip salvages what was written and switches
-to snapshots only; a failing snapshot switches to index only; free space coming back restores full recording.
+to snapshots only; a failing snapshot switches to index only; an index write that fails (SQLite's "database or
+disk is full") is queued in memory and retried (:mod:`~edgevision.recorder.index_writer`); free space coming
+back restores full recording.
+
+Crash safety: the recorder owns the data directory (:mod:`~edgevision.recorder.lock`) and runs start-up
+recovery before its thread starts. An event's row names its clip before the clip file exists; statistics are
+written as the event runs; a finish is clip fsync -> rename -> directory fsync -> hash -> snapshot -> index row,
+and the row is the commit point, so recovery completes a finish killed at any step. Ends are announced to the
+listeners from the index (``end_sent``), the same path for live ends and for ends closed by recovery.
 """
 
 from __future__ import annotations
@@ -31,7 +39,12 @@ from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
+from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
+from edgevision.recorder.index_writer import IndexWriter, is_disk_error
+from edgevision.recorder.lock import DataDirLock
+from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
+from edgevision.recorder.recovery import RecoveryReport, recover
 from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
 from edgevision.recorder.ring import PreRollRing
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
@@ -39,7 +52,7 @@ from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
 log = logging.getLogger(__name__)
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-MODES = ("normal", "snapshots-only", "index-only")
+STATS_EVERY_S = 1.0  # how often (frame clock) a running event's statistics reach the index
 
 
 @dataclass(frozen=True)
@@ -69,10 +82,7 @@ class _Item:
     signals: list[EventStart | EventEnd]
     best: bool
     faces: list[Face] | None = None
-    stats: tuple[float, int] = (
-        0.0,
-        0,
-    )  # (max score, peak count) of the active event when this frame was seen
+    stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)  # (max, mean, peak, best ts) of the event
 
 
 @dataclass
@@ -88,6 +98,8 @@ class _Active:
     last_update: float = 0.0
     last_index: int = 0
     last_ts: float = 0.0
+    stats_ts: float = 0.0  # frame time the statistics were last written
+    stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
 
 
 class Recorder:
@@ -110,10 +122,20 @@ class Recorder:
         self.clock = clock
         self.free_bytes = free_bytes
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.index = index or EventIndex(settings.data_dir)
+        # One process owns the directory (raises DataDirBusy, exit 75): held until close().
+        self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
+        try:
+            self.index = index or EventIndex(settings.data_dir)
+            self.recovery: RecoveryReport = recover(self.index, settings.data_dir)  # before any frame
+            self.writer = IndexWriter(self.index)
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self.tracker = EventTracker(settings.events)
         self.ring = PreRollRing(settings.pre_roll, settings.pre_roll_max_bytes, settings.jpeg_quality)
-        self.mode = "normal"
+        self.mode = Mode.NORMAL
+        self._floor = record_floor(settings.retention.min_free_bytes)
+        self._ends_checked = False
         self.dropped = 0
         self.events_started = 0
         self.events_finalized = 0
@@ -138,7 +160,7 @@ class Recorder:
         signals = self.tracker.update(result.frame.ts, result.detections)
         st = self.tracker.stats  # read here, in the thread that owns the tracker
         item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces,
-                     (st.max_score, st.peak_count))  # fmt: skip
+                     (st.max_score, st.mean_score, st.peak_count, st.best_ts))  # fmt: skip
         self._last_frame = result.frame
         if self.blocking or signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
@@ -147,6 +169,13 @@ class Recorder:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until every frame handed over so far has been handled; False on timeout or failure."""
+        deadline = time.monotonic() + timeout
+        while self._q.unfinished_tasks and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._q.unfinished_tasks and self._error is None
 
     def close(self) -> None:
         """Finalize an active event at the last frame, stop the thread and re-raise its failure, if any."""
@@ -157,7 +186,18 @@ class Recorder:
         self._thread.join(timeout=120.0)
         if self._thread.is_alive():
             raise RuntimeError("recorder did not finish within 120 s")
-        self.index.close()
+        try:
+            if self._error is None:
+                if not self.writer.flush():
+                    log.error("recorder: %d index write(s) could not be saved (disk full); start-up recovery "
+                              "will close the events they belong to", self.writer.pending)  # fmt: skip
+                self._announce_ends()
+            try:
+                self.index.close()
+            except Exception as exc:  # a close that cannot checkpoint on a full disk loses nothing committed
+                log.warning("recorder: closing the index: %s", exc)
+        finally:
+            self._dir_lock.release()
         if self._error is not None:
             raise self._error
 
@@ -180,8 +220,11 @@ class Recorder:
                     continue
                 if item is None:
                     break
-                self._handle(item)
-                self._housekeeping()
+                try:
+                    self._handle(item)
+                    self._housekeeping()
+                finally:
+                    self._q.task_done()
         except BaseException as exc:  # raised to the pipeline at the next frame or at close()
             log.error("recorder failed: %s", exc)
             self._error = exc
@@ -189,6 +232,9 @@ class Recorder:
                 self._active.clip.abort()  # the .partial stays for start-up recovery
 
     def _handle(self, item: _Item) -> None:
+        if not self._ends_checked:  # listeners are attached by now: announce ends recovery closed
+            self._ends_checked = True
+            self._announce_ends()
         frame = item.frame
         for sig in item.signals:
             if isinstance(sig, EventEnd):
@@ -202,10 +248,17 @@ class Recorder:
         image = frame.full if frame.full is not None else frame.image
         self._write(image, frame.ts)
         active.last_index, active.last_ts = frame.index, frame.ts
+        if item.stats != active.stats_written and frame.ts - active.stats_ts >= STATS_EVERY_S:
+            # a crashed event keeps what it had: recovery finds the statistics in the row
+            active.stats_ts, active.stats_written = frame.ts, item.stats
+            mx, mean, peak, best_ts = item.stats
+            self.writer.update(
+                active.event_id, max_score=mx, mean_score=mean, peak_count=peak, best_ts=best_ts
+            )
         if item.best and active.best_image is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
             self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": item.stats[0],
-                                    "peak_count": item.stats[1]})  # fmt: skip
+                                    "peak_count": item.stats[2]})  # fmt: skip
         if item.best or active.best_image is None:
             active.best_image = image
             active.best_dets = self.tracker.matches(item.detections) or item.detections
@@ -217,27 +270,31 @@ class Recorder:
 
     def _begin(self, sig: EventStart, frame: Frame) -> None:
         self._check_space(force=True)
-        event_id = self.index.create(
-            self.s.camera, self.s.events.labels[0], sig.trigger_ts, frame.index, status="recording"
-        )
+        event_id = self.writer.next_id_preview()
+        clip_rel = f"clips/{time.strftime('%Y%m%d')}/{event_id:06d}.mp4" if self.mode == Mode.NORMAL else None
+        # The row names the clip before the file exists: recovery never meets a .partial nobody owns.
+        created = self.writer.create(self.s.camera, self.s.events.labels[0], sig.trigger_ts, frame.index,
+                                     status="recording", clip_path=clip_rel, end_sent=0)  # fmt: skip
+        assert created == event_id
         self.events_started += 1
         clip = None
-        clip_rel = None
-        if self.mode == "normal":
-            clip_rel = f"clips/{time.strftime('%Y%m%d')}/{event_id:06d}.mp4"
+        if clip_rel is not None:
             try:
                 fps = (self.fps_source() if self.fps_source else None) or self.s.fps_hint
                 clip = ClipWriter(self.s.data_dir / clip_rel, fps, self.s.codec)
             except OSError as exc:
-                self._degrade("snapshots-only", exc)
+                self._degrade(Mode.SNAPSHOTS_ONLY, exc)
                 clip, clip_rel = None, None
+                self.writer.update(event_id, clip_path=None)
         self._active = _Active(event_id, sig, clip, clip_rel)
         self._notify("start", {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index})
         if clip is not None:
-            self.index.update(event_id, clip_path=clip_rel)
             for rf in self.ring.since(sig.trigger_ts - self.s.pre_roll):  # all older than this frame
                 self._write(rf.decode(), rf.ts)
+            if self._active.clip is not None and self._active.clip.first_ts is not None:
+                self.writer.update(event_id, clip_start_ts=self._active.clip.first_ts)
         self.ring.clear()
+        fault_point("event.started")
         log.info("event %d started (camera %s, trigger at %.2f s)", event_id, self.s.camera, sig.trigger_ts)
 
     def _write(self, image: np.ndarray, ts: float) -> None:
@@ -270,11 +327,15 @@ class Recorder:
         if kept:
             extra = {"clip_size": clip.final_path.stat().st_size, "clip_sha256": sha256_file(clip.final_path),
                      "clip_start_ts": clip.first_ts}  # fmt: skip
-        self.index.update(active.event_id, clip_path=active.clip_rel, clip_frames=None,
-                          note=f"clip cut short by disk error: {exc.strerror}", **extra)  # fmt: skip
-        self._degrade("snapshots-only", exc)
+        self.writer.update(active.event_id, clip_path=active.clip_rel, clip_frames=None,
+                           note=f"clip cut short by disk error: {exc.strerror}", **extra)  # fmt: skip
+        self._degrade(Mode.SNAPSHOTS_ONLY, exc)
 
     def _finish(self, sig: EventEnd) -> None:
+        """Close the active event: clip (fsync, rename, dir fsync), hash, snapshot, then the index row.
+
+        The row is written last: a kill before it leaves a ``recording`` row whose clip recovery finishes.
+        """
         active = self._active
         if active is None:
             return
@@ -285,14 +346,23 @@ class Recorder:
             "end_frame": active.last_index,
         }
         status = "finalized"
-        if active.clip is None and active.clip_rel is not None:
-            status = "recovered"  # the clip was cut short by a disk error and salvaged
         if active.clip is not None:
             clip = active.clip
-            final = clip.finalize()  # errors propagate: a clip that cannot be finalized is not swallowed
-            values.update(clip_path=active.clip_rel, clip_start_ts=clip.first_ts, clip_frames=clip.frames,
-                          clip_size=final.stat().st_size, clip_sha256=sha256_file(final))  # fmt: skip
-        if active.best_image is not None and self.mode != "index-only":
+            try:
+                final = (
+                    clip.finalize()
+                )  # other errors propagate: a clip that cannot be finalized is not swallowed
+            except OSError as exc:
+                if exc.errno not in DISK_ERRNOS:
+                    raise
+                self._close_clip_after_disk_error(active, exc)  # salvages the .partial
+            else:
+                values.update(clip_path=active.clip_rel, clip_start_ts=clip.first_ts, clip_frames=clip.frames,
+                              clip_size=final.stat().st_size, clip_sha256=sha256_file(final))  # fmt: skip
+                fault_point("finish.hashed")
+        if active.clip is None and active.clip_rel is not None:
+            status = "recovered"  # the clip was cut short by a disk error and salvaged
+        if active.best_image is not None and self.mode != Mode.INDEX_ONLY:
             snap = f"snapshots/{active.event_id:06d}.jpg"
             thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
             try:
@@ -302,8 +372,8 @@ class Recorder:
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
                     raise
-                self._degrade("index-only", exc)
-        if active.best_face is not None and self.mode != "index-only":
+                self._degrade(Mode.INDEX_ONLY, exc)
+        if active.best_face is not None and self.mode != Mode.INDEX_ONLY:
             face_rel = f"snapshots/{active.event_id:06d}-face.jpg"
             try:
                 write_jpeg(self.s.data_dir / face_rel, active.best_face)
@@ -311,16 +381,24 @@ class Recorder:
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
                     raise
-                self._degrade("index-only", exc)
+                self._degrade(Mode.INDEX_ONLY, exc)
+        fault_point("finish.snapshot")
         values.update(max_score=sig.max_score, mean_score=sig.mean_score, peak_count=sig.peak_count,
                       best_ts=sig.best_ts, status=status,
-                      degraded=None if self.mode == "normal" else self.mode)  # fmt: skip
-        self.index.update(active.event_id, **values)
+                      degraded=None if self.mode == Mode.NORMAL else str(self.mode))  # fmt: skip
+        self.writer.update(active.event_id, **values)  # the commit point
         self.events_finalized += 1
-        row = self.index.get(active.event_id)
-        if row is not None:
-            self._notify("end", row.to_dict())
+        self._announce_ends()
         log.info("event %d finalized (%s)", active.event_id, values.get("clip_path") or "no clip")
+
+    def _announce_ends(self) -> None:
+        """Send ``end`` for every closed event whose end was not sent yet (live ends and ends closed by
+        start-up recovery alike), then mark it sent. A kill in between sends it again: at least once."""
+        for row in self.writer.unsent_ends():
+            data = row.to_dict()
+            del data["end_sent"]  # bookkeeping of this index, not part of the event
+            self._notify("end", data)
+            self.writer.update(row.id, end_sent=1)
 
     def _notify(self, kind: str, data: dict[str, Any]) -> None:
         """Tell listeners (MQTT) about an event. Runs after the index is written: a listener that fails is
@@ -331,11 +409,12 @@ class Recorder:
             except Exception as exc:
                 log.error("recorder: %s listener failed: %s", kind, exc)
 
-    def _degrade(self, mode: str, exc: OSError) -> None:
-        if MODES.index(mode) > MODES.index(self.mode):
-            self.mode = mode
+    def _degrade(self, mode: Mode, exc: OSError) -> None:
+        new = after_failure(self.mode, mode)
+        if new != self.mode:
+            self.mode = new
             log.error(
-                "recorder: disk problem (%s): degraded to %s until space returns", exc.strerror or exc, mode
+                "recorder: disk problem (%s): degraded to %s until space returns", exc.strerror or exc, new
             )
 
     def _check_space(self, force: bool = False) -> None:
@@ -350,19 +429,30 @@ class Recorder:
             log.warning("recorder: cannot read free space: %s", exc)
             return
         if free < need:
-            apply_retention(self.index, self.s.data_dir, time.time(), free, self.s.retention)
+            self._retention(free)  # deletes only when that reaches min_free (see plan_retention)
             free = self.free_bytes(self.s.data_dir)
-        if free < need and self.mode == "normal":
-            self._degrade("snapshots-only", OSError(errno.ENOSPC, "free space below retention.min_free"))
-        elif free >= need and self.mode != "normal":
+        new = after_space_check(self.mode, free, self._floor)
+        if new == self.mode:
+            return
+        if new == Mode.NORMAL:
             log.warning("recorder: free space is back (%d MiB): full recording resumed", free >> 20)
-            self.mode = "normal"
+            self.mode = new
+        else:
+            self._degrade(new, OSError(errno.ENOSPC, f"free space below {self._floor >> 20} MiB"))
+
+    def _retention(self, free: int) -> None:
+        try:
+            apply_retention(self.index, self.s.data_dir, time.time(), free, self.s.retention)
+        except Exception as exc:
+            if not is_disk_error(exc):
+                raise
+            log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)
 
     def _housekeeping(self) -> None:
         self._check_space()
+        if self.writer.pending and self.writer.flush():
+            self._announce_ends()  # rows that waited for the disk are in: their ends can go out
         now = self.clock()
         if now >= self._next_retention:
             self._next_retention = now + self.s.retention_interval_s
-            apply_retention(
-                self.index, self.s.data_dir, time.time(), self.free_bytes(self.s.data_dir), self.s.retention
-            )
+            self._retention(self.free_bytes(self.s.data_dir))

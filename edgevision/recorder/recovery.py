@@ -1,24 +1,33 @@
-"""Start-up recovery, run before capture: nothing is left open or dangling after a crash.
+"""Start-up recovery, run before capture under the data-directory lock: nothing is left open after a crash.
 
-* an event still ``recording`` gets its ``.partial`` clip cut back to the last complete fragment and renamed
-  (status ``recovered``, with a snapshot taken from the clip when it has none) or, when nothing playable
-  survived, the partial is removed and the event marked ``lost``;
-* a ``finalized`` event whose clip vanished is marked ``lost``;
-* ``.partial`` / ``.tmp`` files no event refers to are removed.
+The index row is the commit point; recovery completes whatever step a kill interrupted, and never deletes a
+clip file it cannot prove broken. For each event still ``recording``:
+
+* its ``.partial`` is cut back to the last fragment that decodes and renamed to the clip name (status
+  ``recovered``); a ``.partial`` with no decodable fragment is proven broken and removed;
+* a complete clip (the process died between the rename and the index row) is adopted: verified by decoding,
+  hashed, status ``finalized``;
+* only when no playable media exists is the event marked ``lost``; its statistics (kept current while it ran)
+  stay either way, and ``end_sent = 0`` so the recorder announces its end like a live one.
+
+Every step is idempotent, so recovery killed half-way is completed by the next one. A ``finalized`` event whose
+clip vanished is marked ``lost``; stray ``.tmp`` files and unreferenced ``.partial`` files with nothing
+decodable are removed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-
-from edgevision.fsutil import sha256_file
-from edgevision.recorder.clip import PARTIAL_SUFFIX, salvage_fragmented_mp4
-from edgevision.recorder.index import EventIndex
+from edgevision.fsutil import fsync_dir, sha256_file
+from edgevision.recorder.clip import PARTIAL_SUFFIX, inspect_clip, salvage_fragmented_mp4
+from edgevision.recorder.faults import fault_point
+from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.snapshots import write_snapshot
 
 log = logging.getLogger(__name__)
@@ -26,82 +35,126 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RecoveryReport:
+    """What recovery did; ``closed`` lists the ids of events it closed (their ends are owed to listeners)."""
+
     recovered: int = 0
+    completed: int = 0
     lost: int = 0
     orphans_removed: int = 0
+    closed: list[int] = field(default_factory=list)
 
     def line(self) -> str:
-        return f"recovery: {self.recovered} clip(s) salvaged, {self.lost} lost, {self.orphans_removed} stray file(s) removed"
+        return (f"recovery: {self.recovered} clip(s) salvaged, {self.completed} finished, {self.lost} lost, "
+                f"{self.orphans_removed} stray file(s) removed")  # fmt: skip
 
 
-def _clip_facts(path: Path) -> tuple[int, float, object]:
-    """(frames, duration s, middle frame) of a playable clip."""
-    cap = cv2.VideoCapture(str(path))
-    frames, last_ms = 0, 0.0
-    samples = []  # every 10th frame: enough to pick a middle one without holding the whole clip
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        if frames % 10 == 0:
-            samples.append(img)
-        frames += 1
-        last_ms = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
-    cap.release()
-    return frames, last_ms / 1000.0, samples[len(samples) // 2] if samples else None
+def _mark_lost(index: EventIndex, row: EventRow, note: str, report: RecoveryReport) -> None:
+    index.update(row.id, status="lost", clip_path=None, end_wall=time.time(), end_sent=0,
+                 end_ts=row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0),
+                 note=note)  # fmt: skip
+    report.lost += 1
+    report.closed.append(row.id)
+    log.warning("recovery: event %d lost (%s)", row.id, note)
+
+
+def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: RecoveryReport) -> None:
+    if not row.clip_path:
+        _mark_lost(index, row, "process stopped while recording; no clip was being written", report)
+        return
+    clip = data_dir / row.clip_path
+    partial = clip.with_name(clip.name + PARTIAL_SUFFIX)
+    salvaged = 0
+    if partial.exists():
+        salvaged = salvage_fragmented_mp4(partial)  # idempotent: cuts to fragments that decode
+        fault_point("recover.salvaged")
+        if salvaged == 0:
+            log.warning("recovery: event %d: %s holds no decodable fragment; removed", row.id, partial.name)
+            partial.unlink()
+        elif clip.exists() and inspect_clip(clip, want_middle=False).playable:
+            # both exist only if something outside us copied files around: the renamed clip is the later state
+            log.warning("recovery: event %d: both %s and its .partial exist; keeping the clip", row.id, clip)
+            partial.unlink()
+        else:
+            os.replace(partial, clip)
+            fault_point("recover.renamed")
+            fsync_dir(clip.parent)
+    if not clip.exists():
+        _mark_lost(index, row, "process stopped while recording; no complete fragment survived", report)
+        return
+    check = inspect_clip(clip)
+    if not check.playable:
+        clip.unlink()  # proven broken: no header or not one fragment decodes
+        fsync_dir(clip.parent)
+        _mark_lost(index, row, "process stopped while recording; the clip does not decode", report)
+        return
+    if check.good < check.fragments:
+        salvaged = salvage_fragmented_mp4(clip)
+    sha = sha256_file(clip)
+    fault_point("recover.hashed")
+    start = row.clip_start_ts if row.clip_start_ts is not None else row.start_ts
+    if salvaged:
+        status, note = "recovered", f"salvaged after a crash: {salvaged} fragment(s), {check.frames} frame(s)"
+    else:
+        status, note = "finalized", "finished by start-up recovery (the process stopped before its index row)"
+    values: dict[str, object] = {
+        "status": status, "end_ts": row.end_ts if row.end_ts is not None else start + check.duration_s,
+        "end_wall": row.end_wall or time.time(), "clip_frames": check.frames, "clip_start_ts": start,
+        "clip_size": clip.stat().st_size, "clip_sha256": sha, "note": note, "end_sent": 0,
+    }  # fmt: skip
+    snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
+    face = f"snapshots/{row.id:06d}-face.jpg"
+    if row.snapshot_path and (data_dir / row.snapshot_path).exists():
+        pass
+    elif (data_dir / snap).exists() and (data_dir / thumb).exists():  # written just before the kill
+        values.update(snapshot_path=snap, thumb_path=thumb)
+        if (data_dir / face).exists():
+            values["face_path"] = face
+    elif check.middle is not None:
+        try:
+            write_snapshot(data_dir / snap, data_dir / thumb, check.middle, [])
+            values.update(snapshot_path=snap, thumb_path=thumb)
+        except OSError as exc:
+            log.error("recovery: event %d: cannot write snapshot: %s", row.id, exc)
+    index.update(row.id, **values)
+    report.closed.append(row.id)
+    if salvaged:
+        report.recovered += 1
+        log.warning("recovery: event %d salvaged (%d frames)", row.id, check.frames)
+    else:
+        report.completed += 1
+        log.warning("recovery: event %d: complete clip kept and finished (%d frames)", row.id, check.frames)
 
 
 def recover(index: EventIndex, data_dir: Path) -> RecoveryReport:
-    """Close every event a crash left open; returns what was done (also logged)."""
+    """Close every event a crash left open; returns what was done (also logged).
+
+    Takes the data-directory lock (re-entrant for the recorder that holds it); raises
+    :class:`~edgevision.recorder.lock.DataDirBusy` when another process owns the directory.
+    """
     report = RecoveryReport()
-    referenced: set[Path] = set()
-    for row in index.list(status="recording"):
-        clip = data_dir / row.clip_path if row.clip_path else None
-        partial = clip.with_name(clip.name + PARTIAL_SUFFIX) if clip else None
-        kept = 0
-        if partial is not None and partial.exists():
-            kept = salvage_fragmented_mp4(partial)
-        frames, duration, middle = (0, 0.0, None)
-        if kept and partial is not None and clip is not None:
-            partial.replace(clip)
-            frames, duration, middle = _clip_facts(clip)
-        if frames == 0 or clip is None:
-            if partial is not None:
-                partial.unlink(missing_ok=True)
-            if clip is not None and clip.exists() and frames == 0:
-                clip.unlink()
-            index.update(row.id, status="lost", clip_path=None, end_wall=time.time(),
-                         note="process stopped while recording; no complete fragment survived")  # fmt: skip
-            report.lost += 1
-            log.warning("recovery: event %d lost (no playable clip survived)", row.id)
-            continue
-        values: dict[str, object] = {
-            "status": "recovered", "end_ts": (row.clip_start_ts or row.start_ts) + duration, "end_wall": time.time(),
-            "clip_frames": frames, "clip_size": clip.stat().st_size, "clip_sha256": sha256_file(clip),
-            "note": f"salvaged after a crash: {kept} fragment(s), {frames} frame(s)",
-        }  # fmt: skip
-        if not row.snapshot_path and middle is not None:
-            snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
-            try:
-                write_snapshot(data_dir / snap, data_dir / thumb, middle, [])  # type: ignore[arg-type]
-                values.update(snapshot_path=snap, thumb_path=thumb)
-            except OSError as exc:
-                log.error("recovery: event %d: cannot write snapshot: %s", row.id, exc)
-        index.update(row.id, **values)
-        report.recovered += 1
-        log.info("recovery: event %d salvaged (%d frames)", row.id, frames)
-    for row in index.list():
-        for rel in (row.clip_path, row.snapshot_path, row.thumb_path):
-            if rel:
-                referenced.add(data_dir / rel)
-        if row.status == "finalized" and row.clip_path and not (data_dir / row.clip_path).exists():
-            index.update(row.id, status="lost", note="clip file missing at start-up")
-            report.lost += 1
-    for pattern in ("clips/**/*" + PARTIAL_SUFFIX, "**/*.tmp"):
-        for stray in data_dir.glob(pattern):
-            if stray not in referenced:
+    with DataDirLock(data_dir, "recovery"):
+        for row in index.list(status="recording"):
+            _recover_row(index, data_dir, row, report)
+        referenced: set[Path] = set()
+        for row in index.list():
+            for rel in (row.clip_path, row.snapshot_path, row.thumb_path, row.face_path):
+                if rel:
+                    referenced.add(data_dir / rel)
+                    referenced.add(data_dir / (rel + PARTIAL_SUFFIX))
+            if row.status == "finalized" and row.clip_path and not (data_dir / row.clip_path).exists():
+                index.update(row.id, status="lost", note="clip file missing at start-up")
+                report.lost += 1
+        for stray in data_dir.glob("**/*.tmp"):
+            stray.unlink(missing_ok=True)  # half-written snapshots: the real file is written by rename
+            report.orphans_removed += 1
+        for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
+            if stray in referenced:
+                continue
+            if salvage_fragmented_mp4(stray) == 0:
                 stray.unlink(missing_ok=True)
                 report.orphans_removed += 1
-    if report.recovered or report.lost or report.orphans_removed:
+            else:
+                log.warning("recovery: %s belongs to no event but holds playable video; left in place", stray)
+    if report.recovered or report.completed or report.lost or report.orphans_removed:
         log.warning("%s", report.line())
     return report

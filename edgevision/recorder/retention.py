@@ -2,7 +2,9 @@
 
 Oldest first; never an event that is still recording. Age and total-size limits are the user's; the free-space
 rule only deletes what is needed and always keeps the newest ``keep_newest`` events, so a disk filled by
-something else never costs every recording.
+something else never costs every recording. It deletes nothing at all when deleting every candidate would still
+not reach ``min_free``: emptying a small card would not make room for anything (the recorder still records as
+long as a clip fits). Deletions for space are logged at WARNING.
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ def plan_retention(
     if policy.min_free_bytes is not None:
         free = free_bytes + sum(e.size for e in candidates if e.id in chosen)
         protected = {e.id for e in candidates[-policy.keep_newest :]} if policy.keep_newest > 0 else set()
-        for e in candidates:
-            if free >= policy.min_free_bytes:
-                break
-            if e.id not in chosen and e.id not in protected:
+        deletable = [e for e in candidates if e.id not in chosen and e.id not in protected]
+        if free < policy.min_free_bytes <= free + sum(e.size for e in deletable):
+            for e in deletable:
+                if free >= policy.min_free_bytes:
+                    break
                 chosen[e.id] = "min_free_space"
                 free += e.size
     return [(e.id, chosen[e.id]) for e in candidates if e.id in chosen]
@@ -100,5 +103,9 @@ def apply_retention(index: EventIndex, data_dir: Path, now: float, free_bytes: i
         for path in event_files(row, data_dir):
             path.unlink(missing_ok=True)
         index.delete(event_id)
-        log.info("retention: deleted event %d (%s)", event_id, rule)
+        if rule == "min_free_space":
+            log.warning("retention: deleted event %d to free space (%d MiB free, min_free %d MiB)", event_id,
+                        free_bytes >> 20, (policy.min_free_bytes or 0) >> 20)  # fmt: skip
+        else:
+            log.info("retention: deleted event %d (%s)", event_id, rule)
     return plan

@@ -174,7 +174,7 @@ def test_a_step_up_goes_only_as_far_as_fitted_for_the_whole_stable_period() -> N
     load = [2.5] * 100 + [1.5] * 95 + [1.0] * 10 + [1.5] * 200
     s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
     tr = simulate(load, settings=s, start=best_fitting(2.5, s.fit))
-    (_at, _frm, to), *rest = tr.switches
+    (_, _, to), *rest = tr.switches
     assert to == best_fitting(1.5, s.up_margin) != best_fitting(1.0, s.up_margin) and not rest
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edgevision.catalog.entries import LabelEntry, ModelEntry, load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
+from edgevision.catalog.local import LocalModel, list_local_models, verify_local_model
+from edgevision.cli import distill_cmd
 from edgevision.errors import BackendUnavailable, ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.settings import default_models_dir
@@ -46,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("name", metavar="NAME")
     q.set_defaults(func=cmd_info)
 
+    distill_cmd.register(msub)
+
 
 def _dir(args: argparse.Namespace) -> Path:
     return args.models_dir or default_models_dir()
@@ -62,6 +66,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             "input": f"{a.input[0]}x{a.input[1]}", "quantization": a.quantization, "device": m.device,
             "installed": (dest / m.file).exists(), "pinned": m.sha256 is not None,
         })  # fmt: skip
+    for name, lm in list_local_models(dest).items():  # students made by `models distill`
+        a = lm.architecture
+        rows.append({
+            "name": name, "task": lm.task, "family": a.family, "alpha": a.alpha,
+            "input": f"{a.input[0]}x{a.input[1]}", "quantization": a.quantization, "device": "cpu",
+            "installed": True, "pinned": True, "local": True, "teacher": lm.teacher.name,
+            "threshold": lm.threshold,
+        })  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -72,6 +84,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         mark = "yes" if r["installed"] else "-"
         pin = "" if r["pinned"] else " (unpinned)"
+        pin += f" (local, from {r['teacher']})" if r.get("local") else ""
         print(
             f"{r['name']:<38} {r['task']:<9} {r['family']:<19} {r['alpha']:>5} {r['input']:>8} "
             f"{r['quantization']:<8} {r['device']:<8} {mark}{pin}"
@@ -133,8 +146,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     cat = load_catalog()
-    m: ModelEntry = cat.model(args.name)
     dest = _dir(args)
+    if args.name not in cat.models:
+        local = list_local_models(dest).get(args.name)
+        if local is not None:
+            return _info_local(local, dest)
+    m: ModelEntry = cat.model(args.name)
     a = m.architecture
     print(f"name:         {m.name}")
     print(f"description:  {m.description}")
@@ -166,4 +183,26 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
         for d in h.output_details:
             print(f"output:       {d['name']} {[int(x) for x in d['shape']]} {d['dtype'].__name__}")
+    return 0
+
+
+def _info_local(m: LocalModel, dest: Path) -> int:
+    """``models info`` for a distilled student: teacher + sha, architecture, data, validation, latency."""
+    a = m.architecture
+    try:
+        path = verify_local_model(dest, m)
+        state = "ok (sha256 verified)"
+    except ModelError as exc:
+        path, state = dest / "local" / m.file, str(exc)
+    print(f"name:         {m.name}   (local, made by `edgevision models distill` {m.created})")
+    print(f"task:         {m.task}   threshold: {m.threshold:.2f} (calibrated to the teacher)")
+    print(
+        f"architecture: {a.family} alpha={a.alpha} input={a.input[0]}x{a.input[1]} {a.quantization} head={a.head}"
+        f" postprocess={'yes' if a.postprocess else 'no'}"
+    )
+    print(f"teacher:      {m.teacher.name} sha256={m.teacher.sha256}")
+    print(f"file:         {path}  size={m.size}  sha256={m.sha256}: {state}")
+    print(f"labels:       {m.labels or '-'}")
+    for key in ("data", "validation", "latency", "training"):
+        print(f"{key + ':':<13} {json.dumps(getattr(m, key), sort_keys=True)}")
     return 0

@@ -42,7 +42,9 @@ def main() -> None:
     args = ap.parse_args()
     models = args.install_dir or Path(tempfile.mkdtemp(prefix="distill-bench-"))
     cat = load_catalog()
-    needed = ["ssd_mobilenet_v1_coco_quant"] + [SPECS[s].backbone.removesuffix(".tflite") for s in args.students]
+    needed = ["ssd_mobilenet_v1_coco_quant"] + [
+        SPECS[s].backbone.removesuffix(".tflite") for s in args.students
+    ]
     for n in needed:
         for e in cat.files_for(n):
             fetch_entry(e, models, mirror=str(SHARED / "models"))

@@ -124,12 +124,16 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     # a tampered student is refused, not run
     data = result.path.read_bytes()
     result.path.write_bytes(data[:-16] + bytes(16))
-    r = run_cli(["run", "--model", "tiny", "--video", str(VIDEO / "supervision_walking.mp4"), "--max-frames", "1"], e)
+    r = run_cli(
+        ["run", "--model", "tiny", "--video", str(VIDEO / "supervision_walking.mp4"), "--max-frames", "1"], e
+    )
     assert r.returncode == 78 and "does not match" in r.stderr
     result.path.write_bytes(data)
 
 
-def _distill_cli(args: list[str], models: Path, env: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _distill_cli(
+    args: list[str], models: Path, env: dict, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
     e = dict(env, EDGEVISION_MODELS_DIR=str(models), EDGEVISION_DATA_DIR=str(tmp_path / "data"))
     return run_cli(["models", "distill", *args], e, timeout=300)
 

@@ -78,7 +78,12 @@ def test_gate_rules() -> None:
     assert any("faster" in r for r in _judge(0.6, 0.01, 12.0))  # slower than the teacher
     # an untrained student: its boxes are nowhere near the teacher's
     untrained = judge(
-        [np.array([A, B])] * 3, [FrameDets(np.array([FAR]), np.array([0.6], np.float32))] * 3, [], 0.5, 1.0, 10.0
+        [np.array([A, B])] * 3,
+        [FrameDets(np.array([FAR]), np.array([0.6], np.float32))] * 3,
+        [],
+        0.5,
+        1.0,
+        10.0,
     )
     assert not untrained.passed and any("F1" in r for r in untrained.reasons)
 

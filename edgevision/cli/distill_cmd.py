@@ -46,7 +46,10 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--max-frames", type=int, help="at most this many frames per source")
     q.add_argument("--negative-every", type=int, default=2, help="use every N-th negative frame (default 2)")
     q.add_argument(
-        "--val-fraction", type=float, default=0.3, help="the later part of each source that validates (default 0.3)"
+        "--val-fraction",
+        type=float,
+        default=0.3,
+        help="the later part of each source that validates (default 0.3)",
     )
     q.add_argument("--teacher-threshold", type=float, default=0.5, help="teacher's person score threshold")
     q.add_argument("--threads", type=int, default=2, help="interpreter threads for teacher and gate")

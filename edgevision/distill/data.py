@@ -51,8 +51,8 @@ class Dataset:
         return {
             "size": self.size,
             "sources": self.split,
-            "train_frames": int(len(self.train)),
-            "val_frames": int(len(self.val)),
+            "train_frames": len(self.train),
+            "val_frames": len(self.val),
             "frames_sha256": h.hexdigest(),
         }
 

@@ -99,7 +99,9 @@ def graft_postprocess(
         sg.tensors.append(t)
         return len(sg.tensors) - 1
 
-    anchors = add_tensor("anchors", [n_anchors, 4], schema.TensorType.UINT8, anchors_q.astype(np.uint8).tobytes())
+    anchors = add_tensor(
+        "anchors", [n_anchors, 4], schema.TensorType.UINT8, anchors_q.astype(np.uint8).tobytes()
+    )
     q = schema.QuantizationParametersT()
     q.scale = np.array([anchors_quant[0]], dtype=np.float32)
     q.zeroPoint = np.array([anchors_quant[1]], dtype=np.int64)

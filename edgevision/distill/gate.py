@@ -151,5 +151,7 @@ def judge(
     if neg:
         report.reasons.append(f"a person on {neg} of {len(negatives)} negative frame(s)")
     if not student_ms < teacher_ms:
-        report.reasons.append(f"invokes in {student_ms:.2f} ms, not faster than the teacher's {teacher_ms:.2f} ms")
+        report.reasons.append(
+            f"invokes in {student_ms:.2f} ms, not faster than the teacher's {teacher_ms:.2f} ms"
+        )
     return report

@@ -228,7 +228,9 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     report = judge(val_teacher, val_student, neg_student, opts.teacher_threshold, student_ms, teacher_ms)
     result = DistillResult(name, report, None, None, train_minutes, model_bytes)
     if not report.passed and opts.gate:
-        exc = GateFailed(f"student '{name}' not installed: " + "; ".join(report.reasons) + f" ({_figures(report)})")
+        exc = GateFailed(
+            f"student '{name}' not installed: " + "; ".join(report.reasons) + f" ({_figures(report)})"
+        )
         exc.result = result
         raise exc
 

@@ -155,14 +155,18 @@ def build_replica(
     size = input_size or native[1]
     scale, zero, _ = g.quant(inp)
     x_in = keras.Input((size, size, 3), name=f"{name}_pixels")
-    x = keras.layers.Rescaling(float(scale[0]), offset=-float(zero[0]) * float(scale[0]), name=f"{name}_norm")(
-        x_in
-    )
+    x = keras.layers.Rescaling(
+        float(scale[0]), offset=-float(zero[0]) * float(scale[0]), name=f"{name}_norm"
+    )(x_in)
     tensors: dict[int, Any] = {inp: x}
     order: list[int] = [inp]
     ops = list(sg.operators)
     last_pool = max(
-        (i for i, op in enumerate(ops) if g.op_name(op) == "AVERAGE_POOL_2D" and g.shape(op.inputs[0])[1] > 1),
+        (
+            i
+            for i, op in enumerate(ops)
+            if g.op_name(op) == "AVERAGE_POOL_2D" and g.shape(op.inputs[0])[1] > 1
+        ),
         default=None,
     )
     for i, op in enumerate(ops):
@@ -183,14 +187,24 @@ def build_replica(
             if kind == "CONV_2D":
                 kernel = w.transpose(1, 2, 3, 0)
                 layer = keras.layers.Conv2D(
-                    kernel.shape[3], kernel.shape[:2], strides=stride, padding=pad, use_bias=b is not None, name=lname
+                    kernel.shape[3],
+                    kernel.shape[:2],
+                    strides=stride,
+                    padding=pad,
+                    use_bias=b is not None,
+                    name=lname,
                 )
             else:
                 mult = int(opts.depthMultiplier or 1)
                 kh, kw = w.shape[1:3]
                 kernel = w.reshape(kh, kw, -1, mult)
                 layer = keras.layers.DepthwiseConv2D(
-                    (kh, kw), strides=stride, padding=pad, depth_multiplier=mult, use_bias=b is not None, name=lname
+                    (kh, kw),
+                    strides=stride,
+                    padding=pad,
+                    depth_multiplier=mult,
+                    use_bias=b is not None,
+                    name=lname,
                 )
             y = layer(src)
             layer.set_weights([kernel, b] if b is not None else [kernel])
@@ -199,7 +213,9 @@ def build_replica(
         elif kind == "HARD_SWISH":
             tensors[out] = hard_swish(keras, tensors[int(op.inputs[0])], lname)
         elif kind == "AVERAGE_POOL_2D":
-            tensors[out] = keras.layers.GlobalAveragePooling2D(keepdims=True, name=lname)(tensors[int(op.inputs[0])])
+            tensors[out] = keras.layers.GlobalAveragePooling2D(keepdims=True, name=lname)(
+                tensors[int(op.inputs[0])]
+            )
         elif kind in ("ADD", "MUL"):
             a, c = int(op.inputs[0]), int(op.inputs[1])
             const = g.constant(c)

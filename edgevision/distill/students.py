@@ -39,13 +39,28 @@ class StudentSpec:
 
 SPECS = {
     "mobilenet_v1_0.75": StudentSpec(
-        "mobilenet_v1_0.75", "mobilenet_v1", 0.75, "mobilenet_v1_0.75_192_quant.tflite", "ssd", (384, 192, 192, 96)
+        "mobilenet_v1_0.75",
+        "mobilenet_v1",
+        0.75,
+        "mobilenet_v1_0.75_192_quant.tflite",
+        "ssd",
+        (384, 192, 192, 96),
     ),
     "mobilenet_v1_0.5": StudentSpec(
-        "mobilenet_v1_0.5", "mobilenet_v1", 0.5, "mobilenet_v1_0.5_160_quant.tflite", "ssd", (256, 128, 128, 64)
+        "mobilenet_v1_0.5",
+        "mobilenet_v1",
+        0.5,
+        "mobilenet_v1_0.5_160_quant.tflite",
+        "ssd",
+        (256, 128, 128, 64),
     ),
     "mobilenet_v1_0.25": StudentSpec(
-        "mobilenet_v1_0.25", "mobilenet_v1", 0.25, "mobilenet_v1_0.25_128_quant.tflite", "ssd", (128, 64, 64, 32)
+        "mobilenet_v1_0.25",
+        "mobilenet_v1",
+        0.25,
+        "mobilenet_v1_0.25_128_quant.tflite",
+        "ssd",
+        (128, 64, 64, 32),
     ),
     "mobilenet_v3_small": StudentSpec(
         "mobilenet_v3_small",

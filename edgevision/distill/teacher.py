@@ -98,7 +98,9 @@ class Teacher:
 
     def run(self, rgb: np.ndarray) -> TeacherOutputs:
         """Targets for one RGB uint8 frame already resized to the teacher's input."""
-        self.interp.set_tensor(self.input_index, quantize_input(rgb, self.input_dtype, (-1.0, 1.0))[np.newaxis])
+        self.interp.set_tensor(
+            self.input_index, quantize_input(rgb, self.input_dtype, (-1.0, 1.0))[np.newaxis]
+        )
         self.interp.invoke()
         get = self.interp.get_tensor
         boxes = _deq_q(get(self.spec.box_input), self._box_q).reshape(-1, 4)

@@ -38,7 +38,9 @@ class TrainSettings:
     person_weight: float = 10.0
     box_weight: float = 1.0
     seed: int = 0
-    freeze_stem: bool = True  # keep the backbone up to stride 16 at its ImageNet weights; train on cached features
+    freeze_stem: bool = (
+        True  # keep the backbone up to stride 16 at its ImageNet weights; train on cached features
+    )
 
 
 @dataclass

@@ -20,6 +20,10 @@ from tests.conftest import SHARED, run_cli
 
 tf = pytest.importorskip("tensorflow")
 
+# Each test here starts TensorFlow (in-process or in a CLI subprocess); on a shared 2-core machine that alone can
+# take a minute, so these tests get more than the suite's default 300 s.
+pytestmark = pytest.mark.timeout(1200)
+
 from edgevision.catalog import fetch_entry, load_catalog  # noqa: E402
 from edgevision.catalog.local import list_local_models  # noqa: E402
 from edgevision.detection.ssd import ssd_anchors  # noqa: E402

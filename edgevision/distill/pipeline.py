@@ -98,8 +98,19 @@ def _resolve_teacher(opts: DistillOptions) -> tuple[Path, Path, Any]:
 
 
 def _resolve_backbone(spec: StudentSpec, models_dir: Path) -> Path:
-    name = spec.backbone.removesuffix(".tflite")
-    return resolve_model(name, models_dir).path
+    """The ImageNet classifier the student's backbone starts from (installed and sha256-verified)."""
+    from edgevision.catalog.fetch import verify_installed
+
+    entry = load_catalog().model(spec.backbone.removesuffix(".tflite"))
+    ok, msg = verify_installed(entry, models_dir)
+    if not ok:
+        hint = (
+            f"run: edgevision models fetch {entry.name}"
+            if msg == "not installed"
+            else "re-fetch it with --force"
+        )
+        raise ModelError(f"backbone '{entry.name}' in {models_dir}: {msg}; {hint}")
+    return models_dir / entry.file
 
 
 def load_data(opts: DistillOptions) -> tuple[Dataset, list[np.ndarray]]:

@@ -239,6 +239,21 @@ def build_replica(
     return model, tensors, order
 
 
+def last_at_stride(path: Path, stride: int) -> int:
+    """TFLite tensor index of the last feature map at ``stride`` (where a frozen stem can end)."""
+    g = read_graph(path)
+    side = g.shape(int(g.sg.inputs[0]))[1]
+    found = None
+    for op in g.sg.operators:
+        out = int(op.outputs[0])
+        shape = g.shape(out)
+        if len(shape) == 4 and shape[1] == -(-side // stride) and g.op_name(op) != "AVERAGE_POOL_2D":
+            found = out
+    if found is None:
+        raise ModelError(f"{path}: no feature map at stride {stride}")
+    return found
+
+
 def stride_taps(path: Path) -> tuple[int, int]:
     """TFLite tensor indexes of the last stride-16 and the last stride-32 feature maps (SSD's first two layers)."""
     g = read_graph(path)

@@ -93,7 +93,7 @@ def build_student(spec: StudentSpec, backbone_path: Path, size: int) -> Any:
     """The float Keras student: pixels ``[1, s, s, 3]`` (0..255) → (box encodings, person logits)."""
     import keras
 
-    from edgevision.distill.replica import build_replica, stride_taps
+    from edgevision.distill.replica import build_replica, last_at_stride, stride_taps
 
     backbone, tensors, _ = build_replica(backbone_path, size, stop_before_pool=True, name="backbone")
     t16, t32 = stride_taps(backbone_path)
@@ -121,7 +121,9 @@ def build_student(spec: StudentSpec, backbone_path: Path, size: int) -> Any:
     box_out = keras.layers.Concatenate(axis=1, name="box_encodings")(boxes)
     cls_out = keras.layers.Concatenate(axis=1, name="person_logits")(logits)
     model = keras.Model(backbone.input, [box_out, cls_out], name=f"ssd_{spec.key}")
-    model.stem_output = feats[0]  # the stride-16 tap: everything before it can be frozen and cached
+    # The stride-8 feature map: the layers before it keep their ImageNet weights and are computed once per frame
+    # in training; from there on (the stride-16 blocks that feed the first predictor) everything trains.
+    model.stem_output = tensors[last_at_stride(backbone_path, 8)]
     return model
 
 

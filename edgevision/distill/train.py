@@ -10,7 +10,7 @@ Loss per frame (A anchors, teacher person score ``p`` and logit ``z_t``, student
 
 Horizontal flips double the data; their targets come from the teacher run on the flipped frame.
 
-With ``freeze_stem`` (the default) the backbone up to the stride-16 tap keeps its ImageNet weights and its
+With ``freeze_stem`` (the default) the backbone up to stride 8 keeps its ImageNet weights and its
 features are computed once per frame (and flipped frame); the rest of the backbone, the extra layers and the
 heads train on those cached features, which is what makes a student fit in minutes on two cores.
 """
@@ -39,7 +39,7 @@ class TrainSettings:
     box_weight: float = 1.0
     seed: int = 0
     freeze_stem: bool = (
-        True  # keep the backbone up to stride 16 at its ImageNet weights; train on cached features
+        True  # keep the backbone up to stride 8 at its ImageNet weights; train on cached features
     )
 
 

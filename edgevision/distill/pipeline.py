@@ -197,7 +197,6 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
         raise UsageError(f"a local model '{name}' is installed already; use --force to replace it")
     if not opts.videos and opts.images is None and not opts.events:
         raise InputError("no frames: give --video FILE, --images DIR or --events")
-    require_tf()
     teacher_file, teacher_path, teacher_entry = _resolve_teacher(opts)
     backbone = _resolve_backbone(spec, opts.models_dir)
     data, negatives = load_data(opts)
@@ -209,6 +208,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
             f"the teacher finds no person (score ≥ {opts.teacher_threshold}) in any of the {len(data.train)} "
             "training frames: nothing to learn; give footage with people in it"
         )
+    require_tf()  # after every input check, so bad inputs fail fast (TensorFlow takes seconds to import)
     flipped = teacher_targets(teacher, np.ascontiguousarray(data.train[:, :, ::-1]), progress)
     val_teacher = [person_boxes(teacher.run(f), opts.teacher_threshold)[0] for f in data.val]
 

@@ -139,7 +139,7 @@ def _distill_cli(
     args: list[str], models: Path, env: dict, tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
     e = dict(env, EDGEVISION_MODELS_DIR=str(models), EDGEVISION_DATA_DIR=str(tmp_path / "data"))
-    return run_cli(["models", "distill", *args], e, timeout=300)
+    return run_cli(["models", "distill", *args], e, timeout=1100)
 
 
 def test_gate_refuses_an_untrained_student(tiny_models: Path, env: dict, tmp_path: Path) -> None:

@@ -55,7 +55,11 @@ def test_catalog_lists_every_shared_model() -> None:
         assert entry is not None, f"{m['file']} missing from the catalog"
         assert entry.size == m["size_bytes"]
         assert entry.sources, entry.name
-    v3 = [m for m in cat.models.values() if m.architecture.family.startswith("mobilenet_v3")]
+    v3 = [
+        m
+        for m in cat.models.values()
+        if m.task == "detect" and m.architecture.family.startswith("mobilenet_v3")
+    ]
     assert {m.architecture.family for m in v3} == {"mobilenet_v3_small", "mobilenet_v3_large"}
     assert all(s.url and s.url.startswith("http://download.tensorflow.org/") for m in v3 for s in m.sources)
 

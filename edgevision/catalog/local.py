@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgevision.catalog.entries import Architecture
+from edgevision.errors import ModelError
+from edgevision.fsutil import fsync_dir, unlink_quietly
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class LocalModel(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     validation: dict[str, Any] = Field(default_factory=dict)
     latency: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
 
 
@@ -94,3 +98,51 @@ def list_local_models(models_dir: Path) -> dict[str, LocalModel]:
 
 def local_model_path(models_dir: Path, model: LocalModel) -> Path:
     return local_dir(models_dir) / model.file
+
+
+def verify_local_model(models_dir: Path, model: LocalModel) -> Path:
+    """The student's file, after checking its size and sha256 against the manifest (ModelError otherwise)."""
+    path = local_model_path(models_dir, model)
+    if not path.is_file():
+        raise ModelError(f"local model '{model.name}': {path} is missing; distil it again")
+    if path.stat().st_size != model.size or file_sha256(path) != model.sha256:
+        raise ModelError(
+            f"local model '{model.name}': {path} does not match its manifest (size/sha256); distil it again"
+        )
+    return path
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def install_local_model(models_dir: Path, manifest: LocalModel, model_bytes: bytes) -> Path:
+    """Install a student atomically: model file first, manifest last, each temp file + fsync + rename.
+
+    A kill at any instant leaves either the previous student (its manifest still matches its old file, or the
+    new file is not yet renamed), or a new file with the old manifest — which :func:`list_local_models` skips
+    because size/sha256 do not match — or the complete new student. Never a manifest pointing at a partial file.
+    """
+    if manifest.size != len(model_bytes) or manifest.sha256 != hashlib.sha256(model_bytes).hexdigest():
+        raise ValueError("manifest size/sha256 do not describe the model bytes")
+    d = local_dir(models_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    final = d / manifest.file
+    meta = d / f"{manifest.name}.json"
+    tmp = d / f".{manifest.file}.{os.getpid()}.tmp"
+    tmp_meta = d / f".{meta.name}.{os.getpid()}.tmp"
+    try:
+        _write_synced(tmp, model_bytes)
+        os.replace(tmp, final)
+        fsync_dir(d)
+        text = json.dumps(manifest.model_dump(by_alias=True), indent=2, sort_keys=False) + "\n"
+        _write_synced(tmp_meta, text.encode("utf-8"))
+        os.replace(tmp_meta, meta)
+        fsync_dir(d)
+    finally:
+        unlink_quietly(tmp)
+        unlink_quietly(tmp_meta)
+    return final

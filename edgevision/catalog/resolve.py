@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgevision.catalog.entries import Catalog, ModelEntry, load_catalog
 from edgevision.catalog.fetch import verify_installed
+from edgevision.catalog.local import LocalModel, list_local_models, verify_local_model
 from edgevision.detection.labels import load_labels
 from edgevision.errors import EdgeTPUUnavailable, ModelError
 from edgevision.inference.backends import InterpreterHandle, RuntimeOptions, open_interpreter
@@ -24,6 +25,12 @@ class ResolvedModel:
     path: Path
     entry: ModelEntry | None
     labels: dict[int, str]
+    local: LocalModel | None = None  # a model made on this device (``models distill``)
+
+    @property
+    def default_threshold(self) -> float | None:
+        """The score threshold calibrated for a local student (used unless the user sets one)."""
+        return self.local.threshold if self.local is not None else None
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -36,6 +43,10 @@ def resolve_model(
     """Find the file for a catalog name or a path; a catalog file must be installed and verify."""
     catalog = catalog or load_catalog()
     entry: ModelEntry | None = None
+    if not _looks_like_path(spec) and spec not in catalog.models:
+        local = list_local_models(models_dir).get(spec)
+        if local is not None:
+            return _resolve_local(local, models_dir, catalog, labels_path)
     if _looks_like_path(spec):
         path = Path(spec)
         inspect_tflite(path)  # not found / a directory / a FIFO / not TFLite: each says what it is
@@ -72,6 +83,27 @@ def resolve_model(
     return ResolvedModel(name, path, entry, labels)
 
 
+def _resolve_local(
+    local: LocalModel, models_dir: Path, catalog: Catalog, labels_path: Path | None
+) -> ResolvedModel:
+    """A student from ``<models dir>/local``: sha256-verified, labels of its teacher."""
+    path = verify_local_model(models_dir, local)
+    labels: dict[int, str] = {}
+    if labels_path is not None:
+        labels = load_labels(labels_path)
+    elif local.labels:
+        if local.labels not in catalog.labels:
+            raise ModelError(f"local model '{local.name}': unknown label entry '{local.labels}'")
+        candidate = models_dir / catalog.labels[local.labels].file
+        if not candidate.exists():
+            raise ModelError(
+                f"labels '{candidate.name}' for local model '{local.name}' are not installed; "
+                f"run: edgevision models fetch {local.teacher.name}"
+            )
+        labels = load_labels(candidate)
+    return ResolvedModel(local.name, path, None, labels, local)
+
+
 def _edgetpu_twin(catalog: Catalog, cpu_name: str) -> str | None:
     return next(
         (n for n, m in catalog.models.items() if m.cpu_twin == cpu_name and m.device == "edgetpu"), None
@@ -93,7 +125,7 @@ def open_model(
     """
     catalog = catalog or load_catalog()
     want = spec
-    if options.device == "edgetpu" and not _looks_like_path(spec):
+    if options.device == "edgetpu" and not _looks_like_path(spec) and spec in catalog.models:
         entry = catalog.model(spec)
         if entry.device != "edgetpu":
             want = _edgetpu_twin(catalog, spec) or spec

@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgevision.cli import distill_cmd
 from edgevision.cli.progress import Progress
 from edgevision.errors import BackendUnavailable, ModelError, NetworkError
 from edgevision.settings import default_models_dir
 
 if TYPE_CHECKING:  # the catalog (pydantic, the TFLite checks) loads when a command runs, not for --help
     from edgevision.catalog.entries import LabelEntry, ModelEntry
+    from edgevision.catalog.local import LocalModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="one JSON object on stdout")
     q.set_defaults(func=cmd_info)
 
+    distill_cmd.register(msub)
+
 
 def _dir(args: argparse.Namespace) -> Path:
     return args.models_dir or default_models_dir()
@@ -76,6 +80,26 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "pinned": m.sha256 is not None,
             }
         )
+    from edgevision.catalog.local import list_local_models
+
+    for name, lm in list_local_models(dest).items():  # students made by `models distill`
+        la = lm.architecture
+        rows.append(
+            {
+                "name": name,
+                "task": lm.task,
+                "family": la.family,
+                "alpha": la.alpha,
+                "input": f"{la.input[0]}x{la.input[1]}",
+                "quantization": la.quantization,
+                "device": "cpu",
+                "installed": True,
+                "pinned": True,
+                "local": True,
+                "teacher": lm.teacher.name,
+                "threshold": lm.threshold,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -86,6 +110,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         mark = "yes" if r["installed"] else "-"
         pin = "" if r["pinned"] else " (unpinned)"
+        pin += f" (local, from {r['teacher']})" if r.get("local") else ""
         print(
             f"{r['name']:<38} {r['task']:<9} {r['family']:<19} {r['alpha']:>5} {r['input']:>8} "
             f"{r['quantization']:<8} {r['device']:<8} {mark}{pin}"
@@ -218,7 +243,15 @@ def model_info(name: str, dest: Path) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = model_info(args.name, _dir(args))
+    from edgevision.catalog.entries import load_catalog
+    from edgevision.catalog.local import list_local_models
+
+    dest = _dir(args)
+    if args.name not in load_catalog().models:
+        local = list_local_models(dest).get(args.name)
+        if local is not None:
+            return _info_local(local, dest, args.json)
+    info = model_info(args.name, dest)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -244,4 +277,35 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"input:        {d['name']} {d['shape']} {d['dtype']} q={tuple(d['quantization'])}")
     for d in info["outputs"] or []:
         print(f"output:       {d['name']} {d['shape']} {d['dtype']}")
+    return 0
+
+
+def _info_local(m: LocalModel, dest: Path, as_json: bool = False) -> int:
+    """``models info`` for a distilled student: teacher + sha, architecture, data, validation, latency."""
+    from edgevision.catalog.local import verify_local_model
+
+    a = m.architecture
+    try:
+        path = verify_local_model(dest, m)
+        state = "ok (sha256 verified)"
+    except ModelError as exc:
+        path, state = dest / "local" / m.file, str(exc)
+    if as_json:
+        print(
+            json.dumps(
+                {**m.model_dump(mode="json", by_alias=True), "path": str(path), "state": state}, indent=2
+            )
+        )
+        return 0
+    print(f"name:         {m.name}   (local, made by `edgevision models distill` {m.created})")
+    print(f"task:         {m.task}   threshold: {m.threshold:.2f} (calibrated to the teacher)")
+    print(
+        f"architecture: {a.family} alpha={a.alpha} input={a.input[0]}x{a.input[1]} {a.quantization} head={a.head}"
+        f" postprocess={'yes' if a.postprocess else 'no'}"
+    )
+    print(f"teacher:      {m.teacher.name} sha256={m.teacher.sha256}")
+    print(f"file:         {path}  size={m.size}  sha256={m.sha256}: {state}")
+    print(f"labels:       {m.labels or '-'}")
+    for key in ("data", "validation", "latency", "training"):
+        print(f"{key + ':':<13} {json.dumps(getattr(m, key), sort_keys=True)}")
     return 0

@@ -30,8 +30,13 @@ def build_detector(cfg: EdgeVisionConfig, model: str | None = None) -> Detector:
         spec, models_dir(cfg), runtime_options(cfg), cfg.runtime.cpu_fallback, cfg.detector.labels_file
     )
     d = cfg.detector
+    # A distilled student carries the threshold calibrated to its teacher's operating point; an explicit
+    # detector.threshold (config or --threshold) still wins.
+    threshold = d.threshold
+    if resolved.default_threshold is not None and "threshold" not in d.model_fields_set:
+        threshold = resolved.default_threshold
     settings = DetectorSettings(
-        threshold=d.threshold, labels=tuple(d.labels) if d.labels else None, max_detections=d.max_detections
+        threshold=threshold, labels=tuple(d.labels) if d.labels else None, max_detections=d.max_detections
     )
     float_range = resolved.entry.input_range if resolved.entry else None
     return Detector(handle, resolved.labels, settings, name=resolved.name, float_range=float_range)

@@ -1,0 +1,146 @@
+"""``edgevision models distill``: make a narrow / V3 student from the catalog SSD on your own footage.
+
+Exit codes: 0 installed; 2 usage (unknown student, bad option, name taken); 65 no person anywhere in the data;
+66 no frames / unreadable video or folder; 69 the ``train`` extra (TensorFlow) is missing; 73 the student failed
+the gate (nothing installed); 78 teacher or backbone model error (not an SSD, not installed); 130 interrupted
+(nothing installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from edgevision.settings import default_data_dir, default_models_dir
+
+STUDENT_CHOICES = ("mobilenet_v1_0.75", "mobilenet_v1_0.5", "mobilenet_v1_0.25", "mobilenet_v3_small")
+
+
+def register(msub: argparse._SubParsersAction) -> None:
+    """Add ``distill`` to the ``models`` sub-commands."""
+    q = msub.add_parser(
+        "distill",
+        help="distil a narrow or V3 student detector from the catalog SSD on your footage",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("--student", required=True, help=f"one of: {', '.join(STUDENT_CHOICES)}")
+    q.add_argument("--video", type=Path, action="append", default=[], metavar="FILE", help="training footage")
+    q.add_argument("--images", type=Path, metavar="DIR", help="a folder of images (time order: mtime, name)")
+    q.add_argument("--events", action="store_true", help="also use the recorded event clips in the data dir")
+    q.add_argument(
+        "--negative", type=Path, action="append", default=[], metavar="FILE",
+        help="footage with no person: the student must find none there (checked by the gate, not trained on)",
+    )  # fmt: skip
+    q.add_argument("--teacher", default="ssd_mobilenet_v1_coco_quant", help="catalog SSD to learn from")
+    q.add_argument("--name", help="installed name (default: ssd_<student>_distilled)")
+    q.add_argument("--size", type=int, default=300, help="input side in px (default 300, the teacher's)")
+    q.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    q.add_argument("--batch", type=int, default=16, help="frames per step (default 16)")
+    q.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
+    q.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    q.add_argument("--every", type=int, default=1, help="use every N-th frame of each source (default 1)")
+    q.add_argument("--max-frames", type=int, help="at most this many frames per source")
+    q.add_argument("--negative-every", type=int, default=2, help="use every N-th negative frame (default 2)")
+    q.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.3,
+        help="the later part of each source that validates (default 0.3)",
+    )
+    q.add_argument("--teacher-threshold", type=float, default=0.5, help="teacher's person score threshold")
+    q.add_argument("--threads", type=int, default=2, help="interpreter threads for teacher and gate")
+    q.add_argument("--force", action="store_true", help="replace an installed student of the same name")
+    q.add_argument("--json", action="store_true", help="print the result as JSON; no progress output")
+    q.add_argument("--models-dir", type=Path, help="installed models directory (default: per-user cache)")
+    q.add_argument("--data-dir", type=Path, help="data directory with recorded events (for --events)")
+    q.set_defaults(func=cmd_distill)
+
+
+class TerminalProgress:
+    """One updating status line on a terminal (frames, step, loss, ETA); silent elsewhere."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled and stream.isatty()
+
+    def __call__(self, p: object) -> None:
+        if not self.enabled:
+            return
+        stage = getattr(p, "stage", "")
+        done, total = getattr(p, "done", 0), getattr(p, "total", 0)
+        loss, eta = getattr(p, "loss", None), getattr(p, "eta_s", None)
+        unit = {"teacher": "frames", "features": "frames", "train": "steps"}.get(stage, "")
+        line = f"{stage:<9} {done}/{total} {unit}"
+        if loss is not None:
+            line += f"  loss {loss:.4f}"
+        if eta is not None:
+            line += f"  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        self.stream.write("\r" + line.ljust(72))
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
+    from edgevision.distill import GateFailed
+    from edgevision.distill.pipeline import DistillOptions, distill
+    from edgevision.distill.students import spec_for
+    from edgevision.distill.train import TrainSettings
+    from edgevision.errors import UsageError
+
+    spec_for(args.student)  # unknown student → usage error before anything else
+    for flag in ("size", "steps", "batch", "every", "negative_every", "threads"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.size < 64 or args.size % 2:
+        raise UsageError("--size must be an even number of pixels ≥ 64")
+    opts = DistillOptions(
+        student=args.student,
+        videos=list(args.video),
+        models_dir=args.models_dir or default_models_dir(),
+        data_dir=args.data_dir or default_data_dir(),
+        images=args.images,
+        events=args.events,
+        negatives=list(args.negative),
+        teacher=args.teacher,
+        name=args.name,
+        size=args.size,
+        every=args.every,
+        max_frames=args.max_frames,
+        negative_every=args.negative_every,
+        val_fraction=args.val_fraction,
+        teacher_threshold=args.teacher_threshold,
+        threads=args.threads,
+        force=args.force,
+        settings=TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature),
+    )
+    progress = TerminalProgress(sys.stderr, enabled=not args.json)
+    try:
+        result = distill(opts, progress)
+    except GateFailed as exc:
+        if args.json and exc.result is not None:
+            print(json.dumps({"installed": False, "name": exc.result.name, **exc.result.report.to_dict()}))
+        raise
+    m = result.manifest
+    assert m is not None
+    if args.json:
+        print(json.dumps({"installed": True, "path": str(result.path), **m.model_dump(by_alias=True)}))
+        return 0
+    v = result.report
+    a = v.agreement
+    print(f"installed {m.name}: {result.path}")
+    print(
+        f"  person box F1 {a.f1:.3f} (IoU median {a.iou_median:.3f}) against {m.teacher.name}; "
+        f"threshold {m.threshold:.2f}; person on {v.negative_person_frames}/{v.negative_frames} negative frames"
+    )
+    print(
+        f"  invoke {v.student_ms:.2f} ms vs teacher {v.teacher_ms:.2f} ms ({v.latency_ratio:.2f}x); "
+        f"trained {result.train_minutes:.1f} min"
+    )
+    print(f"  run it: edgevision run --model {m.name} ...")
+    return 0

@@ -1,0 +1,165 @@
+"""Distillation data: frames from videos, an image folder and the recorder's event clips, split by time.
+
+Every source is decoded in time order and resized to the model input (``size x size`` RGB uint8, the same
+stretch-resize the detector does); the last ``val_fraction`` of each source validates, the rest trains, so a
+validation frame never sits between two training frames of the same scene.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgevision.errors import InputError, UsageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class Source:
+    """Frames of one video / folder / event clip, in time order."""
+
+    path: str
+    kind: str  # video | images | event
+    frames: list[np.ndarray] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)  # frame numbers in the source
+    total: int = 0  # frames in the source (before sampling)
+
+
+@dataclass
+class Dataset:
+    """Train and validation frames (RGB uint8 ``[size, size, 3]``) with their provenance."""
+
+    size: int
+    sources: list[Source]
+    train: np.ndarray
+    val: np.ndarray
+    val_source: list[int]  # which source each validation frame came from
+    split: list[dict[str, object]]
+
+    def describe(self) -> dict[str, object]:
+        """The manifest's ``data`` record: paths, frame counts and a hash of the frames used."""
+        h = hashlib.sha256()
+        for arr in (self.train, self.val):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return {
+            "size": self.size,
+            "sources": self.split,
+            "train_frames": len(self.train),
+            "val_frames": len(self.val),
+            "frames_sha256": h.hexdigest(),
+        }
+
+
+def to_input(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR or grayscale frame → RGB ``size x size`` uint8, as :class:`~edgevision.detection.Detector` does."""
+    if frame_bgr.ndim == 2:
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+    elif frame_bgr.shape[2] == 4:
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2RGB)
+    else:
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def read_video(
+    path: Path, size: int, every: int = 1, first: int = 0, last: int | None = None, kind: str = "video"
+) -> Source:
+    """Decode ``path`` (frames ``first..last`` inclusive, every ``every``-th one); unreadable → InputError."""
+    if not path.is_file():
+        raise InputError(f"{path}: video not found")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise InputError(f"{path}: cannot open video (not a video file, or an unsupported codec)")
+        src = Source(str(path), kind)
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i >= first and (last is None or i <= last) and (i - first) % every == 0:
+                src.frames.append(to_input(frame, size))
+                src.indexes.append(i)
+            i += 1
+            if last is not None and i > last:
+                break
+        src.total = i
+    finally:
+        cap.release()
+    if i == 0:
+        raise InputError(f"{path}: no frame could be decoded (corrupt or empty video)")
+    return src
+
+
+def read_images(folder: Path, size: int, every: int = 1) -> Source:
+    """Images of ``folder`` in time order (modification time, then name)."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: image folder not found")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: (p.stat().st_mtime, p.name),
+    )
+    src = Source(str(folder), "images", total=len(files))
+    for i, p in enumerate(files):
+        if i % every:
+            continue
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise InputError(f"{p}: not a readable image")
+        src.frames.append(to_input(img, size))
+        src.indexes.append(i)
+    return src
+
+
+def event_clips(data_dir: Path) -> Iterator[Path]:
+    """Clips of finalized / recovered events in the recorder's index, oldest first (read only)."""
+    db = data_dir / "events.db"
+    if not db.is_file():
+        raise InputError(f"{db}: no event index (record events with `edgevision run` first)")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)
+    try:
+        rows = con.execute(
+            "SELECT clip_path FROM events WHERE clip_path IS NOT NULL AND status IN ('finalized', 'recovered') "
+            "ORDER BY start_wall"
+        ).fetchall()
+    finally:
+        con.close()
+    for (clip,) in rows:
+        p = Path(clip)
+        p = p if p.is_absolute() else data_dir / p
+        if p.is_file():
+            yield p
+
+
+def split_sources(sources: list[Source], size: int, val_fraction: float) -> Dataset:
+    """Split each source by time: its last ``val_fraction`` of frames validates."""
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"--val-fraction must lie between 0 and 1, got {val_fraction}")
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    val_source: list[int] = []
+    split: list[dict[str, object]] = []
+    for k, s in enumerate(sources):
+        n = len(s.frames)
+        n_val = round(n * val_fraction) if n > 1 else 0
+        cut = n - n_val
+        train.extend(s.frames[:cut])
+        val.extend(s.frames[cut:])
+        val_source.extend([k] * n_val)
+        split.append({
+            "path": s.path, "kind": s.kind, "source_frames": s.total, "train_frames": cut, "val_frames": n_val,
+            "train_range": [s.indexes[0], s.indexes[cut - 1]] if cut else None,
+            "val_range": [s.indexes[cut], s.indexes[-1]] if n_val else None,
+        })  # fmt: skip
+    if not train:
+        raise InputError("no frames to train on: the videos / images gave no frames")
+    if not val:
+        raise InputError("no validation frames: give more frames (the later part of each source validates)")
+    return Dataset(size, sources, np.stack(train), np.stack(val), val_source, split)

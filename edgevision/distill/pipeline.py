@@ -1,0 +1,278 @@
+"""One distillation, end to end: inputs checked → data → teacher targets → train → export → gate → install.
+
+Nothing is written to the models directory until the gate has passed; the install itself is atomic
+(:func:`edgevision.catalog.local.install_local_model`), so Ctrl-C or a failure at any step leaves no student.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevision.catalog.entries import Architecture, load_catalog
+from edgevision.catalog.local import LocalModel, TeacherRef, install_local_model, list_local_models
+from edgevision.catalog.resolve import resolve_model
+from edgevision.distill import GateFailed, require_tf
+from edgevision.distill.data import Dataset, Source, event_clips, read_images, read_video, split_sources
+from edgevision.distill.gate import FrameDets, GateReport, judge
+from edgevision.distill.students import StudentSpec, build_student, spec_for
+from edgevision.distill.teacher import PERSON, Teacher, person_boxes
+from edgevision.distill.train import Progress, TrainSettings, teacher_targets, train
+from edgevision.errors import EdgeVisionError, InputError, ModelError, UsageError
+from edgevision.fsutil import sha256_file
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEACHER = "ssd_mobilenet_v1_coco_quant"
+EXIT_NO_PERSON = 65  # EX_DATAERR: the data has nothing to learn from
+
+
+class NoPersonInData(EdgeVisionError):
+    """The teacher finds no person anywhere in the training frames."""
+
+    exit_code = EXIT_NO_PERSON
+
+
+@dataclass
+class DistillOptions:
+    """Everything ``edgevision models distill`` takes."""
+
+    student: str
+    videos: list[Path]
+    models_dir: Path
+    data_dir: Path
+    images: Path | None = None
+    events: bool = False
+    negatives: list[Path] = field(default_factory=list)
+    teacher: str = DEFAULT_TEACHER
+    name: str | None = None
+    size: int = 300
+    every: int = 1
+    max_frames: int | None = None  # per source, after sampling
+    negative_every: int = 2
+    val_fraction: float = 0.3
+    teacher_threshold: float = 0.5
+    threads: int = 2
+    force: bool = False
+    gate: bool = True  # False only from Python (tests, experiments): installs whatever the gate says
+    settings: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass
+class DistillResult:
+    name: str
+    report: GateReport
+    manifest: LocalModel | None
+    path: Path | None
+    train_minutes: float
+    model_bytes: bytes
+
+
+def _resolve_teacher(opts: DistillOptions) -> tuple[Path, Path, Any]:
+    """(catalog teacher file, teacher at the student's input size, catalog entry)."""
+    cat = load_catalog()
+    entry = cat.model(opts.teacher)
+    if entry.task != "detect" or not entry.architecture.postprocess:
+        raise ModelError(
+            f"teacher '{opts.teacher}' is not an SSD detector with TFLite_Detection_PostProcess "
+            f"(task {entry.task}); use {DEFAULT_TEACHER}"
+        )
+    if entry.device != "cpu":
+        raise ModelError(f"teacher '{opts.teacher}' is compiled for the Edge TPU; use its CPU twin")
+    res = resolve_model(opts.teacher, opts.models_dir, cat)
+    Teacher(res.path, threads=1)  # the structural check: one postprocess op, raw inputs readable
+    native = entry.architecture.input[0]
+    if opts.size == native:
+        return res.path, res.path, entry
+    from edgevision.scheduler.derive import ensure_derived
+
+    return res.path, ensure_derived(res.path, opts.size, opts.models_dir / "derived"), entry
+
+
+def _resolve_backbone(spec: StudentSpec, models_dir: Path) -> Path:
+    """The ImageNet classifier the student's backbone starts from (installed and sha256-verified)."""
+    from edgevision.catalog.fetch import verify_installed
+
+    entry = load_catalog().model(spec.backbone.removesuffix(".tflite"))
+    ok, msg = verify_installed(entry, models_dir)
+    if not ok:
+        hint = (
+            f"run: edgevision models fetch {entry.name}"
+            if msg == "not installed"
+            else "re-fetch it with --force"
+        )
+        raise ModelError(f"backbone '{entry.name}' in {models_dir}: {msg}; {hint}")
+    return models_dir / entry.file
+
+
+def load_data(opts: DistillOptions) -> tuple[Dataset, list[np.ndarray]]:
+    """Training / validation frames and negative frames."""
+    size = opts.size
+    last = None if opts.max_frames is None else opts.max_frames * opts.every - 1
+    sources: list[Source] = [read_video(v, size, opts.every, 0, last) for v in opts.videos]
+    if opts.images is not None:
+        sources.append(read_images(opts.images, size, opts.every))
+    if opts.events:
+        clips = list(event_clips(opts.data_dir))
+        if not clips:
+            raise InputError(f"--events: no recorded event clip in {opts.data_dir}")
+        sources.extend(read_video(c, size, opts.every, 0, last, kind="event") for c in clips)
+    sources = [s for s in sources if s.frames]
+    if not sources:
+        raise InputError("no frames: give --video FILE, --images DIR or --events with recorded clips")
+    negatives: list[np.ndarray] = []
+    for n in opts.negatives:
+        negatives.extend(read_video(n, size, opts.negative_every, kind="negative").frames)
+    return split_sources(sources, size, opts.val_fraction), negatives
+
+
+def _run_student(model_bytes: bytes, frames: list[np.ndarray] | np.ndarray, threads: int) -> list[FrameDets]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgevision.detection import ssd
+
+    it = Interpreter(model_content=model_bytes, num_threads=threads)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]["index"]
+    details = it.get_output_details()
+    layout = ssd.postprocess_layout([d["name"] for d in details], [list(d["shape"]) for d in details])
+    assert layout is not None and layout.names_resolved
+    out: list[FrameDets] = []
+    for f in frames:
+        it.set_tensor(inp, np.ascontiguousarray(f)[np.newaxis])
+        it.invoke()
+        n = int(it.get_tensor(details[layout.count]["index"]).reshape(-1)[0])
+        boxes = it.get_tensor(details[layout.boxes]["index"]).reshape(-1, 4)[:n]
+        classes = it.get_tensor(details[layout.classes]["index"]).reshape(-1)[:n]
+        scores = it.get_tensor(details[layout.scores]["index"]).reshape(-1)[:n]
+        keep = np.round(classes).astype(int) == PERSON
+        out.append(FrameDets(boxes[keep].copy(), scores[keep].copy()))
+    return out
+
+
+def invoke_ms(models: list[bytes | Path], threads: int, rounds: int = 5, per_round: int = 10) -> list[float]:
+    """Median invoke time of each model, measured interleaved (round-robin) so load changes hit all alike."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    its = []
+    for m in models:
+        it = (
+            Interpreter(model_content=m, num_threads=threads)
+            if isinstance(m, bytes)
+            else Interpreter(model_path=str(m), num_threads=threads)
+        )
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.full(d["shape"], 128, dtype=d["dtype"]))
+        for _ in range(3):
+            it.invoke()
+        its.append(it)
+    samples: list[list[float]] = [[] for _ in its]
+    for _ in range(rounds):
+        for k, it in enumerate(its):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                it.invoke()
+                samples[k].append((time.perf_counter() - t0) * 1e3)
+    return [float(np.median(s)) for s in samples]
+
+
+def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = None) -> DistillResult:
+    """Run one distillation; installs the student only when the gate passes (raises :class:`GateFailed`)."""
+    spec = spec_for(opts.student)
+    name = opts.name or f"ssd_{spec.key}_distilled"
+    if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise UsageError(f"--name '{name}': use letters, digits, '_', '-' and '.'")
+    if name in load_catalog().models:
+        raise UsageError(f"--name '{name}' is a catalog model; choose another name")
+    if name in list_local_models(opts.models_dir) and not opts.force:
+        raise UsageError(f"a local model '{name}' is installed already; use --force to replace it")
+    if not opts.videos and opts.images is None and not opts.events:
+        raise InputError("no frames: give --video FILE, --images DIR or --events")
+    teacher_file, teacher_path, teacher_entry = _resolve_teacher(opts)
+    backbone = _resolve_backbone(spec, opts.models_dir)
+    data, negatives = load_data(opts)
+    teacher = Teacher(teacher_path, threads=opts.threads)
+
+    targets = teacher_targets(teacher, data.train, progress)
+    if float(targets.logits.max()) < float(np.log(opts.teacher_threshold / (1 - opts.teacher_threshold))):
+        raise NoPersonInData(
+            f"the teacher finds no person (score ≥ {opts.teacher_threshold}) in any of the {len(data.train)} "
+            "training frames: nothing to learn; give footage with people in it"
+        )
+    require_tf()  # after every input check, so bad inputs fail fast (TensorFlow takes seconds to import)
+    flipped = teacher_targets(teacher, np.ascontiguousarray(data.train[:, :, ::-1]), progress)
+    val_teacher = [person_boxes(teacher.run(f), opts.teacher_threshold)[0] for f in data.val]
+
+    model = build_student(spec, backbone, opts.size)
+    t0 = time.monotonic()
+    history = train(model, data.train, targets, flipped, opts.settings, progress)
+    train_minutes = (time.monotonic() - t0) / 60.0
+
+    from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize
+    from edgevision.distill.replica import read_graph
+
+    if progress:
+        progress(Progress("quantize", 0, 1, None, None))
+    raw = quantize(model, data.train)
+    g = read_graph(teacher_path)
+    anchor_t = g.tensor(teacher.spec.anchors_input)
+    anchors_q = np.asarray(g.model.buffers[anchor_t.buffer].data, np.uint8).reshape(-1, 4)
+    a_scale, a_zero, _ = g.quant(teacher.spec.anchors_input)
+    model_bytes = graft_postprocess(raw, anchors_q, (float(a_scale[0]), int(a_zero[0])), teacher.options)
+    if not input_is_pixels(model_bytes):
+        raise ModelError("quantized student does not take raw pixels (input scale 1, zero point 0)")
+
+    if progress:
+        progress(Progress("gate", 0, 1, None, None))
+    val_student = [d for d in _run_student(model_bytes, data.val, opts.threads)]
+    neg_student = _run_student(model_bytes, negatives, opts.threads) if negatives else []
+    student_ms, teacher_ms = invoke_ms([model_bytes, teacher_path], opts.threads)
+    report = judge(val_teacher, val_student, neg_student, opts.teacher_threshold, student_ms, teacher_ms)
+    result = DistillResult(name, report, None, None, train_minutes, model_bytes)
+    if not report.passed and opts.gate:
+        exc = GateFailed(
+            f"student '{name}' not installed: " + "; ".join(report.reasons) + f" ({_figures(report)})"
+        )
+        exc.result = result
+        raise exc
+
+    manifest = LocalModel.model_validate({
+        "schema": 1, "name": name, "file": f"{name}.tflite", "size": len(model_bytes),
+        "sha256": hashlib.sha256(model_bytes).hexdigest(), "task": "detect",
+        "architecture": Architecture(
+            family=spec.family, alpha=spec.alpha, input=(opts.size, opts.size), quantization="int8",
+            head=spec.head, postprocess=True,
+        ),
+        "labels": teacher_entry.labels, "threshold": report.threshold,
+        "teacher": TeacherRef(name=opts.teacher, sha256=sha256_file(teacher_file)),
+        "data": {**data.describe(), "negatives": [str(n) for n in opts.negatives],
+                 "negative_frames": len(negatives), "teacher_threshold": opts.teacher_threshold},
+        "validation": report.to_dict(),
+        "latency": {"student_invoke_ms": round(student_ms, 3), "teacher_invoke_ms": round(teacher_ms, 3),
+                    "ratio": round(report.latency_ratio, 3), "threads": opts.threads, "size": opts.size},
+        "training": {"steps": opts.settings.steps, "batch": opts.settings.batch, "lr": opts.settings.lr,
+                     "temperature": opts.settings.temperature, "person_weight": opts.settings.person_weight,
+                     "final_loss": round(float(np.mean(history[-20:])), 5), "minutes": round(train_minutes, 2),
+                     "backbone": spec.backbone},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    })  # fmt: skip
+    path = install_local_model(opts.models_dir, manifest, model_bytes)
+    result.manifest, result.path = manifest, path
+    return result
+
+
+def _figures(r: GateReport) -> str:
+    a = r.agreement
+    return (
+        f"F1 {a.f1:.3f}, IoU median {a.iou_median:.3f}, threshold {r.threshold:.2f}, "
+        f"negatives {r.negative_person_frames}/{r.negative_frames}, invoke {r.student_ms:.2f}/{r.teacher_ms:.2f} ms"
+    )

@@ -1,0 +1,201 @@
+"""`edgevision models distill`: weight transplant, anchor layout, a tiny end-to-end run, the gate, bad inputs.
+
+Needs the ``train`` extra (TensorFlow); skipped where it is not installed. Training here is a few steps on a few
+small frames: long training is benchmark work (bench/distill.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED, run_cli
+
+tf = pytest.importorskip("tensorflow")
+
+# Each test here starts TensorFlow (in-process or in a CLI subprocess); on a shared 2-core machine that alone can
+# take a minute, so these tests get more than the suite's default 300 s.
+pytestmark = pytest.mark.timeout(1200)
+
+from edgevision.catalog import fetch_entry, load_catalog  # noqa: E402
+from edgevision.catalog.local import list_local_models  # noqa: E402
+from edgevision.detection.ssd import ssd_anchors  # noqa: E402
+from edgevision.distill.pipeline import DistillOptions, distill  # noqa: E402
+from edgevision.distill.replica import build_replica  # noqa: E402
+from edgevision.distill.students import SPECS, build_student, grids  # noqa: E402
+from edgevision.distill.teacher import Teacher  # noqa: E402
+from edgevision.distill.train import TrainSettings  # noqa: E402
+from edgevision.inference.tflite_file import inspect_tflite  # noqa: E402
+
+MODELS = SHARED / "models"
+IMAGES = SHARED / "media" / "images"
+VIDEO = SHARED / "media" / "video"
+TEACHER = "ssd_mobilenet_v1_coco_quant"
+
+
+def _top(path: Path, rgb: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], rgb[np.newaxis])
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])[0].astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("student", list(SPECS))
+def test_backbone_transplant_classifies_like_the_tflite_classifier(student: str) -> None:
+    path = MODELS / SPECS[student].backbone
+    model, _, _ = build_replica(path)
+    side = int(model.input_shape[1])
+    for image in ("cat.bmp", "grace_hopper.bmp"):
+        bgr = cv2.imread(str(IMAGES / image))
+        rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (side, side), interpolation=cv2.INTER_LINEAR)
+        q = _top(path, rgb)
+        p = np.asarray(model(rgb[np.newaxis].astype(np.float32)))[0]
+        assert abs(float(p.sum()) - 1.0) < 1e-3
+        if int(np.argmax(p)) != int(np.argmax(q)):
+            # Only a near tie in the uint8 classifier itself may flip (α 0.5 on grace_hopper: mortarboard 0.227
+            # vs academic gown 0.195): the replica's top-1 must then be the classifier's runner-up within 0.035.
+            assert float(q.max() - q[int(np.argmax(p))]) <= 0.035, (student, image)
+        assert int(np.argmax(q)) in np.argsort(p)[-3:], (student, image)
+
+
+def test_student_anchor_layout_is_the_teachers(models_dir: Path) -> None:
+    teacher = Teacher(models_dir / load_catalog().model(TEACHER).file, threads=1)
+    ours = ssd_anchors(grids(300))
+    assert ours.shape == teacher.anchors.shape == (1917, 4)
+    # the teacher's anchors are uint8: equal to within one quantization step (scale 0.0065)
+    np.testing.assert_allclose(ours, teacher.anchors, atol=0.0066)
+    for key, spec in SPECS.items():
+        model = build_student(spec, MODELS / spec.backbone, 300)
+        boxes, logits = model(np.zeros((1, 300, 300, 3), np.float32))
+        assert boxes.shape == (1, 1917, 4) and logits.shape == (1, 1917, 1), key
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private models directory (the teacher, its labels and the α 0.25 backbone) to install students into."""
+    dest = tmp_path_factory.mktemp("distill-models")
+    cat = load_catalog()
+    for name in (TEACHER, "mobilenet_v1_0.25_128_quant"):
+        for e in cat.files_for(name):
+            fetch_entry(e, dest, mirror=str(MODELS))
+    return dest
+
+
+def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_path: Path, env: dict) -> None:
+    opts = DistillOptions(
+        student="mobilenet_v1_0.25", videos=[VIDEO / "supervision_walking.mp4"], models_dir=tiny_models,
+        data_dir=tmp_path, name="tiny", size=128, every=20, max_frames=8, val_fraction=0.25,
+        settings=TrainSettings(steps=3, batch=4), gate=False, force=True,
+    )  # fmt: skip
+    result = distill(opts)
+    assert result.path is not None and result.manifest is not None
+    info = inspect_tflite(result.path)  # the same structural check as a fetched catalog model
+    assert info.has_postprocess and not info.needs_edgetpu
+    m = list_local_models(tiny_models)["tiny"]
+    assert m.architecture.input == (128, 128) and m.architecture.alpha == 0.25
+    assert m.teacher.name == TEACHER and len(m.teacher.sha256) == 64
+    assert m.data["train_frames"] == 6 and m.data["val_frames"] == 2 and len(m.data["frames_sha256"]) == 64
+    assert {"box_f1", "box_iou_median", "invoke_ratio", "passed"} <= set(m.validation)
+    assert m.latency["student_invoke_ms"] > 0
+
+    e = dict(env, EDGEVISION_MODELS_DIR=str(tiny_models))
+    listed = run_cli(["models", "list"], e)
+    assert listed.returncode == 0 and "tiny" in listed.stdout and "local, from" in listed.stdout
+    info_out = run_cli(["models", "info", "tiny"], e)
+    assert info_out.returncode == 0, info_out.stderr
+    assert m.teacher.sha256 in info_out.stdout and "frames_sha256" in info_out.stdout
+    det = tmp_path / "d.jsonl"
+    r = run_cli(
+        ["run", "--model", "tiny", "--video", str(VIDEO / "supervision_walking.mp4"), "--max-frames", "4",
+         "--detections", str(det)], e, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    frames = [json.loads(line) for line in det.read_text().splitlines()]
+    assert len(frames) == 4
+    scores = [d["score"] for f in frames for d in f["detections"]]
+    assert all(s >= m.threshold - 1e-6 for s in scores)  # the calibrated threshold is the default
+
+    # a tampered student is refused, not run
+    data = result.path.read_bytes()
+    result.path.write_bytes(data[:-16] + bytes(16))
+    r = run_cli(
+        ["run", "--model", "tiny", "--video", str(VIDEO / "supervision_walking.mp4"), "--max-frames", "1"], e
+    )
+    assert r.returncode == 78 and "does not match" in r.stderr
+    result.path.write_bytes(data)
+
+
+def _distill_cli(
+    args: list[str], models: Path, env: dict, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    e = dict(env, EDGEVISION_MODELS_DIR=str(models), EDGEVISION_DATA_DIR=str(tmp_path / "data"))
+    return run_cli(["models", "distill", *args], e, timeout=1100)
+
+
+def test_gate_refuses_an_untrained_student(tiny_models: Path, env: dict, tmp_path: Path) -> None:
+    r = _distill_cli(
+        ["--student", "mobilenet_v1_0.25", "--video", str(VIDEO / "supervision_walking.mp4"), "--size", "128",
+         "--every", "10", "--max-frames", "12", "--val-fraction", "0.34", "--steps", "1", "--batch", "2",
+         "--name", "untrained"], tiny_models, env, tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 73, r.stderr
+    assert "not installed" in r.stderr and "F1" in r.stderr
+    assert "untrained" not in list_local_models(tiny_models)
+    assert not (tiny_models / "local" / "untrained.tflite").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("unknown student", 2, "unknown student"),
+        ("unreadable video", 66, "cannot open video"),
+        ("no frames", 66, "no frames"),
+        ("no person", 65, "no person"),
+        ("teacher not an SSD", 78, "not an SSD"),
+    ],
+)
+def test_bad_inputs_install_nothing(
+    case: str, code: int, message: str, tiny_models: Path, env: dict, tmp_path: Path
+) -> None:
+    walking = str(VIDEO / "supervision_walking.mp4")
+    args = ["--student", "mobilenet_v1_0.25", "--size", "128", "--steps", "1", "--name", "bad"]
+    if case == "unknown student":
+        args = ["--student", "mobilenet_v9", "--video", walking]
+    elif case == "unreadable video":
+        junk = tmp_path / "junk.mp4"
+        junk.write_text("not a video\n")
+        args += ["--video", str(junk)]
+    elif case == "no frames":
+        (tmp_path / "empty").mkdir()
+        args += ["--images", str(tmp_path / "empty")]
+    elif case == "no person":
+        args += ["--video", str(VIDEO / "frigate_test_motion_video-3.mp4"), "--every", "10"]
+    else:
+        shutil.copy(MODELS / "mobilenet_v1_0.25_128_quant.tflite", tiny_models)
+        args += ["--video", walking, "--teacher", "mobilenet_v1_0.25_128_quant"]
+    before = sorted(p.name for p in tiny_models.rglob("*"))
+    r = _distill_cli(args, tiny_models, env, tmp_path)
+    assert r.returncode == code, (case, r.stderr)
+    assert message in r.stderr, (case, r.stderr)
+    assert "bad" not in list_local_models(tiny_models)
+    after = sorted(p.name for p in tiny_models.rglob("*") if "derived" not in p.parts)
+    assert [n for n in after if n not in before] == []
+
+
+def test_run_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys; import edgevision.cli.main as m; from edgevision.cli import distill_cmd; "
+        "m.build_parser(); assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -48,7 +48,7 @@ TOPICS = Topics("edgevision", "porch")
         ({"source.kind": "camera", "source.camera": 2}, "camera2", "camera2"),
         ({"source.kind": "picamera2"}, "picamera20", "picamera20"),
         ({"source.kind": "video", "source.path": "/x/hall way.mp4"}, "hall way", "hall_way"),
-        ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live/"}, "10.0.0.5:554/live",
+        ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live/"}, "10.0.0.5_554_live",
          "10_0_0_5_554_live"),
         ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live", "recorder.camera": "gate"},
          "gate", "gate"),

@@ -227,26 +227,31 @@ def test_recovered_events_announce_their_end_through_the_live_path(tmp_path: Pat
 
 
 def test_mqtt_end_and_person_off_for_a_recovered_event(tmp_path: Path) -> None:
-    """The MQTT publisher needs no special case: the recovered end goes into its outbox with person OFF."""
+    """The MQTT side needs no special case: the recovered end reaches the outbox as an `end` event with its
+    statistics, and occupancy goes OFF (the crashed run's retained ON does not stay)."""
     import sqlite3
 
-    from edgevision.share.mqtt import MqttPublisher
+    from edgevision.share.mqtt import MqttPublisher, Topics
+    from edgevision.share.mqtt_events import EventRelay
     from edgevision.share.outbox import Outbox
 
     data = tmp_path / "data"
     _kill_during_event(data, 1.6, fps=10.0)
     outbox = Outbox(tmp_path / "outbox.db", 1000)
-    pub = MqttPublisher("127.0.0.1", 1, outbox, "cam")  # no broker: messages wait in the outbox
+    pub = MqttPublisher("127.0.0.1", 1, outbox, Topics("edgevision", "cam"))  # no broker: messages wait
     try:
-        Recorder(drv.settings(data), blocking=True, listeners=[pub.event]).close()
+        relay = EventRelay(pub)
+        Recorder(drv.settings(data), blocking=True, listeners=[relay.recorder_event]).close()
     finally:
         pub.client.loop_stop()
     db = sqlite3.connect(tmp_path / "outbox.db")
     queued = [(t, bytes(p)) for t, p in db.execute("SELECT topic, payload FROM outbox ORDER BY rowid")]
     db.close()
-    assert ("edgevision/cam/person", b"OFF") in queued, queued
-    ends = [json.loads(p) for t, p in queued if p.startswith(b"{") and json.loads(p).get("type") == "end"]
-    assert len(ends) == 1 and ends[0]["max_score"] > 0.6 and ends[0]["status"] == "recovered", queued
+    assert ("edgevision/cam/person/occupancy", b"OFF") in queued, queued
+    ends = [json.loads(p) for t, p in queued if t == "edgevision/events" and json.loads(p)["type"] == "end"]
+    assert len(ends) == 1, queued
+    after = ends[0]["after"]
+    assert after["top_score"] > 0.6 and after["status"] == "recovered" and after["active"] is False, after
 
 
 def test_prune_is_refused_while_a_recorder_owns_the_directory(env: dict[str, str], tmp_path: Path) -> None:

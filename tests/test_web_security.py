@@ -171,12 +171,12 @@ def test_camera_names_never_carry_credentials(url: str, name: str) -> None:
 
 
 def test_camera_name_of_a_url_source_has_no_credentials() -> None:
-    from edgevision.cli.run_cmd import _camera_name
     from edgevision.config import load_config
+    from edgevision.naming import camera_name
     from edgevision.recorder.factory import recorder_settings
 
     cfg = load_config(None, {"source.kind": "url", "source.url": "rtsp://admin:hunter22@cam.lan:554/live"})
-    name = _camera_name(cfg)
+    name = camera_name(cfg)
     assert "hunter22" not in name and "admin" not in name and "/" not in name
     assert recorder_settings(cfg, name, None).camera == "cam.lan_554_live"
 
@@ -477,7 +477,10 @@ def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str
     con = sqlite3.connect(data / "mqtt-outbox.db")
     dump = "\n".join(con.iterdump())
     con.close()
-    assert f"edgevision/{name}/events" in dump  # the queued messages and their topics
+    from edgevision.naming import topic_name
+
+    # the queued messages and their topics: the camera's topic level is its name, without credentials
+    assert f"edgevision/{topic_name(name)}/person/occupancy" in dump and "edgevision/events" in dump
     for f in data.rglob("*"):
         if f.is_file():
             assert b"hunter22" not in f.read_bytes(), f

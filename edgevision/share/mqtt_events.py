@@ -93,4 +93,11 @@ class EventRelay:
                 row = {**row, "max_score": data.get("max_score", row["max_score"]),
                        "peak_count": data.get("peak_count", row["peak_count"])}  # fmt: skip
         assert row is not None
-        self.publish(KINDS[kind], event_from_row(row, self.camera, active=kind != "end"))
+        event = event_from_row(row, self.camera, active=kind != "end")
+        with self._lock:
+            from_earlier_run = kind == "end" and event["id"] not in self._last
+        self.publish(KINDS[kind], event)
+        if from_earlier_run:
+            # An event a killed run left open, closed by start-up recovery: that run's retained occupancy ON
+            # would otherwise stay ON (live ends turn it OFF through Presence, which split events keep ON).
+            self.publisher.queue(self.publisher.topics.occupancy(row["label"]), b"OFF", retain=True)

@@ -36,6 +36,25 @@ def model_keys(cfg: EdgeVisionConfig) -> list[tuple[tuple[Any, ...], str]]:
     return keys
 
 
+def models_loaded(cfg: EdgeVisionConfig) -> list[str]:
+    """Model names (no paths) the configured pipeline loads, once each: the detector (and its Edge TPU twin),
+    the face models in use, the scheduler's models and its person gate."""
+    from edgevision.catalog.entries import load_catalog
+
+    names = [cfg.detector.model]
+    if cfg.runtime.device == "edgetpu":
+        names += [n for n, m in load_catalog().models.items() if m.cpu_twin == cfg.detector.model]
+    if cfg.faces.enabled or cfg.privacy.blur_faces:
+        names += [cfg.faces.model] + ([cfg.faces.landmark_model] if cfg.faces.landmarks else [])
+        if cfg.privacy.blur_faces:
+            names.append(cfg.faces.frame_model)
+    if cfg.scheduler.enabled:
+        names += cfg.scheduler.models
+        if cfg.scheduler.person_gate.enabled:
+            names.append(cfg.scheduler.person_gate.model)
+    return [n for i, n in enumerate(names) if n not in names[:i] and not _looks_like_path(n)]
+
+
 def _looks_like_path(spec: str) -> bool:
     # the same rule as edgevision.catalog.resolve: a slash, a .tflite suffix, or an existing file
     return "/" in spec or spec.endswith(".tflite") or (Path(spec).suffix != "" and Path(spec).exists())

@@ -66,30 +66,15 @@ def _config(args: argparse.Namespace) -> tuple[EdgeVisionConfig, Check]:
     return cfg, check_config(str(args.config) if args.config else None, None)
 
 
-def needed_models(cfg: EdgeVisionConfig) -> list[str]:
-    """Catalog models the configured pipeline loads (paths to .tflite files are checked by the runtime)."""
-    names = [cfg.detector.model]
-    if cfg.faces.enabled:
-        names += [cfg.faces.model] + ([cfg.faces.landmark_model] if cfg.faces.landmarks else [])
-    if cfg.privacy.blur_faces:
-        names.append(cfg.faces.frame_model)
-    if cfg.scheduler.enabled:
-        names += cfg.scheduler.models
-        if cfg.scheduler.person_gate.enabled:
-            names.append(cfg.scheduler.person_gate.model)
-    return [
-        n for i, n in enumerate(names) if n not in names[:i] and not n.endswith(".tflite") and "/" not in n
-    ]
-
-
 def _models(cfg: EdgeVisionConfig) -> Check:
     from edgevision.catalog.entries import load_catalog
     from edgevision.catalog.fetch import verify_installed
+    from edgevision.config_check import models_loaded
     from edgevision.detection.factory import models_dir
 
     cat, mdir = load_catalog(), models_dir(cfg)
     results: list[tuple[str, bool, str]] = []
-    for name in needed_models(cfg):
+    for name in models_loaded(cfg):
         try:
             entries = cat.files_for(name)
         except EdgeVisionError as exc:

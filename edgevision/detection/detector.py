@@ -22,6 +22,15 @@ from edgevision.inference.backends import InterpreterHandle
 DEFAULT_FLOAT_RANGE = (-1.0, 1.0)
 
 
+def to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
+    """A BGR, BGRA or grayscale frame as RGB (what every model here was trained on)."""
+    if frame_bgr.ndim == 2:
+        return cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+    if frame_bgr.shape[2] == 4:
+        return cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """Result filtering: score threshold, allowed labels (None = all) and a cap on detections."""
@@ -112,12 +121,7 @@ class Detector:
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """BGR (or grayscale) frame → ``[1, H, W, 3]`` input tensor in the model's dtype."""
-        if frame_bgr.ndim == 2:
-            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
-        elif frame_bgr.shape[2] == 4:
-            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2RGB)
-        else:
-            rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        rgb = to_rgb(frame_bgr)
         if rgb.shape[0] != self.input_height or rgb.shape[1] != self.input_width:
             rgb = cv2.resize(rgb, (self.input_width, self.input_height), interpolation=cv2.INTER_LINEAR)
         return quantize_input(rgb, self.input_dtype, self.float_range)[np.newaxis]

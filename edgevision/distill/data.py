@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgevision.detection.detector import to_rgb
 from edgevision.errors import InputError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -59,13 +60,7 @@ class Dataset:
 
 def to_input(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     """BGR or grayscale frame → RGB ``size x size`` uint8, as :class:`~edgevision.detection.Detector` does."""
-    if frame_bgr.ndim == 2:
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
-    elif frame_bgr.shape[2] == 4:
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2RGB)
-    else:
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(to_rgb(frame_bgr), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def read_video(

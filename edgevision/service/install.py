@@ -26,7 +26,7 @@ from edgevision.capture.sources import redact_url
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
-from edgevision.config_check import check_models
+from edgevision.config_check import check_models, models_loaded
 from edgevision.errors import ConfigError, EdgeVisionError, UsageError
 from edgevision.service import access
 from edgevision.service.units import (
@@ -179,18 +179,7 @@ def location_problems(exec_cmd: str, root: Path, this_installation: bool) -> lis
 def models_needed(cfg: EdgeVisionConfig) -> list[str]:
     """Catalog models the configuration will load (so the service never downloads at start-up)."""
     cat = load_catalog()
-    names = [cfg.detector.model]
-    if cfg.runtime.device == "edgetpu":
-        names += [n for n, m in cat.models.items() if m.cpu_twin == cfg.detector.model]
-    if cfg.faces.enabled or cfg.privacy.blur_faces:
-        names += [cfg.faces.model] + ([cfg.faces.landmark_model] if cfg.faces.landmarks else [])
-        if cfg.privacy.blur_faces:
-            names.append(cfg.faces.frame_model)
-    if cfg.scheduler.enabled:
-        names += cfg.scheduler.models
-        if cfg.scheduler.person_gate.enabled:
-            names.append(cfg.scheduler.person_gate.model)
-    return [n for i, n in enumerate(names) if n in cat.models and n not in names[:i]]
+    return [n for n in models_loaded(cfg) if n in cat.models]
 
 
 def installed_instances(root: Path) -> dict[str, Path]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,3 +83,30 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+@contextlib.contextmanager
+def mjpeg_source(env: dict[str, str], tmp_path: Path) -> Iterator[int]:
+    """Another edgevision replaying the walking clip in real time with its web view on; yields the port once
+    ``/snapshot.jpg`` answers (a real HTTP MJPEG stream to read from), and stops it afterwards."""
+    from browser import free_port
+
+    port = free_port()
+    cfg = tmp_path / "mjpeg-source.yaml"
+    cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
+    server = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video",
+                               str(WALKING), "--realtime"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        yield port
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)

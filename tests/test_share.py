@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from browser import CHROMIUM, Browser, free_port
-from conftest import WALKING, run_cli
+from conftest import WALKING, mjpeg_source, run_cli
 from media import splice
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -259,21 +259,7 @@ def test_web_and_metrics_move_during_a_replay(env: dict[str, str], tmp_path: Pat
 
 def test_an_http_stream_is_a_source(env: dict[str, str], tmp_path: Path) -> None:
     """`run --video http://…` reads a real network stream: another edgevision's MJPEG live view."""
-    port = free_port()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
-    server = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video",
-                               str(WALKING), "--realtime"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+    with mjpeg_source(env, tmp_path) as port:
         out = tmp_path / "d.jsonl"
         r = run_cli(["run", "--video", f"http://127.0.0.1:{port}/stream.mjpg", "--max-frames", "15",
                      "--detections", str(out)], env, timeout=120)  # fmt: skip
@@ -281,6 +267,3 @@ def test_an_http_stream_is_a_source(env: dict[str, str], tmp_path: Path) -> None
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(rows) == 15 and all(any(d["label"] == "person" for d in row["detections"]) for row in rows)
         assert "on url" in r.stderr
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)

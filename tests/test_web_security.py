@@ -425,30 +425,11 @@ def test_a_directory_or_fifo_given_as_a_model_says_what_it_is(
 def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str], tmp_path: Path) -> None:
     """A real stream with credentials in its URL (another edgevision's MJPEG view), recorded with MQTT queued
     to a broker that is down: neither the event index, the MQTT outbox (topics, payloads) nor the log has them."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
     from browser import free_port
-    from conftest import WALKING, run_cli
+    from conftest import mjpeg_source, run_cli
 
-    port = free_port()
-    src_cfg = tmp_path / "src.yaml"
-    src_cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
-    server = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(src_cfg), "--video",
-                               str(WALKING), "--realtime"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+    with mjpeg_source(env, tmp_path) as port:
         data = tmp_path / "data"
         cfg = tmp_path / "c.yaml"
         cfg.write_text(
@@ -458,9 +439,6 @@ def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str
         url = f"http://viewer:hunter22@127.0.0.1:{port}/stream.mjpg"
         r = run_cli(["-v", "run", "--config", str(cfg), "--video", url, "--max-frames", "6", "--record",
                      "--data-dir", str(data)], env, timeout=120)  # fmt: skip
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "hunter22" not in r.stderr and "viewer" not in r.stderr
     from edgevision.recorder.index import EventIndex

@@ -110,3 +110,23 @@ def mjpeg_source(env: dict[str, str], tmp_path: Path) -> Iterator[int]:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving ``root`` (quietly); yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -132,3 +133,30 @@ def fragment_spans(path: Path) -> list[float]:
                 frag = sum(1 for s in starts if s <= p.pos)
                 per.setdefault(frag, []).append(float(p.pts * stream.time_base))
     return [max(v) - min(v) for _, v in sorted(per.items())]
+
+
+def test_aborting_a_clip_on_a_full_disk_never_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both clip writers abort through one function: a muxer that fails to close and a file whose last flush
+    fails (ENOSPC) are logged, the descriptor is closed, and the ``.partial`` is left for recovery."""
+    import errno
+
+    from edgevision.recorder.clip import abort_partial
+
+    partial = tmp_path / "c.mp4.partial"
+    partial.write_bytes(b"x")
+
+    class Muxer:
+        def close(self) -> None:
+            raise RuntimeError("muxer failed")
+
+    class FullDisk(io.BufferedWriter):
+        def close(self) -> None:
+            super().close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    fh = FullDisk(io.FileIO(partial, "ab"))
+    abort_partial(Muxer(), fh, partial)
+    assert fh.closed and partial.read_bytes() == b"x"
+    assert "muxer failed" in caplog.text and "No space left" in caplog.text

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_MODELS, run_cli
+from conftest import SHARED_MODELS, run_cli, serve_directory
 
 from edgevision.catalog import fetch_entry, load_catalog, verify_installed
 from edgevision.catalog.entries import parse_catalog
@@ -25,19 +22,8 @@ def http_mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real HTTP server on 127.0.0.1 serving a directory; yields (base URL, directory)."""
     root = tmp_path / "www"
     root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/models", root
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root) as base:
+        yield f"{base}/models", root
 
 
 def installed(dest: Path) -> list[str]:

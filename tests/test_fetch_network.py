@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import pty
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_MODELS, run_cli
+from conftest import SHARED_MODELS, run_cli, serve_directory
 
 from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.errors import EXIT_UNAVAILABLE, NetworkError
@@ -46,18 +43,8 @@ def silent_server() -> Iterator[str]:
 def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "www"
     root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root) as base:
+        yield f"{base}", root
 
 
 def _entry_from(url: str):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import recorder_driver as drv
 from conftest import count_frames, run_cli
+from test_recorder import rows
 
 from edgevision.fsutil import sha256_file
 from edgevision.recorder.index import EventIndex
@@ -26,14 +27,6 @@ from edgevision.recorder.recovery import recover
 DRIVER = Path(drv.__file__)
 FINISH_POINTS = ["finish.synced", "finish.renamed", "finish.dir_synced", "finish.hashed", "finish.snapshot"]
 RECOVERY_POINTS = ["recover.salvaged", "recover.renamed", "recover.hashed"]
-
-
-def rows(data: Path) -> list[dict]:
-    index = EventIndex(data)
-    try:
-        return [r.to_dict() for r in index.list()]
-    finally:
-        index.close()
 
 
 def drive(

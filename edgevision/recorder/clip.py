@@ -218,14 +218,20 @@ class ClipWriter:
 
     def abort(self) -> None:
         """Stop without finalizing; the ``.partial`` stays for start-up recovery to salvage."""
-        try:
-            self._container.close()
-        except Exception as exc:  # the file is left as it is for recovery; the failure is logged
-            log.warning("%s: closing an aborted clip failed: %s", self.partial_path, exc)
-        try:
-            self._fh.close()  # the descriptor is closed even when flushing the last bytes fails
-        except OSError as exc:
-            log.warning("%s: unwritten bytes of an aborted clip dropped: %s", self.partial_path, exc)
+        abort_partial(self._container, self._fh, self.partial_path)
+
+
+def abort_partial(container: Any, fh: IO[bytes], partial_path: Path) -> None:
+    """Close an unfinished clip's muxer and file without raising (the disk may be full): the ``.partial`` stays
+    as it is for start-up recovery to salvage, and each failure is logged."""
+    try:
+        container.close()
+    except Exception as exc:  # the file is left as it is for recovery; the failure is logged
+        log.warning("%s: closing an aborted clip failed: %s", partial_path, exc)
+    try:
+        fh.close()  # the descriptor is closed even when flushing the last bytes fails
+    except OSError as exc:
+        log.warning("%s: unwritten bytes of an aborted clip dropped: %s", partial_path, exc)
 
 
 def _boxes(buf: bytes) -> list[tuple[str, int, int]]:

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
 from edgevision.fsutil import fsync_dir
+from edgevision.recorder.clip import abort_partial
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,4 @@ class PacketClipWriter:
 
     def abort(self) -> None:
         """Stop without finalizing; the ``.partial`` stays for start-up recovery to salvage."""
-        try:
-            self._container.close()
-        except Exception as exc:  # the file is left as it is for recovery; the failure is logged
-            log.warning("%s: closing an aborted clip failed: %s", self.partial_path, exc)
-        finally:
-            self._fh.close()
+        abort_partial(self._container, self._fh, self.partial_path)

@@ -33,8 +33,9 @@ from edgevision.capture.runner import ReplayRunner
 from edgevision.capture.sources import OpenCVSource
 from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.config import load_config
+from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
-from edgevision.pipeline.loop import Pipeline, make_prepare
+from edgevision.pipeline.loop import Pipeline
 from edgevision.render import draw_detections
 from edgevision.settings import default_models_dir
 
@@ -75,8 +76,8 @@ def raw_rate(detector, tensors: list[np.ndarray]) -> float:  # type: ignore[no-u
 
 
 def pipeline_rate(detector, video: Path) -> float:  # type: ignore[no-untyped-def]
-    runner = ReplayRunner(OpenCVSource(str(video)), make_prepare(lambda: detector))
-    pipe = Pipeline(runner, detector, status_interval=1e9)
+    runner = ReplayRunner(OpenCVSource(str(video)), detector.prepare)
+    pipe = Pipeline(runner, FixedDetect(detector), status_interval=1e9)
     summary = pipe.run(threading.Event())
     return summary.frames_processed / summary.seconds
 

@@ -39,7 +39,8 @@ from edgevision.capture.runner import LiveRunner
 from edgevision.capture.sources import OpenCVSource, read_frames
 from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.config import load_config
-from edgevision.pipeline.loop import FrameResult, Pipeline, make_prepare
+from edgevision.pipeline.loop import Pipeline
+from edgevision.results import FrameResult
 from edgevision.scheduler.factory import controller_settings
 from edgevision.scheduler.ladder import Rung, build_ladder, measure, smooth_costs
 from edgevision.scheduler.runtime import Scheduler
@@ -141,11 +142,11 @@ class Outcome:
     rungs: Counter[str] = field(default_factory=Counter)
 
     def on_result(self, r: FrameResult) -> None:
-        self.totals[r.frame.index] = r.latency_ms["total"]
-        self.person += any(d.label == "person" for d in r.detections)
-        self.rungs[str(r.extras.get("rung", r.model))] += 1
-        if "switch" in r.extras:
-            self.switches.append({"frame": r.frame.index, **r.extras["switch"]})  # type: ignore[dict-item]
+        self.totals[r.frame.index] = r.latency.total or 0.0
+        self.person += r.has("person")
+        self.rungs[r.rung or r.model] += 1
+        if r.switch is not None:
+            self.switches.append({"frame": r.frame.index, **r.switch.as_dict()})
 
     def close(self) -> None:
         pass
@@ -164,11 +165,9 @@ def replay(
 ) -> Outcome:
     """One live-paced replay; ``phases`` of busy processes spread over ``seconds`` (none when empty)."""
     out = Outcome(name)
-    pipe_ref: list[Pipeline] = []
     source = LoopedSource(VIDEO, loops)
-    runner = LiveRunner(lambda: source, make_prepare(lambda: pipe_ref[0].detector), pace=True)
-    pipe = Pipeline(runner, scheduler.detector, [out], scheduler=scheduler, status_interval=1e9)
-    pipe_ref.append(pipe)
+    runner = LiveRunner(lambda: source, scheduler.prepare, pace=True)
+    pipe = Pipeline(runner, scheduler, [out], status_interval=1e9)
     if phases:
         with LoadSchedule(phases, seconds):
             pipe.run(threading.Event(), max_frames)

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from edgevision.detection.types import Detection
-from edgevision.face.types import Face
+from edgevision.results.detection import Detection
+from edgevision.results.face import Face
 
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
 

@@ -19,13 +19,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edgevision.capture.frame import Frame
-from edgevision.detection.types import BBox, Detection
 from edgevision.events.state import EventSettings
-from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.recorder import Recorder, RecorderSettings
 from edgevision.recorder.retention import RetentionPolicy
+from edgevision.results import FrameResult, Latency
+from edgevision.results.detection import BBox, Detection
+from edgevision.results.frame import Frame
 
 _FRAMES: list[np.ndarray] = []
 
@@ -58,7 +58,7 @@ def results(fps: float, seconds: float, spans: list[tuple[float, float]]) -> Ite
     for i in range(round(seconds * fps)):
         ts = i / fps
         frame = Frame(imgs[i % len(imgs)], ts, i, "driver")
-        yield FrameResult(frame, detections_at(ts, spans), {}, "synthetic")
+        yield FrameResult(frame, detections_at(ts, spans), Latency(), "synthetic")
 
 
 def settings(data: Path, **kw: object) -> RecorderSettings:
@@ -125,7 +125,7 @@ def full_disk_scenario(data: Path) -> dict[str, object]:
         for r in results(10.0, 4.0, spans):
             f = r.frame
             moved = Frame(f.image, f.ts + offset, f.index + round(offset * 10), "driver")
-            rec.on_result(FrameResult(moved, r.detections, {}, "synthetic"))
+            rec.on_result(FrameResult(moved, r.detections, Latency(), "synthetic"))
         assert rec.drain()
         modes.append(str(rec.mode))
 

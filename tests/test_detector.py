@@ -38,7 +38,7 @@ def test_person_found(models_dir: Path, model: str, image: str) -> None:
     persons = [d for d in dets if d.label == "person"]
     assert persons, f"no person in {image}: {dets}"
     assert all(0 <= v <= 1 for d in persons for v in d.box.as_list())
-    assert set(latency) == {"preprocess", "invoke", "postprocess"}
+    assert set(latency.as_dict()) == {"preprocess", "invoke", "postprocess"}
 
 
 @pytest.mark.parametrize("model", SSD_MODELS)

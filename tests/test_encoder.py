@@ -22,11 +22,11 @@ from edgevision.capture.encoder import (
     decode_jpeg_for_model,
 )
 from edgevision.capture.packets import EncodedPacket
-from edgevision.detection.types import BBox, Detection
 from edgevision.errors import ConfigError
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
 from edgevision.recorder.packet_ring import PacketRing
 from edgevision.recorder.remux import PacketClipWriter
+from edgevision.results.detection import BBox, Detection
 
 
 def walking_frames(count: int) -> list[np.ndarray]:

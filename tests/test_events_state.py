@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgevision.detection.types import BBox, Detection
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker, point_in_polygon
 from edgevision.recorder.retention import RetentionPolicy, StoredEvent, plan_retention
+from edgevision.results.detection import BBox, Detection
 
 PERSON = Detection("person", 0, 0.8, BBox(0.4, 0.4, 0.6, 0.9))
 WEAK = Detection("person", 0, 0.3, BBox(0.4, 0.4, 0.6, 0.9))

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import IMAGES, run_cli
 
-from edgevision.capture.frame import Frame
 from edgevision.config import load_config
 from edgevision.detection.factory import build_detector
 from edgevision.face.blazeface import FULL_RANGE, SHORT_RANGE, blazeface_anchors, decode_faces, weighted_nms
@@ -20,8 +19,9 @@ from edgevision.face.landmarks import LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER,
 from edgevision.face.privacy import redact
 from edgevision.face.stage import FaceSettings, FaceStage
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
-from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.index import EventIndex
+from edgevision.results import FrameResult, Latency
+from edgevision.results.frame import Frame
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +110,14 @@ def test_cascade_finds_the_face_in_the_person_box(cfg) -> None:  # type: ignore[
     img = cv2.imread(str(IMAGES / "grace_hopper.bmp"))
     dets, _ = build_detector(cfg).detect(img)
     stage = FaceStage(face_detector(cfg), landmark_model(cfg), FaceSettings(region="persons"))
-    result = FrameResult(Frame(img, 0.0, 0, "test"), dets, {}, "m")
+    result = FrameResult(Frame(img, 0.0, 0, "test"), dets, Latency(), "m")
     stage.process(result)
-    assert result.faces is not None and len(result.faces) == 1 and "faces" in result.latency_ms
+    assert result.faces is not None and len(result.faces) == 1 and result.latency.faces is not None
     face = result.faces[0]
     whole = face_detector(cfg).detect(img)[0]
     assert face.box.iou(whole.box) > 0.6 and face.presence and face.presence > 0.9
     cadence = FaceStage(face_detector(cfg), None, FaceSettings(every_n_frames=3))
-    skipped = FrameResult(Frame(img, 0.04, 1, "test"), dets, {}, "m")
+    skipped = FrameResult(Frame(img, 0.04, 1, "test"), dets, Latency(), "m")
     cadence.process(skipped)
     assert skipped.faces is None
 
@@ -215,7 +215,7 @@ def test_ssd_face_models_take_the_ssd_path(cfg, models_dir: Path) -> None:  # ty
     img = cv2.imread(str(IMAGES / "posenet_test_image.bmp"))
     whole = det.detect(img)
     assert len(whole) >= 2 and all(f.score >= 0.5 for f in whole)  # class-0 (person) boxes, as "faces"
-    from edgevision.detection.types import BBox
+    from edgevision.results.detection import BBox
 
     region = BBox(0.4, 0.0, 0.8, 1.0)  # the right-hand walker only
     inside = det.detect(img, region)

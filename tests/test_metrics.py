@@ -12,21 +12,27 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from edgevision.capture.frame import Frame
-from edgevision.detection.types import BBox, Detection
 from edgevision.pipeline.control import Controls
-from edgevision.pipeline.loop import FrameResult
+from edgevision.results import DetectMode, FrameResult, Latency, SwitchInfo
+from edgevision.results.detection import BBox, Detection
+from edgevision.results.frame import Frame
 from edgevision.share.factory import Sharing
 from edgevision.share.metrics import Metrics
 
 UNITS = ("_seconds", "_bytes", "_frames", "_messages", "_per_second")
 
 
-def _result(i: int, total_ms: float, rung: str = "v1@300", **extras: object) -> FrameResult:
+def _result(
+    i: int,
+    total_ms: float,
+    rung: str = "v1@300",
+    switch: SwitchInfo | None = None,
+    mode: DetectMode = DetectMode.DETECTED,
+) -> FrameResult:
     det = Detection("person", 0, 0.9, BBox(0.1, 0.1, 0.3, 0.8))
-    latency = {"preprocess": 2.0, "invoke": 10.0, "postprocess": 0.5, "total": total_ms}
-    return FrameResult(Frame(np.zeros((8, 8, 3), np.uint8), i / 25, i, "t"), [det], latency, "m",
-                       {"rung": rung, **extras})  # fmt: skip
+    latency = Latency(preprocess=2.0, invoke=10.0, postprocess=0.5, total=total_ms)
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), i / 25, i, "t")
+    return FrameResult(frame, [det], latency, "m", mode, rung, switch)
 
 
 def _families(metrics: Metrics) -> dict[str, object]:
@@ -44,9 +50,13 @@ def scraped(tmp_path: Path) -> dict[str, object]:
     Sharing(metrics=metrics).attach(runner, recorder, monitor, controls)  # type: ignore[arg-type]
     for i, total in enumerate([8.0, 15.0, 20.0, 9.0]):
         metrics.on_result(_result(i, total))
-    metrics.on_result(_result(4, 30.0, rung="v1@224", switch={"from": "v1@300", "to": "v1@224"}))
+    metrics.on_result(
+        _result(
+            4, 30.0, rung="v1@224", switch=SwitchInfo("v1@300", "v1@224", "resolution", "down", "over budget")
+        )
+    )
     controls.set("detect", False)
-    metrics.on_result(_result(5, 1.0, rung="v1@224", detect_off=True))
+    metrics.on_result(_result(5, 1.0, rung="v1@224", mode=DetectMode.OFF))
     return _families(metrics)
 
 

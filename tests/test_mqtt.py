@@ -19,16 +19,18 @@ from conftest import WALKING
 from media import splice
 from mqtt_helpers import MOSQUITTO, Broker, FakePublisher, Subscriber
 
-from edgevision.capture.frame import Frame
 from edgevision.capture.sources import read_frames
 from edgevision.config import load_config
+from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
-from edgevision.detection.types import BBox, Detection
 from edgevision.events.state import EventSettings
 from edgevision.naming import camera_name, topic_name
 from edgevision.pipeline.control import Controls, RecordingGate
-from edgevision.pipeline.loop import FrameResult, Pipeline
+from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder.index import EventIndex
+from edgevision.results import DetectMode, FrameResult, Latency
+from edgevision.results.detection import BBox, Detection
+from edgevision.results.frame import Frame
 from edgevision.share.hass import discovery_configs
 from edgevision.share.mqtt import MqttPublisher, Topics
 from edgevision.share.mqtt_events import EVENT_KEYS, EventRelay
@@ -70,7 +72,7 @@ def _person(score: float = 0.9) -> Detection:
 def _result(i: int, persons: int, fps: float = 10.0) -> FrameResult:
     img = np.full((120, 160, 3), 60, np.uint8)
     dets = [_person(0.6 + 0.01 * (i % 30)) for _ in range(persons)]
-    return FrameResult(Frame(img, i / fps, i, "test"), dets, {"total": 5.0}, "m", {"rung": "m@300"})
+    return FrameResult(Frame(img, i / fps, i, "test"), dets, Latency(total=5.0), "m", rung="m@300")
 
 
 def _messages(pub: FakePublisher) -> list[dict[str, Any]]:
@@ -225,13 +227,13 @@ def test_detection_switch_skips_the_detector(models_dir: Path) -> None:
 
     detector.handle.invoke = counted  # type: ignore[method-assign]
     c = Controls()
-    pipeline = Pipeline(None, detector, controls=c)  # type: ignore[arg-type]
+    pipeline = Pipeline(None, FixedDetect(detector), controls=c)  # type: ignore[arg-type]
     image = read_frames(str(WALKING), 1)[0]
     on = pipeline.process(Frame(image, 0.0, 0, "t"))
     c.set("detect", False)
     off = pipeline.process(Frame(image, 0.04, 1, "t"))
     assert any(d.label == "person" for d in on.detections) and len(calls) == 1
-    assert off.detections == [] and off.extras.get("detect_off") and len(calls) == 1
+    assert off.detections == [] and off.mode is DetectMode.OFF and len(calls) == 1
     c.set("detect", True)
     assert pipeline.process(Frame(image, 0.08, 2, "t")).detections and len(calls) == 2
 

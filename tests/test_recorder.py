@@ -22,9 +22,10 @@ from media import FPS, splice
 from edgevision.capture.runner import ReplayRunner
 from edgevision.capture.sources import OpenCVSource
 from edgevision.config import load_config
+from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.events.state import EventSettings
-from edgevision.pipeline.loop import Pipeline, make_prepare
+from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder import recorder as recorder_mod
 from edgevision.recorder.clip import ClipWriter, choose_codec
 from edgevision.recorder.index import EventIndex
@@ -145,8 +146,8 @@ def _replay_with_recorder(models_dir: Path, video: Path, data: Path, **kw) -> Re
     free = kw.pop("free_bytes")
     rec = Recorder(settings, blocking=True, free_bytes=lambda path: free(path, holder), **kw)
     holder.append(rec)
-    runner = ReplayRunner(OpenCVSource(str(video)), make_prepare(lambda: detector))
-    Pipeline(runner, detector, [rec]).run(threading.Event())
+    runner = ReplayRunner(OpenCVSource(str(video)), detector.prepare)
+    Pipeline(runner, FixedDetect(detector), [rec]).run(threading.Event())
     return rec
 
 

@@ -20,10 +20,12 @@ from edgevision.capture.runner import LiveRunner, ReplayRunner, backoff_delays, 
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import OpenCVSource, Picamera2Source
 from edgevision.config import load_config
+from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.errors import ConfigError, InputError
-from edgevision.pipeline.loop import FrameResult, Pipeline, make_prepare
+from edgevision.pipeline.loop import Pipeline
 from edgevision.pipeline.sinks import DetectionsLog
+from edgevision.results import FrameResult
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -100,10 +102,10 @@ class SlowDevice:
 def test_realtime_replay_drops_frames_when_inference_is_slower(models_dir: Path, tmp_path: Path) -> None:
     cfg = load_config(None, {"models.dir": str(models_dir)})
     detector = build_detector(cfg)
-    runner = LiveRunner(lambda: OpenCVSource(str(HALLWAY_3)), make_prepare(lambda: detector), pace=True)
+    runner = LiveRunner(lambda: OpenCVSource(str(HALLWAY_3)), detector.prepare, pace=True)
     log = DetectionsLog(tmp_path / "d.jsonl")
     # 6 fps clip (167 ms per frame) against ~300 ms per frame: about every other frame must be dropped.
-    summary = Pipeline(runner, detector, [log], [SlowDevice(0.3)]).run(threading.Event(), max_frames=12)
+    summary = Pipeline(runner, FixedDetect(detector), [log], [SlowDevice(0.3)]).run(threading.Event(), max_frames=12)
     rows = read_jsonl(tmp_path / "d.jsonl")
     assert summary.frames_processed == len(rows) == 12
     assert summary.dropped >= 6 and summary.frames_captured >= 18
@@ -133,7 +135,7 @@ def _camera_pipeline(script: CameraScript, models_dir: Path, stall: float = 0.5)
         return OpenCVSource(0, capture_factory=script.factory)
 
     runner = LiveRunner(
-        factory, make_prepare(lambda: detector), stall_timeout=stall, backoff_initial=0.05, backoff_max=0.2
+        factory, detector.prepare, stall_timeout=stall, backoff_initial=0.05, backoff_max=0.2
     )
     return runner, detector
 
@@ -145,7 +147,7 @@ def test_camera_unplug_and_replug(models_dir: Path, caplog: pytest.LogCaptureFix
     )
     runner, detector = _camera_pipeline(script, models_dir)
     caplog.set_level(logging.INFO)
-    summary = Pipeline(runner, detector).run(threading.Event(), max_frames=60)
+    summary = Pipeline(runner, FixedDetect(detector)).run(threading.Event(), max_frames=60)
     assert summary.frames_processed == 60
     assert runner.stats.reconnects == 2 and script.opens == 3
     assert script.attempts >= 6  # three refused opens in between, retried with backoff
@@ -161,7 +163,7 @@ def test_camera_stall_is_detected_and_capture_restarted(
     runner, detector = _camera_pipeline(script, models_dir, stall=0.4)
     caplog.set_level(logging.INFO)
     try:
-        summary = Pipeline(runner, detector).run(threading.Event(), max_frames=30)
+        summary = Pipeline(runner, FixedDetect(detector)).run(threading.Event(), max_frames=30)
     finally:
         script.stall_release.set()
     assert summary.frames_processed == 30
@@ -175,7 +177,7 @@ def test_camera_that_never_opens_fails_fast(models_dir: Path) -> None:
     script.refuse_opens = 10**6
     runner, detector = _camera_pipeline(script, models_dir)
     with pytest.raises(InputError, match="cannot open camera"):
-        Pipeline(runner, detector).run(threading.Event())
+        Pipeline(runner, FixedDetect(detector)).run(threading.Event())
 
 
 def test_capture_thread_failure_is_raised_not_hung(models_dir: Path) -> None:
@@ -187,12 +189,12 @@ def test_capture_thread_failure_is_raised_not_hung(models_dir: Path) -> None:
     detector = build_detector(cfg)
     runner = ReplayRunner(Boom(str(HALLWAY_3)))
     with pytest.raises(RuntimeError, match="driver exploded"):
-        Pipeline(runner, detector).run(threading.Event())
+        Pipeline(runner, FixedDetect(detector)).run(threading.Event())
     live = LiveRunner(
         lambda: Boom(0, capture_factory=CameraScript(frames_from(str(WALKING), 1), [(5, "unplug")]).factory)
     )
     with pytest.raises(RuntimeError, match="driver exploded"):
-        Pipeline(live, detector).run(threading.Event())
+        Pipeline(live, FixedDetect(detector)).run(threading.Event())
 
 
 def test_picamera2_source_uses_lores_for_inference_and_keeps_main() -> None:

@@ -22,8 +22,8 @@ from edgevision.catalog.resolve import resolve_model
 from edgevision.config import load_config
 from edgevision.detection.detector import Detector, DetectorSettings
 from edgevision.detection.factory import build_detector
-from edgevision.detection.types import BBox, Detection
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.results.detection import BBox, Detection
 from edgevision.scheduler.carry import BoxCarrier
 from edgevision.scheduler.controller import ControllerSettings
 from edgevision.scheduler.derive import derive, ensure_derived

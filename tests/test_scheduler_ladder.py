@@ -150,7 +150,7 @@ def test_a_width_switch_is_named_in_the_log_and_the_switch_record(caplog: pytest
         if sw:
             break
     assert sw is not None and sched.rung is student
-    rec = sched.switch_record(sw)
+    rec = sched.switch_record(sw).as_dict()
     assert rec["from"] == f"{V1}@256" and rec["to"] == "student_v1_0.5@300"
     assert rec["kind"] == "width" and rec["direction"] == "down"
     assert f"width step down: {V1}@256 -> student_v1_0.5@300" in caplog.text
@@ -305,10 +305,10 @@ def test_run_below_the_teachers_cost_uses_a_width_rung(
 def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: Path) -> None:
     import time
 
-    from edgevision.capture.frame import Frame
     from edgevision.detection.factory import build_detector
     from edgevision.pipeline.loop import Pipeline
     from edgevision.pipeline.sinks import result_record
+    from edgevision.results.frame import Frame
 
     det = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     teacher = Rung(
@@ -325,7 +325,7 @@ def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: 
             return super().observe(sample)
 
     sched = Recording([teacher, student], ControllerSettings(budget_ms=1.4))
-    pipe = Pipeline(runner=None, detector=det, scheduler=sched)  # type: ignore[arg-type]
+    pipe = Pipeline(runner=None, step=sched)  # type: ignore[arg-type]
     image = np.zeros((240, 320, 3), np.uint8)
     results = []
     for i in range(3):
@@ -333,7 +333,7 @@ def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: 
         results.append(pipe.process(frame))
     assert all(s.invoke_ms and s.invoke_ms > 0 and s.preprocess_ms > 0 for s in samples)
     assert all(s.wait_ms >= 5.0 and s.total_ms >= s.wait_ms + s.invoke_ms for s in samples if s.invoke_ms)
-    assert "switch" not in results[1].extras
+    assert results[1].switch is None
     rec = result_record(results[2])
     assert rec["rung"] == f"{V1}@300"  # the frame that ran on the teacher, and switched away from it
     sw = rec["switch"]

@@ -19,8 +19,9 @@ from fakes import CameraScript, frames_from
 from edgevision.capture.runner import LiveRunner
 from edgevision.capture.sources import OpenCVSource
 from edgevision.config import load_config
+from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
-from edgevision.pipeline.loop import Pipeline, make_prepare
+from edgevision.pipeline.loop import Pipeline
 from edgevision.service.health import PiHealth, budget_factor, parse_throttled, read_health
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
@@ -121,10 +122,10 @@ def test_no_watchdog_while_the_camera_is_stalled(models_dir: Path, tmp_path: Pat
     frames = frames_from(str(WALKING), 3)
     script = CameraScript(frames, connections=[(30, "stall")])
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
-    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=script.factory), make_prepare(lambda: detector),
+    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=script.factory), detector.prepare,
                         stall_timeout=60.0)  # fmt: skip
     monitor = ServiceMonitor(Notifier(addr), ping_interval=0.1, progress_timeout=0.5, status_interval=10)
-    pipe = Pipeline(runner, detector, [monitor])
+    pipe = Pipeline(runner, FixedDetect(detector), [monitor])
     stop = threading.Event()
     th = threading.Thread(target=pipe.run, args=(stop,), daemon=True)
     th.start()

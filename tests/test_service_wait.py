@@ -24,9 +24,10 @@ from test_service import Listener
 from edgevision.capture.runner import LiveRunner, SourceWait, should_log_attempt
 from edgevision.capture.sources import OpenCVSource, Picamera2Source, redact_url
 from edgevision.config import load_config
+from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.errors import InputError
-from edgevision.pipeline.loop import Pipeline, make_prepare
+from edgevision.pipeline.loop import Pipeline
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, supervised
 from edgevision.service.watchdog import Liveness, State, should_ping, state
@@ -111,11 +112,11 @@ def test_camera_late_at_start_is_waited_for_with_ready_status_and_pings(
     lst = Listener(str(tmp_path / "notify.sock"))
     cam = LateCamera(frames_from(str(WALKING), 3), absent=6)
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
-    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=cam.factory), make_prepare(lambda: detector),
+    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=cam.factory), detector.prepare,
                         backoff_initial=0.1, backoff_max=0.4, wait_at_start=True, open_timeout=1.0)  # fmt: skip
     monitor = ServiceMonitor(Notifier(str(tmp_path / "notify.sock")), ping_interval=0.05,
                              progress_timeout=0.5, status_interval=10, capture=runner)  # fmt: skip
-    pipe = Pipeline(runner, detector, [monitor])
+    pipe = Pipeline(runner, FixedDetect(detector), [monitor])
     stop = threading.Event()
     th = threading.Thread(target=pipe.run, args=(stop, 20), daemon=True)
     th.start()

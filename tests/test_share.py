@@ -21,10 +21,10 @@ from conftest import WALKING, mjpeg_source, run_cli
 from media import splice
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgevision.capture.frame import Frame
-from edgevision.detection.types import BBox, Detection
-from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.index import EventIndex
+from edgevision.results import FrameResult, Latency
+from edgevision.results.detection import BBox, Detection
+from edgevision.results.frame import Frame
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
 from edgevision.share.web import WebServer
@@ -36,7 +36,7 @@ def result(i: int) -> FrameResult:
     img = np.full((360, 640, 3), (i * 7) % 255, np.uint8)
     det = Detection("person", 0, 0.9, BBox(0.1, 0.1, 0.3, 0.8))
     return FrameResult(
-        Frame(img, i / 25, i, "test"), [det], {"invoke": 10.0, "total": 15.0}, "m", {"rung": "m@300"}
+        Frame(img, i / 25, i, "test"), [det], Latency(invoke=10.0, total=15.0), "m", rung="m@300"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from edgevision.detection import ssd
 from edgevision.detection.labels import parse_labels
-from edgevision.detection.types import BBox
+from edgevision.results.detection import BBox
 
 TF1 = ["TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess:1", "TFLite_Detection_PostProcess:2",
        "TFLite_Detection_PostProcess:3"]  # fmt: skip

@@ -18,7 +18,7 @@ class EncodedPacket:
 
     ``data`` is the payload exactly as the source or encoder produced it. ``pts``/``dts`` are in ``time_base``
     units (``None`` when the source gave none). ``ts`` is seconds on the source's clock, the same clock as
-    :attr:`edgevision.capture.frame.Frame.ts` of the frame decoded from it, so events and packets line up.
+    :attr:`edgevision.results.frame.Frame.ts` of the frame decoded from it, so events and packets line up.
     """
 
     data: bytes

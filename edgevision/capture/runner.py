@@ -22,14 +22,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from edgevision.capture.frame import Frame
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import FrameSource
 from edgevision.errors import InputError
+from edgevision.results.frame import Frame
 
 log = logging.getLogger(__name__)
 
-Prepare = Callable[[Frame], None]
+Prepare = Callable[[Frame], Frame]  # returns the frame carrying its prepared model input
 Clock = Callable[[], float]
 
 
@@ -132,7 +132,7 @@ class ReplayRunner:
                 frame = Frame(image, ts, index, self.source.source_id, full, time.monotonic())
                 index += 1
                 if self.prepare:
-                    self.prepare(frame)
+                    frame = self.prepare(frame)
                 if not self._put(frame):
                     break
                 self.stats.frames += 1
@@ -340,7 +340,7 @@ class LiveRunner:
                     self._last_frame_at = self.clock()
                 frame = Frame(image, ts, index, src.source_id, full, time.monotonic())
                 if self.prepare:
-                    self.prepare(frame)
+                    frame = self.prepare(frame)
                 self.slot.put(frame)
                 self.stats.frames += 1
                 self.stats.dropped = self.slot.dropped

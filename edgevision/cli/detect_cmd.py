@@ -15,9 +15,9 @@ from edgevision.errors import EXIT_NOINPUT, InputError, UsageError
 if TYPE_CHECKING:  # heavy modules are imported when the command runs, not for --help
     import numpy as np
 
-    from edgevision.detection.types import Detection
     from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
-    from edgevision.face.types import Face
+    from edgevision.results.detection import Detection
+    from edgevision.results.face import Face
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
         if faces_det is not None:
             t0 = time.perf_counter()
             faces = _faces(image, faces_det, mesh, cfg.faces.min_presence)
-            lat["faces"] = (time.perf_counter() - t0) * 1e3
-        total = sum(lat.values())
+            lat.faces = (time.perf_counter() - t0) * 1e3
+        total = lat.stages_ms()
         if args.json:
             obj: dict[str, object] = {
                 "image": str(path),

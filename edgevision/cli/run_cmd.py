@@ -8,7 +8,6 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from edgevision.cli.progress import Progress
 if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `--help`
     import numpy as np
 
-    from edgevision.capture.runner import LiveRunner, ReplayRunner
+    from edgevision.capture.runner import LiveRunner, Prepare, ReplayRunner
     from edgevision.capture.sources import FrameSource
     from edgevision.config import EdgeVisionConfig
     from edgevision.pipeline.loop import Runner
@@ -127,7 +126,7 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def build_runner(cfg: EdgeVisionConfig, prepare: Callable[..., None]) -> LiveRunner | ReplayRunner:
+def build_runner(cfg: EdgeVisionConfig, prepare: Prepare) -> LiveRunner | ReplayRunner:
     """The capture runner for the configured source (replay, realtime replay or live)."""
     from edgevision.capture.runner import LiveRunner, ReplayRunner
     from edgevision.capture.sources import OpenCVSource, Picamera2Source
@@ -234,15 +233,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socket | None) -> int:
-    from edgevision.detection.detector import Detector
+    from edgevision.detection.detector import FixedDetect
     from edgevision.detection.factory import build_detector
     from edgevision.face.factory import build_face_stages
     from edgevision.naming import camera_name
     from edgevision.pipeline.control import Controls, RecordingGate
-    from edgevision.pipeline.loop import Pipeline, Sink, make_prepare
+    from edgevision.pipeline.loop import Pipeline
     from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink
     from edgevision.recorder.factory import recorder_settings
     from edgevision.recorder.recorder import Recorder
+    from edgevision.results import DetectStep, Sink
     from edgevision.scheduler.factory import build_scheduler
     from edgevision.service.health import budget_factor
     from edgevision.service.monitor import ServiceMonitor
@@ -262,11 +262,11 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
                 budget_factor(monitor.health, cfg.service.throttle_budget_factor) if monitor else 1.0
             ),
         )
-    detector: Detector = scheduler.detector if scheduler is not None else build_detector(cfg)
+    detector = scheduler.detector if scheduler is not None else build_detector(cfg)
+    step: DetectStep = scheduler if scheduler is not None else FixedDetect(detector)
     stages = build_face_stages(cfg)  # every model is loaded and probed before the source opens
-    pipeline_ref: list[Pipeline] = []
-    # The capture thread preprocesses for whichever detector (rung) the pipeline runs at that moment.
-    runner = build_runner(cfg, make_prepare(lambda: pipeline_ref[0].detector if pipeline_ref else detector))
+    # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
+    runner = build_runner(cfg, step.prepare)
     sinks: list[Sink] = []
     controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
     out = cfg.output
@@ -308,9 +308,7 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
     )
     sinks += sharing.sinks
     sharing.attach(runner, recorder, monitor, controls)
-    pipeline = Pipeline(runner, detector, sinks, stages, status_interval=out.status_interval_s,
-                        scheduler=scheduler, controls=controls)  # fmt: skip
-    pipeline_ref.append(pipeline)
+    pipeline = Pipeline(runner, step, sinks, stages, status_interval=out.status_interval_s, controls=controls)
     pipeline.on_status = lambda line: log.info(
         "status: %s%s", line, f" | {monitor.health.text()}" if monitor and monitor.health.text() else ""
     )

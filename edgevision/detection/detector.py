@@ -14,9 +14,11 @@ import cv2
 import numpy as np
 
 from edgevision.detection import ssd
-from edgevision.detection.types import Detection
 from edgevision.errors import ModelError
 from edgevision.inference.backends import InterpreterHandle
+from edgevision.results.detection import Detection
+from edgevision.results.frame import Frame, PreparedInput
+from edgevision.results.result import DetectMode, DetectOutcome, Latency, SwitchInfo
 
 # Default float input normalisation of TF Object Detection API SSDs: pixel / 127.5 - 1.
 DEFAULT_FLOAT_RANGE = (-1.0, 1.0)
@@ -128,9 +130,23 @@ class Detector:
 
     def infer(self, tensor: np.ndarray) -> list[Detection]:
         """Run the model on a preprocessed tensor and parse its outputs."""
-        self.handle.set_input(tensor)
-        self.handle.invoke()
-        return self.parse([self.handle.output(i) for i in range(len(self.handle.output_details))])
+        return self.parse(self.handle.run(tensor))
+
+    def tensor_for(self, frame: Frame) -> tuple[np.ndarray, float]:
+        """The input tensor for ``frame`` and the ms it took: the one the capture thread prepared when it was
+        made for this model's input size, else made now."""
+        p = frame.prepared
+        if p is not None and p.size == self.input_size:
+            return p.tensor, p.ms
+        t0 = time.perf_counter()
+        tensor = self.preprocess(frame.image)
+        return tensor, (time.perf_counter() - t0) * 1e3
+
+    def prepare(self, frame: Frame) -> Frame:
+        """``frame`` carrying this model's input tensor (the capture thread calls it, overlapping inference)."""
+        t0 = time.perf_counter()
+        tensor = self.preprocess(frame.image)
+        return frame.with_prepared(PreparedInput(self.input_size, tensor, (time.perf_counter() - t0) * 1e3))
 
     def parse(self, outputs: list[np.ndarray]) -> list[Detection]:
         """Parse raw output tensors (as returned by the interpreter) into detections."""
@@ -170,18 +186,43 @@ class Detector:
             scores_are_logits=not already_sigmoid, class_filter=self.class_filter,
         )  # fmt: skip
 
-    def detect(self, frame_bgr: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
-        """Preprocess, infer and parse one frame; returns detections and per-stage latency in ms."""
+    def detect_tensor(self, tensor: np.ndarray, preprocess_ms: float) -> tuple[list[Detection], Latency]:
+        """Invoke on a prepared tensor and parse; detections and the stage times (ms)."""
+        t1 = time.perf_counter()
+        outputs = self.handle.run(tensor)
+        t2 = time.perf_counter()
+        dets = self.parse(outputs)
+        t3 = time.perf_counter()
+        return dets, Latency(preprocess=preprocess_ms, invoke=(t2 - t1) * 1e3, postprocess=(t3 - t2) * 1e3)
+
+    def detect(self, frame_bgr: np.ndarray) -> tuple[list[Detection], Latency]:
+        """Preprocess, infer and parse one image; returns detections and per-stage latency in ms."""
         t0 = time.perf_counter()
         tensor = self.preprocess(frame_bgr)
-        t1 = time.perf_counter()
-        self.handle.set_input(tensor)
-        self.handle.invoke()
-        t2 = time.perf_counter()
-        dets = self.parse([self.handle.output(i) for i in range(len(self.handle.output_details))])
-        t3 = time.perf_counter()
-        return dets, {
-            "preprocess": (t1 - t0) * 1e3,
-            "invoke": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-        }
+        return self.detect_tensor(tensor, (time.perf_counter() - t0) * 1e3)
+
+    def detect_frame(self, frame: Frame) -> tuple[list[Detection], Latency]:
+        """:meth:`detect` for a pipeline frame, using the tensor the capture thread prepared when it fits."""
+        tensor, pre_ms = self.tensor_for(frame)
+        return self.detect_tensor(tensor, pre_ms)
+
+
+class FixedDetect:
+    """The detect step of a run without a scheduler: the same detector on every frame (see ``DetectStep``)."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    @property
+    def model(self) -> str:
+        return self.detector.name
+
+    def prepare(self, frame: Frame) -> Frame:
+        return self.detector.prepare(frame)
+
+    def detect(self, frame: Frame) -> DetectOutcome:
+        dets, latency = self.detector.detect_frame(frame)
+        return DetectOutcome(dets, latency, DetectMode.DETECTED, self.detector.name)
+
+    def feedback(self, outcome: DetectOutcome, total_ms: float, wait_ms: float) -> SwitchInfo | None:
+        return None

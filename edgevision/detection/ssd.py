@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgevision.detection.types import BBox, Detection
+from edgevision.results.detection import BBox, Detection
 
 #: Box coder scales of the TF Object Detection API's ``FasterRcnnBoxCoder`` as used by every SSD-MobileNet.
 DEFAULT_BOX_SCALES = (10.0, 10.0, 5.0, 5.0)

@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgevision.detection.types import Detection
+from edgevision.results.detection import Detection
+from edgevision.results.events import EventEnd, EventStart
 
 Polygon = tuple[tuple[float, float], ...]
 
@@ -53,15 +54,6 @@ class EventSettings:
         return any(point_in_polygon(foot[0], foot[1], z) for z in self.zones)
 
 
-@dataclass(frozen=True)
-class EventStart:
-    """An event begins. ``trigger_ts`` is the frame that completed the M-of-N condition."""
-
-    seq: int
-    trigger_ts: float
-    first_seen_ts: float
-
-
 @dataclass
 class EventStats:
     """Running statistics of the active event (for the index)."""
@@ -88,20 +80,6 @@ class EventStats:
     @property
     def mean_score(self) -> float:
         return self.score_sum / self.score_n if self.score_n else 0.0
-
-
-@dataclass(frozen=True)
-class EventEnd:
-    """An event ends at ``end_ts`` (last qualifying frame + post-roll, or the split point), with its statistics."""
-
-    seq: int
-    end_ts: float
-    last_seen_ts: float
-    split: bool
-    max_score: float = 0.0
-    mean_score: float = 0.0
-    peak_count: int = 0
-    best_ts: float = 0.0
 
 
 @dataclass

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 
 from edgevision.detection.detector import Detector
-from edgevision.detection.types import BBox
 from edgevision.errors import ModelError
 from edgevision.face.blazeface import (
     FULL_RANGE,
@@ -19,8 +18,9 @@ from edgevision.face.blazeface import (
     decode_faces,
 )
 from edgevision.face.landmarks import crop_face, head_pose, landmarks_to_frame, roi_from_detection
-from edgevision.face.types import Face
 from edgevision.inference.backends import InterpreterHandle
+from edgevision.results.detection import BBox
+from edgevision.results.face import Face
 
 
 def _sigmoid(x: float) -> float:

@@ -11,7 +11,7 @@ from edgevision.detection.factory import models_dir, runtime_options
 from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.face.privacy import PrivacyStage
 from edgevision.face.stage import FaceSettings, FaceStage
-from edgevision.pipeline.loop import Stage
+from edgevision.results import Stage
 
 
 def _load(cfg: EdgeVisionConfig, spec: str):  # type: ignore[no-untyped-def]

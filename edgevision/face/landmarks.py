@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgevision.face.types import HeadPose
+from edgevision.results.face import HeadPose
 
 # Face Mesh landmark indices used for checks and pose (subject's right = image left on a frontal face).
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER = 33, 133, 362, 263

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from edgevision.face.types import Face
-from edgevision.pipeline.loop import FrameResult
+from edgevision.results import FrameResult
+from edgevision.results.face import Face
 
 Polygon = Sequence[tuple[float, float]]
 BLUR_CELLS = 32  # the region is blurred at this size: the filter's cost no longer grows with the face
@@ -98,5 +98,5 @@ class PrivacyStage:
             if frame.full is not None
             else None
         )
-        result.frame = dataclasses.replace(frame, image=image, full=full, prepared={})
-        result.latency_ms["privacy"] = (time.perf_counter() - t0) * 1e3
+        result.frame = dataclasses.replace(frame, image=image, full=full, prepared=None)
+        result.latency.privacy = (time.perf_counter() - t0) * 1e3

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from edgevision.detection.types import BBox
 from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
-from edgevision.face.types import Face
-from edgevision.pipeline.loop import FrameResult
+from edgevision.results import FrameResult
+from edgevision.results.detection import BBox
+from edgevision.results.face import Face
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
 
 
 class FaceStage:
-    """Adds ``result.faces`` (and ``latency_ms["faces"]``); runs every ``every_n_frames`` frames.
+    """Adds ``result.faces`` (and ``latency.faces``); runs every ``every_n_frames`` frames.
 
     ``frame_detector`` (a full-range model) additionally scans the whole frame, which privacy mode uses so
     that a face on a missed person is still found.
@@ -79,4 +79,4 @@ class FaceStage:
             return
         t0 = time.perf_counter()
         result.faces = self.find(result)
-        result.latency_ms["faces"] = (time.perf_counter() - t0) * 1e3
+        result.latency.faces = (time.perf_counter() - t0) * 1e3

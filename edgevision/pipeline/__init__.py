@@ -1,5 +1,5 @@
-"""The pipeline: source runner → detector → stages (face, scheduler, recorder hooks) → sinks."""
+"""The pipeline: source runner → detect step → stages (face, privacy, events) → sinks."""
 
-from edgevision.pipeline.loop import FrameResult, Pipeline, RunSummary, Sink, Stage
+from edgevision.pipeline.loop import Pipeline, RunSummary
 
-__all__ = ["FrameResult", "Pipeline", "RunSummary", "Sink", "Stage"]
+__all__ = ["Pipeline", "RunSummary"]

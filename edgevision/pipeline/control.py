@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from edgevision.pipeline.loop import FrameResult, Sink
+from edgevision.results import FrameResult, Sink
 
 log = logging.getLogger(__name__)
 

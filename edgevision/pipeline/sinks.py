@@ -19,8 +19,8 @@ import numpy as np
 
 from edgevision.errors import InputError, UsageError
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
-from edgevision.pipeline.loop import FrameResult
 from edgevision.render import draw_detections, draw_faces
+from edgevision.results import DetectMode, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,23 @@ def result_record(result: FrameResult, timing: bool = True, landmarks: bool = Fa
         "ts": round(result.frame.ts, 6),
         "model": result.model,
     }
-    for key in ("rung",):
-        if key in result.extras:
-            rec[key] = result.extras[key]
+    if result.rung is not None:
+        rec["rung"] = result.rung
     if timing:
-        rec["latency_ms"] = {k: round(v, 3) for k, v in result.latency_ms.items()}
+        rec["latency_ms"] = {k: round(v, 3) for k, v in result.latency.as_dict().items()}
     rec["detections"] = [d.to_dict() for d in result.detections]
     if result.faces is not None:
         rec["faces"] = [f.to_dict(with_landmarks=landmarks) for f in result.faces]
-    for key, value in result.extras.items():
-        if key not in rec:
-            rec[key] = value
+    flag = _MODE_FLAGS.get(result.mode)
+    if flag is not None:
+        rec[flag] = True
+    if result.switch is not None:
+        rec["switch"] = result.switch.as_dict()
     return rec
+
+
+# How a frame whose detector did not run is flagged in its detections line.
+_MODE_FLAGS = {DetectMode.CARRIED: "carried", DetectMode.GATED: "gated", DetectMode.OFF: "detect_off"}
 
 
 class DetectionsLog:

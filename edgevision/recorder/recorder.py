@@ -31,13 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.capture.frame import Frame
-from edgevision.detection.types import Detection
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
-from edgevision.face.types import Face
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
-from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
@@ -48,6 +44,10 @@ from edgevision.recorder.recovery import RecoveryReport, recover
 from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
 from edgevision.recorder.ring import PreRollRing
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
+from edgevision.results import FrameResult
+from edgevision.results.detection import Detection
+from edgevision.results.face import Face
+from edgevision.results.frame import Frame
 
 log = logging.getLogger(__name__)
 

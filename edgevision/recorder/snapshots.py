@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgevision.detection.types import Detection
-from edgevision.face.types import Face
 from edgevision.fsutil import fsync_dir
 from edgevision.render import draw_detections
+from edgevision.results.detection import Detection
+from edgevision.results.face import Face
 
 
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgevision.detection.types import BBox, Detection
+from edgevision.results.detection import BBox, Detection
 
 
 @dataclass

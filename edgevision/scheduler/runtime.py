@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 
 from edgevision.detection.detector import Detector
-from edgevision.detection.types import Detection
 from edgevision.inference.backends import InterpreterHandle
+from edgevision.results.detection import Detection
+from edgevision.results.frame import Frame
+from edgevision.results.result import DetectMode, DetectOutcome, Latency, SwitchInfo
 from edgevision.scheduler.carry import BoxCarrier
 from edgevision.scheduler.controller import (
     ControllerSettings,
@@ -65,6 +67,7 @@ class Scheduler:
         event_active: Callable[[], bool] = lambda: False,
         budget_factor: Callable[[], float] = lambda: 1.0,
         gate: PersonGate | None = None,
+        person_label: str = "person",
     ) -> None:
         self.rungs = list(rungs)
         self.settings = settings
@@ -72,6 +75,7 @@ class Scheduler:
         self.event_active = event_active
         self.budget_factor = budget_factor
         self.gate = gate
+        self.person_label = person_label
         self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
         self.state = ControllerState(initial_rung(self.costs, settings), clock())
         self.switches: list[Switch] = []
@@ -110,6 +114,40 @@ class Scheduler:
         self.carrier.update(ts, dets)
         self._last_had_person = any(d.label == person_label for d in dets)
 
+    # -- the detect step (``results.DetectStep``) ------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        return self.detector.name
+
+    def prepare(self, frame: Frame) -> Frame:
+        # Capture thread: reads ``self.rung`` once; a switch in between only costs a preprocess on the loop.
+        return self.detector.prepare(frame)
+
+    def detect(self, frame: Frame) -> DetectOutcome:
+        """This frame's detections: carried (cadence), gated (nobody there) or from the current rung's model."""
+        rung = self.rung
+        t0 = time.perf_counter()
+        if not self.should_detect():
+            carried = self.carried(frame.ts)
+            ms = (time.perf_counter() - t0) * 1e3
+            return DetectOutcome(
+                carried, Latency(carry=ms), DetectMode.CARRIED, rung.detector.name, rung.name
+            )
+        if self.gate_says_empty(frame.image):
+            ms = (time.perf_counter() - t0) * 1e3
+            return DetectOutcome([], Latency(gate=ms), DetectMode.GATED, rung.detector.name, rung.name)
+        dets, latency = rung.detector.detect_frame(frame)
+        self.detected(frame.ts, dets, self.person_label)
+        return DetectOutcome(dets, latency, DetectMode.DETECTED, rung.detector.name, rung.name)
+
+    def feedback(self, outcome: DetectOutcome, total_ms: float, wait_ms: float) -> SwitchInfo | None:
+        """One controller step with the frame's measured times; the switch it made, if any."""
+        lat = outcome.latency
+        sample = Sample(total_ms, lat.invoke, lat.preprocess or 0.0, lat.postprocess or 0.0, wait_ms)
+        sw = self.observe(sample)
+        return None if sw is None else self.switch_record(sw)
+
     def observe(self, sample: Sample) -> Switch | None:
         """One controller step with this frame's measured stage times."""
         now = self.clock()
@@ -122,22 +160,15 @@ class Scheduler:
             rec = self.switch_record(sw)
             log.warning(
                 "scheduler: %s step %s: %s -> %s: %s",
-                rec["kind"],
+                rec.kind,
                 sw.direction,
-                rec["from"],
-                rec["to"],
+                rec.from_rung,
+                rec.to_rung,
                 sw.reason,
             )
         return sw
 
-    def switch_record(self, sw: Switch) -> dict[str, object]:
-        """The ``switch`` field of a detections line: rungs by name, and whether width, resolution or cadence
-        changed."""
+    def switch_record(self, sw: Switch) -> SwitchInfo:
+        """The switch as the results carry it: rungs by name, and whether width, resolution or cadence changed."""
         a, b = self.rungs[sw.from_rung], self.rungs[sw.to_rung]
-        return {
-            "from": a.name,
-            "to": b.name,
-            "kind": switch_kind(a.spec, b.spec),
-            "direction": sw.direction,
-            "reason": sw.reason,
-        }
+        return SwitchInfo(a.name, b.name, switch_kind(a.spec, b.spec), sw.direction, sw.reason)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edgevision.capture.runner import SourceWait
-from edgevision.pipeline.loop import FrameResult
+from edgevision.results import FrameResult
 from edgevision.service.health import PiHealth, read_health
 from edgevision.service.notify import Notifier
 from edgevision.service.watchdog import Liveness, State, should_ping, state
@@ -72,7 +72,7 @@ class ServiceMonitor:
         with self._lock:
             self.last_progress = self.clock()
             self.frames += 1
-            self.model = str(result.extras.get("rung", result.model))
+            self.model = result.rung or result.model
             first = not self.ready_sent
             self.ready_sent = True
         if first:

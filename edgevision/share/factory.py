@@ -13,7 +13,8 @@ from edgevision.config import EdgeVisionConfig
 from edgevision.events.state import EventSettings
 from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
-from edgevision.pipeline.loop import FrameResult, Runner, Sink
+from edgevision.pipeline.loop import Runner
+from edgevision.results import FrameResult, Sink
 from edgevision.settings import default_data_dir
 from edgevision.share.hass import discovery_configs
 from edgevision.share.live import LiveView
@@ -46,8 +47,8 @@ class StatsPublisher:
             fps = self._n / (now - self._t0)
             self._t0, self._n = now, 0
             persons = sum(1 for d in result.detections if d.label == "person")
-            self.mqtt.stats({"fps": round(fps, 2), "rung": result.extras.get("rung", result.model),
-                             "persons": persons, **self.extra()})  # fmt: skip
+            rung = result.rung or result.model
+            self.mqtt.stats({"fps": round(fps, 2), "rung": rung, "persons": persons, **self.extra()})
 
     def close(self) -> None:
         pass

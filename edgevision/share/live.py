@@ -11,8 +11,8 @@ import time
 
 import cv2
 
-from edgevision.pipeline.loop import FrameResult
 from edgevision.render import draw_detections, draw_faces
+from edgevision.results import FrameResult
 
 
 class LiveView:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edgevision.pipeline.loop import FrameResult
+from edgevision.results import DetectMode, FrameResult
 
 # Seconds: from 1 ms (a Coral invoke) to 2.5 s (a Pi 3 at full width).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
@@ -99,23 +99,23 @@ class Metrics:
             self._times.popleft()
         if len(self._times) > 1:
             self.fps.set((len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6))
-        for stage, ms in result.latency_ms.items():
+        for stage, ms in result.latency.as_dict().items():
             if stage != "total":
                 self.stage_latency.labels(stage).observe(ms / 1e3)
-        total = result.latency_ms.get("total")
+        total = result.latency.total
         if total is not None:
             self.frame_latency.observe(total / 1e3)
             if self.budget_ms is not None and total > self.budget_ms:
                 self.violations.inc()
-        if result.extras.get("detect_off"):
+        if result.mode is DetectMode.OFF:
             self.detect_skipped.inc()
-        rung = str(result.extras.get("rung", result.model))
+        rung = result.rung or result.model
         if rung != self._rung:
             if self._rung is not None:
                 self.rung.labels(self._rung).set(0)
             self.rung.labels(rung).set(1)
             self._rung = rung
-        if "switch" in result.extras:
+        if result.switch is not None:
             self.switches.inc()
         counts: dict[str, int] = dict.fromkeys(self._labels, 0)
         for d in result.detections:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edgevision.detection.types import Detection
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
-from edgevision.pipeline.loop import FrameResult
 from edgevision.render import draw_detections
+from edgevision.results import FrameResult
+from edgevision.results.detection import Detection
 from edgevision.share.mqtt import Publisher, on_off
 from edgevision.share.mqtt_events import EventRelay, event_unrecorded
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgevision.detection.types import BBox
+from edgevision.results.detection import BBox
 
 
 @dataclass(frozen=True)

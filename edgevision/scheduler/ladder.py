@@ -25,7 +25,7 @@ from edgevision.catalog.resolve import resolve_model
 from edgevision.config import EdgeVisionConfig
 from edgevision.detection.detector import Detector, DetectorSettings
 from edgevision.detection.factory import models_dir, runtime_options
-from edgevision.detection.labels import load_labels
+from edgevision.catalog.labels import load_labels
 from edgevision.errors import ConfigError, ModelError
 from edgevision.inference.backends import open_interpreter
 from edgevision.scheduler.derive import ensure_derived

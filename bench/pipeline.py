@@ -66,12 +66,10 @@ def decode_and_prepare(detector, video: Path) -> tuple[list[np.ndarray], float]:
 def raw_rate(detector, tensors: list[np.ndarray]) -> float:  # type: ignore[no-untyped-def]
     h = detector.handle
     for t in tensors[:5]:
-        h.set_input(t)
-        h.invoke()
+        h.invoke_on(t)
     t0 = time.perf_counter()
     for t in tensors:
-        h.set_input(t)
-        h.invoke()
+        h.invoke_on(t)
     return len(tensors) / (time.perf_counter() - t0)
 
 
@@ -93,9 +91,7 @@ def tutorial_rate(detector, video: Path) -> float:  # type: ignore[no-untyped-de
             break
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         tensor = cv2.resize(rgb, (w, h))[np.newaxis]
-        detector.handle.set_input(tensor)
-        detector.handle.invoke()
-        dets = detector.parse([detector.handle.output(i) for i in range(len(detector.handle.output_details))])
+        dets = detector.parse(detector.handle.run(tensor))
         draw_detections(frame, dets)
         n += 1
     cap.release()
@@ -106,7 +102,7 @@ def demux_rate(detector, video: Path, record: Path | None = None) -> float:  # t
     """The tutorial loop on issue 13's primitives: demux, scale YUV straight to the model input, invoke; with
     ``record``, every packet also goes through the pre-roll ring into a clip (an event the whole run)."""
     from edgevision.capture.demux import DemuxSource
-    from edgevision.detection.detector import quantize_input
+    from edgevision.inference.quant import quantize_input
     from edgevision.recorder.packet_clips import PacketClips
 
     src = DemuxSource(video)

@@ -34,7 +34,10 @@ LAYERS: list[set[str]] = [
     },
     {"capture"},
     {"inference"},
-    {"catalog", "config_check"},  # which model files exist, where they come from, whether the config fits them
+    {
+        "catalog",
+        "config_check",
+    },  # which model files exist, where they come from, whether the config fits them
     {"detection"},
     {"pipeline"},  # the frame loop: drives stages and sinks through the results protocols
     {"face"},

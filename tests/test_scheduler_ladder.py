@@ -254,11 +254,17 @@ def test_the_configured_teacher_is_never_a_width_rung(mdir: Path, tmp_path: Path
     v2 = "ssd_mobilenet_v2_coco_quant"
     for e in cat.files_for(v2):
         (mdir / e.file).symlink_to(models_dir / e.file)
-    assert ladder_mod._width_models(_cfg(mdir, tmp_path), cat) == []  # V1 (alpha 0.75) configured
-    assert ladder_mod._width_models(_cfg(mdir, tmp_path, models=[v2]), cat) == []  # V1 is another family
+    assert (
+        ladder_mod._width_models(_cfg(mdir, tmp_path).scheduler, mdir, cat) == []
+    )  # V1 (alpha 0.75) configured
+    assert (
+        ladder_mod._width_models(_cfg(mdir, tmp_path, models=[v2]).scheduler, mdir, cat) == []
+    )  # V1 is another family
     v3 = cat.models["ssdlite_mobilenet_v3_small_coco"]
     (mdir / v3.file).write_bytes(b"")  # installed (unpinned entries are not in the fixture)
-    assert ladder_mod._width_models(_cfg(mdir, tmp_path), cat) == ["ssdlite_mobilenet_v3_small_coco"]
+    assert ladder_mod._width_models(_cfg(mdir, tmp_path).scheduler, mdir, cat) == [
+        "ssdlite_mobilenet_v3_small_coco"
+    ]
 
 
 def test_run_below_the_teachers_cost_uses_a_width_rung(

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from edgevision.detection import ssd
 from edgevision.catalog.labels import parse_labels
+from edgevision.detection import ssd
 from edgevision.results.detection import BBox
 
 TF1 = ["TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess:1", "TFLite_Detection_PostProcess:2",

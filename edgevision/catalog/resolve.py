@@ -8,8 +8,8 @@ from pathlib import Path
 
 from edgevision.catalog.entries import Catalog, ModelEntry, load_catalog
 from edgevision.catalog.fetch import verify_installed
-from edgevision.catalog.local import LocalModel, list_local_models, verify_local_model
 from edgevision.catalog.labels import load_labels
+from edgevision.catalog.local import LocalModel, list_local_models, verify_local_model
 from edgevision.errors import EdgeTPUUnavailable, ModelError
 from edgevision.inference.backends import InterpreterHandle, RuntimeOptions, open_interpreter
 from edgevision.inference.tflite_file import inspect_tflite

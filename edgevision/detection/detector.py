@@ -16,6 +16,7 @@ import numpy as np
 from edgevision.detection import ssd
 from edgevision.errors import ModelError
 from edgevision.inference.backends import InterpreterHandle
+from edgevision.inference.quant import dequantize, quantize_input
 from edgevision.results.detection import Detection
 from edgevision.results.frame import Frame, PreparedInput
 from edgevision.results.result import DetectMode, DetectOutcome, Latency, SwitchInfo
@@ -40,28 +41,6 @@ class DetectorSettings:
     threshold: float = 0.5
     labels: tuple[str, ...] | None = None
     max_detections: int = 20
-
-
-def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero = detail.get("quantization", (0.0, 0))
-    if scale and values.dtype != np.float32:
-        return (values.astype(np.float32) - zero) * scale
-    return values.astype(np.float32, copy=False)
-
-
-def quantize_input(rgb: np.ndarray, dtype: np.dtype, float_range: tuple[float, float]) -> np.ndarray:
-    """Map an RGB uint8 image into the model's input domain.
-
-    Quantized models take the pixel values in their own domain (uint8 as is, int8 shifted by -128), which is how
-    their input quantization (e.g. scale 1/128, zero point 128 for [-1, 1]) was calibrated. Float models take
-    ``float_range`` linearly.
-    """
-    if dtype == np.uint8:
-        return rgb
-    if dtype == np.int8:
-        return (rgb.astype(np.int16) - 128).astype(np.int8)
-    lo, hi = float_range
-    return (rgb.astype(np.float32) * ((hi - lo) / 255.0) + lo).astype(dtype)
 
 
 class Detector:
@@ -171,11 +150,11 @@ class Detector:
         assert self.raw_layout is not None
         rl = self.raw_layout
         details = self.handle.output_details
-        enc = _dequantize(outputs[rl.box_encodings], details[rl.box_encodings])
+        enc = dequantize(outputs[rl.box_encodings], details[rl.box_encodings])
         cls_detail = details[rl.class_predictions]
-        cls = _dequantize(outputs[rl.class_predictions], cls_detail)
+        cls = dequantize(outputs[rl.class_predictions], cls_detail)
         if rl.anchors is not None:
-            anchors = _dequantize(outputs[rl.anchors], details[rl.anchors])
+            anchors = dequantize(outputs[rl.anchors], details[rl.anchors])
         else:
             assert self.anchors is not None
             anchors = self.anchors

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgevision.errors import BackendUnavailable, EdgeTPUUnavailable, ModelError
+from edgevision.inference.quant import dequantize
 from edgevision.inference.runtime_log import quiet_runtime_info
 from edgevision.inference.tflite_file import TFLiteInfo, inspect_tflite
 
@@ -114,13 +115,21 @@ class InterpreterHandle:
     def output(self, i: int) -> np.ndarray:
         return np.array(self.interpreter.get_tensor(self.output_details[i]["index"]))
 
+    def output_float(self, i: int) -> np.ndarray:
+        """Output ``i`` as float32, dequantized by its own scale and zero point (a copy, like :meth:`output`)."""
+        return dequantize(self.output(i), self.output_details[i])
+
     def outputs(self) -> list[np.ndarray]:
         return [self.output(i) for i in range(len(self.output_details))]
 
-    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """Set the single input, invoke, and return copies of every output."""
+    def invoke_on(self, tensor: np.ndarray) -> None:
+        """Set the single input and invoke; read what you need with :meth:`output` / :meth:`output_float`."""
         self.set_input(tensor)
         self.invoke()
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Set the single input, invoke, and return copies of every output."""
+        self.invoke_on(tensor)
         return self.outputs()
 
 

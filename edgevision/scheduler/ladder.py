@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from edgevision.catalog.entries import Catalog, load_catalog
+from edgevision.catalog.labels import load_labels
 from edgevision.catalog.local import list_local_models, local_model_path
 from edgevision.catalog.resolve import resolve_model
-from edgevision.config import EdgeVisionConfig
+from edgevision.config import DetectorConfig, EdgeVisionConfig, SchedulerConfig
 from edgevision.detection.detector import Detector, DetectorSettings
 from edgevision.detection.factory import models_dir, runtime_options
-from edgevision.catalog.labels import load_labels
 from edgevision.errors import ConfigError, ModelError
-from edgevision.inference.backends import open_interpreter
+from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.quality import expected_quality, ladder_key
 
@@ -141,36 +141,28 @@ def measure(detector: Detector, tensors: Sequence[np.ndarray], invokes: int) -> 
     """p50 / p95 invoke latency (ms) over ``invokes`` runs on real preprocessed frames, after a warm-up."""
     h = detector.handle
     for t in tensors[:3]:
-        h.set_input(t)
-        h.invoke()
+        h.invoke_on(t)
     times = []
     for i in range(invokes):
-        h.set_input(tensors[i % len(tensors)])
         t0 = time.perf_counter()
-        h.invoke()
+        h.invoke_on(tensors[i % len(tensors)])
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
-def _settings(cfg: EdgeVisionConfig, threshold: float | None = None) -> DetectorSettings:
-    d = cfg.detector
-    labels = tuple(d.labels) if d.labels else None
-    return DetectorSettings(d.threshold if threshold is None else threshold, labels, d.max_detections)
-
-
-def _width_models(cfg: EdgeVisionConfig, cat: Catalog) -> list[str]:
+def _width_models(sc: SchedulerConfig, mdir: Path, cat: Catalog) -> list[str]:
     """Installed catalog detectors narrower than the configured ones: the same family at a smaller α, or
     MobileNet V3. The configured models themselves never count, whatever their α."""
-    configured = [cat.models[n].architecture for n in cfg.scheduler.models if n in cat.models]
+    configured = [cat.models[n].architecture for n in sc.models if n in cat.models]
     out = []
     for name, m in cat.models.items():
-        if m.task != "detect" or m.device != "cpu" or name in cfg.scheduler.models:
+        if m.task != "detect" or m.device != "cpu" or name in sc.models:
             continue
         a = m.architecture
         narrower = a.family.startswith("mobilenet_v3") or any(
             a.family == c.family and a.alpha < c.alpha for c in configured
         )
-        if narrower and (models_dir(cfg) / m.file).exists():
+        if narrower and (mdir / m.file).exists():
             out.append(name)
     return out
 
@@ -199,19 +191,20 @@ class _Load:
     float_range: tuple[float, float] | None = None
 
 
-def _catalog_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list[_Load]:
-    mdir = models_dir(cfg)
+def _catalog_specs(sc: SchedulerConfig, mdir: Path, cat: Catalog, derived_dir: Path) -> list[_Load]:
+    """The configured models at each configured side (derived where it is not the native one), then the
+    installed narrower catalog models at their native side."""
     out = []
-    for name in cfg.scheduler.models:
+    for name in sc.models:
         res = resolve_model(name, mdir, cat)
         arch = res.entry.architecture if res.entry else None
         native = arch.input[0] if arch else 300
         fam, alpha = (arch.family, arch.alpha) if arch else ("unknown", 1.0)
         rng = res.entry.input_range if res.entry else None
-        for size in cfg.scheduler.sizes:
+        for size in sc.sizes:
             path = res.path if size == native else ensure_derived(res.path, size, derived_dir)
             out.append(_Load(RungSpec(name, fam, alpha, size), path, res.labels, None, rng))
-    for name in _width_models(cfg, cat):
+    for name in _width_models(sc, mdir, cat):
         res = resolve_model(name, mdir, cat)
         assert res.entry is not None
         a = res.entry.architecture
@@ -220,10 +213,9 @@ def _catalog_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> li
     return out
 
 
-def _local_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list[_Load]:
+def _local_specs(sc: SchedulerConfig, mdir: Path, cat: Catalog, derived_dir: Path) -> list[_Load]:
     """Students made on this device: at their native side, and at the configured smaller sides when their
     graph can be derived like the teacher's (a TFLite_Detection_PostProcess SSD); else native only."""
-    mdir = models_dir(cfg)
     out = []
     for name, m in list_local_models(mdir).items():
         if m.task != "detect":
@@ -241,7 +233,7 @@ def _local_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list
         out.append(
             _Load(RungSpec(name, a.family, a.alpha, native, kind="local"), path, labels, m.threshold, rng)
         )
-        for size in sorted({s for s in cfg.scheduler.sizes if s < native}, reverse=True):
+        for size in sorted({s for s in sc.sizes if s < native}, reverse=True):
             try:
                 derived = ensure_derived(path, size, derived_dir)
             except ModelError as exc:
@@ -252,56 +244,53 @@ def _local_specs(cfg: EdgeVisionConfig, cat: Catalog, derived_dir: Path) -> list
     return out
 
 
-def build_ladder(
-    cfg: EdgeVisionConfig,
-    sample_frames: Sequence[np.ndarray],
-    invokes: int = 15,
-    on_rung: Callable[[str], None] | None = None,
-) -> list[Rung]:
-    """Load every rung (within the memory budget), profile it (or take the saved profile), order by quality.
+def plan_rungs(sc: SchedulerConfig, mdir: Path, cat: Catalog | None = None) -> list[_Load]:
+    """What to load, from the ``scheduler:`` section and the models directory (deriving smaller-input models on
+    first use): configured catalog models, narrower installed ones, then students made on this device."""
+    cat = cat or load_catalog()
+    derived_dir = sc.derived_dir or (mdir / "derived")
+    return _catalog_specs(sc, mdir, cat, derived_dir) + _local_specs(sc, mdir, cat, derived_dir)
 
-    ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
-    sc = cfg.scheduler
-    cat = load_catalog()
-    derived_dir = sc.derived_dir or (models_dir(cfg) / "derived")
-    opts = runtime_options(cfg)
-    saved = load_profile(sc.profile) if sc.profile else {}
-    rungs: list[Rung] = []
-    base_rss = rss_mb()
-    for item in _catalog_specs(cfg, cat, derived_dir) + _local_specs(cfg, cat, derived_dir):
-        spec = item.spec
-        before = rss_mb()
-        if before - base_rss > sc.memory_budget_mb:
-            log.warning(
-                "scheduler: memory budget %d MiB reached; rung %s not loaded", sc.memory_budget_mb, spec.name
-            )
-            continue
-        try:
-            handle = open_interpreter(item.path, opts)
-            det = Detector(handle, item.labels, _settings(cfg, item.threshold), spec.name, item.float_range)
-        except ModelError as exc:
-            if spec.kind != "local":
-                raise
-            log.warning("scheduler: rung %s not loaded: %s", spec.name, exc)
-            continue
-        tensors = [det.preprocess(f) for f in sample_frames]
-        p50, p95 = measure(det, tensors, invokes)
-        prof = saved.get(spec.name) or RungProfile(
-            spec.name, spec.size, 1, p50, p95, max(0.0, rss_mb() - before)
-        )
-        rungs.append(Rung(det, prof, spec))
-        if on_rung is not None:
-            on_rung(spec.name)
-    if not rungs:
-        raise ConfigError("scheduler: no rung could be loaded")
+
+def load_rung(item: _Load, opts: RuntimeOptions, det: DetectorConfig) -> Detector | None:
+    """Open one planned rung as a detector; None (logged) for a student that cannot load, whose absence only
+    narrows the ladder. A configured catalog model that cannot load is an error."""
+    labels = tuple(det.labels) if det.labels else None
+    threshold = det.threshold if item.threshold is None else item.threshold
+    settings = DetectorSettings(threshold, labels, det.max_detections)
+    try:
+        handle = open_interpreter(item.path, opts)
+        return Detector(handle, item.labels, settings, item.spec.name, item.float_range)
+    except ModelError as exc:
+        if item.spec.kind != "local":
+            raise
+        log.warning("scheduler: rung %s not loaded: %s", item.spec.name, exc)
+        return None
+
+
+def profile_rung(
+    det: Detector, spec: RungSpec, sample_frames: Sequence[np.ndarray], invokes: int, rss_before: float
+) -> RungProfile:
+    """Time ``det`` on the sample frames; its memory is what the process grew by since ``rss_before``."""
+    p50, p95 = measure(det, [det.preprocess(f) for f in sample_frames], invokes)
+    return RungProfile(spec.name, spec.size, 1, p50, p95, max(0.0, rss_mb() - rss_before))
+
+
+def cadence_rungs(
+    rungs: Sequence[Rung], cadences: Sequence[int], saved: dict[str, RungProfile]
+) -> list[Rung]:
+    """The cheapest rung again at each cadence k (detect every k-th frame, carry the boxes in between)."""
     cheapest = min(rungs, key=lambda r: r.profile.cost_ms)  # cadence carries the rung that fits the most
-    for k in sc.cadences:
+    out = []
+    for k in cadences:
         spec = replace(cheapest.spec, cadence=k)
         p = cheapest.profile
         prof = saved.get(spec.name) or RungProfile(spec.name, p.size, k, p.p50_ms, p.p95_ms, 0.0)
-        rungs.append(Rung(cheapest.detector, prof, spec))
-    rungs = order_ladder(rungs)
-    smooth_costs(rungs)
+        out.append(Rung(cheapest.detector, prof, spec))
+    return out
+
+
+def log_ladder(rungs: Sequence[Rung]) -> None:
     for r in rungs:
         p = r.profile
         log.info(
@@ -312,4 +301,41 @@ def build_ladder(
             p.p95_ms,
             r.expected_ms / p.cadence,
         )
+
+
+def build_ladder(
+    cfg: EdgeVisionConfig,
+    sample_frames: Sequence[np.ndarray],
+    invokes: int = 15,
+    on_rung: Callable[[str], None] | None = None,
+) -> list[Rung]:
+    """Plan the rungs, load each (within the memory budget), profile it (or take the saved profile), add the
+    cadence rungs, order by quality.
+
+    ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
+    sc = cfg.scheduler
+    opts = runtime_options(cfg)
+    saved = load_profile(sc.profile) if sc.profile else {}
+    rungs: list[Rung] = []
+    base_rss = rss_mb()
+    for item in plan_rungs(sc, models_dir(cfg)):
+        spec = item.spec
+        before = rss_mb()
+        if before - base_rss > sc.memory_budget_mb:
+            log.warning(
+                "scheduler: memory budget %d MiB reached; rung %s not loaded", sc.memory_budget_mb, spec.name
+            )
+            continue
+        det = load_rung(item, opts, cfg.detector)
+        if det is None:
+            continue
+        measured = profile_rung(det, spec, sample_frames, invokes, before)
+        rungs.append(Rung(det, saved.get(spec.name) or measured, spec))
+        if on_rung is not None:
+            on_rung(spec.name)
+    if not rungs:
+        raise ConfigError("scheduler: no rung could be loaded")
+    rungs = order_ladder(rungs + cadence_rungs(rungs, sc.cadences, saved))
+    smooth_costs(rungs)
+    log_ladder(rungs)
     return rungs

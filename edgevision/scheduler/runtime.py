@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from edgevision.detection.detector import Detector
+from edgevision.detection.detector import Detector, to_rgb
 from edgevision.inference.backends import InterpreterHandle
+from edgevision.inference.quant import quantize_input
 from edgevision.results.detection import Detection
 from edgevision.results.frame import Frame
 from edgevision.results.result import DetectMode, DetectOutcome, Latency, SwitchInfo
@@ -41,19 +42,12 @@ class PersonGate:
         self.threshold = min_person_prob
         shape = handle.input_shape
         self.size = (int(shape[2]), int(shape[1]))
-        self.out = handle.output_details[0]
 
     def person_prob(self, frame_bgr: np.ndarray) -> float:
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB if frame_bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
-        x = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
-        if self.handle.input_dtype == np.int8:
-            x = (x.astype(np.int16) - 128).astype(np.int8)
-        self.handle.set_input(x[np.newaxis])
-        self.handle.invoke()
-        raw = self.handle.output(0).reshape(-1).astype(np.float32)
-        scale, zero = self.out.get("quantization", (0.0, 0))
-        probs = (raw - zero) * scale if scale else raw
-        return float(probs[1])
+        rgb = cv2.resize(to_rgb(frame_bgr), self.size, interpolation=cv2.INTER_AREA)
+        # int8: pixel - 128 (scale 1/255, zero point -128); a float twin takes [0, 1]
+        self.handle.invoke_on(quantize_input(rgb, self.handle.input_dtype, (0.0, 1.0))[np.newaxis])
+        return float(self.handle.output_float(0).reshape(-1)[1])
 
 
 class Scheduler:

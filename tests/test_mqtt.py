@@ -23,6 +23,7 @@ from edgevision.capture.sources import read_frames
 from edgevision.config import load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
+from edgevision.events.stage import EventStage
 from edgevision.events.state import EventSettings
 from edgevision.naming import camera_name, topic_name
 from edgevision.pipeline.control import Controls, RecordingGate
@@ -39,6 +40,12 @@ from edgevision.share.presence import Presence
 
 needs_broker = pytest.mark.skipif(not MOSQUITTO, reason="mosquitto not installed (CI installs it)")
 TOPICS = Topics("edgevision", "porch")
+
+
+def _staged(presence: Presence, result: FrameResult) -> FrameResult:
+    """``result`` as the pipeline hands it to sinks: after the event stage presence reads."""
+    presence.events.process(result)
+    return result
 
 
 # -- the camera name ---------------------------------------------------------------------------------------
@@ -128,10 +135,12 @@ def test_without_a_recorder_presence_publishes_events_counts_occupancy_and_snaps
     pub = FakePublisher(TOPICS)
     relay = EventRelay(pub)
     settings = EventSettings(post_roll=1.0, trigger_frames=2, window_frames=3)
-    presence = Presence(pub, relay, settings, emit_events=True, count_interval=0.0, snapshot_interval=0.05)
+    presence = Presence(
+        pub, relay, EventStage(settings), emit_events=True, count_interval=0.0, snapshot_interval=0.05
+    )
     plan = [0] * 5 + [2] * 30 + [0] * 20 + [1] * 10  # two visits; the second still there at the end
     for i, n in enumerate(plan):
-        presence.on_result(_result(i, n))
+        presence.on_result(_staged(presence, _result(i, n)))
         time.sleep(0.002)
     presence.close()
     msgs = _messages(pub)
@@ -154,9 +163,9 @@ def test_without_a_recorder_presence_publishes_events_counts_occupancy_and_snaps
 def test_an_event_split_at_max_length_stays_occupied() -> None:
     pub = FakePublisher(TOPICS)
     settings = EventSettings(post_roll=0.5, max_length=2.0)
-    presence = Presence(pub, EventRelay(pub), settings, emit_events=True)
+    presence = Presence(pub, EventRelay(pub), EventStage(settings), emit_events=True)
     for i, n in enumerate([1] * 50 + [0] * 10):  # 5 s of a person at 10 fps: split twice
-        presence.on_result(_result(i, n))
+        presence.on_result(_staged(presence, _result(i, n)))
     presence.close()
     msgs = _messages(pub)
     _check_shape(msgs)
@@ -167,9 +176,9 @@ def test_an_event_split_at_max_length_stays_occupied() -> None:
 
 def test_recorder_present_presence_leaves_events_to_it() -> None:
     pub = FakePublisher(TOPICS)
-    presence = Presence(pub, EventRelay(pub), EventSettings(post_roll=0.5), emit_events=False)
+    presence = Presence(pub, EventRelay(pub), EventStage(EventSettings(post_roll=0.5)), emit_events=False)
     for i, n in enumerate([1] * 10 + [0] * 10):
-        presence.on_result(_result(i, n))
+        presence.on_result(_staged(presence, _result(i, n)))
     presence.close()
     assert _messages(pub) == []
     assert [p for t, p, _ in pub.queued] == [b"ON", b"OFF"]
@@ -268,10 +277,10 @@ def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: P
         assert controls.detect and sub.on("edgevision/porch/detect/state") == [b"ON", b"OFF", b"ON"]
         # Counts, occupancy and snapshot from a Presence on this publisher.
         relay = EventRelay(pub)
-        presence = Presence(pub, relay, EventSettings(post_roll=0.5), emit_events=True, count_interval=0.0,
+        presence = Presence(pub, relay, EventStage(EventSettings(post_roll=0.5)), emit_events=True, count_interval=0.0,
                             snapshot_interval=0.05)  # fmt: skip
         for i, n in enumerate([3] * 12 + [0] * 10):
-            presence.on_result(_result(i, n))
+            presence.on_result(_staged(presence, _result(i, n)))
             time.sleep(0.01)
         presence.close()
         sub.wait(

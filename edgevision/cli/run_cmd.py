@@ -235,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socket | None) -> int:
     from edgevision.detection.detector import FixedDetect
     from edgevision.detection.factory import build_detector
+    from edgevision.events import EventSettings, EventStage
     from edgevision.face.factory import build_face_stages
     from edgevision.naming import camera_name
     from edgevision.pipeline.control import Controls, RecordingGate
@@ -252,19 +253,20 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None
+    events = EventStage(EventSettings.from_config(cfg.recorder))  # recorder, MQTT and metrics read its updates
     if cfg.scheduler.enabled:
         # Rungs are loaded (and profiled) before anything opens the camera or starts a thread.
         scheduler = build_scheduler(
             cfg,
             sample_frames(cfg),
-            event_active=lambda: recorder is not None and recorder.tracker.active,
+            event_active=lambda: events.active,
             budget_factor=lambda: (
                 budget_factor(monitor.health, cfg.service.throttle_budget_factor) if monitor else 1.0
             ),
         )
     detector = scheduler.detector if scheduler is not None else build_detector(cfg)
     step: DetectStep = scheduler if scheduler is not None else FixedDetect(detector)
-    stages = build_face_stages(cfg)  # every model is loaded and probed before the source opens
+    stages = [*build_face_stages(cfg), events]  # every model is loaded and probed before the source opens
     # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
     runner = build_runner(cfg, step.prepare)
     sinks: list[Sink] = []
@@ -286,7 +288,7 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
         settings = recorder_settings(cfg, camera_name(cfg), cfg.source.fps)
         # The recorder locks the data directory, then recovers what a crash left open, before any frame.
         recorder = Recorder(settings, blocking=not runner.live,
-                            fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
+                            fps_source=lambda: getattr(runner, "fps", None), events=events)  # fmt: skip
         sinks.append(RecordingGate(recorder, controls))
     notifier = Notifier()
     monitor = ServiceMonitor(
@@ -303,6 +305,7 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
         data,
         monitor,
         lambda: _stats(runner, recorder, monitor),
+        events,
         controls,
         web_socket=web_sock,
     )

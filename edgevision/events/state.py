@@ -12,8 +12,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edgevision.config import RecorderConfig
 from edgevision.results.detection import Detection
-from edgevision.results.events import EventEnd, EventStart
+from edgevision.results.events import EventEnd, EventStart, EventStats
 
 Polygon = tuple[tuple[float, float], ...]
 
@@ -45,6 +46,20 @@ class EventSettings:
     max_length: float = 300.0
     zones: tuple[Polygon, ...] = ()
 
+    @classmethod
+    def from_config(cls, r: RecorderConfig) -> EventSettings:
+        """The settings of the ``recorder:`` section (one mapping, for the event stage every consumer reads)."""
+        return cls(
+            labels=tuple(r.labels),
+            min_score=r.min_score,
+            min_area=r.min_area,
+            trigger_frames=r.trigger_frames,
+            window_frames=r.window_frames,
+            post_roll=r.post_roll_s,
+            max_length=r.max_length_s,
+            zones=tuple(tuple((float(x), float(y)) for x, y in z) for z in r.zones),
+        )
+
     def qualifies(self, det: Detection) -> bool:
         if det.label not in self.labels or det.score < self.min_score or det.box.area < self.min_area:
             return False
@@ -55,7 +70,7 @@ class EventSettings:
 
 
 @dataclass
-class EventStats:
+class RunningStats:
     """Running statistics of the active event (for the index)."""
 
     max_score: float = 0.0
@@ -81,6 +96,10 @@ class EventStats:
     def mean_score(self) -> float:
         return self.score_sum / self.score_n if self.score_n else 0.0
 
+    def snapshot(self) -> EventStats:
+        """The statistics as they are now (an immutable value for the frame's result)."""
+        return EventStats(self.max_score, self.mean_score, self.peak_count, self.best_ts)
+
 
 @dataclass
 class EventTracker:
@@ -92,7 +111,7 @@ class EventTracker:
     seq: int = 0
     start_ts: float = 0.0
     last_seen: float = 0.0
-    stats: EventStats = field(default_factory=EventStats)
+    stats: RunningStats = field(default_factory=RunningStats)
     best_frame: bool = False  # whether the last update() produced a new best frame
 
     def matches(self, detections: Sequence[Detection]) -> list[Detection]:
@@ -126,7 +145,7 @@ class EventTracker:
         self.active = True
         self.start_ts = ts
         self.last_seen = ts
-        self.stats = EventStats()
+        self.stats = RunningStats()
         return EventStart(self.seq, ts, first_seen)
 
     def _end(self, end_ts: float, split: bool) -> EventEnd:

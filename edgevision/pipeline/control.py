@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from edgevision.results import FrameResult, Sink
+from edgevision.results import EventEnd, EventStart, EventUpdate, FrameResult, Sink
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,57 @@ class Controls:
 
 
 class RecordingGate:
-    """Wraps the recorder sink: while ``recordings`` is off the recorder sees frames without detections, so an
-    active event ends after its post-roll (its clip is finalized as usual) and no new event starts."""
+    """Wraps the recorder sink so it records only what happens while ``recordings`` is on.
+
+    The event stage runs whatever the switch says (MQTT occupancy and the metrics follow the scene); the gate
+    edits the event update the recorder sees: an event that starts while recordings are off is not recorded; an
+    event being recorded when they are turned off ends at that frame (its clip is finalized as usual); turning
+    them on while an event runs starts recording it at that frame. While off, the recorder sees no detections.
+    A result without an event update (no event stage) only loses its detections, so an event ends after its
+    post-roll.
+    """
 
     def __init__(self, sink: Sink, controls: Controls) -> None:
         self.sink = sink
         self.controls = controls
+        self._recording: int | None = None  # seq of the event the recorder is recording
 
     def on_result(self, result: FrameResult) -> None:
-        if not self.controls.recordings and result.detections:
+        on = self.controls.recordings
+        if result.events is not None:
+            result = replace(result, events=self._gate(result.events, result.frame.ts, on))
+        if not on and result.detections:
             result = replace(result, detections=[])
         self.sink.on_result(result)
+
+    def _gate(self, ev: EventUpdate, ts: float, on: bool) -> EventUpdate:
+        signals: list[EventStart | EventEnd] = []
+        for sig in ev.signals:
+            if isinstance(sig, EventEnd) and sig.seq == self._recording:
+                signals.append(sig)
+                self._recording = None
+            elif isinstance(sig, EventStart) and on:
+                signals.append(sig)
+                self._recording = sig.seq
+        if on and self._recording is None and ev.active:  # turned on during an event
+            signals.append(EventStart(ev.seq, ts, ts))
+            self._recording = ev.seq
+        elif not on and self._recording is not None:  # turned off during a recorded event
+            st = ev.stats
+            signals.append(
+                EventEnd(
+                    self._recording, ts, ts, False, st.max_score, st.mean_score, st.peak_count, st.best_ts
+                )
+            )
+            self._recording = None
+        recording = self._recording is not None
+        return replace(
+            ev,
+            signals=tuple(signals),
+            active=recording,
+            best_frame=ev.best_frame and recording,
+            matches=ev.matches if on else (),
+        )
 
     def close(self) -> None:
         self.sink.close()

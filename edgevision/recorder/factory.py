@@ -35,13 +35,8 @@ def recorder_settings(cfg: EdgeVisionConfig, camera: str, fps_hint: float | None
         codec = choose_codec(r.codec)
     except ValueError as exc:
         raise ConfigError(f"recorder.codec: {exc}") from None
-    events = EventSettings(
-        labels=tuple(r.labels), min_score=r.min_score, min_area=r.min_area, trigger_frames=r.trigger_frames,
-        window_frames=r.window_frames, post_roll=r.post_roll_s, max_length=r.max_length_s,
-        zones=tuple(tuple((float(x), float(y)) for x, y in z) for z in r.zones),
-    )  # fmt: skip
     return RecorderSettings(
-        data_dir=data_dir(cfg), camera=r.camera or camera, events=events, pre_roll=r.pre_roll_s,
+        data_dir=data_dir(cfg), camera=r.camera or camera, events=EventSettings.from_config(r), pre_roll=r.pre_roll_s,
         pre_roll_max_bytes=r.pre_roll_max_mb << 20, queue_frames=r.queue_frames, codec=codec,
         jpeg_quality=r.jpeg_quality, thumb_width=r.thumbnail_width, fps_hint=fps_hint or 25.0,
         retention=retention_policy(cfg), retention_interval_s=cfg.retention.interval_s,

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
+from edgevision.events.stage import EventStage
+from edgevision.events.state import EventEnd, EventSettings, EventStart
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
@@ -83,6 +84,7 @@ class _Item:
     best: bool
     faces: list[Face] | None = None
     stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)  # (max, mean, peak, best ts) of the event
+    matches: list[Detection] = field(default_factory=list)  # the frame's qualifying detections
 
 
 @dataclass
@@ -114,6 +116,7 @@ class Recorder:
         free_bytes: Callable[[Path], int] = free_space,
         fps_source: Callable[[], float | None] | None = None,
         listeners: list[Callable[[str, dict[str, Any]], object]] | None = None,
+        events: EventStage | None = None,
     ) -> None:
         self.s = settings
         self.listeners = list(listeners or [])
@@ -131,7 +134,7 @@ class Recorder:
         except BaseException:
             self._dir_lock.release()
             raise
-        self.tracker = EventTracker(settings.events)
+        self.events = events or EventStage(settings.events)  # the pipeline's stage; its own when fed directly
         self.ring = PreRollRing(settings.pre_roll, settings.pre_roll_max_bytes, settings.jpeg_quality)
         self.mode = Mode.NORMAL
         self._floor = record_floor(settings.retention.min_free_bytes)
@@ -157,10 +160,10 @@ class Recorder:
     def on_result(self, result: FrameResult) -> None:
         if self._error is not None:
             raise self._error
-        signals = self.tracker.update(result.frame.ts, result.detections)
-        st = self.tracker.stats  # read here, in the thread that owns the tracker
-        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces,
-                     (st.max_score, st.mean_score, st.peak_count, st.best_ts))  # fmt: skip
+        ev = result.events if result.events is not None else self.events.update(result)
+        signals, st = list(ev.signals), ev.stats
+        item = _Item(result.frame, list(result.detections), signals, ev.best_frame, result.faces,
+                     (st.max_score, st.mean_score, st.peak_count, st.best_ts), list(ev.matches))  # fmt: skip
         self._last_frame = result.frame
         if self.blocking or signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
@@ -179,9 +182,9 @@ class Recorder:
 
     def close(self) -> None:
         """Finalize an active event at the last frame, stop the thread and re-raise its failure, if any."""
-        end = self.tracker.flush(self._last_frame.ts) if self._last_frame is not None else None
-        if end is not None and self._last_frame is not None:
-            self._put_final(_Item(self._last_frame, [], [end], False))
+        final = self.events.flush()
+        if final is not None and self._last_frame is not None:
+            self._put_final(_Item(self._last_frame, [], list(final.signals), False))
         self._put_final(None)
         self._thread.join(timeout=120.0)
         if self._thread.is_alive():
@@ -261,7 +264,7 @@ class Recorder:
                                     "peak_count": item.stats[2]})  # fmt: skip
         if item.best or active.best_image is None:
             active.best_image = image
-            active.best_dets = self.tracker.matches(item.detections) or item.detections
+            active.best_dets = item.matches or item.detections
         if self.s.store_face_crops and item.faces:
             top = max(item.faces, key=lambda f: f.score)
             if top.score > active.best_face_score:

@@ -2,7 +2,7 @@
 protocols of the stages that make and consume them. Imports nothing above itself; everything imports it."""
 
 from edgevision.results.detection import BBox, Detection, PixelBox
-from edgevision.results.events import EventEnd, EventStart
+from edgevision.results.events import EventEnd, EventStart, EventStats, EventUpdate
 from edgevision.results.face import Face, HeadPose
 from edgevision.results.frame import Frame, PreparedInput
 from edgevision.results.result import (
@@ -24,6 +24,8 @@ __all__ = [
     "Detection",
     "EventEnd",
     "EventStart",
+    "EventStats",
+    "EventUpdate",
     "Face",
     "Frame",
     "FrameResult",

@@ -8,11 +8,11 @@ passed by string key.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 from edgevision.results.detection import Detection
-from edgevision.results.events import EventEnd, EventStart
+from edgevision.results.events import EventUpdate
 from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
@@ -100,7 +100,7 @@ class FrameResult:
     rung: str | None = None
     switch: SwitchInfo | None = None
     faces: list[Face] | None = None
-    events: list[EventStart | EventEnd] = field(default_factory=list)
+    events: EventUpdate | None = None  # set by the event stage; None in a run without one
 
     @classmethod
     def from_outcome(cls, frame: Frame, outcome: DetectOutcome) -> FrameResult:

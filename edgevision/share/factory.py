@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgevision.config import EdgeVisionConfig
-from edgevision.events.state import EventSettings
+from edgevision.events.stage import EventStage
 from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import Runner
@@ -52,16 +52,6 @@ class StatsPublisher:
 
     def close(self) -> None:
         pass
-
-
-def event_settings(cfg: EdgeVisionConfig) -> EventSettings:
-    """The event state machine's settings (``recorder:``): the same for the recorder and for MQTT."""
-    r = cfg.recorder
-    return EventSettings(
-        labels=tuple(r.labels), min_score=r.min_score, min_area=r.min_area, trigger_frames=r.trigger_frames,
-        window_frames=r.window_frames, post_roll=r.post_roll_s, max_length=r.max_length_s,
-        zones=tuple(tuple((float(x), float(y)) for x, y in z) for z in r.zones),
-    )  # fmt: skip
 
 
 @dataclass
@@ -124,9 +114,10 @@ class Sharing:
 
 
 def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: object,
-                  stats: Callable[[], dict[str, Any]], controls: Controls | None = None,
+                  stats: Callable[[], dict[str, Any]], events: EventStage, controls: Controls | None = None,
                   web_socket: socket.socket | None = None) -> Sharing:  # fmt: skip
-    """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`."""
+    """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`; ``events``
+    is the pipeline's event stage (MQTT occupancy and events read its updates on the results)."""
     sharing = Sharing()
     if cfg.web.enabled:
         budget = cfg.scheduler.budget if cfg.scheduler.enabled else None
@@ -156,7 +147,7 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
                                      discovery, controls, switches,
                                      m.reconnect_max_s, m.drain_timeout_s)  # fmt: skip
         sharing.relay = EventRelay(sharing.mqtt)
-        presence = Presence(sharing.mqtt, sharing.relay, event_settings(cfg), emit_events=not cfg.recorder.enabled,
+        presence = Presence(sharing.mqtt, sharing.relay, events, emit_events=not cfg.recorder.enabled,
                             snapshot_interval=m.snapshot_interval_s)  # fmt: skip
         sharing.sinks += [presence, StatsPublisher(sharing.mqtt, m.stats_interval_s, stats)]
     return sharing

@@ -72,6 +72,12 @@ class Metrics:
         self.objects = Gauge(
             "edgevision_detected_objects", "Objects detected in the latest frame", ["label"], registry=r
         )
+        self.events_seen = Counter(
+            "edgevision_person_events", "Person events the event stage started (recorded or not)", registry=r
+        )
+        self.event_active = Gauge(
+            "edgevision_person_event_active", "1 while a person event is running", registry=r
+        )
         self.detect_skipped = Counter(
             "edgevision_detect_skipped_frames", "Frames not detected on: detection switched off", registry=r
         )
@@ -117,6 +123,10 @@ class Metrics:
             self._rung = rung
         if result.switch is not None:
             self.switches.inc()
+        if result.events is not None:
+            if result.events.started is not None:
+                self.events_seen.inc()
+            self.event_active.set(1.0 if result.events.active else 0.0)
         counts: dict[str, int] = dict.fromkeys(self._labels, 0)
         for d in result.detections:
             counts[d.label] = counts.get(d.label, 0) + 1

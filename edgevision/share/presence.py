@@ -1,9 +1,9 @@
 """What Home Assistant shows about the scene, with or without ``--record``: per-label counts, occupancy ON/OFF
-(the recorder's own event state machine, so it matches the recorded events), the best snapshot of each event,
-and, when nothing records, the events themselves.
+(from the event stage's update on each result, the one the recorder reads, so it matches the recorded events),
+the best snapshot of each event, and, when nothing records, the events themselves.
 
-The pipeline thread only counts and runs the pure state machine; JPEG encoding happens in a snapshot thread
-that takes the latest offered frame (a reference, never a copy: frames are not written after capture).
+The pipeline thread only counts and reads ``result.events``; JPEG encoding happens in a snapshot thread that
+takes the latest offered frame (a reference, never a copy: frames are not written after capture).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
+from edgevision.events.stage import EventStage
 from edgevision.render import draw_detections
-from edgevision.results import FrameResult
+from edgevision.results import EventEnd, EventStart, EventUpdate, FrameResult
 from edgevision.results.detection import Detection
 from edgevision.share.mqtt import Publisher, on_off
 from edgevision.share.mqtt_events import EventRelay, event_unrecorded
@@ -82,20 +82,23 @@ class SnapshotPublisher:
 
 
 class Presence:
-    """A pipeline sink: counts per label, occupancy, event snapshots and (``emit_events``) the events."""
+    """A pipeline sink: counts per label, occupancy, event snapshots and (``emit_events``) the events.
 
-    def __init__(self, publisher: Publisher, relay: EventRelay, settings: EventSettings, emit_events: bool,
+    Reads the update the pipeline's ``events`` stage put on each result; at ``close`` it takes the stage's final
+    update (the end of an event still running when the input ended)."""
+
+    def __init__(self, publisher: Publisher, relay: EventRelay, events: EventStage, emit_events: bool,
                  count_interval: float = 0.5, snapshot_interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.publisher = publisher
         self.relay = relay
-        self.settings = settings
+        self.events = events
+        self.settings = events.settings
         self.emit_events = emit_events
         self.count_interval = count_interval
         self.clock = clock
         self.wall = wall
-        self.label = settings.labels[0]  # the event label (as in the index)
-        self.tracker = EventTracker(settings)
+        self.label = self.settings.labels[0]  # the event label (as in the index)
         topics = publisher.topics
         self.snapshots = SnapshotPublisher(
             lambda jpeg: publisher.state(topics.snapshot(self.label), jpeg, force=True), snapshot_interval
@@ -103,7 +106,6 @@ class Presence:
         self._counts_at = -1e9
         self._start_wall = 0.0
         self._last_update = 0.0
-        self._last_ts: float | None = None
         self._occupied = False
 
     def _counts(self, detections: list[Detection], force: bool = False) -> None:
@@ -120,7 +122,7 @@ class Presence:
                                  top_score, peak_count)  # fmt: skip
         self.relay.publish(kind, event)
 
-    def _signal(self, sig: EventStart | EventEnd) -> None:
+    def _signal(self, sig: EventStart | EventEnd, update: EventUpdate) -> None:
         occupancy = self.publisher.topics.occupancy(self.label)
         if isinstance(sig, EventStart):
             if not self._occupied:  # an event split at max_length stays occupied
@@ -128,7 +130,7 @@ class Presence:
                 self._occupied = True
             self._start_wall = self.wall()
             if self.emit_events:
-                self._event("new", self.tracker.stats.max_score, self.tracker.stats.peak_count)
+                self._event("new", update.stats.max_score, update.stats.peak_count)
         else:
             if self.emit_events:
                 self._event("end", sig.max_score, sig.peak_count, end=True)
@@ -138,23 +140,22 @@ class Presence:
 
     def on_result(self, result: FrameResult) -> None:
         self._counts(result.detections)
+        ev = result.events
+        if ev is None:
+            raise RuntimeError("MQTT presence needs the event stage in the pipeline (result.events is unset)")
+        for sig in ev.signals:
+            self._signal(sig, ev)
         ts = result.frame.ts
-        self._last_ts = ts
-        for sig in self.tracker.update(ts, result.detections):
-            self._signal(sig)
-        if self.tracker.active and self.tracker.best_frame:
-            frame = result.frame
-            image = frame.full if frame.full is not None else frame.image
-            self.snapshots.offer(image, self.tracker.matches(result.detections))
+        if ev.active and ev.best_frame:
+            self.snapshots.offer(result.frame.best_image, list(ev.matches))
             if self.emit_events and ts - self._last_update >= 1.0:
                 self._last_update = ts
-                st = self.tracker.stats
-                self._event("update", st.max_score, st.peak_count)
+                self._event("update", ev.stats.max_score, ev.stats.peak_count)
 
     def close(self) -> None:
-        if self._last_ts is not None:
-            end = self.tracker.flush(self._last_ts)
-            if end is not None:
-                self._signal(end)
+        final = self.events.flush()
+        if final is not None:
+            for sig in final.signals:
+                self._signal(sig, final)
         self.snapshots.close()
         self._counts([], force=True)  # nothing is seen once the run is over

@@ -1,0 +1,57 @@
+"""The event tracker as a pipeline stage: every frame's result carries the tracker's verdict (``result.events``),
+so the recorder, MQTT presence and the metrics all read one state machine instead of running their own.
+
+Runs on the pipeline thread, after the detect step (and the face stages); sinks read the update it leaves.
+"""
+
+from __future__ import annotations
+
+from edgevision.events.state import EventSettings, EventTracker
+from edgevision.results import FrameResult
+from edgevision.results.events import EventStats, EventUpdate
+
+
+class EventStage:
+    """A :class:`~edgevision.results.Stage` around :class:`~edgevision.events.state.EventTracker`.
+
+    ``active`` is whether an event is running now (the scheduler holds its rung during one). At the end of the
+    input, :meth:`flush` closes an active event at the last frame; it is idempotent, so every consumer (recorder,
+    MQTT presence) may ask for the final update at its own ``close`` and all see the same end.
+    """
+
+    def __init__(self, settings: EventSettings) -> None:
+        self.settings = settings
+        self.tracker = EventTracker(settings)
+        self._last_ts: float | None = None
+        self._final: EventUpdate | None = None
+        self._flushed = False
+
+    @property
+    def active(self) -> bool:
+        return self.tracker.active
+
+    def update(self, result: FrameResult) -> EventUpdate:
+        """Feed one frame to the tracker; put the update on ``result.events`` and return it."""
+        t = self.tracker
+        ts = result.frame.ts
+        signals = t.update(ts, result.detections)
+        self._last_ts, self._flushed, self._final = ts, False, None
+        stats = t.stats.snapshot() if t.active else EventStats()
+        matches = tuple(t.matches(result.detections))
+        update = EventUpdate(tuple(signals), t.active, t.seq, t.best_frame, matches, stats)
+        result.events = update
+        return update
+
+    def process(self, result: FrameResult) -> None:
+        self.update(result)
+
+    def flush(self) -> EventUpdate | None:
+        """End of input: the update that closes the active event at the last frame seen, or None when no event
+        was active. Calling it again returns the same update (until another frame is processed)."""
+        if not self._flushed:
+            self._flushed = True
+            end = self.tracker.flush(self._last_ts) if self._last_ts is not None else None
+            if end is not None:
+                stats = EventStats(end.max_score, end.mean_score, end.peak_count, end.best_ts)
+                self._final = EventUpdate((end,), False, end.seq, stats=stats)
+        return self._final

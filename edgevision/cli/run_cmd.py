@@ -253,7 +253,8 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
     recorder: Recorder | None = None
     monitor: ServiceMonitor | None = None
     scheduler = None
-    events = EventStage(EventSettings.from_config(cfg.recorder))  # recorder, MQTT and metrics read its updates
+    # The event stage: the recorder, MQTT and the metrics read its update on each result.
+    events = EventStage(EventSettings.from_config(cfg.recorder))
     if cfg.scheduler.enabled:
         # Rungs are loaded (and profiled) before anything opens the camera or starts a thread.
         scheduler = build_scheduler(

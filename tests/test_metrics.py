@@ -123,3 +123,20 @@ def test_values_are_in_base_units_and_keep_the_slo_and_rung_metrics(scraped: dic
         s.labels.get("stage") == "total"
         for s in f["edgevision_stage_latency_seconds"].samples  # type: ignore[attr-defined]
     )  # end to end is its own histogram
+
+
+def test_person_events_come_from_the_event_stage_with_or_without_a_recorder() -> None:
+    from edgevision.events.stage import EventStage
+    from edgevision.events.state import EventSettings
+
+    metrics, stage = Metrics(), EventStage(EventSettings(trigger_frames=2, window_frames=2, post_roll=0.2))
+    active = []
+    for i, people in enumerate([1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0]):  # two visits at 25 fps
+        r = _result(i, 5.0)
+        if not people:
+            r.detections = []
+        stage.process(r)
+        metrics.on_result(r)
+        active.append(_value(_families(metrics), "edgevision_person_event_active"))
+    assert _value(_families(metrics), "edgevision_person_events_total") == 2
+    assert active == [0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1]

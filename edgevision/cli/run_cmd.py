@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `-
     from edgevision.capture.runner import LiveRunner, Prepare, ReplayRunner
     from edgevision.capture.sources import FrameSource
     from edgevision.config import EdgeVisionConfig
-    from edgevision.pipeline.loop import Runner
+    from edgevision.pipeline.loop import CaptureRunner
     from edgevision.recorder.recorder import Recorder
     from edgevision.service.monitor import ServiceMonitor
 
@@ -162,7 +162,7 @@ def build_runner(cfg: EdgeVisionConfig, prepare: Prepare) -> LiveRunner | Replay
                       open_timeout=s.open_timeout_s)  # fmt: skip
 
 
-def _stats(runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor) -> dict[str, Any]:
+def _stats(runner: CaptureRunner, recorder: Recorder | None, monitor: ServiceMonitor) -> dict[str, Any]:
     out: dict[str, Any] = {"dropped": runner.stats.dropped, "health": monitor.health.text()}
     if recorder is not None:
         out.update(events_started=recorder.events_started, events_finalized=recorder.events_finalized,

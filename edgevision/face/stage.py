@@ -53,29 +53,30 @@ class FaceStage:
         self.detector = detector
         self.frame_detector = frame_detector
         self.landmarks = landmarks
-        self.s = settings
+        self.settings = settings
 
     def find(self, result: FrameResult) -> list[Face]:
         image = result.frame.image
         faces: list[Face] = []
-        if self.s.region == "frame":
+        if self.settings.region == "frame":
             faces += self.detector.detect(image)
         else:
             persons = sorted(
-                (d for d in result.detections if d.label == self.s.person_label), key=lambda d: -d.score
+                (d for d in result.detections if d.label == self.settings.person_label),
+                key=lambda d: -d.score,
             )
-            for p in persons[: self.s.max_persons]:
-                faces += self.detector.detect(image, head_region(p.box, self.s.upper_fraction))
+            for p in persons[: self.settings.max_persons]:
+                faces += self.detector.detect(image, head_region(p.box, self.settings.upper_fraction))
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)
-        faces = dedupe(faces)[: self.s.max_faces]
+        faces = dedupe(faces)[: self.settings.max_faces]
         if self.landmarks is not None:
             refined = [self.landmarks.refine(image, f) for f in faces]
-            faces = [f for f in refined if f.presence is None or f.presence >= self.s.min_presence]
+            faces = [f for f in refined if f.presence is None or f.presence >= self.settings.min_presence]
         return faces
 
     def process(self, result: FrameResult) -> None:
-        if result.frame.index % self.s.every_n_frames:
+        if result.frame.index % self.settings.every_n_frames:
             return
         t0 = time.perf_counter()
         result.faces = self.find(result)

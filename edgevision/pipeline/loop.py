@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Runner(Protocol):
+class CaptureRunner(Protocol):
+    """What the loop needs of a capture runner (``capture.runner.ReplayRunner`` / ``LiveRunner``): frames from a
+    source on its own thread, with the counters of what it captured and dropped."""
+
     stats: CaptureStats
     live: bool
 
@@ -67,7 +70,7 @@ class Pipeline:
 
     def __init__(
         self,
-        runner: Runner,
+        runner: CaptureRunner,
         step: DetectStep,
         sinks: Sequence[Sink] = (),
         stages: Sequence[Stage] = (),

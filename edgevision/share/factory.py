@@ -13,7 +13,7 @@ from edgevision.config import EdgeVisionConfig
 from edgevision.events.stage import EventStage
 from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
-from edgevision.pipeline.loop import Runner
+from edgevision.pipeline.loop import CaptureRunner
 from edgevision.results import FrameResult, Sink
 from edgevision.settings import default_data_dir
 from edgevision.share.hass import discovery_configs
@@ -62,7 +62,7 @@ class Sharing:
     relay: EventRelay | None = None
     metrics: Metrics | None = None
 
-    def attach(self, runner: Runner, recorder: Recorder | None, monitor: ServiceMonitor | None = None,
+    def attach(self, runner: CaptureRunner, recorder: Recorder | None, monitor: ServiceMonitor | None = None,
                controls: Controls | None = None) -> None:  # fmt: skip
         """Connect what the run already counts: the recorder's events to MQTT, and the metrics read at scrape
         time (capture drops, recorder events and queue, throttling, MQTT outbox, switch states)."""

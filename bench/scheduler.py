@@ -39,12 +39,12 @@ from edgevision.capture.runner import LiveRunner
 from edgevision.capture.sources import OpenCVSource, read_frames
 from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.config import load_config
+from edgevision.paths import default_models_dir
 from edgevision.pipeline.loop import Pipeline
 from edgevision.results import FrameResult
 from edgevision.scheduler.factory import controller_settings
 from edgevision.scheduler.ladder import Rung, build_ladder, measure, smooth_costs
 from edgevision.scheduler.runtime import Scheduler
-from edgevision.settings import default_models_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared"))

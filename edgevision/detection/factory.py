@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from edgevision.catalog.resolve import open_model
 from edgevision.config import EdgeVisionConfig
 from edgevision.detection.detector import Detector, DetectorSettings
 from edgevision.inference.backends import RuntimeOptions
-from edgevision.settings import default_models_dir
-
-
-def models_dir(cfg: EdgeVisionConfig) -> Path:
-    """The configured models directory, or the per-user default."""
-    return cfg.models.dir or default_models_dir()
+from edgevision.paths import models_dir
 
 
 def runtime_options(cfg: EdgeVisionConfig) -> RuntimeOptions:

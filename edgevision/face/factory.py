@@ -7,10 +7,11 @@ from dataclasses import replace
 from edgevision.catalog.resolve import open_model
 from edgevision.config import EdgeVisionConfig
 from edgevision.detection.detector import Detector, DetectorSettings
-from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.detection.factory import runtime_options
 from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.face.privacy import PrivacyStage
 from edgevision.face.stage import FaceSettings, FaceStage
+from edgevision.paths import models_dir
 from edgevision.results import Stage
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from edgevision.catalog.resolve import open_model
 from edgevision.config import EdgeVisionConfig
-from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.detection.factory import runtime_options
+from edgevision.paths import models_dir
 from edgevision.scheduler.controller import ControllerSettings
 from edgevision.scheduler.ladder import build_ladder
 from edgevision.scheduler.runtime import PersonGate, Scheduler

@@ -24,10 +24,12 @@ from edgevision.catalog.local import list_local_models, local_model_path
 from edgevision.catalog.resolve import resolve_model
 from edgevision.config import EdgeVisionConfig
 from edgevision.detection.detector import Detector, DetectorSettings
-from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.detection.factory import runtime_options
 from edgevision.detection.labels import load_labels
 from edgevision.errors import ConfigError, ModelError
 from edgevision.inference.backends import open_interpreter
+from edgevision.paths import derived_dir as configured_derived_dir
+from edgevision.paths import models_dir
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.quality import expected_quality, ladder_key
 
@@ -263,7 +265,7 @@ def build_ladder(
     ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
     sc = cfg.scheduler
     cat = load_catalog()
-    derived_dir = sc.derived_dir or (models_dir(cfg) / "derived")
+    derived_dir = configured_derived_dir(cfg)
     opts = runtime_options(cfg)
     saved = load_profile(sc.profile) if sc.profile else {}
     rungs: list[Rung] = []

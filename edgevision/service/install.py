@@ -28,6 +28,7 @@ from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.config_check import check_models, models_loaded
 from edgevision.errors import ConfigError, EdgeVisionError, UsageError
+from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
 from edgevision.service.units import (
     CONFIG_DIR,
@@ -39,7 +40,6 @@ from edgevision.service.units import (
     device_dropin,
     render_unit,
 )
-from edgevision.settings import data_file
 
 Runner = Callable[[Sequence[str]], int]
 SYSUSERS = "/etc/sysusers.d/edgevision.conf"
@@ -297,7 +297,7 @@ def install(
             plan.say("fetch", f"model {entry.name} into {models}")
             plan.changed += 1
             if not dry_run:
-                fetch_entry(entry, models, mirror or cfg.models.mirror)
+                fetch_entry(entry, models, model_mirror(cfg, mirror))
     plan.write(plan.p(TMPFILES), data_file("systemd/edgevision.tmpfiles").read_text())
     if ids is not None:
         _ownership(plan, inst, *ids)

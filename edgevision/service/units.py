@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from edgevision.config import EdgeVisionConfig
 from edgevision.errors import ConfigError, UsageError
-from edgevision.settings import data_file
+from edgevision.paths import data_file
 
 USER = "edgevision"
 CONFIG_DIR = "/etc/edgevision"

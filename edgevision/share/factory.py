@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from edgevision.config import EdgeVisionConfig
 from edgevision.events.state import EventSettings
 from edgevision.naming import topic_name
+from edgevision.paths import default_data_dir
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import Runner
 from edgevision.results import FrameResult, Sink
-from edgevision.settings import default_data_dir
 from edgevision.share.hass import discovery_configs
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics

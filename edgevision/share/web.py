@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import is_loopback
 from edgevision.errors import ConfigError
+from edgevision.paths import events_index
 from edgevision.recorder.index import EventIndex
 from edgevision.redact import redact
 from edgevision.share.live import LiveView
@@ -117,7 +118,7 @@ class WebServer:
             log.warning("web: %s is reachable from the network and no token is set", host)
 
     def index(self) -> EventIndex | None:
-        if self.data_dir is None or not (self.data_dir / "events.db").exists():
+        if self.data_dir is None or not events_index(self.data_dir).exists():
             return None
         return EventIndex(self.data_dir)
 

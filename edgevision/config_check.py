@@ -19,7 +19,7 @@ from typing import Any
 
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.local import list_local_models
-from edgevision.config import EdgeVisionConfig
+from edgevision.config import Device, EdgeVisionConfig
 from edgevision.errors import ConfigError
 from edgevision.paths import data_dir, models_dir
 from edgevision.safe_read import file_kind
@@ -42,7 +42,7 @@ def models_loaded(cfg: EdgeVisionConfig) -> list[str]:
     from edgevision.catalog.entries import load_catalog
 
     names = [cfg.detector.model]
-    if cfg.runtime.device == "edgetpu":
+    if cfg.runtime.device is Device.EDGETPU:
         names += [n for n, m in load_catalog().models.items() if m.cpu_twin == cfg.detector.model]
     if cfg.faces.enabled or cfg.privacy.blur_faces:
         names += [cfg.faces.model] + ([cfg.faces.landmark_model] if cfg.faces.landmarks else [])

@@ -23,7 +23,7 @@ from test_service import Listener
 
 from edgevision.capture.runner import LiveRunner, SourceWait, should_log_attempt
 from edgevision.capture.sources import OpenCVSource, Picamera2Source, redact_url
-from edgevision.config import ServiceConfig, load_config
+from edgevision.config import ServiceConfig, WebConfig, load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.errors import InputError
@@ -152,7 +152,7 @@ def test_no_pings_when_the_main_loop_hangs_while_waiting(tmp_path: Path) -> None
         config=ServiceConfig(progress_timeout_s=0.5, status_interval_s=10),
         capture=runner,
     )
-    web = WebServer("127.0.0.1", 0, LiveView(fps=5), None, None, progress=monitor)
+    web = WebServer(WebConfig(port=0), LiveView(fps=5), None, None, progress=monitor)
     runner.start()
     t_end = time.monotonic() + 1.5
     while time.monotonic() < t_end:  # the main loop polls while it waits

@@ -145,10 +145,11 @@ def run(args: argparse.Namespace) -> int:
 
         raise UsageError("--max-frames must be >= 1")
     from edgevision.app import RunOptions, build
+    from edgevision.config import SourceKind
 
     progress: list[Callable[[], Sink]] = []
     path = cfg.source.path
-    if cfg.source.kind == "video" and path is not None:
+    if cfg.source.kind is SourceKind.VIDEO and path is not None:
         progress.append(lambda: ReplayProgress(path, args.max_frames))
     system = build(cfg, RunOptions(timing=not args.no_timing, extra_sinks=progress))
     summary = system.run(args.max_frames)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from edgevision.config import DetectorConfig
 from edgevision.detection import ssd
 from edgevision.errors import ModelError
 from edgevision.inference.backends import InterpreterHandle
@@ -31,15 +31,6 @@ def to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
     if frame_bgr.shape[2] == 4:
         return cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """Result filtering: score threshold, allowed labels (None = all) and a cap on detections."""
-
-    threshold: float = 0.5
-    labels: tuple[str, ...] | None = None
-    max_detections: int = 20
 
 
 def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -74,7 +65,7 @@ class Detector:
         self,
         handle: InterpreterHandle,
         labels: dict[int, str],
-        settings: DetectorSettings | None = None,
+        config: DetectorConfig | None = None,
         name: str = "model",
         float_range: tuple[float, float] | None = None,
         anchors: np.ndarray | None = None,
@@ -82,7 +73,7 @@ class Detector:
     ) -> None:
         self.handle = handle
         self.labels = labels
-        self.settings = settings or DetectorSettings()
+        self.config = config if config is not None else DetectorConfig()  # threshold, labels, max_detections
         self.name = name
         shape = handle.input_shape
         if len(shape) != 4 or shape[3] != 3:
@@ -105,7 +96,7 @@ class Detector:
                 f"{handle.model_path}: raw SSD outputs without an anchors output; anchors are required"
             )
         self.nms_iou = nms_iou
-        self.class_filter = self._class_filter(self.settings.labels)
+        self.class_filter = self._class_filter(self.config.labels or None)
 
     def _class_filter(self, wanted: Sequence[str] | None) -> set[int] | None:
         if wanted is None:
@@ -150,7 +141,7 @@ class Detector:
 
     def parse(self, outputs: list[np.ndarray]) -> list[Detection]:
         """Parse raw output tensors (as returned by the interpreter) into detections."""
-        s = self.settings
+        s = self.config
         if self.pp_layout is not None:
             lay = self.pp_layout
             count = int(np.asarray(outputs[lay.count]).reshape(-1)[0])

@@ -15,19 +15,6 @@ from edgevision.scheduler.ladder import build_ladder
 from edgevision.scheduler.runtime import PersonGate, Scheduler
 
 
-def controller_settings(cfg: EdgeVisionConfig) -> ControllerSettings:
-    s = cfg.scheduler
-    return ControllerSettings(
-        budget_ms=s.budget,
-        window=s.window,
-        down_after=s.down_after,
-        up_margin=s.up_margin,
-        stable_s=s.stable_s,
-        cooldown_s=s.cooldown_s,
-        event_overrun_factor=s.event_overrun_factor,
-    )
-
-
 def build_scheduler(
     cfg: EdgeVisionConfig,
     sample_frames: Sequence[np.ndarray],
@@ -41,5 +28,9 @@ def build_scheduler(
         handle, _ = open_model(g.model, models_dir(cfg), runtime_options(cfg), cfg.runtime.cpu_fallback)
         gate = PersonGate(handle, g.min_person_prob)
     return Scheduler(
-        rungs, controller_settings(cfg), event_active=event_active, budget_factor=budget_factor, gate=gate
+        rungs,
+        ControllerSettings.of(cfg.scheduler),
+        event_active=event_active,
+        budget_factor=budget_factor,
+        gate=gate,
     )

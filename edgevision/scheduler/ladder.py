@@ -22,8 +22,8 @@ import numpy as np
 from edgevision.catalog.entries import Catalog, load_catalog
 from edgevision.catalog.local import list_local_models, local_model_path
 from edgevision.catalog.resolve import resolve_model
-from edgevision.config import EdgeVisionConfig
-from edgevision.detection.detector import Detector, DetectorSettings
+from edgevision.config import DetectorConfig, EdgeVisionConfig
+from edgevision.detection.detector import Detector
 from edgevision.detection.factory import runtime_options
 from edgevision.detection.labels import load_labels
 from edgevision.errors import ConfigError, ModelError
@@ -154,10 +154,10 @@ def measure(detector: Detector, tensors: Sequence[np.ndarray], invokes: int) -> 
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
-def _settings(cfg: EdgeVisionConfig, threshold: float | None = None) -> DetectorSettings:
+def _detector_config(cfg: EdgeVisionConfig, threshold: float | None = None) -> DetectorConfig:
+    """``detector:`` with a rung's own calibrated threshold (a distilled student's), when it has one."""
     d = cfg.detector
-    labels = tuple(d.labels) if d.labels else None
-    return DetectorSettings(d.threshold if threshold is None else threshold, labels, d.max_detections)
+    return d if threshold is None else d.model_copy(update={"threshold": threshold})
 
 
 def _width_models(cfg: EdgeVisionConfig, cat: Catalog) -> list[str]:
@@ -280,7 +280,9 @@ def build_ladder(
             continue
         try:
             handle = open_interpreter(item.path, opts)
-            det = Detector(handle, item.labels, _settings(cfg, item.threshold), spec.name, item.float_range)
+            det = Detector(
+                handle, item.labels, _detector_config(cfg, item.threshold), spec.name, item.float_range
+            )
         except ModelError as exc:
             if spec.kind != "local":
                 raise

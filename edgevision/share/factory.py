@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edgevision.config import EdgeVisionConfig
 from edgevision.events.state import EventSettings
 from edgevision.naming import topic_name
-from edgevision.paths import default_data_dir
+from edgevision.paths import default_data_dir, mqtt_outbox
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import Runner
 from edgevision.results import FrameResult, Sink
@@ -135,14 +135,11 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         sharing.sinks += [sharing.metrics, live]
         if data_dir is not None:
             sharing.metrics.watch_disk(data_dir)
-        sharing.web = WebServer(
-            cfg.web.host, cfg.web.port, live, sharing.metrics, data_dir, cfg.web.token, progress,
-            sock=web_socket, allowed_hosts=cfg.web.allowed_hosts, session_ttl_s=cfg.web.session_ttl_s,
-        )  # fmt: skip
+        sharing.web = WebServer(cfg.web, live, sharing.metrics, data_dir, progress, sock=web_socket)
     if cfg.mqtt.enabled:
         m = cfg.mqtt
         # The outbox lives with the recordings, or in the user's data dir.
-        outbox = Outbox((data_dir or default_data_dir()) / "mqtt-outbox.db", m.outbox_max)
+        outbox = Outbox(mqtt_outbox(data_dir or default_data_dir()), m.outbox_max)
         topics = Topics(m.topic_prefix, topic_name(camera))
         switches: tuple[str, ...] = ()
         if controls is not None:
@@ -152,9 +149,7 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         if m.homeassistant_discovery:
             discovery = discovery_configs(topics, camera, labels, switches, m.discovery_prefix,
                                           model=f"edgevision ({cfg.detector.model})")  # fmt: skip
-        sharing.mqtt = MqttPublisher(m.host, m.port, outbox, topics, m.client_id, m.username, m.password, m.qos,
-                                     discovery, controls, switches,
-                                     m.reconnect_max_s, m.drain_timeout_s)  # fmt: skip
+        sharing.mqtt = MqttPublisher(m, outbox, topics, discovery, controls, switches)
         sharing.relay = EventRelay(sharing.mqtt)
         presence = Presence(sharing.mqtt, sharing.relay, event_settings(cfg), emit_events=not cfg.recorder.enabled,
                             snapshot_interval=m.snapshot_interval_s)  # fmt: skip

@@ -21,14 +21,13 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from edgevision.config import is_loopback
+from edgevision.config import WebConfig, is_loopback
 from edgevision.errors import ConfigError
 from edgevision.paths import events_index
 from edgevision.recorder.index import EventIndex
@@ -87,18 +86,28 @@ class WebServer:
     ``host:port`` itself. ``allowed_hosts`` are extra ``Host`` names accepted (e.g. a reverse proxy's).
     """
 
-    def __init__(self, host: str, port: int, live: LiveView, metrics: Metrics | None, data_dir: Path | None,
-                 token: str | None = None, progress: object | None = None, *, sock: socket.socket | None = None,
-                 allowed_hosts: Sequence[str] = (), session_ttl_s: float = 3600.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: WebConfig,
+        live: LiveView,
+        metrics: Metrics | None,
+        data_dir: Path | None,
+        progress: object | None = None,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Serve the ``web:`` section's view (host, port, token, allowed hosts, session lifetime) on ``sock``
+        when given (bound early by the caller), else on a socket bound here."""
+        host, port, token = config.host, config.port, config.token
         self.live = live
         self.metrics = metrics
         self.data_dir = data_dir.resolve() if data_dir else None
         self.token = token
         self.progress = progress  # a ServiceMonitor (last_progress, frames) for /healthz
         self.host = host
-        self.allowed_hosts = tuple(allowed_hosts)
+        self.allowed_hosts = tuple(config.allowed_hosts)
         self.names = machine_names()
-        self.sessions = Sessions(session_ttl_s)
+        self.sessions = Sessions(config.session_ttl_s)
         self.limiter = FailureLimiter()
         self.auth_lock = threading.Lock()  # sessions and limiter are touched by every client thread
         self.page = resources.files("edgevision.share").joinpath("page.html").read_bytes()

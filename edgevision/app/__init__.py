@@ -5,7 +5,7 @@ own config section, with explicit constructor arguments. ``app`` imports every p
 except ``cli``.
 """
 
-from edgevision.app.build import RunOptions, build
+from edgevision.app.compose import RunOptions, build
 from edgevision.app.system import System
 
 __all__ = ["RunOptions", "System", "build"]

@@ -136,7 +136,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from edgevision.catalog.entries import load_catalog
-    from edgevision.catalog.fetch import fetch_entry
+    from edgevision.catalog.fetch import FetchAction, fetch_entry
 
     cat = load_catalog()
     names = list(args.names)
@@ -162,10 +162,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         except ModelError as exc:
             errors.append(exc)
             continue
-        verb = "installed" if rep.action == "installed" else "already installed"
-        print(
-            f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if rep.action == "installed" else "")
-        )
+        new = rep.action is FetchAction.INSTALLED
+        verb = "installed" if new else "already installed"
+        print(f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if new else ""))
     if errors:
         joined = "\n".join(map(str, errors))
         # exit 69 only when the network was the one cause; any other failure is a model error (78)

@@ -23,7 +23,7 @@ from edgevision.share.mqtt import MqttPublisher, Topics
 from edgevision.share.mqtt_events import EventRelay
 from edgevision.share.outbox import Outbox
 from edgevision.share.presence import Presence
-from edgevision.share.web import WebServer
+from edgevision.share.web import Progress, WebServer
 
 if TYPE_CHECKING:
     from edgevision.recorder.recorder import Recorder
@@ -123,7 +123,7 @@ class Sharing:
             self.mqtt.close()
 
 
-def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: object,
+def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: Progress | None,
                   stats: Callable[[], dict[str, Any]], controls: Controls | None = None,
                   web_socket: socket.socket | None = None) -> Sharing:  # fmt: skip
     """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`."""

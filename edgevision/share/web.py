@@ -25,6 +25,7 @@ from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import WebConfig, is_loopback
@@ -32,6 +33,7 @@ from edgevision.errors import ConfigError
 from edgevision.paths import events_index
 from edgevision.recorder.index import EventIndex
 from edgevision.redact import redact
+from edgevision.service.watchdog import State
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
 from edgevision.share.webauth import (
@@ -79,6 +81,17 @@ def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
     return sock
 
 
+class Progress(Protocol):
+    """What ``/healthz`` reads from the service monitor."""
+
+    last_progress: float | None
+    frames: int
+
+    def waiting_text(self) -> str: ...
+
+    def state(self) -> State: ...
+
+
 class WebServer:
     """Owns the listening socket and its thread; ``close()`` stops it.
 
@@ -92,7 +105,7 @@ class WebServer:
         live: LiveView,
         metrics: Metrics | None,
         data_dir: Path | None,
-        progress: object | None = None,
+        progress: Progress | None = None,
         *,
         sock: socket.socket | None = None,
     ) -> None:
@@ -316,17 +329,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         mon = self.server_ref.progress
-        last = getattr(mon, "last_progress", None)
+        last = mon.last_progress if mon is not None else None
         age = None if last is None else round(time.monotonic() - last, 3)
-        body = {"status": "ok" if age is not None and age < 30 else "starting" if last is None else "stalled",
-                "frames": getattr(mon, "frames", 0), "last_frame_age_s": age}  # fmt: skip
-        waiting = mon.waiting_text() if hasattr(mon, "waiting_text") else ""
-        if waiting:  # source absent and retried: "waiting" (healthy) or "stalled" (hung), service/watchdog.py
-            body.update(status=getattr(mon, "state")().value, source=waiting)  # noqa: B009
+        status = (
+            State.OK if age is not None and age < 30 else State.STARTING if last is None else State.STALLED
+        )
+        waiting = mon.waiting_text() if mon is not None else ""
+        if mon is not None and waiting:  # source absent and retried: waiting (healthy) or stalled (hung)
+            status = mon.state()
+        body: dict[str, object] = {
+            "status": status.value,
+            "frames": mon.frames if mon is not None else 0,
+            "last_frame_age_s": age,
+        }
+        if waiting:
+            body["source"] = waiting
         self._send(
-            200 if body["status"] != "stalled" else 503,
-            (json.dumps(body) + "\n").encode(),
-            "application/json",
+            503 if status is State.STALLED else 200, (json.dumps(body) + "\n").encode(), "application/json"
         )
 
     def _events(self, query: dict[str, list[str]]) -> None:

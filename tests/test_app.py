@@ -121,6 +121,6 @@ def test_a_failed_build_closes_the_bound_web_port(tmp_path: Path, monkeypatch: p
     real_listen = app_build.listen
     monkeypatch.setattr(app_build, "listen", listen)
     cfg = load_config(overrides={"web.enabled": True, "web.port": 0, "models.dir": str(tmp_path / "empty")})
-    with pytest.raises(ModelError, match="not installed|not found|fetch"):
+    with pytest.raises(ModelError, match=r"not installed|not found|fetch"):
         build(cfg)  # a known catalog name (passes the config check) that is not installed here
     assert len(bound) == 1 and bound[0].fileno() == -1

@@ -35,9 +35,9 @@ from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.config import load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
+from edgevision.paths import default_models_dir
 from edgevision.pipeline.loop import Pipeline
 from edgevision.render import draw_detections
-from edgevision.settings import default_models_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared"))

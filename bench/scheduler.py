@@ -39,12 +39,12 @@ from edgevision.capture.runner import LiveRunner
 from edgevision.capture.sources import OpenCVSource, read_frames
 from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.config import load_config
+from edgevision.paths import default_models_dir
 from edgevision.pipeline.loop import Pipeline
 from edgevision.results import FrameResult
-from edgevision.scheduler.factory import controller_settings
+from edgevision.scheduler.controller import ControllerSettings
 from edgevision.scheduler.ladder import Rung, build_ladder, measure, smooth_costs
 from edgevision.scheduler.runtime import Scheduler
-from edgevision.settings import default_models_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared"))
@@ -209,14 +209,14 @@ def main() -> None:
     budget = args.budget_ms
     if budget is None:
         log(f"measuring {full.name}'s median frame latency on an idle live-paced replay")
-        idle_s = Scheduler([full], controller_settings(cfg))
+        idle_s = Scheduler([full], ControllerSettings.of(cfg.scheduler))
         idle = replay("idle", idle_s, 1, clip / 25.0, [], 200 if args.quick else None)
         median = statistics.median(idle.totals.values())
         budget = args.budget_factor * median
         how = f"{args.budget_factor} x {full.name}'s median frame latency {median:.1f} ms (idle replay)"
     else:
         how = "given"
-    s = replace(controller_settings(cfg), budget_ms=budget)
+    s = replace(ControllerSettings.of(cfg.scheduler), budget_ms=budget)
     fixed: list[Rung] = [r for r in rungs if r.profile.cadence == 1]
     if args.quick:
         fixed = [r for r in fixed if r.spec.size in (300, 224, 192, 160)] or fixed

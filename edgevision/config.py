@@ -6,6 +6,7 @@ applied on top of the file before validation, so a bad flag value is reported th
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,36 @@ from edgevision.config_load import RawConfig, read_config_file
 from edgevision.errors import ConfigError, UsageError
 
 
+class _Mode(str, enum.Enum):
+    """A configuration mode: compares equal to, prints as and is written in YAML as its value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Device(_Mode):
+    """Where the detector runs."""
+
+    CPU = "cpu"
+    EDGETPU = "edgetpu"  # the Coral Edge TPU (falls back to the CPU twin with runtime.cpu_fallback)
+
+
+class SourceKind(_Mode):
+    """Where frames come from."""
+
+    CAMERA = "camera"  # V4L2 / USB camera index
+    PICAMERA2 = "picamera2"  # the Raspberry Pi camera
+    VIDEO = "video"  # a file: a deterministic replay, or paced with source.realtime
+    URL = "url"  # an rtsp:// or http(s):// stream
+
+
+class FaceRegion(_Mode):
+    """Where the face stage looks."""
+
+    PERSONS = "persons"  # the upper part of each person box
+    FRAME = "frame"  # the whole frame
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -32,7 +63,7 @@ class RuntimeConfig(_Strict):
     """Which TFLite runtime and device run the models."""
 
     runtime: Literal["auto", "litert", "tflite-runtime"] = "auto"
-    device: Literal["cpu", "edgetpu"] = "cpu"
+    device: Device = Device.CPU
     threads: int = Field(2, ge=1, le=64)
     edgetpu_device: str | None = None
     cpu_fallback: bool = True
@@ -58,7 +89,7 @@ class DetectorConfig(_Strict):
 class SourceConfig(_Strict):
     """The frame source: a V4L2/USB camera, the Pi camera, a video file or a network stream."""
 
-    kind: Literal["camera", "picamera2", "video", "url"] = "camera"
+    kind: SourceKind = SourceKind.CAMERA
     camera: int = Field(0, ge=0)
     path: Path | None = None
     url: str | None = None
@@ -90,9 +121,9 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _needs(self) -> SourceConfig:
-        if self.kind == "video" and self.path is None:
+        if self.kind is SourceKind.VIDEO and self.path is None:
             raise ValueError("source.kind 'video' needs source.path")
-        if self.kind == "url" and self.url is None:
+        if self.kind is SourceKind.URL and self.url is None:
             raise ValueError("source.kind 'url' needs source.url")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
@@ -157,7 +188,7 @@ class FacesConfig(_Strict):
     enabled: bool = False
     model: str = "blazeface_short_range"
     frame_model: str = "blazeface_full_range"
-    region: Literal["persons", "frame"] = "persons"
+    region: FaceRegion = FaceRegion.PERSONS
     upper_fraction: float = Field(0.5, gt=0.0, le=1.0)
     max_persons: int = Field(5, ge=1, le=100)
     max_faces: int = Field(5, ge=1, le=100)

@@ -19,10 +19,10 @@ from typing import Any
 
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.local import list_local_models
-from edgevision.config import EdgeVisionConfig
+from edgevision.config import Device, EdgeVisionConfig
 from edgevision.errors import ConfigError
+from edgevision.paths import data_dir, models_dir
 from edgevision.safe_read import file_kind
-from edgevision.settings import default_data_dir, default_models_dir
 
 
 def model_keys(cfg: EdgeVisionConfig) -> list[tuple[tuple[Any, ...], str]]:
@@ -42,7 +42,7 @@ def models_loaded(cfg: EdgeVisionConfig) -> list[str]:
     from edgevision.catalog.entries import load_catalog
 
     names = [cfg.detector.model]
-    if cfg.runtime.device == "edgetpu":
+    if cfg.runtime.device is Device.EDGETPU:
         names += [n for n, m in load_catalog().models.items() if m.cpu_twin == cfg.detector.model]
     if cfg.faces.enabled or cfg.privacy.blur_faces:
         names += [cfg.faces.model] + ([cfg.faces.landmark_model] if cfg.faces.landmarks else [])
@@ -105,8 +105,7 @@ def data_dir_problem(path: Path) -> str | None:
 def model_errors(cfg: EdgeVisionConfig) -> list[str]:
     """``file:line key: message`` for every model name that does not name a model here."""
     catalog = load_catalog()
-    models_dir = cfg.models.dir or default_models_dir()
-    known = set(catalog.models) | set(list_local_models(models_dir))
+    known = set(catalog.models) | set(list_local_models(models_dir(cfg)))
     errors = []
     for key, spec in model_keys(cfg):
         problem = model_problem(spec, known)
@@ -120,7 +119,7 @@ def data_dir_errors(cfg: EdgeVisionConfig) -> list[str]:
     explicit = cfg.recorder.data_dir is not None
     if not (explicit or cfg.recorder.enabled or cfg.mqtt.enabled):
         return []
-    data = cfg.recorder.data_dir or default_data_dir()
+    data = data_dir(cfg)
     problem = data_dir_problem(data)
     if not problem:
         return []

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from edgevision.config import EdgeVisionConfig
+from edgevision.config import EdgeVisionConfig, SourceKind
 from edgevision.redact import camera_name_from_url
 
 
@@ -26,7 +26,7 @@ def camera_name(cfg: EdgeVisionConfig) -> str:
     s = cfg.source
     if s.kind in ("camera", "picamera2"):
         return f"{s.kind}{s.camera}"
-    if s.kind == "video":
+    if s.kind is SourceKind.VIDEO:
         return Path(str(s.path)).stem
     return camera_name_from_url(str(s.url))  # host, port and path: never user:password@
 

@@ -11,9 +11,9 @@ from conftest import IMAGES
 from tflite_surgery import strip_postprocess
 
 from edgevision.catalog.resolve import open_model, resolve_model
-from edgevision.config import load_config
+from edgevision.config import DetectorConfig, load_config
 from edgevision.detection import ssd
-from edgevision.detection.detector import Detector, DetectorSettings
+from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
 from edgevision.errors import EdgeTPUUnavailable, ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
@@ -136,7 +136,7 @@ def test_raw_output_model_through_detector(models_dir: Path, tmp_path: Path) -> 
     raw_path = tmp_path / "ssd_v1_raw.tflite"
     raw_path.write_bytes(strip_postprocess(res.path.read_bytes()))
     handle = open_interpreter(raw_path, RuntimeOptions(threads=2))
-    det = Detector(handle, res.labels, DetectorSettings(threshold=0.5, max_detections=10), "raw",
+    det = Detector(handle, res.labels, DetectorConfig(threshold=0.5, max_detections=10), "raw",
                    anchors=ssd.ssd_anchors(V1_FEATURE_MAPS))  # fmt: skip
     assert det.raw_layout is not None and det.pp_layout is None
     ref = detector(models_dir, "ssd_mobilenet_v1_coco_quant")

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from conftest import IMAGES, run_cli
 
-from edgevision.config import load_config
+from edgevision.config import FacesConfig, load_config
 from edgevision.detection.factory import build_detector
 from edgevision.face.blazeface import FULL_RANGE, SHORT_RANGE, blazeface_anchors, decode_faces, weighted_nms
 from edgevision.face.factory import face_detector, landmark_model
 from edgevision.face.landmarks import LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER, UPPER_LIP
 from edgevision.face.privacy import redact
-from edgevision.face.stage import FaceSettings, FaceStage
+from edgevision.face.stage import FaceStage
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.recorder.index import EventIndex
 from edgevision.results import FrameResult, Latency
@@ -109,14 +109,14 @@ def test_decoding_matches_a_direct_invocation(cfg, models_dir: Path) -> None:  #
 def test_cascade_finds_the_face_in_the_person_box(cfg) -> None:  # type: ignore[no-untyped-def]
     img = cv2.imread(str(IMAGES / "grace_hopper.bmp"))
     dets, _ = build_detector(cfg).detect(img)
-    stage = FaceStage(face_detector(cfg), landmark_model(cfg), FaceSettings(region="persons"))
+    stage = FaceStage(face_detector(cfg), landmark_model(cfg), FacesConfig(region="persons"))
     result = FrameResult(Frame(img, 0.0, 0, "test"), dets, Latency(), "m")
     stage.process(result)
     assert result.faces is not None and len(result.faces) == 1 and result.latency.faces is not None
     face = result.faces[0]
     whole = face_detector(cfg).detect(img)[0]
     assert face.box.iou(whole.box) > 0.6 and face.presence and face.presence > 0.9
-    cadence = FaceStage(face_detector(cfg), None, FaceSettings(every_n_frames=3))
+    cadence = FaceStage(face_detector(cfg), None, FacesConfig(every_n_frames=3))
     skipped = FrameResult(Frame(img, 0.04, 1, "test"), dets, Latency(), "m")
     cadence.process(skipped)
     assert skipped.faces is None

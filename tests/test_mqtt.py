@@ -20,7 +20,7 @@ from media import splice
 from mqtt_helpers import MOSQUITTO, Broker, FakePublisher, Subscriber
 
 from edgevision.capture.sources import read_frames
-from edgevision.config import load_config
+from edgevision.config import MqttConfig, load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.events.stage import EventStage
@@ -255,8 +255,9 @@ def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: P
     controls = Controls(detect=True, recordings=True)
     switches = ("detect", "recordings")
     configs = discovery_configs(TOPICS, "porch", ["person"], switches)
-    pub = MqttPublisher("127.0.0.1", broker.port, Outbox(tmp_path / "o.db", 100), TOPICS, discovery=configs,
-                        controls=controls, switches=switches, reconnect_max_s=1, drain_timeout_s=10)  # fmt: skip
+    config = MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1, drain_timeout_s=10)
+    outbox = Outbox(tmp_path / "o.db", 100)
+    pub = MqttPublisher(config, outbox, TOPICS, discovery=configs, controls=controls, switches=switches)
     try:
         sub.wait(lambda: sub.last("edgevision/porch/available") == b"online")
         sub.wait(

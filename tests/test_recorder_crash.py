@@ -18,6 +18,7 @@ import recorder_driver as drv
 from conftest import count_frames, run_cli
 from test_recorder import rows
 
+from edgevision.config import MqttConfig
 from edgevision.fsutil import sha256_file
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.lock import EXIT_BUSY, DataDirBusy, DataDirLock
@@ -231,7 +232,9 @@ def test_mqtt_end_and_person_off_for_a_recovered_event(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _kill_during_event(data, 1.6, fps=10.0)
     outbox = Outbox(tmp_path / "outbox.db", 1000)
-    pub = MqttPublisher("127.0.0.1", 1, outbox, Topics("edgevision", "cam"))  # no broker: messages wait
+    pub = MqttPublisher(
+        MqttConfig(host="127.0.0.1", port=1), outbox, Topics("edgevision", "cam")
+    )  # no broker: messages wait
     try:
         relay = EventRelay(pub)
         Recorder(drv.settings(data), blocking=True, listeners=[relay.recorder_event]).close()

@@ -19,8 +19,8 @@ import pytest
 from conftest import IMAGES, WALKING, run_cli
 
 from edgevision.catalog.resolve import resolve_model
-from edgevision.config import load_config
-from edgevision.detection.detector import Detector, DetectorSettings
+from edgevision.config import DetectorConfig, load_config
+from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.results.detection import BBox, Detection
@@ -53,7 +53,7 @@ def _image(name: str) -> np.ndarray:
 
 def _persons(path: Path, labels: dict[int, str], image: str) -> list[Detection]:
     det = Detector(
-        open_interpreter(path, RuntimeOptions(runtime="litert")), labels, DetectorSettings(threshold=0.5)
+        open_interpreter(path, RuntimeOptions(runtime="litert")), labels, DetectorConfig(threshold=0.5)
     )
     dets, _ = det.detect(_image(image))
     return [d for d in dets if d.label == "person"]

@@ -226,3 +226,29 @@ def test_initial_rung_from_the_profile() -> None:
     assert initial_rung(RUNGS, ControllerSettings(budget_ms=20.0)) == 1  # 16 ms > 75 % of 20 ms; 11.5 fits
     assert initial_rung(RUNGS, ControllerSettings(budget_ms=100.0)) == 0
     assert initial_rung(RUNGS, ControllerSettings(budget_ms=0.5)) == len(RUNGS) - 1  # the cheapest
+
+
+def test_settings_are_a_view_of_the_scheduler_section() -> None:
+    """Every knob of ``scheduler:`` that the controller has reaches it (budget from budget_ms or target_fps)."""
+    from edgevision.config import SchedulerConfig
+
+    section = SchedulerConfig(
+        enabled=True,
+        target_fps=20,
+        window=40,
+        down_after=4,
+        up_margin=0.6,
+        stable_s=7,
+        cooldown_s=3,
+        event_overrun_factor=3,
+    )
+    assert ControllerSettings.of(section) == ControllerSettings(
+        budget_ms=50.0,
+        window=40,
+        down_after=4,
+        up_margin=0.6,
+        stable_s=7,
+        cooldown_s=3,
+        event_overrun_factor=3,
+    )
+    assert ControllerSettings.of(SchedulerConfig(budget_ms=80)).budget_ms == 80

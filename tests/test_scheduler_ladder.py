@@ -228,7 +228,7 @@ def test_students_join_the_ladder_with_resolution_rungs_of_their_own(mdir: Path,
     assert names == [f"{V1}@300", f"{V1}@192", "student_v1_0.5@300", "student_v1_0.5@192"]
     student = rungs[2]
     assert student.spec.kind == "local" and student.spec.alpha == 0.5
-    assert student.detector.settings.threshold == 0.45  # the calibrated threshold is its detector threshold
+    assert student.detector.config.threshold == 0.45  # the calibrated threshold is its detector threshold
     assert student.detector.labels[0] == "person"
     assert rungs[3].detector.input_size == (192, 192)  # derived like the teacher's
 

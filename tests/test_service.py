@@ -18,7 +18,7 @@ from fakes import CameraScript, frames_from
 
 from edgevision.capture.runner import LiveRunner
 from edgevision.capture.sources import OpenCVSource
-from edgevision.config import load_config
+from edgevision.config import ServiceConfig, load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.pipeline.loop import Pipeline
@@ -124,7 +124,9 @@ def test_no_watchdog_while_the_camera_is_stalled(models_dir: Path, tmp_path: Pat
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=script.factory), detector.prepare,
                         stall_timeout=60.0)  # fmt: skip
-    monitor = ServiceMonitor(Notifier(addr), ping_interval=0.1, progress_timeout=0.5, status_interval=10)
+    monitor = ServiceMonitor(
+        Notifier(addr), ping_interval=0.1, config=ServiceConfig(progress_timeout_s=0.5, status_interval_s=10)
+    )
     pipe = Pipeline(runner, FixedDetect(detector), [monitor])
     stop = threading.Event()
     th = threading.Thread(target=pipe.run, args=(stop,), daemon=True)

@@ -23,7 +23,7 @@ from test_service import Listener
 
 from edgevision.capture.runner import LiveRunner, SourceWait, should_log_attempt
 from edgevision.capture.sources import OpenCVSource, Picamera2Source, redact_url
-from edgevision.config import load_config
+from edgevision.config import ServiceConfig, WebConfig, load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.errors import InputError
@@ -114,8 +114,12 @@ def test_camera_late_at_start_is_waited_for_with_ready_status_and_pings(
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=cam.factory), detector.prepare,
                         backoff_initial=0.1, backoff_max=0.4, wait_at_start=True, open_timeout=1.0)  # fmt: skip
-    monitor = ServiceMonitor(Notifier(str(tmp_path / "notify.sock")), ping_interval=0.05,
-                             progress_timeout=0.5, status_interval=10, capture=runner)  # fmt: skip
+    monitor = ServiceMonitor(
+        Notifier(str(tmp_path / "notify.sock")),
+        ping_interval=0.05,
+        config=ServiceConfig(progress_timeout_s=0.5, status_interval_s=10),
+        capture=runner,
+    )
     pipe = Pipeline(runner, FixedDetect(detector), [monitor])
     stop = threading.Event()
     th = threading.Thread(target=pipe.run, args=(stop, 20), daemon=True)
@@ -142,9 +146,13 @@ def test_no_pings_when_the_main_loop_hangs_while_waiting(tmp_path: Path) -> None
     cam = LateCamera(frames_from(str(WALKING), 1), absent=10_000)  # never there
     runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=cam.factory), backoff_initial=0.05,
                         backoff_max=0.1, wait_at_start=True)  # fmt: skip
-    monitor = ServiceMonitor(Notifier(str(tmp_path / "notify.sock")), ping_interval=0.05,
-                             progress_timeout=0.5, status_interval=10, capture=runner)  # fmt: skip
-    web = WebServer("127.0.0.1", 0, LiveView(fps=5), None, None, progress=monitor)
+    monitor = ServiceMonitor(
+        Notifier(str(tmp_path / "notify.sock")),
+        ping_interval=0.05,
+        config=ServiceConfig(progress_timeout_s=0.5, status_interval_s=10),
+        capture=runner,
+    )
+    web = WebServer(WebConfig(port=0), LiveView(fps=5), None, None, progress=monitor)
     runner.start()
     t_end = time.monotonic() + 1.5
     while time.monotonic() < t_end:  # the main loop polls while it waits

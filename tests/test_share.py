@@ -21,6 +21,7 @@ from conftest import WALKING, mjpeg_source, run_cli
 from media import splice
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgevision.config import WebConfig
 from edgevision.recorder.index import EventIndex
 from edgevision.results import FrameResult, Latency
 from edgevision.results.detection import BBox, Detection
@@ -52,7 +53,7 @@ def site(tmp_path: Path):  # type: ignore[no-untyped-def]
     (tmp_path / "secret.txt").write_text("do not serve")
     live = LiveView(fps=50)
     metrics = Metrics(budget_ms=12.0)
-    web = WebServer("127.0.0.1", 0, live, metrics, data, TOKEN)
+    web = WebServer(WebConfig(port=0, token=TOKEN), live, metrics, data)
     for i in range(5):
         live.on_result(result(i))
         metrics.on_result(result(i))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edgevision.config import WebConfig
 from edgevision.errors import ConfigError
 from edgevision.redact import RedactingFilter, camera_name_from_url, redact
 from edgevision.share.live import LiveView
@@ -227,7 +228,9 @@ def test_the_cli_installs_log_redaction(tmp_path: Path) -> None:
 def server(request: pytest.FixtureRequest) -> Iterator[WebServer]:
     host = getattr(request, "param", "127.0.0.1")
     live = LiveView(10, 80)
-    web = WebServer(host, 0, live, None, None, TOKEN, allowed_hosts=["cam.example"])
+    web = WebServer(
+        WebConfig(host=host, port=0, token=TOKEN, allowed_hosts=["cam.example"]), live, None, None
+    )
     yield web
     web.close()
     live.close()

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgevision.errors import ConfigError, ModelError
-from edgevision.settings import data_file
+from edgevision.paths import data_file
 
 Task = Literal["detect", "face", "landmark", "classify"]
 

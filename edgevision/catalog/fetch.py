@@ -7,6 +7,7 @@ same directory, so a crash leaves either no file or the complete one.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import shutil
@@ -70,13 +71,23 @@ def network_failure(exc: BaseException) -> str | None:
     return None
 
 
+class FetchAction(str, enum.Enum):
+    """What ``fetch_entry`` did with a file."""
+
+    INSTALLED = "installed"  # downloaded (or copied from a mirror), verified and installed
+    PRESENT = "present"  # a verified copy was there already
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 @dataclass(frozen=True)
 class FetchReport:
     """What ``fetch_entry`` did for one file."""
 
     name: str
     path: Path
-    action: str  # "installed" | "present"
+    action: FetchAction
     source: str
 
 
@@ -328,7 +339,7 @@ def fetch_entry(
     if final.exists() and not force:
         ok, _ = verify_installed(entry, dest)
         if ok:
-            return FetchReport(entry.name, final, "present", str(final))
+            return FetchReport(entry.name, final, FetchAction.PRESENT, str(final))
     reasons: list[str] = []
     offline: list[bool] = []
     last_network = ""
@@ -351,7 +362,7 @@ def fetch_entry(
         if expected is None:
             _save_pin(dest, entry.file, digest)
         fsync_dir(dest)
-        return FetchReport(entry.name, final, "installed", desc)
+        return FetchReport(entry.name, final, FetchAction.INSTALLED, desc)
     detail = "\n  ".join(reasons)
     if offline and all(offline):
         raise NetworkError(

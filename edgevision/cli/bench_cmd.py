@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--video", type=Path, help="replay clip for person agreement (and realistic frames)")
     q.add_argument("--frames", type=int, default=100, help="frames of the clip to use (default 100)")
     q.add_argument("--invokes", type=int, default=50, help="timed invokes per rung (default 50)")
-    q.add_argument("--out", type=Path, help="profile file (default: <models dir>/derived/profile.json)")
+    q.add_argument("--out", type=Path, help="profile file (default: <derived dir>/profile.json)")
     q.add_argument("--json", action="store_true", help="the measured rungs as one JSON object on stdout")
     q.set_defaults(func=cmd_models)
 
@@ -67,7 +67,7 @@ def person_flags(
 def cmd_models(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edgevision.detection.factory import models_dir
+    from edgevision.paths import profile_path
     from edgevision.scheduler.ladder import build_ladder, save_profile
 
     cfg = config_from_args(args)
@@ -91,7 +91,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 bar.note(r.name)
                 flags = person_flags(r, frames, tick=bar.update)
                 r.profile.agreement = float(np.mean([a == b for a, b in zip(flags, ref_flags, strict=True)]))
-    out = args.out or models_dir(cfg) / "derived" / "profile.json"
+    out = args.out or profile_path(cfg)
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": platform.machine(),

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from edgevision.settings import default_data_dir, default_models_dir
-
 STUDENT_CHOICES = ("mobilenet_v1_0.75", "mobilenet_v1_0.5", "mobilenet_v1_0.25", "mobilenet_v3_small")
 
 
@@ -55,8 +53,9 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--threads", type=int, default=2, help="interpreter threads for teacher and gate")
     q.add_argument("--force", action="store_true", help="replace an installed student of the same name")
     q.add_argument("--json", action="store_true", help="print the result as JSON; no progress output")
-    q.add_argument("--models-dir", type=Path, help="installed models directory (default: per-user cache)")
-    q.add_argument("--data-dir", type=Path, help="data directory with recorded events (for --events)")
+    q.add_argument("--config", type=Path, help="config file (for models.dir and recorder.data_dir)")
+    q.add_argument("--models-dir", type=Path, help="installed models directory (default: models.dir)")
+    q.add_argument("--data-dir", type=Path, help="data directory with recorded events, for --events")
     q.set_defaults(func=cmd_distill)
 
 
@@ -87,11 +86,13 @@ class TerminalProgress:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
+    from edgevision.config import load_config
     from edgevision.distill import GateFailed
     from edgevision.distill.pipeline import DistillOptions, distill
     from edgevision.distill.students import spec_for
     from edgevision.distill.train import TrainSettings
     from edgevision.errors import UsageError
+    from edgevision.paths import data_dir, models_dir
 
     spec_for(args.student)  # unknown student → usage error before anything else
     for flag in ("size", "steps", "batch", "every", "negative_every", "threads"):
@@ -99,11 +100,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.size < 64 or args.size % 2:
         raise UsageError("--size must be an even number of pixels ≥ 64")
+    cfg = load_config(
+        args.config,
+        {
+            "models.dir": str(args.models_dir) if args.models_dir else None,
+            "recorder.data_dir": str(args.data_dir) if args.data_dir else None,
+        },
+    )
     opts = DistillOptions(
         student=args.student,
         videos=list(args.video),
-        models_dir=args.models_dir or default_models_dir(),
-        data_dir=args.data_dir or default_data_dir(),
+        models_dir=models_dir(cfg),
+        data_dir=data_dir(cfg),
         images=args.images,
         events=args.events,
         negatives=list(args.negative),

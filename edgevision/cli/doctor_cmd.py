@@ -70,7 +70,7 @@ def _models(cfg: EdgeVisionConfig) -> Check:
     from edgevision.catalog.entries import load_catalog
     from edgevision.catalog.fetch import verify_installed
     from edgevision.config_check import models_loaded
-    from edgevision.detection.factory import models_dir
+    from edgevision.paths import models_dir
 
     cat, mdir = load_catalog(), models_dir(cfg)
     results: list[tuple[str, bool, str]] = []
@@ -89,8 +89,8 @@ def _models(cfg: EdgeVisionConfig) -> Check:
 def _runtime(cfg: EdgeVisionConfig, timed: bool) -> Check:
     from edgevision.catalog.entries import load_catalog
     from edgevision.catalog.resolve import resolve_model
-    from edgevision.detection.factory import models_dir
     from edgevision.inference.backends import RuntimeOptions, available_runtimes, open_interpreter
+    from edgevision.paths import models_dir
 
     runtimes = available_runtimes()
     model = cfg.detector.model
@@ -122,7 +122,7 @@ def _runtime(cfg: EdgeVisionConfig, timed: bool) -> Check:
 
 def run_checks(args: argparse.Namespace) -> list[Check]:
     """Every check, in the order a user would fix things."""
-    from edgevision.recorder.factory import data_dir
+    from edgevision.paths import data_dir
     from edgevision.service.health import read_health
 
     cfg, config_check = _config(args)

@@ -65,12 +65,12 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def _open(args: argparse.Namespace) -> tuple[EventIndex, Path]:
     from edgevision.config import load_config
-    from edgevision.recorder.factory import data_dir
+    from edgevision.paths import data_dir, events_index
     from edgevision.recorder.index import EventIndex
 
     cfg = load_config(args.config)
     root = args.data_dir or data_dir(cfg)
-    if not (root / "events.db").exists():
+    if not events_index(root).exists():
         raise InputError(f"{root}: no event index here (nothing recorded yet?)")
     return EventIndex(root), root
 
@@ -156,7 +156,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Recover and apply retention, owning the data directory: refused (exit 75, naming the pid) while
     ``edgevision run --record`` records into it. ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
-    from edgevision.recorder.factory import data_dir, retention_policy
+    from edgevision.paths import data_dir
+    from edgevision.recorder.factory import retention_policy
     from edgevision.recorder.index import EventIndex
     from edgevision.recorder.lock import DataDirLock
     from edgevision.recorder.recovery import recover

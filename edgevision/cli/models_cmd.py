@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgevision.cli import distill_cmd
 from edgevision.cli.progress import Progress
 from edgevision.errors import BackendUnavailable, ModelError, NetworkError
-from edgevision.settings import default_models_dir
 
 if TYPE_CHECKING:  # the catalog (pydantic, the TFLite checks) loads when a command runs, not for --help
     from edgevision.catalog.entries import LabelEntry, ModelEntry
     from edgevision.catalog.local import LocalModel
+    from edgevision.config import EdgeVisionConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = p.add_subparsers(dest="models_command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--models-dir", type=Path, help="installed models directory (default: per-user cache)")
+        q.add_argument("--config", type=Path, help="config file (for models.dir and models.mirror)")
+        q.add_argument(
+            "--models-dir",
+            type=Path,
+            help="installed models directory (default: models.dir, else per-user cache)",
+        )
 
     q = msub.add_parser("list", help="the catalog and what is installed")
     common(q)
@@ -34,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("names", nargs="*", metavar="NAME")
     q.add_argument("--all", action="store_true", help="every pinned catalog entry")
-    q.add_argument("--mirror", help="directory or http(s) URL tried first (env EDGEVISION_MODEL_MIRROR)")
+    q.add_argument(
+        "--mirror",
+        help="directory or http(s) URL tried first (env EDGEVISION_MODEL_MIRROR, config models.mirror)",
+    )
     q.add_argument("--allow-unpinned", action="store_true", help="fetch entries without a published sha256")
     q.add_argument("--force", action="store_true", help="re-install even when a verified copy is present")
     q.add_argument("--timeout", type=float, default=60.0, help="network timeout per request (s)")
@@ -55,8 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     distill_cmd.register(msub)
 
 
+def _config(args: argparse.Namespace) -> EdgeVisionConfig:
+    """The config file's ``models:`` section (defaults without ``--config``), ``--models-dir`` applied."""
+    from edgevision.config import load_config
+
+    return load_config(args.config, {"models.dir": str(args.models_dir) if args.models_dir else None})
+
+
 def _dir(args: argparse.Namespace) -> Path:
-    return args.models_dir or default_models_dir()
+    from edgevision.paths import models_dir
+
+    return models_dir(_config(args))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -120,7 +136,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from edgevision.catalog.entries import load_catalog
-    from edgevision.catalog.fetch import fetch_entry
+    from edgevision.catalog.fetch import FetchAction, fetch_entry
 
     cat = load_catalog()
     names = list(args.names)
@@ -128,8 +144,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         names = [n for n, m in cat.models.items() if m.sha256 or args.allow_unpinned]
     if not names:
         raise ModelError("name at least one model to fetch (see `edgevision models list`), or use --all")
-    mirror = args.mirror or os.environ.get("EDGEVISION_MODEL_MIRROR") or None
-    dest = _dir(args)
+    from edgevision.paths import model_mirror, models_dir
+
+    cfg = _config(args)
+    mirror = model_mirror(cfg, args.mirror)
+    dest = models_dir(cfg)
     entries = []
     for n in names:
         for e in cat.files_for(n):
@@ -143,10 +162,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         except ModelError as exc:
             errors.append(exc)
             continue
-        verb = "installed" if rep.action == "installed" else "already installed"
-        print(
-            f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if rep.action == "installed" else "")
-        )
+        new = rep.action is FetchAction.INSTALLED
+        verb = "installed" if new else "already installed"
+        print(f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if new else ""))
     if errors:
         joined = "\n".join(map(str, errors))
         # exit 69 only when the network was the one cause; any other failure is a model error (78)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -49,7 +48,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         args.config,
         args.root.resolve(),
         args.dry_run,
-        args.mirror or os.environ.get("EDGEVISION_MODEL_MIRROR"),
+        args.mirror,  # then EDGEVISION_MODEL_MIRROR, then models.mirror (edgevision.paths.model_mirror)
         name=args.name,
         exec_cmd=args.exec_cmd,
     )

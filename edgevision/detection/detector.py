@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from edgevision.config import DetectorConfig
 from edgevision.detection import ssd
 from edgevision.errors import ModelError
 from edgevision.inference.backends import InterpreterHandle
@@ -34,13 +34,6 @@ def to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
-@dataclass(frozen=True)
-class DetectorSettings:
-    """Result filtering: score threshold, allowed labels (None = all) and a cap on detections."""
-
-    threshold: float = 0.5
-    labels: tuple[str, ...] | None = None
-    max_detections: int = 20
 
 
 class Detector:
@@ -53,7 +46,7 @@ class Detector:
         self,
         handle: InterpreterHandle,
         labels: dict[int, str],
-        settings: DetectorSettings | None = None,
+        config: DetectorConfig | None = None,
         name: str = "model",
         float_range: tuple[float, float] | None = None,
         anchors: np.ndarray | None = None,
@@ -61,7 +54,7 @@ class Detector:
     ) -> None:
         self.handle = handle
         self.labels = labels
-        self.settings = settings or DetectorSettings()
+        self.config = config if config is not None else DetectorConfig()  # threshold, labels, max_detections
         self.name = name
         shape = handle.input_shape
         if len(shape) != 4 or shape[3] != 3:
@@ -84,7 +77,7 @@ class Detector:
                 f"{handle.model_path}: raw SSD outputs without an anchors output; anchors are required"
             )
         self.nms_iou = nms_iou
-        self.class_filter = self._class_filter(self.settings.labels)
+        self.class_filter = self._class_filter(self.config.labels or None)
 
     def _class_filter(self, wanted: Sequence[str] | None) -> set[int] | None:
         if wanted is None:
@@ -129,7 +122,7 @@ class Detector:
 
     def parse(self, outputs: list[np.ndarray]) -> list[Detection]:
         """Parse raw output tensors (as returned by the interpreter) into detections."""
-        s = self.settings
+        s = self.config
         if self.pp_layout is not None:
             lay = self.pp_layout
             count = int(np.asarray(outputs[lay.count]).reshape(-1)[0])

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from edgevision.catalog.resolve import open_model
-from edgevision.config import EdgeVisionConfig
-from edgevision.detection.detector import Detector, DetectorSettings
-from edgevision.inference.backends import RuntimeOptions
-from edgevision.settings import default_models_dir
-
-
-def models_dir(cfg: EdgeVisionConfig) -> Path:
-    """The configured models directory, or the per-user default."""
-    return cfg.models.dir or default_models_dir()
+from edgevision.config import Device, EdgeVisionConfig
+from edgevision.detection.detector import Detector
+from edgevision.inference.backends import DeviceName, RuntimeOptions
+from edgevision.paths import models_dir
 
 
 def runtime_options(cfg: EdgeVisionConfig) -> RuntimeOptions:
+    """The ``runtime:`` section in the inference layer's terms."""
     r = cfg.runtime
+    device: DeviceName = "edgetpu" if r.device is Device.EDGETPU else "cpu"
     return RuntimeOptions(
-        runtime=r.runtime, device=r.device, threads=r.threads, edgetpu_device=r.edgetpu_device
+        runtime=r.runtime, device=device, threads=r.threads, edgetpu_device=r.edgetpu_device
     )
 
 
@@ -32,11 +27,7 @@ def build_detector(cfg: EdgeVisionConfig, model: str | None = None) -> Detector:
     d = cfg.detector
     # A distilled student carries the threshold calibrated to its teacher's operating point; an explicit
     # detector.threshold (config or --threshold) still wins.
-    threshold = d.threshold
     if resolved.default_threshold is not None and "threshold" not in d.model_fields_set:
-        threshold = resolved.default_threshold
-    settings = DetectorSettings(
-        threshold=threshold, labels=tuple(d.labels) if d.labels else None, max_detections=d.max_detections
-    )
+        d = d.model_copy(update={"threshold": resolved.default_threshold})
     float_range = resolved.entry.input_range if resolved.entry else None
-    return Detector(handle, resolved.labels, settings, name=resolved.name, float_range=float_range)
+    return Detector(handle, resolved.labels, d, name=resolved.name, float_range=float_range)

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgevision.detection.detector import to_rgb
 from edgevision.errors import InputError, UsageError
+from edgevision.paths import events_index
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -115,7 +116,7 @@ def read_images(folder: Path, size: int, every: int = 1) -> Source:
 
 def event_clips(data_dir: Path) -> Iterator[Path]:
     """Clips of finalized / recovered events in the recorder's index, oldest first (read only)."""
-    db = data_dir / "events.db"
+    db = events_index(data_dir)
     if not db.is_file():
         raise InputError(f"{db}: no event index (record events with `edgevision run` first)")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)

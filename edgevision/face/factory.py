@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from edgevision.catalog.resolve import open_model
-from edgevision.config import EdgeVisionConfig
-from edgevision.detection.detector import Detector, DetectorSettings
-from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.config import DetectorConfig, EdgeVisionConfig
+from edgevision.detection.detector import Detector
+from edgevision.detection.factory import runtime_options
 from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.face.privacy import PrivacyStage
-from edgevision.face.stage import FaceSettings, FaceStage
+from edgevision.face.stage import FaceStage
+from edgevision.paths import models_dir
 from edgevision.results import Stage
 
 
@@ -24,7 +25,7 @@ def face_detector(cfg: EdgeVisionConfig, spec: str | None = None) -> FaceDetecto
     """BlazeFace, or an SSD face model with the postprocess op (Coral format) through the SSD detector."""
     handle = _load(cfg, spec or cfg.faces.model)
     if handle.info.has_postprocess:
-        settings = DetectorSettings(threshold=cfg.faces.min_score if cfg.faces.min_score is not None else 0.5)
+        settings = DetectorConfig(threshold=cfg.faces.min_score if cfg.faces.min_score is not None else 0.5)
         return SsdFaceDetector(Detector(handle, {0: "face"}, settings, name=spec or cfg.faces.model))
     return FaceDetector(handle, cfg.faces.min_score)
 
@@ -38,10 +39,8 @@ def build_face_stages(cfg: EdgeVisionConfig) -> list[Stage]:
     f, p = cfg.faces, cfg.privacy
     stages: list[Stage] = []
     if f.enabled or p.blur_faces:
-        settings = FaceSettings(region=f.region, upper_fraction=f.upper_fraction, max_persons=f.max_persons,
-                                max_faces=f.max_faces, every_n_frames=f.every_n_frames, min_presence=f.min_presence)  # fmt: skip
         frame_det = face_detector(cfg, f.frame_model) if p.blur_faces and f.region == "persons" else None
-        stages.append(FaceStage(face_detector(cfg), landmark_model(cfg), settings, frame_det))
+        stages.append(FaceStage(face_detector(cfg), landmark_model(cfg), f, frame_det))
     if p.blur_faces or p.masks:
         stages.append(PrivacyStage(p.blur_faces, [tuple(m) for m in p.masks], p.method, p.margin))
     return stages

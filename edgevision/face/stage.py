@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from edgevision.config import FacesConfig
 from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
 from edgevision.results import FrameResult
 from edgevision.results.detection import BBox
 from edgevision.results.face import Face
 
-
-@dataclass(frozen=True)
-class FaceSettings:
-    """Where and how often to look for faces."""
-
-    region: str = "persons"  # persons | frame
-    person_label: str = "person"
-    upper_fraction: float = 0.5  # the head is in the top part of a person box
-    max_persons: int = 5
-    max_faces: int = 5
-    every_n_frames: int = 1
-    min_presence: float = 0.5  # with landmarks: drop "faces" the mesh model says are not faces
+PERSON = "person"  # the detector label whose boxes are searched for faces
 
 
 def dedupe(faces: list[Face], iou: float = 0.4) -> list[Face]:
@@ -49,34 +38,31 @@ class FaceStage:
     """
 
     def __init__(self, detector: FaceDetector | SsdFaceDetector, landmarks: LandmarkModel | None,
-                 settings: FaceSettings, frame_detector: FaceDetector | SsdFaceDetector | None = None) -> None:  # fmt: skip
+                 config: FacesConfig, frame_detector: FaceDetector | SsdFaceDetector | None = None) -> None:  # fmt: skip
         self.detector = detector
         self.frame_detector = frame_detector
         self.landmarks = landmarks
-        self.settings = settings
+        self.config = config  # region, upper_fraction, max_persons, max_faces, every_n_frames, min_presence
 
     def find(self, result: FrameResult) -> list[Face]:
         image = result.frame.image
         faces: list[Face] = []
-        if self.settings.region == "frame":
+        if self.config.region == "frame":
             faces += self.detector.detect(image)
         else:
-            persons = sorted(
-                (d for d in result.detections if d.label == self.settings.person_label),
-                key=lambda d: -d.score,
-            )
-            for p in persons[: self.settings.max_persons]:
-                faces += self.detector.detect(image, head_region(p.box, self.settings.upper_fraction))
+            persons = sorted((d for d in result.detections if d.label == PERSON), key=lambda d: -d.score)
+            for p in persons[: self.config.max_persons]:
+                faces += self.detector.detect(image, head_region(p.box, self.config.upper_fraction))
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)
-        faces = dedupe(faces)[: self.settings.max_faces]
+        faces = dedupe(faces)[: self.config.max_faces]
         if self.landmarks is not None:
             refined = [self.landmarks.refine(image, f) for f in faces]
-            faces = [f for f in refined if f.presence is None or f.presence >= self.settings.min_presence]
+            faces = [f for f in refined if f.presence is None or f.presence >= self.config.min_presence]
         return faces
 
     def process(self, result: FrameResult) -> None:
-        if result.frame.index % self.settings.every_n_frames:
+        if result.frame.index % self.config.every_n_frames:
             return
         t0 = time.perf_counter()
         result.faces = self.find(result)

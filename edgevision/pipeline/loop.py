@@ -27,6 +27,11 @@ class CaptureRunner(Protocol):
     stats: CaptureStats
     live: bool
 
+    @property
+    def fps(self) -> float | None:
+        """The source's frame rate once it is open (``None`` when it does not say)."""
+        ...
+
     def start(self) -> None: ...
 
     def get(self, timeout: float) -> Frame | None: ...
@@ -78,6 +83,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         person_label: str = "person",
         controls: Controls | None = None,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.runner = runner
         self.step = step
@@ -87,7 +93,7 @@ class Pipeline:
         self.clock = clock
         self.person_label = person_label
         self.controls = controls  # run-time switches: detection off means no detections, no rung feedback
-        self.on_status: Callable[[str], None] = lambda line: log.info("status: %s", line)
+        self.on_status: Callable[[str], None] = on_status or (lambda line: log.info("status: %s", line))
 
     def process(self, frame: Frame) -> FrameResult:
         """Detect on one frame and run the stages (sinks are fed by :meth:`run`)."""

@@ -7,10 +7,10 @@ from pathlib import Path
 from edgevision.config import EdgeVisionConfig
 from edgevision.errors import ConfigError
 from edgevision.events.state import EventSettings
+from edgevision.paths import default_data_dir
 from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.recorder import RecorderSettings
 from edgevision.recorder.retention import RetentionPolicy
-from edgevision.settings import default_data_dir
 
 GB = 1 << 30
 

@@ -29,12 +29,17 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgevision.config import SchedulerConfig
 
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    """Tuning of :func:`step` (the config's ``scheduler`` section maps onto it)."""
+    """Tuning of :func:`step`: a frozen view of the ``scheduler:`` section (:meth:`of`) plus the controller's own
+    constants, so the pure decision functions take plain numbers."""
 
     budget_ms: float
     window: int = 25  # frames whose over-budget count catches a heavy tail
@@ -46,6 +51,15 @@ class ControllerSettings:
     down_fit: float = 0.85  # a step down lands on a rung predicted <= down_fit x budget
     load_frames: int = 5  # detect frames the load and overhead medians run over
     max_hold: float = 8.0  # flap damping: the stable period grows to at most this x stable_s
+
+    @classmethod
+    def of(cls, section: SchedulerConfig) -> ControllerSettings:
+        """The view of a ``scheduler:`` section: ``budget_ms`` is its budget (from ``budget_ms`` or
+        ``target_fps``); every other field of the same name is copied, so a new knob is a config field and a
+        field here, nothing else."""
+        same = {f.name: getattr(section, f.name) for f in fields(cls) if f.name in type(section).model_fields}
+        same.pop("budget_ms", None)
+        return cls(budget_ms=section.budget, **same)
 
     @property
     def fit(self) -> float:

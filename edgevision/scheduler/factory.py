@@ -8,23 +8,11 @@ import numpy as np
 
 from edgevision.catalog.resolve import open_model
 from edgevision.config import EdgeVisionConfig
-from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.detection.factory import runtime_options
+from edgevision.paths import models_dir
 from edgevision.scheduler.controller import ControllerSettings
 from edgevision.scheduler.ladder import build_ladder
 from edgevision.scheduler.runtime import PersonGate, Scheduler
-
-
-def controller_settings(cfg: EdgeVisionConfig) -> ControllerSettings:
-    s = cfg.scheduler
-    return ControllerSettings(
-        budget_ms=s.budget,
-        window=s.window,
-        down_after=s.down_after,
-        up_margin=s.up_margin,
-        stable_s=s.stable_s,
-        cooldown_s=s.cooldown_s,
-        event_overrun_factor=s.event_overrun_factor,
-    )
 
 
 def build_scheduler(
@@ -40,5 +28,9 @@ def build_scheduler(
         handle, _ = open_model(g.model, models_dir(cfg), runtime_options(cfg), cfg.runtime.cpu_fallback)
         gate = PersonGate(handle, g.min_person_prob)
     return Scheduler(
-        rungs, controller_settings(cfg), event_active=event_active, budget_factor=budget_factor, gate=gate
+        rungs,
+        ControllerSettings.of(cfg.scheduler),
+        event_active=event_active,
+        budget_factor=budget_factor,
+        gate=gate,
     )

@@ -24,10 +24,11 @@ from edgevision.catalog.labels import load_labels
 from edgevision.catalog.local import list_local_models, local_model_path
 from edgevision.catalog.resolve import resolve_model
 from edgevision.config import DetectorConfig, EdgeVisionConfig, SchedulerConfig
-from edgevision.detection.detector import Detector, DetectorSettings
-from edgevision.detection.factory import models_dir, runtime_options
+from edgevision.detection.detector import Detector
+from edgevision.detection.factory import runtime_options
 from edgevision.errors import ConfigError, ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.paths import models_dir
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.quality import expected_quality, ladder_key
 
@@ -255,12 +256,10 @@ def plan_rungs(sc: SchedulerConfig, mdir: Path, cat: Catalog | None = None) -> l
 def load_rung(item: _Load, opts: RuntimeOptions, det: DetectorConfig) -> Detector | None:
     """Open one planned rung as a detector; None (logged) for a student that cannot load, whose absence only
     narrows the ladder. A configured catalog model that cannot load is an error."""
-    labels = tuple(det.labels) if det.labels else None
-    threshold = det.threshold if item.threshold is None else item.threshold
-    settings = DetectorSettings(threshold, labels, det.max_detections)
+    config = det if item.threshold is None else det.model_copy(update={"threshold": item.threshold})
     try:
         handle = open_interpreter(item.path, opts)
-        return Detector(handle, item.labels, settings, item.spec.name, item.float_range)
+        return Detector(handle, item.labels, config, item.spec.name, item.float_range)
     except ModelError as exc:
         if item.spec.kind != "local":
             raise

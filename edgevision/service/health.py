@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,26 @@ def read_health(throttled_paths: tuple[Path, ...] = THROTTLED_SYSFS, temp_path: 
 def budget_factor(health: PiHealth, tighten: float = 0.8) -> float:
     """When the Pi is throttling, the scheduler treats the budget as ``tighten`` times as large."""
     return tighten if health.throttling else 1.0
+
+
+class HealthState:
+    """The last Pi health reading, shared by the one who refreshes it and those who read it.
+
+    The service monitor refreshes it every status interval (in its thread); the scheduler reads its budget factor
+    every frame and the metrics read it at scrape time. One reference assignment per refresh: a reader sees the
+    old or the new reading, never a mix.
+    """
+
+    def __init__(self, read: Callable[[], PiHealth] = read_health, tighten: float = 0.8) -> None:
+        self._read = read
+        self.tighten = tighten
+        self.current = read()
+
+    def refresh(self) -> PiHealth:
+        """Read the health again and keep it."""
+        self.current = self._read()
+        return self.current
+
+    def budget_factor(self) -> float:
+        """:func:`budget_factor` of the last reading."""
+        return budget_factor(self.current, self.tighten)

@@ -14,6 +14,7 @@ The install ends by checking, from the stat modes, that the service user reaches
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.config_check import check_models, models_loaded
 from edgevision.errors import ConfigError, EdgeVisionError, UsageError
+from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
 from edgevision.service.units import (
     CONFIG_DIR,
@@ -39,7 +41,6 @@ from edgevision.service.units import (
     device_dropin,
     render_unit,
 )
-from edgevision.settings import data_file
 
 Runner = Callable[[Sequence[str]], int]
 SYSUSERS = "/etc/sysusers.d/edgevision.conf"
@@ -57,6 +58,27 @@ def _run(cmd: Sequence[str]) -> int:
     return subprocess.run(list(cmd), check=False).returncode
 
 
+class Verb(str, enum.Enum):
+    """What one line of an install plan does."""
+
+    CREATE = "create"
+    WRITE = "write"
+    CHOWN = "chown"
+    FETCH = "fetch"
+    REMOVE = "remove"
+    RUN = "run"
+    UNCHANGED = "unchanged"
+    KEPT = "kept"
+    SKIPPED = "skipped"
+    OK = "ok"
+    NOTE = "note"
+
+    @property
+    def changes(self) -> bool:
+        """Whether the line changes the system (said as "would …" in a dry run)."""
+        return self not in (Verb.UNCHANGED, Verb.KEPT, Verb.SKIPPED, Verb.OK, Verb.NOTE)
+
+
 @dataclass
 class Plan:
     root: Path
@@ -72,18 +94,17 @@ class Plan:
     def live(self) -> bool:
         return self.root == Path("/")
 
-    def say(self, verb: str, what: str) -> None:
-        prefix = (
-            "would " if self.dry_run and verb not in ("unchanged", "kept", "skipped", "ok", "note") else ""
-        )
-        self.lines.append(f"{prefix}{verb} {what}")
+    def say(self, verb: Verb, what: str) -> None:
+        """One line of the plan; a change is "would …" in a dry run."""
+        prefix = "would " if self.dry_run and verb.changes else ""
+        self.lines.append(f"{prefix}{verb.value} {what}")
         print(self.lines[-1], flush=True)
 
     def command(self, cmd: list[str], what: str, live_only: bool = True) -> None:
         if live_only and not self.live:
-            self.say("skipped", f"{what} (--root: needs the live system): {' '.join(cmd)}")
+            self.say(Verb.SKIPPED, f"{what} (--root: needs the live system): {' '.join(cmd)}")
             return
-        self.say("run", " ".join(cmd))
+        self.say(Verb.RUN, " ".join(cmd))
         self.changed += 1
         if not self.dry_run and self.runner(cmd) != 0:
             raise EdgeVisionError(f"{' '.join(cmd)} failed")
@@ -93,9 +114,9 @@ class Plan:
 
     def write(self, path: Path, content: str, mode: int = 0o644) -> bool:
         if path.exists() and path.read_text() == content:
-            self.say("unchanged", str(path))
+            self.say(Verb.UNCHANGED, str(path))
             return False
-        self.say("write" if path.exists() else "create", str(path))
+        self.say(Verb.WRITE if path.exists() else Verb.CREATE, str(path))
         self.changed += 1
         if not self.dry_run:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +129,7 @@ class Plan:
     def remove(self, path: Path, what: str = "") -> bool:
         if not path.exists():
             return False
-        self.say("remove", f"{path}{what}")
+        self.say(Verb.REMOVE, f"{path}{what}")
         self.changed += 1
         if not self.dry_run:
             path.unlink()
@@ -116,9 +137,9 @@ class Plan:
 
     def mkdir(self, path: Path) -> None:
         if path.is_dir():
-            self.say("unchanged", f"{path}/")
+            self.say(Verb.UNCHANGED, f"{path}/")
             return
-        self.say("create", f"{path}/")
+        self.say(Verb.CREATE, f"{path}/")
         self.changed += 1
         if not self.dry_run:
             path.mkdir(parents=True, mode=0o750, exist_ok=True)
@@ -130,7 +151,7 @@ class Plan:
         st = path.stat()
         if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
             return
-        self.say("chown", f"{path} {uid}:{gid} {mode:04o}")
+        self.say(Verb.CHOWN, f"{path} {uid}:{gid} {mode:04o}")
         self.changed += 1
         if self.dry_run:
             return
@@ -138,7 +159,7 @@ class Plan:
             os.chown(path, uid, gid)
             os.chmod(path, mode)
         except PermissionError:
-            self.say("skipped", f"ownership of {path} (not root; systemd-tmpfiles applies it at boot)")
+            self.say(Verb.SKIPPED, f"ownership of {path} (not root; systemd-tmpfiles applies it at boot)")
 
 
 def exec_path() -> str:
@@ -284,7 +305,7 @@ def install(
     for d in dict.fromkeys((CONFIG_DIR, DATA_DIR, MODELS_DIR, inst.data_dir)):
         plan.mkdir(plan.p(d))
     if target.exists():
-        plan.say("kept", f"{target} (an existing config is never overwritten)")
+        plan.say(Verb.KEPT, f"{target} (an existing config is never overwritten)")
     else:
         plan.write(target, src.read_text(), 0o640)
     models = plan.p(MODELS_DIR)
@@ -292,12 +313,12 @@ def install(
     for model in models_needed(cfg):
         for entry in cat.files_for(model):
             if verify_installed(entry, models)[0]:
-                plan.say("unchanged", f"model {entry.name}")
+                plan.say(Verb.UNCHANGED, f"model {entry.name}")
                 continue
-            plan.say("fetch", f"model {entry.name} into {models}")
+            plan.say(Verb.FETCH, f"model {entry.name} into {models}")
             plan.changed += 1
             if not dry_run:
-                fetch_entry(entry, models, mirror or cfg.models.mirror)
+                fetch_entry(entry, models, model_mirror(cfg, mirror))
     plan.write(plan.p(TMPFILES), data_file("systemd/edgevision.tmpfiles").read_text())
     if ids is not None:
         _ownership(plan, inst, *ids)
@@ -308,7 +329,7 @@ def install(
     unit_changed |= plan.remove(plan.p(f"{inst.dropin_dir}/{LEGACY_DROPIN}"), " (replaced by groups.conf)")
     dropin, notes = device_dropin(cfg, lambda g: access.group_id(root, g) is not None)
     for note in notes:
-        plan.say("note", note)
+        plan.say(Verb.NOTE, note)
     dropin_path = plan.p(f"{inst.dropin_dir}/groups.conf")
     if dropin is not None:
         unit_changed |= plan.write(dropin_path, dropin)
@@ -320,12 +341,12 @@ def install(
     if wants.is_symlink() or (
         plan.live and plan.runner(plan.systemctl("is-enabled", "--quiet", inst.unit)) == 0
     ):
-        plan.say("unchanged", f"{inst.unit} enabled")
+        plan.say(Verb.UNCHANGED, f"{inst.unit} enabled")
     else:
         plan.command(plan.systemctl("enable", inst.unit), f"enable {inst.unit}", live_only=False)
     active = plan.live and plan.runner(["systemctl", "is-active", "--quiet", inst.unit]) == 0
     if active and not unit_changed:
-        plan.say("unchanged", f"{inst.unit} running")
+        plan.say(Verb.UNCHANGED, f"{inst.unit} running")
     else:
         plan.command(["systemctl", "restart" if active else "start", inst.unit], f"start {inst.unit}")
     if not dry_run:
@@ -337,7 +358,7 @@ def _user(plan: Plan) -> None:
     """The system user, declared in sysusers.d and created by systemd-sysusers (``useradd`` without it)."""
     plan.write(plan.p(SYSUSERS), data_file("systemd/edgevision.sysusers").read_text())
     if access.user_ids(plan.root, USER) is not None:
-        plan.say("unchanged", f"user {USER}")
+        plan.say(Verb.UNCHANGED, f"user {USER}")
     elif shutil.which("systemd-sysusers"):
         plan.command(["systemd-sysusers", *([] if plan.live else ["--root", str(plan.root)]),
                       str(plan.p(SYSUSERS))],
@@ -388,7 +409,7 @@ def verify_reachable(plan: Plan, inst: Instance, cfg: EdgeVisionConfig, command:
     """Check from the stat modes that the service user reaches what the unit needs; refuse loudly if not."""
     who = service_principal(plan.root, cfg)
     if who is None:
-        plan.say("skipped", f"access check: user {USER} does not exist in {plan.root} yet")
+        plan.say(Verb.SKIPPED, f"access check: user {USER} does not exist in {plan.root} yet")
         return
     errors = []
     for path, want in unit_paths(inst, cfg, command):
@@ -398,7 +419,7 @@ def verify_reachable(plan: Plan, inst: Instance, cfg: EdgeVisionConfig, command:
         if problem:
             errors.append(problem)
         else:
-            plan.say("ok", f"{USER} can {'+'.join(want)} {path}")
+            plan.say(Verb.OK, f"{USER} can {'+'.join(want)} {path}")
     if errors:
         raise ConfigError("the service user cannot reach what the unit needs:\n  " + "\n  ".join(errors))
 
@@ -424,14 +445,14 @@ def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run, nam
             plan.remove(unit)
         plan.command(["systemctl", "daemon-reload"], "reload unit files")
     else:
-        plan.say("unchanged", f"{inst.unit} not installed")
+        plan.say(Verb.UNCHANGED, f"{inst.unit} not installed")
     data, conf = plan.p(inst.data_dir), plan.p(inst.config)
     if not purge:
-        plan.say("kept", f"{data}/ and {conf} (recordings and config; --purge removes them)")
+        plan.say(Verb.KEPT, f"{data}/ and {conf} (recordings and config; --purge removes them)")
         return plan
     if inst.name is not None:
         if data.exists():
-            plan.say("remove", f"{data}/ (recordings)")
+            plan.say(Verb.REMOVE, f"{data}/ (recordings)")
             plan.changed += 1
             if not dry_run:
                 shutil.rmtree(data)
@@ -439,7 +460,7 @@ def uninstall(root: Path, dry_run: bool, purge: bool, runner: Runner = _run, nam
         return plan
     for d in (plan.p(DATA_DIR), plan.p(CONFIG_DIR)):
         if d.exists():
-            plan.say("remove", f"{d}/ (recordings, models, config)")
+            plan.say(Verb.REMOVE, f"{d}/ (recordings, models, config)")
             plan.changed += 1
             if not dry_run:
                 shutil.rmtree(d)

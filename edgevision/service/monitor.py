@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edgevision.capture.runner import SourceWait
+from edgevision.config import ServiceConfig
 from edgevision.results import FrameResult
-from edgevision.service.health import PiHealth, read_health
+from edgevision.service.health import HealthState, PiHealth
 from edgevision.service.notify import Notifier
 from edgevision.service.watchdog import Liveness, State, should_ping, state
 
@@ -40,22 +41,23 @@ class ServiceMonitor:
         self,
         notifier: Notifier,
         ping_interval: float | None,
-        progress_timeout: float = 10.0,
-        status_interval: float = 5.0,
+        config: ServiceConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
-        health: Callable[[], PiHealth] = read_health,
+        health: HealthState | None = None,
         extra_status: Callable[[], str] = lambda: "",
         capture: Capture | None = None,
     ) -> None:
+        """``config`` is the ``service:`` section (progress timeout, status interval); ``ping_interval`` comes
+        from systemd (``WATCHDOG_USEC``). ``health`` is refreshed here every status interval (a fresh :class:`HealthState` by default)."""
         self.notifier = notifier
         self.capture = capture
         self.ping_interval = ping_interval
-        self.progress_timeout = progress_timeout
-        self.status_interval = status_interval
+        config = config if config is not None else ServiceConfig()
+        self.progress_timeout = config.progress_timeout_s
+        self.status_interval = config.status_interval_s
         self.clock = clock
-        self.read_health = health
+        self.health_state = health if health is not None else HealthState()
         self.extra_status = extra_status
-        self.health = health()
         self._lock = threading.Lock()  # guards the progress fields below
         self.last_progress: float | None = None
         self.frames = 0
@@ -67,6 +69,11 @@ class ServiceMonitor:
         self._stopping_sent = False
         self._thread = threading.Thread(target=self._run, name="service-monitor", daemon=True)
         self._thread.start()
+
+    @property
+    def health(self) -> PiHealth:
+        """The last Pi health reading."""
+        return self.health_state.current
 
     def on_result(self, result: FrameResult) -> None:
         with self._lock:
@@ -134,7 +141,7 @@ class ServiceMonitor:
                 self.pings += 1
             if now >= next_status:
                 next_status = now + self.status_interval
-                self.health = self.read_health()
+                self.health_state.refresh()
                 if self.health.throttling != was_throttling or self.health.under_voltage:
                     level = (
                         logging.WARNING

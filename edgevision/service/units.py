@@ -8,9 +8,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgevision.config import EdgeVisionConfig
+from edgevision.config import Device, EdgeVisionConfig
 from edgevision.errors import ConfigError, UsageError
-from edgevision.settings import data_file
+from edgevision.paths import data_file
 
 USER = "edgevision"
 CONFIG_DIR = "/etc/edgevision"
@@ -94,7 +94,7 @@ PCIE_CORAL = DeviceNeed("apex", ("char-apex",), "PCIe/M.2 Coral (/dev/apex_0, th
 def device_needs(cfg: EdgeVisionConfig) -> list[DeviceNeed]:
     """What the config needs beyond the base unit's device list (cameras; the Coral with the Edge TPU)."""
     needs = [CAMERA]
-    if cfg.runtime.device == "edgetpu":
+    if cfg.runtime.device is Device.EDGETPU:
         needs += [USB_CORAL, PCIE_CORAL]
     return needs
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from edgevision.config import EdgeVisionConfig
 from edgevision.events.stage import EventStage
 from edgevision.naming import topic_name
+from edgevision.paths import default_data_dir, mqtt_outbox
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import CaptureRunner
 from edgevision.results import FrameResult, Sink
-from edgevision.settings import default_data_dir
 from edgevision.share.hass import discovery_configs
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
@@ -23,7 +23,7 @@ from edgevision.share.mqtt import MqttPublisher, Topics
 from edgevision.share.mqtt_events import EventRelay
 from edgevision.share.outbox import Outbox
 from edgevision.share.presence import Presence
-from edgevision.share.web import WebServer
+from edgevision.share.web import Progress, WebServer
 
 if TYPE_CHECKING:
     from edgevision.recorder.recorder import Recorder
@@ -113,7 +113,7 @@ class Sharing:
             self.mqtt.close()
 
 
-def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: object,
+def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: Progress | None,
                   stats: Callable[[], dict[str, Any]], events: EventStage, controls: Controls | None = None,
                   web_socket: socket.socket | None = None) -> Sharing:  # fmt: skip
     """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`; ``events``
@@ -126,14 +126,11 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         sharing.sinks += [sharing.metrics, live]
         if data_dir is not None:
             sharing.metrics.watch_disk(data_dir)
-        sharing.web = WebServer(
-            cfg.web.host, cfg.web.port, live, sharing.metrics, data_dir, cfg.web.token, progress,
-            sock=web_socket, allowed_hosts=cfg.web.allowed_hosts, session_ttl_s=cfg.web.session_ttl_s,
-        )  # fmt: skip
+        sharing.web = WebServer(cfg.web, live, sharing.metrics, data_dir, progress, sock=web_socket)
     if cfg.mqtt.enabled:
         m = cfg.mqtt
         # The outbox lives with the recordings, or in the user's data dir.
-        outbox = Outbox((data_dir or default_data_dir()) / "mqtt-outbox.db", m.outbox_max)
+        outbox = Outbox(mqtt_outbox(data_dir or default_data_dir()), m.outbox_max)
         topics = Topics(m.topic_prefix, topic_name(camera))
         switches: tuple[str, ...] = ()
         if controls is not None:
@@ -143,9 +140,7 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         if m.homeassistant_discovery:
             discovery = discovery_configs(topics, camera, labels, switches, m.discovery_prefix,
                                           model=f"edgevision ({cfg.detector.model})")  # fmt: skip
-        sharing.mqtt = MqttPublisher(m.host, m.port, outbox, topics, m.client_id, m.username, m.password, m.qos,
-                                     discovery, controls, switches,
-                                     m.reconnect_max_s, m.drain_timeout_s)  # fmt: skip
+        sharing.mqtt = MqttPublisher(m, outbox, topics, discovery, controls, switches)
         sharing.relay = EventRelay(sharing.mqtt)
         presence = Presence(sharing.mqtt, sharing.relay, events, emit_events=not cfg.recorder.enabled,
                             snapshot_interval=m.snapshot_interval_s)  # fmt: skip

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgevision.config import MqttConfig
 from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
 from edgevision.share.outbox import Outbox
@@ -83,35 +84,42 @@ def on_off(on: bool) -> bytes:
 class MqttPublisher:
     """Owns the paho client, its network thread and the outbox sender thread."""
 
-    def __init__(self, host: str, port: int, outbox: Outbox, topics: Topics, client_id: str | None = None,
-                 username: str | None = None, password: str | None = None, qos: int = 2,
-                 discovery: Sequence[tuple[str, dict[str, Any] | None]] = (), controls: Controls | None = None,
-                 switches: Sequence[str] = (), reconnect_max_s: float = 30.0,
-                 drain_timeout_s: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: MqttConfig,
+        outbox: Outbox,
+        topics: Topics,
+        discovery: Sequence[tuple[str, dict[str, Any] | None]] = (),
+        controls: Controls | None = None,
+        switches: Sequence[str] = (),
+    ) -> None:
+        """Connect (in the background) as the ``mqtt:`` section says: broker, credentials, client id, QoS,
+        reconnect backoff, drain timeout."""
+        c = config
         try:
             import paho.mqtt.client as mqtt
         except ImportError as exc:  # pragma: no cover - paho is a dependency
             raise RuntimeError("paho-mqtt is not installed") from exc
         self.outbox = outbox
         self.topics = topics
-        self.qos = qos
+        self.qos = c.qos
         self.discovery = list(discovery)
         self.controls = controls
         self.switches = tuple(switches)  # the switches this run can honour (recordings needs a recorder)
         self.sent = 0
-        self.drain_timeout = drain_timeout_s
+        self.drain_timeout = c.drain_timeout_s
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._state_lock = threading.Lock()  # guards _state (written by pipeline, recorder, paho threads)
         self._state: dict[str, bytes] = {}
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edgevision-{topics.camera}",
+            mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id or f"edgevision-{topics.camera}",
             clean_session=False,
         )  # fmt: skip
-        if username:
-            self.client.username_pw_set(username, password)
+        if c.username:
+            self.client.username_pw_set(c.username, c.password)
         self.client.will_set(topics.available, "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(reconnect_max_s)))
+        self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(c.reconnect_max_s)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         for name in self.switches:
@@ -122,7 +130,7 @@ class MqttPublisher:
                     topics.switch_state(name), on_off(name in self.switches and controls.get(name))
                 )
             controls.listeners.append(self._switched)
-        self.client.connect_async(host, port, keepalive=30)
+        self.client.connect_async(c.host, c.port, keepalive=30)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._send_loop, name="mqtt-outbox", daemon=True)
         self._thread.start()

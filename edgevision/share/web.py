@@ -21,17 +21,19 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from edgevision.config import is_loopback
+from edgevision.config import WebConfig, is_loopback
 from edgevision.errors import ConfigError
+from edgevision.paths import events_index
 from edgevision.recorder.index import EventIndex
 from edgevision.redact import redact
+from edgevision.service.watchdog import State
 from edgevision.share.live import LiveView
 from edgevision.share.metrics import Metrics
 from edgevision.share.webauth import (
@@ -79,6 +81,17 @@ def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
     return sock
 
 
+class Progress(Protocol):
+    """What ``/healthz`` reads from the service monitor."""
+
+    last_progress: float | None
+    frames: int
+
+    def waiting_text(self) -> str: ...
+
+    def state(self) -> State: ...
+
+
 class WebServer:
     """Owns the listening socket and its thread; ``close()`` stops it.
 
@@ -86,18 +99,28 @@ class WebServer:
     ``host:port`` itself. ``allowed_hosts`` are extra ``Host`` names accepted (e.g. a reverse proxy's).
     """
 
-    def __init__(self, host: str, port: int, live: LiveView, metrics: Metrics | None, data_dir: Path | None,
-                 token: str | None = None, progress: object | None = None, *, sock: socket.socket | None = None,
-                 allowed_hosts: Sequence[str] = (), session_ttl_s: float = 3600.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: WebConfig,
+        live: LiveView,
+        metrics: Metrics | None,
+        data_dir: Path | None,
+        progress: Progress | None = None,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Serve the ``web:`` section's view (host, port, token, allowed hosts, session lifetime) on ``sock``
+        when given (bound early by the caller), else on a socket bound here."""
+        host, port, token = config.host, config.port, config.token
         self.live = live
         self.metrics = metrics
         self.data_dir = data_dir.resolve() if data_dir else None
         self.token = token
         self.progress = progress  # a ServiceMonitor (last_progress, frames) for /healthz
         self.host = host
-        self.allowed_hosts = tuple(allowed_hosts)
+        self.allowed_hosts = tuple(config.allowed_hosts)
         self.names = machine_names()
-        self.sessions = Sessions(session_ttl_s)
+        self.sessions = Sessions(config.session_ttl_s)
         self.limiter = FailureLimiter()
         self.auth_lock = threading.Lock()  # sessions and limiter are touched by every client thread
         self.page = resources.files("edgevision.share").joinpath("page.html").read_bytes()
@@ -117,7 +140,7 @@ class WebServer:
             log.warning("web: %s is reachable from the network and no token is set", host)
 
     def index(self) -> EventIndex | None:
-        if self.data_dir is None or not (self.data_dir / "events.db").exists():
+        if self.data_dir is None or not events_index(self.data_dir).exists():
             return None
         return EventIndex(self.data_dir)
 
@@ -306,17 +329,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         mon = self.server_ref.progress
-        last = getattr(mon, "last_progress", None)
+        last = mon.last_progress if mon is not None else None
         age = None if last is None else round(time.monotonic() - last, 3)
-        body = {"status": "ok" if age is not None and age < 30 else "starting" if last is None else "stalled",
-                "frames": getattr(mon, "frames", 0), "last_frame_age_s": age}  # fmt: skip
-        waiting = mon.waiting_text() if hasattr(mon, "waiting_text") else ""
-        if waiting:  # source absent and retried: "waiting" (healthy) or "stalled" (hung), service/watchdog.py
-            body.update(status=getattr(mon, "state")().value, source=waiting)  # noqa: B009
+        status = (
+            State.OK if age is not None and age < 30 else State.STARTING if last is None else State.STALLED
+        )
+        waiting = mon.waiting_text() if mon is not None else ""
+        if mon is not None and waiting:  # source absent and retried: waiting (healthy) or stalled (hung)
+            status = mon.state()
+        body: dict[str, object] = {
+            "status": status.value,
+            "frames": mon.frames if mon is not None else 0,
+            "last_frame_age_s": age,
+        }
+        if waiting:
+            body["source"] = waiting
         self._send(
-            200 if body["status"] != "stalled" else 503,
-            (json.dumps(body) + "\n").encode(),
-            "application/json",
+            503 if status is State.STALLED else 200, (json.dumps(body) + "\n").encode(), "application/json"
         )
 
     def _events(self, query: dict[str, list[str]]) -> None:

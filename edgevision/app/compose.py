@@ -1,0 +1,207 @@
+"""Build the running system from the configuration, in dependency order.
+
+The order is the guarantee a user sees:
+
+1. output paths and the configuration are checked, then the web port is bound: a bad path is exit 2, a bad
+   model name, data directory or port exit 78, before any model loads or anything is opened;
+2. the detect step (a fixed detector, or the scheduler with every rung loaded and profiled) and the face stages:
+   every model is loaded and probed before the source opens;
+3. the capture runner (the source opens when the pipeline starts it), then the sinks, the recorder (it locks the
+   data directory and recovers what a crash left open before the first frame), the service monitor, sharing;
+4. the pipeline.
+
+Every component is built once, from its config section, and handed to those that use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgevision.app.source import build_runner, replays, sample_frames
+from edgevision.app.system import System
+from edgevision.capture.runner import LiveRunner, ReplayRunner
+from edgevision.config import EdgeVisionConfig
+from edgevision.config_check import check_config
+from edgevision.detection.detector import FixedDetect
+from edgevision.detection.factory import build_detector
+from edgevision.events import EventSettings, EventStage
+from edgevision.face.factory import build_face_stages
+from edgevision.naming import camera_name
+from edgevision.paths import data_dir
+from edgevision.pipeline.control import Controls, RecordingGate
+from edgevision.pipeline.loop import Pipeline
+from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink, check_video_target
+from edgevision.recorder.factory import recorder_settings
+from edgevision.recorder.recorder import Recorder
+from edgevision.results import DetectStep, Sink
+from edgevision.scheduler.factory import build_scheduler
+from edgevision.scheduler.runtime import Scheduler
+from edgevision.service.health import HealthState
+from edgevision.service.monitor import ServiceMonitor
+from edgevision.service.notify import Notifier, watchdog_interval
+from edgevision.share.factory import build_sharing
+from edgevision.share.web import listen
+
+log = logging.getLogger("edgevision.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run adds to the configuration (command-line only, no config key)."""
+
+    timing: bool = True  # latency_ms in the detections log (False: byte-identical replays)
+    # Sinks the caller adds (the command line's replay progress bar), made in their turn: after the models load.
+    extra_sinks: Sequence[Callable[[], Sink]] = ()
+
+
+def preflight(cfg: EdgeVisionConfig) -> socket.socket | None:
+    """Everything that can refuse the run before a model loads: the ``--save-video`` target (exit 2), model names
+    and the data directory (exit 78), then the web port, bound now (in use or unresolvable: exit 78). The
+    returned socket is the web server's."""
+    if cfg.output.save_video:
+        check_video_target(Path(cfg.output.save_video))
+    check_config(cfg)
+    return listen(cfg.web.host, cfg.web.port) if cfg.web.enabled else None
+
+
+def build(cfg: EdgeVisionConfig, options: RunOptions = RunOptions()) -> System:
+    """The running system for ``cfg``: :func:`preflight`, then every component in dependency order. Nothing runs
+    until :meth:`System.run`; on a failure here the web socket is closed and the error raised."""
+    web_sock = preflight(cfg)
+    try:
+        return _build(cfg, options, web_sock)
+    except BaseException:
+        if web_sock is not None:
+            web_sock.close()
+        raise
+
+
+def _detect_step(
+    cfg: EdgeVisionConfig, health: HealthState, events: EventStage
+) -> tuple[DetectStep, Scheduler | None, str, str]:
+    """The fixed detector or the scheduler (every rung loaded and profiled); its name and runtime for the log."""
+    if cfg.scheduler.enabled:
+        scheduler = build_scheduler(
+            cfg,
+            sample_frames(cfg.source),
+            event_active=lambda: events.active,
+            budget_factor=health.budget_factor,
+        )
+        d = scheduler.detector
+        return scheduler, scheduler, d.name, d.handle.runtime
+    detector = build_detector(cfg)
+    return FixedDetect(detector), None, detector.name, detector.handle.runtime
+
+
+def _output_sinks(
+    cfg: EdgeVisionConfig, options: RunOptions, runner: LiveRunner | ReplayRunner
+) -> list[Sink]:
+    """``output:``: the window, the detections log, the annotated video."""
+    out = cfg.output
+    sinks: list[Sink] = []
+    if out.show:
+        sinks.append(WindowSink())
+    if out.detections:
+        sinks.append(
+            DetectionsLog(out.detections, timing=options.timing, landmarks=cfg.faces.landmarks_in_log)
+        )
+    if out.save_video:
+        fallback = cfg.source.fps
+
+        def fps() -> float | None:
+            return runner.fps or fallback
+
+        sinks.append(VideoSink(out.save_video, fps, not runner.live))
+    return sinks
+
+
+def _recorder_status(recorder: Recorder | None) -> Callable[[], str]:
+    """The recorder's part of the service status line."""
+    if recorder is None:
+        return lambda: ""
+    return lambda: f"{recorder.events_started} events"
+
+
+def _stats(
+    runner: LiveRunner | ReplayRunner, recorder: Recorder | None, monitor: ServiceMonitor
+) -> Callable[[], dict[str, Any]]:
+    """What the MQTT stats message adds to fps / rung / persons."""
+
+    def stats() -> dict[str, Any]:
+        out: dict[str, Any] = {"dropped": runner.stats.dropped, "health": monitor.health.text()}
+        if recorder is not None:
+            out.update(
+                events_started=recorder.events_started,
+                events_finalized=recorder.events_finalized,
+                recording_mode=recorder.mode,
+            )
+        return out
+
+    return stats
+
+
+def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket | None) -> System:
+    camera = camera_name(cfg)
+    health = HealthState(tighten=cfg.service.throttle_budget_factor)  # refreshed by the monitor
+    # The person-event tracker is the last stage: the recorder, MQTT and metrics read its updates on the results,
+    # the scheduler reads whether an event is open (it holds its rung and keeps the person gate open then).
+    events = EventStage(EventSettings.from_config(cfg.recorder))
+    step, scheduler, model, runtime = _detect_step(cfg, health, events)
+    stages = [*build_face_stages(cfg), events]  # every model is loaded and probed before the source opens
+    # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
+    runner = build_runner(cfg.source, step.prepare)
+    controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
+    sinks = _output_sinks(cfg, options, runner)
+    recorder: Recorder | None = None
+    if cfg.recorder.enabled:
+        # The recorder locks the data directory, then recovers what a crash left open, before any frame.
+        recorder = Recorder(
+            recorder_settings(cfg, camera, cfg.source.fps),
+            blocking=replays(cfg.source),
+            fps_source=lambda: runner.fps,
+            events=events,
+        )
+        sinks.append(RecordingGate(recorder, controls))
+    monitor = ServiceMonitor(
+        Notifier(),
+        watchdog_interval(),
+        cfg.service,
+        health=health,
+        extra_status=_recorder_status(recorder),
+        capture=runner,
+    )
+    sinks.append(monitor)
+    sinks += [make() for make in options.extra_sinks]
+    sharing = build_sharing(
+        cfg,
+        camera,
+        data_dir(cfg) if recorder is not None else None,
+        monitor,
+        _stats(runner, recorder, monitor),
+        events,
+        controls,
+        web_socket=web_sock,
+    )
+    sinks += sharing.sinks
+    sharing.attach(runner, recorder, monitor, controls)
+
+    def on_status(line: str) -> None:
+        text = monitor.health.text()
+        log.info("status: %s%s", line, f" | {text}" if text else "")
+
+    pipeline = Pipeline(
+        runner,
+        step,
+        sinks,
+        stages,
+        status_interval=cfg.output.status_interval_s,
+        controls=controls,
+        on_status=on_status,
+    )
+    log.info("model %s (%s, %d thread(s)) on %s", model, runtime, cfg.runtime.threads, cfg.source.kind)
+    return System(pipeline, monitor, sharing, scheduler, recorder, web_sock)

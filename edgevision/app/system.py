@@ -1,0 +1,67 @@
+"""The built system: run it (signals stop it cleanly), then say what it did."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from types import FrameType
+
+from edgevision.pipeline.loop import Pipeline, RunSummary
+from edgevision.recorder.recorder import Recorder
+from edgevision.scheduler.runtime import Scheduler
+from edgevision.service.monitor import ServiceMonitor
+from edgevision.share.factory import Sharing
+
+log = logging.getLogger("edgevision.run")
+
+
+@dataclass
+class System:
+    """Everything :func:`edgevision.app.build` made, ready to run once."""
+
+    pipeline: Pipeline
+    monitor: ServiceMonitor
+    sharing: Sharing
+    scheduler: Scheduler | None = None
+    recorder: Recorder | None = None
+    web_socket: socket.socket | None = None  # bound before anything loaded; the web server serves on it
+
+    def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> RunSummary:
+        """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM arrives;
+        every sink is flushed and closed, sharing shut down, the signal handlers restored."""
+        stop = stop if stop is not None else threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            self.monitor.stopping()  # tell systemd now: finalizing a recording may take a moment
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self.pipeline.run(stop, max_frames)
+        finally:
+            self.sharing.close()
+            if self.web_socket is not None:
+                self.web_socket.close()  # the server closed it already, unless the run failed before serving
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def summary(self, summary: RunSummary) -> list[str]:
+        """The closing lines (stderr): frames and latency, then the scheduler's and the recorder's part."""
+        lines = [summary.line()]
+        s = self.scheduler
+        if s is not None:
+            lines.append(
+                f"scheduler: {len(s.switches)} switch(es); final rung {s.rung.name}; "
+                f"{s.gated} frame(s) skipped by the person gate"
+            )
+        r = self.recorder
+        if r is not None:
+            lines.append(
+                f"events: {r.events_started} started, {r.events_finalized} finalized; "
+                f"{r.dropped} frame(s) dropped by the recorder; recording mode {r.mode}"
+            )
+        return lines

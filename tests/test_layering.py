@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
         "config",
         "config_load",
         "safe_read",
-        "settings",
+        "paths",
         "fsutil",
         "redact",
         "naming",

@@ -73,6 +73,11 @@ class DecodedFrame:
         """(width, height) of the full frame."""
         return self.width, self.height
 
+    @property
+    def av_frame(self) -> Any:
+        """The decoder's ``av.VideoFrame`` (for an encoder that takes YUV as it is); None once released."""
+        return self._frame
+
     def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
         """``height x width x 3`` uint8 (RGB by default) scaled straight from the decoder's YUV."""
         key = (width, height, pixel_format)

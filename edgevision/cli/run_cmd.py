@@ -266,7 +266,9 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
     step: DetectStep = scheduler if scheduler is not None else FixedDetect(detector)
     stages = build_face_stages(cfg)  # every model is loaded and probed before the source opens
     # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
-    runner = build_runner(cfg, step.prepare)
+    from edgevision.capture.factory import open_runner
+
+    runner, packets = open_runner(cfg, step.prepare)
     sinks: list[Sink] = []
     controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
     out = cfg.output
@@ -286,7 +288,7 @@ def _run(args: argparse.Namespace, cfg: EdgeVisionConfig, web_sock: socket.socke
         settings = recorder_settings(cfg, camera_name(cfg), cfg.source.fps)
         # The recorder locks the data directory, then recovers what a crash left open, before any frame.
         recorder = Recorder(settings, blocking=not runner.live,
-                            fps_source=lambda: getattr(runner, "fps", None))  # fmt: skip
+                            fps_source=lambda: getattr(runner, "fps", None), packets=packets)  # fmt: skip
         sinks.append(RecordingGate(recorder, controls))
     notifier = Notifier()
     monitor = ServiceMonitor(

@@ -31,18 +31,22 @@ from typing import Any
 
 import numpy as np
 
+from edgevision.capture.factory import encoder_codec
+from edgevision.capture.feed import FeedItem, PacketFeed, StreamStart
 from edgevision.events.state import EventEnd, EventSettings, EventStart, EventTracker
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
-from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
+from edgevision.recorder.clip import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_writer import IndexWriter, is_disk_error
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
 from edgevision.recorder.recovery import RecoveryReport, recover
+from edgevision.recorder.intake import PacketIntake
+from edgevision.recorder.packet_clips import PacketClips
+from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
-from edgevision.recorder.ring import PreRollRing
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
 from edgevision.results import FrameResult
 from edgevision.results.detection import Detection
@@ -89,9 +93,9 @@ class _Item:
 class _Active:
     event_id: int
     start: EventStart
-    clip: ClipWriter | None
+    clip: PacketClipWriter | None
     clip_rel: str | None
-    best_image: np.ndarray | None = None
+    best_frame: Frame | None = None  # its full image is made only at the snapshot
     best_dets: list[Detection] = field(default_factory=list)
     best_face: np.ndarray | None = None
     best_face_score: float = 0.0
@@ -100,6 +104,7 @@ class _Active:
     last_ts: float = 0.0
     stats_ts: float = 0.0  # frame time the statistics were last written
     stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
+    clip_done: bool = False  # the clip was finalized (a reconnect may do it before the event ends)
 
 
 class Recorder:
@@ -114,6 +119,7 @@ class Recorder:
         free_bytes: Callable[[Path], int] = free_space,
         fps_source: Callable[[], float | None] | None = None,
         listeners: list[Callable[[str, dict[str, Any]], object]] | None = None,
+        packets: PacketFeed | None = None,
     ) -> None:
         self.s = settings
         self.listeners = list(listeners or [])
@@ -132,7 +138,11 @@ class Recorder:
             self._dir_lock.release()
             raise
         self.tracker = EventTracker(settings.events)
-        self.ring = PreRollRing(settings.pre_roll, settings.pre_roll_max_bytes, settings.jpeg_quality)
+        # Pre-roll is the packet ring, a clip is packets remuxed: the capture's packets (``packets``), or the one
+        # encode of the frames handed over here (privacy blur: only redacted frames reach the disk).
+        self.clips = PacketClips(settings.pre_roll, settings.pre_roll_max_bytes)
+        self.intake = PacketIntake(packets, encoder_codec(settings.codec), settings.fps_hint)
+        self.clips_cut_by_reconnect = 0
         self.mode = Mode.NORMAL
         self._floor = record_floor(settings.retention.min_free_bytes)
         self._ends_checked = False
@@ -214,8 +224,10 @@ class Recorder:
         try:
             while True:
                 try:
-                    item = self._q.get(timeout=0.5)
+                    item = self._q.get(timeout=0.2)
                 except queue.Empty:
+                    if not self.blocking:  # live and no result coming: packets keep flowing to the ring
+                        self._take_packets(None)
                     self._housekeeping()
                     continue
                 if item is None:
@@ -228,8 +240,9 @@ class Recorder:
         except BaseException as exc:  # raised to the pipeline at the next frame or at close()
             log.error("recorder failed: %s", exc)
             self._error = exc
-            if self._active is not None and self._active.clip is not None:
-                self._active.clip.abort()  # the .partial stays for start-up recovery
+            self.clips.abort()  # the .partial stays for start-up recovery
+        finally:
+            self.intake.close()  # a capture thread waiting for room in the feed returns
 
     def _handle(self, item: _Item) -> None:
         if not self._ends_checked:  # listeners are attached by now: announce ends recovery closed
@@ -238,15 +251,20 @@ class Recorder:
         frame = item.frame
         for sig in item.signals:
             if isinstance(sig, EventEnd):
+                self._take_packets(sig.end_ts)  # the clip ends where the event does
                 self._finish(sig)
             else:
+                self._take_packets(frame.ts)
                 self._begin(sig, frame)
+        self._take_packets(frame.ts)
+        if not self.intake.from_feed:
+            if self.intake.encoder is None and self.fps_source is not None:
+                self.intake.fps = self.fps_source() or self.intake.fps
+            for packet in self.intake.encode(frame.best_image, frame.ts):
+                self._push(packet)
         active = self._active
         if active is None:
-            self.ring.push(frame.ts, frame.index, frame.full if frame.full is not None else frame.image)
             return
-        image = frame.full if frame.full is not None else frame.image
-        self._write(image, frame.ts)
         active.last_index, active.last_ts = frame.index, frame.ts
         if item.stats != active.stats_written and frame.ts - active.stats_ts >= STATS_EVERY_S:
             # a crashed event keeps what it had: recovery finds the statistics in the row
@@ -255,12 +273,12 @@ class Recorder:
             self.writer.update(
                 active.event_id, max_score=mx, mean_score=mean, peak_count=peak, best_ts=best_ts
             )
-        if item.best and active.best_image is not None and frame.ts - active.last_update >= 1.0:
+        if item.best and active.best_frame is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
             self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": item.stats[0],
                                     "peak_count": item.stats[2]})  # fmt: skip
-        if item.best or active.best_image is None:
-            active.best_image = image
+        if item.best or active.best_frame is None:
+            active.best_frame = frame  # a reference: the full image is made once, for the snapshot
             active.best_dets = self.tracker.matches(item.detections) or item.detections
         if self.s.store_face_crops and item.faces:
             top = max(item.faces, key=lambda f: f.score)
@@ -278,41 +296,57 @@ class Recorder:
         assert created == event_id
         self.events_started += 1
         clip = None
+        if clip_rel is not None and self.clips.stream is None:
+            log.warning("event %d: no video packet yet: no clip", event_id)
+            clip_rel = None
+            self.writer.update(event_id, clip_path=None)
         if clip_rel is not None:
             try:
-                fps = (self.fps_source() if self.fps_source else None) or self.s.fps_hint
-                clip = ClipWriter(self.s.data_dir / clip_rel, fps, self.s.codec)
+                # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
+                clip = self.clips.start(self.s.data_dir / clip_rel, sig.trigger_ts)
             except OSError as exc:
+                self.clips.abort()
                 self._degrade(Mode.SNAPSHOTS_ONLY, exc)
                 clip, clip_rel = None, None
                 self.writer.update(event_id, clip_path=None)
         self._active = _Active(event_id, sig, clip, clip_rel)
         self._notify("start", {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index})
-        if clip is not None:
-            for rf in self.ring.since(sig.trigger_ts - self.s.pre_roll):  # all older than this frame
-                self._write(rf.decode(), rf.ts)
-            if self._active.clip is not None and self._active.clip.first_ts is not None:
-                self.writer.update(event_id, clip_start_ts=self._active.clip.first_ts)
-        self.ring.clear()
+        if clip is not None and clip.first_ts is not None:
+            self.writer.update(event_id, clip_start_ts=clip.first_ts)
         fault_point("event.started")
         log.info("event %d started (camera %s, trigger at %.2f s)", event_id, self.s.camera, sig.trigger_ts)
 
-    def _write(self, image: np.ndarray, ts: float) -> None:
-        active = self._active
-        if active is None or active.clip is None:
+    def _take_packets(self, until_ts: float | None) -> None:
+        """Move the capture's packets up to ``until_ts`` (all that are there for None) into the ring and clip."""
+        for item in self.intake.pull(until_ts):
+            self._push(item)
+
+    def _push(self, item: FeedItem) -> None:
+        if isinstance(item, StreamStart):
+            self._new_stream(item)
             return
         try:
-            active.clip.write(image, ts)
+            self.clips.push(item)
         except OSError as exc:
-            if exc.errno not in DISK_ERRNOS:
+            if exc.errno not in DISK_ERRNOS or self._active is None or self._active.clip is None:
                 raise
-            self._close_clip_after_disk_error(active, exc)
+            self._close_clip_after_disk_error(self._active, exc)
+
+    def _new_stream(self, start: StreamStart) -> None:
+        """The source reconnected (or its encoder restarted): an open clip ends here and the ring starts over;
+        packets of the new stream cannot join the old ones (the parameter sets may differ)."""
+        active = self._active
+        if active is not None and active.clip is not None and self.clips.stream is not None:
+            log.warning("event %d: the source reconnected: its clip ends here", active.event_id)
+            self.clips_cut_by_reconnect += 1
+            self.writer.update(active.event_id, **self._finalize_clip(active))
+        self.clips.set_stream(start.info)
 
     def _close_clip_after_disk_error(self, active: _Active, exc: OSError) -> None:
         assert active.clip is not None
         clip = active.clip
         active.clip = None
-        clip.abort()
+        self.clips.abort()
         kept = 0
         try:
             kept = salvage_fragmented_mp4(clip.partial_path)
@@ -347,26 +381,14 @@ class Recorder:
         }
         status = "finalized"
         if active.clip is not None:
-            clip = active.clip
-            try:
-                final = (
-                    clip.finalize()
-                )  # other errors propagate: a clip that cannot be finalized is not swallowed
-            except OSError as exc:
-                if exc.errno not in DISK_ERRNOS:
-                    raise
-                self._close_clip_after_disk_error(active, exc)  # salvages the .partial
-            else:
-                values.update(clip_path=active.clip_rel, clip_start_ts=clip.first_ts, clip_frames=clip.frames,
-                              clip_size=final.stat().st_size, clip_sha256=sha256_file(final))  # fmt: skip
-                fault_point("finish.hashed")
-        if active.clip is None and active.clip_rel is not None:
+            values.update(self._finalize_clip(active))
+        elif active.clip_rel is not None and not active.clip_done:
             status = "recovered"  # the clip was cut short by a disk error and salvaged
-        if active.best_image is not None and self.mode != Mode.INDEX_ONLY:
+        if active.best_frame is not None and self.mode != Mode.INDEX_ONLY:
             snap = f"snapshots/{active.event_id:06d}.jpg"
             thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
             try:
-                write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_image,
+                write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_frame.best_image,
                                active.best_dets, self.s.thumb_width)  # fmt: skip
                 values.update(snapshot_path=snap, thumb_path=thumb)
             except OSError as exc:
@@ -390,6 +412,32 @@ class Recorder:
         self.events_finalized += 1
         self._announce_ends()
         log.info("event %d finalized (%s)", active.event_id, values.get("clip_path") or "no clip")
+
+    def _finalize_clip(self, active: _Active) -> dict[str, object]:
+        """Close the event's clip (fsync, rename, dir fsync) and hash it; the index values it gives.
+
+        Disk errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is not
+        swallowed). A clip without a single packet from a keyframe on is removed (no clip)."""
+        assert active.clip is not None
+        clip = active.clip
+        try:
+            final = self.clips.finish()
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            self._close_clip_after_disk_error(active, exc)  # salvages the .partial
+            return {}
+        except ValueError as exc:  # nothing decodable was written: the .partial is gone
+            log.warning("event %d: %s", active.event_id, exc)
+            active.clip, active.clip_rel = None, None
+            return {"clip_path": None}
+        active.clip, active.clip_done = None, True
+        path = final.final_path
+        values: dict[str, object] = dict(clip_path=active.clip_rel, clip_start_ts=clip.first_ts,
+                                         clip_frames=clip.frames, clip_size=path.stat().st_size,
+                                         clip_sha256=sha256_file(path))  # fmt: skip
+        fault_point("finish.hashed")
+        return values
 
     def _announce_ends(self) -> None:
         """Send ``end`` for every closed event whose end was not sent yet (live ends and ends closed by

@@ -35,8 +35,9 @@ class PacketIntake:
     def from_feed(self) -> bool:
         return self.feed is not None
 
-    def pull(self, until_ts: float | None) -> Iterator[FeedItem]:
-        """Feed items in order while packets are at or before ``until_ts`` (all that are there for None)."""
+    def pull(self, until_ts: float | None, inclusive: bool = True) -> Iterator[FeedItem]:
+        """Feed items in order while packets are at or before ``until_ts`` (before it when not ``inclusive``;
+        all that are there for None)."""
         if self.feed is None:
             return
         while True:
@@ -45,7 +46,11 @@ class PacketIntake:
                 item = self.feed.get()
             if item is None:
                 return
-            if until_ts is not None and isinstance(item, EncodedPacket) and item.ts > until_ts:
+            if (
+                until_ts is not None
+                and isinstance(item, EncodedPacket)
+                and (item.ts > until_ts or (not inclusive and item.ts >= until_ts))
+            ):
                 self._held = item
                 return
             yield item

@@ -251,7 +251,7 @@ class Recorder:
         frame = item.frame
         for sig in item.signals:
             if isinstance(sig, EventEnd):
-                self._take_packets(sig.end_ts)  # the clip ends where the event does
+                self._take_packets(sig.end_ts, inclusive=False)  # the clip ends where the event does
                 self._finish(sig)
             else:
                 self._take_packets(frame.ts)
@@ -316,9 +316,9 @@ class Recorder:
         fault_point("event.started")
         log.info("event %d started (camera %s, trigger at %.2f s)", event_id, self.s.camera, sig.trigger_ts)
 
-    def _take_packets(self, until_ts: float | None) -> None:
+    def _take_packets(self, until_ts: float | None, inclusive: bool = True) -> None:
         """Move the capture's packets up to ``until_ts`` (all that are there for None) into the ring and clip."""
-        for item in self.intake.pull(until_ts):
+        for item in self.intake.pull(until_ts, inclusive):
             self._push(item)
 
     def _push(self, item: FeedItem) -> None:

@@ -42,3 +42,28 @@ def test_a_video_target_without_a_known_container_is_refused(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="is a directory"):
         check_video_target(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_live_view_encodes_only_while_someone_watches() -> None:
+    import time
+
+    from edgevision.share.live import LiveView
+
+    live = LiveView(fps=100, watch_s=0.3)
+    try:
+        img = np.zeros((48, 64, 3), np.uint8)
+        for i in range(5):
+            live.on_result(FrameResult(Frame(img, i / 10, i, "t"), [], Latency(), "m"))
+            time.sleep(0.03)
+        assert live.encoded == 0 and not live.watched  # nobody asked: no JPEG was made
+        seq, jpeg = live.wait(-1, 0)  # a snapshot request encodes the latest frame on the spot
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8" and live.encoded == 1
+        live.on_result(FrameResult(Frame(img + 1, 1.0, 9, "t"), [], Latency(), "m"))
+        seq2, _ = live.wait(seq, 2.0)  # a stream client: the encoder thread serves the next frame
+        assert seq2 > seq and live.encoded == 2
+        time.sleep(0.5)  # the client left
+        live.on_result(FrameResult(Frame(img + 2, 2.0, 10, "t"), [], Latency(), "m"))
+        time.sleep(0.1)
+        assert not live.watched and live.encoded == 2
+    finally:
+        live.close()

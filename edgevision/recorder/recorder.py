@@ -46,7 +46,7 @@ from edgevision.recorder.recovery import RecoveryReport, recover
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.packet_clips import PacketClips
 from edgevision.recorder.remux import PacketClipWriter
-from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
+from edgevision.recorder.retention import RetentionPolicy, RetentionTimer, apply_retention, free_space
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
 from edgevision.results import FrameResult
 from edgevision.results.detection import Detection
@@ -153,10 +153,13 @@ class Recorder:
         self._active: _Active | None = None
         self._error: BaseException | None = None
         self._last_frame: Frame | None = None
-        self._next_retention = 0.0
         self._next_space_check = 0.0
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
+        # Age and size limits are applied on their own timer; free space is also checked before each clip.
+        self.retention = RetentionTimer(lambda: self._retention(self.free_bytes(self.s.data_dir)),
+                                        self.s.retention_interval_s)  # fmt: skip
+        self.retention.start()
 
     @property
     def queue_depth(self) -> int:
@@ -167,6 +170,8 @@ class Recorder:
     def on_result(self, result: FrameResult) -> None:
         if self._error is not None:
             raise self._error
+        if self.retention.error is not None:
+            raise self.retention.error
         signals = self.tracker.update(result.frame.ts, result.detections)
         st = self.tracker.stats  # read here, in the thread that owns the tracker
         item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces,
@@ -194,6 +199,7 @@ class Recorder:
             self._put_final(_Item(self._last_frame, [], [end], False))
         self._put_final(None)
         self._thread.join(timeout=120.0)
+        self.retention.stop()
         if self._thread.is_alive():
             raise RuntimeError("recorder did not finish within 120 s")
         try:
@@ -210,6 +216,8 @@ class Recorder:
             self._dir_lock.release()
         if self._error is not None:
             raise self._error
+        if self.retention.error is not None:
+            raise self.retention.error
 
     def _put_final(self, item: _Item | None) -> None:
         while self._thread.is_alive():
@@ -500,7 +508,3 @@ class Recorder:
         self._check_space()
         if self.writer.pending and self.writer.flush():
             self._announce_ends()  # rows that waited for the disk are in: their ends can go out
-        now = self.clock()
-        if now >= self._next_retention:
-            self._next_retention = now + self.s.retention_interval_s
-            self._retention(self.free_bytes(self.s.data_dir))

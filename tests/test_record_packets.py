@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import WALKING
@@ -279,3 +280,78 @@ def test_a_lazy_frame_is_converted_only_when_a_consumer_asks() -> None:
     redacted = Frame(np.zeros((2, 2, 3), np.uint8), 0.0, 0, "t", decoded=decoded)
     assert redacted.decoded is None  # an explicit image never travels with the original picture
     src.close()
+
+
+class MjpegCamera:
+    """``cv2.VideoCapture`` of a V4L2 camera asked for MJPG: with CONVERT_RGB off, ``read`` gives the JPEG bytes
+    (a 1 x N array), as OpenCV's V4L2 backend does."""
+
+    def __init__(self, frames: int = 150) -> None:
+        base = np.add.outer(np.arange(240), np.arange(320))
+        self.jpegs = [
+            cv2.imencode(".jpg", (np.dstack([base + 3 * i, base[::-1], base * 0 + i]) % 256).astype(np.uint8))[1]
+            for i in range(frames)
+        ]
+        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
+        self.served = 0
+
+    def __call__(self, target: object, api: object = None, params: object = None) -> MjpegCamera:
+        return self
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.served >= len(self.jpegs):
+            return False, None
+        jpeg = self.jpegs[self.served]
+        self.served += 1
+        if self.props.get(cv2.CAP_PROP_CONVERT_RGB, 1) == 0:
+            return True, jpeg.reshape(1, -1)
+        return True, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+    def release(self) -> None:
+        pass
+
+
+def test_mjpeg_camera_infers_at_reduced_scale_and_records_through_one_encode(tmp_path: Path) -> None:
+    from edgevision.capture.encoder import MjpegPicture
+    from edgevision.capture.runner import make_frame
+    from edgevision.capture.sources import OpenCVSource
+    from edgevision.capture.stream import EncodingSource
+    from edgevision.results import FrameResult
+
+    camera = MjpegCamera()
+    now = [100.0]
+    feed = PacketFeed(blocking=False)
+    source = EncodingSource(OpenCVSource(0, fourcc="MJPG", capture_factory=camera, clock=lambda: now[0]), feed)
+    source.open()
+    rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
+    person = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+    index = 0
+    while (item := source.read()) is not None:
+        frame = make_frame(item, index, source.source_id)
+        assert isinstance(frame.decoded, MjpegPicture)  # the camera's JPEG, not a decoded image
+        rgb = frame.decoded.model_input(150, 100)  # inference: a 1/2-scale decode (320x240 -> 160x120), resized
+        assert rgb.shape == (100, 150, 3) and not frame.materialized
+        dets = person if 3.0 <= frame.ts - 100.0 < 4.0 else []
+        rec.on_result(FrameResult(frame, dets, Latency(), "m"))
+        index += 1
+        now[0] += 0.04
+    rec.close()
+    assert source._encoder is not None and source._encoder.frames_in == 150  # every frame encoded once
+    assert rec.intake.encoder is None and feed.dropped == 0
+    idx = EventIndex(tmp_path / "data")
+    (row,) = [r.to_dict() for r in idx.list()]
+    idx.close()
+    check = inspect_clip(tmp_path / "data" / row["clip_path"], want_middle=True)
+    assert check.playable and check.frames == row["clip_frames"]
+    assert row["clip_start_ts"] <= row["start_ts"] - 1.0
+    assert check.middle is not None and check.middle.shape == (240, 320, 3)  # the camera's full picture

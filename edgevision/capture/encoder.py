@@ -204,6 +204,32 @@ def decode_jpeg_for_model(jpeg: bytes, min_size: tuple[int, int]) -> np.ndarray:
     return image
 
 
+class MjpegPicture:
+    """An MJPEG camera's frame as it came off the wire, converted only on request (a
+    :class:`~edgevision.results.frame.DecodedImage`): inference decodes it at reduced scale
+    (:func:`decode_jpeg_for_model`), a consumer that needs the picture gets a full decode, once; the recording's
+    encoder takes the JPEG itself (:class:`MjpegDecoder`, YUV without a BGR detour)."""
+
+    def __init__(self, jpeg: bytes) -> None:
+        self.jpeg = jpeg
+        self.size = jpeg_size(jpeg)
+        self._bgr: np.ndarray | None = None
+
+    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
+        small = decode_jpeg_for_model(self.jpeg, (width, height))
+        if small.shape[1] != width or small.shape[0] != height:
+            small = cv2.resize(small, (width, height), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB if pixel_format == "rgb24" else cv2.COLOR_BGR2BGRA)[..., :3]
+
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            image = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError("not a decodable JPEG")
+            self._bgr = image
+        return self._bgr
+
+
 class MjpegDecoder:
     """A camera's JPEG frames decoded by FFmpeg to YUV (for the encoder and the scaler; no BGR detour)."""
 

@@ -95,6 +95,7 @@ class OpenCVSource:
         self._last_ts = -1.0
         self._count = 0
         self._warned_short = False
+        self._raw_mjpeg = False
 
     def _create(self) -> Any:
         if self.is_camera:
@@ -138,6 +139,11 @@ class OpenCVSource:
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             if fps:
                 cap.set(cv2.CAP_PROP_FPS, fps)
+        self._raw_mjpeg = False
+        if self.is_camera and (fourcc or "").upper() == "MJPG":
+            # The camera's JPEGs as they are: inference decodes them at reduced scale, recording encodes from
+            # FFmpeg's YUV; a full-resolution decode happens only for a consumer that asks (MjpegPicture).
+            self._raw_mjpeg = bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
         reported = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if reported > 0 and (self.fps is None or not self.is_camera):
             self.fps = reported
@@ -149,7 +155,7 @@ class OpenCVSource:
             self._peeked = (first[0], first[1], None)
             self._count = 0
 
-    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+    def read(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | None:
         if self._peeked is not None:
             item, self._peeked = self._peeked, None
             self._count = 1
@@ -173,6 +179,16 @@ class OpenCVSource:
                     )
                 self._warned_short = True
             return None
+        if self._raw_mjpeg and (image.ndim == 1 or image.shape[0] == 1):
+            from edgevision.capture.encoder import MjpegPicture
+
+            try:
+                picture = MjpegPicture(image.reshape(-1).tobytes())
+            except ValueError as exc:  # a corrupt JPEG from the camera: skip it, like a decode error
+                log.debug("%s: %s", self.source_id, exc)
+                return self.read()
+            self._count += 1
+            return picture, self._clock(), None
         if self.live:
             ts = self._clock()
         else:

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
-from edgevision.capture.encoder import FrameEncoder
+from edgevision.capture.encoder import FrameEncoder, MjpegDecoder, MjpegPicture
 from edgevision.capture.feed import PacketFeed
 from edgevision.capture.sources import FrameSource
+from edgevision.results.frame import DecodedImage
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +157,31 @@ class EncodingSource:
         self.live = source.live
         self.fps: float | None = None
         self._encoder: FrameEncoder | None = None
+        self._mjpeg: MjpegDecoder | None = None
 
     def open(self) -> None:
         self.source.open()
         self.fps = self.source.fps
         self._encoder = None  # made at the first image, whose size the camera decided
 
-    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+    def read(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | None:
         item = self.source.read()
         if item is None:
             return None
         image, ts, full = item
-        picture = full if full is not None else image
+        picture: Any = full if full is not None else image
+        if isinstance(picture, MjpegPicture):  # the camera's JPEG: FFmpeg decodes it to YUV for the encoder
+            if self._mjpeg is None:
+                self._mjpeg = MjpegDecoder()
+            size = picture.size
+            picture = self._mjpeg.decode(picture.jpeg)
+        elif isinstance(picture, np.ndarray):
+            size = (picture.shape[1], picture.shape[0])
+        else:
+            size = picture.size
+            picture = picture.bgr()
         if self._encoder is None:
-            h, w = picture.shape[:2]
-            self._encoder = FrameEncoder(w, h, self.fps or 25.0, self.codec)
+            self._encoder = FrameEncoder(size[0], size[1], self.fps or 25.0, self.codec)
             self.feed.start_stream(self._encoder.stream_info)
         for packet in self._encoder.encode(picture, ts):
             self.feed.put(packet)

@@ -355,3 +355,46 @@ def test_mjpeg_camera_infers_at_reduced_scale_and_records_through_one_encode(tmp
     assert check.playable and check.frames == row["clip_frames"]
     assert row["clip_start_ts"] <= row["start_ts"] - 1.0
     assert check.middle is not None and check.middle.shape == (240, 320, 3)  # the camera's full picture
+
+
+def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only() -> None:
+    from types import SimpleNamespace
+
+    from fakes import FakePicamera2
+    from test_encoder import FakeH264Encoder, FakeOutput
+
+    from edgevision.capture.sources import Picamera2Source
+
+    class EncodingCamera(FakePicamera2):
+        def capture_arrays(self, names: list[str]) -> tuple[list[np.ndarray], dict[str, object]]:
+            self.calls.append(f"capture:{','.join(names)}")
+            return super().capture_arrays(names)
+
+        def capture_array(self, name: str) -> np.ndarray:
+            arrays, _ = self.capture_arrays([name])
+            return arrays[0]
+
+        def start_encoder(self, encoder: object, output: object, name: str | None = None) -> None:
+            self.calls.append(f"start_encoder:{name}")
+            self.output = output
+
+        def stop_encoder(self, encoder: object = None) -> None:
+            self.calls.append("stop_encoder")
+
+    feed = PacketFeed(blocking=False)
+    src = Picamera2Source(0, (1280, 720), (320, 240), 25.0, module_loader=lambda: SimpleNamespace(Picamera2=EncodingCamera),
+                          feed=feed, encoding_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput))  # fmt: skip
+    src.open()
+    cam = EncodingCamera.instances[-1]
+    assert "start_encoder:main" in cam.calls
+    item = src.read()
+    assert item is not None
+    image, _ts, full = item
+    assert image.shape == (240, 320, 3) and full is None  # only lores reached the CPU
+    assert [c for c in cam.calls if c.startswith("capture:")] == ["capture:lores"]  # main is never copied
+    cam.output.outputframe(b"\x00\x00\x00\x01\x65key", True, 1_000_000)  # picamera2's encoder thread
+    start, packet = feed.get(), feed.get()
+    assert isinstance(start, StreamStart) and start.info.codec == "h264" and start.info.width == 1280
+    assert isinstance(packet, EncodedPacket) and packet.keyframe and packet.pts == 1_000_000
+    src.close()
+    assert "stop_encoder" in cam.calls

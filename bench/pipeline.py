@@ -361,11 +361,17 @@ def main() -> None:
         tensors, capture_cpu_ms = decode_and_prepare(detector, args.video)
         raw = max(raw_rate(detector, tensors) for _ in range(args.repeat))
         d, r, t, o = max(det), max(rec), max(tut), max(old)
-        print(f"-- {threads} interpreter thread(s){' = cores' if threads == cores else ''}, {len(tensors)} frames, best of {args.repeat}")
+        print(
+            f"-- {threads} interpreter thread(s){' = cores' if threads == cores else ''}, {len(tensors)} frames, best of {args.repeat}"
+        )
         print(f"raw interpreter invoke rate        : {raw:7.1f} /s")
         print(f"edgevision run, detection only     : {d:7.1f} fps   ratio to raw {d / raw:.3f}")
-        print(f"edgevision run --record            : {r:7.1f} fps   vs detection only {r / d:.3f}   (target >= 0.95)")
-        print(f"synchronous tutorial loop          : {t:7.1f} fps   detection only vs tutorial {d / t:.2f}   (target >= 1.2)")
+        print(
+            f"edgevision run --record            : {r:7.1f} fps   vs detection only {r / d:.3f}   (target >= 0.95)"
+        )
+        print(
+            f"synchronous tutorial loop          : {t:7.1f} fps   detection only vs tutorial {d / t:.2f}   (target >= 1.2)"
+        )
         print(f"  (old OpenCV capture path          : {o:7.1f} fps   vs tutorial {o / t:.2f})")
         print(f"all runs (fps): detect {fmt(det)}  record {fmt(rec)}  tutorial {fmt(tut)}  opencv {fmt(old)}")
         if ring is not None:

@@ -135,7 +135,9 @@ def mjpeg_video(path: Path, frames: int = 200, fps: int = 25) -> None:
         s.width, s.height, s.pix_fmt = 320, 240, "yuvj420p"
         base = np.add.outer(np.arange(240), np.arange(320))
         for i in range(frames):
-            img = (np.dstack([base + 3 * i, base[::-1] + i, np.full_like(base, 5 * i)]) % 256).astype(np.uint8)
+            img = (np.dstack([base + 3 * i, base[::-1] + i, np.full_like(base, 5 * i)]) % 256).astype(
+                np.uint8
+            )
             out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
         out.mux(s.encode())
 
@@ -289,7 +291,9 @@ class MjpegCamera:
     def __init__(self, frames: int = 150) -> None:
         base = np.add.outer(np.arange(240), np.arange(320))
         self.jpegs = [
-            cv2.imencode(".jpg", (np.dstack([base + 3 * i, base[::-1], base * 0 + i]) % 256).astype(np.uint8))[1]
+            cv2.imencode(
+                ".jpg", (np.dstack([base + 3 * i, base[::-1], base * 0 + i]) % 256).astype(np.uint8)
+            )[1]
             for i in range(frames)
         ]
         self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
@@ -298,7 +302,7 @@ class MjpegCamera:
     def __call__(self, target: object, api: object = None, params: object = None) -> MjpegCamera:
         return self
 
-    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+    def isOpened(self) -> bool:
         return True
 
     def set(self, prop: int, value: float) -> bool:
@@ -331,7 +335,9 @@ def test_mjpeg_camera_infers_at_reduced_scale_and_records_through_one_encode(tmp
     camera = MjpegCamera()
     now = [100.0]
     feed = PacketFeed(blocking=False)
-    source = EncodingSource(OpenCVSource(0, fourcc="MJPG", capture_factory=camera, clock=lambda: now[0]), feed)
+    source = EncodingSource(
+        OpenCVSource(0, fourcc="MJPG", capture_factory=camera, clock=lambda: now[0]), feed
+    )
     source.open()
     rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
     person = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
@@ -339,7 +345,9 @@ def test_mjpeg_camera_infers_at_reduced_scale_and_records_through_one_encode(tmp
     while (item := source.read()) is not None:
         frame = make_frame(item, index, source.source_id)
         assert isinstance(frame.decoded, MjpegPicture)  # the camera's JPEG, not a decoded image
-        rgb = frame.decoded.model_input(150, 100)  # inference: a 1/2-scale decode (320x240 -> 160x120), resized
+        rgb = frame.decoded.model_input(
+            150, 100
+        )  # inference: a 1/2-scale decode (320x240 -> 160x120), resized
         assert rgb.shape == (100, 150, 3) and not frame.materialized
         dets = person if 3.0 <= frame.ts - 100.0 < 4.0 else []
         rec.on_result(FrameResult(frame, dets, Latency(), "m"))

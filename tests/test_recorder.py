@@ -29,8 +29,8 @@ from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder import recorder as recorder_mod
 from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.index import EventIndex
-from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy, apply_retention
 
 PRE, POST = 3.0, 5.0

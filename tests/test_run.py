@@ -105,7 +105,9 @@ def test_realtime_replay_drops_frames_when_inference_is_slower(models_dir: Path,
     runner = LiveRunner(lambda: OpenCVSource(str(HALLWAY_3)), detector.prepare, pace=True)
     log = DetectionsLog(tmp_path / "d.jsonl")
     # 6 fps clip (167 ms per frame) against ~300 ms per frame: about every other frame must be dropped.
-    summary = Pipeline(runner, FixedDetect(detector), [log], [SlowDevice(0.3)]).run(threading.Event(), max_frames=12)
+    summary = Pipeline(runner, FixedDetect(detector), [log], [SlowDevice(0.3)]).run(
+        threading.Event(), max_frames=12
+    )
     rows = read_jsonl(tmp_path / "d.jsonl")
     assert summary.frames_processed == len(rows) == 12
     assert summary.dropped >= 6 and summary.frames_captured >= 18
@@ -134,9 +136,7 @@ def _camera_pipeline(script: CameraScript, models_dir: Path, stall: float = 0.5)
     def factory() -> OpenCVSource:
         return OpenCVSource(0, capture_factory=script.factory)
 
-    runner = LiveRunner(
-        factory, detector.prepare, stall_timeout=stall, backoff_initial=0.05, backoff_max=0.2
-    )
+    runner = LiveRunner(factory, detector.prepare, stall_timeout=stall, backoff_initial=0.05, backoff_max=0.2)
     return runner, detector
 
 

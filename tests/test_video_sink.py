@@ -37,7 +37,7 @@ def test_saved_video_is_browser_playable_h264_at_the_frames_own_times(tmp_path: 
 
 
 def test_a_video_target_without_a_known_container_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="extension '.xyz'"):
+    with pytest.raises(UsageError, match=r"extension '\.xyz'"):
         check_video_target(tmp_path / "a.xyz")
     with pytest.raises(UsageError, match="is a directory"):
         check_video_target(tmp_path)

@@ -219,7 +219,9 @@ class MjpegPicture:
         small = decode_jpeg_for_model(self.jpeg, (width, height))
         if small.shape[1] != width or small.shape[0] != height:
             small = cv2.resize(small, (width, height), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB if pixel_format == "rgb24" else cv2.COLOR_BGR2BGRA)[..., :3]
+        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB if pixel_format == "rgb24" else cv2.COLOR_BGR2BGRA)[
+            ..., :3
+        ]
 
     def bgr(self) -> np.ndarray:
         if self._bgr is None:

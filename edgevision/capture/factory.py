@@ -46,7 +46,6 @@ def open_runner(
     if record is None:
         record = records_packets(cfg)
     feed = PacketFeed(blocking=replay) if record else None
-    runner: LiveRunner | ReplayRunner
     common = dict(stall_timeout=s.stall_timeout_s, backoff_initial=s.reconnect_initial_s,
                   backoff_max=s.reconnect_max_s, open_timeout=s.open_timeout_s)  # fmt: skip
     if s.kind == "picamera2":

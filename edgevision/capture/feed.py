@@ -57,7 +57,9 @@ class PacketFeed:
             self._cond.notify_all()
 
     def _full(self, packet: EncodedPacket) -> bool:
-        return len(self._q) >= self.max_packets or (bool(self._q) and self._bytes + packet.size > self.max_bytes)
+        return len(self._q) >= self.max_packets or (
+            bool(self._q) and self._bytes + packet.size > self.max_bytes
+        )
 
     def put(self, packet: EncodedPacket, timeout: float = 0.5) -> bool:
         """Hand over one packet; False when it was dropped (live and full, or skipping to a keyframe)."""

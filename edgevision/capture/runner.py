@@ -48,7 +48,9 @@ def is_stalled(last_frame_at: float, now: float, timeout: float) -> bool:
     return now - last_frame_at > timeout
 
 
-def make_frame(item: tuple[np.ndarray | DecodedImage, float, np.ndarray | None], index: int, source_id: str) -> Frame:
+def make_frame(
+    item: tuple[np.ndarray | DecodedImage, float, np.ndarray | None], index: int, source_id: str
+) -> Frame:
     """The pipeline frame of what a source read: a lazy frame for a decoded picture, else the image itself."""
     image, ts, full = item
     if isinstance(image, np.ndarray):

@@ -91,7 +91,7 @@ class OpenCVSource:
         self._factory = capture_factory or cv2.VideoCapture
         self._clock = clock
         self._cap: Any = None
-        self._peeked: tuple[np.ndarray, float, None] | None = None
+        self._peeked: tuple[np.ndarray | DecodedImage, float, None] | None = None
         self._last_ts = -1.0
         self._count = 0
         self._warned_short = False
@@ -273,9 +273,13 @@ class Picamera2Source:
             from edgevision.capture.encoder import Picamera2Encoding
 
             feed = self.feed
-            kw = {"module_loader": self._encoding_loader} if self._encoding_loader else {}
-            encoding = Picamera2Encoding(cam, lambda p: feed.put(p), tuple(self.main_size), self.fps or 25.0,
-                                         clock=self._clock, **kw)  # fmt: skip
+            loader = self._encoding_loader
+            w, h = self.main_size
+            if loader is not None:
+                encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, module_loader=loader,
+                                             clock=self._clock)  # fmt: skip
+            else:
+                encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, clock=self._clock)
             feed.start_stream(encoding.stream_info)
             encoding.start()
             self._encoding = encoding

@@ -40,11 +40,11 @@ from edgevision.recorder.clip import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_writer import IndexWriter, is_disk_error
+from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
-from edgevision.recorder.recovery import RecoveryReport, recover
-from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.packet_clips import PacketClips
+from edgevision.recorder.recovery import RecoveryReport, recover
 from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy, RetentionTimer, apply_retention, free_space
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot

@@ -81,7 +81,9 @@ class Frame:
             object.__setattr__(self, "decoded", None)
 
     @classmethod
-    def lazy(cls, decoded: DecodedImage, ts: float, index: int, source_id: str, captured_at: float = 0.0) -> Frame:
+    def lazy(
+        cls, decoded: DecodedImage, ts: float, index: int, source_id: str, captured_at: float = 0.0
+    ) -> Frame:
         """A frame of a decoded picture whose BGR ``image`` is made only when asked for."""
         return cls(cast(np.ndarray, None), ts, index, source_id, None, captured_at, None, decoded)
 
@@ -104,9 +106,9 @@ class Frame:
 
     def _copy(self, **changes: Any) -> Frame:
         """A copy with ``changes``; a lazy frame stays lazy (``dataclasses.replace`` would convert it)."""
-        image = self.__dict__.get("_image")
-        values = dict(image=image, ts=self.ts, index=self.index, source_id=self.source_id, full=self.full,
-                      captured_at=self.captured_at, prepared=self.prepared, decoded=self.decoded)  # fmt: skip
+        values: dict[str, Any] = dict(image=self.__dict__.get("_image"), ts=self.ts, index=self.index,
+                                      source_id=self.source_id, full=self.full, captured_at=self.captured_at,
+                                      prepared=self.prepared, decoded=self.decoded)  # fmt: skip
         values.update(changes)
         return Frame(**values)
 

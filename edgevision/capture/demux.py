@@ -173,7 +173,11 @@ class DemuxSource:
         try:
             container = opener(self.target, options=options, timeout=self._timeouts)
         except (av.error.FFmpegError, OSError) as exc:
-            what = "stream (is the URL right and the server reachable?)" if self.live else "video"
+            what = (
+                "stream (is the URL right and the server reachable?)"
+                if self.live
+                else "video (unsupported, truncated or corrupt file)"
+            )
             raise InputError(f"{self.source_id}: cannot open {what}: {exc}") from None
         if not container.streams.video:
             container.close()

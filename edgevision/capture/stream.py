@@ -28,6 +28,7 @@ from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
 from edgevision.capture.encoder import FrameEncoder, MjpegDecoder, MjpegPicture
 from edgevision.capture.feed import PacketFeed
 from edgevision.capture.sources import FrameSource
+from edgevision.errors import InputError
 from edgevision.results.frame import DecodedImage
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class PacketSource:
         self._codec = encoder_codec
         self._encoder: FrameEncoder | None = None
         self._pending: deque[DecodedFrame] = deque()
+        self._early: list[Any] = []  # what the open-time check read: replayed by read()
         self._skip = FrameSkip.NONE
         self._window = (0, 0)  # (dropped, delivered) at the start of the current window
         self.delivered = 0
@@ -90,6 +92,8 @@ class PacketSource:
         self.fps = self.demux.fps
         info = self.demux.stream_info
         assert info is not None
+        if not self.live:
+            self._peek_first_frame()
         if self.feed is None:
             return
         if info.remuxable:
@@ -100,9 +104,22 @@ class PacketSource:
         log.info("%s: %s cannot be remuxed into MP4; recording encodes it once with %s", self.source_id,
                  info.codec, self._encoder.codec)  # fmt: skip
 
-    def read(self) -> tuple[DecodedFrame, float, None] | None:
+    def _peek_first_frame(self) -> None:
+        """A file must decode to at least one frame: refuse it now, not after the run started. Its packets up to
+        there are kept and handed over with the first :meth:`read`."""
+        self._early = []
         while not self._pending:
             item = self.demux.read()
+            if item is None:
+                self.demux.close()
+                raise InputError(f"{self.source_id}: no decodable video frame (truncated or corrupt file)")
+            self._early.append(item)
+            self._pending.extend(item.frames)
+        self._pending.clear()
+
+    def read(self) -> tuple[DecodedFrame, float, None] | None:
+        while not self._pending:
+            item = self._early.pop(0) if self._early else self.demux.read()
             if item is None:
                 self._flush()
                 return None

@@ -101,7 +101,9 @@ class FrameEncoder:
         if self.codec == "libx264":
             ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(ctx.gop_size)}
         self._ctx = ctx
+        self.gop_s = gop_s
         self._first_ts: float | None = None
+        self._last_key_ts: float | None = None
         self._last_pts = -1
         self._ts_of: dict[int, float] = {}
         self.frames_in = 0
@@ -135,6 +137,13 @@ class FrameEncoder:
             self._first_ts = ts
         pts = max(round((ts - self._first_ts) * 1000), self._last_pts + 1)
         frame.pts, frame.time_base = pts, TIME_BASE
+        if self._last_key_ts is None or ts - self._last_key_ts >= self.gop_s - 1e-6:
+            # A keyframe every gop_s of the frame clock, whatever the frame rate really is (a camera slower than
+            # announced, a recorder fed by a slow pipeline): pre-roll and fragments are cut there.
+            from av.video.frame import PictureType
+
+            frame.pict_type = PictureType.I
+            self._last_key_ts = ts
         self._ts_of[pts] = ts
         self._last_pts = pts
         self.frames_in += 1

@@ -308,16 +308,22 @@ class Recorder:
             log.warning("event %d: no video packet yet: no clip", event_id)
             clip_rel = None
             self.writer.update(event_id, clip_path=None)
+        self._active = _Active(event_id, sig, None, clip_rel)
         if clip_rel is not None:
             try:
                 # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
-                clip = self.clips.start(self.s.data_dir / clip_rel, sig.trigger_ts)
+                clip = self._active.clip = self.clips.start(self.s.data_dir / clip_rel, sig.trigger_ts)
             except OSError as exc:
-                self.clips.abort()
-                self._degrade(Mode.SNAPSHOTS_ONLY, exc)
-                clip, clip_rel = None, None
-                self.writer.update(event_id, clip_path=None)
-        self._active = _Active(event_id, sig, clip, clip_rel)
+                if exc.errno not in DISK_ERRNOS:
+                    raise
+                if self.clips.clip is not None:  # the disk filled while the pre-roll was written: salvage it
+                    self._active.clip = self.clips.clip
+                    self._close_clip_after_disk_error(self._active, exc)
+                else:  # the file could not even be created
+                    self._degrade(Mode.SNAPSHOTS_ONLY, exc)
+                    self._active.clip_rel = None
+                    self.writer.update(event_id, clip_path=None)
+                clip = None
         self._notify("start", {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index})
         if clip is not None and clip.first_ts is not None:
             self.writer.update(event_id, clip_start_ts=clip.first_ts)

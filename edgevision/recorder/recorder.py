@@ -87,6 +87,7 @@ class _Item:
     best: bool
     faces: list[Face] | None = None
     stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)  # (max, mean, peak, best ts) of the event
+    matches: list[Detection] = field(default_factory=list)  # the detections that count for the event
 
 
 @dataclass
@@ -172,18 +173,24 @@ class Recorder:
             raise self._error
         if self.retention.error is not None:
             raise self.retention.error
-        signals = self.tracker.update(result.frame.ts, result.detections)
-        st = self.tracker.stats  # read here, in the thread that owns the tracker
-        item = _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces,
-                     (st.max_score, st.mean_score, st.peak_count, st.best_ts))  # fmt: skip
+        item = self._track(result)
         self._last_frame = result.frame
-        if self.blocking or signals:
+        if self.blocking or item.signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
             return
         if not put_or_drop(self._q, item):
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)
+
+    def _track(self, result: FrameResult) -> _Item:
+        """The event signals and statistics of one result: the one place the recorder touches the event tracker
+        (pipeline thread; the recorder thread only sees what this returns)."""
+        signals = self.tracker.update(result.frame.ts, result.detections)
+        st = self.tracker.stats
+        return _Item(result.frame, list(result.detections), signals, self.tracker.best_frame, result.faces,
+                     (st.max_score, st.mean_score, st.peak_count, st.best_ts),
+                     self.tracker.matches(result.detections))  # fmt: skip
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every frame handed over so far has been handled; False on timeout or failure."""
@@ -287,7 +294,7 @@ class Recorder:
                                     "peak_count": item.stats[2]})  # fmt: skip
         if item.best or active.best_frame is None:
             active.best_frame = frame  # a reference: the full image is made once, for the snapshot
-            active.best_dets = self.tracker.matches(item.detections) or item.detections
+            active.best_dets = item.matches or item.detections
         if self.s.store_face_crops and item.faces:
             top = max(item.faces, key=lambda f: f.score)
             if top.score > active.best_face_score:

@@ -3,7 +3,11 @@
 Threads: the pipeline thread runs the pure event state machine and hands each frame to the recorder thread
 through a bounded queue. Live, a full queue drops the frame (counted, never silent) so inference never waits;
 in replay it waits, so output is deterministic. Frames that carry an event start or end are never dropped.
-The recorder thread owns the pre-roll ring, the clip writer and the index.
+The recorder thread owns the packet ring and the open clip (:class:`~edgevision.recorder.packet_clips.PacketClips`:
+clips are the capture's packets remuxed, pre-roll is those packets while no clip is open), the snapshot writer
+and the index; packets come from the capture's feed, taken up to the frame being handled so an event starts and
+ends at the same instant in both (:mod:`~edgevision.recorder.intake`), or, with privacy redaction, from one
+encode of the redacted frames. Retention runs on its own timer thread.
 
 Disk trouble degrades instead of crashing: ENOSPC while writing a clip salvages what was written and switches
 to snapshots only; a failing snapshot switches to index only; an index write that fails (SQLite's "database or

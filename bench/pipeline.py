@@ -350,13 +350,23 @@ def main() -> None:
         detector = build_detector(cfg)
         det, rec, tut, old = [], [], [], []
         ring = rows = None
-        for _ in range(args.repeat):  # interleaved, so a load change on a shared machine hits every variant
-            det.append(pipeline_rate(detector, args.video))
+        def run_record() -> float:
+            nonlocal ring, rows
             with tempfile.TemporaryDirectory() as tmp:
                 fps, ring, rows = record_rate(detector, args.video, Path(tmp) / "data", args.pre_roll)
-                rec.append(fps)
-            tut.append(tutorial_rate(detector, args.video))
-            old.append(pipeline_rate(detector, args.video, opencv=True))
+            return fps
+
+        variants = [
+            (det, lambda: pipeline_rate(detector, args.video)),
+            (rec, run_record),
+            (tut, lambda: tutorial_rate(detector, args.video)),
+            (old, lambda: pipeline_rate(detector, args.video, opencv=True)),
+        ]
+        # Interleaved, and the order rotated every round, so a load change on a shared machine (or a warm cache)
+        # favours no variant.
+        for k in range(args.repeat):
+            for out, fn in variants[k % 4 :] + variants[: k % 4]:
+                out.append(fn())
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         tensors, capture_cpu_ms = decode_and_prepare(detector, args.video)
         raw = max(raw_rate(detector, tensors) for _ in range(args.repeat))

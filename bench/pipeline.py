@@ -350,17 +350,18 @@ def main() -> None:
         detector = build_detector(cfg)
         det, rec, tut, old = [], [], [], []
         ring = rows = None
-        def run_record() -> float:
+
+        def run_record(d=detector) -> float:  # type: ignore[no-untyped-def]
             nonlocal ring, rows
             with tempfile.TemporaryDirectory() as tmp:
-                fps, ring, rows = record_rate(detector, args.video, Path(tmp) / "data", args.pre_roll)
+                fps, ring, rows = record_rate(d, args.video, Path(tmp) / "data", args.pre_roll)
             return fps
 
         variants = [
-            (det, lambda: pipeline_rate(detector, args.video)),
+            (det, lambda d=detector: pipeline_rate(d, args.video)),
             (rec, run_record),
-            (tut, lambda: tutorial_rate(detector, args.video)),
-            (old, lambda: pipeline_rate(detector, args.video, opencv=True)),
+            (tut, lambda d=detector: tutorial_rate(d, args.video)),
+            (old, lambda d=detector: pipeline_rate(d, args.video, opencv=True)),
         ]
         # Interleaved, and the order rotated every round, so a load change on a shared machine (or a warm cache)
         # favours no variant.

@@ -27,9 +27,10 @@ from edgevision.detection.factory import build_detector
 from edgevision.events.state import EventSettings
 from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder import recorder as recorder_mod
-from edgevision.recorder.clip import ClipWriter, choose_codec
+from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy, apply_retention
 
 PRE, POST = 3.0, 5.0
@@ -157,22 +158,22 @@ def test_disk_full_degrades_and_recovers(
     video, _ = three_events
     data = tmp_path / "data"
     state = {"clip_frames": 0, "full": False}
-    real_write = ClipWriter.write
+    real_write = PacketClipWriter.write
 
-    def write(self: ClipWriter, image, ts):  # type: ignore[no-untyped-def]
+    def write(self: PacketClipWriter, packet):  # type: ignore[no-untyped-def]
         state["clip_frames"] += 1
         if state["clip_frames"] == 60:  # the disk fills up in the middle of the first event
             state["full"] = True
         if state["full"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, image, ts)
+        return real_write(self, packet)
 
     def free_bytes(path: Path, holder: list[Recorder]) -> int:
         if state["full"] and holder and holder[0].events_finalized >= 2:
             state["full"] = False  # space comes back after the second event
         return 0 if state["full"] else 10 << 30
 
-    monkeypatch.setattr(ClipWriter, "write", write)
+    monkeypatch.setattr(PacketClipWriter, "write", write)
     caplog.set_level("WARNING")
     _replay_with_recorder(models_dir, video, data, free_bytes=free_bytes)
     got = rows(data)

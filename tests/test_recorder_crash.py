@@ -193,7 +193,9 @@ def test_kill_soon_after_an_event_starts_under_a_slow_pipeline_keeps_media(
     (ev,) = rows(data)
     assert ev["status"] == "recovered", ev
     kept = count_frames(data / ev["clip_path"]) / 5.0  # seconds of media
-    recorded = 1.0 + after_start  # one second of pre-roll + the event so far
+    # the pre-roll as cut (from the last keyframe at or before trigger - 1 s: a GOP is 1 s) + the event so far
+    recorded = ev["start_ts"] - ev["clip_start_ts"] + after_start
+    assert 1.0 <= ev["start_ts"] - ev["clip_start_ts"] <= 2.0 + 1e-6
     # at least the pre-roll fragment and, with no backlog, all but the last second (printed for the record)
     print(f"killed {after_start:.1f} s after the start: {kept:.1f} s of {recorded:.1f} s kept")
     assert 1.0 <= kept <= recorded + 0.2, (kept, recorded)

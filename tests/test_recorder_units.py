@@ -114,3 +114,33 @@ def test_lock_is_exclusive_across_processes_reentrant_within_one(tmp_path: Path)
         assert outer is not None
     with DataDirLock(tmp_path):
         pass
+
+
+def test_retention_runs_on_its_own_timer_and_keeps_its_failure() -> None:
+    import threading
+
+    from edgevision.recorder.retention import RetentionTimer
+
+    calls: list[str] = []
+    ran = threading.Event()
+
+    def run() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 3:
+            ran.set()
+
+    timer = RetentionTimer(run, 0.01)
+    timer.start()
+    assert ran.wait(5)
+    timer.stop()
+    n = len(calls)
+    assert n >= 3 and set(calls) == {"retention"} and timer.error is None  # not the caller's thread
+    assert len(calls) == n  # stopped: no more runs
+
+    def failing() -> None:
+        raise RuntimeError("index gone")
+
+    bad = RetentionTimer(failing, 0.01)
+    bad.start()  # runs at once: the failure ends the thread
+    bad._thread.join(5)
+    assert isinstance(bad.error, RuntimeError) and bad.runs == 0

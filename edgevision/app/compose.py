@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevision.app.source import build_runner, replays, sample_frames
+from edgevision.app.source import replays, sample_frames
 from edgevision.app.system import System
+from edgevision.capture.factory import open_runner
 from edgevision.capture.runner import LiveRunner, ReplayRunner
 from edgevision.config import EdgeVisionConfig
 from edgevision.config_check import check_config
@@ -154,7 +155,9 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
     step, scheduler, model, runtime = _detect_step(cfg, health, events)
     stages = [*build_face_stages(cfg), events]  # every model is loaded and probed before the source opens
     # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
-    runner = build_runner(cfg.source, step.prepare)
+    # Recording from packets: the runner also hands the recorder a feed of the source's own packets (or of one
+    # continuous encode for cameras), so no frame is decoded or encoded for a clip.
+    runner, packets = open_runner(cfg, step.prepare)
     controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
     sinks = _output_sinks(cfg, options, runner)
     recorder: Recorder | None = None
@@ -165,6 +168,7 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
             blocking=replays(cfg.source),
             fps_source=lambda: runner.fps,
             events=events,
+            packets=packets,
         )
         sinks.append(RecordingGate(recorder, controls))
     monitor = ServiceMonitor(

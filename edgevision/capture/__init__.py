@@ -1,5 +1,7 @@
-"""Capture: frame sources (OpenCV, picamera2), the latest-frame slot and the capture threads."""
+"""Capture: frame sources (demuxed files and streams, OpenCV cameras, picamera2), the packet feed of the recording,
+the latest-frame slot and the capture threads. :func:`~edgevision.capture.factory.open_runner` builds them."""
 
+from edgevision.capture.feed import PacketFeed, StreamStart
 from edgevision.capture.runner import CaptureStats, LiveRunner, ReplayRunner
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import OpenCVSource, Picamera2Source
@@ -11,6 +13,8 @@ __all__ = [
     "LatestSlot",
     "LiveRunner",
     "OpenCVSource",
+    "PacketFeed",
     "Picamera2Source",
     "ReplayRunner",
+    "StreamStart",
 ]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo, detached_template
+from edgevision.capture.sources import redact_url
 from edgevision.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ class DecodedFrame:
     def size(self) -> tuple[int, int]:
         """(width, height) of the full frame."""
         return self.width, self.height
+
+    @property
+    def av_frame(self) -> Any:
+        """The decoder's ``av.VideoFrame`` (for an encoder that takes YUV as it is); None once released."""
+        return self._frame
 
     def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
         """``height x width x 3`` uint8 (RGB by default) scaled straight from the decoder's YUV."""
@@ -136,7 +142,7 @@ class DemuxSource:
     ) -> None:
         self.target = str(target)
         self.live = self.target.startswith(STREAM_SCHEMES)
-        self.source_id = self.target
+        self.source_id = redact_url(self.target)  # logs, status lines and ids never carry credentials
         self.fps: float | None = None
         self.stream_info: StreamInfo | None = None
         self._timeouts = (open_timeout_s, read_timeout_s)
@@ -168,8 +174,12 @@ class DemuxSource:
         try:
             container = opener(self.target, options=options, timeout=self._timeouts)
         except (av.error.FFmpegError, OSError) as exc:
-            what = "stream (is the URL right and the server reachable?)" if self.live else "video"
-            raise InputError(f"{self.source_id}: cannot open {what}: {exc}") from None
+            what = (
+                "stream (is the URL right and the server reachable?)"
+                if self.live
+                else "video (unsupported, truncated or corrupt file)"
+            )
+            raise InputError(f"{self.source_id}: cannot open {what}: {redact_url(str(exc))}") from None
         if not container.streams.video:
             container.close()
             raise InputError(f"{self.source_id}: no video stream")
@@ -221,7 +231,7 @@ class DemuxSource:
             self._packets = None
             return None
         except (av.error.FFmpegError, OSError) as exc:
-            log.warning("%s: read failed: %s", self.source_id, exc)
+            log.warning("%s: read failed: %s", self.source_id, redact_url(str(exc)))
             self._packets = None
             return None
         if packet.size == 0:  # the demuxer's end-of-stream packet: drain the decoder

@@ -101,7 +101,9 @@ class FrameEncoder:
         if self.codec == "libx264":
             ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(ctx.gop_size)}
         self._ctx = ctx
+        self.gop_s = gop_s
         self._first_ts: float | None = None
+        self._last_key_ts: float | None = None
         self._last_pts = -1
         self._ts_of: dict[int, float] = {}
         self.frames_in = 0
@@ -135,6 +137,13 @@ class FrameEncoder:
             self._first_ts = ts
         pts = max(round((ts - self._first_ts) * 1000), self._last_pts + 1)
         frame.pts, frame.time_base = pts, TIME_BASE
+        if self._last_key_ts is None or ts - self._last_key_ts >= self.gop_s - 1e-6:
+            # A keyframe every gop_s of the frame clock, whatever the frame rate really is (a camera slower than
+            # announced, a recorder fed by a slow pipeline): pre-roll and fragments are cut there.
+            from av.video.frame import PictureType
+
+            frame.pict_type = PictureType.I
+            self._last_key_ts = ts
         self._ts_of[pts] = ts
         self._last_pts = pts
         self.frames_in += 1
@@ -202,6 +211,34 @@ def decode_jpeg_for_model(jpeg: bytes, min_size: tuple[int, int]) -> np.ndarray:
     if image is None:
         raise ValueError("not a decodable JPEG")
     return image
+
+
+class MjpegPicture:
+    """An MJPEG camera's frame as it came off the wire, converted only on request (a
+    :class:`~edgevision.results.frame.DecodedImage`): inference decodes it at reduced scale
+    (:func:`decode_jpeg_for_model`), a consumer that needs the picture gets a full decode, once; the recording's
+    encoder takes the JPEG itself (:class:`MjpegDecoder`, YUV without a BGR detour)."""
+
+    def __init__(self, jpeg: bytes) -> None:
+        self.jpeg = jpeg
+        self.size = jpeg_size(jpeg)
+        self._bgr: np.ndarray | None = None
+
+    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
+        small = decode_jpeg_for_model(self.jpeg, (width, height))
+        if small.shape[1] != width or small.shape[0] != height:
+            small = cv2.resize(small, (width, height), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB if pixel_format == "rgb24" else cv2.COLOR_BGR2BGRA)[
+            ..., :3
+        ]
+
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            image = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError("not a decodable JPEG")
+            self._bgr = image
+        return self._bgr
 
 
 class MjpegDecoder:

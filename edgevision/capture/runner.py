@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import FrameSource
 from edgevision.errors import InputError
-from edgevision.results.frame import Frame
+from edgevision.results.frame import DecodedImage, Frame
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,16 @@ def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
 def is_stalled(last_frame_at: float, now: float, timeout: float) -> bool:
     """True when no frame has arrived for longer than ``timeout`` seconds (pure, clock injected)."""
     return now - last_frame_at > timeout
+
+
+def make_frame(
+    item: tuple[np.ndarray | DecodedImage, float, np.ndarray | None], index: int, source_id: str
+) -> Frame:
+    """The pipeline frame of what a source read: a lazy frame for a decoded picture, else the image itself."""
+    image, ts, full = item
+    if isinstance(image, np.ndarray):
+        return Frame(image, ts, index, source_id, full, time.monotonic())
+    return Frame.lazy(image, ts, index, source_id, time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ class ReplayRunner:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._done = False
+        self.on_stop: list[Callable[[], None]] = []  # called by stop() before joining (unblock the thread)
         self._thread = threading.Thread(target=self._run, name="capture-replay", daemon=True)
 
     @property
@@ -128,8 +141,7 @@ class ReplayRunner:
                 item = self.source.read()
                 if item is None:
                     break
-                image, ts, full = item
-                frame = Frame(image, ts, index, self.source.source_id, full, time.monotonic())
+                frame = make_frame(item, index, self.source.source_id)
                 index += 1
                 if self.prepare:
                     frame = self.prepare(frame)
@@ -160,7 +172,7 @@ class ReplayRunner:
             return None
         # Replay latency is measured from when the loop takes the frame: time spent queued behind earlier
         # frames is the replay's own back-pressure, not capture-to-result latency.
-        return dataclasses.replace(item, captured_at=time.monotonic())
+        return item.with_captured_at(time.monotonic())
 
     @property
     def finished(self) -> bool:
@@ -168,6 +180,8 @@ class ReplayRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        for hook in self.on_stop:
+            hook()
         self._thread.join(timeout=5.0)
 
 
@@ -327,7 +341,7 @@ class LiveRunner:
                     src.close()
                     src = None
                     continue
-                image, ts, full = item
+                ts = item[1]
                 if self.pace:
                     if t0 is None:
                         t0, ts0 = self.clock(), ts
@@ -338,7 +352,7 @@ class LiveRunner:
                     index = self._index
                     self._index += 1
                     self._last_frame_at = self.clock()
-                frame = Frame(image, ts, index, src.source_id, full, time.monotonic())
+                frame = make_frame(item, index, src.source_id)
                 if self.prepare:
                     frame = self.prepare(frame)
                 self.slot.put(frame)

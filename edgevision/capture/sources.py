@@ -13,12 +13,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
 
 from edgevision.errors import ConfigError, InputError, UsageError
+from edgevision.results.frame import DecodedImage
+
+if TYPE_CHECKING:
+    from edgevision.capture.encoder import Picamera2Encoding
+    from edgevision.capture.feed import PacketFeed
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,11 @@ class FrameSource(Protocol):
     def open(self) -> None:
         """Open the device/file/stream or raise :class:`InputError`."""
 
-    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
-        """(image, timestamp s, optional full-resolution image), or None at end of stream / on failure."""
+    def read(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | None:
+        """(image, timestamp s, optional full-resolution image), or None at end of stream / on failure.
+
+        The image may be a decoded picture converted on demand (a demuxed source): the runner makes a lazy
+        frame of it."""
 
     def close(self) -> None:
         """Release the device. Safe to call twice."""
@@ -83,10 +91,11 @@ class OpenCVSource:
         self._factory = capture_factory or cv2.VideoCapture
         self._clock = clock
         self._cap: Any = None
-        self._peeked: tuple[np.ndarray, float, None] | None = None
+        self._peeked: tuple[np.ndarray | DecodedImage, float, None] | None = None
         self._last_ts = -1.0
         self._count = 0
         self._warned_short = False
+        self._raw_mjpeg = False
 
     def _create(self) -> Any:
         if self.is_camera:
@@ -130,6 +139,11 @@ class OpenCVSource:
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             if fps:
                 cap.set(cv2.CAP_PROP_FPS, fps)
+        self._raw_mjpeg = False
+        if self.is_camera and (fourcc or "").upper() == "MJPG":
+            # The camera's JPEGs as they are: inference decodes them at reduced scale, recording encodes from
+            # FFmpeg's YUV; a full-resolution decode happens only for a consumer that asks (MjpegPicture).
+            self._raw_mjpeg = bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
         reported = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if reported > 0 and (self.fps is None or not self.is_camera):
             self.fps = reported
@@ -141,7 +155,7 @@ class OpenCVSource:
             self._peeked = (first[0], first[1], None)
             self._count = 0
 
-    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+    def read(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | None:
         if self._peeked is not None:
             item, self._peeked = self._peeked, None
             self._count = 1
@@ -165,6 +179,16 @@ class OpenCVSource:
                     )
                 self._warned_short = True
             return None
+        if self._raw_mjpeg and (image.ndim == 1 or image.shape[0] == 1):
+            from edgevision.capture.encoder import MjpegPicture
+
+            try:
+                picture = MjpegPicture(image.reshape(-1).tobytes())
+            except ValueError as exc:  # a corrupt JPEG from the camera: skip it, like a decode error
+                log.debug("%s: %s", self.source_id, exc)
+                return self.read()
+            self._count += 1
+            return picture, self._clock(), None
         if self.live:
             ts = self._clock()
         else:
@@ -189,6 +213,10 @@ class Picamera2Source:
     A low-resolution ``lores`` stream (YUV420, converted to BGR) feeds inference; the ``main`` stream
     (RGB888, which is BGR in memory) is kept for recording. Both come from the same request via
     ``capture_arrays(["main", "lores"])``, so they show the same instant.
+
+    With a packet ``feed`` (recording), the main stream goes to picamera2's own H264Encoder instead
+    (:class:`~edgevision.capture.encoder.Picamera2Encoding`: the hardware encoder on a Pi 4) and only ``lores``
+    is copied to the CPU, for inference (and snapshots).
     """
 
     live = True
@@ -201,8 +229,13 @@ class Picamera2Source:
         fps: float | None = None,
         module_loader: Callable[[], Any] | None = None,
         clock: Clock = time.monotonic,
+        feed: PacketFeed | None = None,
+        encoding_loader: Callable[[], Any] | None = None,
     ) -> None:
         self.camera_num = camera_num
+        self.feed = feed
+        self._encoding_loader = encoding_loader
+        self._encoding: Picamera2Encoding | None = None
         self.source_id = f"picamera{camera_num}"
         self.main_size = main_size
         self.lores_size = lores_size
@@ -236,23 +269,44 @@ class Picamera2Source:
             cam.close()
             raise InputError(f"{self.source_id}: cannot start the camera ({exc})") from None
         self._cam = cam
+        if self.feed is not None:
+            from edgevision.capture.encoder import Picamera2Encoding
+
+            feed = self.feed
+            loader = self._encoding_loader
+            w, h = self.main_size
+            if loader is not None:
+                encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, module_loader=loader,
+                                             clock=self._clock)  # fmt: skip
+            else:
+                encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, clock=self._clock)
+            feed.start_stream(encoding.stream_info)
+            encoding.start()
+            self._encoding = encoding
 
     def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
         if self._cam is None:
             return None
         try:
-            arrays, _metadata = self._cam.capture_arrays(["main", "lores"])
+            if self._encoding is not None:  # main is being encoded by picamera2: only lores comes to us
+                lores = self._cam.capture_array("lores")
+                main = None
+            else:
+                (main, lores), _metadata = self._cam.capture_arrays(["main", "lores"])
         except (RuntimeError, OSError) as exc:
             log.warning("%s: capture failed: %s", self.source_id, exc)
             return None
-        main, lores = arrays
         image = cv2.cvtColor(lores, cv2.COLOR_YUV420p2BGR) if lores.ndim == 2 else lores[..., :3]
-        return np.ascontiguousarray(image), self._clock(), np.ascontiguousarray(main[..., :3])
+        full = np.ascontiguousarray(main[..., :3]) if main is not None else None
+        return np.ascontiguousarray(image), self._clock(), full
 
     def close(self) -> None:
         if self._cam is not None:
             cam, self._cam = self._cam, None
             try:
+                if self._encoding is not None:
+                    encoding, self._encoding = self._encoding, None
+                    encoding.stop()
                 cam.stop()
             finally:
                 cam.close()

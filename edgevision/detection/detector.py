@@ -100,6 +100,14 @@ class Detector:
             rgb = cv2.resize(rgb, (self.input_width, self.input_height), interpolation=cv2.INTER_LINEAR)
         return quantize_input(rgb, self.input_dtype, self.float_range)[np.newaxis]
 
+    def preprocess_frame(self, frame: Frame) -> np.ndarray:
+        """:meth:`preprocess` for a pipeline frame: a decoded picture is scaled by FFmpeg straight from its YUV
+        to the input size (no full-resolution BGR is made); otherwise the frame's image is used."""
+        if frame.decoded is not None and not frame.materialized:
+            rgb = frame.decoded.model_input(self.input_width, self.input_height)
+            return quantize_input(rgb, self.input_dtype, self.float_range)[np.newaxis]
+        return self.preprocess(frame.image)
+
     def infer(self, tensor: np.ndarray) -> list[Detection]:
         """Run the model on a preprocessed tensor and parse its outputs."""
         return self.parse(self.handle.run(tensor))
@@ -111,13 +119,13 @@ class Detector:
         if p is not None and p.size == self.input_size:
             return p.tensor, p.ms
         t0 = time.perf_counter()
-        tensor = self.preprocess(frame.image)
+        tensor = self.preprocess_frame(frame)
         return tensor, (time.perf_counter() - t0) * 1e3
 
     def prepare(self, frame: Frame) -> Frame:
         """``frame`` carrying this model's input tensor (the capture thread calls it, overlapping inference)."""
         t0 = time.perf_counter()
-        tensor = self.preprocess(frame.image)
+        tensor = self.preprocess_frame(frame)
         return frame.with_prepared(PreparedInput(self.input_size, tensor, (time.perf_counter() - t0) * 1e3))
 
     def parse(self, outputs: list[np.ndarray]) -> list[Detection]:

@@ -11,8 +11,9 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -92,19 +93,14 @@ class DetectionsLog:
             fh.close()
 
 
-def fourcc_for(path: Path) -> str:
-    """A codec OpenCV's bundled FFmpeg can always write for this container."""
-    return {".avi": "MJPG", ".mkv": "XVID"}.get(path.suffix.lower(), "mp4v")
-
-
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+_FASTSTART = (".mp4", ".m4v", ".mov")  # the index up front: a browser plays the file while it downloads
 
 
 def check_video_target(path: Path) -> None:
     """Refuse, before the run starts, a ``--save-video`` path no writer here can produce.
 
-    The container comes from the extension; a tiny probe file in the target directory proves that this
-    OpenCV/FFmpeg build opens a writer for it (a few ms; removed at once).
+    The container comes from the extension; the directory must be writable (a probe file, removed at once).
     """
     if path.exists() and path.is_dir():
         raise UsageError(f"--save-video {path}: is a directory; give a file such as {path / 'annotated.mp4'}")
@@ -118,22 +114,75 @@ def check_video_target(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=path.parent)
         os.close(fd)
+        Path(probe).unlink()
     except OSError as exc:
         raise InputError(f"--save-video {path}: cannot write there: {exc.strerror}") from None
-    try:
-        writer = cv2.VideoWriter(probe, cv2.VideoWriter.fourcc(*fourcc_for(path)), 25.0, (64, 48))
-        opened = writer.isOpened()
-        writer.release()
-    finally:
-        Path(probe).unlink(missing_ok=True)
-    if not opened:
-        raise UsageError(
-            f"--save-video {path}: this OpenCV build cannot write '{suffix}' ({fourcc_for(path)})"
-        )
+
+
+class H264Writer:
+    """Annotated frames into ``path`` with PyAV: H.264 (the Pi's hardware encoder, else libx264; MPEG-4 part 2
+    only where neither exists), yuv420p, ``faststart`` MP4 — a file a browser plays. Timestamps are the frames'
+    own (ms), so a live run with dropped frames plays at the right speed. Not thread-safe: the writer thread's.
+    """
+
+    TIME_BASE = Fraction(1, 1000)
+
+    def __init__(self, path: Path, fps: float) -> None:
+        from edgevision.capture.encoder import choose_encoder
+
+        self.path = path
+        self.fps = fps
+        self.codec = choose_encoder("auto")
+        self._container: Any = None
+        self._stream: Any = None
+        self._first_ts: float | None = None
+        self._last_pts = -1
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        options = {"movflags": "+faststart"} if self.path.suffix.lower() in _FASTSTART else {}
+        try:
+            self._container = av.open(str(self.path), "w", options=options)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"{self.path}: cannot open video writer: {exc}") from None
+        stream = self._container.add_stream(self.codec, rate=Fraction(round(self.fps * 1000), 1000))
+        stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+        stream.time_base = self.TIME_BASE
+        stream.codec_context.time_base = self.TIME_BASE
+        if self.codec == "libx264":
+            stream.options = {"preset": "veryfast", "crf": "23"}
+        elif self.codec == "h264_v4l2m2m":
+            stream.bit_rate = int(width * height * self.fps * 0.1)
+        self._stream = stream
+
+    def write(self, image: np.ndarray, ts: float) -> None:
+        import av
+
+        if self._stream is None:
+            self._open(image.shape[1], image.shape[0])
+        if self._first_ts is None:
+            self._first_ts = ts
+        pts = max(round((ts - self._first_ts) * 1000), self._last_pts + 1)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        if (frame.width, frame.height) != (self._stream.width, self._stream.height):
+            frame = frame.reformat(self._stream.width, self._stream.height)
+        frame.pts, frame.time_base = pts, self.TIME_BASE
+        self._last_pts = pts
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        if self._container is not None:
+            container, self._container = self._container, None
+            try:
+                container.mux(self._stream.encode())
+            finally:
+                container.close()
 
 
 class VideoSink:
-    """``--save-video FILE``: annotated frames encoded in a writer thread behind a bounded queue.
+    """``--save-video FILE``: annotated frames encoded (:class:`H264Writer`) in a writer thread behind a bounded
+    queue.
 
     In replay (``blocking=True``) the loop waits for the writer so every frame is written; live, a full
     queue drops the frame and counts it (``dropped``), so encoding never slows inference.
@@ -146,31 +195,22 @@ class VideoSink:
         self.blocking = blocking
         self.dropped = 0
         self.written = 0
-        self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=depth)
-        self._writer: cv2.VideoWriter | None = None
+        self._q: queue.Queue[tuple[np.ndarray, float] | None] = queue.Queue(maxsize=depth)
+        self._writer: H264Writer | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
         self._started = False
         check_video_target(path)
 
-    def _open(self, frame: np.ndarray) -> cv2.VideoWriter:
-        h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(
-            str(self.path), cv2.VideoWriter.fourcc(*fourcc_for(self.path)), self.fps, (w, h)
-        )
-        if not writer.isOpened():
-            raise InputError(f"{self.path}: cannot open video writer ({fourcc_for(self.path)})")
-        return writer
-
     def _run(self) -> None:
         try:
             while True:
-                frame = self._q.get()
-                if frame is None:
+                item = self._q.get()
+                if item is None:
                     break
                 if self._writer is None:
-                    self._writer = self._open(frame)
-                self._writer.write(frame)
+                    self._writer = H264Writer(self.path, self.fps)
+                self._writer.write(*item)
                 self.written += 1
         except BaseException as exc:  # raised to the pipeline on the next frame or at close
             self._error = exc
@@ -182,7 +222,10 @@ class VideoSink:
                     break
         finally:
             if self._writer is not None:
-                self._writer.release()
+                try:
+                    self._writer.close()
+                except Exception as exc:
+                    self._error = self._error or exc
 
     def on_result(self, result: FrameResult) -> None:
         if self._error is not None:
@@ -192,14 +235,15 @@ class VideoSink:
             self.fps = fps if fps and fps > 0 else 25.0
             self._thread.start()
             self._started = True
-        image = result.frame.image
+        image = result.frame.image  # a lazy frame makes its full-resolution image here: saved video needs it
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
         draw_detections(image, result.detections)
         if result.faces:
             draw_faces(image, result.faces)
+        item = (image, result.frame.ts)
         if self.blocking:
-            put_waiting(self._q, image, self._thread, lambda: self._error, f"{self.path}: video writer")
-        elif not put_or_drop(self._q, image):
+            put_waiting(self._q, item, self._thread, lambda: self._error, f"{self.path}: video writer")
+        elif not put_or_drop(self._q, item):
             self.dropped += 1
 
     def close(self) -> None:

@@ -3,7 +3,11 @@
 Threads: the pipeline thread runs the pure event state machine and hands each frame to the recorder thread
 through a bounded queue. Live, a full queue drops the frame (counted, never silent) so inference never waits;
 in replay it waits, so output is deterministic. Frames that carry an event start or end are never dropped.
-The recorder thread owns the pre-roll ring, the clip writer and the index.
+The recorder thread owns the packet ring and the open clip (:class:`~edgevision.recorder.packet_clips.PacketClips`:
+clips are the capture's packets remuxed, pre-roll is those packets while no clip is open), the snapshot writer
+and the index; packets come from the capture's feed, taken up to the frame being handled so an event starts and
+ends at the same instant in both (:mod:`~edgevision.recorder.intake`), or, with privacy redaction, from one
+encode of the redacted frames. Retention runs on its own timer thread.
 
 Disk trouble degrades instead of crashing: ENOSPC while writing a clip salvages what was written and switches
 to snapshots only; a failing snapshot switches to index only; an index write that fails (SQLite's "database or
@@ -31,19 +35,23 @@ from typing import Any
 
 import numpy as np
 
+from edgevision.capture.factory import encoder_codec
+from edgevision.capture.feed import FeedItem, PacketFeed, StreamStart
 from edgevision.events.stage import EventStage
 from edgevision.events.state import EventEnd, EventSettings, EventStart
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
-from edgevision.recorder.clip import ClipWriter, salvage_fragmented_mp4
+from edgevision.recorder.clip import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_writer import IndexWriter, is_disk_error
+from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
+from edgevision.recorder.packet_clips import PacketClips
 from edgevision.recorder.recovery import RecoveryReport, recover
-from edgevision.recorder.retention import RetentionPolicy, apply_retention, free_space
-from edgevision.recorder.ring import PreRollRing
+from edgevision.recorder.remux import PacketClipWriter
+from edgevision.recorder.retention import RetentionPolicy, RetentionTimer, apply_retention, free_space
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
 from edgevision.results import FrameResult
 from edgevision.results.detection import Detection
@@ -91,9 +99,9 @@ class _Item:
 class _Active:
     event_id: int
     start: EventStart
-    clip: ClipWriter | None
+    clip: PacketClipWriter | None
     clip_rel: str | None
-    best_image: np.ndarray | None = None
+    best_frame: Frame | None = None  # its full image is made only at the snapshot
     best_dets: list[Detection] = field(default_factory=list)
     best_face: np.ndarray | None = None
     best_face_score: float = 0.0
@@ -102,6 +110,7 @@ class _Active:
     last_ts: float = 0.0
     stats_ts: float = 0.0  # frame time the statistics were last written
     stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
+    clip_done: bool = False  # the clip was finalized (a reconnect may do it before the event ends)
 
 
 class Recorder:
@@ -117,6 +126,7 @@ class Recorder:
         fps_source: Callable[[], float | None] | None = None,
         listeners: list[Callable[[str, dict[str, Any]], object]] | None = None,
         events: EventStage | None = None,
+        packets: PacketFeed | None = None,
     ) -> None:
         self.s = settings
         self.listeners = list(listeners or [])
@@ -135,7 +145,11 @@ class Recorder:
             self._dir_lock.release()
             raise
         self.events = events or EventStage(settings.events)  # the pipeline's stage; its own when fed directly
-        self.ring = PreRollRing(settings.pre_roll, settings.pre_roll_max_bytes, settings.jpeg_quality)
+        # Pre-roll is the packet ring, a clip is packets remuxed: the capture's packets (``packets``), or the one
+        # encode of the frames handed over here (privacy blur: only redacted frames reach the disk).
+        self.clips = PacketClips(settings.pre_roll, settings.pre_roll_max_bytes)
+        self.intake = PacketIntake(packets, encoder_codec(settings.codec), settings.fps_hint)
+        self.clips_cut_by_reconnect = 0
         self.mode = Mode.NORMAL
         self._floor = record_floor(settings.retention.min_free_bytes)
         self._ends_checked = False
@@ -146,10 +160,13 @@ class Recorder:
         self._active: _Active | None = None
         self._error: BaseException | None = None
         self._last_frame: Frame | None = None
-        self._next_retention = 0.0
         self._next_space_check = 0.0
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
+        # Age and size limits are applied on their own timer; free space is also checked before each clip.
+        self.retention = RetentionTimer(lambda: self._retention(self.free_bytes(self.s.data_dir)),
+                                        self.s.retention_interval_s)  # fmt: skip
+        self.retention.start()
 
     @property
     def queue_depth(self) -> int:
@@ -160,18 +177,25 @@ class Recorder:
     def on_result(self, result: FrameResult) -> None:
         if self._error is not None:
             raise self._error
-        ev = result.events if result.events is not None else self.events.update(result)
-        signals, st = list(ev.signals), ev.stats
-        item = _Item(result.frame, list(result.detections), signals, ev.best_frame, result.faces,
-                     (st.max_score, st.mean_score, st.peak_count, st.best_ts), list(ev.matches))  # fmt: skip
+        if self.retention.error is not None:
+            raise self.retention.error
+        item = self._track(result)
         self._last_frame = result.frame
-        if self.blocking or signals:
+        if self.blocking or item.signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
             return
         if not put_or_drop(self._q, item):
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)
+
+    def _track(self, result: FrameResult) -> _Item:
+        """The event signals and statistics of one result: the one place the recorder reads the event stage
+        (pipeline thread; the recorder thread only sees what this returns)."""
+        ev = result.events if result.events is not None else self.events.update(result)
+        st = ev.stats
+        return _Item(result.frame, list(result.detections), list(ev.signals), ev.best_frame, result.faces,
+                     (st.max_score, st.mean_score, st.peak_count, st.best_ts), list(ev.matches))  # fmt: skip
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every frame handed over so far has been handled; False on timeout or failure."""
@@ -187,6 +211,7 @@ class Recorder:
             self._put_final(_Item(self._last_frame, [], list(final.signals), False))
         self._put_final(None)
         self._thread.join(timeout=120.0)
+        self.retention.stop()
         if self._thread.is_alive():
             raise RuntimeError("recorder did not finish within 120 s")
         try:
@@ -203,6 +228,8 @@ class Recorder:
             self._dir_lock.release()
         if self._error is not None:
             raise self._error
+        if self.retention.error is not None:
+            raise self.retention.error
 
     def _put_final(self, item: _Item | None) -> None:
         while self._thread.is_alive():
@@ -217,8 +244,10 @@ class Recorder:
         try:
             while True:
                 try:
-                    item = self._q.get(timeout=0.5)
+                    item = self._q.get(timeout=0.2)
                 except queue.Empty:
+                    if not self.blocking:  # live and no result coming: packets keep flowing to the ring
+                        self._take_packets(None)
                     self._housekeeping()
                     continue
                 if item is None:
@@ -231,8 +260,9 @@ class Recorder:
         except BaseException as exc:  # raised to the pipeline at the next frame or at close()
             log.error("recorder failed: %s", exc)
             self._error = exc
-            if self._active is not None and self._active.clip is not None:
-                self._active.clip.abort()  # the .partial stays for start-up recovery
+            self.clips.abort()  # the .partial stays for start-up recovery
+        finally:
+            self.intake.close()  # a capture thread waiting for room in the feed returns
 
     def _handle(self, item: _Item) -> None:
         if not self._ends_checked:  # listeners are attached by now: announce ends recovery closed
@@ -241,15 +271,20 @@ class Recorder:
         frame = item.frame
         for sig in item.signals:
             if isinstance(sig, EventEnd):
+                self._take_packets(sig.end_ts, inclusive=False)  # the clip ends where the event does
                 self._finish(sig)
             else:
+                self._take_packets(frame.ts)
                 self._begin(sig, frame)
+        self._take_packets(frame.ts)
+        if not self.intake.from_feed:
+            if self.intake.encoder is None and self.fps_source is not None:
+                self.intake.fps = self.fps_source() or self.intake.fps
+            for packet in self.intake.encode(frame.best_image, frame.ts):
+                self._push(packet)
         active = self._active
         if active is None:
-            self.ring.push(frame.ts, frame.index, frame.full if frame.full is not None else frame.image)
             return
-        image = frame.full if frame.full is not None else frame.image
-        self._write(image, frame.ts)
         active.last_index, active.last_ts = frame.index, frame.ts
         if item.stats != active.stats_written and frame.ts - active.stats_ts >= STATS_EVERY_S:
             # a crashed event keeps what it had: recovery finds the statistics in the row
@@ -258,12 +293,12 @@ class Recorder:
             self.writer.update(
                 active.event_id, max_score=mx, mean_score=mean, peak_count=peak, best_ts=best_ts
             )
-        if item.best and active.best_image is not None and frame.ts - active.last_update >= 1.0:
+        if item.best and active.best_frame is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
             self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": item.stats[0],
                                     "peak_count": item.stats[2]})  # fmt: skip
-        if item.best or active.best_image is None:
-            active.best_image = image
+        if item.best or active.best_frame is None:
+            active.best_frame = frame  # a reference: the full image is made once, for the snapshot
             active.best_dets = item.matches or item.detections
         if self.s.store_face_crops and item.faces:
             top = max(item.faces, key=lambda f: f.score)
@@ -281,41 +316,63 @@ class Recorder:
         assert created == event_id
         self.events_started += 1
         clip = None
+        if clip_rel is not None and self.clips.stream is None:
+            log.warning("event %d: no video packet yet: no clip", event_id)
+            clip_rel = None
+            self.writer.update(event_id, clip_path=None)
+        self._active = _Active(event_id, sig, None, clip_rel)
         if clip_rel is not None:
             try:
-                fps = (self.fps_source() if self.fps_source else None) or self.s.fps_hint
-                clip = ClipWriter(self.s.data_dir / clip_rel, fps, self.s.codec)
+                # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
+                clip = self._active.clip = self.clips.start(self.s.data_dir / clip_rel, sig.trigger_ts)
             except OSError as exc:
-                self._degrade(Mode.SNAPSHOTS_ONLY, exc)
-                clip, clip_rel = None, None
-                self.writer.update(event_id, clip_path=None)
-        self._active = _Active(event_id, sig, clip, clip_rel)
+                if exc.errno not in DISK_ERRNOS:
+                    raise
+                if self.clips.clip is not None:  # the disk filled while the pre-roll was written: salvage it
+                    self._active.clip = self.clips.clip
+                    self._close_clip_after_disk_error(self._active, exc)
+                else:  # the file could not even be created
+                    self._degrade(Mode.SNAPSHOTS_ONLY, exc)
+                    self._active.clip_rel = None
+                    self.writer.update(event_id, clip_path=None)
+                clip = None
         self._notify("start", {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index})
-        if clip is not None:
-            for rf in self.ring.since(sig.trigger_ts - self.s.pre_roll):  # all older than this frame
-                self._write(rf.decode(), rf.ts)
-            if self._active.clip is not None and self._active.clip.first_ts is not None:
-                self.writer.update(event_id, clip_start_ts=self._active.clip.first_ts)
-        self.ring.clear()
+        if clip is not None and clip.first_ts is not None:
+            self.writer.update(event_id, clip_start_ts=clip.first_ts)
         fault_point("event.started")
         log.info("event %d started (camera %s, trigger at %.2f s)", event_id, self.s.camera, sig.trigger_ts)
 
-    def _write(self, image: np.ndarray, ts: float) -> None:
-        active = self._active
-        if active is None or active.clip is None:
+    def _take_packets(self, until_ts: float | None, inclusive: bool = True) -> None:
+        """Move the capture's packets up to ``until_ts`` (all that are there for None) into the ring and clip."""
+        for item in self.intake.pull(until_ts, inclusive):
+            self._push(item)
+
+    def _push(self, item: FeedItem) -> None:
+        if isinstance(item, StreamStart):
+            self._new_stream(item)
             return
         try:
-            active.clip.write(image, ts)
+            self.clips.push(item)
         except OSError as exc:
-            if exc.errno not in DISK_ERRNOS:
+            if exc.errno not in DISK_ERRNOS or self._active is None or self._active.clip is None:
                 raise
-            self._close_clip_after_disk_error(active, exc)
+            self._close_clip_after_disk_error(self._active, exc)
+
+    def _new_stream(self, start: StreamStart) -> None:
+        """The source reconnected (or its encoder restarted): an open clip ends here and the ring starts over;
+        packets of the new stream cannot join the old ones (the parameter sets may differ)."""
+        active = self._active
+        if active is not None and active.clip is not None and self.clips.stream is not None:
+            log.warning("event %d: the source reconnected: its clip ends here", active.event_id)
+            self.clips_cut_by_reconnect += 1
+            self.writer.update(active.event_id, **self._finalize_clip(active))
+        self.clips.set_stream(start.info)
 
     def _close_clip_after_disk_error(self, active: _Active, exc: OSError) -> None:
         assert active.clip is not None
         clip = active.clip
         active.clip = None
-        clip.abort()
+        self.clips.abort()
         kept = 0
         try:
             kept = salvage_fragmented_mp4(clip.partial_path)
@@ -350,26 +407,14 @@ class Recorder:
         }
         status = "finalized"
         if active.clip is not None:
-            clip = active.clip
-            try:
-                final = (
-                    clip.finalize()
-                )  # other errors propagate: a clip that cannot be finalized is not swallowed
-            except OSError as exc:
-                if exc.errno not in DISK_ERRNOS:
-                    raise
-                self._close_clip_after_disk_error(active, exc)  # salvages the .partial
-            else:
-                values.update(clip_path=active.clip_rel, clip_start_ts=clip.first_ts, clip_frames=clip.frames,
-                              clip_size=final.stat().st_size, clip_sha256=sha256_file(final))  # fmt: skip
-                fault_point("finish.hashed")
-        if active.clip is None and active.clip_rel is not None:
+            values.update(self._finalize_clip(active))
+        elif active.clip_rel is not None and not active.clip_done:
             status = "recovered"  # the clip was cut short by a disk error and salvaged
-        if active.best_image is not None and self.mode != Mode.INDEX_ONLY:
+        if active.best_frame is not None and self.mode != Mode.INDEX_ONLY:
             snap = f"snapshots/{active.event_id:06d}.jpg"
             thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
             try:
-                write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_image,
+                write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_frame.best_image,
                                active.best_dets, self.s.thumb_width)  # fmt: skip
                 values.update(snapshot_path=snap, thumb_path=thumb)
             except OSError as exc:
@@ -393,6 +438,32 @@ class Recorder:
         self.events_finalized += 1
         self._announce_ends()
         log.info("event %d finalized (%s)", active.event_id, values.get("clip_path") or "no clip")
+
+    def _finalize_clip(self, active: _Active) -> dict[str, object]:
+        """Close the event's clip (fsync, rename, dir fsync) and hash it; the index values it gives.
+
+        Disk errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is not
+        swallowed). A clip without a single packet from a keyframe on is removed (no clip)."""
+        assert active.clip is not None
+        clip = active.clip
+        try:
+            final = self.clips.finish()
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            self._close_clip_after_disk_error(active, exc)  # salvages the .partial
+            return {}
+        except ValueError as exc:  # nothing decodable was written: the .partial is gone
+            log.warning("event %d: %s", active.event_id, exc)
+            active.clip, active.clip_rel = None, None
+            return {"clip_path": None}
+        active.clip, active.clip_done = None, True
+        path = final.final_path
+        values: dict[str, object] = dict(clip_path=active.clip_rel, clip_start_ts=clip.first_ts,
+                                         clip_frames=clip.frames, clip_size=path.stat().st_size,
+                                         clip_sha256=sha256_file(path))  # fmt: skip
+        fault_point("finish.hashed")
+        return values
 
     def _announce_ends(self) -> None:
         """Send ``end`` for every closed event whose end was not sent yet (live ends and ends closed by
@@ -455,7 +526,3 @@ class Recorder:
         self._check_space()
         if self.writer.pending and self.writer.flush():
             self._announce_ends()  # rows that waited for the disk are in: their ends can go out
-        now = self.clock()
-        if now >= self._next_retention:
-            self._next_retention = now + self.s.retention_interval_s
-            self._retention(self.free_bytes(self.s.data_dir))

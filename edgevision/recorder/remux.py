@@ -26,6 +26,7 @@ from typing import IO, Any
 from edgevision.capture.packets import EncodedPacket, StreamInfo
 from edgevision.fsutil import fsync_dir
 from edgevision.recorder.clip import abort_partial
+from edgevision.recorder.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,11 @@ class PacketClipWriter:
         if self.frames == 0:
             self.partial_path.unlink()
             raise ValueError(f"{self.final_path}: no packet from a keyframe on was written")
+        fault_point("finish.synced")
         os.replace(self.partial_path, self.final_path)
+        fault_point("finish.renamed")
         fsync_dir(self.final_path.parent)
+        fault_point("finish.dir_synced")
         return self.final_path
 
     def abort(self) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +110,36 @@ def apply_retention(index: EventIndex, data_dir: Path, now: float, free_bytes: i
         else:
             log.info("retention: deleted event %d (%s)", event_id, rule)
     return plan
+
+
+class RetentionTimer:
+    """Retention on its own thread and timer (as Frigate's cleanup runs beside its record maintainer): ``run`` is
+    called at once and then every ``interval_s`` seconds until :meth:`stop`, so deleting old events never delays
+    a clip. An exception from ``run`` stops the timer and is kept in ``error`` for the owner to raise."""
+
+    def __init__(self, run: Callable[[], None], interval_s: float) -> None:
+        self.run = run
+        self.interval_s = interval_s
+        self.runs = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.run()
+                self.runs += 1
+                if self._stop.wait(self.interval_s):
+                    return
+        except BaseException as exc:  # raised by the recorder at the next frame or at close
+            log.error("retention failed: %s", exc)
+            self.error = exc
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,208 @@
+"""Sources whose recording is packets: a demuxed file or stream, or a raw camera encoded once as it captures.
+
+Both are :class:`~edgevision.capture.sources.FrameSource` s for the capture runners, with one more output: the
+packets of the recording, handed to a :class:`~edgevision.capture.feed.PacketFeed` on the capture thread.
+
+* :class:`PacketSource` — a file, RTSP or HTTP stream through :class:`~edgevision.capture.demux.DemuxSource`.
+  A remuxable stream (H.264/H.265) gives its own packets: nothing is encoded. Any other codec (an MJPEG AVI, an
+  HTTP MJPEG stream, MPEG-4 part 2) is encoded once, from the decoder's YUV, by a
+  :class:`~edgevision.capture.encoder.FrameEncoder`. Frames are decoded pictures: inference scales them straight
+  to its input, and a BGR image is made only when a consumer asks (:meth:`Frame.lazy
+  <edgevision.results.frame.Frame.lazy>`). A live stream whose frames are being dropped because inference is
+  slower lets the decoder skip non-reference frames (:func:`next_skip`) — its packets are all kept.
+* :class:`EncodingSource` — any source of images (an OpenCV V4L2 camera) whose images are encoded once, as
+  captured, into the feed.
+
+Without a feed (recording off) the packets are simply not kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
+from edgevision.capture.encoder import FrameEncoder, MjpegDecoder, MjpegPicture
+from edgevision.capture.feed import PacketFeed
+from edgevision.capture.sources import FrameSource
+from edgevision.errors import InputError
+from edgevision.results.frame import DecodedImage
+
+log = logging.getLogger(__name__)
+
+# A live stream switches its decoder to skipping non-reference frames when more than SKIP_ON of the frames it
+# delivered in a window were dropped unprocessed, and back when fewer than SKIP_OFF were.
+SKIP_WINDOW = 50
+SKIP_ON = 0.3
+SKIP_OFF = 0.05
+
+
+def next_skip(current: FrameSkip, dropped: int, delivered: int) -> FrameSkip:
+    """The decoder's skip mode after a window of ``delivered`` frames of which ``dropped`` went unprocessed
+    (pure; hysteresis between :data:`SKIP_ON` and :data:`SKIP_OFF`)."""
+    if delivered <= 0:
+        return current
+    ratio = dropped / delivered
+    if current is FrameSkip.NONE and ratio > SKIP_ON:
+        return FrameSkip.NONREF
+    if current is FrameSkip.NONREF and ratio < SKIP_OFF:
+        return FrameSkip.NONE
+    return current
+
+
+class PacketSource:
+    """A :class:`DemuxSource` as a frame source: one decoded frame per ``read``; packets to ``feed``.
+
+    ``dropped`` (a callable: frames the runner dropped so far, for live sources) drives :func:`next_skip`.
+    ``encoder_codec`` is the encoder for a stream that cannot be remuxed.
+    """
+
+    def __init__(
+        self,
+        demux: DemuxSource,
+        feed: PacketFeed | None = None,
+        dropped: Any = None,
+        encoder_codec: str = "auto",
+    ) -> None:
+        self.demux = demux
+        self.feed = feed
+        self.source_id = demux.source_id
+        self.live = demux.live
+        self.fps: float | None = None
+        self._dropped = dropped
+        self._codec = encoder_codec
+        self._encoder: FrameEncoder | None = None
+        self._pending: deque[DecodedFrame] = deque()
+        self._early: list[Any] = []  # what the open-time check read: replayed by read()
+        self._skip = FrameSkip.NONE
+        self._window = (0, 0)  # (dropped, delivered) at the start of the current window
+        self.delivered = 0
+        self.encoded = 0
+
+    @property
+    def encoder(self) -> FrameEncoder | None:
+        """The one continuous encode of a stream that cannot be remuxed (None when its packets are kept)."""
+        return self._encoder
+
+    def open(self) -> None:
+        self.demux.open()
+        self.fps = self.demux.fps
+        info = self.demux.stream_info
+        assert info is not None
+        if not self.live:
+            self._peek_first_frame()
+        if self.feed is None:
+            return
+        if info.remuxable:
+            self.feed.start_stream(info)
+            return
+        self._encoder = FrameEncoder(info.width, info.height, self.fps or 25.0, self._codec)
+        self.feed.start_stream(self._encoder.stream_info)
+        log.info("%s: %s cannot be remuxed into MP4; recording encodes it once with %s", self.source_id,
+                 info.codec, self._encoder.codec)  # fmt: skip
+
+    def _peek_first_frame(self) -> None:
+        """A file must decode to at least one frame: refuse it now, not after the run started. Its packets up to
+        there are kept and handed over with the first :meth:`read`."""
+        self._early = []
+        while not self._pending:
+            item = self.demux.read()
+            if item is None:
+                self.demux.close()
+                raise InputError(f"{self.source_id}: no decodable video frame (truncated or corrupt file)")
+            self._early.append(item)
+            self._pending.extend(item.frames)
+        self._pending.clear()
+
+    def read(self) -> tuple[DecodedFrame, float, None] | None:
+        while not self._pending:
+            item = self._early.pop(0) if self._early else self.demux.read()
+            if item is None:
+                self._flush()
+                return None
+            if item.packet is not None and self.feed is not None and self._encoder is None:
+                self.feed.put(item.packet)
+            for frame in item.frames:
+                if self._encoder is not None and self.feed is not None:
+                    for packet in self._encoder.encode(frame.av_frame, frame.ts):
+                        self.feed.put(packet)
+                    self.encoded += 1
+                self._pending.append(frame)
+        frame = self._pending.popleft()
+        self.delivered += 1
+        self._adapt()
+        return frame, frame.ts, None
+
+    def _adapt(self) -> None:
+        """Live: skip non-reference frames while inference cannot keep up (their packets are still kept)."""
+        if not self.live or self._dropped is None:
+            return
+        d0, n0 = self._window
+        if self.delivered - n0 < SKIP_WINDOW:
+            return
+        dropped = int(self._dropped())
+        skip = next_skip(self._skip, dropped - d0, self.delivered - n0)
+        self._window = (dropped, self.delivered)
+        if skip is not self._skip:
+            log.info("%s: decoder now skips %s frames (inference %s)", self.source_id, skip.name,
+                     "falls behind" if skip is FrameSkip.NONREF else "keeps up")  # fmt: skip
+            self._skip = skip
+            self.demux.set_skip(skip)
+
+    def _flush(self) -> None:
+        if self._encoder is not None and self.feed is not None:
+            for packet in self._encoder.flush():
+                self.feed.put(packet)
+            self._encoder = None
+
+    def close(self) -> None:
+        self._pending.clear()
+        self.demux.close()
+
+
+class EncodingSource:
+    """A source of images whose every captured image is encoded once, on the capture thread, into ``feed``."""
+
+    def __init__(self, source: FrameSource, feed: PacketFeed, codec: str = "auto") -> None:
+        self.source = source
+        self.feed = feed
+        self.codec = codec
+        self.source_id = source.source_id
+        self.live = source.live
+        self.fps: float | None = None
+        self._encoder: FrameEncoder | None = None
+        self._mjpeg: MjpegDecoder | None = None
+
+    def open(self) -> None:
+        self.source.open()
+        self.fps = self.source.fps
+        self._encoder = None  # made at the first image, whose size the camera decided
+
+    def read(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | None:
+        item = self.source.read()
+        if item is None:
+            return None
+        image, ts, full = item
+        picture: Any = full if full is not None else image
+        if isinstance(picture, MjpegPicture):  # the camera's JPEG: FFmpeg decodes it to YUV for the encoder
+            if self._mjpeg is None:
+                self._mjpeg = MjpegDecoder()
+            size = picture.size
+            picture = self._mjpeg.decode(picture.jpeg)
+        elif isinstance(picture, np.ndarray):
+            size = (picture.shape[1], picture.shape[0])
+        else:
+            size = picture.size
+            picture = picture.bgr()
+        if self._encoder is None:
+            self._encoder = FrameEncoder(size[0], size[1], self.fps or 25.0, self.codec)
+            self.feed.start_stream(self._encoder.stream_info)
+        for packet in self._encoder.encode(picture, ts):
+            self.feed.put(packet)
+        return item
+
+    def close(self) -> None:
+        self.source.close()

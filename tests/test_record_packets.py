@@ -1,0 +1,408 @@
+"""Recording from the source's own packets, end to end through the capture runner, the pipeline and the recorder.
+
+The detector is replaced by a scripted detect step (a person between two timestamps), so the tests are about
+what reaches the disk: the clip's packets are the source's, it starts at a keyframe at or before
+trigger - pre_roll, a raw-frame source is encoded once on the capture side, and no full-resolution BGR image is
+made unless a consumer asks for one.
+"""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import WALKING
+from test_remux import long_gop_video
+
+from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
+from edgevision.capture.feed import PacketFeed, StreamStart
+from edgevision.capture.packets import EncodedPacket, StreamInfo
+from edgevision.capture.runner import ReplayRunner
+from edgevision.capture.stream import PacketSource, next_skip
+from edgevision.events.state import EventSettings
+from edgevision.pipeline.loop import Pipeline
+from edgevision.recorder.clip import choose_codec, inspect_clip
+from edgevision.recorder.index import EventIndex
+from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.retention import RetentionPolicy
+from edgevision.results import DetectMode, DetectOutcome, Frame, Latency, SwitchInfo
+from edgevision.results.detection import BBox, Detection
+
+
+class ScriptedDetect:
+    """A detect step that sees a person between ``a`` and ``b`` seconds and counts the images it looked at."""
+
+    model = "scripted"
+
+    def __init__(self, a: float, b: float) -> None:
+        self.span = (a, b)
+        self.materialized = 0
+
+    def prepare(self, frame: Frame) -> Frame:
+        if frame.decoded is not None:
+            frame.decoded.model_input(300, 300)  # what a detector's prepare does with a decoded picture
+        return frame
+
+    def detect(self, frame: Frame) -> DetectOutcome:
+        self.materialized += frame.materialized
+        a, b = self.span
+        dets = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))] if a <= frame.ts < b else []
+        return DetectOutcome(dets, Latency(), DetectMode.DETECTED, self.model)
+
+    def feedback(self, outcome: DetectOutcome, total_ms: float, wait_ms: float) -> SwitchInfo | None:
+        return None
+
+
+def settings(data: Path, pre_roll: float = 3.0, post_roll: float = 1.0) -> RecorderSettings:
+    return RecorderSettings(
+        data_dir=data, camera="t", events=EventSettings(post_roll=post_roll), pre_roll=pre_roll,
+        codec=choose_codec(), retention=RetentionPolicy(max_age_s=None, min_free_bytes=None), space_check_s=0.0,
+    )  # fmt: skip
+
+
+def replay_recording(video: Path, data: Path, span: tuple[float, float], pre_roll: float = 3.0):  # type: ignore[no-untyped-def]
+    """Replay ``video`` through PacketSource -> feed -> Recorder with a person during ``span``."""
+    feed = PacketFeed(blocking=True)
+    source = PacketSource(DemuxSource(video), feed)
+    runner = ReplayRunner(source, None)
+    runner.on_stop.append(feed.close)
+    step = ScriptedDetect(*span)
+    rec = Recorder(settings(data, pre_roll), blocking=True, packets=feed)
+    Pipeline(runner, step, [rec]).run(threading.Event())
+    index = EventIndex(data)
+    rows = [r.to_dict() for r in index.list()]
+    index.close()
+    return rows, rec, source, step
+
+
+def demux_all(path: Path) -> list[EncodedPacket]:
+    src = DemuxSource(path)
+    src.open()
+    out = []
+    while (item := src.read(decode=False)) is not None:
+        if item.packet is not None:
+            out.append(item.packet)
+    src.close()
+    return out
+
+
+def test_replayed_clip_is_bit_exact_to_the_source_packets_and_starts_at_a_keyframe(tmp_path: Path) -> None:
+    # The walking clip has a keyframe every 5.12 s: longer than the 3 s pre-roll.
+    rows, rec, source, step = replay_recording(WALKING, tmp_path / "data", (8.0, 11.0))
+    assert len(rows) == 1 and rows[0]["status"] == "finalized"
+    ev = rows[0]
+    src = demux_all(WALKING)
+    keys = [p.ts for p in src if p.keyframe]
+    trigger = ev["start_ts"]
+    # the clip starts at the last keyframe at or before trigger - pre_roll (5.12 s here, not 5.0 s)
+    want_start = max(k for k in keys if k <= trigger - 3.0)
+    assert ev["clip_start_ts"] == pytest.approx(want_start)
+    clip = demux_all(tmp_path / "data" / ev["clip_path"])
+    assert clip[0].keyframe
+    first = next(i for i, p in enumerate(src) if p.ts == pytest.approx(want_start))
+    span = src[first : first + len(clip)]
+    assert [p.data for p in clip] == [p.data for p in span]  # the source's own payloads, byte for byte
+    assert all(p.ts < ev["end_ts"] for p in span)  # up to the end of the post-roll (in decode order)
+    assert len(clip) == ev["clip_frames"] and len(clip) >= round((ev["end_ts"] - want_start) * 25) - 3
+    check = inspect_clip(tmp_path / "data" / ev["clip_path"], want_middle=False)
+    assert check.playable and check.frames == len(clip)
+    assert rec.intake.encoder is None and source.encoder is None  # nothing was encoded
+    assert step.materialized == 0  # inference never made a full-resolution BGR image
+    assert (tmp_path / "data" / ev["snapshot_path"]).stat().st_size > 0  # the snapshot asked for one
+
+
+def test_gop_longer_than_the_pre_roll_still_gives_a_playable_clip_from_a_keyframe(tmp_path: Path) -> None:
+    video = tmp_path / "long_gop.mp4"
+    long_gop_video(video, frames=350, gop=250)  # keyframes at 0 s and 10 s only
+    rows, *_ = replay_recording(video, tmp_path / "data", (6.0, 8.0), pre_roll=1.0)
+    (ev,) = rows
+    assert ev["clip_start_ts"] == pytest.approx(0.0)  # the keyframe 6 s before the 1 s pre-roll asked
+    clip = tmp_path / "data" / ev["clip_path"]
+    check = inspect_clip(clip, want_middle=False)
+    assert check.playable and check.frames == ev["clip_frames"] == round(ev["end_ts"] * 25)
+    assert demux_all(clip)[0].keyframe
+
+
+def mjpeg_video(path: Path, frames: int = 200, fps: int = 25) -> None:
+    """An MJPEG AVI (what an MJPEG camera or an IP camera's HTTP stream delivers), moving gradient."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=fps)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuvj420p"
+        base = np.add.outer(np.arange(240), np.arange(320))
+        for i in range(frames):
+            img = (np.dstack([base + 3 * i, base[::-1] + i, np.full_like(base, 5 * i)]) % 256).astype(
+                np.uint8
+            )
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
+        out.mux(s.encode())
+
+
+def test_mjpeg_source_events_record_through_the_single_capture_side_encode(tmp_path: Path) -> None:
+    video = tmp_path / "camera.avi"
+    mjpeg_video(video)
+    rows, rec, source, step = replay_recording(video, tmp_path / "data", (4.0, 5.0), pre_roll=1.0)
+    (ev,) = rows
+    assert source.encoder is None  # flushed at the end of the file...
+    assert source.encoded == 200  # ...after encoding every frame exactly once, on the capture side
+    assert rec.intake.encoder is None  # the recorder encoded nothing
+    clip = tmp_path / "data" / ev["clip_path"]
+    packets = demux_all(clip)
+    assert packets[0].keyframe and av.open(str(clip)).streams.video[0].codec_context.name in ("h264", "mpeg4")
+    check = inspect_clip(clip, want_middle=False)
+    assert check.playable and check.frames == ev["clip_frames"]
+    assert ev["clip_start_ts"] <= ev["start_ts"] - 1.0  # a keyframe at or before trigger - pre_roll
+    assert step.materialized == 0
+
+
+def test_a_reconnect_finalizes_the_open_clip_and_clears_the_ring(tmp_path: Path) -> None:
+    from edgevision.capture.encoder import FrameEncoder
+
+    feed = PacketFeed(blocking=True)
+    rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
+    img = np.zeros((120, 160, 3), np.uint8)
+    person = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+    from edgevision.results import FrameResult
+
+    def run(enc: FrameEncoder, t0: float, n: int, present: bool) -> None:
+        for i in range(n):
+            ts = t0 + i / 25
+            for p in enc.encode(img + i % 50, ts):
+                assert feed.put(p)
+            rec.on_result(FrameResult(Frame(img, ts, i, "t"), person if present else [], Latency(), "m"))
+
+    first = FrameEncoder(160, 120, 25.0, "libx264")
+    feed.start_stream(first.stream_info)
+    run(first, 0.0, 50, False)
+    run(first, 2.0, 50, True)  # the event starts at 2.08 s and its clip is open...
+    assert rec.drain(30)
+    second = FrameEncoder(160, 120, 25.0, "libx264")
+    feed.start_stream(second.stream_info)  # ...when the source reconnects
+    run(second, 4.0, 50, True)
+    rec.close()
+    index = EventIndex(tmp_path / "data")
+    (row,) = [r.to_dict() for r in index.list()]
+    index.close()
+    assert rec.clips_cut_by_reconnect == 1 and row["status"] == "finalized"
+    assert row["clip_path"] and row["clip_start_ts"] == pytest.approx(1.0, abs=0.05)
+    check = inspect_clip(tmp_path / "data" / row["clip_path"], want_middle=False)
+    assert check.playable and check.frames == row["clip_frames"] <= 100  # nothing after the reconnect
+    assert rec.clips.stats().span_s < 2.5  # the ring restarted at the new stream
+
+
+def packet(ts: float, key: bool, size: int = 10) -> EncodedPacket:
+    return EncodedPacket(b"x" * size, round(ts * 1000), round(ts * 1000), Fraction(1, 1000), key, ts)
+
+
+def test_live_feed_drops_until_the_next_keyframe_and_counts_it() -> None:
+    feed = PacketFeed(max_packets=3, blocking=False)
+    feed.start_stream(StreamInfo("h264", 16, 16, Fraction(1, 1000)))
+    results = [feed.put(packet(i / 10, i % 5 == 0)) for i in range(8)]
+    # the marker takes a slot: 0, 1 fit, 2 overflows, 3 and 4... 4 is not a keyframe; 5 is but the feed is full
+    assert results[:3] == [True, True, False] and not any(results[3:])
+    assert feed.dropped == 6
+    assert isinstance(feed.get(), StreamStart)
+    assert [feed.get().ts, feed.get().ts] == [0.0, pytest.approx(0.1)]  # type: ignore[union-attr]
+    assert not feed.put(packet(0.8, False))  # still skipping: not a keyframe
+    assert feed.put(packet(1.0, True)) and feed.put(packet(1.1, False))  # a keyframe resumes the flow
+    assert feed.dropped == 7
+
+
+def test_replay_feed_waits_for_room_until_closed() -> None:
+    feed = PacketFeed(max_packets=2, blocking=True)
+    assert feed.put(packet(0.0, True)) and feed.put(packet(0.1, False))
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(feed.put(packet(0.2, False), timeout=0.05)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive()  # waits: a replay never drops a packet
+    feed.get()
+    t.join(2)
+    assert done == [True] and feed.dropped == 0
+    t = threading.Thread(target=lambda: done.append(feed.put(packet(0.3, False), timeout=0.05)))
+    t.start()
+    feed.close()
+    t.join(2)
+    assert done == [True, False] and not t.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("current", "dropped", "delivered", "want"),
+    [
+        (FrameSkip.NONE, 0, 50, FrameSkip.NONE),
+        (FrameSkip.NONE, 15, 50, FrameSkip.NONE),  # 30 %: not more than SKIP_ON
+        (FrameSkip.NONE, 16, 50, FrameSkip.NONREF),
+        (FrameSkip.NONREF, 10, 50, FrameSkip.NONREF),  # hysteresis: still behind
+        (FrameSkip.NONREF, 2, 50, FrameSkip.NONE),  # 4 % < 5 %: caught up
+        (FrameSkip.NONREF, 3, 50, FrameSkip.NONREF),  # 6 %
+        (FrameSkip.NONE, 5, 0, FrameSkip.NONE),
+    ],
+)
+def test_live_decoder_skips_non_reference_frames_while_inference_falls_behind(
+    current: FrameSkip, dropped: int, delivered: int, want: FrameSkip
+) -> None:
+    assert next_skip(current, dropped, delivered) is want
+
+
+def test_a_lazy_frame_is_converted_only_when_a_consumer_asks() -> None:
+    src = DemuxSource(WALKING)
+    src.open()
+    decoded: DecodedFrame | None = None
+    while decoded is None:
+        item = src.read()
+        assert item is not None
+        decoded = item.frames[0] if item.frames else None
+    calls: list[str] = []
+    real_bgr = decoded.bgr
+
+    def counting_bgr() -> np.ndarray:
+        calls.append("bgr")
+        return real_bgr()
+
+    decoded.bgr = counting_bgr  # type: ignore[method-assign]
+    frame = Frame.lazy(decoded, 0.0, 0, "t")
+    from edgevision.detection.detector import Detector
+
+    class _D:
+        input_width = input_height = 300
+        input_size = (300, 300)
+        input_dtype = np.uint8
+        float_range = (-1.0, 1.0)
+
+    tensor = Detector.preprocess_frame(_D(), frame)  # type: ignore[arg-type]
+    assert tensor.shape == (1, 300, 300, 3) and calls == []  # inference: straight from YUV
+    assert frame.size == (1280, 720) and calls == []
+    prepared = frame.with_prepared(None)  # type: ignore[arg-type]
+    assert not prepared.materialized and calls == []
+    assert prepared.image.shape == (720, 1280, 3) and calls == ["bgr"]  # a consumer asked
+    redacted = Frame(np.zeros((2, 2, 3), np.uint8), 0.0, 0, "t", decoded=decoded)
+    assert redacted.decoded is None  # an explicit image never travels with the original picture
+    src.close()
+
+
+class MjpegCamera:
+    """``cv2.VideoCapture`` of a V4L2 camera asked for MJPG: with CONVERT_RGB off, ``read`` gives the JPEG bytes
+    (a 1 x N array), as OpenCV's V4L2 backend does."""
+
+    def __init__(self, frames: int = 150) -> None:
+        base = np.add.outer(np.arange(240), np.arange(320))
+        self.jpegs = [
+            cv2.imencode(
+                ".jpg", (np.dstack([base + 3 * i, base[::-1], base * 0 + i]) % 256).astype(np.uint8)
+            )[1]
+            for i in range(frames)
+        ]
+        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
+        self.served = 0
+
+    def __call__(self, target: object, api: object = None, params: object = None) -> MjpegCamera:
+        return self
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.served >= len(self.jpegs):
+            return False, None
+        jpeg = self.jpegs[self.served]
+        self.served += 1
+        if self.props.get(cv2.CAP_PROP_CONVERT_RGB, 1) == 0:
+            return True, jpeg.reshape(1, -1)
+        return True, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+    def release(self) -> None:
+        pass
+
+
+def test_mjpeg_camera_infers_at_reduced_scale_and_records_through_one_encode(tmp_path: Path) -> None:
+    from edgevision.capture.encoder import MjpegPicture
+    from edgevision.capture.runner import make_frame
+    from edgevision.capture.sources import OpenCVSource
+    from edgevision.capture.stream import EncodingSource
+    from edgevision.results import FrameResult
+
+    camera = MjpegCamera()
+    now = [100.0]
+    feed = PacketFeed(blocking=False)
+    source = EncodingSource(
+        OpenCVSource(0, fourcc="MJPG", capture_factory=camera, clock=lambda: now[0]), feed
+    )
+    source.open()
+    rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
+    person = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+    index = 0
+    while (item := source.read()) is not None:
+        frame = make_frame(item, index, source.source_id)
+        assert isinstance(frame.decoded, MjpegPicture)  # the camera's JPEG, not a decoded image
+        rgb = frame.decoded.model_input(
+            150, 100
+        )  # inference: a 1/2-scale decode (320x240 -> 160x120), resized
+        assert rgb.shape == (100, 150, 3) and not frame.materialized
+        dets = person if 3.0 <= frame.ts - 100.0 < 4.0 else []
+        rec.on_result(FrameResult(frame, dets, Latency(), "m"))
+        index += 1
+        now[0] += 0.04
+    rec.close()
+    assert source._encoder is not None and source._encoder.frames_in == 150  # every frame encoded once
+    assert rec.intake.encoder is None and feed.dropped == 0
+    idx = EventIndex(tmp_path / "data")
+    (row,) = [r.to_dict() for r in idx.list()]
+    idx.close()
+    check = inspect_clip(tmp_path / "data" / row["clip_path"], want_middle=True)
+    assert check.playable and check.frames == row["clip_frames"]
+    assert row["clip_start_ts"] <= row["start_ts"] - 1.0
+    assert check.middle is not None and check.middle.shape == (240, 320, 3)  # the camera's full picture
+
+
+def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only() -> None:
+    from types import SimpleNamespace
+
+    from fakes import FakePicamera2
+    from test_encoder import FakeH264Encoder, FakeOutput
+
+    from edgevision.capture.sources import Picamera2Source
+
+    class EncodingCamera(FakePicamera2):
+        def capture_arrays(self, names: list[str]) -> tuple[list[np.ndarray], dict[str, object]]:
+            self.calls.append(f"capture:{','.join(names)}")
+            return super().capture_arrays(names)
+
+        def capture_array(self, name: str) -> np.ndarray:
+            arrays, _ = self.capture_arrays([name])
+            return arrays[0]
+
+        def start_encoder(self, encoder: object, output: object, name: str | None = None) -> None:
+            self.calls.append(f"start_encoder:{name}")
+            self.output = output
+
+        def stop_encoder(self, encoder: object = None) -> None:
+            self.calls.append("stop_encoder")
+
+    feed = PacketFeed(blocking=False)
+    src = Picamera2Source(0, (1280, 720), (320, 240), 25.0, module_loader=lambda: SimpleNamespace(Picamera2=EncodingCamera),
+                          feed=feed, encoding_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput))  # fmt: skip
+    src.open()
+    cam = EncodingCamera.instances[-1]
+    assert "start_encoder:main" in cam.calls
+    item = src.read()
+    assert item is not None
+    image, _ts, full = item
+    assert image.shape == (240, 320, 3) and full is None  # only lores reached the CPU
+    assert [c for c in cam.calls if c.startswith("capture:")] == ["capture:lores"]  # main is never copied
+    cam.output.outputframe(b"\x00\x00\x00\x01\x65key", True, 1_000_000)  # picamera2's encoder thread
+    start, packet = feed.get(), feed.get()
+    assert isinstance(start, StreamStart) and start.info.codec == "h264" and start.info.width == 1280
+    assert isinstance(packet, EncodedPacket) and packet.keyframe and packet.pts == 1_000_000
+    src.close()
+    assert "stop_encoder" in cam.calls

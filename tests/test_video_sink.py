@@ -1,0 +1,69 @@
+"""``--save-video``: annotated frames through PyAV into H.264 a browser plays (not OpenCV's mp4v)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from edgevision.errors import UsageError
+from edgevision.pipeline.sinks import VideoSink, check_video_target
+from edgevision.recorder.clip import _boxes
+from edgevision.results import FrameResult, Latency
+from edgevision.results.detection import BBox, Detection
+from edgevision.results.frame import Frame
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_saved_video_is_browser_playable_h264_at_the_frames_own_times(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"out{suffix}"
+    sink = VideoSink(path, lambda: 10.0, blocking=True)
+    img = np.zeros((121, 161, 3), np.uint8)  # odd sizes: the encoder needs even ones
+    det = [Detection("person", 0, 0.9, BBox(0.2, 0.2, 0.6, 0.9))]
+    times = [i / 10 for i in range(20)] + [3.0 + i / 10 for i in range(10)]  # a gap, as a live run drops
+    for i, ts in enumerate(times):
+        sink.on_result(FrameResult(Frame(img + i, ts, i, "t"), det, Latency(), "m"))
+    sink.close()
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"
+        pts = [float(f.pts * f.time_base) for f in c.decode(s)]
+    assert pts == pytest.approx(times, abs=1e-3)
+    if suffix == ".mp4":
+        kinds = [k for k, _, _ in _boxes(path.read_bytes())]
+        assert kinds.index("moov") < kinds.index("mdat")  # faststart: a browser starts playing at once
+
+
+def test_a_video_target_without_a_known_container_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"extension '\.xyz'"):
+        check_video_target(tmp_path / "a.xyz")
+    with pytest.raises(UsageError, match="is a directory"):
+        check_video_target(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_live_view_encodes_only_while_someone_watches() -> None:
+    import time
+
+    from edgevision.share.live import LiveView
+
+    live = LiveView(fps=100, watch_s=0.3)
+    try:
+        img = np.zeros((48, 64, 3), np.uint8)
+        for i in range(5):
+            live.on_result(FrameResult(Frame(img, i / 10, i, "t"), [], Latency(), "m"))
+            time.sleep(0.03)
+        assert live.encoded == 0 and not live.watched  # nobody asked: no JPEG was made
+        seq, jpeg = live.wait(-1, 0)  # a snapshot request encodes the latest frame on the spot
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8" and live.encoded == 1
+        live.on_result(FrameResult(Frame(img + 1, 1.0, 9, "t"), [], Latency(), "m"))
+        seq2, _ = live.wait(seq, 2.0)  # a stream client: the encoder thread serves the next frame
+        assert seq2 > seq and live.encoded == 2
+        time.sleep(0.5)  # the client left
+        live.on_result(FrameResult(Frame(img + 2, 2.0, 10, "t"), [], Latency(), "m"))
+        time.sleep(0.1)
+        assert not live.watched and live.encoded == 2
+    finally:
+        live.close()

@@ -44,7 +44,7 @@ from edgevision.scheduler.factory import build_scheduler
 from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.health import HealthState
 from edgevision.service.monitor import ServiceMonitor
-from edgevision.service.notify import Notifier, watchdog_interval
+from edgevision.service.notify import Notifier, supervised, watchdog_interval
 from edgevision.share.factory import build_sharing
 from edgevision.share.web import listen
 
@@ -157,7 +157,7 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
     # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
     # Recording from packets: the runner also hands the recorder a feed of the source's own packets (or of one
     # continuous encode for cameras), so no frame is decoded or encoded for a clip.
-    runner, packets = open_runner(cfg, step.prepare)
+    runner, packets = open_runner(cfg, step.prepare, wait_at_start=supervised())
     controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
     sinks = _output_sinks(cfg, options, runner)
     recorder: Recorder | None = None

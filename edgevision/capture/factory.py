@@ -28,20 +28,20 @@ def records_packets(cfg: EdgeVisionConfig) -> bool:
 
 
 def open_runner(
-    cfg: EdgeVisionConfig, prepare: Prepare, record: bool | None = None
+    cfg: EdgeVisionConfig, prepare: Prepare, record: bool | None = None, wait_at_start: bool = False
 ) -> tuple[LiveRunner | ReplayRunner, PacketFeed | None]:
     """The capture runner for ``cfg.source`` (replay, realtime replay or live) and, when recording from packets
     (``record``, by default :func:`records_packets`), the feed of the packets clips are cut from: the source's
-    own packets for files and streams, the packets of one continuous encode for cameras.
+    own packets for files and streams, the packets of one continuous encode for cameras. ``wait_at_start``
+    (under systemd): a camera or stream absent at start is retried, not fatal.
     """
     from edgevision.capture.demux import DemuxSource
     from edgevision.capture.sources import OpenCVSource, Picamera2Source
     from edgevision.capture.stream import EncodingSource, PacketSource
-    from edgevision.service.notify import supervised
 
     s = cfg.source
     codec = encoder_codec(cfg.recorder.codec)
-    wait = supervised()  # under systemd a camera or stream absent at start is retried, not fatal
+    wait = wait_at_start
     replay = s.kind == "video" and not s.realtime
     if record is None:
         record = records_packets(cfg)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgevision.detection.types import BBox
-from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
+from edgevision.face.accept import FaceRule
+from edgevision.face.detector import FaceDetector
+from edgevision.face.mesh import LandmarkModel
 from edgevision.face.types import Face
 from edgevision.pipeline.loop import FrameResult
 
@@ -21,7 +25,6 @@ class FaceSettings:
     max_persons: int = 5
     max_faces: int = 5
     every_n_frames: int = 1
-    min_presence: float = 0.5  # with landmarks: drop "faces" the mesh model says are not faces
 
 
 def dedupe(faces: list[Face], iou: float = 0.4) -> list[Face]:
@@ -31,6 +34,19 @@ def dedupe(faces: list[Face], iou: float = 0.4) -> list[Face]:
         if all(f.box.iou(k.box) <= iou for k in kept):
             kept.append(f)
     return kept
+
+
+def confirm(
+    image: np.ndarray, candidates: list[Face], landmarks: LandmarkModel | None, rule: FaceRule
+) -> list[Face]:
+    """The candidates that are faces: each refined by the landmark model (when loaded), then judged by ``rule``.
+
+    The one path from detector output to "these are faces", shared by the face stage and ``detect --faces``.
+    """
+    if landmarks is not None:
+        candidates = [landmarks.refine(image, f) for f in candidates]
+    h, w = image.shape[:2]
+    return rule.accept(candidates, w, h)
 
 
 def head_region(person: BBox, upper_fraction: float) -> BBox:
@@ -44,15 +60,24 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
 class FaceStage:
     """Adds ``result.faces`` (and ``latency_ms["faces"]``); runs every ``every_n_frames`` frames.
 
-    ``frame_detector`` (a full-range model) additionally scans the whole frame, which privacy mode uses so
-    that a face on a missed person is still found.
+    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces``, refined by
+    ``landmarks`` and judged by ``rule`` (:mod:`edgevision.face.accept`); in privacy mode the rule keeps every
+    candidate, so what is blurred is what is reported. ``frame_detector`` (a full-range model) additionally
+    scans the whole frame, which privacy mode uses so that a face on a missed person is still found.
     """
 
-    def __init__(self, detector: FaceDetector | SsdFaceDetector, landmarks: LandmarkModel | None,
-                 settings: FaceSettings, frame_detector: FaceDetector | SsdFaceDetector | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        detector: FaceDetector,
+        landmarks: LandmarkModel | None,
+        settings: FaceSettings,
+        rule: FaceRule | None = None,
+        frame_detector: FaceDetector | None = None,
+    ) -> None:
         self.detector = detector
         self.frame_detector = frame_detector
         self.landmarks = landmarks
+        self.rule = rule or FaceRule()
         self.s = settings
 
     def find(self, result: FrameResult) -> list[Face]:
@@ -68,11 +93,7 @@ class FaceStage:
                 faces += self.detector.detect(image, head_region(p.box, self.s.upper_fraction))
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)
-        faces = dedupe(faces)[: self.s.max_faces]
-        if self.landmarks is not None:
-            refined = [self.landmarks.refine(image, f) for f in faces]
-            faces = [f for f in refined if f.presence is None or f.presence >= self.s.min_presence]
-        return faces
+        return confirm(image, dedupe(faces)[: self.s.max_faces], self.landmarks, self.rule)
 
     def process(self, result: FrameResult) -> None:
         if result.frame.index % self.s.every_n_frames:

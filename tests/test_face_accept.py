@@ -37,12 +37,14 @@ from edgevision.pipeline.loop import FrameResult
 SIZE = 0.2  # box side, frame-normalized; lengths below are in face sizes (box sides)
 
 
-def _place(x: float, y: float, roll: float, shift: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+def _place(
+    x: float, y: float, roll: float, shift: tuple[float, float] = (0.0, 0.0), centre: float = 0.5
+) -> tuple[float, float]:
     """A point given in the upright face's frame (origin at the box centre, y down) → frame-normalized,
-    rotated ``roll`` degrees clockwise about the box centre."""
+    rotated ``roll`` degrees clockwise about the box centre (at ``centre``, 0.5)."""
     c, s = math.cos(math.radians(roll)), math.sin(math.radians(roll))
     x, y = x + shift[0], y + shift[1]
-    return (0.5 + (x * c - y * s) * SIZE, 0.5 + (x * s + y * c) * SIZE)
+    return (centre + (x * c - y * s) * SIZE, 0.5 + (x * s + y * c) * SIZE)
 
 
 def synthetic(
@@ -58,8 +60,10 @@ def synthetic(
     mesh_shift: tuple[float, float] = (0.0, 0.0),
     presence: float | None = None,
     moved: dict[str, tuple[float, float]] | None = None,
+    centre: float = 0.5,
 ) -> Face:
-    """A face with the layout of a real one (eye line 0.15 above the box centre), rotated by ``roll``."""
+    """A face with the layout of a real one (eye line 0.15 above the box centre), rotated by ``roll``, its box
+    centred at (``centre``, 0.5) and clipped to the frame as the detectors clip it."""
     eye_y = -0.15
     kp_upright = {
         "right_eye": (-eye_distance / 2, eye_y),
@@ -72,7 +76,7 @@ def synthetic(
     if eyes_swapped:
         kp_upright["right_eye"], kp_upright["left_eye"] = kp_upright["left_eye"], kp_upright["right_eye"]
     kp_upright.update(moved or {})
-    kps = {k: _place(x, y, roll) for k, (x, y) in kp_upright.items()} if keypoints else {}
+    kps = {k: _place(x, y, roll, centre=centre) for k, (x, y) in kp_upright.items()} if keypoints else {}
     mesh = None
     if landmarks:
         r = roll if mesh_roll is None else mesh_roll
@@ -89,9 +93,9 @@ def synthetic(
             FOREHEAD: (0.0, -0.5),
         }
         for i, (x, y) in spots.items():
-            pts[i] = (*_place(x, y, r, mesh_shift), 0.0)
+            pts[i] = (*_place(x, y, r, mesh_shift, centre), 0.0)
         mesh = tuple(pts)
-    box = BBox(0.5 - SIZE / 2, 0.5 - SIZE / 2, 0.5 + SIZE / 2, 0.5 + SIZE / 2)
+    box = BBox(max(0.0, centre - SIZE / 2), 0.5 - SIZE / 2, min(1.0, centre + SIZE / 2), 0.5 + SIZE / 2)
     return Face(0.9, box, kps, mesh, presence)
 
 
@@ -120,6 +124,9 @@ P = Reason.NOT_PRESENT
         pytest.param(synthetic(eye_distance=0.9), (L,), id="eyes-wider-than-face"),
         pytest.param(synthetic(moved={"nose_tip": (0.0, 0.9)}), (L,), id="nose-outside-box"),
         pytest.param(synthetic(moved={"right_ear": (-0.7, 0.0)}), (), id="ears-may-stick-out"),
+        pytest.param(synthetic(centre=-0.02), (), id="cut-by-the-frame-edge"),
+        pytest.param(synthetic(centre=0.98, landmarks=True, presence=0.99), (), id="cut-by-the-right-edge"),
+        pytest.param(synthetic(centre=-0.02, nose=-0.1), (L,), id="cut-by-the-edge-nose-above-eyes"),
         pytest.param(synthetic(landmarks=True, presence=0.3), (P,), id="mesh-says-absent"),
         pytest.param(
             synthetic(landmarks=True, mesh_shift=(0.4, 0.0), presence=0.99), (D,), id="mesh-eyes-elsewhere"
@@ -249,6 +256,21 @@ def test_a_tilted_head_is_still_a_face(cfg, angle: float) -> None:  # type: igno
     assert roll is not None and abs(abs(roll) - abs(angle)) < 8
 
 
+def test_a_face_cut_by_the_frame_edge_is_a_face(cfg) -> None:  # type: ignore[no-untyped-def]
+    """The man at face.jpg's left edge, as a camera drifting right sees him (test_faces' replay clip, frame 24):
+    his box is clipped by the frame, his keypoints are not."""
+    a = cv2.resize(read_image(IMAGES / "face.jpg"), (640, 444))
+    b = cv2.resize(read_image(IMAGES / "grace_hopper.bmp"), (380, 444))
+    frame = np.ascontiguousarray(np.concatenate([a, b], axis=1)[:, 24 : 24 + 960])
+    stage = FaceStage(
+        face_detector(cfg), landmark_model(cfg), FaceSettings(), face_rule(cfg, AcceptMode.STRICT)
+    )
+    result = FrameResult(Frame(frame, 0.0, 0, "test"), build_detector(cfg).detect(frame)[0], {}, "m")
+    stage.process(result)
+    assert result.faces is not None and len(result.faces) == 5
+    assert [f.box.xmin for f in result.faces].count(0.0) == 1
+
+
 def test_squat_face_stage_reports_the_face_not_the_chest(cfg) -> None:  # type: ignore[no-untyped-def]
     img = read_image(IMAGES / "squat.bmp")
     dets, _ = build_detector(cfg).detect(img)
@@ -297,7 +319,7 @@ def test_privacy_blurs_the_chest_too(models_dir: Path) -> None:
 
 
 def test_strict_mode_when_faces_are_only_reported(models_dir: Path) -> None:
-    cfg = load_config(None, {"models.dir": str(models_dir), "faces.enabled": True})
+    cfg = load_config(None, {"models.dir": str(models_dir), "faces.enabled": True, "faces.min_presence": 0.3})
     (face_stage,) = build_face_stages(cfg)
     assert isinstance(face_stage, FaceStage) and face_stage.rule.mode is AcceptMode.STRICT
-    assert face_stage.rule.limits.min_presence == cfg.faces.min_presence
+    assert face_stage.rule.limits.min_presence == 0.3

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from edgevision.detection.types import BBox
 from edgevision.face.landmarks import (
     CHIN,
     FOREHEAD,
@@ -63,7 +64,7 @@ class Reason(str, Enum):
 
 @dataclass(frozen=True)
 class FaceLimits:
-    """The limits of strict mode. Lengths are in face sizes (the geometric mean of the box's sides)."""
+    """The limits of strict mode. Lengths are in face sizes (the box's longer side, :func:`face_size`)."""
 
     min_presence: float = 0.5
     max_roll: float = 35.0  # degrees; real faces here: within 20; the chest in squat.bmp: 46-50
@@ -106,8 +107,8 @@ def in_eye_frame(p: Point, right_eye: Point, left_eye: Point, unit: float) -> Po
 
 
 def face_size(face: Face, frame_w: int, frame_h: int) -> float:
-    """The box's size in pixels: the geometric mean of its sides (robust to a stretched whole-frame input)."""
-    return max(math.sqrt(face.box.width * frame_w * face.box.height * frame_h), 1e-6)
+    """The box's size in pixels: its longer side (a face cut by the frame's edge keeps the other one whole)."""
+    return max(face.box.width * frame_w, face.box.height * frame_h, 1e-6)
 
 
 def _mean(points: Iterable[Point]) -> Point:
@@ -179,6 +180,15 @@ def roll_deg(face: Face, frame_w: int, frame_h: int) -> float | None:
     return None if a is None else a[0]
 
 
+def _in_box(p: Point, box: BBox, margin: float) -> bool:
+    """``p`` within ``box`` grown by ``margin`` of its sides; a side on the frame's edge (a box clipped by the
+    frame) does not bound it."""
+    mx, my = box.width * margin, box.height * margin
+    x_ok = (box.xmin <= 0.0 or box.xmin - mx <= p[0]) and (box.xmax >= 1.0 or p[0] <= box.xmax + mx)
+    y_ok = (box.ymin <= 0.0 or box.ymin - my <= p[1]) and (box.ymax >= 1.0 or p[1] <= box.ymax + my)
+    return x_ok and y_ok
+
+
 def check_presence(face: Face, limits: FaceLimits) -> Reason | None:
     """The mesh model's presence is high enough (no verdict without the mesh)."""
     if face.presence is None or face.presence >= limits.min_presence:
@@ -193,11 +203,8 @@ def check_layout(face: Face, frame_w: int, frame_h: int, limits: FaceLimits) -> 
     if eyes is None or "nose_tip" not in kp or "mouth_center" not in kp:
         return None
     unit = face_size(face, frame_w, frame_h)
-    b, m = face.box, limits.box_margin
-    mx, my = b.width * m, b.height * m
     for name in ("right_eye", "left_eye", "nose_tip", "mouth_center"):
-        x, y = kp[name]
-        if not (b.xmin - mx <= x <= b.xmax + mx and b.ymin - my <= y <= b.ymax + my):
+        if not _in_box(kp[name], face.box, limits.box_margin):
             return Reason.LAYOUT
     right, left = eyes
     if math.dist(right, left) / unit > limits.max_eye_distance:

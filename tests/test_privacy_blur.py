@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import IMAGES
 
+from edgevision.cli.detect_cmd import read_image
 from edgevision.config import load_config
 from edgevision.face.factory import face_detector
 from edgevision.face.privacy import blur_region, redact
@@ -25,7 +26,7 @@ def all_faces(cfg, image: np.ndarray) -> list:  # type: ignore[no-untyped-def]
 
 def on_720p(image: str, face_px: int, cfg) -> tuple[np.ndarray, list]:  # type: ignore[no-untyped-def]
     """``image`` scaled so its largest face is about ``face_px`` wide, centred on a grey 1280x720 frame."""
-    img = cv2.imread(str(IMAGES / image))
+    img = read_image(IMAGES / image)
     faces = all_faces(cfg, img)
     widest = max(f.box.width * img.shape[1] for f in faces)
     scale = min(face_px / widest, 720 / img.shape[0], 1280 / img.shape[1])

@@ -15,7 +15,6 @@ from edgevision.errors import EXIT_NOINPUT, InputError, UsageError
 if TYPE_CHECKING:  # heavy modules are imported when the command runs, not for --help
     import numpy as np
 
-    from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
     from edgevision.results.detection import Detection
     from edgevision.results.face import Face
 
@@ -65,19 +64,6 @@ def _annotate_target(out: Path, image: Path, many: bool) -> Path:
     return out / image.name
 
 
-def _faces(
-    image: np.ndarray,
-    faces_det: FaceDetector | SsdFaceDetector,
-    mesh: LandmarkModel | None,
-    min_presence: float,
-) -> list[Face]:
-    faces = faces_det.detect(image)
-    if mesh is None:
-        return faces
-    refined = [mesh.refine(image, f) for f in faces]
-    return [f for f in refined if (f.presence or 0.0) >= min_presence]
-
-
 def _print_text(
     path: Path, image: np.ndarray, dets: list[Detection], faces: list[Face] | None, total: float, model: str
 ) -> None:
@@ -105,13 +91,16 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from edgevision.detection.factory import build_detector
-    from edgevision.face.factory import face_detector, landmark_model
+    from edgevision.face.accept import AcceptMode
+    from edgevision.face.factory import face_detector, face_rule, landmark_model
+    from edgevision.face.stage import confirm
     from edgevision.render import draw_detections, draw_faces
 
     cfg = config_from_args(args)
     detector = build_detector(cfg)
     faces_det = face_detector(cfg) if args.faces else None
     mesh = landmark_model(cfg) if args.faces else None
+    rule = face_rule(cfg, AcceptMode.STRICT)
     failed = 0
     many = len(args.images) > 1
     for path in args.images:
@@ -125,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         faces: list[Face] | None = None
         if faces_det is not None:
             t0 = time.perf_counter()
-            faces = _faces(image, faces_det, mesh, cfg.faces.min_presence)
+            faces = confirm(image, faces_det.detect(image), mesh, rule)
             lat.faces = (time.perf_counter() - t0) * 1e3
         total = lat.stages_ms()
         if args.json:

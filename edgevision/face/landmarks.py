@@ -17,7 +17,7 @@ from edgevision.results.face import HeadPose
 
 # Face Mesh landmark indices used for checks and pose (subject's right = image left on a frontal face).
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER = 33, 133, 362, 263
-NOSE_TIP, UPPER_LIP, LOWER_LIP, CHIN = 1, 13, 14, 152
+NOSE_TIP, UPPER_LIP, LOWER_LIP, CHIN, FOREHEAD = 1, 13, 14, 152, 10
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Runs as the last pipeline stage, so every sink — clips, the pre-roll ring, snapshots, thumbnails, saved video,
 the live view — only ever receives the redacted image. The original is dropped with the frame. Its cost is
-reported as its own latency stage (``privacy``).
+reported as its own latency stage (``privacy``). The faces it blurs are the face stage's, judged by the
+acceptance rule in its privacy mode (:mod:`edgevision.face.accept`): every candidate a detector reports.
 
 The blur is a downscale–blur–upscale: the face region is shrunk (area-averaged) to ``BLUR_CELLS`` pixels
 across, blurred there with a kernel as large as the region (twice), and scaled back smoothly: relative to the

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from edgevision.config import FacesConfig
-from edgevision.face.detector import FaceDetector, LandmarkModel, SsdFaceDetector
+from edgevision.face.accept import FaceRule
+from edgevision.face.detector import FaceDetector
+from edgevision.face.mesh import LandmarkModel
 from edgevision.results import FrameResult
 from edgevision.results.detection import BBox
 from edgevision.results.face import Face
@@ -22,6 +26,19 @@ def dedupe(faces: list[Face], iou: float = 0.4) -> list[Face]:
     return kept
 
 
+def confirm(
+    image: np.ndarray, candidates: list[Face], landmarks: LandmarkModel | None, rule: FaceRule
+) -> list[Face]:
+    """The candidates that are faces: each refined by the landmark model (when loaded), then judged by ``rule``.
+
+    The one path from detector output to "these are faces", shared by the face stage and ``detect --faces``.
+    """
+    if landmarks is not None:
+        candidates = [landmarks.refine(image, f) for f in candidates]
+    h, w = image.shape[:2]
+    return rule.accept(candidates, w, h)
+
+
 def head_region(person: BBox, upper_fraction: float) -> BBox:
     """The top ``upper_fraction`` of a person box, widened a little (heads stick out of tight boxes)."""
     h = person.height * upper_fraction
@@ -33,16 +50,25 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
 class FaceStage:
     """Adds ``result.faces`` (and ``latency.faces``); runs every ``every_n_frames`` frames.
 
-    ``frame_detector`` (a full-range model) additionally scans the whole frame, which privacy mode uses so
-    that a face on a missed person is still found.
+    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces``, refined by
+    ``landmarks`` and judged by ``rule`` (:mod:`edgevision.face.accept`); in privacy mode the rule keeps every
+    candidate, so what is blurred is what is reported. ``frame_detector`` (a full-range model) additionally
+    scans the whole frame, which privacy mode uses so that a face on a missed person is still found.
     """
 
-    def __init__(self, detector: FaceDetector | SsdFaceDetector, landmarks: LandmarkModel | None,
-                 config: FacesConfig, frame_detector: FaceDetector | SsdFaceDetector | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        detector: FaceDetector,
+        landmarks: LandmarkModel | None,
+        config: FacesConfig,
+        rule: FaceRule | None = None,
+        frame_detector: FaceDetector | None = None,
+    ) -> None:
         self.detector = detector
         self.frame_detector = frame_detector
         self.landmarks = landmarks
-        self.config = config  # region, upper_fraction, max_persons, max_faces, every_n_frames, min_presence
+        self.rule = rule or FaceRule()
+        self.config = config  # region, upper_fraction, max_persons, max_faces, every_n_frames
 
     def find(self, result: FrameResult) -> list[Face]:
         image = result.frame.image
@@ -55,11 +81,7 @@ class FaceStage:
                 faces += self.detector.detect(image, head_region(p.box, self.config.upper_fraction))
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)
-        faces = dedupe(faces)[: self.config.max_faces]
-        if self.landmarks is not None:
-            refined = [self.landmarks.refine(image, f) for f in faces]
-            faces = [f for f in refined if f.presence is None or f.presence >= self.config.min_presence]
-        return faces
+        return confirm(image, dedupe(faces)[: self.config.max_faces], self.landmarks, self.rule)
 
     def process(self, result: FrameResult) -> None:
         if result.frame.index % self.config.every_n_frames:

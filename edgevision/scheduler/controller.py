@@ -46,6 +46,7 @@ class ControllerSettings:
     down_fit: float = 0.85  # a step down lands on a rung predicted <= down_fit x budget
     load_frames: int = 5  # detect frames the load and overhead medians run over
     max_hold: float = 8.0  # flap damping: the stable period grows to at most this x stable_s
+    clear_over: float = 1.1  # a rise predicting the current rung over this x budget steps down at once
 
     @property
     def fit(self) -> float:
@@ -156,17 +157,19 @@ def step(
     st = replace(st, over=over)
     tail = sum(st.flags)
     load = load_factor(st)
-    wants_down = over >= s.down_after or tail >= s.max_over
+    clear = pred[cur] > budget * s.clear_over
+    wants_down = clear or over >= s.down_after or tail >= s.max_over
     if wants_down and cur < len(rungs) - 1:
         held = event_active and pred[cur] <= budget * s.event_overrun_factor
         if not held:
             below = range(cur + 1, len(rungs))
             target = next((j for j in below if pred[j] <= budget * s.fit), min(below, key=lambda j: pred[j]))
-            why = (
-                f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
-                if over >= s.down_after
-                else f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
-            )
+            if clear:
+                why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
+            elif over >= s.down_after:
+                why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
+            else:
+                why = f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
             reason = f"{why} (load x{load:.2f}); predicted {pred[target]:.1f} ms on the new rung"
             return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)
     better = next((j for j in range(cur) if pred[j] <= budget * s.up_margin), None)

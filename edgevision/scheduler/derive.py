@@ -218,10 +218,13 @@ def _probe_shapes(model: Any, g: SsdGraph, size: int) -> dict[int, list[int]]:
         model_content=_pack(probe), num_threads=1,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )  # fmt: skip
-    interp.allocate_tensors()
-    detail = interp.get_input_details()[0]
-    interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    interp.invoke()
+    try:
+        interp.allocate_tensors()
+        detail = interp.get_input_details()[0]
+        interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interp.invoke()
+    except (RuntimeError, ValueError) as exc:  # a grid-dependent shape this rewrite does not know about
+        raise ModelError(f"cannot run the graph at {size}x{size}: {str(exc).splitlines()[0]}") from None
     return {int(t["index"]): [int(x) for x in t["shape"]] for t in interp.get_tensor_details()}
 
 

@@ -11,9 +11,12 @@ measured stage times. From them the controller estimates, within a few frames:
 
 and predicts each rung's frame latency as ``profiled cost x load + overhead``. Then:
 
-* **down**, as soon as the prediction for the current rung has exceeded the budget for ``down_after`` frames in
-  a row (or ``window // 5`` of the last ``window`` frames were actually over budget: a heavy tail the median
-  does not see), straight to the best rung predicted to fit within ``down_fit`` x budget. While a person event
+* **down**, on the first frame whose prediction for the current rung is clearly over the budget (over
+  ``clear_over`` x budget: a load that arrived shows there on its third frame, when most of the median's
+  frames carry it; a one- or two-frame spike never does), or once it has been over the budget at all for
+  ``down_after`` frames in a row (a load only just too high, which noise could fake for a frame or two), or
+  when ``window // 5`` of the last ``window`` frames were actually over budget (a heavy tail the median does
+  not see); straight to the best rung predicted to fit within ``down_fit`` x budget. While a person event
   is active only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within ``up_margin`` x budget at every frame
   of the last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down.
@@ -96,6 +99,7 @@ class ControllerState:
     up_target: int | None = None  # the worst of the rungs that fitted since fit_since (the safe target)
     last_up: float | None = None
     hold_s: float = 0.0  # the stable period the next step up needs, when damped above stable_s
+    settled: bool = False  # the start rung was checked against the first measured frames
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,14 @@ def step(
     tail = sum(st.flags)
     load = load_factor(st)
     clear = pred[cur] > budget * s.clear_over
-    wants_down = clear or over >= s.down_after or tail >= s.max_over
+    # The start rung was picked from the profile alone; once the first frames measured the overhead (capture
+    # wait, preprocessing) it must fit like the landing rung of a step down, or the run would sit on a rung
+    # whose noise crosses the budget.
+    unsettled = not st.settled and len(st.loads) >= s.load_frames
+    if unsettled:
+        st = replace(st, settled=True)
+    start_over = unsettled and pred[cur] > budget * s.fit
+    wants_down = clear or start_over or over >= s.down_after or tail >= s.max_over
     if wants_down and cur < len(rungs) - 1:
         held = event_active and pred[cur] <= budget * s.event_overrun_factor
         if not held:
@@ -166,6 +177,8 @@ def step(
             target = next((j for j in below if pred[j] <= budget * s.fit), min(below, key=lambda j: pred[j]))
             if clear:
                 why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
+            elif start_over:
+                why = f"start rung predicted {pred[cur]:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
             else:

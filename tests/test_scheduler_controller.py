@@ -126,6 +126,13 @@ def test_a_spike_shorter_than_half_the_load_frames_does_not_step_down(spike: int
     assert simulate([1.0] * 100 + [4.0] * 3 + [1.0] * 200, sigma=0.0).switches  # three frames are a rise
 
 
+@pytest.mark.parametrize("slow", [1, 2])
+def test_slow_first_frames_do_not_step_down(slow: int) -> None:
+    # The first invokes after loading are often slow (cold caches, lazy allocation): 4x here.
+    assert not simulate([4.0] * slow + [1.0] * 300, sigma=0.0).switches
+    assert simulate([4.0] * 3 + [1.0] * 300, sigma=0.0).switches  # three frames are a load
+
+
 def test_load_leaves_steps_up_after_the_stable_period_and_not_before() -> None:
     load = [2.5] * 300 + [1.0] * 400
     s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)

@@ -115,18 +115,24 @@ class Switch:
         return "down" if self.to_rung > self.from_rung else "up"
 
 
-def load_factor(state: ControllerState) -> float:
-    """The current load estimate (1.0 = as profiled); 1.0 before any detect frame was seen."""
-    return statistics.median(state.loads) if state.loads else 1.0
+def _median(values: tuple[float, ...], n: int, prior: float) -> float:
+    """The median of the last ``n`` values, the missing ones taken as ``prior``: the first frames of a run
+    (often slow: cold caches, capture warming up) outvote the profile only when most of ``n`` agree."""
+    return statistics.median((*([prior] * max(0, n - len(values))), *values[-n:]))
 
 
-def overhead_ms(state: ControllerState) -> float:
-    return statistics.median(state.overheads) if state.overheads else 0.0
+def load_factor(state: ControllerState, frames: int = 5) -> float:
+    """The current load estimate (1.0 = as profiled): the median over the last ``frames`` detect frames."""
+    return _median(state.loads, frames, 1.0)
 
 
-def predict(state: ControllerState, rungs: Sequence[RungCost]) -> list[float]:
-    """Predicted per-frame latency (ms) of every rung under the load measured now."""
-    load, extra = load_factor(state), overhead_ms(state)
+def overhead_ms(state: ControllerState, frames: int = 5) -> float:
+    return _median(state.overheads, frames, 0.0)
+
+
+def predict(state: ControllerState, rungs: Sequence[RungCost], frames: int = 5) -> list[float]:
+    """Predicted per-frame latency (ms) of every rung under the load measured over the last ``frames``."""
+    load, extra = load_factor(state, frames), overhead_ms(state, frames)
     return [r.per_frame_ms * load + extra for r in rungs]
 
 
@@ -155,12 +161,12 @@ def step(
     st = _observe(state, sample, rungs, s, budget)
     if not st.loads:
         return st, None
-    pred = predict(st, rungs)
+    pred = predict(st, rungs, s.load_frames)
     cur = st.rung
     over = st.over + 1 if pred[cur] > budget else 0
     st = replace(st, over=over)
     tail = sum(st.flags)
-    load = load_factor(st)
+    load = load_factor(st, s.load_frames)
     clear = pred[cur] > budget * s.clear_over
     # The start rung was picked from the profile alone; once the first frames measured the overhead (capture
     # wait, preprocessing) it must fit like the landing rung of a step down, or the run would sit on a rung

@@ -99,7 +99,6 @@ class ControllerState:
     up_target: int | None = None  # the worst of the rungs that fitted since fit_since (the safe target)
     last_up: float | None = None
     hold_s: float = 0.0  # the stable period the next step up needs, when damped above stable_s
-    settled: bool = False  # the start rung was checked against the first measured frames
 
 
 @dataclass(frozen=True)
@@ -168,14 +167,7 @@ def step(
     tail = sum(st.flags)
     load = load_factor(st, s.load_frames)
     clear = pred[cur] > budget * s.clear_over
-    # The start rung was picked from the profile alone; once the first frames measured the overhead (capture
-    # wait, preprocessing) it must fit like the landing rung of a step down, or the run would sit on a rung
-    # whose noise crosses the budget.
-    unsettled = not st.settled and len(st.loads) >= s.load_frames
-    if unsettled:
-        st = replace(st, settled=True)
-    start_over = unsettled and pred[cur] > budget * s.fit
-    wants_down = clear or start_over or over >= s.down_after or tail >= s.max_over
+    wants_down = clear or over >= s.down_after or tail >= s.max_over
     if wants_down and cur < len(rungs) - 1:
         held = event_active and pred[cur] <= budget * s.event_overrun_factor
         if not held:
@@ -183,8 +175,6 @@ def step(
             target = next((j for j in below if pred[j] <= budget * s.fit), min(below, key=lambda j: pred[j]))
             if clear:
                 why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
-            elif start_over:
-                why = f"start rung predicted {pred[cur]:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
             else:

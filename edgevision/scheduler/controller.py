@@ -16,7 +16,10 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   frames carry it; a one- or two-frame spike never does), or once it has been over the budget at all for
   ``down_after`` frames in a row (a load only just too high, which noise could fake for a frame or two), or
   when ``window // 5`` of the last ``window`` frames were actually over budget (a heavy tail the median does
-  not see); straight to the best rung predicted to fit within ``down_fit`` x budget. While a person event
+  not see); straight to the best rung predicted to fit within ``down_fit`` x budget. The landing rung is
+  checked again once ``load_frames`` of its own frames make up the median (the choice was made partly on
+  frames from before the load changed, and its profile may be off): predicted over ``down_fit`` x budget, it
+  steps down once more. While a person event
   is active only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within ``up_margin`` x budget at every frame
   of the last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down.
@@ -99,6 +102,7 @@ class ControllerState:
     up_target: int | None = None  # the worst of the rungs that fitted since fit_since (the safe target)
     last_up: float | None = None
     hold_s: float = 0.0  # the stable period the next step up needs, when damped above stable_s
+    landed: int | None = None  # detect frames measured on this rung since a step down landed here
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,10 @@ def _observe(
         loads = (*loads, sample.invoke_ms / max(rungs[state.rung].invoke_ms, 1e-3))[-s.load_frames :]
         overheads = (*overheads, max(sample.total_ms - sample.invoke_ms, 0.0))[-s.load_frames :]
     flags = (*state.flags, sample.total_ms > budget)[-s.window :]
-    return replace(state, loads=loads, overheads=overheads, flags=flags)
+    landed = state.landed
+    if landed is not None and sample.invoke_ms is not None:
+        landed += 1
+    return replace(state, loads=loads, overheads=overheads, flags=flags, landed=landed)
 
 
 def step(
@@ -167,7 +174,14 @@ def step(
     tail = sum(st.flags)
     load = load_factor(st, s.load_frames)
     clear = pred[cur] > budget * s.clear_over
-    wants_down = clear or over >= s.down_after or tail >= s.max_over
+    # A step down chose its landing rung from frames that were partly under the old load; once the rung's own
+    # frames make up the median it must fit like a landing rung, or it would sit just under the budget with
+    # every bit of noise crossing it.
+    checked = st.landed is not None and st.landed >= s.load_frames
+    if checked:
+        st = replace(st, landed=None)
+    landing_over = checked and pred[cur] > budget * s.fit
+    wants_down = clear or landing_over or over >= s.down_after or tail >= s.max_over
     if wants_down and cur < len(rungs) - 1:
         held = event_active and pred[cur] <= budget * s.event_overrun_factor
         if not held:
@@ -175,6 +189,8 @@ def step(
             target = next((j for j in below if pred[j] <= budget * s.fit), min(below, key=lambda j: pred[j]))
             if clear:
                 why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
+            elif landing_over:
+                why = f"landed at {pred[cur]:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
             else:
@@ -214,6 +230,7 @@ def _switched(
         last_down=now if down else st.last_down,
         last_up=None if down else now,
         hold_s=hold,
+        landed=0 if down else None,
         over=0,
         flags=(),
         fit_since=None,

@@ -22,6 +22,7 @@ from edgevision.catalog.resolve import resolve_model
 from edgevision.config import DetectorConfig, load_config
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
+from edgevision.errors import ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.results.detection import BBox, Detection
 from edgevision.scheduler.carry import BoxCarrier
@@ -105,6 +106,32 @@ def test_derived_rungs_of_v2(models_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "v2_192.tflite"
     path.write_bytes(data)
     assert len(_persons(path, v2.labels, "posenet_test_image.bmp")) >= 2
+
+
+def test_a_graph_that_cannot_run_at_another_side_is_a_model_error(v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The squeeze reshape retargeted to a rank-2 [anchors * 4] shape: no longer recognised as grid-dependent,
+    # so it cannot follow the grid; derivation must say so as a ModelError (the ladder then keeps the native
+    # side only), never crash with the interpreter's RuntimeError.
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(v1.path.read_bytes(), 0))
+    sg = model.subgraphs[0]
+    for op in sg.operators:
+        opts = op.builtinOptions
+        if getattr(opts, "newShape", None) is not None and list(opts.newShape) == [1, 1917, 4]:
+            opts.newShape = np.array([1917 * 4], np.int32)
+            buf = schema.BufferT()
+            buf.data = np.frombuffer(np.array([1917 * 4], np.int32).tobytes(), np.uint8)
+            model.buffers.append(buf)
+            sg.tensors[op.inputs[1]].buffer = len(model.buffers) - 1
+            sg.tensors[op.inputs[1]].shape = np.array([1], np.int32)
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    src = tmp_path / "odd.tflite"
+    src.write_bytes(bytes(builder.Output()))
+    with pytest.raises(ModelError, match="cannot run the graph at 192x192"):
+        derive(src, 192)
 
 
 @pytest.mark.tflite_runtime

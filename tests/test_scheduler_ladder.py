@@ -12,6 +12,7 @@ import itertools
 import json
 import random
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,66 @@ def test_a_width_switch_is_named_in_the_log_and_the_switch_record(caplog: pytest
     assert rec["from"] == f"{V1}@256" and rec["to"] == "student_v1_0.5@300"
     assert rec["kind"] == "width" and rec["direction"] == "down"
     assert f"width step down: {V1}@256 -> student_v1_0.5@300" in caplog.text
+
+
+STUDENT = "student_v1_0.5"
+
+
+# (rungs by quality with their profiled invoke ms, start rung, load): the load that arrives makes the controller
+# step from the start rung to the last rung of the list (down), or the load that leaves lets it step up to it.
+@pytest.mark.parametrize(
+    ("rungs", "start", "load", "kind", "direction", "names"),
+    [
+        ([(V1, 0.75, 300, 1, 10.0), (V1, 0.75, 192, 1, 4.0)], 0, 2.0, "resolution", "down", (f"{V1}@300", f"{V1}@192")),
+        ([(V1, 0.75, 256, 1, 10.0), (STUDENT, 0.5, 300, 1, 4.0)], 0, 2.0, "width", "down", (f"{V1}@256", f"{STUDENT}@300")),
+        ([(STUDENT, 0.5, 300, 1, 10.0), (STUDENT, 0.5, 192, 1, 4.0)], 0, 2.0, "resolution", "down", (f"{STUDENT}@300", f"{STUDENT}@192")),
+        ([(V1, 0.75, 128, 1, 10.0), (V1, 0.75, 128, 3, 10.0)], 0, 2.0, "cadence", "down", (f"{V1}@128", f"{V1}@128/k3")),
+        ([(V1, 0.75, 300, 1, 6.0), (STUDENT, 0.5, 300, 1, 2.0)], 1, 1.0, "width", "up", (f"{STUDENT}@300", f"{V1}@300")),
+        ([(V1, 0.75, 300, 1, 6.0), (V1, 0.75, 160, 1, 2.0)], 1, 1.0, "resolution", "up", (f"{V1}@160", f"{V1}@300")),
+    ],
+)  # fmt: skip
+def test_every_switch_names_its_rungs_and_kind_in_the_log_and_the_json_line(
+    caplog: pytest.LogCaptureFixture,
+    rungs: list[tuple[str, float, int, int, float]],
+    start: int,
+    load: float,
+    kind: str,
+    direction: str,
+    names: tuple[str, str],
+) -> None:
+    from edgevision.pipeline.sinks import result_record
+    from edgevision.results import FrameResult, Latency
+    from edgevision.results.frame import Frame
+
+    ladder = [
+        _rung(RungSpec(m, "mobilenet_v1", a, size, k, "local" if m == STUDENT else "catalog"), ms)
+        for m, a, size, k, ms in rungs
+    ]
+    t = [0.0]
+    settings = ControllerSettings(budget_ms=12.0, stable_s=1.0, cooldown_s=0.0)
+    sched = Scheduler(ladder, settings, clock=lambda: t[0])
+    sched.state = replace(sched.state, rung=start)
+    sw = None
+    for i in range(200):
+        t[0] = i / 25
+        invoke = ladder[sched.state.rung].profile.p50_ms * load
+        sw = sched.observe(Sample(total_ms=invoke + 1.0, invoke_ms=invoke))
+        if sw:
+            break
+    assert sw is not None and sw.direction == direction
+    a, b = names
+    assert f"scheduler: {kind} step {direction}: {a} -> {b}: " in caplog.text
+    result = FrameResult(Frame(np.zeros((4, 4, 3), np.uint8), 0.0, 7, "test"), [], Latency(), a, rung=a)
+    result.switch = sched.switch_record(sw)
+    line = json.loads(json.dumps(result_record(result)))  # what the detections log writes
+    assert line["rung"] == a
+    assert {k: line["switch"][k] for k in ("from", "to", "kind", "direction")} == {
+        "from": a,
+        "to": b,
+        "kind": kind,
+        "direction": direction,
+    }
+    assert line["switch"]["reason"]
 
 
 # -- width rungs in a real ladder -------------------------------------------------------------------------

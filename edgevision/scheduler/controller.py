@@ -11,9 +11,15 @@ measured stage times. From them the controller estimates, within a few frames:
 
 and predicts each rung's frame latency as ``profiled cost x load + overhead``. Then:
 
-* **down**, as soon as the prediction for the current rung has exceeded the budget for ``down_after`` frames in
-  a row (or ``window // 5`` of the last ``window`` frames were actually over budget: a heavy tail the median
-  does not see), straight to the best rung predicted to fit within ``down_fit`` x budget. While a person event
+* **down**, on the first frame whose prediction for the current rung is clearly over the budget (over
+  ``clear_over`` x budget: a load that arrived shows there on its third frame, when most of the median's
+  frames carry it; a one- or two-frame spike never does), or once it has been over the budget at all for
+  ``down_after`` frames in a row (a load only just too high, which noise could fake for a frame or two), or
+  when ``window // 5`` of the last ``window`` frames were actually over budget (a heavy tail the median does
+  not see); straight to the best rung predicted to fit within ``down_fit`` x budget. The landing rung is
+  checked again once ``load_frames`` of its own frames make up the median (the choice was made partly on
+  frames from before the load changed, and its profile may be off): predicted over ``down_fit`` x budget, it
+  steps down once more. While a person event
   is active only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within ``up_margin`` x budget at every frame
   of the last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down.
@@ -51,6 +57,7 @@ class ControllerSettings:
     down_fit: float = 0.85  # a step down lands on a rung predicted <= down_fit x budget
     load_frames: int = 5  # detect frames the load and overhead medians run over
     max_hold: float = 8.0  # flap damping: the stable period grows to at most this x stable_s
+    clear_over: float = 1.1  # a rise predicting the current rung over this x budget steps down at once
 
     @classmethod
     def of(cls, section: SchedulerConfig) -> ControllerSettings:
@@ -109,6 +116,7 @@ class ControllerState:
     up_target: int | None = None  # the worst of the rungs that fitted since fit_since (the safe target)
     last_up: float | None = None
     hold_s: float = 0.0  # the stable period the next step up needs, when damped above stable_s
+    landed: int | None = None  # detect frames measured on this rung since a step down landed here
 
 
 @dataclass(frozen=True)
@@ -124,18 +132,24 @@ class Switch:
         return "down" if self.to_rung > self.from_rung else "up"
 
 
-def load_factor(state: ControllerState) -> float:
-    """The current load estimate (1.0 = as profiled); 1.0 before any detect frame was seen."""
-    return statistics.median(state.loads) if state.loads else 1.0
+def _median(values: tuple[float, ...], n: int, prior: float) -> float:
+    """The median of the last ``n`` values, the missing ones taken as ``prior``: the first frames of a run
+    (often slow: cold caches, capture warming up) outvote the profile only when most of ``n`` agree."""
+    return statistics.median((*([prior] * max(0, n - len(values))), *values[-n:]))
 
 
-def overhead_ms(state: ControllerState) -> float:
-    return statistics.median(state.overheads) if state.overheads else 0.0
+def load_factor(state: ControllerState, frames: int = 5) -> float:
+    """The current load estimate (1.0 = as profiled): the median over the last ``frames`` detect frames."""
+    return _median(state.loads, frames, 1.0)
 
 
-def predict(state: ControllerState, rungs: Sequence[RungCost]) -> list[float]:
-    """Predicted per-frame latency (ms) of every rung under the load measured now."""
-    load, extra = load_factor(state), overhead_ms(state)
+def overhead_ms(state: ControllerState, frames: int = 5) -> float:
+    return _median(state.overheads, frames, 0.0)
+
+
+def predict(state: ControllerState, rungs: Sequence[RungCost], frames: int = 5) -> list[float]:
+    """Predicted per-frame latency (ms) of every rung under the load measured over the last ``frames``."""
+    load, extra = load_factor(state, frames), overhead_ms(state, frames)
     return [r.per_frame_ms * load + extra for r in rungs]
 
 
@@ -147,7 +161,10 @@ def _observe(
         loads = (*loads, sample.invoke_ms / max(rungs[state.rung].invoke_ms, 1e-3))[-s.load_frames :]
         overheads = (*overheads, max(sample.total_ms - sample.invoke_ms, 0.0))[-s.load_frames :]
     flags = (*state.flags, sample.total_ms > budget)[-s.window :]
-    return replace(state, loads=loads, overheads=overheads, flags=flags)
+    landed = state.landed
+    if landed is not None and sample.invoke_ms is not None:
+        landed += 1
+    return replace(state, loads=loads, overheads=overheads, flags=flags, landed=landed)
 
 
 def step(
@@ -164,23 +181,34 @@ def step(
     st = _observe(state, sample, rungs, s, budget)
     if not st.loads:
         return st, None
-    pred = predict(st, rungs)
+    pred = predict(st, rungs, s.load_frames)
     cur = st.rung
     over = st.over + 1 if pred[cur] > budget else 0
     st = replace(st, over=over)
     tail = sum(st.flags)
-    load = load_factor(st)
-    wants_down = over >= s.down_after or tail >= s.max_over
+    load = load_factor(st, s.load_frames)
+    clear = pred[cur] > budget * s.clear_over
+    # A step down chose its landing rung from frames that were partly under the old load; once the rung's own
+    # frames make up the median it must fit like a landing rung, or it would sit just under the budget with
+    # every bit of noise crossing it.
+    checked = st.landed is not None and st.landed >= s.load_frames
+    if checked:
+        st = replace(st, landed=None)
+    landing_over = checked and pred[cur] > budget * s.fit
+    wants_down = clear or landing_over or over >= s.down_after or tail >= s.max_over
     if wants_down and cur < len(rungs) - 1:
         held = event_active and pred[cur] <= budget * s.event_overrun_factor
         if not held:
             below = range(cur + 1, len(rungs))
             target = next((j for j in below if pred[j] <= budget * s.fit), min(below, key=lambda j: pred[j]))
-            why = (
-                f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
-                if over >= s.down_after
-                else f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
-            )
+            if clear:
+                why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
+            elif landing_over:
+                why = f"landed at {pred[cur]:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
+            elif over >= s.down_after:
+                why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
+            else:
+                why = f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
             reason = f"{why} (load x{load:.2f}); predicted {pred[target]:.1f} ms on the new rung"
             return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)
     better = next((j for j in range(cur) if pred[j] <= budget * s.up_margin), None)
@@ -216,6 +244,7 @@ def _switched(
         last_down=now if down else st.last_down,
         last_up=None if down else now,
         hold_s=hold,
+        landed=0 if down else None,
         over=0,
         flags=(),
         fit_since=None,

@@ -1,9 +1,12 @@
 """Resolution rungs derived on the device from a real SSD, by rewriting its TFLite flatbuffer (no TensorFlow).
 
-For an input side ``s`` the rewrite changes: the input tensor shape; the constant shape of the one reshape that
-hard-codes the anchor count (``Squeeze``; the per-layer reshapes use -1) and its ``ReshapeOptions`` — in a
-buffer of its own, since reshape shape constants can share one; every intermediate tensor shape (read back from
-an interpreter that ran shape inference on a probe copy); and the postprocess op's anchors, regenerated for the
+For an input side ``s`` the rewrite changes: the input tensor shape; the target of every reshape to
+``[1, anchors, ...]``, wherever the converter put it — the catalog SSDs' ``Squeeze`` hard-codes it in
+``ReshapeOptions`` and a constant shape tensor (given a buffer of its own, since shape constants can be shared),
+while students converted by TF >= 2.16 build it at run time from ``SHAPE -> STRIDED_SLICE`` (the batch) and
+constant scalars (the anchor count) packed by ``PACK`` (given constants of their own); every intermediate tensor
+shape (read back from an interpreter that ran one invoke on a probe copy: run-time reshape targets size their
+outputs only when they run); and the postprocess op's anchors, regenerated for the
 new feature-map grid with heights and widths scaled by ``trained / s`` (each SSD layer keeps the pixel size it
 was trained for; without it boxes shrink toward the centre), requantized so the larger sizes fit in uint8.
 
@@ -59,6 +62,17 @@ def _pack(model: Any) -> bytes:
 
 
 @dataclass(frozen=True)
+class Reshape:
+    """A reshape whose target shape depends on the predictor grids, and where that target lives: in
+    ``ReshapeOptions`` / a constant shape tensor (TF 1.x-era converters), or built at run time by a ``PACK`` of
+    scalars (TF >= 2.16: ``SHAPE -> STRIDED_SLICE`` for the batch, constants for the rest)."""
+
+    op: int  # the RESHAPE op
+    dims: tuple[int | None, ...]  # the target's constant dims; None where computed at run time
+    pack: int | None = None  # the PACK op building the target, when it is built at run time
+
+
+@dataclass(frozen=True)
 class SsdGraph:
     """Where the parts the rewrite touches live in the graph."""
 
@@ -66,8 +80,60 @@ class SsdGraph:
     postprocess_op: int
     box_input: int  # tensor feeding the postprocess box encodings
     anchors: int  # anchors tensor
-    fixed_reshapes: list[int]  # RESHAPE ops whose constant shape [1, anchors, ...] depends on the grid
+    fixed_reshapes: list[Reshape]  # reshapes to [1, anchors, ...]: their anchor count depends on the grid
     trained_size: int
+
+
+def _has_data(model: Any, tensor: int) -> bool:
+    """Whether a tensor is a constant (TF 2.x converters give computed tensors empty buffers of their own)."""
+    t = model.subgraphs[0].tensors[tensor]
+    data = model.buffers[t.buffer].data if t.buffer > 0 else None
+    return data is not None and len(data) > 0
+
+
+def _constant(model: Any, tensor: int) -> np.ndarray | None:
+    """The int32 value of a constant tensor, or None when the tensor is computed."""
+    t = model.subgraphs[0].tensors[tensor]
+    if not _has_data(model, tensor) or t.type != _schema().TensorType.INT32:
+        return None
+    data = model.buffers[t.buffer].data
+    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.int32).reshape(-1)
+
+
+def _reshape_target(model: Any, op_index: int) -> Reshape | None:
+    """Where a RESHAPE's target shape lives, with its constant dims; None when it cannot be told."""
+    schema = _schema()
+    sg = model.subgraphs[0]
+    op = sg.operators[op_index]
+    opts = op.builtinOptions
+    new_shape = getattr(opts, "newShape", None) if opts is not None else None
+    if new_shape is not None and len(new_shape) > 0:
+        return Reshape(op_index, tuple(int(d) for d in new_shape))
+    if len(op.inputs) < 2 or op.inputs[1] < 0:
+        return None
+    const = _constant(model, int(op.inputs[1]))
+    if const is not None:
+        return Reshape(op_index, tuple(int(d) for d in const))
+    producer = next((i for i, o in enumerate(sg.operators) if int(op.inputs[1]) in o.outputs), None)
+    if producer is None or _code(model, sg.operators[producer])[0] != schema.BuiltinOperator.PACK:
+        return None
+    dims: list[int | None] = []
+    for t in sg.operators[producer].inputs:
+        c = _constant(model, int(t))
+        dims.append(int(c[0]) if c is not None and c.size == 1 else None)
+    return Reshape(op_index, tuple(dims), producer)
+
+
+def _grid_dependent(r: Reshape) -> bool:
+    """A reshape to ``[1, anchors, ...]`` (or ``[1, -1, ...]``): dim 1 counts anchors, so it follows the grid."""
+    d = r.dims
+    return (
+        len(d) >= 3
+        and d[0] in (1, None)
+        and d[1] is not None
+        and (d[1] == -1 or d[1] > 1)
+        and all(x is not None and x > 0 for x in d[2:])
+    )
 
 
 def analyse(model: Any) -> SsdGraph:
@@ -86,24 +152,45 @@ def analyse(model: Any) -> SsdGraph:
     fixed = []
     for i, o in enumerate(sg.operators):
         if _code(model, o)[0] == schema.BuiltinOperator.RESHAPE:
-            opts = o.builtinOptions
-            target = (
-                list(opts.newShape)
-                if opts is not None and getattr(opts, "newShape", None) is not None
-                else []
-            )
-            if len(target) >= 3 and target[0] == 1:  # [1, anchors, ...]: predictor and squeeze reshapes
-                fixed.append(i)
+            r = _reshape_target(model, i)
+            if r is not None and _grid_dependent(r):  # predictor and squeeze reshapes
+                fixed.append(r)
     return SsdGraph(inp, pp[0], int(op.inputs[0]), int(op.inputs[2]), fixed, int(shape[1]))
 
 
-def _set_reshape(model: Any, op_index: int, new_shape: list[int]) -> None:
-    """Give one reshape a new target shape, in ``ReshapeOptions`` and in a private shape buffer."""
+def _private_constant(model: Any, name: str, value: np.ndarray) -> int:
+    """A new int32 constant tensor with a buffer of its own (constants can be shared between ops)."""
+    schema = _schema()
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(value.astype(np.int32).tobytes(), dtype=np.uint8)
+    model.buffers.append(buf)
+    t = schema.TensorT()
+    t.shape = np.array(value.shape, dtype=np.int32)
+    t.type = schema.TensorType.INT32
+    t.buffer = len(model.buffers) - 1
+    t.name = name.encode()
+    sg = model.subgraphs[0]
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _set_reshape(model: Any, r: Reshape, new_shape: list[int]) -> None:
+    """Give one reshape a new target shape, wherever it lives: in ``ReshapeOptions`` and a private shape buffer,
+    or in private constants feeding its PACK (the parts computed at run time, the batch, are left alone)."""
     schema = _schema()
     sg = model.subgraphs[0]
-    op = sg.operators[op_index]
+    if r.pack is not None:
+        pack = sg.operators[r.pack]
+        inputs = [int(t) for t in pack.inputs]
+        for k, (old, new) in enumerate(zip(r.dims, new_shape, strict=True)):
+            if old is not None:
+                inputs[k] = _private_constant(model, f"edgevision/derived_shape_{r.op}_{k}", np.array(new))
+        pack.inputs = np.array(inputs, dtype=np.int32)
+        return
+    op = sg.operators[r.op]
     shape = np.array(new_shape, dtype=np.int32)
-    op.builtinOptions.newShape = shape
+    if op.builtinOptions is not None and getattr(op.builtinOptions, "newShape", None) is not None:
+        op.builtinOptions.newShape = shape
     if len(op.inputs) > 1 and op.inputs[1] >= 0:
         buf = schema.BufferT()
         buf.data = np.frombuffer(shape.tobytes(), dtype=np.uint8)
@@ -112,7 +199,8 @@ def _set_reshape(model: Any, op_index: int, new_shape: list[int]) -> None:
 
 
 def _probe_shapes(model: Any, g: SsdGraph, size: int) -> dict[int, list[int]]:
-    """Shapes of every tensor after shape inference, on a copy whose postprocess op is removed."""
+    """Shapes of every tensor after shape inference, on a copy whose postprocess op is removed. One invoke on a
+    blank frame: a reshape whose target is computed at run time (a PACK) sizes its output only when it runs."""
     import copy
 
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -121,9 +209,8 @@ def _probe_shapes(model: Any, g: SsdGraph, size: int) -> dict[int, list[int]]:
     sg = probe.subgraphs[0]
     sg.tensors[g.input_tensor].shape = np.array([1, size, size, 3], dtype=np.int32)
     sg.tensors[g.input_tensor].shapeSignature = None
-    for i in g.fixed_reshapes:
-        shape = [int(d) for d in sg.operators[i].builtinOptions.newShape]
-        _set_reshape(probe, i, [shape[0], -1, *shape[2:]])
+    for r in g.fixed_reshapes:
+        _set_reshape(probe, r, [d if d is not None else 1 for d in (r.dims[0], -1, *r.dims[2:])])
     op = sg.operators.pop(g.postprocess_op)
     sg.outputs = np.array(list(op.inputs[:2]), dtype=np.int32)
     # Reference kernels only: shape inference is all we need, and XNNPACK fixes shapes at delegation time.
@@ -131,7 +218,13 @@ def _probe_shapes(model: Any, g: SsdGraph, size: int) -> dict[int, list[int]]:
         model_content=_pack(probe), num_threads=1,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )  # fmt: skip
-    interp.allocate_tensors()
+    try:
+        interp.allocate_tensors()
+        detail = interp.get_input_details()[0]
+        interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interp.invoke()
+    except (RuntimeError, ValueError) as exc:  # a grid-dependent shape this rewrite does not know about
+        raise ModelError(f"cannot run the graph at {size}x{size}: {str(exc).splitlines()[0]}") from None
     return {int(t["index"]): [int(x) for x in t["shape"]] for t in interp.get_tensor_details()}
 
 
@@ -180,15 +273,15 @@ def derive(source: Path, size: int) -> tuple[bytes, dict[str, Any]]:
         quant.zeroPoint = np.array([0], dtype=np.int64)
         a.quantization = quant
         a.shape = np.array(anchors.shape, dtype=np.int32)
-    for i in g.fixed_reshapes:
-        _set_reshape(model, i, shapes[int(sg.operators[i].outputs[0])])
+    for r in g.fixed_reshapes:
+        _set_reshape(model, r, shapes[int(sg.operators[r.op].outputs[0])])
     if shapes[g.box_input][1] != len(anchors):
         raise ModelError(
             f"{source}: {shapes[g.box_input][1]} boxes at {size}x{size} but {len(anchors)} anchors"
         )
-    for idx, shape in shapes.items():
+    for idx, shape in shapes.items():  # every computed tensor (constants keep theirs)
         if (
-            idx < len(sg.tensors) and idx != g.anchors and sg.tensors[idx].buffer == 0
+            idx < len(sg.tensors) and idx != g.anchors and not _has_data(model, idx)
         ) or idx == g.input_tensor:
             sg.tensors[idx].shape = np.array(shape, dtype=np.int32)
             sg.tensors[idx].shapeSignature = None

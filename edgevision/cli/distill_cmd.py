@@ -30,7 +30,18 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--student", required=True, help=f"one of: {', '.join(STUDENT_CHOICES)}")
     q.add_argument("--video", type=Path, action="append", default=[], metavar="FILE", help="training footage")
     q.add_argument("--images", type=Path, metavar="DIR", help="a folder of images (time order: mtime, name)")
-    q.add_argument("--events", action="store_true", help="also use the recorded event clips in the data dir")
+    q.add_argument(
+        "--events",
+        action="store_true",
+        help="also use the recorded event clips in the data dir: the events and the pre-/post-roll between them",
+    )
+    q.add_argument(
+        "--between-every",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --events: use every N-th frame between events (pre-/post-roll; default 3)",
+    )
     q.add_argument(
         "--negative", type=Path, action="append", default=[], metavar="FILE",
         help="footage with no person: the student must find none there (checked by the gate, not trained on)",
@@ -94,7 +105,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgevision.errors import UsageError
 
     spec_for(args.student)  # unknown student → usage error before anything else
-    for flag in ("size", "steps", "batch", "every", "negative_every", "threads"):
+    for flag in ("size", "steps", "batch", "every", "negative_every", "between_every", "threads"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.size < 64 or args.size % 2:
@@ -113,6 +124,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         every=args.every,
         max_frames=args.max_frames,
         negative_every=args.negative_every,
+        between_every=args.between_every,
         val_fraction=args.val_fraction,
         teacher_threshold=args.teacher_threshold,
         threads=args.threads,

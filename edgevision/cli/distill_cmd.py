@@ -50,7 +50,7 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--name", help="installed name (default: ssd_<student>_distilled)")
     q.add_argument("--size", type=int, default=300, help="input side in px (default 300, the teacher's)")
     # the defaults are TrainSettings' (edgevision.distill.train, not imported here: it is only needed to run)
-    q.add_argument("--steps", type=int, default=2100, help="training steps (default 2100)")
+    q.add_argument("--steps", type=int, default=700, help="training steps (default 700)")
     q.add_argument("--batch", type=int, default=8, help="frames per step (default 8)")
     q.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine decay (default 0.001)")
     q.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")

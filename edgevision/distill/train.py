@@ -32,7 +32,7 @@ from edgevision.distill.teacher import Teacher, person_logit
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 2100
+    steps: int = 700
     batch: int = 8
     lr: float = 1e-3
     temperature: float = 2.0

@@ -6,6 +6,7 @@ small frames: long training is benchmark work (bench/distill.py).
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -26,12 +27,13 @@ pytestmark = pytest.mark.timeout(1200)
 
 from edgevision.catalog import fetch_entry, load_catalog  # noqa: E402
 from edgevision.catalog.local import list_local_models  # noqa: E402
+from edgevision.cli.distill_cmd import TerminalProgress  # noqa: E402
 from edgevision.detection.ssd import ssd_anchors  # noqa: E402
 from edgevision.distill.pipeline import DistillOptions, distill  # noqa: E402
 from edgevision.distill.replica import build_replica  # noqa: E402
 from edgevision.distill.students import SPECS, build_student, grids  # noqa: E402
 from edgevision.distill.teacher import Teacher  # noqa: E402
-from edgevision.distill.train import TrainSettings  # noqa: E402
+from edgevision.distill.train import Progress, TrainSettings  # noqa: E402
 from edgevision.inference.tflite_file import inspect_tflite  # noqa: E402
 
 MODELS = SHARED / "models"
@@ -199,3 +201,95 @@ def test_run_does_not_import_tensorflow() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_ctrl_c_in_training_installs_nothing_and_progress_reports_each_stage(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C arrives in the training loop (here: raised by the progress callback at the first report)."""
+    seen: list[Progress] = []
+
+    def progress(p: Progress) -> None:
+        seen.append(p)
+        if p.stage == "train":
+            raise KeyboardInterrupt
+
+    opts = DistillOptions(
+        student="mobilenet_v1_0.25", videos=[VIDEO / "supervision_walking.mp4"], models_dir=tiny_models,
+        data_dir=tmp_path, name="interrupted", size=128, every=20, max_frames=8, val_fraction=0.25,
+        settings=TrainSettings(steps=1000, batch=2), gate=False, force=True,
+    )  # fmt: skip
+    before = _installed(tiny_models)
+    with pytest.raises(KeyboardInterrupt):
+        distill(opts, progress)
+    assert [p.stage for p in seen][:1] == ["teacher"] and seen[-1].stage == "train"
+    assert {"teacher", "features"} <= {p.stage for p in seen}
+    teacher = [p for p in seen if p.stage == "teacher"]
+    assert teacher[-1].done == teacher[-1].total == 6  # the training frames, counted
+    last = seen[-1]
+    assert (last.done, last.total) == (10, 1000) and last.loss is not None and last.eta_s is not None
+    assert last.eta_s > 0
+    assert "interrupted" not in list_local_models(tiny_models)
+    assert _installed(tiny_models) == before
+
+
+def _installed(models: Path) -> list[str]:
+    """Every file of the models directory outside the derived-rung cache (temporary files included)."""
+    return sorted(str(p.relative_to(models)) for p in models.rglob("*") if "derived" not in p.parts)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_progress_shows_frames_steps_loss_and_eta_only_on_a_terminal() -> None:
+    tty = _Tty()
+    show = TerminalProgress(tty, enabled=True)
+    show(Progress("teacher", 10, 40, None, 75.0))
+    show(Progress("train", 40, 40, 0.12345, 0.0))
+    out = tty.getvalue()
+    assert "teacher   10/40 frames" in out and "ETA 1:15" in out
+    assert "train     40/40 steps  loss 0.1235" in out and out.endswith("\n")
+    for stream, enabled in ((_Tty(), False), (io.StringIO(), True)):  # --json / not a terminal: silent
+        TerminalProgress(stream, enabled)(Progress("train", 1, 2, 0.5, 1.0))
+        assert stream.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_sigint_stops_the_cli_with_130_and_nothing_installed(
+    tiny_models: Path, env: dict, tmp_path: Path
+) -> None:
+    """A real SIGINT to `edgevision models distill` on a terminal, once it shows training progress."""
+    import os
+    import pty
+    import signal
+    import time
+
+    e = dict(env, EDGEVISION_MODELS_DIR=str(tiny_models), EDGEVISION_DATA_DIR=str(tmp_path / "data"))
+    before = _installed(tiny_models)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevision", "models", "distill", "--student", "mobilenet_v1_0.25",
+         "--video", str(VIDEO / "supervision_walking.mp4"), "--size", "128", "--every", "20", "--max-frames", "8",
+         "--val-fraction", "0.25", "--steps", "100000", "--batch", "2", "--name", "sigint"],
+        env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 900
+    try:
+        while b"steps" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:
+                break
+        assert b"train" in seen and b"loss" in seen and b"ETA" in seen, seen[-500:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "sigint" not in list_local_models(tiny_models)
+    assert _installed(tiny_models) == before

@@ -138,3 +138,24 @@ def test_missing_training_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(TrainingUnavailable, match=r"pip install 'edgevision\[train\]'") as exc:
         require_tf()
     assert exc.value.exit_code == EXIT_TRAIN_UNAVAILABLE == 69
+
+
+def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_training_defaults() -> None:
+    import argparse
+
+    from edgevision.cli import distill_cmd
+    from edgevision.distill.train import TrainSettings, sampling_weights
+
+    logits = np.full((10, 5), -4.0, np.float32)
+    logits[[2, 7], 3] = 0.5  # two of ten frames hold a teacher person (score ≥ 0.5)
+    w = sampling_weights(logits, 0.75)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[[2, 7]].sum() == pytest.approx(0.75) and w[2] == w[7]
+    assert np.allclose(sampling_weights(logits[[2, 7]], 0.75), 0.5)  # all person frames: uniform
+    assert np.allclose(sampling_weights(logits[:2], 0.75), 0.5)  # no person frame: uniform
+
+    parser = argparse.ArgumentParser()
+    distill_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["distill", "--student", "mobilenet_v1_0.5"])
+    d = TrainSettings()
+    assert (args.steps, args.batch, args.lr, args.temperature) == (d.steps, d.batch, d.lr, d.temperature)

@@ -28,7 +28,18 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--student", required=True, help=f"one of: {', '.join(STUDENT_CHOICES)}")
     q.add_argument("--video", type=Path, action="append", default=[], metavar="FILE", help="training footage")
     q.add_argument("--images", type=Path, metavar="DIR", help="a folder of images (time order: mtime, name)")
-    q.add_argument("--events", action="store_true", help="also use the recorded event clips in the data dir")
+    q.add_argument(
+        "--events",
+        action="store_true",
+        help="also use the recorded event clips in the data dir: the events and the pre-/post-roll between them",
+    )
+    q.add_argument(
+        "--between-every",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --events: use every N-th frame between events (pre-/post-roll; default 3)",
+    )
     q.add_argument(
         "--negative", type=Path, action="append", default=[], metavar="FILE",
         help="footage with no person: the student must find none there (checked by the gate, not trained on)",
@@ -36,9 +47,10 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--teacher", default="ssd_mobilenet_v1_coco_quant", help="catalog SSD to learn from")
     q.add_argument("--name", help="installed name (default: ssd_<student>_distilled)")
     q.add_argument("--size", type=int, default=300, help="input side in px (default 300, the teacher's)")
-    q.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
-    q.add_argument("--batch", type=int, default=16, help="frames per step (default 16)")
-    q.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
+    # the defaults are TrainSettings' (edgevision.distill.train, not imported here: it is only needed to run)
+    q.add_argument("--steps", type=int, default=700, help="training steps (default 700)")
+    q.add_argument("--batch", type=int, default=8, help="frames per step (default 8)")
+    q.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine decay (default 0.001)")
     q.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     q.add_argument("--every", type=int, default=1, help="use every N-th frame of each source (default 1)")
     q.add_argument("--max-frames", type=int, help="at most this many frames per source")
@@ -95,7 +107,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgevision.paths import data_dir, models_dir
 
     spec_for(args.student)  # unknown student → usage error before anything else
-    for flag in ("size", "steps", "batch", "every", "negative_every", "threads"):
+    for flag in ("size", "steps", "batch", "every", "negative_every", "between_every", "threads"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.size < 64 or args.size % 2:
@@ -121,6 +133,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         every=args.every,
         max_frames=args.max_frames,
         negative_every=args.negative_every,
+        between_every=args.between_every,
         val_fraction=args.val_fraction,
         teacher_threshold=args.teacher_threshold,
         threads=args.threads,

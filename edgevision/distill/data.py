@@ -1,5 +1,8 @@
 """Distillation data: frames from videos, an image folder and the recorder's event clips, split by time.
 
+With ``--events`` the recorder's clips give two sources: the frames inside each event and the frames of its
+pre- and post-roll (the camera's scenes between events; see :func:`read_events`).
+
 Every source is decoded in time order and resized to the model input (``size x size`` RGB uint8, the same
 stretch-resize the detector does); the last ``val_fraction`` of each source validates, the rest trains, so a
 validation frame never sits between two training frames of the same scene.
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ class Source:
     frames: list[np.ndarray] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)  # frame numbers in the source
     total: int = 0  # frames in the source (before sampling)
+    files: list[str] = field(default_factory=list)  # the files behind a source made of several (event clips)
 
 
 @dataclass
@@ -114,7 +117,17 @@ def read_images(folder: Path, size: int, every: int = 1) -> Source:
     return src
 
 
-def event_clips(data_dir: Path) -> Iterator[Path]:
+@dataclass(frozen=True)
+class EventClip:
+    """One recorded event's clip and where the event lies in it (frame clock seconds, as the index stores)."""
+
+    path: Path
+    clip_start_ts: float | None  # frame clock of the clip's first frame (its pts 0)
+    start_ts: float
+    end_ts: float | None
+
+
+def event_clips(data_dir: Path) -> list[EventClip]:
     """Clips of finalized / recovered events in the recorder's index, oldest first (read only)."""
     db = events_index(data_dir)
     if not db.is_file():
@@ -122,16 +135,55 @@ def event_clips(data_dir: Path) -> Iterator[Path]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)
     try:
         rows = con.execute(
-            "SELECT clip_path FROM events WHERE clip_path IS NOT NULL AND status IN ('finalized', 'recovered') "
-            "ORDER BY start_wall"
+            "SELECT clip_path, clip_start_ts, start_ts, end_ts FROM events WHERE clip_path IS NOT NULL "
+            "AND status IN ('finalized', 'recovered') ORDER BY start_wall, id"
         ).fetchall()
     finally:
         con.close()
-    for (clip,) in rows:
+    out = []
+    for clip, clip_start, start, end in rows:
         p = Path(clip)
         p = p if p.is_absolute() else data_dir / p
         if p.is_file():
-            yield p
+            out.append(EventClip(p, clip_start, float(start), end))
+    return out
+
+
+def read_events(data_dir: Path, size: int, every: int = 1, between_every: int = 3) -> list[Source]:
+    """The camera's own scenes from the recorder: frames inside the events and frames between them.
+
+    The recorder keeps nothing but event clips, each with its pre-roll (before the event started) and post-roll
+    (after it ended); those frames are the camera's scenes between events. Each clip frame is placed on the frame
+    clock (``clip_start_ts`` + its pts) and goes to one of two sources, both in time order across all clips:
+    ``event`` (inside ``start_ts..end_ts``, every ``every``-th frame) and ``between`` (outside it, every
+    ``between_every``-th). A clip whose start is not indexed counts as event frames only. Decoding stops at the
+    first undecodable packet of a clip (a salvaged clip keeps its sound part), never failing the whole run.
+    """
+    import av
+
+    event = Source(str(data_dir / "events.db"), "event")
+    between = Source(str(data_dir / "events.db"), "between")
+    for clip in event_clips(data_dir):
+        event.files.append(str(clip.path))
+        between.files.append(str(clip.path))
+        end = clip.end_ts if clip.end_ts is not None else float("inf")
+        try:
+            with av.open(str(clip.path)) as c:
+                for fr in c.decode(video=0):
+                    t = fr.time
+                    inside = (
+                        clip.clip_start_ts is None
+                        or t is None
+                        or clip.start_ts <= clip.clip_start_ts + t <= end
+                    )
+                    src, step = (event, every) if inside else (between, between_every)
+                    if src.total % step == 0:
+                        src.frames.append(to_input(fr.to_ndarray(format="bgr24"), size))
+                        src.indexes.append(src.total)
+                    src.total += 1
+        except av.error.FFmpegError:
+            continue
+    return [event, between]
 
 
 def split_sources(sources: list[Source], size: int, val_fraction: float) -> Dataset:
@@ -153,6 +205,7 @@ def split_sources(sources: list[Source], size: int, val_fraction: float) -> Data
             "path": s.path, "kind": s.kind, "source_frames": s.total, "train_frames": cut, "val_frames": n_val,
             "train_range": [s.indexes[0], s.indexes[cut - 1]] if cut else None,
             "val_range": [s.indexes[cut], s.indexes[-1]] if n_val else None,
+            **({"files": list(s.files)} if s.files else {}),
         })  # fmt: skip
     if not train:
         raise InputError("no frames to train on: the videos / images gave no frames")

@@ -21,7 +21,7 @@ from edgevision.catalog.entries import Architecture, load_catalog
 from edgevision.catalog.local import LocalModel, TeacherRef, install_local_model, list_local_models
 from edgevision.catalog.resolve import resolve_model
 from edgevision.distill import GateFailed, require_tf
-from edgevision.distill.data import Dataset, Source, event_clips, read_images, read_video, split_sources
+from edgevision.distill.data import Dataset, Source, read_events, read_images, read_video, split_sources
 from edgevision.distill.gate import FrameDets, GateReport, judge
 from edgevision.distill.students import StudentSpec, build_student, spec_for
 from edgevision.distill.teacher import PERSON, Teacher, person_boxes
@@ -58,6 +58,7 @@ class DistillOptions:
     every: int = 1
     max_frames: int | None = None  # per source, after sampling
     negative_every: int = 2
+    between_every: int = 3  # --events: every N-th frame of the pre-/post-roll between events
     val_fraction: float = 0.3
     teacher_threshold: float = 0.5
     threads: int = 2
@@ -121,10 +122,13 @@ def load_data(opts: DistillOptions) -> tuple[Dataset, list[np.ndarray]]:
     if opts.images is not None:
         sources.append(read_images(opts.images, size, opts.every))
     if opts.events:
-        clips = list(event_clips(opts.data_dir))
-        if not clips:
+        recorded = read_events(opts.data_dir, size, opts.every, opts.between_every)
+        if not recorded[0].files:
             raise InputError(f"--events: no recorded event clip in {opts.data_dir}")
-        sources.extend(read_video(c, size, opts.every, 0, last, kind="event") for c in clips)
+        for src in recorded:
+            if opts.max_frames is not None:
+                del src.frames[opts.max_frames :], src.indexes[opts.max_frames :]
+        sources.extend(recorded)
     sources = [s for s in sources if s.frames]
     if not sources:
         raise InputError("no frames: give --video FILE, --images DIR or --events with recorded clips")

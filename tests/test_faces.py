@@ -9,23 +9,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import IMAGES, run_cli
+from conftest import IMAGES, read_image, run_cli
 
 from edgevision.capture.frame import Frame
-from edgevision.config import load_config
+from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.detection.factory import build_detector
 from edgevision.face.blazeface import FULL_RANGE, SHORT_RANGE, blazeface_anchors, decode_faces, weighted_nms
+from edgevision.face.detector import FaceDetector
 from edgevision.face.factory import face_detector, landmark_model
 from edgevision.face.landmarks import LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER, UPPER_LIP
 from edgevision.face.privacy import redact
 from edgevision.face.stage import FaceSettings, FaceStage
+from edgevision.face.types import Face
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.pipeline.loop import FrameResult
 from edgevision.recorder.index import EventIndex
 
 
 @pytest.fixture(scope="module")
-def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+def cfg(models_dir: Path) -> EdgeVisionConfig:
     return load_config(None, {"models.dir": str(models_dir)})
 
 
@@ -68,10 +70,11 @@ def test_weighted_nms_averages_a_cluster() -> None:
 
 
 @pytest.mark.parametrize(("image", "count"), [("face.jpg", 3), ("grace_hopper.bmp", 1), ("cat.bmp", 0)])
-def test_faces_in_real_images(cfg, image: str, count: int) -> None:  # type: ignore[no-untyped-def]
+def test_faces_in_real_images(cfg: EdgeVisionConfig, image: str, count: int) -> None:
     det = face_detector(cfg)
     mesh = landmark_model(cfg)
-    img = cv2.imread(str(IMAGES / image))
+    assert mesh is not None  # landmarks are on by default
+    img = read_image(IMAGES / image)
     faces = [f for f in (mesh.refine(img, f) for f in det.detect(img)) if (f.presence or 0) >= 0.5]
     assert len(faces) == count
     for f in faces:
@@ -88,9 +91,10 @@ def test_faces_in_real_images(cfg, image: str, count: int) -> None:  # type: ign
         assert f.pose is not None and abs(f.pose.yaw) < 30 and abs(f.pose.roll) < 20
 
 
-def test_decoding_matches_a_direct_invocation(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_decoding_matches_a_direct_invocation(cfg: EdgeVisionConfig, models_dir: Path) -> None:
     det = face_detector(cfg)
-    img = cv2.imread(str(IMAGES / "face.jpg"))
+    assert isinstance(det, FaceDetector)  # the default model is BlazeFace (short range)
+    img = read_image(IMAGES / "face.jpg")
     tensor, geo = det.preprocess(img)
     direct = open_interpreter(models_dir / "face_detection_short_range.tflite", RuntimeOptions(threads=1))
     outs = direct.run(tensor)
@@ -106,8 +110,8 @@ def test_decoding_matches_a_direct_invocation(cfg, models_dir: Path) -> None:  #
     assert [round(f.score, 1) for f in faces] == [0.9, 0.9, 0.6]
 
 
-def test_cascade_finds_the_face_in_the_person_box(cfg) -> None:  # type: ignore[no-untyped-def]
-    img = cv2.imread(str(IMAGES / "grace_hopper.bmp"))
+def test_cascade_finds_the_face_in_the_person_box(cfg: EdgeVisionConfig) -> None:
+    img = read_image(IMAGES / "grace_hopper.bmp")
     dets, _ = build_detector(cfg).detect(img)
     stage = FaceStage(face_detector(cfg), landmark_model(cfg), FaceSettings(region="persons"))
     result = FrameResult(Frame(img, 0.0, 0, "test"), dets, {}, "m")
@@ -141,15 +145,15 @@ def test_detect_faces_cli(env: dict[str, str]) -> None:
     [("face.jpg", "blur"), ("grace_hopper.bmp", "blur"), ("squat.bmp", "blur"), ("posenet_test_image.bmp", "blur"),
      ("face.jpg", "pixelate"), ("grace_hopper.bmp", "pixelate")],
 )  # fmt: skip
-def test_redact_defeats_the_detector(cfg, image: str, method: str) -> None:  # type: ignore[no-untyped-def]
-    img = cv2.imread(str(IMAGES / image))
+def test_redact_defeats_the_detector(cfg: EdgeVisionConfig, image: str, method: str) -> None:
+    img = read_image(IMAGES / image)
     faces = _all_faces(cfg, img)  # both models, as privacy mode runs them
     assert faces
     assert _all_faces(cfg, redact(img, faces, [], method)) == []
 
 
-def test_masks_are_black(cfg) -> None:  # type: ignore[no-untyped-def]
-    img = cv2.imread(str(IMAGES / "face.jpg"))
+def test_masks_are_black(cfg: EdgeVisionConfig) -> None:
+    img = read_image(IMAGES / "face.jpg")
     masked = redact(img, [], [((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5))])
     assert masked[img.shape[0] - 1, img.shape[1] - 1].any()
     assert not masked[: img.shape[0] // 2 - 1, : img.shape[1] // 2 - 1].any()
@@ -157,8 +161,8 @@ def test_masks_are_black(cfg) -> None:  # type: ignore[no-untyped-def]
 
 def _faces_video(path: Path) -> None:
     """A 6 s, 10 fps clip of real people: face.jpg and grace_hopper.bmp, drifting slowly (like a camera)."""
-    a = cv2.resize(cv2.imread(str(IMAGES / "face.jpg")), (640, 444))
-    b = cv2.resize(cv2.imread(str(IMAGES / "grace_hopper.bmp")), (380, 444))
+    a = cv2.resize(read_image(IMAGES / "face.jpg"), (640, 444))
+    b = cv2.resize(read_image(IMAGES / "grace_hopper.bmp"), (380, 444))
     canvas = np.concatenate([a, b], axis=1)  # 1020 x 444
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (960, 444))
     for i in range(60):
@@ -166,11 +170,11 @@ def _faces_video(path: Path) -> None:
     writer.release()
 
 
-def _all_faces(cfg, image: np.ndarray) -> list:  # type: ignore[no-untyped-def]
+def _all_faces(cfg: EdgeVisionConfig, image: np.ndarray) -> list[Face]:
     return face_detector(cfg).detect(image) + face_detector(cfg, "blazeface_full_range").detect(image)
 
 
-def test_privacy_no_face_reaches_the_disk(cfg, env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_privacy_no_face_reaches_the_disk(cfg: EdgeVisionConfig, env: dict[str, str], tmp_path: Path) -> None:
     video = tmp_path / "people.avi"
     _faces_video(video)
     cap = cv2.VideoCapture(str(video))
@@ -201,10 +205,10 @@ def test_privacy_no_face_reaches_the_disk(cfg, env: dict[str, str], tmp_path: Pa
         cap.release()
     assert frames >= 100
     for rel in (events[0].snapshot_path, events[0].thumb_path):
-        assert rel and _all_faces(cfg, cv2.imread(str(data / rel))) == []
+        assert rel and _all_faces(cfg, read_image(data / rel)) == []
 
 
-def test_ssd_face_models_take_the_ssd_path(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ssd_face_models_take_the_ssd_path(cfg: EdgeVisionConfig, models_dir: Path) -> None:
     """A face model in the Coral SSD format (postprocess op) is driven through the SSD detector. No such face
     model exists here, so the real COCO SSD stands in: same tensors, class 0 read as the face class."""
     from edgevision.face.detector import SsdFaceDetector
@@ -212,7 +216,7 @@ def test_ssd_face_models_take_the_ssd_path(cfg, models_dir: Path) -> None:  # ty
     ssd_path = str(models_dir / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite")
     det = face_detector(cfg, ssd_path)
     assert isinstance(det, SsdFaceDetector)
-    img = cv2.imread(str(IMAGES / "posenet_test_image.bmp"))
+    img = read_image(IMAGES / "posenet_test_image.bmp")
     whole = det.detect(img)
     assert len(whole) >= 2 and all(f.score >= 0.5 for f in whole)  # class-0 (person) boxes, as "faces"
     from edgevision.detection.types import BBox

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import WALKING
+from fakes import NoFrames
 from media import splice
 from mqtt_helpers import MOSQUITTO, Broker, FakePublisher, Subscriber
 
@@ -214,7 +215,7 @@ def test_recording_switch_hides_detections_from_the_recorder_only() -> None:
     ) == 2  # others still see them
 
 
-def test_detection_switch_skips_the_detector(models_dir: Path) -> None:
+def test_detection_switch_skips_the_detector(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     calls = []
     invoke = detector.handle.invoke
@@ -223,9 +224,9 @@ def test_detection_switch_skips_the_detector(models_dir: Path) -> None:
         calls.append(1)
         invoke()
 
-    detector.handle.invoke = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(detector.handle, "invoke", counted)
     c = Controls()
-    pipeline = Pipeline(None, detector, controls=c)  # type: ignore[arg-type]
+    pipeline = Pipeline(NoFrames(), detector, controls=c)
     image = read_frames(str(WALKING), 1)[0]
     on = pipeline.process(Frame(image, 0.0, 0, "t"))
     c.set("detect", False)

@@ -13,14 +13,16 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from conftest import WALKING, run_cli
+from fakes import NoFrames
 
 from edgevision.catalog.entries import load_catalog
-from edgevision.config import load_config
+from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.detection.detector import Detector
 from edgevision.errors import ModelError
 from edgevision.scheduler import ladder as ladder_mod
 from edgevision.scheduler.controller import ControllerSettings, Sample, Switch
@@ -74,7 +76,7 @@ def test_any_cadence_rung_ranks_below_every_cadence_1_rung() -> None:
 
 def _rung(spec: RungSpec, p50: float) -> Rung:
     prof = RungProfile(spec.name, spec.size, spec.cadence, p50, p50 * 1.2, 0.0)
-    return Rung(detector=None, profile=prof, spec=spec)  # type: ignore[arg-type]
+    return Rung(detector=cast(Detector, None), profile=prof, spec=spec)  # ladder logic: profiles only
 
 
 def _specs() -> list[RungSpec]:
@@ -206,7 +208,7 @@ def mdir(models_dir: Path, tmp_path: Path) -> Path:
     return d
 
 
-def _cfg(mdir: Path, tmp_path: Path, **sched: Any):  # type: ignore[no-untyped-def]
+def _cfg(mdir: Path, tmp_path: Path, **sched: Any) -> EdgeVisionConfig:
     over = {
         "models.dir": str(mdir),
         "scheduler.enabled": True,
@@ -325,7 +327,7 @@ def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: 
             return super().observe(sample)
 
     sched = Recording([teacher, student], ControllerSettings(budget_ms=1.4))
-    pipe = Pipeline(runner=None, detector=det, scheduler=sched)  # type: ignore[arg-type]
+    pipe = Pipeline(runner=NoFrames(), detector=det, scheduler=sched)
     image = np.zeros((240, 320, 3), np.uint8)
     results = []
     for i in range(3):

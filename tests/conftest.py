@@ -11,7 +11,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +62,7 @@ def env(models_dir: Path, tmp_path: Path) -> dict[str, str]:
 
 
 def run_cli(
-    args: list[str], env: dict[str, str], timeout: float = 120, **kw: object
+    args: list[str], env: dict[str, str], timeout: float = 120, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m edgevision ARGS`` and return the completed process (text mode)."""
     return subprocess.run(
@@ -70,7 +72,17 @@ def run_cli(
         text=True,
         timeout=timeout,
         **kw,
-    )  # type: ignore[call-overload]
+    )
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """``cv2.imread`` that fails loudly: a test image OpenCV cannot read is an error, not ``None``."""
+    import cv2
+
+    image = cv2.imread(str(path))
+    if image is None:
+        raise FileNotFoundError(f"{path}: OpenCV cannot read this image")
+    return image
 
 
 def count_frames(path: Path) -> int:

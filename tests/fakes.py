@@ -1,4 +1,4 @@
-"""Test doubles at the hardware boundaries: ``cv2.VideoCapture`` and the picamera2 module."""
+"""Test doubles at the hardware boundaries: ``cv2.VideoCapture`` and the picamera2 module; a frameless runner."""
 
 from __future__ import annotations
 
@@ -11,11 +11,34 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from edgevision.capture.runner import CaptureStats
 from edgevision.capture.sources import read_frames
+from edgevision.results.frame import Frame
 
 
 def frames_from(path: str, limit: int) -> list[np.ndarray]:
     return read_frames(path, limit)
+
+
+class NoFrames:
+    """A runner (``pipeline.loop.Runner``) that delivers no frame: for tests that call ``Pipeline.process``."""
+
+    def __init__(self) -> None:
+        self.stats = CaptureStats()
+        self.live = False
+
+    def start(self) -> None:
+        pass
+
+    def get(self, timeout: float) -> Frame | None:
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
 
 
 @dataclass

@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 from conftest import HALLWAY_3, WALKING
 
 SIZE = (640, 360)
 FPS = 25.0
 
 
-def _frames(path: Path, count: int, start: int = 0):  # type: ignore[no-untyped-def]
+def _frames(path: Path, count: int, start: int = 0) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     i = 0
-    out = []
+    out: list[np.ndarray] = []
     while len(out) < count:
         ok, img = cap.read()
         if not ok:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -61,13 +62,13 @@ def results(fps: float, seconds: float, spans: list[tuple[float, float]]) -> Ite
         yield FrameResult(frame, detections_at(ts, spans), Latency(), "synthetic")
 
 
-def settings(data: Path, **kw: object) -> RecorderSettings:
-    base: dict[str, object] = dict(
+def settings(data: Path, **kw: Any) -> RecorderSettings:
+    base: dict[str, Any] = dict(
         data_dir=data, camera="driver", events=EventSettings(post_roll=1.0), pre_roll=1.0, codec=choose_codec(),
         retention=RetentionPolicy(max_age_s=None, min_free_bytes=None), space_check_s=0.0,
     )  # fmt: skip
     base.update(kw)
-    return RecorderSettings(**base)  # type: ignore[arg-type]
+    return RecorderSettings(**base)
 
 
 def record(data: Path, fps: float, seconds: float, spans: list[tuple[float, float]], realtime: bool = False,

@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
-from conftest import IMAGES, SHARED_MODELS, run_cli
+from conftest import IMAGES, SHARED_MODELS, read_image, run_cli
 
 V1_FILE = SHARED_MODELS / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"
 
@@ -58,7 +57,7 @@ def test_annotate_writes_boxes(env: dict[str, str], tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "person" in r.stdout and "ssd_mobilenet_v2_coco_quant" in r.stdout
-    original, annotated = cv2.imread(str(IMAGES / "squat.bmp")), cv2.imread(str(out))
+    original, annotated = read_image(IMAGES / "squat.bmp"), read_image(out)
     assert annotated.shape == original.shape and (annotated != original).any()
     outdir = tmp_path / "many"
     r = run_cli(

@@ -128,10 +128,12 @@ def fragment_spans(path: Path) -> list[float]:
     per: dict[int, list[float]] = {}
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
+        time_base = stream.time_base
+        assert time_base is not None
         for p in c.demux(stream):
-            if p.size and p.pts is not None:
+            if p.size and p.pts is not None and p.pos is not None:
                 frag = sum(1 for s in starts if s <= p.pos)
-                per.setdefault(frag, []).append(float(p.pts * stream.time_base))
+                per.setdefault(frag, []).append(float(p.pts * time_base))
     return [max(v) - min(v) for _, v in sorted(per.items())]
 
 

@@ -10,10 +10,23 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import WALKING
+from conftest import WALKING, serve_directory
 
-from edgevision.capture.demux import DecodedFrame, DemuxSource
+from edgevision.capture.demux import DecodedFrame, DemuxedItem, DemuxSource
+from edgevision.capture.packets import EncodedPacket
 from edgevision.errors import InputError
+
+
+def read(src: DemuxSource, decode: bool = True) -> DemuxedItem:
+    """The next item of a source that must not have ended."""
+    item = src.read(decode=decode)
+    assert item is not None
+    return item
+
+
+def packet(item: DemuxedItem) -> EncodedPacket:
+    assert item.packet is not None
+    return item.packet
 
 
 def test_every_packet_and_frame_of_a_file_on_the_media_clock() -> None:
@@ -108,10 +121,10 @@ def test_full_image_is_made_only_when_asked_and_once() -> None:
 def test_decode_false_skips_to_the_next_keyframe() -> None:
     src = DemuxSource(WALKING)
     src.open()
-    before = sum(len(src.read().frames) for _ in range(10))  # type: ignore[union-attr]
+    before = sum(len(read(src).frames) for _ in range(10))
     assert before >= 5  # frame threads delay the first frames by a few packets
     for _ in range(20):
-        assert src.read(decode=False).frames == []  # type: ignore[union-attr]
+        assert read(src, decode=False).frames == []
     got: list[Any] = []
     waited = 0
     while (item := src.read()) is not None and len(got) < 5:
@@ -135,11 +148,11 @@ def test_live_stream_timestamps_follow_the_clock_and_reanchor(tmp_path: Path) ->
     src = DemuxSource("rtsp://camera/stream", clock=lambda: now[0], opener=opener)
     assert src.live
     src.open()
-    ts = [src.read().packet.ts for _ in range(3)]  # type: ignore[union-attr]
+    ts = [packet(read(src)).ts for _ in range(3)]
     assert opened == ["rtsp://camera/stream"]
     assert ts[0] == pytest.approx(1000.0) and ts[2] != ts[0]
     now[0] = 1500.0  # the stream stalled for minutes: timestamps re-anchor on the clock
-    assert src.read().packet.ts == pytest.approx(1500.0, abs=0.5)  # type: ignore[union-attr]
+    assert packet(read(src)).ts == pytest.approx(1500.0, abs=0.5)
     src.close()
 
 
@@ -156,19 +169,11 @@ def test_open_errors_are_input_errors(tmp_path: Path) -> None:
 
 def test_http_source_demuxes_over_ffmpeg_http(tmp_path: Path) -> None:
     """A real HTTP server: packets and frames arrive as from a file, on the live clock."""
-    import functools
-    import http.server
     import shutil
-    import threading
 
     shutil.copy(WALKING, tmp_path / "cam.mp4")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        src = DemuxSource(f"http://127.0.0.1:{server.server_address[1]}/cam.mp4", clock=lambda: 50.0)
+    with serve_directory(tmp_path) as base:
+        src = DemuxSource(f"{base}/cam.mp4", clock=lambda: 50.0)
         assert src.live
         src.open()
         assert src.stream_info is not None and src.stream_info.remuxable
@@ -178,9 +183,6 @@ def test_http_source_demuxes_over_ffmpeg_http(tmp_path: Path) -> None:
             frames += len(item.frames)
         src.close()
         assert packets == 341 and frames == 341
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize(

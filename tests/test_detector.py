@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, read_image
 from tflite_surgery import strip_postprocess
 
 from edgevision.catalog.resolve import open_model, resolve_model
@@ -34,7 +34,7 @@ def detector(models_dir: Path, name: str, threshold: float = 0.5) -> Detector:
 @pytest.mark.parametrize("model", SSD_MODELS)
 @pytest.mark.parametrize("image", PERSON_IMAGES)
 def test_person_found(models_dir: Path, model: str, image: str) -> None:
-    dets, latency = detector(models_dir, model).detect(cv2.imread(str(IMAGES / image)))
+    dets, latency = detector(models_dir, model).detect(read_image(IMAGES / image))
     persons = [d for d in dets if d.label == "person"]
     assert persons, f"no person in {image}: {dets}"
     assert all(0 <= v <= 1 for d in persons for v in d.box.as_list())
@@ -44,13 +44,13 @@ def test_person_found(models_dir: Path, model: str, image: str) -> None:
 @pytest.mark.parametrize("model", SSD_MODELS)
 @pytest.mark.parametrize("image", NO_PERSON_IMAGES)
 def test_no_person(models_dir: Path, model: str, image: str) -> None:
-    dets, _ = detector(models_dir, model).detect(cv2.imread(str(IMAGES / image)))
+    dets, _ = detector(models_dir, model).detect(read_image(IMAGES / image))
     assert not [d for d in dets if d.label == "person"], dets
 
 
 def test_known_boxes_match_manifest(models_dir: Path) -> None:
     dets, _ = detector(models_dir, "ssd_mobilenet_v1_coco_quant", 0.3).detect(
-        cv2.imread(str(IMAGES / "squat.bmp"))
+        read_image(IMAGES / "squat.bmp")
     )
     best = dets[0]
     assert best.label == "person" and best.score == pytest.approx(0.824, abs=0.01)
@@ -61,7 +61,7 @@ def test_known_boxes_match_manifest(models_dir: Path) -> None:
 @pytest.mark.parametrize("model", SSD_MODELS)
 def test_bit_identical_to_direct_invocation(models_dir: Path, model: str) -> None:
     det = detector(models_dir, model, threshold=0.0)
-    image = cv2.imread(str(IMAGES / "posenet_test_image.bmp"))
+    image = read_image(IMAGES / "posenet_test_image.bmp")
     tensor = det.preprocess(image)
     dets = det.infer(tensor)
     direct = open_interpreter(det.handle.model_path, RuntimeOptions(threads=2))
@@ -79,7 +79,7 @@ def test_bit_identical_to_direct_invocation(models_dir: Path, model: str) -> Non
 
 def test_preprocess_is_rgb_resize_in_model_dtype(models_dir: Path) -> None:
     det = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
-    image = cv2.imread(str(IMAGES / "cat.bmp"))
+    image = read_image(IMAGES / "cat.bmp")
     tensor = det.preprocess(image)
     expected = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (300, 300), interpolation=cv2.INTER_LINEAR)
     assert tensor.dtype == np.uint8 and tensor.shape == (1, 300, 300, 3)
@@ -112,7 +112,7 @@ def test_raw_decoding_matches_postprocess_op(models_dir: Path, model: str, image
     it = Interpreter(model_path=str(res.path), experimental_preserve_all_tensors=True)
     it.allocate_tensors()
     det = detector(models_dir, model, threshold=0.3)
-    it.set_tensor(it.get_input_details()[0]["index"], det.preprocess(cv2.imread(str(IMAGES / image))))
+    it.set_tensor(it.get_input_details()[0]["index"], det.preprocess(read_image(IMAGES / image)))
     it.invoke()
     by_name = {t["name"]: t for t in it.get_tensor_details()}
 
@@ -141,7 +141,7 @@ def test_raw_output_model_through_detector(models_dir: Path, tmp_path: Path) -> 
     assert det.raw_layout is not None and det.pp_layout is None
     ref = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
     for image in ["squat.bmp", "posenet_test_image.bmp", "cat.bmp"]:
-        frame = cv2.imread(str(IMAGES / image))
+        frame = read_image(IMAGES / image)
         got, _ = det.detect(frame)
         want, _ = ref.detect(frame)
         assert [d.label for d in got] == [d.label for d in want]
@@ -154,7 +154,7 @@ def test_class_filter_and_unknown_label(models_dir: Path) -> None:
     cfg = load_config(
         None, {"detector.labels": ["cat"], "detector.threshold": 0.3, "models.dir": str(models_dir)}
     )
-    dets, _ = build_detector(cfg).detect(cv2.imread(str(IMAGES / "cat.bmp")))
+    dets, _ = build_detector(cfg).detect(read_image(IMAGES / "cat.bmp"))
     assert dets and {d.label for d in dets} == {"cat"}
     cfg = load_config(None, {"detector.labels": ["unicorn"], "models.dir": str(models_dir)})
     with pytest.raises(ModelError, match="unicorn"):

@@ -16,8 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from tests.conftest import SHARED, run_cli
+from conftest import SHARED, read_image, run_cli
 
 tf = pytest.importorskip("tensorflow")
 
@@ -58,7 +57,7 @@ def test_backbone_transplant_classifies_like_the_tflite_classifier(student: str)
     model, _, _ = build_replica(path)
     side = int(model.input_shape[1])
     for image in ("cat.bmp", "grace_hopper.bmp"):
-        bgr = cv2.imread(str(IMAGES / image))
+        bgr = read_image(IMAGES / image)
         rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (side, side), interpolation=cv2.INTER_LINEAR)
         q = _top(path, rgb)
         p = np.asarray(model(rgb[np.newaxis].astype(np.float32)))[0]

@@ -31,7 +31,7 @@ from edgevision.results.detection import BBox, Detection
 
 def walking_frames(count: int) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(WALKING))
-    out = []
+    out: list[np.ndarray] = []
     while len(out) < count:
         ok, img = cap.read()
         assert ok

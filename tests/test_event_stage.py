@@ -107,7 +107,7 @@ def gated(pattern: str, switch: str) -> list[tuple[str, int, float]]:
         r = result(i, [person()] if c == "P" else [])
         stage.process(r)
         gate.on_result(r)
-    seen = []
+    seen: list[tuple[str, int, float]] = []
     for r in inner.results:
         assert r.events is not None
         for sig in r.events.signals:

@@ -275,9 +275,7 @@ def test_squat_face_stage_reports_the_face_not_the_chest(cfg) -> None:  # type: 
     img = read_image(IMAGES / "squat.bmp")
     dets, _ = build_detector(cfg).detect(img)
     for region in ("frame", "persons"):
-        stage = FaceStage(
-            face_detector(cfg), landmark_model(cfg), FacesConfig(region=region), face_rule(cfg)
-        )
+        stage = FaceStage(face_detector(cfg), landmark_model(cfg), FacesConfig(region=region), face_rule(cfg))
         result = FrameResult(Frame(img, 0.0, 0, "test"), dets, Latency(), "m")
         stage.process(result)
         assert result.faces is not None and len(result.faces) == 1, region

@@ -9,10 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import IMAGES, run_cli
+from conftest import IMAGES, read_image, run_cli
 
-from edgevision.cli.detect_cmd import read_image
-from edgevision.config import FacesConfig, load_config
+from edgevision.config import EdgeVisionConfig, FacesConfig, load_config
 from edgevision.detection.factory import build_detector
 from edgevision.face.blazeface import FULL_RANGE, SHORT_RANGE, blazeface_anchors, decode_faces, weighted_nms
 from edgevision.face.factory import face_detector, face_rule, landmark_model
@@ -23,11 +22,12 @@ from edgevision.face.stage import FaceStage, confirm
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.recorder.index import EventIndex
 from edgevision.results import FrameResult, Latency
+from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
 
 @pytest.fixture(scope="module")
-def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+def cfg(models_dir: Path) -> EdgeVisionConfig:
     return load_config(None, {"models.dir": str(models_dir)})
 
 
@@ -91,7 +91,7 @@ def test_faces_in_real_images(cfg, image: str, count: int, max_yaw: float) -> No
         assert f.pose is not None and abs(f.pose.yaw) < max_yaw and abs(f.pose.roll) < 20
 
 
-def test_decoding_matches_a_direct_invocation(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_decoding_matches_a_direct_invocation(cfg: EdgeVisionConfig, models_dir: Path) -> None:
     det = face_detector(cfg)
     assert isinstance(det, BlazeFaceDetector)
     img = read_image(IMAGES / "face.jpg")
@@ -170,11 +170,11 @@ def _faces_video(path: Path) -> None:
     writer.release()
 
 
-def _all_faces(cfg, image: np.ndarray) -> list:  # type: ignore[no-untyped-def]
+def _all_faces(cfg: EdgeVisionConfig, image: np.ndarray) -> list[Face]:
     return face_detector(cfg).detect(image) + face_detector(cfg, "blazeface_full_range").detect(image)
 
 
-def test_privacy_no_face_reaches_the_disk(cfg, env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_privacy_no_face_reaches_the_disk(cfg: EdgeVisionConfig, env: dict[str, str], tmp_path: Path) -> None:
     video = tmp_path / "people.avi"
     _faces_video(video)
     cap = cv2.VideoCapture(str(video))
@@ -208,7 +208,7 @@ def test_privacy_no_face_reaches_the_disk(cfg, env: dict[str, str], tmp_path: Pa
         assert rel and _all_faces(cfg, read_image(data / rel)) == []
 
 
-def test_ssd_face_models_take_the_ssd_path(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ssd_face_models_take_the_ssd_path(cfg: EdgeVisionConfig, models_dir: Path) -> None:
     """A face model in the Coral SSD format (postprocess op) is driven through the SSD detector. No such face
     model exists here, so the real COCO SSD stands in: same tensors, class 0 read as the face class."""
     from edgevision.face.plugins import SsdFaceDetector

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_MODELS, run_cli, serve_directory
 
-from edgevision.catalog import fetch_entry, load_catalog
+from edgevision.catalog import ModelEntry, fetch_entry, load_catalog
 from edgevision.errors import EXIT_UNAVAILABLE, NetworkError
 from edgevision.errors import ModelError as _ModelError
 
@@ -47,7 +47,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield f"{base}", root
 
 
-def _entry_from(url: str):  # type: ignore[no-untyped-def]
+def _entry_from(url: str) -> ModelEntry:
     entry = load_catalog().model(V1)
     return entry.model_copy(
         update={"sources": [entry.sources[0].model_copy(update={"url": url, "member": None})]}

@@ -6,16 +6,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from edgevision.pipeline.control import Controls
+from edgevision.pipeline.loop import CaptureRunner
+from edgevision.recorder.recorder import Recorder
 from edgevision.results import DetectMode, FrameResult, Latency, SwitchInfo
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import Frame
+from edgevision.service.monitor import ServiceMonitor
 from edgevision.share.factory import Sharing
 from edgevision.share.metrics import Metrics
 
@@ -35,19 +40,22 @@ def _result(
     return FrameResult(frame, [det], latency, "m", mode, rung, switch)
 
 
-def _families(metrics: Metrics) -> dict[str, object]:
+def _families(metrics: Metrics) -> dict[str, Metric]:
     return {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
 
 
 @pytest.fixture()
-def scraped(tmp_path: Path) -> dict[str, object]:
+def scraped(tmp_path: Path) -> dict[str, Metric]:
     metrics = Metrics(budget_ms=12.0)
     metrics.watch_disk(tmp_path)
     runner = SimpleNamespace(stats=SimpleNamespace(dropped=7))
     recorder = SimpleNamespace(events_started=3, events_finalized=2, queue_depth=4, dropped=1)
     monitor = SimpleNamespace(health=SimpleNamespace(throttling=False))
     controls = Controls(detect=True, recordings=True)
-    Sharing(metrics=metrics).attach(runner, recorder, monitor, controls)  # type: ignore[arg-type]
+    # Stand-ins with just what the metrics read at scrape time.
+    Sharing(metrics=metrics).attach(
+        cast(CaptureRunner, runner), cast(Recorder, recorder), cast(ServiceMonitor, monitor), controls
+    )
     for i, total in enumerate([8.0, 15.0, 20.0, 9.0]):
         metrics.on_result(_result(i, total))
     metrics.on_result(
@@ -60,12 +68,12 @@ def scraped(tmp_path: Path) -> dict[str, object]:
     return _families(metrics)
 
 
-def test_names_types_and_units_follow_prometheus_conventions(scraped: dict[str, object]) -> None:
+def test_names_types_and_units_follow_prometheus_conventions(scraped: dict[str, Metric]) -> None:
     for name, fam in scraped.items():
         assert name.startswith("edgevision_"), name
         assert "_ms" not in name and "millis" not in name, name  # base units only
-        kind = fam.type  # type: ignore[attr-defined]
-        samples: list[Sample] = fam.samples  # type: ignore[attr-defined]
+        kind = fam.type
+        samples: list[Sample] = fam.samples
         if kind == "counter":
             assert {s.name for s in samples} <= {f"{name}_total", f"{name}_created"}, name
             assert any(s.name == f"{name}_total" for s in samples)
@@ -76,7 +84,7 @@ def test_names_types_and_units_follow_prometheus_conventions(scraped: dict[str, 
         else:
             assert kind == "gauge", (name, kind)
             assert not name.endswith("_total"), name  # a _total is always a real counter
-    kinds = {n: f.type for n, f in scraped.items()}  # type: ignore[attr-defined]
+    kinds = {n: f.type for n, f in scraped.items()}
     assert {n for n, k in kinds.items() if k == "counter"} >= {
         "edgevision_frames_processed", "edgevision_budget_violations", "edgevision_rung_switches",
         "edgevision_dropped_frames", "edgevision_events_started", "edgevision_events_finalized",
@@ -90,15 +98,15 @@ def test_names_types_and_units_follow_prometheus_conventions(scraped: dict[str, 
         assert kinds[gauge] == "gauge", gauge
 
 
-def _value(fams: dict[str, object], sample: str, **labels: str) -> float:
+def _value(fams: dict[str, Metric], sample: str, **labels: str) -> float:
     for fam in fams.values():
-        for s in fam.samples:  # type: ignore[attr-defined]
+        for s in fam.samples:
             if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     raise KeyError(sample)
 
 
-def test_values_are_in_base_units_and_keep_the_slo_and_rung_metrics(scraped: dict[str, object]) -> None:
+def test_values_are_in_base_units_and_keep_the_slo_and_rung_metrics(scraped: dict[str, Metric]) -> None:
     f = scraped
     assert _value(f, "edgevision_frames_processed_total") == 6
     assert _value(f, "edgevision_budget_violations_total") == 3  # 15, 20, 30 ms > 12 ms
@@ -120,8 +128,7 @@ def test_values_are_in_base_units_and_keep_the_slo_and_rung_metrics(scraped: dic
     assert _value(f, "edgevision_detected_objects", label="person") == 1
     assert _value(f, "edgevision_disk_free_bytes") > 0
     assert "edgevision_stage_latency_seconds" in f and not any(
-        s.labels.get("stage") == "total"
-        for s in f["edgevision_stage_latency_seconds"].samples  # type: ignore[attr-defined]
+        s.labels.get("stage") == "total" for s in f["edgevision_stage_latency_seconds"].samples
     )  # end to end is its own histogram
 
 

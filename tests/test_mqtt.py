@@ -225,7 +225,7 @@ def test_recording_switch_hides_detections_from_the_recorder_only() -> None:
     ) == 2  # others still see them
 
 
-def test_detection_switch_skips_the_detector(models_dir: Path) -> None:
+def test_detection_switch_skips_the_detector(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     calls = []
     invoke = detector.handle.invoke
@@ -234,7 +234,7 @@ def test_detection_switch_skips_the_detector(models_dir: Path) -> None:
         calls.append(1)
         invoke()
 
-    detector.handle.invoke = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(detector.handle, "invoke", counted)
     c = Controls()
     pipeline = Pipeline(None, FixedDetect(detector), controls=c)  # type: ignore[arg-type]
     image = read_frames(str(WALKING), 1)[0]

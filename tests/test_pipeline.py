@@ -35,6 +35,7 @@ class FakeRunner:
     stats: CaptureStats = field(default_factory=CaptureStats)
     calls: list[str] = field(default_factory=list)
     served: int = 0
+    fps: float | None = None
 
     def start(self) -> None:
         self.calls.append("start")

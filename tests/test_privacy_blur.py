@@ -7,24 +7,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, read_image
 
-from edgevision.cli.detect_cmd import read_image
-from edgevision.config import load_config
+from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.face.factory import face_detector
 from edgevision.face.privacy import blur_region, redact
+from edgevision.results.face import Face
 
 
 @pytest.fixture(scope="module")
-def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+def cfg(models_dir: Path) -> EdgeVisionConfig:
     return load_config(None, {"models.dir": str(models_dir)})
 
 
-def all_faces(cfg, image: np.ndarray) -> list:  # type: ignore[no-untyped-def]
+def all_faces(cfg: EdgeVisionConfig, image: np.ndarray) -> list[Face]:
     return face_detector(cfg).detect(image) + face_detector(cfg, "blazeface_full_range").detect(image)
 
 
-def on_720p(image: str, face_px: int, cfg) -> tuple[np.ndarray, list]:  # type: ignore[no-untyped-def]
+def on_720p(image: str, face_px: int, cfg: EdgeVisionConfig) -> tuple[np.ndarray, list[Face]]:
     """``image`` scaled so its largest face is about ``face_px`` wide, centred on a grey 1280x720 frame."""
     img = read_image(IMAGES / image)
     faces = all_faces(cfg, img)
@@ -41,14 +41,14 @@ def on_720p(image: str, face_px: int, cfg) -> tuple[np.ndarray, list]:  # type: 
     ("image", "face_px"),
     [("grace_hopper.bmp", 300), ("grace_hopper.bmp", 420), ("face.jpg", 300), ("face.jpg", 420)],
 )  # fmt: skip
-def test_blur_defeats_the_detectors_on_large_faces(cfg, image: str, face_px: int) -> None:  # type: ignore[no-untyped-def]
+def test_blur_defeats_the_detectors_on_large_faces(cfg: EdgeVisionConfig, image: str, face_px: int) -> None:
     frame, faces = on_720p(image, face_px, cfg)
     assert faces and max(f.box.width * 1280 for f in faces) >= 0.6 * face_px  # a large face, found
     blurred = redact(frame, faces, [], "blur")
     assert all_faces(cfg, blurred) == []
 
 
-def test_blur_removes_structure_inside_and_touches_nothing_outside(cfg) -> None:  # type: ignore[no-untyped-def]
+def test_blur_removes_structure_inside_and_touches_nothing_outside(cfg: EdgeVisionConfig) -> None:
     frame, faces = on_720p("grace_hopper.bmp", 300, cfg)
     out = redact(frame, faces, [], "blur", margin=0.0)
     f = faces[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -374,6 +375,8 @@ def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only(
     from edgevision.capture.sources import Picamera2Source
 
     class EncodingCamera(FakePicamera2):
+        output: Any = None  # the picamera2 Output the encoder writes to
+
         def capture_arrays(self, names: list[str]) -> tuple[list[np.ndarray], dict[str, object]]:
             self.calls.append(f"capture:{','.join(names)}")
             return super().capture_arrays(names)
@@ -394,7 +397,7 @@ def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only(
                           feed=feed, encoding_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput))  # fmt: skip
     src.open()
     cam = EncodingCamera.instances[-1]
-    assert "start_encoder:main" in cam.calls
+    assert isinstance(cam, EncodingCamera) and "start_encoder:main" in cam.calls
     item = src.read()
     assert item is not None
     image, _ts, full = item

@@ -12,10 +12,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
-import cv2
 import pytest
-from conftest import HALLWAY_1, HALLWAY_3, run_cli
+from conftest import HALLWAY_1, HALLWAY_3, read_image, run_cli
 from conftest import count_frames as frame_count
 from media import FPS, splice
 
@@ -34,6 +34,7 @@ from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy, apply_retention
 
 PRE, POST = 3.0, 5.0
+Spliced = tuple[Path, list[tuple[int, int]]]  # the video and its "people" spans (first, last frame)
 TWO_EVENTS = [("empty", 100), ("people", 75), ("empty", 200), ("people", 50), ("empty", 175)]
 THREE_EVENTS = [
     ("empty", 90),
@@ -98,8 +99,8 @@ def expected_events(hits: list[int], total: int, m: int = 3, n: int = 5) -> list
 
 
 def test_spliced_replay_gives_exactly_the_expected_events(
-    env: dict[str, str], tmp_path: Path, two_events
-) -> None:  # type: ignore[no-untyped-def]
+    env: dict[str, str], tmp_path: Path, two_events: Spliced
+) -> None:
     video, spans = two_events
     data, det = tmp_path / "data", tmp_path / "d.jsonl"
     r = run_cli(
@@ -123,9 +124,7 @@ def test_spliced_replay_gives_exactly_the_expected_events(
         assert n == ev["clip_frames"] == round((ev["end_ts"] - ev["clip_start_ts"]) * FPS)
         assert ev["clip_size"] == clip.stat().st_size and len(ev["clip_sha256"]) == 64
         assert ev["max_score"] >= ev["mean_score"] >= 0.5 and ev["peak_count"] >= 1
-        assert (data / ev["snapshot_path"]).exists() and cv2.imread(str(data / ev["thumb_path"])).shape[
-            1
-        ] == 320
+        assert (data / ev["snapshot_path"]).exists() and read_image(data / ev["thumb_path"]).shape[1] == 320
     assert not list(data.rglob("*.partial"))
 
 
@@ -137,7 +136,7 @@ def test_empty_clips_record_nothing(env: dict[str, str], tmp_path: Path, clip: P
     assert rows(data) == [] and not list((data).rglob("*.mp4"))
 
 
-def _replay_with_recorder(models_dir: Path, video: Path, data: Path, **kw) -> Recorder:  # type: ignore[no-untyped-def]
+def _replay_with_recorder(models_dir: Path, video: Path, data: Path, **kw: Any) -> Recorder:
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     settings = RecorderSettings(
         data_dir=data, camera="test", events=EventSettings(post_roll=POST), pre_roll=PRE, codec=choose_codec(),
@@ -153,8 +152,12 @@ def _replay_with_recorder(models_dir: Path, video: Path, data: Path, **kw) -> Re
 
 
 def test_disk_full_degrades_and_recovers(
-    models_dir: Path, tmp_path: Path, three_events, monkeypatch, caplog
-) -> None:  # type: ignore[no-untyped-def]
+    models_dir: Path,
+    tmp_path: Path,
+    three_events: Spliced,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     video, _ = three_events
     data = tmp_path / "data"
     state = {"clip_frames": 0, "full": False}
@@ -186,11 +189,11 @@ def test_disk_full_degrades_and_recovers(
 
 
 def test_snapshot_failure_degrades_to_index_only(
-    models_dir: Path, tmp_path: Path, two_events, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    models_dir: Path, tmp_path: Path, two_events: Spliced, monkeypatch: pytest.MonkeyPatch
+) -> None:
     video, _ = two_events
 
-    def failing(*a, **k):  # type: ignore[no-untyped-def]
+    def failing(*a: object, **k: object) -> NoReturn:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(recorder_mod, "write_snapshot", failing)
@@ -224,7 +227,7 @@ def test_retention_with_an_active_recording(tmp_path: Path) -> None:
     assert (data / "clips" / f"{ids[1]}.mp4").exists() and not (data / "clips" / f"{ids[0]}.mp4").exists()
 
 
-def test_events_cli(env: dict[str, str], tmp_path: Path, two_events) -> None:  # type: ignore[no-untyped-def]
+def test_events_cli(env: dict[str, str], tmp_path: Path, two_events: Spliced) -> None:
     video, _ = two_events
     data = tmp_path / "data"
     assert run_cli(["run", "--video", str(video), "--record", "--data-dir", str(data)], env).returncode == 0
@@ -250,7 +253,9 @@ def test_events_cli(env: dict[str, str], tmp_path: Path, two_events) -> None:  #
 
 
 @pytest.mark.slow
-def test_sigkill_while_recording_then_recovery(env: dict[str, str], tmp_path: Path, two_events) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_while_recording_then_recovery(
+    env: dict[str, str], tmp_path: Path, two_events: Spliced
+) -> None:
     """Kill -9 a realtime replay at random moments, or at a random step of a finish (the rename -> index window)
     or of recovery; after restart every clip plays, matches its row, and nothing is open. A kill inside a
     finish never loses the event.

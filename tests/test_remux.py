@@ -203,6 +203,10 @@ def test_stream_without_template_takes_parameter_sets_from_the_packets(tmp_path:
     """Annex B packets from an encoder (in-band SPS/PPS) need no template: the muxer finds them."""
     from edgevision.capture.packets import StreamInfo
 
+    def encoded_ts(p: av.Packet) -> float:
+        assert p.pts is not None  # the encoder stamps every packet from its frame
+        return p.pts / 1000
+
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = 160, 120, "yuv420p"
     ctx.time_base = Fraction(1, 1000)
@@ -211,8 +215,8 @@ def test_stream_without_template_takes_parameter_sets_from_the_packets(tmp_path:
     for i in range(30):
         f = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 8 * i, np.uint8), format="bgr24")
         f.pts = 40 * i
-        packets += [EncodedPacket.from_av(p, p.pts / 1000) for p in ctx.encode(f)]
-    packets += [EncodedPacket.from_av(p, p.pts / 1000) for p in ctx.encode(None)]
+        packets += [EncodedPacket.from_av(p, encoded_ts(p)) for p in ctx.encode(f)]
+    packets += [EncodedPacket.from_av(p, encoded_ts(p)) for p in ctx.encode(None)]
     w = PacketClipWriter(tmp_path / "a.mp4", StreamInfo("h264", 160, 120, Fraction(1, 1000)))
     for p in packets[10:]:
         w.write(p)
@@ -230,7 +234,7 @@ def test_packet_clips_cut_events_from_a_replay(tmp_path: Path) -> None:
     clips = PacketClips(pre_roll_s=2.0, max_bytes=64 << 20)
     clips.set_stream(src.stream_info)
     events = [(3.0, 6.0), (11.0, 13.0)]  # (trigger, end) seconds
-    done = []
+    done: list[tuple[float, PacketClipWriter]] = []
     for p in packets:
         clips.push(p)
         for trigger, end in events:

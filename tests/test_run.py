@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from conftest import HALLWAY_1, HALLWAY_3, WALKING, count_frames, run_cli
@@ -20,7 +21,7 @@ from edgevision.capture.runner import LiveRunner, ReplayRunner, backoff_delays, 
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import OpenCVSource, Picamera2Source
 from edgevision.config import load_config
-from edgevision.detection.detector import FixedDetect
+from edgevision.detection.detector import Detector, FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.errors import ConfigError, InputError
 from edgevision.pipeline.loop import Pipeline
@@ -129,7 +130,9 @@ def test_realtime_cli_without_drops_when_fast(env: dict[str, str], tmp_path: Pat
     assert [row["frame"] for row in rows] == list(range(24))  # fast enough: nothing dropped
 
 
-def _camera_pipeline(script: CameraScript, models_dir: Path, stall: float = 0.5):  # type: ignore[no-untyped-def]
+def _camera_pipeline(
+    script: CameraScript, models_dir: Path, stall: float = 0.5
+) -> tuple[LiveRunner, Detector]:
     cfg = load_config(None, {"models.dir": str(models_dir)})
     detector = build_detector(cfg)
 
@@ -182,7 +185,7 @@ def test_camera_that_never_opens_fails_fast(models_dir: Path) -> None:
 
 def test_capture_thread_failure_is_raised_not_hung(models_dir: Path) -> None:
     class Boom(OpenCVSource):
-        def read(self):  # type: ignore[no-untyped-def]
+        def read(self) -> NoReturn:
             raise RuntimeError("driver exploded")
 
     cfg = load_config(None, {"models.dir": str(models_dir)})

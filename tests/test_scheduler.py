@@ -13,12 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import IMAGES, WALKING, run_cli
+from conftest import IMAGES, WALKING, read_image, run_cli
 
-from edgevision.catalog.resolve import resolve_model
+from edgevision.catalog.resolve import ResolvedModel, resolve_model
 from edgevision.config import DetectorConfig, load_config
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
@@ -42,14 +41,12 @@ def test_box_carrier_extrapolates_tracks() -> None:
 
 
 @pytest.fixture(scope="module")
-def v1(models_dir: Path):  # type: ignore[no-untyped-def]
+def v1(models_dir: Path) -> ResolvedModel:
     return resolve_model("ssd_mobilenet_v1_coco_quant", models_dir)
 
 
 def _image(name: str) -> np.ndarray:
-    img = cv2.imread(str(IMAGES / name))
-    assert img is not None, name
-    return img
+    return read_image(IMAGES / name)
 
 
 def _persons(path: Path, labels: dict[int, str], image: str) -> list[Detection]:
@@ -60,14 +57,14 @@ def _persons(path: Path, labels: dict[int, str], image: str) -> list[Detection]:
     return [d for d in dets if d.label == "person"]
 
 
-def test_derived_at_native_size_equals_original(v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_derived_at_native_size_equals_original(v1: ResolvedModel, tmp_path: Path) -> None:
     path = ensure_derived(v1.path, 300, tmp_path)
     for image in ["squat.bmp", "posenet_test_image.bmp", "grace_hopper.bmp", "kite_and_cold.jpg"]:
         assert _persons(path, v1.labels, image) == _persons(v1.path, v1.labels, image)
 
 
 @pytest.mark.parametrize("size", [256, 224, 192, 160, 128])
-def test_derived_rungs_still_find_the_persons(v1, tmp_path: Path, size: int) -> None:  # type: ignore[no-untyped-def]
+def test_derived_rungs_still_find_the_persons(v1: ResolvedModel, tmp_path: Path, size: int) -> None:
     path = ensure_derived(v1.path, size, tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert (
@@ -84,7 +81,7 @@ def test_derived_rungs_still_find_the_persons(v1, tmp_path: Path, size: int) -> 
     assert not _persons(path, v1.labels, "cat.bmp")
 
 
-def test_derived_cache_is_reused_and_rederived_when_source_changes(v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_derived_cache_is_reused_and_rederived_when_source_changes(v1: ResolvedModel, tmp_path: Path) -> None:
     src = tmp_path / "src.tflite"
     src.write_bytes(v1.path.read_bytes())
     cache = tmp_path / "cache"
@@ -136,7 +133,7 @@ def test_a_graph_that_cannot_run_at_another_side_is_a_model_error(v1, tmp_path: 
 
 @pytest.mark.tflite_runtime
 @pytest.mark.skipif(not os.environ.get("EDGEVISION_TFLITE_PYTHON"), reason="needs EDGEVISION_TFLITE_PYTHON")
-def test_derived_rung_runs_in_tflite_runtime(v1, env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_derived_rung_runs_in_tflite_runtime(v1: ResolvedModel, env: dict[str, str], tmp_path: Path) -> None:
     path = ensure_derived(v1.path, 160, tmp_path)
     labels = tmp_path / "labels.txt"
     labels.write_text((v1.path.parent / "ssd_mobilenet_v1_labelmap.txt").read_text())

@@ -13,8 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from tests.conftest import SHARED
+from conftest import SHARED
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.timeout(

@@ -14,14 +14,15 @@ import random
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from conftest import WALKING, run_cli
 
 from edgevision.catalog.entries import load_catalog
-from edgevision.config import load_config
+from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.detection.detector import Detector
 from edgevision.errors import ModelError
 from edgevision.scheduler import ladder as ladder_mod
 from edgevision.scheduler.controller import ControllerSettings, Sample, Switch
@@ -75,7 +76,7 @@ def test_any_cadence_rung_ranks_below_every_cadence_1_rung() -> None:
 
 def _rung(spec: RungSpec, p50: float) -> Rung:
     prof = RungProfile(spec.name, spec.size, spec.cadence, p50, p50 * 1.2, 0.0)
-    return Rung(detector=None, profile=prof, spec=spec)  # type: ignore[arg-type]
+    return Rung(detector=cast(Detector, None), profile=prof, spec=spec)  # ladder logic: profiles only
 
 
 def _specs() -> list[RungSpec]:
@@ -267,7 +268,7 @@ def mdir(models_dir: Path, tmp_path: Path) -> Path:
     return d
 
 
-def _cfg(mdir: Path, tmp_path: Path, **sched: Any):  # type: ignore[no-untyped-def]
+def _cfg(mdir: Path, tmp_path: Path, **sched: Any) -> EdgeVisionConfig:
     over = {
         "models.dir": str(mdir),
         "scheduler.enabled": True,

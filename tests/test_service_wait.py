@@ -35,7 +35,9 @@ from edgevision.share.live import LiveView
 from edgevision.share.web import WebServer
 
 
-def _wait(last_attempt: float, retry_in: float = 30.0, attempting: bool = False, open_timeout: float = 10.0):  # type: ignore[no-untyped-def]
+def _wait(
+    last_attempt: float, retry_in: float = 30.0, attempting: bool = False, open_timeout: float = 10.0
+) -> SourceWait:
     return SourceWait(
         "camera0", "cannot open camera", 0.0, 3, last_attempt, retry_in, attempting, open_timeout
     )

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,7 @@ from edgevision.share.metrics import Metrics
 from edgevision.share.web import WebServer
 
 TOKEN = "test-token-0123456789"
+Site = tuple[WebServer, LiveView, Metrics]
 
 
 def result(i: int) -> FrameResult:
@@ -42,7 +44,7 @@ def result(i: int) -> FrameResult:
 
 
 @pytest.fixture()
-def site(tmp_path: Path):  # type: ignore[no-untyped-def]
+def site(tmp_path: Path) -> Iterator[Site]:
     data = tmp_path / "data"
     index = EventIndex(data)
     eid = index.create("cam", "person", 1.0, 10, status="recording")
@@ -63,7 +65,9 @@ def site(tmp_path: Path):  # type: ignore[no-untyped-def]
     live.close()
 
 
-def get(web: WebServer, path: str, token: str | None = TOKEN, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def get(
+    web: WebServer, path: str, token: str | None = TOKEN, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=5)
     h = dict(headers or {})
     if token:
@@ -87,7 +91,7 @@ def get(web: WebServer, path: str, token: str | None = TOKEN, headers: dict[str,
 
 @pytest.mark.parametrize("path", ["/", "/stream.mjpg", "/snapshot.jpg", "/metrics", "/api/events",
                                   "/events/1/clip.mp4", "/events/1/snapshot.jpg", "/nope"])  # fmt: skip
-def test_every_endpoint_but_healthz_needs_the_token(site, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_endpoint_but_healthz_needs_the_token(site: Site, path: str) -> None:
     web, _, _ = site
     for token in (None, "wrong-token-0000"):
         status, headers, _ = get(web, path, token)
@@ -102,13 +106,13 @@ def test_every_endpoint_but_healthz_needs_the_token(site, path: str) -> None:  #
      "/../secret.txt", "/events/abc/clip.mp4", "/events/1/other.mp4", "/events/99/clip.mp4",
      "/events/1/snapshot.jpg", "/clips/1.mp4", "/events/-1/clip.mp4", "/events/1/clip.mp4%00.jpg"],
 )  # fmt: skip
-def test_traversal_and_unknown_ids_are_rejected(site, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_traversal_and_unknown_ids_are_rejected(site: Site, path: str) -> None:
     web, _, _ = site
     status, _, body = get(web, path)
     assert status == 404 and b"do not serve" not in body
 
 
-def test_clip_by_id_with_ranges(site) -> None:  # type: ignore[no-untyped-def]
+def test_clip_by_id_with_ranges(site: Site) -> None:
     web, _, _ = site
     status, headers, body = get(web, "/events/1/clip.mp4")
     assert status == 200 and len(body) == 10240 and headers["Accept-Ranges"] == "bytes"
@@ -125,7 +129,7 @@ def test_clip_by_id_with_ranges(site) -> None:  # type: ignore[no-untyped-def]
     assert get(web, "/events/1/clip.mp4", None, {"Cookie": cookie, "Range": "bytes=0-9"})[0] == 206
 
 
-def test_page_stream_snapshot_events_metrics(site) -> None:  # type: ignore[no-untyped-def]
+def test_page_stream_snapshot_events_metrics(site: Site) -> None:
     web, _live, _metrics = site
     status, _, page = get(web, "/")
     assert status == 200 and b"stream.mjpg" in page and b"api/events" in page
@@ -137,11 +141,8 @@ def test_page_stream_snapshot_events_metrics(site) -> None:  # type: ignore[no-u
     start = body.index(b"\r\n\r\n") + 4
     assert body[start : start + 2] == b"\xff\xd8"  # a JPEG part follows the first boundary
     status, _, jpeg = get(web, "/snapshot.jpg")
-    assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (
-        360,
-        640,
-        3,
-    )
+    snapshot = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert status == 200 and snapshot is not None and snapshot.shape == (360, 640, 3)
     status, _, events = get(web, "/api/events")
     assert status == 200 and [e["id"] for e in json.loads(events)] == [1]
     status, _, text = get(web, "/metrics")
@@ -296,7 +297,7 @@ def test_web_and_metrics_move_during_a_replay(env: dict[str, str], tmp_path: Pat
     proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(WALKING),
                              "--realtime"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        values = []
+        values: list[float] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(values) < 2:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_real_models_pass_and_report_custom_ops() -> None:
         (lambda b: b[:4] + b"TFL3" + b"\xff" * 64, "truncated or corrupt"),
     ],
 )
-def test_bad_model_bytes(make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_model_bytes(make: Callable[[bytes], bytes], message: str) -> None:
     with pytest.raises(ModelError, match=message):
         inspect_tflite_bytes(make(V1.read_bytes()), "bad.tflite")
 

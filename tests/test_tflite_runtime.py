@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import IMAGES, run_cli
@@ -25,7 +26,7 @@ pytestmark = [
 IMAGES_USED = ["squat.bmp", "grace_hopper.bmp", "posenet_test_image.bmp", "cat.bmp", "traffic_frame_0001.bmp"]
 
 
-def _persons(stdout: str) -> dict[str, list[dict[str, object]]]:
+def _persons(stdout: str) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for line in stdout.splitlines():
         obj = json.loads(line)
@@ -58,6 +59,6 @@ def test_same_persons_as_litert(env: dict[str, str], model: str) -> None:
     for name in a:
         assert len(a[name]) == len(b[name]), (name, a[name], b[name])
         for x, y in zip(a[name], b[name], strict=True):
-            assert abs(float(x["score"]) - float(y["score"])) < 0.05  # type: ignore[arg-type]
-            assert max(abs(p - q) for p, q in zip(x["box"], y["box"], strict=True)) < 0.03  # type: ignore[call-overload]
+            assert abs(float(x["score"]) - float(y["score"])) < 0.05
+            assert max(abs(p - q) for p, q in zip(x["box"], y["box"], strict=True)) < 0.03
     assert a["squat.bmp"] and not a["cat.bmp"] and not a["traffic_frame_0001.bmp"]

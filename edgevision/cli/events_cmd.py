@@ -56,8 +56,11 @@ def parse_since(text: str, now: float | None = None) -> float:
     m = _REL.match(text.strip())
     if m:
         return now - float(m.group(1)) * _UNIT[m.group(2)]
+    iso = text.strip()
+    if iso.endswith(("Z", "z")):  # UTC as RFC 3339 writes it; Python 3.10's fromisoformat knows only "+00:00"
+        iso = iso[:-1] + "+00:00"
     try:
-        dt = datetime.fromisoformat(text.strip())
+        dt = datetime.fromisoformat(iso)
     except ValueError:
         raise UsageError(f"--since {text}: use e.g. 30m, 2h, 3d or 2026-11-22T08:00") from None
     return dt.timestamp()

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from edgevision import __version__
 from edgevision.cli import (
@@ -64,7 +64,7 @@ def _suggest(value: str, choices: Sequence[str]) -> str:
 class _Parser(argparse.ArgumentParser):
     """Usage errors exit 2 with one line; an unknown choice (command) gets a "did you mean"."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"edgevision: error: {message}\n")
 

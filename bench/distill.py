@@ -133,8 +133,10 @@ def main() -> None:
     ):
         print(f"| teacher vs teacher, {name} | {f1:.3f} |", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (2 cores; other work shares the machine)\n")
-    print("| student | box F1 | matched IoU median | threshold | person frames on negative clip | invoke ratio "
-          "(student / teacher ms) | target ratio | training min | installed |")  # fmt: skip
+    print(
+        "| student | box F1 | matched IoU median | threshold | person frames on negative clip | invoke ratio "
+        "(student / teacher ms) | target ratio | training min | installed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for student, r, minutes, _wall, installed in rows:
         print(

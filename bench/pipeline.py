@@ -106,8 +106,13 @@ def record_rate(detector, video: Path, data: Path, pre_roll: float = 3.0):  # ty
     feed = PacketFeed(blocking=True)
     runner = ReplayRunner(PacketSource(DemuxSource(video), feed), detector.prepare)  # type: ignore[arg-type]
     runner.on_stop.append(feed.close)
-    settings = RecorderSettings(data_dir=data, camera="bench", events=EventSettings(post_roll=5.0),
-                                pre_roll=pre_roll, retention=RetentionPolicy(max_age_s=None, min_free_bytes=None))  # fmt: skip
+    settings = RecorderSettings(
+        data_dir=data,
+        camera="bench",
+        events=EventSettings(post_roll=5.0),
+        pre_roll=pre_roll,
+        retention=RetentionPolicy(max_age_s=None, min_free_bytes=None),
+    )
     rec = Recorder(settings, blocking=True, packets=feed)
     ring = []
 
@@ -301,8 +306,10 @@ def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s:
     red_ms = _cpu_ms(lambda: [cv2.resize(decode_jpeg_for_model(j, size), size) for j in jpegs], len(jpegs))
     mj = MjpegDecoder()
     yuv_ms = _cpu_ms(lambda: [mj.decode(j) for j in jpegs], len(jpegs))
-    print(f"MJPEG -> model: full decode + resize {full_ms:6.2f}  vs reduced-scale decode {red_ms:6.2f}   ratio {red_ms / full_ms:.2f}"
-          f"   (FFmpeg YUV decode for the encoder: {yuv_ms:.2f})")  # fmt: skip
+    print(
+        f"MJPEG -> model: full decode + resize {full_ms:6.2f}  vs reduced-scale decode {red_ms:6.2f}   ratio {red_ms / full_ms:.2f}"
+        f"   (FFmpeg YUV decode for the encoder: {yuv_ms:.2f})"
+    )
 
     frame = images[len(images) // 2]
     face = 300
@@ -324,8 +331,13 @@ def primitive_costs(video: Path, size: tuple[int, int] = (300, 300), pre_roll_s:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="ssd_mobilenet_v1_coco_quant")
-    ap.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1],
-                    help="interpreter thread counts to measure (default: the number of cores)")  # fmt: skip
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[os.cpu_count() or 1],
+        help="interpreter thread counts to measure (default: the number of cores)",
+    )
     ap.add_argument("--pre-roll", type=float, default=3.0, help="pre-roll seconds of the --record run")
     ap.add_argument("--primitives", action="store_true", help="also the recording/blur primitive costs")
     ap.add_argument("--video", type=Path, default=SHARED / "media" / "video" / "supervision_walking.mp4")
@@ -387,9 +399,11 @@ def main() -> None:
             ev = rows[0]
             keys = keyframes(args.video)
             want = max((k for k in keys if k <= ev["start_ts"] - args.pre_roll), default=keys[0])
-            print(f"event: trigger {ev['start_ts']:.2f} s, trigger - pre_roll {ev['start_ts'] - args.pre_roll:.2f} s, "
-                  f"clip starts {ev['clip_start_ts']:.2f} s (last keyframe at or before: {want:.2f} s; source "
-                  f"keyframes {', '.join(f'{k:.2f}' for k in keys)}); clip {ev['clip_frames']} packets")  # fmt: skip
+            print(
+                f"event: trigger {ev['start_ts']:.2f} s, trigger - pre_roll {ev['start_ts'] - args.pre_roll:.2f} s, "
+                f"clip starts {ev['clip_start_ts']:.2f} s (last keyframe at or before: {want:.2f} s; source "
+                f"keyframes {', '.join(f'{k:.2f}' for k in keys)}); clip {ev['clip_frames']} packets"
+            )
         print(f"decode + preprocess (OpenCV)       : {capture_cpu_ms:7.2f} CPU ms/frame")
         print(f"peak RSS                           : {rss_mb:7.1f} MiB")
     print(f"machine load (uptime): {os.getloadavg()}")

@@ -106,9 +106,22 @@ def mjpeg_source(env: dict[str, str], tmp_path: Path) -> Iterator[int]:
     port = free_port()
     cfg = tmp_path / "mjpeg-source.yaml"
     cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
-    server = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video",
-                               str(WALKING), "--realtime"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgevision",
+            "run",
+            "--config",
+            str(cfg),
+            "--video",
+            str(WALKING),
+            "--realtime",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

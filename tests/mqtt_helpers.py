@@ -29,8 +29,10 @@ class Broker:
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
         (tmp / "persist").mkdir()
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {tmp / 'persist'}/\nautosave_interval 1\n")  # fmt: skip
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {tmp / 'persist'}/\nautosave_interval 1\n"
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 

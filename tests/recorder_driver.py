@@ -64,15 +64,27 @@ def results(fps: float, seconds: float, spans: list[tuple[float, float]]) -> Ite
 
 def settings(data: Path, **kw: Any) -> RecorderSettings:
     base: dict[str, Any] = dict(
-        data_dir=data, camera="driver", events=EventSettings(post_roll=1.0), pre_roll=1.0, codec=choose_codec(),
-        retention=RetentionPolicy(max_age_s=None, min_free_bytes=None), space_check_s=0.0,
-    )  # fmt: skip
+        data_dir=data,
+        camera="driver",
+        events=EventSettings(post_roll=1.0),
+        pre_roll=1.0,
+        codec=choose_codec(),
+        retention=RetentionPolicy(max_age_s=None, min_free_bytes=None),
+        space_check_s=0.0,
+    )
     base.update(kw)
     return RecorderSettings(**base)
 
 
-def record(data: Path, fps: float, seconds: float, spans: list[tuple[float, float]], realtime: bool = False,
-           recorder: Recorder | None = None, **kw: object) -> Recorder:  # fmt: skip
+def record(
+    data: Path,
+    fps: float,
+    seconds: float,
+    spans: list[tuple[float, float]],
+    realtime: bool = False,
+    recorder: Recorder | None = None,
+    **kw: object,
+) -> Recorder:
     """Feed a whole synthetic run through a recorder and close it."""
     rec = recorder or Recorder(settings(data, **kw), blocking=True)
     t0 = time.monotonic()
@@ -147,8 +159,12 @@ def full_disk_scenario(data: Path) -> dict[str, object]:
     index = EventIndex(data)
     rows = [r.to_dict() for r in index.list()]
     index.close()
-    return {"modes": modes, "pending_while_full": pending_while_full, "rows": rows,
-            "index_failures": rec.writer.failures}  # fmt: skip
+    return {
+        "modes": modes,
+        "pending_while_full": pending_while_full,
+        "rows": rows,
+        "index_failures": rec.writer.failures,
+    }
 
 
 if __name__ == "__main__":

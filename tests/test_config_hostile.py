@@ -42,8 +42,12 @@ def run_limited(
     """The CLI under an address-space limit and a timeout (a hang raises TimeoutExpired: the test fails)."""
     return subprocess.run(
         [sys.executable, "-m", "edgevision", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=_limited,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_limited,
+    )
 
 
 def _hostile(kind: str, tmp: Path) -> Path:
@@ -167,11 +171,14 @@ def test_environment_variables_expand_in_string_values(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("mqtt:\n  enabled: false\n  password: ${EV_TEST_UNSET_VAR}\n", "c.yaml:3 mqtt.password: environment variable EV_TEST_UNSET_VAR is not set"),
+        (
+            "mqtt:\n  enabled: false\n  password: ${EV_TEST_UNSET_VAR}\n",
+            "c.yaml:3 mqtt.password: environment variable EV_TEST_UNSET_VAR is not set",
+        ),
         ("source:\n  url: rtsp://u:${EV_TEST_UNSET_VAR}@cam/\n", "c.yaml:2 source.url: environment variable"),
         ("mqtt:\n  password: ab${c\n", "c.yaml:2 mqtt.password: malformed '${'"),
     ],
-)  # fmt: skip
+)
 def test_a_missing_environment_variable_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
     os.environ.pop("EV_TEST_UNSET_VAR", None)
     path = tmp_path / "c.yaml"
@@ -200,13 +207,19 @@ def test_secret_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("mqtt:\n  password: x\n  password_file: pw\n", "c.yaml:3 mqtt.password_file: set either mqtt.password or"),
+        (
+            "mqtt:\n  password: x\n  password_file: pw\n",
+            "c.yaml:3 mqtt.password_file: set either mqtt.password or",
+        ),
         ("mqtt:\n  password_file: missing\n", "c.yaml:2 mqtt.password_file: {tmp}/missing: file not found"),
         ("mqtt:\n  password_file: fifo\n", "c.yaml:2 mqtt.password_file: {tmp}/fifo: secret file is a FIFO"),
-        ("web:\n\n  token_file: /dev/zero\n", "c.yaml:3 web.token_file: /dev/zero: secret file is a character device"),
+        (
+            "web:\n\n  token_file: /dev/zero\n",
+            "c.yaml:3 web.token_file: /dev/zero: secret file is a character device",
+        ),
         ("web:\n  token_file: short\n", "c.yaml:2 web.token: a token needs at least 16 characters"),
     ],
-)  # fmt: skip
+)
 def test_bad_secret_files(tmp_path: Path, text: str, message: str) -> None:
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "pw").write_text("x")
@@ -220,10 +233,20 @@ def test_bad_secret_files(tmp_path: Path, text: str, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("::1", True), ("[::1]", True),
-     ("app.localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("pi.local", False),
-     ("localhost.evil.com", False)],
-)  # fmt: skip
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("app.localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("pi.local", False),
+        ("localhost.evil.com", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
@@ -293,11 +316,21 @@ def test_check_config_accepts_a_model_made_on_the_device(tmp_path: Path) -> None
     local.mkdir(parents=True)
     (local / "student.tflite").write_bytes(b"\0" * 100)
     manifest = {
-        "name": "student", "file": "student.tflite", "size": 100, "sha256": "0" * 64, "threshold": 0.4,
-        "architecture": {"family": "mobilenet_v1", "alpha": 0.25, "input": [160, 160], "quantization": "uint8",
-                         "head": "ssd", "postprocess": True},
+        "name": "student",
+        "file": "student.tflite",
+        "size": 100,
+        "sha256": "0" * 64,
+        "threshold": 0.4,
+        "architecture": {
+            "family": "mobilenet_v1",
+            "alpha": 0.25,
+            "input": [160, 160],
+            "quantization": "uint8",
+            "head": "ssd",
+            "postprocess": True,
+        },
         "teacher": {"name": "ssd_mobilenet_v1_coco_quant", "sha256": "1" * 64},
-    }  # fmt: skip
+    }
     (local / "student.json").write_text(json.dumps(manifest))
     from edgevision.catalog.local import list_local_models
 

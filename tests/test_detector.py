@@ -136,8 +136,13 @@ def test_raw_output_model_through_detector(models_dir: Path, tmp_path: Path) -> 
     raw_path = tmp_path / "ssd_v1_raw.tflite"
     raw_path.write_bytes(strip_postprocess(res.path.read_bytes()))
     handle = open_interpreter(raw_path, RuntimeOptions(threads=2))
-    det = Detector(handle, res.labels, DetectorConfig(threshold=0.5, max_detections=10), "raw",
-                   anchors=ssd.ssd_anchors(V1_FEATURE_MAPS))  # fmt: skip
+    det = Detector(
+        handle,
+        res.labels,
+        DetectorConfig(threshold=0.5, max_detections=10),
+        "raw",
+        anchors=ssd.ssd_anchors(V1_FEATURE_MAPS),
+    )
     assert det.raw_layout is not None and det.pp_layout is None
     ref = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
     for image in ["squat.bmp", "posenet_test_image.bmp", "cat.bmp"]:

@@ -94,10 +94,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_path: Path, env: dict) -> None:
     opts = DistillOptions(
-        student="mobilenet_v1_0.25", videos=[VIDEO / "supervision_walking.mp4"], models_dir=tiny_models,
-        data_dir=tmp_path, name="tiny", size=128, every=20, max_frames=8, val_fraction=0.25,
-        settings=TrainSettings(steps=3, batch=4), gate=False, force=True,
-    )  # fmt: skip
+        student="mobilenet_v1_0.25",
+        videos=[VIDEO / "supervision_walking.mp4"],
+        models_dir=tiny_models,
+        data_dir=tmp_path,
+        name="tiny",
+        size=128,
+        every=20,
+        max_frames=8,
+        val_fraction=0.25,
+        settings=TrainSettings(steps=3, batch=4),
+        gate=False,
+        force=True,
+    )
     result = distill(opts)
     assert result.path is not None and result.manifest is not None
     info = inspect_tflite(result.path)  # the same structural check as a fetched catalog model
@@ -117,9 +126,20 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert m.teacher.sha256 in info_out.stdout and "frames_sha256" in info_out.stdout
     det = tmp_path / "d.jsonl"
     r = run_cli(
-        ["run", "--model", "tiny", "--video", str(VIDEO / "supervision_walking.mp4"), "--max-frames", "4",
-         "--detections", str(det)], e, timeout=180,
-    )  # fmt: skip
+        [
+            "run",
+            "--model",
+            "tiny",
+            "--video",
+            str(VIDEO / "supervision_walking.mp4"),
+            "--max-frames",
+            "4",
+            "--detections",
+            str(det),
+        ],
+        e,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     frames = [json.loads(line) for line in det.read_text().splitlines()]
     assert len(frames) == 4
@@ -145,10 +165,30 @@ def _distill_cli(
 
 def test_gate_refuses_an_untrained_student(tiny_models: Path, env: dict, tmp_path: Path) -> None:
     r = _distill_cli(
-        ["--student", "mobilenet_v1_0.25", "--video", str(VIDEO / "supervision_walking.mp4"), "--size", "128",
-         "--every", "10", "--max-frames", "12", "--val-fraction", "0.34", "--steps", "1", "--batch", "2",
-         "--name", "untrained"], tiny_models, env, tmp_path,
-    )  # fmt: skip
+        [
+            "--student",
+            "mobilenet_v1_0.25",
+            "--video",
+            str(VIDEO / "supervision_walking.mp4"),
+            "--size",
+            "128",
+            "--every",
+            "10",
+            "--max-frames",
+            "12",
+            "--val-fraction",
+            "0.34",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--name",
+            "untrained",
+        ],
+        tiny_models,
+        env,
+        tmp_path,
+    )
     assert r.returncode == 73, r.stderr
     assert "not installed" in r.stderr and "F1" in r.stderr
     assert "untrained" not in list_local_models(tiny_models)
@@ -214,10 +254,19 @@ def test_ctrl_c_in_training_installs_nothing_and_progress_reports_each_stage(
             raise KeyboardInterrupt
 
     opts = DistillOptions(
-        student="mobilenet_v1_0.25", videos=[VIDEO / "supervision_walking.mp4"], models_dir=tiny_models,
-        data_dir=tmp_path, name="interrupted", size=128, every=20, max_frames=8, val_fraction=0.25,
-        settings=TrainSettings(steps=1000, batch=2), gate=False, force=True,
-    )  # fmt: skip
+        student="mobilenet_v1_0.25",
+        videos=[VIDEO / "supervision_walking.mp4"],
+        models_dir=tiny_models,
+        data_dir=tmp_path,
+        name="interrupted",
+        size=128,
+        every=20,
+        max_frames=8,
+        val_fraction=0.25,
+        settings=TrainSettings(steps=1000, batch=2),
+        gate=False,
+        force=True,
+    )
     before = _installed(tiny_models)
     with pytest.raises(KeyboardInterrupt):
         distill(opts, progress)
@@ -269,11 +318,36 @@ def test_sigint_stops_the_cli_with_130_and_nothing_installed(
     before = _installed(tiny_models)
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgevision", "models", "distill", "--student", "mobilenet_v1_0.25",
-         "--video", str(VIDEO / "supervision_walking.mp4"), "--size", "128", "--every", "20", "--max-frames", "8",
-         "--val-fraction", "0.25", "--steps", "100000", "--batch", "2", "--name", "sigint"],
-        env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edgevision",
+            "models",
+            "distill",
+            "--student",
+            "mobilenet_v1_0.25",
+            "--video",
+            str(VIDEO / "supervision_walking.mp4"),
+            "--size",
+            "128",
+            "--every",
+            "20",
+            "--max-frames",
+            "8",
+            "--val-fraction",
+            "0.25",
+            "--steps",
+            "100000",
+            "--batch",
+            "2",
+            "--name",
+            "sigint",
+        ],
+        env=e,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 900

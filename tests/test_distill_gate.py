@@ -89,12 +89,24 @@ def test_gate_rules() -> None:
 
 
 def _manifest(name: str, data: bytes) -> LocalModel:
-    return LocalModel.model_validate({
-        "name": name, "file": f"{name}.tflite", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-        "architecture": Architecture(family="mobilenet_v1", alpha=0.5, input=(300, 300), quantization="int8",
-                                     head="ssd", postprocess=True),
-        "threshold": 0.42, "teacher": TeacherRef(name="ssd_mobilenet_v1_coco_quant", sha256="0" * 64),
-    })  # fmt: skip
+    return LocalModel.model_validate(
+        {
+            "name": name,
+            "file": f"{name}.tflite",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "architecture": Architecture(
+                family="mobilenet_v1",
+                alpha=0.5,
+                input=(300, 300),
+                quantization="int8",
+                head="ssd",
+                postprocess=True,
+            ),
+            "threshold": 0.42,
+            "teacher": TeacherRef(name="ssd_mobilenet_v1_coco_quant", sha256="0" * 64),
+        }
+    )
 
 
 def test_install_is_atomic_and_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

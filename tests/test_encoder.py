@@ -164,8 +164,14 @@ class FakeOutput:
     def stop(self) -> None:
         self.recording = False
 
-    def outputframe(self, frame: bytes, keyframe: bool = True, timestamp: int | None = None, packet: Any = None,
-                    audio: bool = False) -> None:  # fmt: skip
+    def outputframe(
+        self,
+        frame: bytes,
+        keyframe: bool = True,
+        timestamp: int | None = None,
+        packet: Any = None,
+        audio: bool = False,
+    ) -> None:
         raise AssertionError("the subclass must override outputframe")
 
 
@@ -179,8 +185,9 @@ class FakeCamera:
         self.started: list[tuple[Any, Any, str | None]] = []
         self.stopped: list[Any] = []
 
-    def start_encoder(self, encoder: Any, output: Any, pts: Any = None, quality: Any = None,
-                      name: str | None = None) -> None:  # fmt: skip
+    def start_encoder(
+        self, encoder: Any, output: Any, pts: Any = None, quality: Any = None, name: str | None = None
+    ) -> None:
         self.started.append((encoder, output, name))
 
     def stop_encoder(self, encoders: Any = None) -> None:
@@ -198,8 +205,14 @@ def test_picamera2_encoder_output_feeds_the_ring_and_a_clip(tmp_path: Path) -> N
         return accept[0]
 
     now = [500.0]
-    pic = Picamera2Encoding(cam, sink, (320, 240), fps=25.0, clock=lambda: now[0],
-                            module_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput))  # fmt: skip
+    pic = Picamera2Encoding(
+        cam,
+        sink,
+        (320, 240),
+        fps=25.0,
+        clock=lambda: now[0],
+        module_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput),
+    )
     pic.start()
     (encoder, output, name) = cam.started[0]
     assert name == "main" and isinstance(output, FakeOutput)

@@ -52,8 +52,13 @@ def test_long_event_is_split() -> None:
     t = EventTracker(EventSettings(trigger_frames=1, window_frames=1, post_roll=1.0, max_length=2.0))
     sigs = feed(t, "P" * 50)
     kinds = [(i, type(s).__name__, getattr(s, "split", None)) for i, s in sigs]
-    assert kinds[:5] == [(0, "EventStart", None), (20, "EventEnd", True), (20, "EventStart", None),
-                         (40, "EventEnd", True), (40, "EventStart", None)]  # fmt: skip
+    assert kinds[:5] == [
+        (0, "EventStart", None),
+        (20, "EventEnd", True),
+        (20, "EventStart", None),
+        (40, "EventEnd", True),
+        (40, "EventStart", None),
+    ]
 
 
 def test_filters_score_area_label_and_zones() -> None:

@@ -104,8 +104,9 @@ def test_decoding_matches_a_direct_invocation(cfg: EdgeVisionConfig, models_dir:
     faces = det.detect(img)
     assert [round(r.score, 5) for r in raw] == [round(f.score, 5) for f in faces]
     for r, f in zip(raw, faces, strict=True):
-        np.testing.assert_allclose([geo.x(r.box[0]), geo.y(r.box[1]), geo.x(r.box[2]), geo.y(r.box[3])],
-                                   f.box.as_list(6), atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            [geo.x(r.box[0]), geo.y(r.box[1]), geo.x(r.box[2]), geo.y(r.box[3])], f.box.as_list(6), atol=1e-5
+        )
     # Scores from the model card (plain resize): 0.893 / 0.888 / 0.611 within resampling differences.
     assert [round(f.score, 1) for f in faces] == [0.9, 0.9, 0.6]
 
@@ -142,9 +143,15 @@ def test_detect_faces_cli(env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     ("image", "method"),
-    [("face.jpg", "blur"), ("grace_hopper.bmp", "blur"), ("squat.bmp", "blur"), ("posenet_test_image.bmp", "blur"),
-     ("face.jpg", "pixelate"), ("grace_hopper.bmp", "pixelate")],
-)  # fmt: skip
+    [
+        ("face.jpg", "blur"),
+        ("grace_hopper.bmp", "blur"),
+        ("squat.bmp", "blur"),
+        ("posenet_test_image.bmp", "blur"),
+        ("face.jpg", "pixelate"),
+        ("grace_hopper.bmp", "pixelate"),
+    ],
+)
 def test_redact_defeats_the_detector(cfg, image: str, method: str) -> None:  # type: ignore[no-untyped-def]
     img = read_image(IMAGES / image)
     faces = _all_faces(cfg, img)  # both models, as privacy mode runs them
@@ -185,8 +192,22 @@ def test_privacy_no_face_reaches_the_disk(cfg: EdgeVisionConfig, env: dict[str, 
     cfgfile.write_text(
         "recorder:\n  pre_roll_s: 1.0\n  post_roll_s: 1.0\n  trigger_frames: 2\n  window_frames: 3\n"
     )
-    r = run_cli(["run", "--config", str(cfgfile), "--video", str(video), "--blur-faces", "--record",
-                 "--data-dir", str(data), "--save-video", str(saved)], env)  # fmt: skip
+    r = run_cli(
+        [
+            "run",
+            "--config",
+            str(cfgfile),
+            "--video",
+            str(video),
+            "--blur-faces",
+            "--record",
+            "--data-dir",
+            str(data),
+            "--save-video",
+            str(saved),
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     events = EventIndex(data).list()
     assert (

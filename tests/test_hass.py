@@ -17,33 +17,123 @@ TOPICS = Topics("edgevision", "porch")
 # From Home Assistant's MQTT integration docs (home-assistant.io/integrations/<component>.mqtt and
 # /integrations/mqtt#mqtt-discovery): keys every MQTT entity accepts, then per component its required and
 # optional keys. Abbreviations (stat_t, uniq_id, ...) are expanded before checking.
-COMMON = {"availability", "availability_mode", "availability_template", "availability_topic", "device",
-          "enabled_by_default", "encoding", "entity_category", "entity_picture", "icon", "json_attributes_template",
-          "json_attributes_topic", "name", "object_id", "default_entity_id", "origin", "payload_available",
-          "payload_not_available", "qos", "unique_id"}  # fmt: skip
+COMMON = {
+    "availability",
+    "availability_mode",
+    "availability_template",
+    "availability_topic",
+    "device",
+    "enabled_by_default",
+    "encoding",
+    "entity_category",
+    "entity_picture",
+    "icon",
+    "json_attributes_template",
+    "json_attributes_topic",
+    "name",
+    "object_id",
+    "default_entity_id",
+    "origin",
+    "payload_available",
+    "payload_not_available",
+    "qos",
+    "unique_id",
+}
 COMPONENTS: dict[str, dict[str, set[str]]] = {
     "camera": {"required": {"topic"}, "optional": {"image_encoding"}},
-    "binary_sensor": {"required": {"state_topic"}, "optional": {"device_class", "expire_after", "force_update",
-                      "off_delay", "payload_off", "payload_on", "value_template"}},
-    "sensor": {"required": {"state_topic"}, "optional": {"device_class", "expire_after", "force_update",
-               "last_reset_value_template", "options", "state_class", "suggested_display_precision",
-               "unit_of_measurement", "value_template"}},
-    "switch": {"required": set(), "optional": {"command_template", "command_topic", "device_class", "optimistic",
-               "payload_off", "payload_on", "retain", "state_off", "state_on", "state_topic", "value_template"}},
-}  # fmt: skip
-DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model",
-               "model_id", "name", "serial_number", "suggested_area", "sw_version", "via_device"}  # fmt: skip
+    "binary_sensor": {
+        "required": {"state_topic"},
+        "optional": {
+            "device_class",
+            "expire_after",
+            "force_update",
+            "off_delay",
+            "payload_off",
+            "payload_on",
+            "value_template",
+        },
+    },
+    "sensor": {
+        "required": {"state_topic"},
+        "optional": {
+            "device_class",
+            "expire_after",
+            "force_update",
+            "last_reset_value_template",
+            "options",
+            "state_class",
+            "suggested_display_precision",
+            "unit_of_measurement",
+            "value_template",
+        },
+    },
+    "switch": {
+        "required": set(),
+        "optional": {
+            "command_template",
+            "command_topic",
+            "device_class",
+            "optimistic",
+            "payload_off",
+            "payload_on",
+            "retain",
+            "state_off",
+            "state_on",
+            "state_topic",
+            "value_template",
+        },
+    },
+}
+DEVICE_KEYS = {
+    "configuration_url",
+    "connections",
+    "hw_version",
+    "identifiers",
+    "manufacturer",
+    "model",
+    "model_id",
+    "name",
+    "serial_number",
+    "suggested_area",
+    "sw_version",
+    "via_device",
+}
 ORIGIN_KEYS = {"name", "sw_version", "support_url"}
-ABBREVIATIONS = {"avty_t": "availability_topic", "pl_avail": "payload_available", "pl_not_avail": "payload_not_available",
-                 "dev": "device", "uniq_id": "unique_id", "stat_t": "state_topic", "cmd_t": "command_topic",
-                 "dev_cla": "device_class", "stat_cla": "state_class", "unit_of_meas": "unit_of_measurement",
-                 "val_tpl": "value_template", "pl_on": "payload_on", "pl_off": "payload_off", "t": "topic",
-                 "ent_cat": "entity_category", "sug_dsp_prc": "suggested_display_precision", "o": "origin",
-                 "ids": "identifiers", "mf": "manufacturer", "mdl": "model", "sw": "sw_version"}  # fmt: skip
-TYPES: dict[str, type | tuple[type, ...]] = {"suggested_display_precision": int, "qos": int, "expire_after": int,
-                                              "off_delay": int, "force_update": bool, "optimistic": bool,
-                                              "retain": bool, "enabled_by_default": bool, "device": dict,
-                                              "origin": dict}  # fmt: skip
+ABBREVIATIONS = {
+    "avty_t": "availability_topic",
+    "pl_avail": "payload_available",
+    "pl_not_avail": "payload_not_available",
+    "dev": "device",
+    "uniq_id": "unique_id",
+    "stat_t": "state_topic",
+    "cmd_t": "command_topic",
+    "dev_cla": "device_class",
+    "stat_cla": "state_class",
+    "unit_of_meas": "unit_of_measurement",
+    "val_tpl": "value_template",
+    "pl_on": "payload_on",
+    "pl_off": "payload_off",
+    "t": "topic",
+    "ent_cat": "entity_category",
+    "sug_dsp_prc": "suggested_display_precision",
+    "o": "origin",
+    "ids": "identifiers",
+    "mf": "manufacturer",
+    "mdl": "model",
+    "sw": "sw_version",
+}
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "suggested_display_precision": int,
+    "qos": int,
+    "expire_after": int,
+    "off_delay": int,
+    "force_update": bool,
+    "optimistic": bool,
+    "retain": bool,
+    "enabled_by_default": bool,
+    "device": dict,
+    "origin": dict,
+}
 STATE_CLASSES = {"measurement", "measurement_angle", "total", "total_increasing"}
 ENTITY_CATEGORIES = {"config", "diagnostic"}
 BINARY_SENSOR_CLASSES = {"occupancy", "motion", "presence", "connectivity", "problem", "running"}
@@ -98,9 +188,15 @@ def test_discovery_validator_rejects_what_home_assistant_would() -> None:
     assert (
         validate_discovery("homeassistant/sensor/n/o/config", {"stat_t": "a/b", "dev": {"ids": ["x"]}}) == []
     )
-    for bad in ({**good, "state_topic": None}, {**good, "unit": "fps"}, {**good, "state_class": "gauge"},
-                {k: v for k, v in good.items() if k != "state_topic"}, {**good, "device": {"sw": 1.0, "ids": "x"}},
-                {**good, "suggested_display_precision": "1"}, {**good, "device": {"name": "no id"}}):  # fmt: skip
+    for bad in (
+        {**good, "state_topic": None},
+        {**good, "unit": "fps"},
+        {**good, "state_class": "gauge"},
+        {k: v for k, v in good.items() if k != "state_topic"},
+        {**good, "device": {"sw": 1.0, "ids": "x"}},
+        {**good, "suggested_display_precision": "1"},
+        {**good, "device": {"name": "no id"}},
+    ):
         assert validate_discovery("homeassistant/sensor/n/o/config", bad), bad
     assert validate_discovery("homeassistant/camera/n/o/config", good)  # a camera needs `topic`
 
@@ -116,8 +212,15 @@ def test_discovery_payloads_follow_home_assistants_schema(switches: tuple[str, .
         [] if "recordings" in switches else ["homeassistant/switch/edgevision_porch/recordings/config"]
     )
     by_object = {t.split("/")[3]: (t.split("/")[1], p) for t, p in configs}
-    expected = {"person_snapshot": "camera", "person_occupancy": "binary_sensor", "person_count": "sensor",
-                "traffic_light_count": "sensor", "fps": "sensor", "rung": "sensor", **dict.fromkeys(switches, "switch")}  # fmt: skip
+    expected = {
+        "person_snapshot": "camera",
+        "person_occupancy": "binary_sensor",
+        "person_count": "sensor",
+        "traffic_light_count": "sensor",
+        "fps": "sensor",
+        "rung": "sensor",
+        **dict.fromkeys(switches, "switch"),
+    }
     assert {k: c for k, (c, _) in by_object.items()} == expected
     uids = [p["unique_id"] for _, p in configs]
     assert len(set(uids)) == len(uids) and all(u.startswith("edgevision_porch_") for u in uids)

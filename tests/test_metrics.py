@@ -86,15 +86,26 @@ def test_names_types_and_units_follow_prometheus_conventions(scraped: dict[str, 
             assert not name.endswith("_total"), name  # a _total is always a real counter
     kinds = {n: f.type for n, f in scraped.items()}
     assert {n for n, k in kinds.items() if k == "counter"} >= {
-        "edgevision_frames_processed", "edgevision_budget_violations", "edgevision_rung_switches",
-        "edgevision_dropped_frames", "edgevision_events_started", "edgevision_events_finalized",
-        "edgevision_recorder_dropped_frames", "edgevision_detect_skipped_frames",
-    }  # fmt: skip
+        "edgevision_frames_processed",
+        "edgevision_budget_violations",
+        "edgevision_rung_switches",
+        "edgevision_dropped_frames",
+        "edgevision_events_started",
+        "edgevision_events_finalized",
+        "edgevision_recorder_dropped_frames",
+        "edgevision_detect_skipped_frames",
+    }
     assert (
         kinds["edgevision_stage_latency_seconds"] == kinds["edgevision_frame_latency_seconds"] == "histogram"
     )
-    for gauge in ("edgevision_disk_free_bytes", "edgevision_disk_used_bytes", "edgevision_frames_per_second",
-                  "edgevision_latency_budget_seconds", "edgevision_active_rung", "edgevision_detect_enabled"):  # fmt: skip
+    for gauge in (
+        "edgevision_disk_free_bytes",
+        "edgevision_disk_used_bytes",
+        "edgevision_frames_per_second",
+        "edgevision_latency_budget_seconds",
+        "edgevision_active_rung",
+        "edgevision_detect_enabled",
+    ):
         assert kinds[gauge] == "gauge", gauge
 
 

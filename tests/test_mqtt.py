@@ -57,12 +57,22 @@ def _staged(presence: Presence, result: FrameResult) -> FrameResult:
         ({"source.kind": "camera", "source.camera": 2}, "camera2", "camera2"),
         ({"source.kind": "picamera2"}, "picamera20", "picamera20"),
         ({"source.kind": "video", "source.path": "/x/hall way.mp4"}, "hall way", "hall_way"),
-        ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live/"}, "10.0.0.5_554_live",
-         "10_0_0_5_554_live"),
-        ({"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live", "recorder.camera": "gate"},
-         "gate", "gate"),
+        (
+            {"source.kind": "url", "source.url": "rtsp://user:secret@10.0.0.5:554/live/"},
+            "10.0.0.5_554_live",
+            "10_0_0_5_554_live",
+        ),
+        (
+            {
+                "source.kind": "url",
+                "source.url": "rtsp://user:secret@10.0.0.5:554/live",
+                "recorder.camera": "gate",
+            },
+            "gate",
+            "gate",
+        ),
     ],
-)  # fmt: skip
+)
 def test_one_camera_name_for_index_topics_and_device(
     overrides: dict[str, Any], name: str, topic: str
 ) -> None:
@@ -102,8 +112,16 @@ def test_recorded_events_carry_the_index_row_and_a_stable_id(tmp_path: Path) -> 
     eid = index.create("Porch cam", "person", 1.0, 10)
     relay.recorder_event("start", {"event_id": eid, "start_ts": 1.0, "frame": 10})
     relay.recorder_event("update", {"event_id": eid, "ts": 2.0, "max_score": 0.8, "peak_count": 2})
-    index.update(eid, end_ts=5.0, end_wall=time.time(), clip_path="clips/1.mp4", snapshot_path="s/1.jpg",
-                 max_score=0.9, peak_count=3, status="finalized")  # fmt: skip
+    index.update(
+        eid,
+        end_ts=5.0,
+        end_wall=time.time(),
+        clip_path="clips/1.mp4",
+        snapshot_path="s/1.jpg",
+        max_score=0.9,
+        peak_count=3,
+        status="finalized",
+    )
     row = index.get(eid)
     assert row is not None
     relay.recorder_event("end", row.to_dict())
@@ -278,8 +296,14 @@ def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: P
         assert controls.detect and sub.on("edgevision/porch/detect/state") == [b"ON", b"OFF", b"ON"]
         # Counts, occupancy and snapshot from a Presence on this publisher.
         relay = EventRelay(pub)
-        presence = Presence(pub, relay, EventStage(EventSettings(post_roll=0.5)), emit_events=True, count_interval=0.0,
-                            snapshot_interval=0.05)  # fmt: skip
+        presence = Presence(
+            pub,
+            relay,
+            EventStage(EventSettings(post_roll=0.5)),
+            emit_events=True,
+            count_interval=0.0,
+            snapshot_interval=0.05,
+        )
         for i, n in enumerate([3] * 12 + [0] * 10):
             presence.on_result(_staged(presence, _result(i, n)))
             time.sleep(0.01)
@@ -310,14 +334,21 @@ def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: P
 
 
 def _run(env: dict[str, str], cfg: Path, video: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(video),
-                             *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(video), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _mqtt_config(tmp: Path, port: int, extra: str = "") -> Path:
     cfg = tmp / "c.yaml"
-    cfg.write_text(f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  stats_interval_s: 1\n"
-                   f"  reconnect_max_s: 2\n  drain_timeout_s: 30\n  homeassistant_discovery: true\n{extra}")  # fmt: skip
+    cfg.write_text(
+        f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n  stats_interval_s: 1\n"
+        f"  reconnect_max_s: 2\n  drain_timeout_s: 30\n  homeassistant_discovery: true\n{extra}"
+    )
     return cfg
 
 
@@ -374,8 +405,18 @@ def test_switches_turn_recording_and_detection_off_and_on_in_a_run(
         tmp_path, broker.port, "recorder:\n  camera: hall\n  post_roll_s: 1.0\n  pre_roll_s: 0.5\n"
     )
     video = tmp_path / "three.avi"
-    splice(video, [("empty", 100), ("people", 40), ("empty", 150), ("people", 40), ("empty", 150),
-                   ("people", 40), ("empty", 60)])  # fmt: skip
+    splice(
+        video,
+        [
+            ("empty", 100),
+            ("people", 40),
+            ("empty", 150),
+            ("people", 40),
+            ("empty", 150),
+            ("people", 40),
+            ("empty", 60),
+        ],
+    )
     proc = _run(env, cfg, video, "--realtime", "--record", "--data-dir", str(data))
     occupancy = "edgevision/hall/person/occupancy"
     try:
@@ -424,8 +465,18 @@ def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
 @needs_broker
 def test_mqtt_events_survive_a_broker_outage(env: dict[str, str], tmp_path: Path) -> None:
     video = tmp_path / "three.avi"
-    splice(video, [("empty", 40), ("people", 30), ("empty", 140), ("people", 30), ("empty", 140), ("people", 30),
-                   ("empty", 140)])  # fmt: skip
+    splice(
+        video,
+        [
+            ("empty", 40),
+            ("people", 30),
+            ("empty", 140),
+            ("people", 30),
+            ("empty", 140),
+            ("people", 30),
+            ("empty", 140),
+        ],
+    )
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port)
     time.sleep(0.5)

@@ -44,7 +44,7 @@ def fill(ring: PacketRing, packets: list[EncodedPacket]) -> PacketRing:
         (50, 100, 1.0, 8.9, 50, "a GOP longer than the pre-roll keeps its keyframe"),
         (1, 100, 2.0, 7.9, 79, "all-intra: the exact frame"),
     ],
-)  # fmt: skip
+)
 def test_since_starts_at_the_right_keyframe(
     gop: int, count: int, seconds: float, ask: float, first_pts: int, reason: str
 ) -> None:

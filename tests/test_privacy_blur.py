@@ -40,7 +40,7 @@ def on_720p(image: str, face_px: int, cfg: EdgeVisionConfig) -> tuple[np.ndarray
 @pytest.mark.parametrize(
     ("image", "face_px"),
     [("grace_hopper.bmp", 300), ("grace_hopper.bmp", 420), ("face.jpg", 300), ("face.jpg", 420)],
-)  # fmt: skip
+)
 def test_blur_defeats_the_detectors_on_large_faces(cfg: EdgeVisionConfig, image: str, face_px: int) -> None:
     frame, faces = on_720p(image, face_px, cfg)
     assert faces and max(f.box.width * 1280 for f in faces) >= 0.6 * face_px  # a large face, found

@@ -61,9 +61,14 @@ class ScriptedDetect:
 
 def settings(data: Path, pre_roll: float = 3.0, post_roll: float = 1.0) -> RecorderSettings:
     return RecorderSettings(
-        data_dir=data, camera="t", events=EventSettings(post_roll=post_roll), pre_roll=pre_roll,
-        codec=choose_codec(), retention=RetentionPolicy(max_age_s=None, min_free_bytes=None), space_check_s=0.0,
-    )  # fmt: skip
+        data_dir=data,
+        camera="t",
+        events=EventSettings(post_roll=post_roll),
+        pre_roll=pre_roll,
+        codec=choose_codec(),
+        retention=RetentionPolicy(max_age_s=None, min_free_bytes=None),
+        space_check_s=0.0,
+    )
 
 
 def replay_recording(video: Path, data: Path, span: tuple[float, float], pre_roll: float = 3.0):  # type: ignore[no-untyped-def]
@@ -393,8 +398,15 @@ def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only(
             self.calls.append("stop_encoder")
 
     feed = PacketFeed(blocking=False)
-    src = Picamera2Source(0, (1280, 720), (320, 240), 25.0, module_loader=lambda: SimpleNamespace(Picamera2=EncodingCamera),
-                          feed=feed, encoding_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput))  # fmt: skip
+    src = Picamera2Source(
+        0,
+        (1280, 720),
+        (320, 240),
+        25.0,
+        module_loader=lambda: SimpleNamespace(Picamera2=EncodingCamera),
+        feed=feed,
+        encoding_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput),
+    )
     src.open()
     cam = EncodingCamera.instances[-1]
     assert isinstance(cam, EncodingCamera) and "start_encoder:main" in cam.calls

@@ -139,9 +139,14 @@ def test_empty_clips_record_nothing(env: dict[str, str], tmp_path: Path, clip: P
 def _replay_with_recorder(models_dir: Path, video: Path, data: Path, **kw: Any) -> Recorder:
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     settings = RecorderSettings(
-        data_dir=data, camera="test", events=EventSettings(post_roll=POST), pre_roll=PRE, codec=choose_codec(),
-        retention=RetentionPolicy(max_age_s=None, min_free_bytes=1 << 30, keep_newest=10), space_check_s=0.0,
-    )  # fmt: skip
+        data_dir=data,
+        camera="test",
+        events=EventSettings(post_roll=POST),
+        pre_roll=PRE,
+        codec=choose_codec(),
+        retention=RetentionPolicy(max_age_s=None, min_free_bytes=1 << 30, keep_newest=10),
+        space_check_s=0.0,
+    )
     holder: list[Recorder] = []
     free = kw.pop("free_bytes")
     rec = Recorder(settings, blocking=True, free_bytes=lambda path: free(path, holder), **kw)
@@ -242,8 +247,12 @@ def test_events_cli(env: dict[str, str], tmp_path: Path, two_events: Spliced) ->
     out = tmp_path / "export"
     r = run_cli(["events", "export", "1", str(out), "--data-dir", str(data)], env)
     assert r.returncode == 0
-    assert sorted(p.name for p in out.iterdir()) == ["event-000001-thumb.jpg", "event-000001.jpg",
-                                                    "event-000001.json", "event-000001.mp4"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "event-000001-thumb.jpg",
+        "event-000001.jpg",
+        "event-000001.json",
+        "event-000001.mp4",
+    ]
     assert frame_count(out / "event-000001.mp4") > 100
     r = run_cli(["events", "prune", "--data-dir", str(data), "--dry-run"], env)
     assert r.returncode == 0 and "0 event(s) would delete" in r.stdout
@@ -266,8 +275,18 @@ def test_sigkill_while_recording_then_recovery(
     data = tmp_path / "data"
     iterations = int(os.environ.get("EDGEVISION_KILL_ITERATIONS", "6"))
     rng = random.Random(int(os.environ.get("EDGEVISION_KILL_SEED", "7")))
-    args = [sys.executable, "-m", "edgevision", "run", "--video", str(video), "--realtime", "--record",
-            "--data-dir", str(data)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "edgevision",
+        "run",
+        "--video",
+        str(video),
+        "--realtime",
+        "--record",
+        "--data-dir",
+        str(data),
+    ]
     finish = ["finish.synced", "finish.renamed", "finish.dir_synced", "finish.hashed", "finish.snapshot"]
     recovery = ["recover.salvaged", "recover.renamed", "recover.hashed"]
     for i in range(iterations):

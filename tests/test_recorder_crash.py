@@ -37,8 +37,13 @@ def drive(
     env.pop("EDGEVISION_FAULT_POINT", None)
     if fault:
         env["EDGEVISION_FAULT_POINT"] = fault
-    return subprocess.run([sys.executable, str(DRIVER), str(data), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(DRIVER), str(data), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +104,12 @@ def test_sigstop_in_the_window_shows_a_complete_clip_and_an_open_row_then_sigkil
     exactly the state the old recovery deleted. SIGKILL, recover: the clip is kept whole."""
     data = tmp_path / "data"
     env = dict(os.environ, EDGEVISION_FAULT_POINT="finish.renamed", EDGEVISION_FAULT_ACTION="stop")
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(data)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(data)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert _stopped(proc.pid)
         (ev,) = rows(data)
@@ -123,8 +132,13 @@ def test_recovery_killed_half_way_is_completed_by_the_next(
     data = tmp_path / "data"
     assert drive(data, fault="finish.synced").returncode == -signal.SIGKILL  # leaves a complete .partial
     env = dict(os.environ, EDGEVISION_FAULT_POINT=point)
-    r = subprocess.run([sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)], env=env,
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert [e["status"] for e in rows(data)] == ["recording"]
     report = recover(EventIndex(data), data)
@@ -140,8 +154,16 @@ def test_recovery_never_deletes_a_complete_clip_it_finds(tmp_path: Path, referen
     drive(data)
     (ev,) = rows(data)
     index = EventIndex(data)
-    index.update(ev["id"], status="recording", clip_frames=None, clip_size=None, clip_sha256=None,
-                 snapshot_path=None, thumb_path=None, end_ts=None)  # fmt: skip
+    index.update(
+        ev["id"],
+        status="recording",
+        clip_frames=None,
+        clip_size=None,
+        clip_sha256=None,
+        snapshot_path=None,
+        thumb_path=None,
+        end_ts=None,
+    )
     (data / ev["snapshot_path"]).unlink()
     recover(index, data)
     (ev,) = rows(data)
@@ -167,8 +189,20 @@ def _kill_during_event(data: Path, after_start: float, fps: float = 5.0) -> None
     ``after_start`` seconds of frames after the event started."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("EDGEVISION_FAULT_POINT", None)
-    args = [sys.executable, str(DRIVER), str(data), "--realtime", "--fps", str(fps), "--fps-hint", "25",
-            "--seconds", "20", "--person", "2:20"]  # fmt: skip
+    args = [
+        sys.executable,
+        str(DRIVER),
+        str(data),
+        "--realtime",
+        "--fps",
+        str(fps),
+        "--fps-hint",
+        "25",
+        "--seconds",
+        "20",
+        "--person",
+        "2:20",
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     trigger = 2.0 + 2 / fps  # the third person frame completes 3-of-5
     assert proc.stdout is not None
@@ -254,9 +288,24 @@ def test_mqtt_end_and_person_off_for_a_recovered_event(tmp_path: Path) -> None:
 
 def test_prune_is_refused_while_a_recorder_owns_the_directory(env: dict[str, str], tmp_path: Path) -> None:
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(data), "--realtime", "--fps", "10", "--seconds", "7",
-                             "--person", "1:5"], env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(DRIVER),
+            str(data),
+            "--realtime",
+            "--fps",
+            "10",
+            "--seconds",
+            "7",
+            "--person",
+            "1:5",
+        ],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("frame") and float(line.split()[1]) >= 2.0:  # the event is recording
@@ -308,8 +357,12 @@ def test_a_full_disk_never_crashes_and_queued_rows_land_when_space_returns(tmp_p
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = 'mount -t tmpfs -o size=32m tmpfs "$1" && exec "$2" "$3" "$1" --scenario full-disk'
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", script, "_", str(mnt), sys.executable, str(DRIVER)],
-                       capture_output=True, text=True, timeout=180)  # fmt: skip
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "_", str(mnt), sys.executable, str(DRIVER)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert (
@@ -342,17 +395,36 @@ def test_kill_loop_random_instants_and_fault_points(tmp_path: Path) -> None:
             _kill_during_event(data, rng.uniform(0.0, 4.0), fps=rng.choice([5.0, 10.0]))
         else:
             point = rng.choice(FINISH_POINTS)
-            r = drive(data, "--fps", "10", "--person", "1:2.5", "--person", "4:5.5", "--seconds", "7",
-                      fault=f"{point}@{rng.choice([1, 2])}")  # fmt: skip
+            r = drive(
+                data,
+                "--fps",
+                "10",
+                "--person",
+                "1:2.5",
+                "--person",
+                "4:5.5",
+                "--seconds",
+                "7",
+                fault=f"{point}@{rng.choice([1, 2])}",
+            )
             assert r.returncode == -signal.SIGKILL, r.stderr
         if kind == "recover":
             env = dict(os.environ, EDGEVISION_FAULT_POINT=rng.choice(RECOVERY_POINTS))
-            subprocess.run([sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
-                           env=env, capture_output=True, timeout=300)  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
+                env=env,
+                capture_output=True,
+                timeout=300,
+            )
         env = dict(os.environ)
         env.pop("EDGEVISION_FAULT_POINT", None)
-        r = subprocess.run([sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
-                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "edgevision", "events", "prune", "--data-dir", str(data)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         events = rows(data)
         for e in events:

@@ -63,8 +63,9 @@ def decoded_frames(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
-def record(src: DemuxSource, packets: list[EncodedPacket], out: Path, trigger: float, pre: float,
-           end: float) -> tuple[PacketClipWriter, list[EncodedPacket]]:  # fmt: skip
+def record(
+    src: DemuxSource, packets: list[EncodedPacket], out: Path, trigger: float, pre: float, end: float
+) -> tuple[PacketClipWriter, list[EncodedPacket]]:
     """Replay ``packets`` through a pre-roll ring; at ``trigger`` open a clip, close it after ``end``."""
     assert src.stream_info is not None
     ring = PacketRing(pre, 64 << 20)

@@ -252,8 +252,19 @@ def test_backoff_and_stall_policy() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_leaves_complete_outputs(env: dict[str, str], tmp_path: Path, sig: signal.Signals) -> None:
     det, vid = tmp_path / "d.jsonl", tmp_path / "v.mp4"
-    args = [sys.executable, "-m", "edgevision", "run", "--video", str(WALKING), "--realtime",
-            "--detections", str(det), "--save-video", str(vid)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "edgevision",
+        "run",
+        "--video",
+        str(WALKING),
+        "--realtime",
+        "--detections",
+        str(det),
+        "--save-video",
+        str(vid),
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not det.exists() or len(det.read_text().splitlines()) < 20):
@@ -343,8 +354,22 @@ def test_flags_override_config(tmp_path: Path, env: dict[str, str]) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("detector:\n  threshold: 0.9\n  labels: [person]\n")
     out = tmp_path / "d.jsonl"
-    r = run_cli(["run", "--config", str(path), "--threshold", "0.65", "--video", str(WALKING),
-                 "--detections", str(out), "--max-frames", "5"], env)  # fmt: skip
+    r = run_cli(
+        [
+            "run",
+            "--config",
+            str(path),
+            "--threshold",
+            "0.65",
+            "--video",
+            str(WALKING),
+            "--detections",
+            str(out),
+            "--max-frames",
+            "5",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     lines = read_jsonl(out)
     assert len(lines) == 5 and "stopped by frame limit" in r.stderr

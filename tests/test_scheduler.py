@@ -138,10 +138,25 @@ def test_derived_rung_runs_in_tflite_runtime(v1: ResolvedModel, env: dict[str, s
     labels = tmp_path / "labels.txt"
     labels.write_text((v1.path.parent / "ssd_mobilenet_v1_labelmap.txt").read_text())
     r = subprocess.run(
-        [os.environ["EDGEVISION_TFLITE_PYTHON"], "-m", "edgevision", "detect", "--json", "--runtime", "tflite-runtime",
-         "--model", str(path), "--labels", str(labels), str(IMAGES / "squat.bmp")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            os.environ["EDGEVISION_TFLITE_PYTHON"],
+            "-m",
+            "edgevision",
+            "detect",
+            "--json",
+            "--runtime",
+            "tflite-runtime",
+            "--model",
+            str(path),
+            "--labels",
+            str(labels),
+            str(IMAGES / "squat.bmp"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert any(d["label"] == "person" for d in json.loads(r.stdout)["detections"])
 
@@ -151,9 +166,11 @@ def test_run_with_an_impossible_budget_starts_on_the_cheapest_rung(
 ) -> None:
     out = tmp_path / "d.jsonl"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("scheduler:\n  enabled: true\n  budget_ms: 0.5\n  cooldown_s: 0\n  sizes: [300, 160]\n  cadences: [2]\n"
-                   "  window: 10\n  down_after: 3\n"
-                   f"  derived_dir: {tmp_path / 'derived'}\n")  # fmt: skip
+    cfg.write_text(
+        "scheduler:\n  enabled: true\n  budget_ms: 0.5\n  cooldown_s: 0\n  sizes: [300, 160]\n  cadences: [2]\n"
+        "  window: 10\n  down_after: 3\n"
+        f"  derived_dir: {tmp_path / 'derived'}\n"
+    )
     r = run_cli(
         [
             "run",
@@ -185,8 +202,23 @@ def test_bench_models_writes_a_profile_the_scheduler_uses(env: dict[str, str], t
     cfg.write_text(
         f"scheduler:\n  sizes: [300, 192]\n  cadences: [2]\n  derived_dir: {tmp_path / 'derived'}\n"
     )
-    r = run_cli(["bench", "models", "--config", str(cfg), "--video", str(WALKING), "--frames", "20",
-                 "--invokes", "5", "--out", str(prof)], env)  # fmt: skip
+    r = run_cli(
+        [
+            "bench",
+            "models",
+            "--config",
+            str(cfg),
+            "--video",
+            str(WALKING),
+            "--frames",
+            "20",
+            "--invokes",
+            "5",
+            "--out",
+            str(prof),
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(prof.read_text())
     names = [x["name"] for x in data["rungs"]]
@@ -211,10 +243,23 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
     budget = max(base * 1.6, 15.0)  # fits the top rung idle, not with the CPU shared three ways
     out = tmp_path / "d.jsonl"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"scheduler:\n  enabled: true\n  budget_ms: {budget:.1f}\n  stable_s: 2\n  cooldown_s: 1\n"
-                   f"  cadences: []\n  derived_dir: {tmp_path / 'derived'}\n")  # fmt: skip
-    args = [sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(WALKING), "--realtime",
-            "--detections", str(out)]  # fmt: skip
+    cfg.write_text(
+        f"scheduler:\n  enabled: true\n  budget_ms: {budget:.1f}\n  stable_s: 2\n  cooldown_s: 1\n"
+        f"  cadences: []\n  derived_dir: {tmp_path / 'derived'}\n"
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "edgevision",
+        "run",
+        "--config",
+        str(cfg),
+        "--video",
+        str(WALKING),
+        "--realtime",
+        "--detections",
+        str(out),
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not out.exists() or len(out.read_text().splitlines()) < 25:
         time.sleep(0.1)

@@ -46,10 +46,19 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for e in load_catalog().files_for(name):
             fetch_entry(e, models, mirror=str(SHARED / "models"))
     opts = DistillOptions(
-        student="mobilenet_v1_0.25", videos=[VIDEO], models_dir=models, data_dir=tmp_path_factory.mktemp("data"),
-        name="tiny", size=NATIVE, every=40, max_frames=4, val_fraction=0.25,
-        settings=TrainSettings(steps=1, batch=2), gate=False, force=True,
-    )  # fmt: skip
+        student="mobilenet_v1_0.25",
+        videos=[VIDEO],
+        models_dir=models,
+        data_dir=tmp_path_factory.mktemp("data"),
+        name="tiny",
+        size=NATIVE,
+        every=40,
+        max_frames=4,
+        val_fraction=0.25,
+        settings=TrainSettings(steps=1, batch=2),
+        gate=False,
+        force=True,
+    )
     assert distill(opts).path is not None
     return models
 

@@ -166,14 +166,56 @@ STUDENT = "student_v1_0.5"
 @pytest.mark.parametrize(
     ("rungs", "start", "load", "kind", "direction", "names"),
     [
-        ([(V1, 0.75, 300, 1, 10.0), (V1, 0.75, 192, 1, 4.0)], 0, 2.0, "resolution", "down", (f"{V1}@300", f"{V1}@192")),
-        ([(V1, 0.75, 256, 1, 10.0), (STUDENT, 0.5, 300, 1, 4.0)], 0, 2.0, "width", "down", (f"{V1}@256", f"{STUDENT}@300")),
-        ([(STUDENT, 0.5, 300, 1, 10.0), (STUDENT, 0.5, 192, 1, 4.0)], 0, 2.0, "resolution", "down", (f"{STUDENT}@300", f"{STUDENT}@192")),
-        ([(V1, 0.75, 128, 1, 10.0), (V1, 0.75, 128, 3, 10.0)], 0, 2.0, "cadence", "down", (f"{V1}@128", f"{V1}@128/k3")),
-        ([(V1, 0.75, 300, 1, 6.0), (STUDENT, 0.5, 300, 1, 2.0)], 1, 1.0, "width", "up", (f"{STUDENT}@300", f"{V1}@300")),
-        ([(V1, 0.75, 300, 1, 6.0), (V1, 0.75, 160, 1, 2.0)], 1, 1.0, "resolution", "up", (f"{V1}@160", f"{V1}@300")),
+        (
+            [(V1, 0.75, 300, 1, 10.0), (V1, 0.75, 192, 1, 4.0)],
+            0,
+            2.0,
+            "resolution",
+            "down",
+            (f"{V1}@300", f"{V1}@192"),
+        ),
+        (
+            [(V1, 0.75, 256, 1, 10.0), (STUDENT, 0.5, 300, 1, 4.0)],
+            0,
+            2.0,
+            "width",
+            "down",
+            (f"{V1}@256", f"{STUDENT}@300"),
+        ),
+        (
+            [(STUDENT, 0.5, 300, 1, 10.0), (STUDENT, 0.5, 192, 1, 4.0)],
+            0,
+            2.0,
+            "resolution",
+            "down",
+            (f"{STUDENT}@300", f"{STUDENT}@192"),
+        ),
+        (
+            [(V1, 0.75, 128, 1, 10.0), (V1, 0.75, 128, 3, 10.0)],
+            0,
+            2.0,
+            "cadence",
+            "down",
+            (f"{V1}@128", f"{V1}@128/k3"),
+        ),
+        (
+            [(V1, 0.75, 300, 1, 6.0), (STUDENT, 0.5, 300, 1, 2.0)],
+            1,
+            1.0,
+            "width",
+            "up",
+            (f"{STUDENT}@300", f"{V1}@300"),
+        ),
+        (
+            [(V1, 0.75, 300, 1, 6.0), (V1, 0.75, 160, 1, 2.0)],
+            1,
+            1.0,
+            "resolution",
+            "up",
+            (f"{V1}@160", f"{V1}@300"),
+        ),
     ],
-)  # fmt: skip
+)
 def test_every_switch_names_its_rungs_and_kind_in_the_log_and_the_json_line(
     caplog: pytest.LogCaptureFixture,
     rungs: list[tuple[str, float, int, int, float]],

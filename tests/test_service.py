@@ -93,9 +93,27 @@ def test_service_run_ready_watchdog_status_stopping(env: dict[str, str], tmp_pat
     cfg = tmp_path / "c.yaml"
     cfg.write_text("service:\n  status_interval_s: 1\n")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(WALKING),
-                             "--realtime", "--detections", str(det), "--max-frames", "100"], env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgevision",
+            "run",
+            "--config",
+            str(cfg),
+            "--video",
+            str(WALKING),
+            "--realtime",
+            "--detections",
+            str(det),
+            "--max-frames",
+            "100",
+        ],
+        env=e,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines_at_ready = None
     while proc.poll() is None and time.monotonic() - t0 < 60:
         if lst.times("READY=1") and lines_at_ready is None:
@@ -122,8 +140,9 @@ def test_no_watchdog_while_the_camera_is_stalled(models_dir: Path, tmp_path: Pat
     frames = frames_from(str(WALKING), 3)
     script = CameraScript(frames, connections=[(30, "stall")])
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
-    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=script.factory), detector.prepare,
-                        stall_timeout=60.0)  # fmt: skip
+    runner = LiveRunner(
+        lambda: OpenCVSource(0, capture_factory=script.factory), detector.prepare, stall_timeout=60.0
+    )
     monitor = ServiceMonitor(
         Notifier(addr), ping_interval=0.1, config=ServiceConfig(progress_timeout_s=0.5, status_interval_s=10)
     )

@@ -38,8 +38,11 @@ def _install(env: dict[str, str], root: Path, *extra: str) -> subprocess.Complet
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
-            for p in sorted(root.rglob("*")) if not p.is_symlink()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(root.rglob("*"))
+        if not p.is_symlink()
+    }
 
 
 @pytest.fixture()
@@ -75,11 +78,15 @@ def test_install_dry_run_then_install_then_idempotent(env: dict[str, str], tree:
     r = _install(env, root, "--dry-run")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    for expected in ["would create " + str(root / "etc/edgevision/config.yaml"),
-                     "would create " + str(root / "etc/sysusers.d/edgevision.conf"),
-                     "would create " + str(root / "etc/tmpfiles.d/edgevision.conf"),
-                     "would fetch model ssd_mobilenet_v1_coco_quant", "would create " + str(root / "etc/systemd/system/edgevision.service"),
-                     "systemctl --root " + str(root) + " enable edgevision.service", "systemctl start edgevision.service"]:  # fmt: skip
+    for expected in [
+        "would create " + str(root / "etc/edgevision/config.yaml"),
+        "would create " + str(root / "etc/sysusers.d/edgevision.conf"),
+        "would create " + str(root / "etc/tmpfiles.d/edgevision.conf"),
+        "would fetch model ssd_mobilenet_v1_coco_quant",
+        "would create " + str(root / "etc/systemd/system/edgevision.service"),
+        "systemctl --root " + str(root) + " enable edgevision.service",
+        "systemctl start edgevision.service",
+    ]:
         assert expected in out, expected
     assert not any(root.rglob("*.yaml")) and not (root / "etc/passwd").exists()  # the dry run changed nothing
     r = _install(env, root)
@@ -111,8 +118,12 @@ def test_installed_tree_ownership_and_modes(env: dict[str, str], tree: Path) -> 
     assert _mode(tree / "var/lib/edgevision/models") == ("drwxr-x---", uid, gid)
     for model in (tree / "var/lib/edgevision/models").iterdir():
         assert _mode(model) == ("-rw-r-----", uid, gid), model
-    for f in ("etc/sysusers.d/edgevision.conf", "etc/tmpfiles.d/edgevision.conf",
-              "etc/systemd/system/edgevision.service", "etc/systemd/system/edgevision.service.d/groups.conf"):  # fmt: skip
+    for f in (
+        "etc/sysusers.d/edgevision.conf",
+        "etc/tmpfiles.d/edgevision.conf",
+        "etc/systemd/system/edgevision.service",
+        "etc/systemd/system/edgevision.service.d/groups.conf",
+    ):
         assert _mode(tree / f) == ("-rw-r--r--", 0, 0), f
     # The install's own check, and the same check done here from the stat modes:
     assert "ok edgevision can r /etc/edgevision/config.yaml" in r.stdout
@@ -159,8 +170,12 @@ def test_the_service_user_really_reads_its_config_and_writes_its_data(
     )
     assert r.returncode == 0 and r.stdout.strip() == "config read-only True True", r.stdout + r.stderr
     assert (tree / "var/lib/edgevision/probe").stat().st_uid == who.uid
-    other = subprocess.run(["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", "--", python, "-c",
-                            probe, str(tree)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    other = subprocess.run(
+        ["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", "--", python, "-c", probe, str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert other.returncode != 0 and "PermissionError" in other.stderr  # anyone else: no access
 
     # The pipeline itself, as the service runs it: this environment's packages under an interpreter the service
@@ -168,10 +183,26 @@ def test_the_service_user_really_reads_its_config_and_writes_its_data(
     paths = [sysconfig.get_paths()["purelib"], str(REPO), str(WALKING)]
     if any(access.check_path(Path("/"), p, who, "r" if p == str(WALKING) else "rx") for p in paths):
         pytest.skip("this environment or the shared media are not readable by other users here")
-    e = dict(env, EDGEVISION_DATA_DIR=str(tree / "var/lib/edgevision"), PYTHONPATH=f"{REPO}:{paths[0]}",
-             EDGEVISION_MODELS_DIR=str(tree / "var/lib/edgevision/models"), HOME=str(tree / "var/lib/edgevision"))  # fmt: skip
-    cmd = [python, "-m", "edgevision", "run", "--config", str(tree / "etc/edgevision/config.yaml"),
-           "--video", str(WALKING), "--max-frames", "60", "--record"]  # fmt: skip
+    e = dict(
+        env,
+        EDGEVISION_DATA_DIR=str(tree / "var/lib/edgevision"),
+        PYTHONPATH=f"{REPO}:{paths[0]}",
+        EDGEVISION_MODELS_DIR=str(tree / "var/lib/edgevision/models"),
+        HOME=str(tree / "var/lib/edgevision"),
+    )
+    cmd = [
+        python,
+        "-m",
+        "edgevision",
+        "run",
+        "--config",
+        str(tree / "etc/edgevision/config.yaml"),
+        "--video",
+        str(WALKING),
+        "--max-frames",
+        "60",
+        "--record",
+    ]
     r = subprocess.run([*as_service, *cmd], capture_output=True, text=True, timeout=300, env=e, cwd="/")
     assert r.returncode == 0, r.stderr
     index = tree / "var/lib/edgevision/events.db"
@@ -182,13 +213,23 @@ def test_the_service_user_really_reads_its_config_and_writes_its_data(
 def test_tmpfiles_restores_ownership_at_boot(env: dict[str, str], tree: Path) -> None:
     """The tmpfiles.d entry declares what install applied: scrambled ownership comes back."""
     assert _install(env, tree).returncode == 0
-    want = {p: _mode(tree / p) for p in ("etc/edgevision", "etc/edgevision/config.yaml", "var/lib/edgevision",
-                                         "var/lib/edgevision/models")}  # fmt: skip
+    want = {
+        p: _mode(tree / p)
+        for p in (
+            "etc/edgevision",
+            "etc/edgevision/config.yaml",
+            "var/lib/edgevision",
+            "var/lib/edgevision/models",
+        )
+    }
     for p in want:
         os.chown(tree / p, 0, 0)
         os.chmod(tree / p, 0o700)
-    r = subprocess.run(["systemd-tmpfiles", "--create", "--root", str(tree), str(tree / "etc/tmpfiles.d/edgevision.conf")],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        ["systemd-tmpfiles", "--create", "--root", str(tree), str(tree / "etc/tmpfiles.d/edgevision.conf")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert {p: _mode(tree / p) for p in want} == want
 
@@ -219,10 +260,16 @@ def test_group_dropin_names_only_groups_that_exist(env: dict[str, str], tree: Pa
 
 @pytest.mark.parametrize(
     ("exec_cmd", "hidden"),
-    [("/home/pi/ev/bin/edgevision", "ProtectHome=yes"), ("/root/ev/bin/edgevision", "ProtectHome=yes"),
-     ("/tmp/ev/bin/edgevision", "PrivateTmp=yes"), ("/var/tmp/x/bin/edgevision", "PrivateTmp=yes"),
-     ("/run/user/1000/ev/bin/edgevision", "ProtectHome=yes"), (EXEC, None), ("/usr/local/bin/edgevision", None)],
-)  # fmt: skip
+    [
+        ("/home/pi/ev/bin/edgevision", "ProtectHome=yes"),
+        ("/root/ev/bin/edgevision", "ProtectHome=yes"),
+        ("/tmp/ev/bin/edgevision", "PrivateTmp=yes"),
+        ("/var/tmp/x/bin/edgevision", "PrivateTmp=yes"),
+        ("/run/user/1000/ev/bin/edgevision", "ProtectHome=yes"),
+        (EXEC, None),
+        ("/usr/local/bin/edgevision", None),
+    ],
+)
 def test_locations_the_sandbox_hides(exec_cmd: str, hidden: str | None, tmp_path: Path) -> None:
     problems = location_problems(exec_cmd, tmp_path, this_installation=False)
     assert (hidden in problems[0]) if hidden else problems == []

@@ -33,12 +33,28 @@ CORAL_DROPIN = "[Service]\nSupplementaryGroups=video plugdev apex\nDeviceAllow=c
 def test_unit_file_has_what_the_service_needs(unit: str) -> None:
     lines = (UNITS / unit).read_text().splitlines()
     config = "/etc/edgevision/%i.yaml" if "@" in unit else "/etc/edgevision/config.yaml"
-    for line in ["Type=notify", "WatchdogSec=30", "Restart=on-failure", "RestartPreventExitStatus=78",
-                 "StartLimitBurst=5", "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes",
-                 "ProtectHome=yes", "ProtectKernelTunables=yes", "User=edgevision", "CapabilityBoundingSet=",
-                 "DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "DeviceAllow=char-media rw",
-                 "DeviceAllow=char-dma_heap rw", "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
-                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", f"ExecStart=@EXEC@ run --config {config}"]:  # fmt: skip
+    for line in [
+        "Type=notify",
+        "WatchdogSec=30",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=78",
+        "StartLimitBurst=5",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "ProtectHome=yes",
+        "ProtectKernelTunables=yes",
+        "User=edgevision",
+        "CapabilityBoundingSet=",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-video4linux rw",
+        "DeviceAllow=char-media rw",
+        "DeviceAllow=char-dma_heap rw",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        f"ExecStart=@EXEC@ run --config {config}",
+    ]:
         assert line in lines, line
     assert not any(
         x.startswith(("PrivateDevices=yes", "SupplementaryGroups=")) for x in lines
@@ -54,9 +70,11 @@ def test_both_units_share_one_sandbox() -> None:
 
     single, template = service("edgevision.service"), service("edgevision@.service")
     assert {x for x in single ^ template if "%i" not in x} == {
-        "StateDirectory=edgevision", "WorkingDirectory=/var/lib/edgevision",
-        "Environment=EDGEVISION_DATA_DIR=/var/lib/edgevision", "ExecStart=@EXEC@ run --config /etc/edgevision/config.yaml",
-    }  # fmt: skip
+        "StateDirectory=edgevision",
+        "WorkingDirectory=/var/lib/edgevision",
+        "Environment=EDGEVISION_DATA_DIR=/var/lib/edgevision",
+        "ExecStart=@EXEC@ run --config /etc/edgevision/config.yaml",
+    }
 
 
 def test_exec_paths_are_escaped_or_refused() -> None:
@@ -79,8 +97,9 @@ def _write_units(tmp: Path, dropin: str | None) -> list[Path]:
 
 
 @needs_analyze
-@pytest.mark.parametrize("dropin", [None, "[Service]\nSupplementaryGroups=video\n", CORAL_DROPIN],
-                         ids=["bare", "camera", "coral"])  # fmt: skip
+@pytest.mark.parametrize(
+    "dropin", [None, "[Service]\nSupplementaryGroups=video\n", CORAL_DROPIN], ids=["bare", "camera", "coral"]
+)
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, dropin: str | None) -> None:
     single, instance = _write_units(tmp_path, dropin)
     r = subprocess.run([str(ANALYZE), "verify", str(single)], capture_output=True, text=True)
@@ -92,8 +111,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, dropin: str | None) -
 
 def exposure(unit: Path) -> tuple[float, str]:
     """``systemd-analyze security --offline=yes`` on a unit file: (overall exposure, full report)."""
-    r = subprocess.run([str(ANALYZE), "security", "--offline=yes", "--no-pager", str(unit)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [str(ANALYZE), "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     return float(m.group(1)), r.stdout
@@ -149,8 +169,13 @@ def _libseccomp() -> ctypes.CDLL | None:
     lib = ctypes.CDLL(name, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(ArgCmp)]  # fmt: skip
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(ArgCmp),
+    ]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     return lib
@@ -188,8 +213,19 @@ def unit_policy() -> tuple[set[str], list[str]]:
         else:
             allowed |= set().union(*(syscall_set(s, groups) for s in line.split()))
     # systemd always permits these (systemd.exec(5), SystemCallFilter=).
-    allowed |= {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn", "clock_gettime",
-                "gettimeofday", "time", "nanosleep", "clock_nanosleep"}  # fmt: skip
+    allowed |= {
+        "execve",
+        "exit",
+        "exit_group",
+        "getrlimit",
+        "rt_sigreturn",
+        "sigreturn",
+        "clock_gettime",
+        "gettimeofday",
+        "time",
+        "nanosleep",
+        "clock_nanosleep",
+    }
     families = next(x for x in lines if x.startswith("RestrictAddressFamilies=")).split("=", 1)[1].split()
     return allowed, families
 
@@ -272,8 +308,12 @@ def test_the_rebuilt_policy_denies_what_the_unit_denies(probe: str) -> None:
     if free.returncode != 0:
         pytest.skip(f"not permitted here even without the policy: {free.stderr.strip().splitlines()[-1]}")
     allowed, families = unit_policy()
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                       preexec_fn=sandbox(allowed, families, mdwe=True))  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        preexec_fn=sandbox(allowed, families, mdwe=True),
+    )
     assert r.returncode != 0 and ("PermissionError" in r.stderr or "Operation not permitted" in r.stderr), (
         r.stderr
     )
@@ -286,9 +326,30 @@ def test_pipeline_runs_under_the_units_seccomp_policy(env: dict[str, str], tmp_p
     allowed, families = unit_policy()
     cfg = tmp_path / "c.yaml"
     cfg.write_text("web:\n  enabled: true\n  port: 0\n")
-    cmd = [sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(WALKING),
-           "--max-frames", "60", "--record", "--data-dir", str(tmp_path / "data"), "--budget-ms", "60"]  # fmt: skip
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
-                       preexec_fn=sandbox(allowed, families, mdwe=True))  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgevision",
+        "run",
+        "--config",
+        str(cfg),
+        "--video",
+        str(WALKING),
+        "--max-frames",
+        "60",
+        "--record",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--budget-ms",
+        "60",
+    ]
+    r = subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=sandbox(allowed, families, mdwe=True),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "processed 60 frames" in r.stderr and (tmp_path / "data/events.db").exists()

@@ -61,8 +61,9 @@ def _wait(
         (99.0, 50.0, _wait(10.0), State.OK),  # a recent frame wins
     ],
 )
-def test_watchdog_state_table(last_frame: float | None, last_poll: float | None, wait: SourceWait | None,
-                              expected: State) -> None:  # fmt: skip
+def test_watchdog_state_table(
+    last_frame: float | None, last_poll: float | None, wait: SourceWait | None, expected: State
+) -> None:
     live = Liveness(last_frame, last_poll, wait)
     assert state(100.0, live, 10.0) is expected
     assert should_ping(100.0, live, 10.0) == (expected in (State.OK, State.WAITING))
@@ -114,8 +115,14 @@ def test_camera_late_at_start_is_waited_for_with_ready_status_and_pings(
     lst = Listener(str(tmp_path / "notify.sock"))
     cam = LateCamera(frames_from(str(WALKING), 3), absent=6)
     detector = build_detector(load_config(None, {"models.dir": str(models_dir)}))
-    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=cam.factory), detector.prepare,
-                        backoff_initial=0.1, backoff_max=0.4, wait_at_start=True, open_timeout=1.0)  # fmt: skip
+    runner = LiveRunner(
+        lambda: OpenCVSource(0, capture_factory=cam.factory),
+        detector.prepare,
+        backoff_initial=0.1,
+        backoff_max=0.4,
+        wait_at_start=True,
+        open_timeout=1.0,
+    )
     monitor = ServiceMonitor(
         Notifier(str(tmp_path / "notify.sock")),
         ping_interval=0.05,
@@ -146,8 +153,12 @@ def test_camera_late_at_start_is_waited_for_with_ready_status_and_pings(
 def test_no_pings_when_the_main_loop_hangs_while_waiting(tmp_path: Path) -> None:
     lst = Listener(str(tmp_path / "notify.sock"))
     cam = LateCamera(frames_from(str(WALKING), 1), absent=10_000)  # never there
-    runner = LiveRunner(lambda: OpenCVSource(0, capture_factory=cam.factory), backoff_initial=0.05,
-                        backoff_max=0.1, wait_at_start=True)  # fmt: skip
+    runner = LiveRunner(
+        lambda: OpenCVSource(0, capture_factory=cam.factory),
+        backoff_initial=0.05,
+        backoff_max=0.1,
+        wait_at_start=True,
+    )
     monitor = ServiceMonitor(
         Notifier(str(tmp_path / "notify.sock")),
         ping_interval=0.05,
@@ -196,12 +207,19 @@ def test_service_run_waits_for_an_absent_stream(env: dict[str, str], tmp_path: P
     addr = str(tmp_path / "notify.sock")
     lst = Listener(addr)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("source:\n  open_timeout_s: 1\n  reconnect_initial_s: 0.2\n  reconnect_max_s: 0.5\n"
-                   "service:\n  status_interval_s: 0.5\n")  # fmt: skip
+    cfg.write_text(
+        "source:\n  open_timeout_s: 1\n  reconnect_initial_s: 0.2\n  reconnect_max_s: 0.5\n"
+        "service:\n  status_interval_s: 0.5\n"
+    )
     url = f"rtsp://admin:secret@127.0.0.1:{_free_port()}/stream"
     e = dict(env, NOTIFY_SOCKET=addr, WATCHDOG_USEC="400000")
-    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", url],
-                            env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", url],
+        env=e,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60 and proc.poll() is None and len(lst.times("WATCHDOG=1")) < 12:
         time.sleep(0.05)

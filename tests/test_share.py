@@ -89,8 +89,19 @@ def get(
     return resp.status, dict(resp.getheaders()), body
 
 
-@pytest.mark.parametrize("path", ["/", "/stream.mjpg", "/snapshot.jpg", "/metrics", "/api/events",
-                                  "/events/1/clip.mp4", "/events/1/snapshot.jpg", "/nope"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/stream.mjpg",
+        "/snapshot.jpg",
+        "/metrics",
+        "/api/events",
+        "/events/1/clip.mp4",
+        "/events/1/snapshot.jpg",
+        "/nope",
+    ],
+)
 def test_every_endpoint_but_healthz_needs_the_token(site: Site, path: str) -> None:
     web, _, _ = site
     for token in (None, "wrong-token-0000"):
@@ -102,10 +113,20 @@ def test_every_endpoint_but_healthz_needs_the_token(site: Site, path: str) -> No
 
 @pytest.mark.parametrize(
     "path",
-    ["/events/1/../../secret.txt", "/events/%2e%2e/secret.txt", "/events/1/clip.mp4/../../../secret.txt",
-     "/../secret.txt", "/events/abc/clip.mp4", "/events/1/other.mp4", "/events/99/clip.mp4",
-     "/events/1/snapshot.jpg", "/clips/1.mp4", "/events/-1/clip.mp4", "/events/1/clip.mp4%00.jpg"],
-)  # fmt: skip
+    [
+        "/events/1/../../secret.txt",
+        "/events/%2e%2e/secret.txt",
+        "/events/1/clip.mp4/../../../secret.txt",
+        "/../secret.txt",
+        "/events/abc/clip.mp4",
+        "/events/1/other.mp4",
+        "/events/99/clip.mp4",
+        "/events/1/snapshot.jpg",
+        "/clips/1.mp4",
+        "/events/-1/clip.mp4",
+        "/events/1/clip.mp4%00.jpg",
+    ],
+)
 def test_traversal_and_unknown_ids_are_rejected(site: Site, path: str) -> None:
     web, _, _ = site
     status, _, body = get(web, path)
@@ -248,9 +269,26 @@ def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
     cfg.write_text(
         f"web:\n  enabled: true\n  port: {port}\n  token: {TOKEN}\nrecorder:\n  post_roll_s: 2.0\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(video),
-                             "--realtime", "--record", "--data-dir", str(tmp_path / "data")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgevision",
+            "run",
+            "--config",
+            str(cfg),
+            "--video",
+            str(video),
+            "--realtime",
+            "--record",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     browser = None
     try:
         deadline = time.monotonic() + 60
@@ -294,8 +332,23 @@ def test_web_and_metrics_move_during_a_replay(env: dict[str, str], tmp_path: Pat
     port = free_port()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", "--config", str(cfg), "--video", str(WALKING),
-                             "--realtime"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgevision",
+            "run",
+            "--config",
+            str(cfg),
+            "--video",
+            str(WALKING),
+            "--realtime",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         values: list[float] = []
         deadline = time.monotonic() + 60
@@ -322,8 +375,19 @@ def test_an_http_stream_is_a_source(env: dict[str, str], tmp_path: Path) -> None
     """`run --video http://…` reads a real network stream: another edgevision's MJPEG live view."""
     with mjpeg_source(env, tmp_path) as port:
         out = tmp_path / "d.jsonl"
-        r = run_cli(["run", "--video", f"http://127.0.0.1:{port}/stream.mjpg", "--max-frames", "15",
-                     "--detections", str(out)], env, timeout=120)  # fmt: skip
+        r = run_cli(
+            [
+                "run",
+                "--video",
+                f"http://127.0.0.1:{port}/stream.mjpg",
+                "--max-frames",
+                "15",
+                "--detections",
+                str(out),
+            ],
+            env,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(rows) == 15 and all(any(d["label"] == "person" for d in row["detections"]) for row in rows)

@@ -11,8 +11,12 @@ from edgevision.catalog.labels import parse_labels
 from edgevision.detection import ssd
 from edgevision.results.detection import BBox
 
-TF1 = ["TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess:1", "TFLite_Detection_PostProcess:2",
-       "TFLite_Detection_PostProcess:3"]  # fmt: skip
+TF1 = [
+    "TFLite_Detection_PostProcess",
+    "TFLite_Detection_PostProcess:1",
+    "TFLite_Detection_PostProcess:2",
+    "TFLite_Detection_PostProcess:3",
+]
 SHAPES = [[1, 10, 4], [1, 10], [1, 10], [1]]
 
 

@@ -51,8 +51,11 @@ def test_same_persons_as_litert(env: dict[str, str], model: str) -> None:
     assert lite.returncode == 0, lite.stderr
     tfl = subprocess.run(
         [TFLITE_PY, "-m", "edgevision", *args, "--runtime", "tflite-runtime"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert tfl.returncode == 0, tfl.stderr
     a, b = _persons(lite.stdout), _persons(tfl.stdout)
     assert a.keys() == b.keys()

@@ -93,9 +93,14 @@ def test_failure_limiter_memory_is_bounded() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("pi:8080", ("pi", "8080")), ("[::1]:80", ("::1", "80")), ("[::1]", ("::1", None)),
-     ("Example.COM", ("example.com", None)), ("::1", ("::1", None))],
-)  # fmt: skip
+    [
+        ("pi:8080", ("pi", "8080")),
+        ("[::1]:80", ("::1", "80")),
+        ("[::1]", ("::1", None)),
+        ("Example.COM", ("example.com", None)),
+        ("::1", ("::1", None)),
+    ],
+)
 def test_split_host(value: str, expected: tuple[str, str | None]) -> None:
     assert split_host(value) == expected
 
@@ -236,8 +241,14 @@ def server(request: pytest.FixtureRequest) -> Iterator[WebServer]:
     live.close()
 
 
-def req(web: WebServer, method: str, path: str, headers: dict[str, str] | None = None,
-        body: str | None = None, host: str | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def req(
+    web: WebServer,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+    host: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=5)
     h = {"Host": host or f"127.0.0.1:{web.port}", **(headers or {})}
     if body is not None:
@@ -440,8 +451,23 @@ def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str
             "recorder:\n  trigger_frames: 2\n  window_frames: 3\n  post_roll_s: 0.5\n  pre_roll_s: 0\n"
         )
         url = f"http://viewer:hunter22@127.0.0.1:{port}/stream.mjpg"
-        r = run_cli(["-v", "run", "--config", str(cfg), "--video", url, "--max-frames", "6", "--record",
-                     "--data-dir", str(data)], env, timeout=120)  # fmt: skip
+        r = run_cli(
+            [
+                "-v",
+                "run",
+                "--config",
+                str(cfg),
+                "--video",
+                url,
+                "--max-frames",
+                "6",
+                "--record",
+                "--data-dir",
+                str(data),
+            ],
+            env,
+            timeout=120,
+        )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "hunter22" not in r.stderr and "viewer" not in r.stderr
     from edgevision.recorder.index import EventIndex

@@ -16,9 +16,11 @@ def strip_postprocess(buf: bytes) -> bytes:
     sg = model.subgraphs[0]
     codes = model.operatorCodes
     idx = next(
-        i for i, op in enumerate(sg.operators)
-        if codes[op.opcodeIndex].customCode in (b"TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess")
-    )  # fmt: skip
+        i
+        for i, op in enumerate(sg.operators)
+        if codes[op.opcodeIndex].customCode
+        in (b"TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess")
+    )
     op = sg.operators.pop(idx)
     sg.outputs = np.array(list(op.inputs[:2]), dtype=np.int32)
     builder = flatbuffers.Builder(len(buf) + 1024)

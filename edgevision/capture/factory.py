@@ -46,8 +46,12 @@ def open_runner(
     if record is None:
         record = records_packets(cfg)
     feed = PacketFeed(blocking=replay) if record else None
-    common = dict(stall_timeout=s.stall_timeout_s, backoff_initial=s.reconnect_initial_s,
-                  backoff_max=s.reconnect_max_s, open_timeout=s.open_timeout_s)  # fmt: skip
+    common = dict(
+        stall_timeout=s.stall_timeout_s,
+        backoff_initial=s.reconnect_initial_s,
+        backoff_max=s.reconnect_max_s,
+        open_timeout=s.open_timeout_s,
+    )
     if s.kind == "picamera2":
 
         def pi_factory() -> FrameSource:
@@ -57,8 +61,15 @@ def open_runner(
     if s.kind == "camera":
 
         def cam_factory() -> FrameSource:
-            cam = OpenCVSource(s.camera, width=s.width, height=s.height, fps=s.fps, fourcc=s.fourcc,
-                               open_timeout_s=s.open_timeout_s, read_timeout_s=s.stall_timeout_s)  # fmt: skip
+            cam = OpenCVSource(
+                s.camera,
+                width=s.width,
+                height=s.height,
+                fps=s.fps,
+                fourcc=s.fourcc,
+                open_timeout_s=s.open_timeout_s,
+                read_timeout_s=s.stall_timeout_s,
+            )
             return EncodingSource(cam, feed, codec) if feed is not None else cam
 
         return LiveRunner(cam_factory, prepare, wait_at_start=wait, **common), feed  # type: ignore[arg-type]
@@ -74,7 +85,8 @@ def open_runner(
         if feed is not None:
             replayer.on_stop.append(feed.close)  # a capture thread waiting for room in the feed returns
         return replayer, feed
-    live = LiveRunner(factory, prepare, pace=s.kind == "video", wait_at_start=wait and s.kind != "video",
-                      **common)  # type: ignore[arg-type]  # fmt: skip
+    live = LiveRunner(
+        factory, prepare, pace=s.kind == "video", wait_at_start=wait and s.kind != "video", **common
+    )  # type: ignore[arg-type]
     dropped = lambda: live.slot.dropped  # noqa: E731
     return live, feed

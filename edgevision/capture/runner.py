@@ -77,8 +77,10 @@ class SourceWait:
             nxt = "opening now"
         else:
             nxt = f"next try in {max(0.0, self.last_attempt + self.retry_in - now):.0f} s"
-        return (f"waiting for source {self.source} for {now - self.since:.0f} s: {self.reason} "
-                f"({self.attempts} attempt(s), {nxt})")  # fmt: skip
+        return (
+            f"waiting for source {self.source} for {now - self.since:.0f} s: {self.reason} "
+            f"({self.attempts} attempt(s), {nxt})"
+        )
 
 
 def should_log_attempt(attempts: int) -> bool:
@@ -243,10 +245,14 @@ class LiveRunner:
                 raise
             now = self.clock()
             with self._lock:
-                self._wait = SourceWait(src.source_id, str(exc), now, 1, now, self.backoff[0], False,
-                                        self.open_timeout)  # fmt: skip
-            log.warning("capture: %s; waiting for it (retried with backoff up to %.0f s, forever)", exc,
-                        self.backoff[1])  # fmt: skip
+                self._wait = SourceWait(
+                    src.source_id, str(exc), now, 1, now, self.backoff[0], False, self.open_timeout
+                )
+            log.warning(
+                "capture: %s; waiting for it (retried with backoff up to %.0f s, forever)",
+                exc,
+                self.backoff[1],
+            )
             self._last_frame_at = now
             self._spawn()
             return
@@ -274,8 +280,14 @@ class LiveRunner:
                 return w.attempts if w else 0
             if w is None:
                 w = SourceWait(source, reason, now, 0, now, retry_in, False, self.open_timeout)
-            self._wait = dataclasses.replace(w, reason=reason, attempts=w.attempts + 1, last_attempt=now,
-                                             retry_in=retry_in, attempting=False)  # fmt: skip
+            self._wait = dataclasses.replace(
+                w,
+                reason=reason,
+                attempts=w.attempts + 1,
+                last_attempt=now,
+                retry_in=retry_in,
+                attempting=False,
+            )
             return self._wait.attempts
 
     def _spawn(self) -> None:

@@ -102,9 +102,11 @@ class OpenCVSource:
             api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
             return self._factory(self.target, api)
         params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self._open_timeout * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self._read_timeout * 1000),
-        ]  # fmt: skip
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self._open_timeout * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self._read_timeout * 1000),
+        ]
         return self._factory(str(self.target), cv2.CAP_FFMPEG, params)
 
     def open(self) -> None:
@@ -276,8 +278,9 @@ class Picamera2Source:
             loader = self._encoding_loader
             w, h = self.main_size
             if loader is not None:
-                encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, module_loader=loader,
-                                             clock=self._clock)  # fmt: skip
+                encoding = Picamera2Encoding(
+                    cam, feed.put, (w, h), self.fps or 25.0, module_loader=loader, clock=self._clock
+                )
             else:
                 encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, clock=self._clock)
             feed.start_stream(encoding.stream_info)

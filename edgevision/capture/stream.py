@@ -101,8 +101,12 @@ class PacketSource:
             return
         self._encoder = FrameEncoder(info.width, info.height, self.fps or 25.0, self._codec)
         self.feed.start_stream(self._encoder.stream_info)
-        log.info("%s: %s cannot be remuxed into MP4; recording encodes it once with %s", self.source_id,
-                 info.codec, self._encoder.codec)  # fmt: skip
+        log.info(
+            "%s: %s cannot be remuxed into MP4; recording encodes it once with %s",
+            self.source_id,
+            info.codec,
+            self._encoder.codec,
+        )
 
     def _peek_first_frame(self) -> None:
         """A file must decode to at least one frame: refuse it now, not after the run started. Its packets up to
@@ -147,8 +151,12 @@ class PacketSource:
         skip = next_skip(self._skip, dropped - d0, self.delivered - n0)
         self._window = (dropped, self.delivered)
         if skip is not self._skip:
-            log.info("%s: decoder now skips %s frames (inference %s)", self.source_id, skip.name,
-                     "falls behind" if skip is FrameSkip.NONREF else "keeps up")  # fmt: skip
+            log.info(
+                "%s: decoder now skips %s frames (inference %s)",
+                self.source_id,
+                skip.name,
+                "falls behind" if skip is FrameSkip.NONREF else "keeps up",
+            )
             self._skip = skip
             self.demux.set_skip(skip)
 

@@ -206,10 +206,24 @@ def _pip_download(source: Source, workdir: Path, timeout: float) -> Path:
     assert source.pypi and source.wheel
     version, plat = _wheel_tags(source.wheel)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--python-version", version, "--platform", plat, "--implementation", "cp",
-        "--disable-pip-version-check", "-q", "-d", str(workdir), source.pypi,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        version,
+        "--platform",
+        plat,
+        "--implementation",
+        "cp",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(workdir),
+        source.pypi,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

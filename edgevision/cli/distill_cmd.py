@@ -41,9 +41,13 @@ def register(msub: argparse._SubParsersAction) -> None:
         help="with --events: use every N-th frame between events (pre-/post-roll; default 3)",
     )
     q.add_argument(
-        "--negative", type=Path, action="append", default=[], metavar="FILE",
+        "--negative",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
         help="footage with no person: the student must find none there (checked by the gate, not trained on)",
-    )  # fmt: skip
+    )
     q.add_argument("--teacher", default="ssd_mobilenet_v1_coco_quant", help="catalog SSD to learn from")
     q.add_argument("--name", help="installed name (default: ssd_<student>_distilled)")
     q.add_argument("--size", type=int, default=300, help="input side in px (default 300, the teacher's)")

@@ -100,8 +100,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     )
     for r in rows:
         length = f"{(r.end_ts or r.start_ts) - r.start_ts:6.1f}s"
-        print(f"{r.id:>5}  {_when(r.start_wall):<19}  {length:>7}  {r.camera[:16]:<16} {r.label:<7} "
-              f"{r.max_score:5.2f} {r.peak_count:>4}  {r.status:<10} {r.clip_path or '-'}")  # fmt: skip
+        print(
+            f"{r.id:>5}  {_when(r.start_wall):<19}  {length:>7}  {r.camera[:16]:<16} {r.label:<7} "
+            f"{r.max_score:5.2f} {r.peak_count:>4}  {r.status:<10} {r.clip_path or '-'}"
+        )
     return 0
 
 

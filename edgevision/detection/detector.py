@@ -34,8 +34,6 @@ def to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
-
-
 class Detector:
     """An SSD detector bound to one loaded interpreter.
 
@@ -162,9 +160,16 @@ class Detector:
         scale, zero = cls_detail.get("quantization", (0.0, 0))
         already_sigmoid = bool(scale) and -zero * scale >= -1e-6 and (255 - zero) * scale <= 1.0 + 1e-3
         return ssd.decode_raw(
-            enc, cls, anchors, self.labels, s.threshold, self.nms_iou, s.max_detections,
-            scores_are_logits=not already_sigmoid, class_filter=self.class_filter,
-        )  # fmt: skip
+            enc,
+            cls,
+            anchors,
+            self.labels,
+            s.threshold,
+            self.nms_iou,
+            s.max_detections,
+            scores_are_logits=not already_sigmoid,
+            class_filter=self.class_filter,
+        )
 
     def detect_tensor(self, tensor: np.ndarray, preprocess_ms: float) -> tuple[list[Detection], Latency]:
         """Invoke on a prepared tensor and parse; detections and the stage times (ms)."""

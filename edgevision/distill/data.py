@@ -201,12 +201,18 @@ def split_sources(sources: list[Source], size: int, val_fraction: float) -> Data
         train.extend(s.frames[:cut])
         val.extend(s.frames[cut:])
         val_source.extend([k] * n_val)
-        split.append({
-            "path": s.path, "kind": s.kind, "source_frames": s.total, "train_frames": cut, "val_frames": n_val,
-            "train_range": [s.indexes[0], s.indexes[cut - 1]] if cut else None,
-            "val_range": [s.indexes[cut], s.indexes[-1]] if n_val else None,
-            **({"files": list(s.files)} if s.files else {}),
-        })  # fmt: skip
+        split.append(
+            {
+                "path": s.path,
+                "kind": s.kind,
+                "source_frames": s.total,
+                "train_frames": cut,
+                "val_frames": n_val,
+                "train_range": [s.indexes[0], s.indexes[cut - 1]] if cut else None,
+                "val_range": [s.indexes[cut], s.indexes[-1]] if n_val else None,
+                **({"files": list(s.files)} if s.files else {}),
+            }
+        )
     if not train:
         raise InputError("no frames to train on: the videos / images gave no frames")
     if not val:

@@ -249,26 +249,52 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
         exc.result = result
         raise exc
 
-    manifest = LocalModel.model_validate({
-        "schema": 1, "name": name, "file": f"{name}.tflite", "size": len(model_bytes),
-        "sha256": hashlib.sha256(model_bytes).hexdigest(), "task": "detect",
-        "architecture": Architecture(
-            family=spec.family, alpha=spec.alpha, input=(opts.size, opts.size), quantization="int8",
-            head=spec.head, postprocess=True,
-        ),
-        "labels": teacher_entry.labels, "threshold": report.threshold,
-        "teacher": TeacherRef(name=opts.teacher, sha256=sha256_file(teacher_file)),
-        "data": {**data.describe(), "negatives": [str(n) for n in opts.negatives],
-                 "negative_frames": len(negatives), "teacher_threshold": opts.teacher_threshold},
-        "validation": report.to_dict(),
-        "latency": {"student_invoke_ms": round(student_ms, 3), "teacher_invoke_ms": round(teacher_ms, 3),
-                    "ratio": round(report.latency_ratio, 3), "threads": opts.threads, "size": opts.size},
-        "training": {"steps": opts.settings.steps, "batch": opts.settings.batch, "lr": opts.settings.lr,
-                     "temperature": opts.settings.temperature, "person_weight": opts.settings.person_weight,
-                     "final_loss": round(float(np.mean(history[-20:])), 5), "minutes": round(train_minutes, 2),
-                     "backbone": spec.backbone},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    })  # fmt: skip
+    manifest = LocalModel.model_validate(
+        {
+            "schema": 1,
+            "name": name,
+            "file": f"{name}.tflite",
+            "size": len(model_bytes),
+            "sha256": hashlib.sha256(model_bytes).hexdigest(),
+            "task": "detect",
+            "architecture": Architecture(
+                family=spec.family,
+                alpha=spec.alpha,
+                input=(opts.size, opts.size),
+                quantization="int8",
+                head=spec.head,
+                postprocess=True,
+            ),
+            "labels": teacher_entry.labels,
+            "threshold": report.threshold,
+            "teacher": TeacherRef(name=opts.teacher, sha256=sha256_file(teacher_file)),
+            "data": {
+                **data.describe(),
+                "negatives": [str(n) for n in opts.negatives],
+                "negative_frames": len(negatives),
+                "teacher_threshold": opts.teacher_threshold,
+            },
+            "validation": report.to_dict(),
+            "latency": {
+                "student_invoke_ms": round(student_ms, 3),
+                "teacher_invoke_ms": round(teacher_ms, 3),
+                "ratio": round(report.latency_ratio, 3),
+                "threads": opts.threads,
+                "size": opts.size,
+            },
+            "training": {
+                "steps": opts.settings.steps,
+                "batch": opts.settings.batch,
+                "lr": opts.settings.lr,
+                "temperature": opts.settings.temperature,
+                "person_weight": opts.settings.person_weight,
+                "final_loss": round(float(np.mean(history[-20:])), 5),
+                "minutes": round(train_minutes, 2),
+                "backbone": spec.backbone,
+            },
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     path = install_local_model(opts.models_dir, manifest, model_bytes)
     result.manifest, result.path = manifest, path
     return result

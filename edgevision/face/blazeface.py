@@ -60,8 +60,13 @@ class RawFace:
     keypoints: tuple[tuple[float, float], ...]
 
 
-def decode_faces(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, spec: BlazeFaceSpec,
-                 min_score: float | None = None) -> list[RawFace]:  # fmt: skip
+def decode_faces(
+    regressors: np.ndarray,
+    logits: np.ndarray,
+    anchors: np.ndarray,
+    spec: BlazeFaceSpec,
+    min_score: float | None = None,
+) -> list[RawFace]:
     """Decode BlazeFace outputs and apply weighted NMS; returns faces best first."""
     reg = np.asarray(regressors, dtype=np.float32).reshape(len(anchors), -1)
     raw = np.clip(np.asarray(logits, dtype=np.float64).reshape(-1), -100.0, 100.0)
@@ -95,6 +100,11 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
         weights = scores[overlap][:, None]
         box = (boxes[overlap] * weights).sum(0) / weights.sum()
         kp = (keypoints[overlap] * weights[:, :, None]).sum(0) / weights.sum()
-        out.append(RawFace(float(scores[i]), tuple(float(v) for v in box),  # type: ignore[arg-type]
-                           tuple((float(x), float(y)) for x, y in kp)))  # fmt: skip
+        out.append(
+            RawFace(
+                float(scores[i]),
+                tuple(float(v) for v in box),  # type: ignore[arg-type]
+                tuple((float(x), float(y)) for x, y in kp),
+            )
+        )
     return out

@@ -38,8 +38,12 @@ class Roi:
         return rot
 
 
-def roi_from_detection(box_px: tuple[float, float, float, float], right_eye: tuple[float, float],
-                       left_eye: tuple[float, float], margin: float = 1.5) -> Roi:  # fmt: skip
+def roi_from_detection(
+    box_px: tuple[float, float, float, float],
+    right_eye: tuple[float, float],
+    left_eye: tuple[float, float],
+    margin: float = 1.5,
+) -> Roi:
     """ROI from a face box and its two eye keypoints (pixels)."""
     x1, y1, x2, y2 = box_px
     angle = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])

@@ -48,8 +48,13 @@ def blur_region(roi: np.ndarray, cells: int = BLUR_CELLS) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def redact(image: np.ndarray, faces: Sequence[Face], masks: Sequence[Polygon], method: str = "blur",
-           margin: float = 0.4) -> np.ndarray:  # fmt: skip
+def redact(
+    image: np.ndarray,
+    faces: Sequence[Face],
+    masks: Sequence[Polygon],
+    method: str = "blur",
+    margin: float = 0.4,
+) -> np.ndarray:
     """A redacted copy of ``image``: faces (box grown by ``margin``) blurred or pixelated, masks filled black."""
     out = image.copy()
     h, w = out.shape[:2]

@@ -43,8 +43,12 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
     """The top ``upper_fraction`` of a person box, widened a little (heads stick out of tight boxes)."""
     h = person.height * upper_fraction
     pad = person.width * 0.1
-    return BBox(max(0.0, person.xmin - pad), max(0.0, person.ymin - h * 0.1), min(1.0, person.xmax + pad),
-                min(1.0, person.ymin + h))  # fmt: skip
+    return BBox(
+        max(0.0, person.xmin - pad),
+        max(0.0, person.ymin - h * 0.1),
+        min(1.0, person.xmax + pad),
+        min(1.0, person.ymin + h),
+    )
 
 
 class FaceStage:

@@ -10,8 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def put_waiting(q: queue.Queue[T], item: T, worker: threading.Thread,
-                error: Callable[[], BaseException | None], what: str) -> None:  # fmt: skip
+def put_waiting(
+    q: queue.Queue[T], item: T, worker: threading.Thread, error: Callable[[], BaseException | None], what: str
+) -> None:
     """Put ``item``, waiting in 0.5 s steps while the worker is alive; the worker's failure (``error()``) or
     death is raised here instead of blocking the pipeline for good."""
     while True:

@@ -36,9 +36,17 @@ def recorder_settings(cfg: EdgeVisionConfig, camera: str, fps_hint: float | None
     except ValueError as exc:
         raise ConfigError(f"recorder.codec: {exc}") from None
     return RecorderSettings(
-        data_dir=data_dir(cfg), camera=r.camera or camera, events=EventSettings.from_config(r), pre_roll=r.pre_roll_s,
-        pre_roll_max_bytes=r.pre_roll_max_mb << 20, queue_frames=r.queue_frames, codec=codec,
-        jpeg_quality=r.jpeg_quality, thumb_width=r.thumbnail_width, fps_hint=fps_hint or 25.0,
-        retention=retention_policy(cfg), retention_interval_s=cfg.retention.interval_s,
+        data_dir=data_dir(cfg),
+        camera=r.camera or camera,
+        events=EventSettings.from_config(r),
+        pre_roll=r.pre_roll_s,
+        pre_roll_max_bytes=r.pre_roll_max_mb << 20,
+        queue_frames=r.queue_frames,
+        codec=codec,
+        jpeg_quality=r.jpeg_quality,
+        thumb_width=r.thumbnail_width,
+        fps_hint=fps_hint or 25.0,
+        retention=retention_policy(cfg),
+        retention_interval_s=cfg.retention.interval_s,
         store_face_crops=cfg.faces.store_face_crops and not cfg.privacy.blur_faces,
-    )  # fmt: skip
+    )

@@ -122,8 +122,15 @@ class EventIndex:
 
     def create(self, camera: str, label: str, start_ts: float, start_frame: int, **extra: Any) -> int:
         """Insert a row (``id=`` may be given: the recorder allocates ids itself, see :meth:`next_id`)."""
-        values = {"camera": camera, "label": label, "start_ts": start_ts, "start_frame": start_frame,
-                  "start_wall": extra.pop("start_wall", time.time()), "status": "recording", **extra}  # fmt: skip
+        values = {
+            "camera": camera,
+            "label": label,
+            "start_ts": start_ts,
+            "start_frame": start_frame,
+            "start_wall": extra.pop("start_wall", time.time()),
+            "status": "recording",
+            **extra,
+        }
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with self._tx() as db:

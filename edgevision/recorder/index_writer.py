@@ -48,8 +48,14 @@ class IndexWriter:
     def create(self, camera: str, label: str, start_ts: float, start_frame: int, **extra: Any) -> int:
         event_id = self._next_id
         self._next_id += 1
-        values = {"camera": camera, "label": label, "start_ts": start_ts, "start_frame": start_frame,
-                  "start_wall": time.time(), **extra}  # fmt: skip
+        values = {
+            "camera": camera,
+            "label": label,
+            "start_ts": start_ts,
+            "start_frame": start_frame,
+            "start_wall": time.time(),
+            **extra,
+        }
         self._write("create", event_id, values)
         return event_id
 
@@ -67,15 +73,19 @@ class IndexWriter:
             if not is_disk_error(exc):
                 raise
             self.failures += 1
-            log.error("recorder: the event index cannot be written (%s): keeping rows in memory until the "
-                      "disk takes them", exc)  # fmt: skip
+            log.error(
+                "recorder: the event index cannot be written (%s): keeping rows in memory until the "
+                "disk takes them",
+                exc,
+            )
             self._queue(op, event_id, values)
 
     def _apply(self, op: str, event_id: int, values: dict[str, Any]) -> None:
         if op == "create":
             v = dict(values)
-            self.index.create(v.pop("camera"), v.pop("label"), v.pop("start_ts"), v.pop("start_frame"),
-                              id=event_id, **v)  # fmt: skip
+            self.index.create(
+                v.pop("camera"), v.pop("label"), v.pop("start_ts"), v.pop("start_frame"), id=event_id, **v
+            )
         else:
             self.index.update(event_id, **values)
 

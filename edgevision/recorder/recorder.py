@@ -164,8 +164,9 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
         # Age and size limits are applied on their own timer; free space is also checked before each clip.
-        self.retention = RetentionTimer(lambda: self._retention(self.free_bytes(self.s.data_dir)),
-                                        self.s.retention_interval_s)  # fmt: skip
+        self.retention = RetentionTimer(
+            lambda: self._retention(self.free_bytes(self.s.data_dir)), self.s.retention_interval_s
+        )
         self.retention.start()
 
     @property
@@ -194,8 +195,15 @@ class Recorder:
         (pipeline thread; the recorder thread only sees what this returns)."""
         ev = result.events if result.events is not None else self.events.update(result)
         st = ev.stats
-        return _Item(result.frame, list(result.detections), list(ev.signals), ev.best_frame, result.faces,
-                     (st.max_score, st.mean_score, st.peak_count, st.best_ts), list(ev.matches))  # fmt: skip
+        return _Item(
+            result.frame,
+            list(result.detections),
+            list(ev.signals),
+            ev.best_frame,
+            result.faces,
+            (st.max_score, st.mean_score, st.peak_count, st.best_ts),
+            list(ev.matches),
+        )
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every frame handed over so far has been handled; False on timeout or failure."""
@@ -217,8 +225,11 @@ class Recorder:
         try:
             if self._error is None:
                 if not self.writer.flush():
-                    log.error("recorder: %d index write(s) could not be saved (disk full); start-up recovery "
-                              "will close the events they belong to", self.writer.pending)  # fmt: skip
+                    log.error(
+                        "recorder: %d index write(s) could not be saved (disk full); start-up recovery "
+                        "will close the events they belong to",
+                        self.writer.pending,
+                    )
                 self._announce_ends()
             try:
                 self.index.close()
@@ -295,8 +306,15 @@ class Recorder:
             )
         if item.best and active.best_frame is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
-            self._notify("update", {"event_id": active.event_id, "ts": frame.ts, "max_score": item.stats[0],
-                                    "peak_count": item.stats[2]})  # fmt: skip
+            self._notify(
+                "update",
+                {
+                    "event_id": active.event_id,
+                    "ts": frame.ts,
+                    "max_score": item.stats[0],
+                    "peak_count": item.stats[2],
+                },
+            )
         if item.best or active.best_frame is None:
             active.best_frame = frame  # a reference: the full image is made once, for the snapshot
             active.best_dets = item.matches or item.detections
@@ -311,8 +329,15 @@ class Recorder:
         event_id = self.writer.next_id_preview()
         clip_rel = f"clips/{time.strftime('%Y%m%d')}/{event_id:06d}.mp4" if self.mode == Mode.NORMAL else None
         # The row names the clip before the file exists: recovery never meets a .partial nobody owns.
-        created = self.writer.create(self.s.camera, self.s.events.labels[0], sig.trigger_ts, frame.index,
-                                     status="recording", clip_path=clip_rel, end_sent=0)  # fmt: skip
+        created = self.writer.create(
+            self.s.camera,
+            self.s.events.labels[0],
+            sig.trigger_ts,
+            frame.index,
+            status="recording",
+            clip_path=clip_rel,
+            end_sent=0,
+        )
         assert created == event_id
         self.events_started += 1
         clip = None
@@ -385,10 +410,18 @@ class Recorder:
             active.clip_rel = None
         extra: dict[str, object] = {}
         if kept:
-            extra = {"clip_size": clip.final_path.stat().st_size, "clip_sha256": sha256_file(clip.final_path),
-                     "clip_start_ts": clip.first_ts}  # fmt: skip
-        self.writer.update(active.event_id, clip_path=active.clip_rel, clip_frames=None,
-                           note=f"clip cut short by disk error: {exc.strerror}", **extra)  # fmt: skip
+            extra = {
+                "clip_size": clip.final_path.stat().st_size,
+                "clip_sha256": sha256_file(clip.final_path),
+                "clip_start_ts": clip.first_ts,
+            }
+        self.writer.update(
+            active.event_id,
+            clip_path=active.clip_rel,
+            clip_frames=None,
+            note=f"clip cut short by disk error: {exc.strerror}",
+            **extra,
+        )
         self._degrade(Mode.SNAPSHOTS_ONLY, exc)
 
     def _finish(self, sig: EventEnd) -> None:
@@ -414,8 +447,13 @@ class Recorder:
             snap = f"snapshots/{active.event_id:06d}.jpg"
             thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
             try:
-                write_snapshot(self.s.data_dir / snap, self.s.data_dir / thumb, active.best_frame.best_image,
-                               active.best_dets, self.s.thumb_width)  # fmt: skip
+                write_snapshot(
+                    self.s.data_dir / snap,
+                    self.s.data_dir / thumb,
+                    active.best_frame.best_image,
+                    active.best_dets,
+                    self.s.thumb_width,
+                )
                 values.update(snapshot_path=snap, thumb_path=thumb)
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
@@ -431,9 +469,14 @@ class Recorder:
                     raise
                 self._degrade(Mode.INDEX_ONLY, exc)
         fault_point("finish.snapshot")
-        values.update(max_score=sig.max_score, mean_score=sig.mean_score, peak_count=sig.peak_count,
-                      best_ts=sig.best_ts, status=status,
-                      degraded=None if self.mode == Mode.NORMAL else str(self.mode))  # fmt: skip
+        values.update(
+            max_score=sig.max_score,
+            mean_score=sig.mean_score,
+            peak_count=sig.peak_count,
+            best_ts=sig.best_ts,
+            status=status,
+            degraded=None if self.mode == Mode.NORMAL else str(self.mode),
+        )
         self.writer.update(active.event_id, **values)  # the commit point
         self.events_finalized += 1
         self._announce_ends()
@@ -459,9 +502,13 @@ class Recorder:
             return {"clip_path": None}
         active.clip, active.clip_done = None, True
         path = final.final_path
-        values: dict[str, object] = dict(clip_path=active.clip_rel, clip_start_ts=clip.first_ts,
-                                         clip_frames=clip.frames, clip_size=path.stat().st_size,
-                                         clip_sha256=sha256_file(path))  # fmt: skip
+        values: dict[str, object] = dict(
+            clip_path=active.clip_rel,
+            clip_start_ts=clip.first_ts,
+            clip_frames=clip.frames,
+            clip_size=path.stat().st_size,
+            clip_sha256=sha256_file(path),
+        )
         fault_point("finish.hashed")
         return values
 

@@ -44,14 +44,22 @@ class RecoveryReport:
     closed: list[int] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"recovery: {self.recovered} clip(s) salvaged, {self.completed} finished, {self.lost} lost, "
-                f"{self.orphans_removed} stray file(s) removed")  # fmt: skip
+        return (
+            f"recovery: {self.recovered} clip(s) salvaged, {self.completed} finished, {self.lost} lost, "
+            f"{self.orphans_removed} stray file(s) removed"
+        )
 
 
 def _mark_lost(index: EventIndex, row: EventRow, note: str, report: RecoveryReport) -> None:
-    index.update(row.id, status="lost", clip_path=None, end_wall=time.time(), end_sent=0,
-                 end_ts=row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0),
-                 note=note)  # fmt: skip
+    index.update(
+        row.id,
+        status="lost",
+        clip_path=None,
+        end_wall=time.time(),
+        end_sent=0,
+        end_ts=row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0),
+        note=note,
+    )
     report.lost += 1
     report.closed.append(row.id)
     log.warning("recovery: event %d lost (%s)", row.id, note)
@@ -97,10 +105,16 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
     else:
         status, note = "finalized", "finished by start-up recovery (the process stopped before its index row)"
     values: dict[str, object] = {
-        "status": status, "end_ts": row.end_ts if row.end_ts is not None else start + check.duration_s,
-        "end_wall": row.end_wall or time.time(), "clip_frames": check.frames, "clip_start_ts": start,
-        "clip_size": clip.stat().st_size, "clip_sha256": sha, "note": note, "end_sent": 0,
-    }  # fmt: skip
+        "status": status,
+        "end_ts": row.end_ts if row.end_ts is not None else start + check.duration_s,
+        "end_wall": row.end_wall or time.time(),
+        "clip_frames": check.frames,
+        "clip_start_ts": start,
+        "clip_size": clip.stat().st_size,
+        "clip_sha256": sha,
+        "note": note,
+        "end_sent": 0,
+    }
     snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
     face = f"snapshots/{row.id:06d}-face.jpg"
     if row.snapshot_path and (data_dir / row.snapshot_path).exists():

@@ -91,8 +91,14 @@ def free_space(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def apply_retention(index: EventIndex, data_dir: Path, now: float, free_bytes: int, policy: RetentionPolicy,
-                    dry_run: bool = False) -> list[tuple[int, str]]:  # fmt: skip
+def apply_retention(
+    index: EventIndex,
+    data_dir: Path,
+    now: float,
+    free_bytes: int,
+    policy: RetentionPolicy,
+    dry_run: bool = False,
+) -> list[tuple[int, str]]:
     """Delete what :func:`plan_retention` selects: files first, then the index row."""
     rows = {r.id: r for r in index.list()}
     stored = [StoredEvent(r.id, r.status, r.start_wall, event_size(r, data_dir)) for r in rows.values()]
@@ -105,8 +111,12 @@ def apply_retention(index: EventIndex, data_dir: Path, now: float, free_bytes: i
             path.unlink(missing_ok=True)
         index.delete(event_id)
         if rule == "min_free_space":
-            log.warning("retention: deleted event %d to free space (%d MiB free, min_free %d MiB)", event_id,
-                        free_bytes >> 20, (policy.min_free_bytes or 0) >> 20)  # fmt: skip
+            log.warning(
+                "retention: deleted event %d to free space (%d MiB free, min_free %d MiB)",
+                event_id,
+                free_bytes >> 20,
+                (policy.min_free_bytes or 0) >> 20,
+            )
         else:
             log.info("retention: deleted event %d (%s)", event_id, rule)
     return plan

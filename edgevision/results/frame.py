@@ -106,9 +106,16 @@ class Frame:
 
     def _copy(self, **changes: Any) -> Frame:
         """A copy with ``changes``; a lazy frame stays lazy (``dataclasses.replace`` would convert it)."""
-        values: dict[str, Any] = dict(image=self.__dict__.get("_image"), ts=self.ts, index=self.index,
-                                      source_id=self.source_id, full=self.full, captured_at=self.captured_at,
-                                      prepared=self.prepared, decoded=self.decoded)  # fmt: skip
+        values: dict[str, Any] = dict(
+            image=self.__dict__.get("_image"),
+            ts=self.ts,
+            index=self.index,
+            source_id=self.source_id,
+            full=self.full,
+            captured_at=self.captured_at,
+            prepared=self.prepared,
+            decoded=self.decoded,
+        )
         values.update(changes)
         return Frame(**values)
 

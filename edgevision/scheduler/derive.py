@@ -215,9 +215,10 @@ def _probe_shapes(model: Any, g: SsdGraph, size: int) -> dict[int, list[int]]:
     sg.outputs = np.array(list(op.inputs[:2]), dtype=np.int32)
     # Reference kernels only: shape inference is all we need, and XNNPACK fixes shapes at delegation time.
     interp = Interpreter(
-        model_content=_pack(probe), num_threads=1,
+        model_content=_pack(probe),
+        num_threads=1,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )  # fmt: skip
+    )
     try:
         interp.allocate_tensors()
         detail = interp.get_input_details()[0]
@@ -287,11 +288,17 @@ def derive(source: Path, size: int) -> tuple[bytes, dict[str, Any]]:
             sg.tensors[idx].shapeSignature = None
     out = _pack(model)
     manifest = {
-        "version": DERIVE_VERSION, "source": source.name, "source_sha256": hashlib.sha256(buf).hexdigest(),
-        "trained_size": g.trained_size, "size": size, "rho": size / g.trained_size, "feature_maps": grids,
-        "anchors": len(anchors), "anchor_size_scale": g.trained_size / size,
+        "version": DERIVE_VERSION,
+        "source": source.name,
+        "source_sha256": hashlib.sha256(buf).hexdigest(),
+        "trained_size": g.trained_size,
+        "size": size,
+        "rho": size / g.trained_size,
+        "feature_maps": grids,
+        "anchors": len(anchors),
+        "anchor_size_scale": g.trained_size / size,
         "anchors_regenerated": size != g.trained_size,
-    }  # fmt: skip
+    }
     return out, manifest
 
 

@@ -25,8 +25,11 @@ HIDDEN_BY_SANDBOX = {
     "/var/tmp": "PrivateTmp=yes",
 }
 
-_BITS = {"r": (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH), "w": (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH),
-         "x": (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)}  # fmt: skip
+_BITS = {
+    "r": (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH),
+    "w": (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH),
+    "x": (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH),
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,10 @@ def check_path(root: Path, path: str, who: Principal, want: str) -> str | None:
         need = want if last else "x"
         if not allowed(st.st_mode, st.st_uid, st.st_gid, who, need):
             where = PurePosixPath("/", *parts[: i + 1])
-            return (f"{path}: user {who.name} lacks {need} on {where} "
-                    f"({stat.filemode(st.st_mode)} {_name(root, st.st_uid, 'passwd')}:{_name(root, st.st_gid, 'group')})")  # fmt: skip
+            return (
+                f"{path}: user {who.name} lacks {need} on {where} "
+                f"({stat.filemode(st.st_mode)} {_name(root, st.st_uid, 'passwd')}:{_name(root, st.st_gid, 'group')})"
+            )
     return None
 
 

@@ -56,8 +56,11 @@ def parse_throttled(text: str) -> int | None:
         return None
 
 
-def read_health(throttled_paths: tuple[Path, ...] = THROTTLED_SYSFS, temp_path: Path = TEMP_SYSFS,
-                use_vcgencmd: bool = True) -> PiHealth:  # fmt: skip
+def read_health(
+    throttled_paths: tuple[Path, ...] = THROTTLED_SYSFS,
+    temp_path: Path = TEMP_SYSFS,
+    use_vcgencmd: bool = True,
+) -> PiHealth:
     bits = None
     for p in throttled_paths:
         try:

@@ -360,12 +360,25 @@ def _user(plan: Plan) -> None:
     if access.user_ids(plan.root, USER) is not None:
         plan.say(Verb.UNCHANGED, f"user {USER}")
     elif shutil.which("systemd-sysusers"):
-        plan.command(["systemd-sysusers", *([] if plan.live else ["--root", str(plan.root)]),
-                      str(plan.p(SYSUSERS))],
-                     f"create user {USER}", live_only=False)  # fmt: skip
+        plan.command(
+            ["systemd-sysusers", *([] if plan.live else ["--root", str(plan.root)]), str(plan.p(SYSUSERS))],
+            f"create user {USER}",
+            live_only=False,
+        )
     else:
-        plan.command(["useradd", "--system", "--user-group", "--home-dir", DATA_DIR, "--shell",
-                      "/usr/sbin/nologin", USER], f"create user {USER}")  # fmt: skip
+        plan.command(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                DATA_DIR,
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ],
+            f"create user {USER}",
+        )
 
 
 def _ownership(plan: Plan, inst: Instance, uid: int, gid: int) -> None:

@@ -62,8 +62,13 @@ class Sharing:
     relay: EventRelay | None = None
     metrics: Metrics | None = None
 
-    def attach(self, runner: CaptureRunner, recorder: Recorder | None, monitor: ServiceMonitor | None = None,
-               controls: Controls | None = None) -> None:  # fmt: skip
+    def attach(
+        self,
+        runner: CaptureRunner,
+        recorder: Recorder | None,
+        monitor: ServiceMonitor | None = None,
+        controls: Controls | None = None,
+    ) -> None:
         """Connect what the run already counts: the recorder's events to MQTT, and the metrics read at scrape
         time (capture drops, recorder events and queue, throttling, MQTT outbox, switch states)."""
         if self.relay is not None and recorder is not None:
@@ -82,8 +87,11 @@ class Sharing:
             "dropped_frames", "Frames dropped between capture and inference", lambda: runner.stats.dropped
         )
         if monitor is not None:
-            m.gauge("throttled", "1 while the Raspberry Pi reports throttling",
-                    lambda: 1.0 if monitor.health.throttling else 0.0)  # fmt: skip
+            m.gauge(
+                "throttled",
+                "1 while the Raspberry Pi reports throttling",
+                lambda: 1.0 if monitor.health.throttling else 0.0,
+            )
         if recorder is not None:
             m.counter("events_started", "Person events started", lambda: recorder.events_started)
             m.counter("events_finalized", "Person events finalized", lambda: recorder.events_finalized)
@@ -95,8 +103,11 @@ class Sharing:
             m.counter("recorder_dropped_frames", "Frames the recorder dropped", lambda: recorder.dropped)
         if controls is not None:
             m.gauge("detect_enabled", "1 while detection is switched on", lambda: float(controls.detect))
-            m.gauge("recordings_enabled", "1 while recording is switched on",
-                    lambda: float(controls.recordings and recorder is not None))  # fmt: skip
+            m.gauge(
+                "recordings_enabled",
+                "1 while recording is switched on",
+                lambda: float(controls.recordings and recorder is not None),
+            )
         mqtt = self.mqtt
         if mqtt is not None:
             m.gauge("mqtt_connected", "1 while connected to the MQTT broker", lambda: float(mqtt.connected))
@@ -113,9 +124,16 @@ class Sharing:
             self.mqtt.close()
 
 
-def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, progress: Progress | None,
-                  stats: Callable[[], dict[str, Any]], events: EventStage, controls: Controls | None = None,
-                  web_socket: socket.socket | None = None) -> Sharing:  # fmt: skip
+def build_sharing(
+    cfg: EdgeVisionConfig,
+    camera: str,
+    data_dir: Path | None,
+    progress: Progress | None,
+    stats: Callable[[], dict[str, Any]],
+    events: EventStage,
+    controls: Controls | None = None,
+    web_socket: socket.socket | None = None,
+) -> Sharing:
     """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`; ``events``
     is the pipeline's event stage (MQTT occupancy and events read its updates on the results)."""
     sharing = Sharing()
@@ -138,11 +156,22 @@ def build_sharing(cfg: EdgeVisionConfig, camera: str, data_dir: Path | None, pro
         labels = list(cfg.recorder.labels)
         discovery = []
         if m.homeassistant_discovery:
-            discovery = discovery_configs(topics, camera, labels, switches, m.discovery_prefix,
-                                          model=f"edgevision ({cfg.detector.model})")  # fmt: skip
+            discovery = discovery_configs(
+                topics,
+                camera,
+                labels,
+                switches,
+                m.discovery_prefix,
+                model=f"edgevision ({cfg.detector.model})",
+            )
         sharing.mqtt = MqttPublisher(m, outbox, topics, discovery, controls, switches)
         sharing.relay = EventRelay(sharing.mqtt)
-        presence = Presence(sharing.mqtt, sharing.relay, events, emit_events=not cfg.recorder.enabled,
-                            snapshot_interval=m.snapshot_interval_s)  # fmt: skip
+        presence = Presence(
+            sharing.mqtt,
+            sharing.relay,
+            events,
+            emit_events=not cfg.recorder.enabled,
+            snapshot_interval=m.snapshot_interval_s,
+        )
         sharing.sinks += [presence, StatsPublisher(sharing.mqtt, m.stats_interval_s, stats)]
     return sharing

@@ -20,8 +20,26 @@ from prometheus_client.registry import Collector
 from edgevision.results import DetectMode, FrameResult
 
 # Seconds: from 1 ms (a Coral invoke) to 2.5 s (a Pi 3 at full width).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
-                   0.2, 0.3, 0.5, 1.0, 2.5)  # fmt: skip
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+    2.5,
+)
 PREFIX = "edgevision_"
 
 
@@ -54,20 +72,29 @@ class Metrics:
             "edgevision_frames_per_second", "Processed frames per second over the last 5 s", registry=r
         )
         self.stage_latency = Histogram(
-            "edgevision_stage_latency_seconds", "Latency of one pipeline stage (preprocess, invoke, ...)",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "edgevision_stage_latency_seconds",
+            "Latency of one pipeline stage (preprocess, invoke, ...)",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.frame_latency = Histogram(
-            "edgevision_frame_latency_seconds", "Capture-to-result latency of a frame (what the budget bounds)",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "edgevision_frame_latency_seconds",
+            "Capture-to-result latency of a frame (what the budget bounds)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.budget = Gauge(
-            "edgevision_latency_budget_seconds", "The scheduler's frame latency budget (the SLO target)", registry=r
-        )  # fmt: skip
+            "edgevision_latency_budget_seconds",
+            "The scheduler's frame latency budget (the SLO target)",
+            registry=r,
+        )
         self.violations = Counter(
             "edgevision_budget_violations", "Frames whose latency exceeded the budget", registry=r
         )
-        self.rung = Gauge("edgevision_active_rung", "1 for the detector rung in use, 0 otherwise", ["rung"], registry=r)  # fmt: skip
+        self.rung = Gauge(
+            "edgevision_active_rung", "1 for the detector rung in use, 0 otherwise", ["rung"], registry=r
+        )
         self.switches = Counter("edgevision_rung_switches", "Scheduler rung switches", registry=r)
         self.objects = Gauge(
             "edgevision_detected_objects", "Objects detected in the latest frame", ["label"], registry=r

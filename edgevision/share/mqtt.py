@@ -113,9 +113,10 @@ class MqttPublisher:
         self._state_lock = threading.Lock()  # guards _state (written by pipeline, recorder, paho threads)
         self._state: dict[str, bytes] = {}
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id or f"edgevision-{topics.camera}",
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=c.client_id or f"edgevision-{topics.camera}",
             clean_session=False,
-        )  # fmt: skip
+        )
         if c.username:
             self.client.username_pw_set(c.username, c.password)
         self.client.will_set(topics.available, "offline", qos=1, retain=True)

@@ -23,8 +23,21 @@ from edgevision.share.mqtt import Publisher
 
 log = logging.getLogger(__name__)
 
-EVENT_KEYS = ("id", "camera", "label", "event_id", "start_time", "end_time", "active", "top_score",
-              "peak_count", "has_clip", "has_snapshot", "status", "index")  # fmt: skip
+EVENT_KEYS = (
+    "id",
+    "camera",
+    "label",
+    "event_id",
+    "start_time",
+    "end_time",
+    "active",
+    "top_score",
+    "peak_count",
+    "has_clip",
+    "has_snapshot",
+    "status",
+    "index",
+)
 KINDS = {"start": "new", "update": "update", "end": "end"}  # the recorder's names -> Frigate's
 
 
@@ -35,31 +48,53 @@ def stable_id(start_wall: float, camera: str) -> str:
 def event_from_row(row: dict[str, Any], camera: str, active: bool) -> dict[str, Any]:
     """The payload's event for an index row (``EventRow.to_dict()``)."""
     return {
-        "id": stable_id(row["start_wall"], camera), "camera": camera, "label": row["label"],
-        "event_id": row["id"], "start_time": row["start_wall"], "end_time": None if active else row["end_wall"],
-        "active": active, "top_score": row["max_score"], "peak_count": row["peak_count"],
-        "has_clip": bool(row["clip_path"]) and not active, "has_snapshot": bool(row["snapshot_path"]),
-        "status": row["status"], "index": row,
-    }  # fmt: skip
+        "id": stable_id(row["start_wall"], camera),
+        "camera": camera,
+        "label": row["label"],
+        "event_id": row["id"],
+        "start_time": row["start_wall"],
+        "end_time": None if active else row["end_wall"],
+        "active": active,
+        "top_score": row["max_score"],
+        "peak_count": row["peak_count"],
+        "has_clip": bool(row["clip_path"]) and not active,
+        "has_snapshot": bool(row["snapshot_path"]),
+        "status": row["status"],
+        "index": row,
+    }
 
 
-def event_unrecorded(camera: str, label: str, start_wall: float, end_wall: float | None, top_score: float,
-                     peak_count: int) -> dict[str, Any]:  # fmt: skip
+def event_unrecorded(
+    camera: str, label: str, start_wall: float, end_wall: float | None, top_score: float, peak_count: int
+) -> dict[str, Any]:
     """The payload's event when nothing is recorded (no index row, clip or snapshot file)."""
     return {
-        "id": stable_id(start_wall, camera), "camera": camera, "label": label, "event_id": None,
-        "start_time": start_wall, "end_time": end_wall, "active": end_wall is None, "top_score": top_score,
-        "peak_count": peak_count, "has_clip": False, "has_snapshot": False, "status": "not-recorded",
+        "id": stable_id(start_wall, camera),
+        "camera": camera,
+        "label": label,
+        "event_id": None,
+        "start_time": start_wall,
+        "end_time": end_wall,
+        "active": end_wall is None,
+        "top_score": top_score,
+        "peak_count": peak_count,
+        "has_clip": False,
+        "has_snapshot": False,
+        "status": "not-recorded",
         "index": None,
-    }  # fmt: skip
+    }
 
 
 class EventRelay:
     """Turns events (from the recorder, or from :class:`Presence` without one) into ``<prefix>/events``
     messages through the outbox."""
 
-    def __init__(self, publisher: Publisher, rows: Callable[[int], dict[str, Any] | None] | None = None,
-                 wall: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        publisher: Publisher,
+        rows: Callable[[int], dict[str, Any] | None] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.publisher = publisher
         self.camera = publisher.topics.camera
         self.rows = rows  # index row by id (set when a recorder is attached)
@@ -75,8 +110,14 @@ class EventRelay:
                 self._last.pop(after["id"], None)
             else:
                 self._last[after["id"]] = after
-        message = {"type": kind, "id": after["id"], "camera": self.camera, "sent_at": self.wall(),
-                   "before": before, "after": after}  # fmt: skip
+        message = {
+            "type": kind,
+            "id": after["id"],
+            "camera": self.camera,
+            "sent_at": self.wall(),
+            "before": before,
+            "after": after,
+        }
         return self.publisher.queue(self.publisher.topics.events, json.dumps(message).encode())
 
     def recorder_event(self, kind: str, data: dict[str, Any]) -> None:
@@ -90,8 +131,11 @@ class EventRelay:
                 log.error("mqtt: event %s: no index row; %s not published", data.get("event_id"), kind)
                 return
             if kind == "update":  # the index holds the statistics only at the end; the update carries them
-                row = {**row, "max_score": data.get("max_score", row["max_score"]),
-                       "peak_count": data.get("peak_count", row["peak_count"])}  # fmt: skip
+                row = {
+                    **row,
+                    "max_score": data.get("max_score", row["max_score"]),
+                    "peak_count": data.get("peak_count", row["peak_count"]),
+                }
         assert row is not None
         event = event_from_row(row, self.camera, active=kind != "end")
         with self._lock:

@@ -43,8 +43,10 @@ class Outbox:
                     "ON CONFLICT(key) DO UPDATE SET value = value + 1"
                 )
                 return False
-            self._db.execute("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                             (topic, payload, qos, int(retain)))  # fmt: skip
+            self._db.execute(
+                "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+                (topic, payload, qos, int(retain)),
+            )
             self._lock.notify_all()
             return True
 

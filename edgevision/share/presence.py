@@ -87,9 +87,17 @@ class Presence:
     Reads the update the pipeline's ``events`` stage put on each result; at ``close`` it takes the stage's final
     update (the end of an event still running when the input ended)."""
 
-    def __init__(self, publisher: Publisher, relay: EventRelay, events: EventStage, emit_events: bool,
-                 count_interval: float = 0.5, snapshot_interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        publisher: Publisher,
+        relay: EventRelay,
+        events: EventStage,
+        emit_events: bool,
+        count_interval: float = 0.5,
+        snapshot_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.publisher = publisher
         self.relay = relay
         self.events = events
@@ -118,8 +126,14 @@ class Presence:
             self.publisher.state(self.publisher.topics.count(label), str(n).encode())
 
     def _event(self, kind: str, top_score: float, peak_count: int, end: bool = False) -> None:
-        event = event_unrecorded(self.relay.camera, self.label, self._start_wall, self.wall() if end else None,
-                                 top_score, peak_count)  # fmt: skip
+        event = event_unrecorded(
+            self.relay.camera,
+            self.label,
+            self._start_wall,
+            self.wall() if end else None,
+            top_score,
+            peak_count,
+        )
         self.relay.publish(kind, event)
 
     def _signal(self, sig: EventStart | EventEnd, update: EventUpdate) -> None:

@@ -102,8 +102,14 @@ class _Failures:
 class FailureLimiter:
     """Exponential back-off on wrong tokens, per client address; bounded in memory."""
 
-    def __init__(self, free: int = FREE_FAILURES, base_s: float = 1.0, max_s: float = 300.0,
-                 clock: Clock = time.monotonic, max_clients: int = 1024) -> None:  # fmt: skip
+    def __init__(
+        self,
+        free: int = FREE_FAILURES,
+        base_s: float = 1.0,
+        max_s: float = 300.0,
+        clock: Clock = time.monotonic,
+        max_clients: int = 1024,
+    ) -> None:
         self.free = free
         self.base_s = base_s
         self.max_s = max_s

@@ -46,18 +46,27 @@ def open_runner(
     if record is None:
         record = records_packets(cfg)
     feed = PacketFeed(blocking=replay) if record else None
-    common = dict(
-        stall_timeout=s.stall_timeout_s,
-        backoff_initial=s.reconnect_initial_s,
-        backoff_max=s.reconnect_max_s,
-        open_timeout=s.open_timeout_s,
-    )
+
+    def live_runner(
+        make: Callable[[], FrameSource], pace: bool = False, wait_at_start: bool = wait
+    ) -> LiveRunner:
+        return LiveRunner(
+            make,
+            prepare,
+            stall_timeout=s.stall_timeout_s,
+            backoff_initial=s.reconnect_initial_s,
+            backoff_max=s.reconnect_max_s,
+            pace=pace,
+            wait_at_start=wait_at_start,
+            open_timeout=s.open_timeout_s,
+        )
+
     if s.kind == "picamera2":
 
         def pi_factory() -> FrameSource:
             return Picamera2Source(s.camera, s.picamera_main_size, s.picamera_lores_size, s.fps, feed=feed)
 
-        return LiveRunner(pi_factory, prepare, wait_at_start=wait, **common), feed  # type: ignore[arg-type]
+        return live_runner(pi_factory), feed
     if s.kind == "camera":
 
         def cam_factory() -> FrameSource:
@@ -72,7 +81,7 @@ def open_runner(
             )
             return EncodingSource(cam, feed, codec) if feed is not None else cam
 
-        return LiveRunner(cam_factory, prepare, wait_at_start=wait, **common), feed  # type: ignore[arg-type]
+        return live_runner(cam_factory), feed
     target = s.url if s.kind == "url" and s.url is not None else str(s.path)
     dropped: Callable[[], int] = lambda: 0  # noqa: E731 - replaced by the live runner's counter below
 
@@ -85,8 +94,6 @@ def open_runner(
         if feed is not None:
             replayer.on_stop.append(feed.close)  # a capture thread waiting for room in the feed returns
         return replayer, feed
-    live = LiveRunner(
-        factory, prepare, pace=s.kind == "video", wait_at_start=wait and s.kind != "video", **common
-    )  # type: ignore[arg-type]
+    live = live_runner(factory, pace=s.kind == "video", wait_at_start=wait and s.kind != "video")
     dropped = lambda: live.slot.dropped  # noqa: E731
     return live, feed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,7 +10,7 @@ from edgevision.cli.events_cmd import parse_since
 from edgevision.errors import UsageError
 
 NOW = 1_800_000_000.0
-UTC_8AM = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc).timestamp()
+UTC_8AM = datetime(2026, 11, 22, 8, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(

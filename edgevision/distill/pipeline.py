@@ -292,7 +292,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "minutes": round(train_minutes, 2),
                 "backbone": spec.backbone,
             },
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
     )
     path = install_local_model(opts.models_dir, manifest, model_bytes)

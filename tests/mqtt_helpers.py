@@ -14,7 +14,7 @@ from typing import Any
 
 from browser import free_port
 
-from edgevision.share.mqtt import Topics
+from edgevision.publish.mqtt import Topics
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from edgevision import __version__
-from edgevision.share.hass import discovery_configs
-from edgevision.share.mqtt import Topics
+from edgevision.publish.hass import discovery_configs
+from edgevision.publish.mqtt import Topics
 
 TOPICS = Topics("edgevision", "porch")
 

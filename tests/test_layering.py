@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
     {"events", "distill"},
     {"recorder"},
     {"service"},
-    {"share"},
+    {"publish"},
     {"app", "cli", "__main__"},  # the composition root and the commands
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
@@ -162,7 +162,7 @@ def test_the_scan_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) -
         "from typing import TYPE_CHECKING\n"
         "from . import index\n"
         "if TYPE_CHECKING:\n"
-        "    from edgevision.share.web import WebServer\n"
+        "    from edgevision.publish.web import WebServer\n"
         "def f():\n"
         "    import edgevision.cli.main\n"
         "    from ..service import monitor\n"
@@ -171,7 +171,7 @@ def test_the_scan_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) -
     assert found == {
         "typing",
         "edgevision.recorder",
-        "edgevision.share.web",
+        "edgevision.publish.web",
         "edgevision.cli.main",
         "edgevision.service",
     }

@@ -16,13 +16,13 @@ from prometheus_client.samples import Sample
 
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import CaptureRunner
+from edgevision.publish.factory import Sharing
+from edgevision.publish.metrics import Metrics
 from edgevision.recorder.recorder import Recorder
 from edgevision.results import DetectMode, FrameResult, Latency, SwitchInfo
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import Frame
 from edgevision.service.monitor import ServiceMonitor
-from edgevision.share.factory import Sharing
-from edgevision.share.metrics import Metrics
 
 UNITS = ("_seconds", "_bytes", "_frames", "_messages", "_per_second")
 

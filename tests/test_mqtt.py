@@ -28,15 +28,15 @@ from edgevision.events.state import EventSettings
 from edgevision.naming import camera_name, topic_name
 from edgevision.pipeline.control import Controls, RecordingGate
 from edgevision.pipeline.loop import Pipeline
+from edgevision.publish.hass import discovery_configs
+from edgevision.publish.mqtt import MqttPublisher, Topics
+from edgevision.publish.mqtt_events import EVENT_KEYS, EventRelay
+from edgevision.publish.outbox import Outbox
+from edgevision.publish.presence import Presence
 from edgevision.recorder.index import EventIndex
 from edgevision.results import DetectMode, FrameResult, Latency
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import Frame
-from edgevision.share.hass import discovery_configs
-from edgevision.share.mqtt import MqttPublisher, Topics
-from edgevision.share.mqtt_events import EVENT_KEYS, EventRelay
-from edgevision.share.outbox import Outbox
-from edgevision.share.presence import Presence
 
 needs_broker = pytest.mark.skipif(not MOSQUITTO, reason="mosquitto not installed (CI installs it)")
 TOPICS = Topics("edgevision", "porch")

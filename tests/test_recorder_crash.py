@@ -261,9 +261,9 @@ def test_mqtt_end_and_person_off_for_a_recovered_event(tmp_path: Path) -> None:
     statistics, and occupancy goes OFF (the crashed run's retained ON does not stay)."""
     import sqlite3
 
-    from edgevision.share.mqtt import MqttPublisher, Topics
-    from edgevision.share.mqtt_events import EventRelay
-    from edgevision.share.outbox import Outbox
+    from edgevision.publish.mqtt import MqttPublisher, Topics
+    from edgevision.publish.mqtt_events import EventRelay
+    from edgevision.publish.outbox import Outbox
 
     data = tmp_path / "data"
     _kill_during_event(data, 1.6, fps=10.0)

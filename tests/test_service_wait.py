@@ -28,11 +28,11 @@ from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.errors import InputError
 from edgevision.pipeline.loop import Pipeline
+from edgevision.publish.live import LiveView
+from edgevision.publish.web import WebServer
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, supervised
 from edgevision.service.watchdog import Liveness, State, should_ping, state
-from edgevision.share.live import LiveView
-from edgevision.share.web import WebServer
 
 
 def _wait(

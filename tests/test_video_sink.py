@@ -47,7 +47,7 @@ def test_a_video_target_without_a_known_container_is_refused(tmp_path: Path) -> 
 def test_live_view_encodes_only_while_someone_watches() -> None:
     import time
 
-    from edgevision.share.live import LiveView
+    from edgevision.publish.live import LiveView
 
     live = LiveView(fps=100, watch_s=0.3)
     try:

@@ -14,10 +14,9 @@ import pytest
 
 from edgevision.config import WebConfig
 from edgevision.errors import ConfigError
-from edgevision.redact import RedactingFilter, camera_name_from_url, redact
-from edgevision.share.live import LiveView
-from edgevision.share.web import WebServer, listen
-from edgevision.share.webauth import (
+from edgevision.publish.live import LiveView
+from edgevision.publish.web import WebServer, listen
+from edgevision.publish.webauth import (
     FREE_FAILURES,
     SESSION_MAX_S,
     FailureLimiter,
@@ -26,6 +25,7 @@ from edgevision.share.webauth import (
     origin_allowed,
     split_host,
 )
+from edgevision.redact import RedactingFilter, camera_name_from_url, redact
 
 TOKEN = "lan-token-0123456789abcdef"
 
@@ -327,7 +327,7 @@ def test_lan_bind_checks_host_names(server: WebServer) -> None:
 
 
 def test_the_token_never_reaches_the_log(server: WebServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="edgevision.share.web")
+    caplog.set_level(logging.DEBUG, logger="edgevision.publish.web")
     req(server, "GET", f"/snapshot.jpg?token={TOKEN}")
     assert "snapshot.jpg" in caplog.text and TOKEN not in caplog.text
 

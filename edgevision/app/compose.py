@@ -37,6 +37,8 @@ from edgevision.paths import data_dir
 from edgevision.pipeline.control import Controls, RecordingGate
 from edgevision.pipeline.loop import Pipeline
 from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink, check_video_target
+from edgevision.publish.factory import build_sharing
+from edgevision.publish.web import listen
 from edgevision.recorder.factory import recorder_settings
 from edgevision.recorder.recorder import Recorder
 from edgevision.results import DetectStep, Sink
@@ -45,8 +47,6 @@ from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.health import HealthState
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, supervised, watchdog_interval
-from edgevision.share.factory import build_sharing
-from edgevision.share.web import listen
 
 log = logging.getLogger("edgevision.run")
 

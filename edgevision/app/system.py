@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from types import FrameType
 
 from edgevision.pipeline.loop import Pipeline, RunSummary
+from edgevision.publish.factory import Sharing
 from edgevision.recorder.recorder import Recorder
 from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.monitor import ServiceMonitor
-from edgevision.share.factory import Sharing
 
 log = logging.getLogger("edgevision.run")
 

@@ -1,22 +1,17 @@
-"""Build recorder settings from the configuration."""
+"""The recorder's one typed view of the configuration: ``recorder:``, ``retention:`` and the two face/privacy
+switches that decide whether face crops may be stored, resolved (data directory, camera name, codec) in one place."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from edgevision.config import EdgeVisionConfig
 from edgevision.errors import ConfigError
 from edgevision.events.state import EventSettings
-from edgevision.paths import default_data_dir
+from edgevision.paths import data_dir
 from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.recorder import RecorderSettings
 from edgevision.recorder.retention import RetentionPolicy
 
 GB = 1 << 30
-
-
-def data_dir(cfg: EdgeVisionConfig) -> Path:
-    return cfg.recorder.data_dir or default_data_dir()
 
 
 def retention_policy(cfg: EdgeVisionConfig) -> RetentionPolicy:

@@ -128,7 +128,7 @@ class Recorder:
         events: EventStage | None = None,
         packets: PacketFeed | None = None,
     ) -> None:
-        self.s = settings
+        self.settings = settings
         self.listeners = list(listeners or [])
         self.fps_source = fps_source
         self.blocking = blocking
@@ -165,7 +165,8 @@ class Recorder:
         self._thread.start()
         # Age and size limits are applied on their own timer; free space is also checked before each clip.
         self.retention = RetentionTimer(
-            lambda: self._retention(self.free_bytes(self.s.data_dir)), self.s.retention_interval_s
+            lambda: self._retention(self.free_bytes(self.settings.data_dir)),
+            self.settings.retention_interval_s,
         )
         self.retention.start()
 
@@ -318,7 +319,7 @@ class Recorder:
         if item.best or active.best_frame is None:
             active.best_frame = frame  # a reference: the full image is made once, for the snapshot
             active.best_dets = item.matches or item.detections
-        if self.s.store_face_crops and item.faces:
+        if self.settings.store_face_crops and item.faces:
             top = max(item.faces, key=lambda f: f.score)
             if top.score > active.best_face_score:
                 active.best_face_score = top.score
@@ -330,8 +331,8 @@ class Recorder:
         clip_rel = f"clips/{time.strftime('%Y%m%d')}/{event_id:06d}.mp4" if self.mode == Mode.NORMAL else None
         # The row names the clip before the file exists: recovery never meets a .partial nobody owns.
         created = self.writer.create(
-            self.s.camera,
-            self.s.events.labels[0],
+            self.settings.camera,
+            self.settings.events.labels[0],
             sig.trigger_ts,
             frame.index,
             status="recording",
@@ -349,7 +350,7 @@ class Recorder:
         if clip_rel is not None:
             try:
                 # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
-                clip = self._active.clip = self.clips.start(self.s.data_dir / clip_rel, sig.trigger_ts)
+                clip = self._active.clip = self.clips.start(self.settings.data_dir / clip_rel, sig.trigger_ts)
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
                     raise
@@ -365,7 +366,9 @@ class Recorder:
         if clip is not None and clip.first_ts is not None:
             self.writer.update(event_id, clip_start_ts=clip.first_ts)
         fault_point("event.started")
-        log.info("event %d started (camera %s, trigger at %.2f s)", event_id, self.s.camera, sig.trigger_ts)
+        log.info(
+            "event %d started (camera %s, trigger at %.2f s)", event_id, self.settings.camera, sig.trigger_ts
+        )
 
     def _take_packets(self, until_ts: float | None, inclusive: bool = True) -> None:
         """Move the capture's packets up to ``until_ts`` (all that are there for None) into the ring and clip."""
@@ -448,11 +451,11 @@ class Recorder:
             thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
             try:
                 write_snapshot(
-                    self.s.data_dir / snap,
-                    self.s.data_dir / thumb,
+                    self.settings.data_dir / snap,
+                    self.settings.data_dir / thumb,
                     active.best_frame.best_image,
                     active.best_dets,
-                    self.s.thumb_width,
+                    self.settings.thumb_width,
                 )
                 values.update(snapshot_path=snap, thumb_path=thumb)
             except OSError as exc:
@@ -462,7 +465,7 @@ class Recorder:
         if active.best_face is not None and self.mode != Mode.INDEX_ONLY:
             face_rel = f"snapshots/{active.event_id:06d}-face.jpg"
             try:
-                write_jpeg(self.s.data_dir / face_rel, active.best_face)
+                write_jpeg(self.settings.data_dir / face_rel, active.best_face)
                 values["face_path"] = face_rel
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
@@ -542,16 +545,16 @@ class Recorder:
         now = self.clock()
         if not force and now < self._next_space_check:
             return
-        self._next_space_check = now + self.s.space_check_s
-        need = self.s.retention.min_free_bytes or 0
+        self._next_space_check = now + self.settings.space_check_s
+        need = self.settings.retention.min_free_bytes or 0
         try:
-            free = self.free_bytes(self.s.data_dir)
+            free = self.free_bytes(self.settings.data_dir)
         except OSError as exc:
             log.warning("recorder: cannot read free space: %s", exc)
             return
         if free < need:
             self._retention(free)  # deletes only when that reaches min_free (see plan_retention)
-            free = self.free_bytes(self.s.data_dir)
+            free = self.free_bytes(self.settings.data_dir)
         new = after_space_check(self.mode, free, self._floor)
         if new == self.mode:
             return
@@ -563,7 +566,7 @@ class Recorder:
 
     def _retention(self, free: int) -> None:
         try:
-            apply_retention(self.index, self.s.data_dir, time.time(), free, self.s.retention)
+            apply_retention(self.index, self.settings.data_dir, time.time(), free, self.settings.retention)
         except Exception as exc:
             if not is_disk_error(exc):
                 raise

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 
 from edgevision.events.stage import EventStage
+from edgevision.publish.mqtt import Publisher, on_off
+from edgevision.publish.mqtt_events import EventRelay, event_unrecorded
 from edgevision.render import draw_detections
 from edgevision.results import EventEnd, EventStart, EventUpdate, FrameResult
 from edgevision.results.detection import Detection
-from edgevision.share.mqtt import Publisher, on_off
-from edgevision.share.mqtt_events import EventRelay, event_unrecorded
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgevision.share.mqtt import Publisher
+from edgevision.publish.mqtt import Publisher
 
 log = logging.getLogger(__name__)
 

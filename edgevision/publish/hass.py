@@ -13,7 +13,7 @@ from typing import Any
 
 from edgevision import __version__
 from edgevision.naming import topic_name
-from edgevision.share.mqtt import Topics
+from edgevision.publish.mqtt import Topics
 
 SWITCHES = ("detect", "recordings")
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from edgevision.config import MqttConfig
 from edgevision.naming import topic_name
 from edgevision.pipeline.control import Controls
-from edgevision.share.outbox import Outbox
+from edgevision.publish.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Who may use the web view: token exchange sessions, a failed-attempt limiter, Host and Origin checks.
 
-Pure logic over an injected clock (the HTTP handler in :mod:`edgevision.share.web` only wires it in):
+Pure logic over an injected clock (the HTTP handler in :mod:`edgevision.publish.web` only wires it in):
 
 * :class:`Sessions` — a valid token, presented once (``?token=`` on the first page load, or the login form),
   buys a random session id kept in an ``HttpOnly; SameSite=Lax`` cookie, so no URL ever carries the token.

@@ -23,13 +23,13 @@ from media import splice
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgevision.config import WebConfig
+from edgevision.publish.live import LiveView
+from edgevision.publish.metrics import Metrics
+from edgevision.publish.web import WebServer
 from edgevision.recorder.index import EventIndex
 from edgevision.results import FrameResult, Latency
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import Frame
-from edgevision.share.live import LiveView
-from edgevision.share.metrics import Metrics
-from edgevision.share.web import WebServer
 
 TOKEN = "test-token-0123456789"
 Site = tuple[WebServer, LiveView, Metrics]
@@ -200,7 +200,7 @@ def test_a_stuck_client_never_holds_up_the_pipeline_or_other_clients(site, monke
     keeps getting each new one: it receives more than twice what the stuck connection's buffers can hold, so
     the stuck handler was blocked during most of it. An implementation that sends to clients from
     ``on_result``, or from one thread in turn, never gets there (pytest-timeout fails it)."""
-    import edgevision.share.web as web_mod
+    import edgevision.publish.web as web_mod
 
     web, live, _ = site
     monkeypatch.setattr(web_mod, "SEND_TIMEOUT_S", 3600.0)

@@ -15,15 +15,15 @@ from edgevision.naming import topic_name
 from edgevision.paths import default_data_dir, mqtt_outbox
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import CaptureRunner
+from edgevision.publish.hass import discovery_configs
+from edgevision.publish.live import LiveView
+from edgevision.publish.metrics import Metrics
+from edgevision.publish.mqtt import MqttPublisher, Topics
+from edgevision.publish.mqtt_events import EventRelay
+from edgevision.publish.outbox import Outbox
+from edgevision.publish.presence import Presence
+from edgevision.publish.web import Progress, WebServer
 from edgevision.results import FrameResult, Sink
-from edgevision.share.hass import discovery_configs
-from edgevision.share.live import LiveView
-from edgevision.share.metrics import Metrics
-from edgevision.share.mqtt import MqttPublisher, Topics
-from edgevision.share.mqtt_events import EventRelay
-from edgevision.share.outbox import Outbox
-from edgevision.share.presence import Presence
-from edgevision.share.web import Progress, WebServer
 
 if TYPE_CHECKING:
     from edgevision.recorder.recorder import Recorder

@@ -4,7 +4,7 @@ Off by default and bound to 127.0.0.1 unless configured otherwise. With a token 
 ``/healthz`` needs ``Authorization: Bearer <token>`` or a session cookie; a browser gets the cookie by one token
 exchange (the login form, or ``?token=`` on the first load, answered with a redirect to the same URL without
 it), so no page or media URL carries the token. Wrong tokens are rate-limited per client and the ``Host`` /
-``Origin`` headers are checked against DNS rebinding (:mod:`edgevision.share.webauth`).
+``Origin`` headers are checked against DNS rebinding (:mod:`edgevision.publish.webauth`).
 
 The listening socket is bound by :func:`listen` early in a run (a port in use or an unresolvable host is a
 config error, exit 78, before anything else starts) and handed to :class:`WebServer`.
@@ -31,12 +31,9 @@ from urllib.parse import parse_qs, urlencode, urlparse
 from edgevision.config import WebConfig, is_loopback
 from edgevision.errors import ConfigError
 from edgevision.paths import events_index
-from edgevision.recorder.index import EventIndex
-from edgevision.redact import redact
-from edgevision.service.watchdog import State
-from edgevision.share.live import LiveView
-from edgevision.share.metrics import Metrics
-from edgevision.share.webauth import (
+from edgevision.publish.live import LiveView
+from edgevision.publish.metrics import Metrics
+from edgevision.publish.webauth import (
     COOKIE,
     FailureLimiter,
     Sessions,
@@ -45,6 +42,9 @@ from edgevision.share.webauth import (
     origin_allowed,
     token_matches,
 )
+from edgevision.recorder.index import EventIndex
+from edgevision.redact import redact
+from edgevision.service.watchdog import State
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class WebServer:
         self.sessions = Sessions(config.session_ttl_s)
         self.limiter = FailureLimiter()
         self.auth_lock = threading.Lock()  # sessions and limiter are touched by every client thread
-        self.page = resources.files("edgevision.share").joinpath("page.html").read_bytes()
+        self.page = resources.files("edgevision.publish").joinpath("page.html").read_bytes()
         handler = type("Handler", (_Handler,), {"server_ref": self})
         if sock is None:
             sock = listen(host, port)

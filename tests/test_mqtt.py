@@ -36,6 +36,7 @@ from edgevision.publish.presence import Presence
 from edgevision.recorder.index import EventIndex
 from edgevision.results import DetectMode, FrameResult, Latency
 from edgevision.results.detection import BBox, Detection
+from edgevision.results.events import EventPhase
 from edgevision.results.frame import Frame
 
 needs_broker = pytest.mark.skipif(not MOSQUITTO, reason="mosquitto not installed (CI installs it)")
@@ -110,8 +111,8 @@ def test_recorded_events_carry_the_index_row_and_a_stable_id(tmp_path: Path) -> 
     pub = FakePublisher(TOPICS)
     relay = EventRelay(pub, rows=lambda i: r.to_dict() if (r := index.get(i)) else None)
     eid = index.create("Porch cam", "person", 1.0, 10)
-    relay.recorder_event("start", {"event_id": eid, "start_ts": 1.0, "frame": 10})
-    relay.recorder_event("update", {"event_id": eid, "ts": 2.0, "max_score": 0.8, "peak_count": 2})
+    relay.recorder_event(EventPhase.START, {"event_id": eid, "start_ts": 1.0, "frame": 10})
+    relay.recorder_event(EventPhase.UPDATE, {"event_id": eid, "ts": 2.0, "max_score": 0.8, "peak_count": 2})
     index.update(
         eid,
         end_ts=5.0,
@@ -124,7 +125,7 @@ def test_recorded_events_carry_the_index_row_and_a_stable_id(tmp_path: Path) -> 
     )
     row = index.get(eid)
     assert row is not None
-    relay.recorder_event("end", row.to_dict())
+    relay.recorder_event(EventPhase.END, row.to_dict())
     new, update, end = msgs = _messages(pub)
     _check_shape(msgs)
     assert [m["type"] for m in msgs] == ["new", "update", "end"]
@@ -142,7 +143,7 @@ def test_recorded_events_carry_the_index_row_and_a_stable_id(tmp_path: Path) -> 
     assert a["top_score"] == 0.9 and a["end_time"] == row.end_wall and a["camera"] == "porch"
     # An event ended by start-up recovery (no new/update in this run) has the same shape and id.
     relay2 = EventRelay(pub)
-    relay2.recorder_event("end", {**row.to_dict(), "status": "recovered"})
+    relay2.recorder_event(EventPhase.END, {**row.to_dict(), "status": "recovered"})
     again = _messages(pub)[-1]
     _check_shape([again])
     assert again["id"] == new["id"] and again["before"] == again["after"]

@@ -12,6 +12,7 @@ the previous message of this event showed it (for ``new``, and an ``end`` after 
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgevision.publish.mqtt import Publisher
+from edgevision.results.events import EventPhase
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,21 @@ EVENT_KEYS = (
     "status",
     "index",
 )
-KINDS = {"start": "new", "update": "update", "end": "end"}  # the recorder's names -> Frigate's
+
+
+class MessageType(str, enum.Enum):
+    """The ``type`` of an events message, as Frigate names them."""
+
+    NEW = "new"
+    UPDATE = "update"
+    END = "end"
+
+
+KINDS = {
+    EventPhase.START: MessageType.NEW,
+    EventPhase.UPDATE: MessageType.UPDATE,
+    EventPhase.END: MessageType.END,
+}
 
 
 def stable_id(start_wall: float, camera: str) -> str:
@@ -102,16 +118,16 @@ class EventRelay:
         self._lock = threading.Lock()  # guards _last
         self._last: dict[str, dict[str, Any]] = {}  # active event id -> its event in the last message
 
-    def publish(self, kind: str, after: dict[str, Any]) -> bool:
+    def publish(self, kind: MessageType, after: dict[str, Any]) -> bool:
         """Queue one message of ``kind`` (new / update / end); False when the outbox was full."""
         with self._lock:
             before = self._last.get(after["id"], after)
-            if kind == "end":
+            if kind is MessageType.END:
                 self._last.pop(after["id"], None)
             else:
                 self._last[after["id"]] = after
         message = {
-            "type": kind,
+            "type": kind.value,
             "id": after["id"],
             "camera": self.camera,
             "sent_at": self.wall(),
@@ -120,26 +136,28 @@ class EventRelay:
         }
         return self.publisher.queue(self.publisher.topics.events, json.dumps(message).encode())
 
-    def recorder_event(self, kind: str, data: dict[str, Any]) -> None:
+    def recorder_event(self, kind: EventPhase, data: dict[str, Any]) -> None:
         """A :class:`~edgevision.recorder.recorder.Recorder` listener: ``start`` / ``update`` carry the event id,
         ``end`` the finished index row."""
-        if kind == "end":
+        if kind is EventPhase.END:
             row: dict[str, Any] | None = data
         else:
             row = self.rows(int(data["event_id"])) if self.rows is not None else None
             if row is None:
-                log.error("mqtt: event %s: no index row; %s not published", data.get("event_id"), kind)
+                log.error("mqtt: event %s: no index row; %s not published", data.get("event_id"), kind.value)
                 return
-            if kind == "update":  # the index holds the statistics only at the end; the update carries them
+            if (
+                kind is EventPhase.UPDATE
+            ):  # the index holds the statistics only at the end; the update carries them
                 row = {
                     **row,
                     "max_score": data.get("max_score", row["max_score"]),
                     "peak_count": data.get("peak_count", row["peak_count"]),
                 }
         assert row is not None
-        event = event_from_row(row, self.camera, active=kind != "end")
+        event = event_from_row(row, self.camera, active=kind is not EventPhase.END)
         with self._lock:
-            from_earlier_run = kind == "end" and event["id"] not in self._last
+            from_earlier_run = kind is EventPhase.END and event["id"] not in self._last
         self.publish(KINDS[kind], event)
         if from_earlier_run:
             # An event a killed run left open, closed by start-up recovery: that run's retained occupancy ON

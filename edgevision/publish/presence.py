@@ -18,7 +18,7 @@ import numpy as np
 
 from edgevision.events.stage import EventStage
 from edgevision.publish.mqtt import Publisher, on_off
-from edgevision.publish.mqtt_events import EventRelay, event_unrecorded
+from edgevision.publish.mqtt_events import EventRelay, MessageType, event_unrecorded
 from edgevision.render import draw_detections
 from edgevision.results import EventEnd, EventStart, EventUpdate, FrameResult
 from edgevision.results.detection import Detection
@@ -125,7 +125,7 @@ class Presence:
             n = sum(1 for d in detections if d.label == label and self.settings.qualifies(d))
             self.publisher.state(self.publisher.topics.count(label), str(n).encode())
 
-    def _event(self, kind: str, top_score: float, peak_count: int, end: bool = False) -> None:
+    def _event(self, kind: MessageType, top_score: float, peak_count: int, end: bool = False) -> None:
         event = event_unrecorded(
             self.relay.camera,
             self.label,
@@ -144,10 +144,10 @@ class Presence:
                 self._occupied = True
             self._start_wall = self.wall()
             if self.emit_events:
-                self._event("new", update.stats.max_score, update.stats.peak_count)
+                self._event(MessageType.NEW, update.stats.max_score, update.stats.peak_count)
         else:
             if self.emit_events:
-                self._event("end", sig.max_score, sig.peak_count, end=True)
+                self._event(MessageType.END, sig.max_score, sig.peak_count, end=True)
             if not sig.split:
                 self.publisher.queue(occupancy, on_off(False), retain=True)
                 self._occupied = False
@@ -164,7 +164,7 @@ class Presence:
             self.snapshots.offer(result.frame.best_image, list(ev.matches))
             if self.emit_events and ts - self._last_update >= 1.0:
                 self._last_update = ts
-                self._event("update", ev.stats.max_score, ev.stats.peak_count)
+                self._event(MessageType.UPDATE, ev.stats.max_score, ev.stats.peak_count)
 
     def close(self) -> None:
         final = self.events.flush()

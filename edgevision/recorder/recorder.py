@@ -55,6 +55,7 @@ from edgevision.recorder.retention import RetentionPolicy, RetentionTimer, apply
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
 from edgevision.results import FrameResult
 from edgevision.results.detection import Detection
+from edgevision.results.events import EventPhase
 from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
@@ -124,7 +125,7 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
         free_bytes: Callable[[Path], int] = free_space,
         fps_source: Callable[[], float | None] | None = None,
-        listeners: list[Callable[[str, dict[str, Any]], object]] | None = None,
+        listeners: list[Callable[[EventPhase, dict[str, Any]], object]] | None = None,
         events: EventStage | None = None,
         packets: PacketFeed | None = None,
     ) -> None:
@@ -308,7 +309,7 @@ class Recorder:
         if item.best and active.best_frame is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
             self._notify(
-                "update",
+                EventPhase.UPDATE,
                 {
                     "event_id": active.event_id,
                     "ts": frame.ts,
@@ -362,7 +363,9 @@ class Recorder:
                     self._active.clip_rel = None
                     self.writer.update(event_id, clip_path=None)
                 clip = None
-        self._notify("start", {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index})
+        self._notify(
+            EventPhase.START, {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index}
+        )
         if clip is not None and clip.first_ts is not None:
             self.writer.update(event_id, clip_start_ts=clip.first_ts)
         fault_point("event.started")
@@ -521,10 +524,10 @@ class Recorder:
         for row in self.writer.unsent_ends():
             data = row.to_dict()
             del data["end_sent"]  # bookkeeping of this index, not part of the event
-            self._notify("end", data)
+            self._notify(EventPhase.END, data)
             self.writer.update(row.id, end_sent=1)
 
-    def _notify(self, kind: str, data: dict[str, Any]) -> None:
+    def _notify(self, kind: EventPhase, data: dict[str, Any]) -> None:
         """Tell listeners (MQTT) about an event. Runs after the index is written: a listener that fails is
         logged and does not touch the recording."""
         for listener in self.listeners:

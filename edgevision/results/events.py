@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from edgevision.results.detection import Detection
+
+
+class EventPhase(str, enum.Enum):
+    """What the recorder tells its listeners (MQTT) about an event: it started, has a new best frame, ended."""
+
+    START = "start"
+    UPDATE = "update"
+    END = "end"
 
 
 @dataclass(frozen=True)

@@ -133,9 +133,8 @@ def graft_postprocess(
 
 def input_is_pixels(model_bytes: bytes) -> bool:
     """True when the uint8 input takes raw pixels (scale 1, zero point 0), as the detector feeds them."""
-    from ai_edge_litert.interpreter import Interpreter
+    from edgevision.inference import adapter
 
-    it = Interpreter(model_content=model_bytes)
-    d = it.get_input_details()[0]
+    d = adapter.inputs(adapter.load(model_bytes, threads=1))[0]
     scale, zero = d["quantization"]
     return bool(d["dtype"] == np.uint8 and abs(scale - 1.0) < 1e-3 and zero == 0)

@@ -28,6 +28,7 @@ from edgevision.distill.teacher import PERSON, Teacher, person_boxes
 from edgevision.distill.train import Progress, TrainSettings, teacher_targets, train
 from edgevision.errors import EdgeVisionError, InputError, ModelError, UsageError
 from edgevision.fsutil import sha256_file
+from edgevision.inference import adapter
 
 log = logging.getLogger(__name__)
 
@@ -139,52 +140,39 @@ def load_data(opts: DistillOptions) -> tuple[Dataset, list[np.ndarray]]:
 
 
 def _run_student(model_bytes: bytes, frames: list[np.ndarray] | np.ndarray, threads: int) -> list[FrameDets]:
-    from ai_edge_litert.interpreter import Interpreter
-
     from edgevision.detection import ssd
 
-    it = Interpreter(model_content=model_bytes, num_threads=threads)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]["index"]
-    details = it.get_output_details()
+    it = adapter.load(model_bytes, threads)
+    details = adapter.outputs(it)
     layout = ssd.postprocess_layout([d["name"] for d in details], [list(d["shape"]) for d in details])
     assert layout is not None and layout.names_resolved
     out: list[FrameDets] = []
     for f in frames:
-        it.set_tensor(inp, np.ascontiguousarray(f)[np.newaxis])
-        it.invoke()
-        n = int(it.get_tensor(details[layout.count]["index"]).reshape(-1)[0])
-        boxes = it.get_tensor(details[layout.boxes]["index"]).reshape(-1, 4)[:n]
-        classes = it.get_tensor(details[layout.classes]["index"]).reshape(-1)[:n]
-        scores = it.get_tensor(details[layout.scores]["index"]).reshape(-1)[:n]
+        adapter.invoke_on(it, np.ascontiguousarray(f)[np.newaxis])
+        n = int(adapter.get(it, details[layout.count]).reshape(-1)[0])
+        boxes = adapter.get(it, details[layout.boxes]).reshape(-1, 4)[:n]
+        classes = adapter.get(it, details[layout.classes]).reshape(-1)[:n]
+        scores = adapter.get(it, details[layout.scores]).reshape(-1)[:n]
         keep = np.round(classes).astype(int) == PERSON
-        out.append(FrameDets(boxes[keep].copy(), scores[keep].copy()))
+        out.append(FrameDets(boxes[keep], scores[keep]))
     return out
 
 
 def invoke_ms(models: list[bytes | Path], threads: int, rounds: int = 5, per_round: int = 10) -> list[float]:
     """Median invoke time of each model, measured interleaved (round-robin) so load changes hit all alike."""
-    from ai_edge_litert.interpreter import Interpreter
-
     its = []
     for m in models:
-        it = (
-            Interpreter(model_content=m, num_threads=threads)
-            if isinstance(m, bytes)
-            else Interpreter(model_path=str(m), num_threads=threads)
-        )
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.full(d["shape"], 128, dtype=d["dtype"]))
-        for _ in range(3):
-            it.invoke()
+        it = adapter.load(m if isinstance(m, bytes) else str(m), threads)
+        adapter.invoke_blank(it, fill=128)
+        for _ in range(2):
+            adapter.invoke(it)
         its.append(it)
     samples: list[list[float]] = [[] for _ in its]
     for _ in range(rounds):
         for k, it in enumerate(its):
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                it.invoke()
+                adapter.invoke(it)
                 samples[k].append((time.perf_counter() - t0) * 1e3)
     return [float(np.median(s)) for s in samples]
 

@@ -18,6 +18,7 @@ import numpy as np
 from edgevision.detection import ssd
 from edgevision.detection.detector import quantize_input
 from edgevision.errors import ModelError
+from edgevision.inference import adapter
 from edgevision.inference.tflite_file import POSTPROCESS_CUSTOM_OP
 
 PERSON = 0  # 0-based COCO id of "person" in the teacher's postprocess output
@@ -72,44 +73,38 @@ class Teacher:
     """A loaded teacher with all tensors preserved (slower than a normal interpreter; used only for targets)."""
 
     def __init__(self, path: Path, threads: int = 2) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.path = path
         self.spec = postprocess_spec(path)
         self.options = postprocess_options(self.spec)
-        self.interp = Interpreter(
-            model_path=str(path), num_threads=threads, experimental_preserve_all_tensors=True
-        )
-        self.interp.allocate_tensors()
-        inp = self.interp.get_input_details()[0]
-        self.input_index = int(inp["index"])
+        self.interp = adapter.load(str(path), threads, preserve_all_tensors=True)
+        inp = self.input = adapter.inputs(self.interp)[0]
         self.input_dtype = inp["dtype"]
         self.size = int(inp["shape"][1])
         if int(inp["shape"][2]) != self.size:
             raise ModelError(f"{path}: teacher input must be square, got {list(inp['shape'])}")
-        self.outs = [int(d["index"]) for d in self.interp.get_output_details()]
-        details = {int(d["index"]): d for d in self.interp.get_tensor_details()}
+        self.outs = adapter.outputs(self.interp)
+        details = self.details = adapter.tensors(self.interp)
         self._box_q = details[self.spec.box_input]["quantization"]
         self._cls_q = details[self.spec.class_input]["quantization"]
         n_classes = int(details[self.spec.class_input]["shape"][-1])
         if n_classes < 2:
             raise ModelError(f"{path}: teacher class predictions have {n_classes} column(s); expected C+1")
-        self.anchors = _deq(self.interp.get_tensor(self.spec.anchors_input), details[self.spec.anchors_input])
+        anchors = details[self.spec.anchors_input]
+        self.anchors = _deq(adapter.get(self.interp, anchors), anchors)
 
     def run(self, rgb: np.ndarray) -> TeacherOutputs:
         """Targets for one RGB uint8 frame already resized to the teacher's input."""
-        self.interp.set_tensor(
-            self.input_index, quantize_input(rgb, self.input_dtype, (-1.0, 1.0))[np.newaxis]
+        adapter.set_tensor(
+            self.interp, self.input, quantize_input(rgb, self.input_dtype, (-1.0, 1.0))[np.newaxis]
         )
-        self.interp.invoke()
-        get = self.interp.get_tensor
-        boxes = _deq_q(get(self.spec.box_input), self._box_q).reshape(-1, 4)
-        scores = _deq_q(get(self.spec.class_input), self._cls_q)
+        adapter.invoke(self.interp)
+        boxes = _deq_q(adapter.get(self.interp, self.details[self.spec.box_input]), self._box_q).reshape(
+            -1, 4
+        )
+        scores = _deq_q(adapter.get(self.interp, self.details[self.spec.class_input]), self._cls_q)
         scores = scores.reshape(boxes.shape[0], -1)
-        outs = [get(i) for i in self.outs]
-        layout = ssd.postprocess_layout(
-            [d["name"] for d in self.interp.get_output_details()], [list(o.shape) for o in outs]
-        )
+        outs = [adapter.get(self.interp, d) for d in self.outs]
+        layout = ssd.postprocess_layout([d["name"] for d in self.outs], [list(o.shape) for o in outs])
         assert layout is not None
         n = int(np.asarray(outs[layout.count]).reshape(-1)[0])
         return TeacherOutputs(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgevision.errors import BackendUnavailable, EdgeTPUUnavailable, ModelError
+from edgevision.inference import adapter
 from edgevision.inference.quant import dequantize
 from edgevision.inference.runtime_log import quiet_runtime_info
 from edgevision.inference.tflite_file import TFLiteInfo, inspect_tflite
@@ -107,13 +108,13 @@ class InterpreterHandle:
         return np.dtype(self.input_details[0]["dtype"])
 
     def set_input(self, tensor: np.ndarray, index: int = 0) -> None:
-        self.interpreter.set_tensor(self.input_details[index]["index"], tensor)
+        adapter.set_tensor(self.interpreter, self.input_details[index], tensor)
 
     def invoke(self) -> None:
-        self.interpreter.invoke()
+        adapter.invoke(self.interpreter)
 
     def output(self, i: int) -> np.ndarray:
-        return np.array(self.interpreter.get_tensor(self.output_details[i]["index"]))
+        return adapter.get(self.interpreter, self.output_details[i])
 
     def output_float(self, i: int) -> np.ndarray:
         """Output ``i`` as float32, dequantized by its own scale and zero point (a copy, like :meth:`output`)."""
@@ -195,9 +196,7 @@ def probe_invoke(interp: Any) -> None:
     Some broken models load and allocate fine and only fail when run (corrupt ``TFLite_Detection_PostProcess``
     options, an Edge TPU that stops answering): this makes them fail at load time, before a camera opens.
     """
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(tuple(int(x) for x in d["shape"]), dtype=d["dtype"]))
-    interp.invoke()
+    adapter.invoke_blank(interp)
 
 
 def open_interpreter(
@@ -242,6 +241,6 @@ def open_interpreter(
         device=options.device,
         model_path=model_path,
         info=info,
-        input_details=list(interp.get_input_details()),
-        output_details=list(interp.get_output_details()),
+        input_details=adapter.inputs(interp),
+        output_details=adapter.outputs(interp),
     )

@@ -29,6 +29,7 @@ import numpy as np
 from edgevision.detection.ssd import ssd_anchors
 from edgevision.errors import ModelError
 from edgevision.fsutil import install_atomically, sha256_file
+from edgevision.inference import adapter
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +222,10 @@ def _probe_shapes(model: Any, g: SsdGraph, size: int) -> dict[int, list[int]]:
     )
     try:
         interp.allocate_tensors()
-        detail = interp.get_input_details()[0]
-        interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        interp.invoke()
+        adapter.invoke_blank(interp)
     except (RuntimeError, ValueError) as exc:  # a grid-dependent shape this rewrite does not know about
         raise ModelError(f"cannot run the graph at {size}x{size}: {str(exc).splitlines()[0]}") from None
-    return {int(t["index"]): [int(x) for x in t["shape"]] for t in interp.get_tensor_details()}
+    return {i: [int(x) for x in t["shape"]] for i, t in adapter.tensors(interp).items()}
 
 
 def feature_maps(model: Any, g: SsdGraph, shapes: dict[int, list[int]]) -> list[tuple[int, int]]:

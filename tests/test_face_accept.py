@@ -11,7 +11,7 @@ import pytest
 from conftest import IMAGES, run_cli
 
 from edgevision.cli.detect_cmd import read_image
-from edgevision.config import FacesConfig, load_config
+from edgevision.config import EdgeVisionConfig, FacesConfig, load_config
 from edgevision.detection.factory import build_detector
 from edgevision.face.accept import AcceptMode, FaceLimits, FaceRule, Reason, judge, roll_deg
 from edgevision.face.factory import build_face_stages, face_detector, face_rule, landmark_model
@@ -202,11 +202,11 @@ CHEST = BBox(
 
 
 @pytest.fixture(scope="module")
-def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+def cfg(models_dir: Path) -> EdgeVisionConfig:
     return load_config(None, {"models.dir": str(models_dir)})
 
 
-def _candidates(cfg, image: np.ndarray) -> list[Face]:  # type: ignore[no-untyped-def]
+def _candidates(cfg: EdgeVisionConfig, image: np.ndarray) -> list[Face]:
     """Every candidate the face paths can see: both models on the whole frame, and the cascade's view of
     each person found by the object detector; each refined by Face Mesh."""
     mesh = landmark_model(cfg)
@@ -223,7 +223,7 @@ def _is_chest(image: str, face: Face) -> bool:
     return image == "squat.bmp" and face.box.iou(CHEST) > 0.5
 
 
-def test_every_real_face_is_accepted_and_the_chest_is_not(cfg) -> None:  # type: ignore[no-untyped-def]
+def test_every_real_face_is_accepted_and_the_chest_is_not(cfg: EdgeVisionConfig) -> None:
     """All candidates on all shared images are real faces (checked by eye) except the squat.bmp chest."""
     rule = face_rule(cfg, AcceptMode.STRICT)
     seen = {"faces": 0, "chests": 0}
@@ -243,7 +243,7 @@ def test_every_real_face_is_accepted_and_the_chest_is_not(cfg) -> None:  # type:
 
 
 @pytest.mark.parametrize("angle", [-20.0, 20.0])
-def test_a_tilted_head_is_still_a_face(cfg, angle: float) -> None:  # type: ignore[no-untyped-def]
+def test_a_tilted_head_is_still_a_face(cfg: EdgeVisionConfig, angle: float) -> None:
     """The upright limit leaves room for a head tilted as people tilt them (grace_hopper.bmp turned)."""
     img = read_image(IMAGES / "grace_hopper.bmp")
     h, w = img.shape[:2]
@@ -256,7 +256,7 @@ def test_a_tilted_head_is_still_a_face(cfg, angle: float) -> None:  # type: igno
     assert roll is not None and abs(abs(roll) - abs(angle)) < 8
 
 
-def test_a_face_cut_by_the_frame_edge_is_a_face(cfg) -> None:  # type: ignore[no-untyped-def]
+def test_a_face_cut_by_the_frame_edge_is_a_face(cfg: EdgeVisionConfig) -> None:
     """The man at face.jpg's left edge, as a camera drifting right sees him (test_faces' replay clip, frame 24):
     his box is clipped by the frame, his keypoints are not."""
     a = cv2.resize(read_image(IMAGES / "face.jpg"), (640, 444))
@@ -271,7 +271,7 @@ def test_a_face_cut_by_the_frame_edge_is_a_face(cfg) -> None:  # type: ignore[no
     assert [f.box.xmin for f in result.faces].count(0.0) == 1
 
 
-def test_squat_face_stage_reports_the_face_not_the_chest(cfg) -> None:  # type: ignore[no-untyped-def]
+def test_squat_face_stage_reports_the_face_not_the_chest(cfg: EdgeVisionConfig) -> None:
     img = read_image(IMAGES / "squat.bmp")
     dets, _ = build_detector(cfg).detect(img)
     for region in ("frame", "persons"):

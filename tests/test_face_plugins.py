@@ -21,7 +21,7 @@ SSD = "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"
 
 
 @pytest.fixture(scope="module")
-def cfg(models_dir: Path):  # type: ignore[no-untyped-def]
+def cfg(models_dir: Path) -> EdgeVisionConfig:
     return load_config(None, {"models.dir": str(models_dir)})
 
 
@@ -74,7 +74,7 @@ def test_config_reaches_the_plugin(models_dir: Path) -> None:
     assert [round(f.score, 1) for f in det.detect(img)] == [0.9, 0.9]  # the 0.6 face is below 0.8
 
 
-def test_a_key_the_model_cannot_take_is_a_model_error(cfg, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_the_model_cannot_take_is_a_model_error(cfg: EdgeVisionConfig, models_dir: Path) -> None:
     with pytest.raises(ModelError, match="not a BlazeFace model"):
         face_detector(cfg, str(models_dir / SSD), key="blazeface")
     with pytest.raises(ModelError, match="no face detector plugin 'yolo'"):

@@ -73,7 +73,7 @@ def test_weighted_nms_averages_a_cluster() -> None:
     ("image", "count", "max_yaw"),
     [("face.jpg", 3, 30), ("grace_hopper.bmp", 1, 30), ("cat.bmp", 0, 0), ("squat.bmp", 1, 90)],
 )
-def test_faces_in_real_images(cfg, image: str, count: int, max_yaw: float) -> None:  # type: ignore[no-untyped-def]
+def test_faces_in_real_images(cfg: EdgeVisionConfig, image: str, count: int, max_yaw: float) -> None:
     img = read_image(IMAGES / image)
     faces = confirm(img, face_detector(cfg).detect(img), landmark_model(cfg), face_rule(cfg))
     assert len(faces) == count  # squat.bmp: the man's turned face, not his chest
@@ -111,7 +111,7 @@ def test_decoding_matches_a_direct_invocation(cfg: EdgeVisionConfig, models_dir:
     assert [round(f.score, 1) for f in faces] == [0.9, 0.9, 0.6]
 
 
-def test_cascade_finds_the_face_in_the_person_box(cfg) -> None:  # type: ignore[no-untyped-def]
+def test_cascade_finds_the_face_in_the_person_box(cfg: EdgeVisionConfig) -> None:
     img = read_image(IMAGES / "grace_hopper.bmp")
     dets, _ = build_detector(cfg).detect(img)
     stage = FaceStage(face_detector(cfg), landmark_model(cfg), FacesConfig(region="persons"))
@@ -152,14 +152,14 @@ def test_detect_faces_cli(env: dict[str, str]) -> None:
         ("grace_hopper.bmp", "pixelate"),
     ],
 )
-def test_redact_defeats_the_detector(cfg, image: str, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_redact_defeats_the_detector(cfg: EdgeVisionConfig, image: str, method: str) -> None:
     img = read_image(IMAGES / image)
     faces = _all_faces(cfg, img)  # both models, as privacy mode runs them
     assert faces
     assert _all_faces(cfg, redact(img, faces, [], method)) == []
 
 
-def test_masks_are_black(cfg) -> None:  # type: ignore[no-untyped-def]
+def test_masks_are_black(cfg: EdgeVisionConfig) -> None:
     img = read_image(IMAGES / "face.jpg")
     masked = redact(img, [], [((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5))])
     assert masked[img.shape[0] - 1, img.shape[1] - 1].any()

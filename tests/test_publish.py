@@ -194,7 +194,9 @@ def _socket_buffers_max() -> int:
         return 16 << 20
 
 
-def test_a_stuck_client_never_holds_up_the_pipeline_or_other_clients(site, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_stuck_client_never_holds_up_the_pipeline_or_other_clients(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A client that reads nothing stays connected for the whole test (no send timeout), so its handler is stuck
     in ``send`` once the socket buffers are full. The pipeline keeps handing frames over and another client
     keeps getting each new one: it receives more than twice what the stuck connection's buffers can hold, so
@@ -239,7 +241,7 @@ def test_a_stuck_client_never_holds_up_the_pipeline_or_other_clients(site, monke
     stuck.close()
 
 
-def test_a_client_that_stops_reading_is_dropped(site) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_that_stops_reading_is_dropped(site: Site) -> None:
     web, live, _ = site
     before = threading.active_count()
     stuck = socket.socket()

@@ -71,7 +71,9 @@ def settings(data: Path, pre_roll: float = 3.0, post_roll: float = 1.0) -> Recor
     )
 
 
-def replay_recording(video: Path, data: Path, span: tuple[float, float], pre_roll: float = 3.0):  # type: ignore[no-untyped-def]
+def replay_recording(
+    video: Path, data: Path, span: tuple[float, float], pre_roll: float = 3.0
+) -> tuple[list[dict[str, Any]], Recorder, PacketSource, ScriptedDetect]:
     """Replay ``video`` through PacketSource -> feed -> Recorder with a person during ``span``."""
     feed = PacketFeed(blocking=True)
     source = PacketSource(DemuxSource(video), feed)

@@ -19,6 +19,7 @@ from conftest import HALLWAY_1, HALLWAY_3, read_image, run_cli
 from conftest import count_frames as frame_count
 from media import FPS, splice
 
+from edgevision.capture.packets import EncodedPacket
 from edgevision.capture.runner import ReplayRunner
 from edgevision.capture.sources import OpenCVSource
 from edgevision.config import load_config
@@ -168,7 +169,7 @@ def test_disk_full_degrades_and_recovers(
     state = {"clip_frames": 0, "full": False}
     real_write = PacketClipWriter.write
 
-    def write(self: PacketClipWriter, packet):  # type: ignore[no-untyped-def]
+    def write(self: PacketClipWriter, packet: EncodedPacket) -> None:
         state["clip_frames"] += 1
         if state["clip_frames"] == 60:  # the disk fills up in the middle of the first event
             state["full"] = True

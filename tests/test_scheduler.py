@@ -105,7 +105,7 @@ def test_derived_rungs_of_v2(models_dir: Path, tmp_path: Path) -> None:
     assert len(_persons(path, v2.labels, "posenet_test_image.bmp")) >= 2
 
 
-def test_a_graph_that_cannot_run_at_another_side_is_a_model_error(v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_graph_that_cannot_run_at_another_side_is_a_model_error(v1: ResolvedModel, tmp_path: Path) -> None:
     # The squeeze reshape retargeted to a rank-2 [anchors * 4] shape: no longer recognised as grid-dependent,
     # so it cannot follow the grid; derivation must say so as a ModelError (the ladder then keeps the native
     # side only), never crash with the interpreter's RuntimeError.

@@ -100,8 +100,9 @@ def record_rate(detector, video: Path, data: Path, pre_roll: float = 3.0):  # ty
     from edgevision.capture.stream import PacketSource
     from edgevision.events.state import EventSettings
     from edgevision.recorder.index import EventIndex
-    from edgevision.recorder.recorder import Recorder, RecorderSettings
+    from edgevision.recorder.recorder import Recorder
     from edgevision.recorder.retention import RetentionPolicy
+    from edgevision.recorder.state import RecorderSettings
 
     feed = PacketFeed(blocking=True)
     runner = ReplayRunner(PacketSource(DemuxSource(video), feed), detector.prepare)  # type: ignore[arg-type]

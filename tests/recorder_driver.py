@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgevision.events.state import EventSettings
 from edgevision.recorder.clip import choose_codec
-from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.retention import RetentionPolicy
+from edgevision.recorder.state import RecorderSettings
 from edgevision.results import FrameResult, Latency
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import Frame

@@ -29,8 +29,9 @@ from edgevision.events.state import EventSettings
 from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder.clip import choose_codec, inspect_clip
 from edgevision.recorder.index import EventIndex
-from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.retention import RetentionPolicy
+from edgevision.recorder.state import RecorderSettings
 from edgevision.results import DetectMode, DetectOutcome, Frame, Latency, SwitchInfo
 from edgevision.results.detection import BBox, Detection
 

@@ -30,9 +30,10 @@ from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder import recorder as recorder_mod
 from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.index import EventIndex
-from edgevision.recorder.recorder import Recorder, RecorderSettings
+from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy, apply_retention
+from edgevision.recorder.state import RecorderSettings
 
 PRE, POST = 3.0, 5.0
 Spliced = tuple[Path, list[tuple[int, int]]]  # the video and its "people" spans (first, last frame)

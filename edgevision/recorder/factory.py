@@ -8,8 +8,8 @@ from edgevision.errors import ConfigError
 from edgevision.events.state import EventSettings
 from edgevision.paths import data_dir
 from edgevision.recorder.clip import choose_codec
-from edgevision.recorder.recorder import RecorderSettings
 from edgevision.recorder.retention import RetentionPolicy
+from edgevision.recorder.state import RecorderSettings
 
 GB = 1 << 30
 

@@ -29,16 +29,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgevision.capture.factory import encoder_codec
 from edgevision.capture.feed import FeedItem, PacketFeed, StreamStart
 from edgevision.events.stage import EventStage
-from edgevision.events.state import EventEnd, EventSettings, EventStart
+from edgevision.events.state import EventEnd, EventStart
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.clip import salvage_fragmented_mp4
@@ -50,68 +47,17 @@ from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
 from edgevision.recorder.packet_clips import PacketClips
 from edgevision.recorder.recovery import RecoveryReport, recover
-from edgevision.recorder.remux import PacketClipWriter
-from edgevision.recorder.retention import RetentionPolicy, RetentionTimer, apply_retention, free_space
+from edgevision.recorder.retention import RetentionTimer, apply_retention, free_space
 from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
+from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
 from edgevision.results import FrameResult
-from edgevision.results.detection import Detection
 from edgevision.results.events import EventPhase
-from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
 log = logging.getLogger(__name__)
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 STATS_EVERY_S = 1.0  # how often (frame clock) a running event's statistics reach the index
-
-
-@dataclass(frozen=True)
-class RecorderSettings:
-    """Recording knobs (see ``recorder:`` and ``retention:`` in configs/default.yaml)."""
-
-    data_dir: Path
-    camera: str = "camera"
-    events: EventSettings = field(default_factory=EventSettings)
-    pre_roll: float = 3.0
-    pre_roll_max_bytes: int = 64 << 20
-    queue_frames: int = 64
-    codec: str = "libx264"
-    jpeg_quality: int = 90
-    thumb_width: int = 320
-    fps_hint: float = 25.0
-    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
-    retention_interval_s: float = 60.0
-    space_check_s: float = 10.0
-    store_face_crops: bool = True  # off when privacy blurs faces: no face may be stored
-
-
-@dataclass
-class _Item:
-    frame: Frame
-    detections: list[Detection]
-    signals: list[EventStart | EventEnd]
-    best: bool
-    faces: list[Face] | None = None
-    stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)  # (max, mean, peak, best ts) of the event
-    matches: list[Detection] = field(default_factory=list)  # the frame's qualifying detections
-
-
-@dataclass
-class _Active:
-    event_id: int
-    start: EventStart
-    clip: PacketClipWriter | None
-    clip_rel: str | None
-    best_frame: Frame | None = None  # its full image is made only at the snapshot
-    best_dets: list[Detection] = field(default_factory=list)
-    best_face: np.ndarray | None = None
-    best_face_score: float = 0.0
-    last_update: float = 0.0
-    last_index: int = 0
-    last_ts: float = 0.0
-    stats_ts: float = 0.0  # frame time the statistics were last written
-    stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
-    clip_done: bool = False  # the clip was finalized (a reconnect may do it before the event ends)
 
 
 class Recorder:
@@ -157,8 +103,8 @@ class Recorder:
         self.dropped = 0
         self.events_started = 0
         self.events_finalized = 0
-        self._q: queue.Queue[_Item | None] = queue.Queue(maxsize=settings.queue_frames)
-        self._active: _Active | None = None
+        self._q: queue.Queue[WorkItem | None] = queue.Queue(maxsize=settings.queue_frames)
+        self._active: ActiveEvent | None = None
         self._error: BaseException | None = None
         self._last_frame: Frame | None = None
         self._next_space_check = 0.0
@@ -192,12 +138,12 @@ class Recorder:
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)
 
-    def _track(self, result: FrameResult) -> _Item:
+    def _track(self, result: FrameResult) -> WorkItem:
         """The event signals and statistics of one result: the one place the recorder reads the event stage
         (pipeline thread; the recorder thread only sees what this returns)."""
         ev = result.events if result.events is not None else self.events.update(result)
         st = ev.stats
-        return _Item(
+        return WorkItem(
             result.frame,
             list(result.detections),
             list(ev.signals),
@@ -218,7 +164,7 @@ class Recorder:
         """Finalize an active event at the last frame, stop the thread and re-raise its failure, if any."""
         final = self.events.flush()
         if final is not None and self._last_frame is not None:
-            self._put_final(_Item(self._last_frame, [], list(final.signals), False))
+            self._put_final(WorkItem(self._last_frame, [], list(final.signals), False))
         self._put_final(None)
         self._thread.join(timeout=120.0)
         self.retention.stop()
@@ -244,7 +190,7 @@ class Recorder:
         if self.retention.error is not None:
             raise self.retention.error
 
-    def _put_final(self, item: _Item | None) -> None:
+    def _put_final(self, item: WorkItem | None) -> None:
         while self._thread.is_alive():
             try:
                 self._q.put(item, timeout=0.5)
@@ -277,7 +223,7 @@ class Recorder:
         finally:
             self.intake.close()  # a capture thread waiting for room in the feed returns
 
-    def _handle(self, item: _Item) -> None:
+    def _handle(self, item: WorkItem) -> None:
         if not self._ends_checked:  # listeners are attached by now: announce ends recovery closed
             self._ends_checked = True
             self._announce_ends()
@@ -347,7 +293,7 @@ class Recorder:
             log.warning("event %d: no video packet yet: no clip", event_id)
             clip_rel = None
             self.writer.update(event_id, clip_path=None)
-        self._active = _Active(event_id, sig, None, clip_rel)
+        self._active = ActiveEvent(event_id, sig, None, clip_rel)
         if clip_rel is not None:
             try:
                 # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
@@ -399,7 +345,7 @@ class Recorder:
             self.writer.update(active.event_id, **self._finalize_clip(active))
         self.clips.set_stream(start.info)
 
-    def _close_clip_after_disk_error(self, active: _Active, exc: OSError) -> None:
+    def _close_clip_after_disk_error(self, active: ActiveEvent, exc: OSError) -> None:
         assert active.clip is not None
         clip = active.clip
         active.clip = None
@@ -488,7 +434,7 @@ class Recorder:
         self._announce_ends()
         log.info("event %d finalized (%s)", active.event_id, values.get("clip_path") or "no clip")
 
-    def _finalize_clip(self, active: _Active) -> dict[str, object]:
+    def _finalize_clip(self, active: ActiveEvent) -> dict[str, object]:
         """Close the event's clip (fsync, rename, dir fsync) and hash it; the index values it gives.
 
         Disk errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is not

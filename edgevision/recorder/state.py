@@ -1,0 +1,74 @@
+"""The recorder's settings and the state it passes between its two threads.
+
+``RecorderSettings`` is the recorder's typed view of ``recorder:``, ``retention:`` and the face-crop switch
+(built once by :func:`edgevision.recorder.factory.recorder_settings`). A :class:`WorkItem` crosses the bounded queue
+from the pipeline thread to the recorder thread; :class:`ActiveEvent` lives on the recorder thread only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgevision.events.state import EventSettings
+from edgevision.recorder.remux import PacketClipWriter
+from edgevision.recorder.retention import RetentionPolicy
+from edgevision.results.detection import Detection
+from edgevision.results.events import EventEnd, EventStart
+from edgevision.results.face import Face
+from edgevision.results.frame import Frame
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    """Recording knobs (see ``recorder:`` and ``retention:`` in configs/default.yaml)."""
+
+    data_dir: Path
+    camera: str = "camera"
+    events: EventSettings = field(default_factory=EventSettings)
+    pre_roll: float = 3.0
+    pre_roll_max_bytes: int = 64 << 20
+    queue_frames: int = 64
+    codec: str = "libx264"
+    jpeg_quality: int = 90
+    thumb_width: int = 320
+    fps_hint: float = 25.0
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    retention_interval_s: float = 60.0
+    space_check_s: float = 10.0
+    store_face_crops: bool = True  # off when privacy blurs faces: no face may be stored
+
+
+@dataclass
+class WorkItem:
+    """One frame as the pipeline thread hands it to the recorder thread (a reference: frames are immutable)."""
+
+    frame: Frame
+    detections: list[Detection]
+    signals: list[EventStart | EventEnd]
+    best: bool
+    faces: list[Face] | None = None
+    stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)  # (max, mean, peak, best ts) of the event
+    matches: list[Detection] = field(default_factory=list)  # the frame's qualifying detections
+
+
+@dataclass
+class ActiveEvent:
+    """What the recorder thread holds about the event being recorded (recorder thread only)."""
+
+    event_id: int
+    start: EventStart
+    clip: PacketClipWriter | None
+    clip_rel: str | None
+    best_frame: Frame | None = None  # its full image is made only at the snapshot
+    best_dets: list[Detection] = field(default_factory=list)
+    best_face: np.ndarray | None = None
+    best_face_score: float = 0.0
+    last_update: float = 0.0
+    last_index: int = 0
+    last_ts: float = 0.0
+    stats_ts: float = 0.0  # frame time the statistics were last written
+    stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
+    clip_done: bool = False  # the clip was finalized (a reconnect may do it before the event ends)

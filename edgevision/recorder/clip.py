@@ -206,19 +206,26 @@ class ClipWriter:
         self._container.close()
         self._out.sync()
         self._fh.close()
-        if self.frames == 0:
-            self.partial_path.unlink()
-            raise ValueError(f"{self.final_path}: no frame was written")
-        fault_point("finish.synced")
-        os.replace(self.partial_path, self.final_path)
-        fault_point("finish.renamed")
-        fsync_dir(self.final_path.parent)
-        fault_point("finish.dir_synced")
-        return self.final_path
+        return commit_clip(self.partial_path, self.final_path, self.frames, "no frame was written")
 
     def abort(self) -> None:
         """Stop without finalizing; the ``.partial`` stays for start-up recovery to salvage."""
         abort_partial(self._container, self._fh, self.partial_path)
+
+
+def commit_clip(partial_path: Path, final_path: Path, frames: int, empty: str) -> Path:
+    """The last steps of finishing a clip whose ``.partial`` is already closed and fsynced: rename it to its final
+    name, then fsync the directory. A fault point after each step lets the crash tests stop the process exactly
+    there; recovery completes whatever a kill leaves. A clip with no ``frames`` is removed (``empty`` says why)."""
+    if frames == 0:
+        partial_path.unlink()
+        raise ValueError(f"{final_path}: {empty}")
+    fault_point("finish.synced")
+    os.replace(partial_path, final_path)
+    fault_point("finish.renamed")
+    fsync_dir(final_path.parent)
+    fault_point("finish.dir_synced")
+    return final_path
 
 
 def abort_partial(container: Any, fh: IO[bytes], partial_path: Path) -> None:

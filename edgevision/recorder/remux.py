@@ -25,8 +25,7 @@ from typing import IO, Any
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
 from edgevision.fsutil import fsync_dir
-from edgevision.recorder.clip import abort_partial
-from edgevision.recorder.faults import fault_point
+from edgevision.recorder.clip import abort_partial, commit_clip
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +147,9 @@ class PacketClipWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        if self.frames == 0:
-            self.partial_path.unlink()
-            raise ValueError(f"{self.final_path}: no packet from a keyframe on was written")
-        fault_point("finish.synced")
-        os.replace(self.partial_path, self.final_path)
-        fault_point("finish.renamed")
-        fsync_dir(self.final_path.parent)
-        fault_point("finish.dir_synced")
-        return self.final_path
+        return commit_clip(
+            self.partial_path, self.final_path, self.frames, "no packet from a keyframe on was written"
+        )
 
     def abort(self) -> None:
         """Stop without finalizing; the ``.partial`` stays for start-up recovery to salvage."""

@@ -61,12 +61,15 @@ def env(models_dir: Path, tmp_path: Path) -> dict[str, str]:
     return e
 
 
+EDGEVISION = [sys.executable, "-m", "edgevision"]  # the command line of the CLI under test
+
+
 def run_cli(
     args: list[str], env: dict[str, str], timeout: float = 120, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m edgevision ARGS`` and return the completed process (text mode)."""
     return subprocess.run(
-        [sys.executable, "-m", "edgevision", *args],
+        [*EDGEVISION, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -108,9 +111,7 @@ def mjpeg_source(env: dict[str, str], tmp_path: Path) -> Iterator[int]:
     cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "edgevision",
+            *EDGEVISION,
             "run",
             "--config",
             str(cfg),

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED, read_image, run_cli
+from conftest import EDGEVISION, SHARED, read_image, run_cli
 
 tf = pytest.importorskip("tensorflow")
 
@@ -319,9 +319,7 @@ def test_sigint_stops_the_cli_with_130_and_nothing_installed(
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "edgevision",
+            *EDGEVISION,
             "models",
             "distill",
             "--student",

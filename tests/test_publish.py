@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from browser import CHROMIUM, Browser, free_port
-from conftest import WALKING, mjpeg_source, run_cli
+from conftest import EDGEVISION, WALKING, mjpeg_source, run_cli
 from media import splice
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -273,9 +272,7 @@ def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
     )
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "edgevision",
+            *EDGEVISION,
             "run",
             "--config",
             str(cfg),
@@ -336,9 +333,7 @@ def test_web_and_metrics_move_during_a_replay(env: dict[str, str], tmp_path: Pat
     cfg.write_text(f"web:\n  enabled: true\n  port: {port}\n")
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "edgevision",
+            *EDGEVISION,
             "run",
             "--config",
             str(cfg),

@@ -8,14 +8,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from conftest import HALLWAY_1, HALLWAY_3, read_image, run_cli
+from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, read_image, run_cli
 from conftest import count_frames as frame_count
 from media import FPS, splice
 
@@ -278,9 +277,7 @@ def test_sigkill_while_recording_then_recovery(
     iterations = int(os.environ.get("EDGEVISION_KILL_ITERATIONS", "6"))
     rng = random.Random(int(os.environ.get("EDGEVISION_KILL_SEED", "7")))
     args = [
-        sys.executable,
-        "-m",
-        "edgevision",
+        *EDGEVISION,
         "run",
         "--video",
         str(video),

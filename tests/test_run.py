@@ -7,14 +7,13 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from conftest import HALLWAY_1, HALLWAY_3, WALKING, count_frames, run_cli
+from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, WALKING, count_frames, run_cli
 from fakes import CameraScript, FakePicamera2, fake_picamera2_module, frames_from
 
 from edgevision.capture.runner import LiveRunner, ReplayRunner, backoff_delays, is_stalled
@@ -253,9 +252,7 @@ def test_backoff_and_stall_policy() -> None:
 def test_signal_leaves_complete_outputs(env: dict[str, str], tmp_path: Path, sig: signal.Signals) -> None:
     det, vid = tmp_path / "d.jsonl", tmp_path / "v.mp4"
     args = [
-        sys.executable,
-        "-m",
-        "edgevision",
+        *EDGEVISION,
         "run",
         "--video",
         str(WALKING),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IMAGES, WALKING, read_image, run_cli
+from conftest import EDGEVISION, IMAGES, WALKING, read_image, run_cli
 
 from edgevision.catalog.resolve import ResolvedModel, resolve_model
 from edgevision.config import DetectorConfig, load_config
@@ -248,9 +248,7 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
         f"  cadences: []\n  derived_dir: {tmp_path / 'derived'}\n"
     )
     args = [
-        sys.executable,
-        "-m",
-        "edgevision",
+        *EDGEVISION,
         "run",
         "--config",
         str(cfg),

@@ -7,13 +7,12 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import WALKING, run_cli
+from conftest import EDGEVISION, WALKING, run_cli
 from fakes import CameraScript, frames_from
 
 from edgevision.capture.runner import LiveRunner
@@ -95,9 +94,7 @@ def test_service_run_ready_watchdog_status_stopping(env: dict[str, str], tmp_pat
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "edgevision",
+            *EDGEVISION,
             "run",
             "--config",
             str(cfg),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WALKING
+from conftest import EDGEVISION, WALKING
 
 from edgevision.service.units import render_unit
 
@@ -327,9 +327,7 @@ def test_pipeline_runs_under_the_units_seccomp_policy(env: dict[str, str], tmp_p
     cfg = tmp_path / "c.yaml"
     cfg.write_text("web:\n  enabled: true\n  port: 0\n")
     cmd = [
-        sys.executable,
-        "-m",
-        "edgevision",
+        *EDGEVISION,
         "run",
         "--config",
         str(cfg),

@@ -26,7 +26,7 @@ from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.events.state import EventSettings
 from edgevision.pipeline.loop import Pipeline
-from edgevision.recorder import recorder as recorder_mod
+from edgevision.recorder import snapshots as snapshots_mod
 from edgevision.recorder.clip import choose_codec
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
@@ -202,7 +202,7 @@ def test_snapshot_failure_degrades_to_index_only(
     def failing(*a: object, **k: object) -> NoReturn:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recorder_mod, "write_snapshot", failing)
+    monkeypatch.setattr(snapshots_mod, "write_snapshot", failing)
     _replay_with_recorder(models_dir, video, tmp_path / "data", free_bytes=lambda p, h: 10 << 30)
     got = rows(tmp_path / "data")
     assert len(got) == 2 and all(e["status"] == "finalized" and e["snapshot_path"] is None for e in got)

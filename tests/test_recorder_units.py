@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
+from edgevision.recorder import snapshots as snapshots_mod
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_writer import IndexWriter, is_disk_error
 from edgevision.recorder.lock import DataDirBusy, DataDirLock
 from edgevision.recorder.mode import RECORD_FLOOR_BYTES, Mode, after_failure, after_space_check, record_floor
+from edgevision.recorder.snapshots import EventStills
+from edgevision.results.detection import BBox, Detection
+from edgevision.results.face import Face
+from edgevision.results.frame import Frame
 
 MB = 1 << 20
 N, S, X = Mode.NORMAL, Mode.SNAPSHOTS_ONLY, Mode.INDEX_ONLY
@@ -144,3 +152,106 @@ def test_retention_runs_on_its_own_timer_and_keeps_its_failure() -> None:
     bad.start()  # runs at once: the failure ends the thread
     bad._thread.join(5)
     assert isinstance(bad.error, RuntimeError) and bad.runs == 0
+
+
+# -- the snapshot output (EventStills) ------------------------------------------------------------------------
+
+
+class _Picture:
+    """A decoded picture that counts how often its full-resolution image is made."""
+
+    def __init__(self, value: int) -> None:
+        self.value, self.conversions = value, 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (64, 48)
+
+    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
+        return np.zeros((height, width, 3), np.uint8)
+
+    def bgr(self) -> np.ndarray:
+        self.conversions += 1
+        return np.full((48, 64, 3), self.value, np.uint8)
+
+
+def _face(score: float) -> Face:
+    return Face(score, BBox(0.25, 0.25, 0.5, 0.5), {})
+
+
+def _person(score: float) -> Detection:
+    return Detection("person", 0, score, BBox(0.1, 0.1, 0.6, 0.9))
+
+
+# (best flag of each offered frame, face score or None per frame) -> index of the kept frame, of the face frame
+@pytest.mark.parametrize(
+    ("best", "faces", "kept", "face_kept"),
+    [
+        ([True, False, False], [None, None, None], 0, None),
+        ([False, False], [None, None], 0, None),  # nothing marked best: the first frame is kept
+        ([True, False, True], [0.9, 0.7, None], 2, 0),  # the later best frame; the higher face
+        ([True, True, False], [0.6, 0.8, 0.95], 1, 2),  # the face can come from a frame that is not the best
+        ([True, False], [0.8, 0.8], 0, 0),  # a tie keeps the first face
+    ],
+)
+def test_event_stills_pick(
+    best: list[bool], faces: list[float | None], kept: int, face_kept: int | None
+) -> None:
+    pictures = [_Picture(10 * (i + 1)) for i in range(len(best))]
+    frames = [Frame.lazy(p, float(i), i, "cam") for i, p in enumerate(pictures)]
+    stills = EventStills(store_face=True)
+    for f, b, s in zip(frames, best, faces, strict=True):
+        stills.offer(f, b, [_person(0.7)], None if s is None else [_face(s)])
+    assert stills.frame is frames[kept]
+    assert (stills.face[0] if stills.face else None) is (None if face_kept is None else frames[face_kept])
+    assert sum(p.conversions for p in pictures) == 0  # offering never decodes
+
+
+def test_event_stills_write_decodes_once_and_names_what_landed(tmp_path: Path) -> None:
+    pictures = [_Picture(50), _Picture(200)]
+    frames = [Frame.lazy(p, float(i), i, "cam") for i, p in enumerate(pictures)]
+    stills = EventStills(thumb_width=32, store_face=True)
+    stills.offer(frames[0], True, [_person(0.8)], [_face(0.9)])
+    stills.offer(frames[1], False, [_person(0.6)], [_face(0.5)])
+    values: dict[str, object] = {}
+    stills.write(tmp_path, 7, values)
+    assert values == {
+        "snapshot_path": "snapshots/000007.jpg",
+        "thumb_path": "snapshots/000007-thumb.jpg",
+        "face_path": "snapshots/000007-face.jpg",
+    }
+    assert [p.conversions for p in pictures] == [1, 0]  # one full image, for the best frame and its face
+    thumb = cv2.imread(str(tmp_path / "snapshots/000007-thumb.jpg"))
+    assert thumb is not None and thumb.shape[1] == 32
+    crop = cv2.imread(str(tmp_path / "snapshots/000007-face.jpg"))
+    assert (
+        crop is not None and 0 < crop.shape[1] < 64 and abs(int(crop.mean()) - 50) <= 3
+    )  # cut from the best face's frame
+
+
+def test_event_stills_without_face_crops_and_on_a_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = Frame.lazy(_Picture(80), 0.0, 0, "cam")
+    stills = EventStills(store_face=False)
+    stills.offer(frame, True, [], [_face(0.99)])
+    assert stills.face is None  # privacy: no face is kept at all
+
+    write_jpeg = snapshots_mod.write_jpeg
+
+    def face_fails(path: Path, image: np.ndarray, quality: int = 90) -> int:
+        if path.name.endswith("-face.jpg"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_jpeg(path, image, quality)
+
+    stills = EventStills(store_face=True)
+    stills.offer(frame, True, [], [_face(0.99)])
+    monkeypatch.setattr(snapshots_mod, "write_jpeg", face_fails)
+    values: dict[str, object] = {}
+    with pytest.raises(OSError):
+        stills.write(tmp_path, 2, values)
+    # the row names what landed (snapshot, thumbnail), never the face crop that did not
+    assert values == {"snapshot_path": "snapshots/000002.jpg", "thumb_path": "snapshots/000002-thumb.jpg"}
+    assert (tmp_path / "snapshots/000002.jpg").exists() and not (
+        tmp_path / "snapshots/000002-face.jpg"
+    ).exists()

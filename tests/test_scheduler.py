@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import EDGEVISION, IMAGES, WALKING, read_image, run_cli
@@ -24,6 +25,7 @@ from edgevision.detection.factory import build_detector
 from edgevision.errors import ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.results.detection import BBox, Detection
+from edgevision.results.frame import Frame
 from edgevision.scheduler.carry import BoxCarrier
 from edgevision.scheduler.controller import ControllerSettings
 from edgevision.scheduler.derive import derive, ensure_derived
@@ -277,15 +279,42 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
     assert "up" in directions[first_down:], (budget, moves)
 
 
+class _Decoded:
+    """A decoded picture (``Frame.lazy``) over an image: scales on request and counts full-size conversions."""
+
+    def __init__(self, bgr: np.ndarray) -> None:
+        self._bgr, self.conversions = bgr, 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self._bgr.shape[1]), int(self._bgr.shape[0])
+
+    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
+        return cv2.resize(self._bgr[:, :, ::-1], (width, height), interpolation=cv2.INTER_AREA)
+
+    def bgr(self) -> np.ndarray:
+        self.conversions += 1
+        return self._bgr
+
+
+def _frame(name: str) -> Frame:
+    return Frame(_image(name), 0.0, 0, "test")
+
+
 def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
     from edgevision.catalog.resolve import open_model
     from edgevision.scheduler.runtime import PersonGate, Scheduler
 
     handle, _ = open_model("vww_mobilenet_v1_0.25_96", models_dir, RuntimeOptions())
     gate = PersonGate(handle, min_person_prob=0.1)
-    squat = gate.person_prob(_image("squat.bmp"))
-    cat = gate.person_prob(_image("cat.bmp"))
+    squat = gate.person_prob(_frame("squat.bmp"))
+    cat = gate.person_prob(_frame("cat.bmp"))
     assert squat > 0.9 and cat < 0.1  # the manifest: 0.957 and 0.035
+    # a packet source's frame: scaled straight to 96x96, its full-resolution image never made
+    decoded = _Decoded(_image("squat.bmp"))
+    lazy = Frame.lazy(decoded, 0.0, 0, "test")
+    assert gate.person_prob(lazy) == pytest.approx(squat, abs=0.05)
+    assert decoded.conversions == 0 and not lazy.materialized
     ladder = [type("R", (), {"profile": type("P", (), {"cadence": 1})(), "expected_ms": 5.0, "name": "r"})()]
     active = {"event": False}
     sched = Scheduler(
@@ -294,7 +323,7 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
         event_active=lambda: active["event"],
         gate=gate,
     )
-    empty = _image("cat.bmp")
+    empty = _frame("cat.bmp")
     assert sched.gate_says_empty(empty) and sched.gated == 1
     sched.detected(0.0, [Detection("person", 0, 0.9, BBox(0, 0, 0.5, 0.5))])
     assert not sched.gate_says_empty(empty)  # never right after a person was seen ...
@@ -302,4 +331,4 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
     active["event"] = True
     assert not sched.gate_says_empty(empty)  # ... nor during an event
     active["event"] = False
-    assert not sched.gate_says_empty(_image("squat.bmp"))
+    assert not sched.gate_says_empty(_frame("squat.bmp"))

@@ -32,6 +32,7 @@ from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.events import EventSettings, EventStage
 from edgevision.face.factory import build_face_stages
+from edgevision.face.privacy import PrivacyStage
 from edgevision.naming import camera_name
 from edgevision.paths import data_dir
 from edgevision.pipeline.control import Controls, RecordingGate
@@ -208,4 +209,5 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
         on_status=on_status,
     )
     log.info("model %s (%s, %d thread(s)) on %s", model, runtime, cfg.runtime.threads, cfg.source.kind)
-    return System(pipeline, monitor, sharing, scheduler, recorder, web_sock)
+    privacy = next((s for s in stages if isinstance(s, PrivacyStage)), None)
+    return System(pipeline, monitor, sharing, scheduler, recorder, web_sock, privacy)

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from types import FrameType
 
+from edgevision.face.privacy import PrivacyStage
 from edgevision.pipeline.loop import Pipeline, RunSummary
 from edgevision.publish.factory import Sharing
 from edgevision.recorder.recorder import Recorder
@@ -28,6 +29,7 @@ class System:
     scheduler: Scheduler | None = None
     recorder: Recorder | None = None
     web_socket: socket.socket | None = None  # bound before anything loaded; the web server serves on it
+    privacy: PrivacyStage | None = None
 
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> RunSummary:
         """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM arrives;
@@ -50,7 +52,7 @@ class System:
                 signal.signal(sig, handler)
 
     def summary(self, summary: RunSummary) -> list[str]:
-        """The closing lines (stderr): frames and latency, then the scheduler's and the recorder's part."""
+        """The closing lines (stderr): frames and latency, then the scheduler's, the recorder's and privacy's part."""
         lines = [summary.line()]
         s = self.scheduler
         if s is not None:
@@ -64,4 +66,7 @@ class System:
                 f"events: {r.events_started} started, {r.events_finalized} finalized; "
                 f"{r.dropped} frame(s) dropped by the recorder; recording mode {r.mode}"
             )
+        coverage = self.privacy.coverage if self.privacy is not None else None
+        if coverage is not None:
+            lines.append(coverage.summary())
         return lines

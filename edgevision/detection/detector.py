@@ -34,6 +34,18 @@ def to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
+def frame_rgb(frame: Frame, width: int, height: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``frame`` as ``height x width`` RGB for a model: a decoded picture nobody has converted yet is scaled by
+    FFmpeg straight from its YUV (no full-resolution BGR is made); otherwise the frame's image is converted and
+    resized with ``interpolation``."""
+    if frame.decoded is not None and not frame.materialized:
+        return frame.decoded.model_input(width, height)
+    rgb = to_rgb(frame.image)
+    if rgb.shape[0] != height or rgb.shape[1] != width:
+        rgb = cv2.resize(rgb, (width, height), interpolation=interpolation)
+    return rgb
+
+
 class Detector:
     """An SSD detector bound to one loaded interpreter.
 
@@ -101,10 +113,8 @@ class Detector:
     def preprocess_frame(self, frame: Frame) -> np.ndarray:
         """:meth:`preprocess` for a pipeline frame: a decoded picture is scaled by FFmpeg straight from its YUV
         to the input size (no full-resolution BGR is made); otherwise the frame's image is used."""
-        if frame.decoded is not None and not frame.materialized:
-            rgb = frame.decoded.model_input(self.input_width, self.input_height)
-            return quantize_input(rgb, self.input_dtype, self.float_range)[np.newaxis]
-        return self.preprocess(frame.image)
+        rgb = frame_rgb(frame, self.input_width, self.input_height)
+        return quantize_input(rgb, self.input_dtype, self.float_range)[np.newaxis]
 
     def infer(self, tensor: np.ndarray) -> list[Detection]:
         """Run the model on a preprocessed tensor and parse its outputs."""

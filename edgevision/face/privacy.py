@@ -2,7 +2,8 @@
 
 Runs as the last pipeline stage, so every sink — clips, the pre-roll ring, snapshots, thumbnails, saved video,
 the live view — only ever receives the redacted image. The original is dropped with the frame. Its cost is
-reported as its own latency stage (``privacy``). The faces it blurs are the face stage's, judged by the
+reported as its own latency stage (``privacy``). When most people in view are too small for a face to be found,
+it says so (:mod:`edgevision.face.coverage`). The faces it blurs are the face stage's, judged by the
 acceptance rule in its privacy mode (:mod:`edgevision.face.accept`): every candidate a detector reports.
 
 The blur is a downscale–blur–upscale: the face region is shrunk (area-averaged) to ``BLUR_CELLS`` pixels
@@ -14,14 +15,18 @@ the face (a millisecond or so for a 300-px face on a 720p frame, instead of abou
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
+from edgevision.face.coverage import FaceCoverage
 from edgevision.results import FrameResult
 from edgevision.results.face import Face
+
+log = logging.getLogger(__name__)
 
 Polygon = Sequence[tuple[float, float]]
 BLUR_CELLS = 32  # the region is blurred at this size: the filter's cost no longer grows with the face
@@ -91,9 +96,15 @@ class PrivacyStage:
         self.masks = list(masks)
         self.method = method
         self.margin = margin
+        # blurring faces: are they large enough to be found? (a warning once, a line in the run summary)
+        self.coverage = FaceCoverage() if blur_faces else None
 
     def process(self, result: FrameResult) -> None:
         faces = (result.faces or []) if self.blur_faces else []
+        if self.coverage is not None and result.faces is not None:  # frames the face stage ran on
+            warning = self.coverage.observe(result.detections, faces, result.frame.size[1])
+            if warning:
+                log.warning("%s", warning)
         if not faces and not self.masks:
             return
         t0 = time.perf_counter()

@@ -48,7 +48,7 @@ from edgevision.recorder.mode import Mode, after_failure, after_space_check, rec
 from edgevision.recorder.packet_clips import PacketClips
 from edgevision.recorder.recovery import RecoveryReport, recover
 from edgevision.recorder.retention import RetentionTimer, apply_retention, free_space
-from edgevision.recorder.snapshots import face_crop, write_jpeg, write_snapshot
+from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
 from edgevision.results import FrameResult
 from edgevision.results.events import EventPhase
@@ -252,7 +252,7 @@ class Recorder:
             self.writer.update(
                 active.event_id, max_score=mx, mean_score=mean, peak_count=peak, best_ts=best_ts
             )
-        if item.best and active.best_frame is not None and frame.ts - active.last_update >= 1.0:
+        if item.best and active.stills.frame is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
             self._notify(
                 EventPhase.UPDATE,
@@ -263,14 +263,7 @@ class Recorder:
                     "peak_count": item.stats[2],
                 },
             )
-        if item.best or active.best_frame is None:
-            active.best_frame = frame  # a reference: the full image is made once, for the snapshot
-            active.best_dets = item.matches or item.detections
-        if self.settings.store_face_crops and item.faces:
-            top = max(item.faces, key=lambda f: f.score)
-            if top.score > active.best_face_score:
-                active.best_face_score = top.score
-                active.best_face = face_crop(frame.image, top)
+        active.stills.offer(frame, item.best, item.matches or item.detections, item.faces)
 
     def _begin(self, sig: EventStart, frame: Frame) -> None:
         self._check_space(force=True)
@@ -293,7 +286,13 @@ class Recorder:
             log.warning("event %d: no video packet yet: no clip", event_id)
             clip_rel = None
             self.writer.update(event_id, clip_path=None)
-        self._active = ActiveEvent(event_id, sig, None, clip_rel)
+        self._active = ActiveEvent(
+            event_id,
+            sig,
+            None,
+            clip_rel,
+            EventStills(self.settings.thumb_width, self.settings.store_face_crops),
+        )
         if clip_rel is not None:
             try:
                 # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
@@ -395,27 +394,9 @@ class Recorder:
             values.update(self._finalize_clip(active))
         elif active.clip_rel is not None and not active.clip_done:
             status = "recovered"  # the clip was cut short by a disk error and salvaged
-        if active.best_frame is not None and self.mode != Mode.INDEX_ONLY:
-            snap = f"snapshots/{active.event_id:06d}.jpg"
-            thumb = f"snapshots/{active.event_id:06d}-thumb.jpg"
+        if self.mode != Mode.INDEX_ONLY:
             try:
-                write_snapshot(
-                    self.settings.data_dir / snap,
-                    self.settings.data_dir / thumb,
-                    active.best_frame.best_image,
-                    active.best_dets,
-                    self.settings.thumb_width,
-                )
-                values.update(snapshot_path=snap, thumb_path=thumb)
-            except OSError as exc:
-                if exc.errno not in DISK_ERRNOS:
-                    raise
-                self._degrade(Mode.INDEX_ONLY, exc)
-        if active.best_face is not None and self.mode != Mode.INDEX_ONLY:
-            face_rel = f"snapshots/{active.event_id:06d}-face.jpg"
-            try:
-                write_jpeg(self.settings.data_dir / face_rel, active.best_face)
-                values["face_path"] = face_rel
+                active.stills.write(self.settings.data_dir, active.event_id, values)
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
                     raise

@@ -1,4 +1,5 @@
-"""Snapshot and thumbnail JPEGs of an event's best frame, written atomically."""
+"""Snapshot and thumbnail JPEGs of an event's best frame, and its best face crop, written atomically: the
+recorder's snapshot output (:class:`EventStills`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from edgevision.fsutil import fsync_dir
 from edgevision.render import draw_detections
 from edgevision.results.detection import Detection
 from edgevision.results.face import Face
+from edgevision.results.frame import Frame
 
 
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> int:
@@ -55,3 +57,46 @@ def face_crop(image: np.ndarray, face: Face, margin: float = 0.3) -> np.ndarray:
         min(h, int(face.box.ymax * h + bh * margin) + 1),
     )
     return image[y1:y2, x1:x2].copy()
+
+
+class EventStills:
+    """The snapshot output of one event: picks its stills while the event runs, writes them once at its end.
+
+    Like a picamera2 output it only receives what the recorder hands it; it never decodes while the event runs.
+    It keeps *references* to frames (frames are immutable), so a packet source's full-resolution image is made
+    once, at :meth:`write`, for the best frame and, when face crops are kept, the frame of the best face.
+    """
+
+    def __init__(self, thumb_width: int = 320, store_face: bool = False) -> None:
+        self.thumb_width = thumb_width
+        self.store_face = store_face
+        self.frame: Frame | None = None
+        self.detections: list[Detection] = []
+        self.face: tuple[Frame, Face] | None = None
+
+    def offer(
+        self, frame: Frame, best: bool, detections: Sequence[Detection], faces: Sequence[Face] | None
+    ) -> None:
+        """One frame of the event: kept when the event says it is the best so far (or nothing is kept yet);
+        its best face is kept when it scores above the best so far."""
+        if best or self.frame is None:
+            self.frame, self.detections = frame, list(detections)
+        if self.store_face and faces:
+            top = max(faces, key=lambda f: f.score)
+            if self.face is None or top.score > self.face[1].score:
+                self.face = (frame, top)
+
+    def write(self, data_dir: Path, event_id: int, values: dict[str, object]) -> None:
+        """Write the snapshot + thumbnail, then the face crop, each atomically; ``values`` gets the index column of
+        each file as it lands, so a disk error (``OSError``, raised) leaves the row naming only what exists."""
+        if self.frame is not None:
+            snap, thumb = f"snapshots/{event_id:06d}.jpg", f"snapshots/{event_id:06d}-thumb.jpg"
+            write_snapshot(
+                data_dir / snap, data_dir / thumb, self.frame.best_image, self.detections, self.thumb_width
+            )
+            values.update(snapshot_path=snap, thumb_path=thumb)
+        if self.face is not None:
+            rel = f"snapshots/{event_id:06d}-face.jpg"
+            frame, face = self.face
+            write_jpeg(data_dir / rel, face_crop(frame.image, face))
+            values["face_path"] = rel

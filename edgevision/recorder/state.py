@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgevision.events.state import EventSettings
 from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy
+from edgevision.recorder.snapshots import EventStills
 from edgevision.results.detection import Detection
 from edgevision.results.events import EventEnd, EventStart
 from edgevision.results.face import Face
@@ -62,10 +61,7 @@ class ActiveEvent:
     start: EventStart
     clip: PacketClipWriter | None
     clip_rel: str | None
-    best_frame: Frame | None = None  # its full image is made only at the snapshot
-    best_dets: list[Detection] = field(default_factory=list)
-    best_face: np.ndarray | None = None
-    best_face_score: float = 0.0
+    stills: EventStills  # the snapshot output: best frame and face, written at the end
     last_update: float = 0.0
     last_index: int = 0
     last_ts: float = 0.0

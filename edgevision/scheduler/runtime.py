@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from edgevision.detection.detector import Detector, to_rgb
+from edgevision.detection.detector import Detector, frame_rgb
 from edgevision.inference.backends import InterpreterHandle
 from edgevision.inference.quant import quantize_input
 from edgevision.results.detection import Detection
@@ -43,8 +43,10 @@ class PersonGate:
         shape = handle.input_shape
         self.size = (int(shape[2]), int(shape[1]))
 
-    def person_prob(self, frame_bgr: np.ndarray) -> float:
-        rgb = cv2.resize(to_rgb(frame_bgr), self.size, interpolation=cv2.INTER_AREA)
+    def person_prob(self, frame: Frame) -> float:
+        """The model's person probability for ``frame`` (a packet source's frame is scaled from its YUV straight
+        to 96x96: the gate never makes the full-resolution image)."""
+        rgb = frame_rgb(frame, *self.size, interpolation=cv2.INTER_AREA)
         # int8: pixel - 128 (scale 1/255, zero point -128); a float twin takes [0, 1]
         self.handle.invoke_on(quantize_input(rgb, self.handle.input_dtype, (0.0, 1.0))[np.newaxis])
         return float(self.handle.output_float(0).reshape(-1)[1])
@@ -93,11 +95,11 @@ class Scheduler:
         self._n += 1
         return detect
 
-    def gate_says_empty(self, frame_bgr: np.ndarray) -> bool:
+    def gate_says_empty(self, frame: Frame) -> bool:
         """True when the person gate is confident nobody is there (never during an event or after a person)."""
         if self.gate is None or self._last_had_person or self.event_active():
             return False
-        empty = self.gate.person_prob(frame_bgr) < self.gate.threshold
+        empty = self.gate.person_prob(frame) < self.gate.threshold
         self.gated += int(empty)
         return empty
 
@@ -128,7 +130,7 @@ class Scheduler:
             return DetectOutcome(
                 carried, Latency(carry=ms), DetectMode.CARRIED, rung.detector.name, rung.name
             )
-        if self.gate_says_empty(frame.image):
+        if self.gate_says_empty(frame):
             ms = (time.perf_counter() - t0) * 1e3
             return DetectOutcome([], Latency(gate=ms), DetectMode.GATED, rung.detector.name, rung.name)
         dets, latency = rung.detector.detect_frame(frame)

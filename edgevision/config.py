@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -65,6 +65,8 @@ class RuntimeConfig(_Strict):
     runtime: Literal["auto", "litert", "tflite-runtime"] = "auto"
     device: Device = Device.CPU
     threads: int = Field(2, ge=1, le=64)
+    # interpreters running frames side by side (threads split among them); auto: app.source.interpreters
+    parallel: Literal["auto"] | Annotated[int, Field(ge=1, le=16)] = "auto"
     edgetpu_device: str | None = None
     cpu_fallback: bool = True
 
@@ -386,6 +388,20 @@ class EdgeVisionConfig(_Strict):
             raise ValueError("privacy.blur_faces needs faces.every_n_frames: 1 (every frame must be checked)")
         return self
 
+    @model_validator(mode="after")
+    def _parallel_runs_one_model(self) -> EdgeVisionConfig:
+        parallel = self.runtime.parallel
+        if parallel == "auto" or parallel == 1:
+            return self
+        if self.scheduler.enabled:
+            raise ValueError(
+                "runtime.parallel > 1 runs one fixed model on frames side by side; the scheduler switches "
+                "models per frame: use one of them"
+            )
+        if self.runtime.device is Device.EDGETPU:
+            raise ValueError("runtime.parallel > 1 needs the CPU: one Edge TPU runs one frame at a time")
+        return self
+
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur = data
@@ -420,6 +436,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         from_flags = 0
         for err in exc.errors():
             loc = tuple(err["loc"])
+            text = str(err["msg"]).removeprefix("Value error, ")
+            if not loc and "." in text.split(" ", 1)[0]:
+                loc = tuple(text.split(" ", 1)[0].split("."))  # a check across sections names its key first
             key = ".".join(str(p) for p in loc) or "(top level)"
             if loc in flagged or any(loc[: len(f)] == f for f in flagged):
                 where = "command line"
@@ -429,7 +448,6 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
                 while probe and probe not in lines:
                     probe = probe[:-1]
                 where = f"{origin}:{lines.get(probe, 1)}"
-            text = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 text = "unknown key"
             msgs.append(f"{where} {key}: {text}")

@@ -66,6 +66,7 @@ class FakeStep:
     switch_on: set[int] = field(default_factory=set)
     mode: DetectMode = DetectMode.DETECTED
     feedback_args: list[tuple[DetectOutcome, float, float]] = field(default_factory=list)
+    closed: bool = False
 
     @property
     def model(self) -> str:
@@ -88,6 +89,9 @@ class FakeStep:
             if n in self.switch_on
             else None
         )
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -146,13 +150,14 @@ def pipeline(
 
 
 def test_per_frame_order_detect_stages_feedback_sinks() -> None:
-    pipe, runner, _, sinks, log = pipeline(n=2)
+    pipe, runner, step, sinks, log = pipeline(n=2)
     summary = pipe.run(threading.Event())
     one = ["detect {i}", "stage t0", "stage t1", "feedback", "sink s0", "sink s1"]
     assert log == [e.format(i=i) for i in range(2) for e in one] + ["close s0", "close s1"]
     assert runner.calls == ["start", "stop"]
     assert summary.frames_processed == 2 and summary.stopped_by == "end of input"
     assert all(s.closed == 1 for s in sinks)
+    assert step.closed  # its workers released once the capture thread has stopped
 
 
 def test_stages_see_the_detections_and_sinks_see_the_stages_edits() -> None:
@@ -236,7 +241,7 @@ def test_the_switch_the_step_reports_is_on_that_frames_result_only() -> None:
 def test_sinks_are_always_closed_and_the_first_error_is_raised(
     fail: dict[str, tuple[object, ...]], raised: str, processed_by_s1: int
 ) -> None:
-    pipe, runner, _, sinks, _ = pipeline(n=3)
+    pipe, runner, step, sinks, _ = pipeline(n=3)
     by_name = {s.name: s for s in sinks}
     if "sink" in fail:
         name, index = fail["sink"]
@@ -250,7 +255,7 @@ def test_sinks_are_always_closed_and_the_first_error_is_raised(
     with pytest.raises(Boom, match=f"^{raised}$"):
         pipe.run(threading.Event())
     assert [s.closed for s in sinks] == [1, 1]  # every sink closed exactly once, even after a failure
-    assert runner.calls == ["start", "stop"]
+    assert runner.calls == ["start", "stop"] and step.closed
     assert len(by_name["s1"].results) == processed_by_s1
 
 

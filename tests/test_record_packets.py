@@ -59,6 +59,9 @@ class ScriptedDetect:
     def feedback(self, outcome: DetectOutcome, total_ms: float, wait_ms: float) -> SwitchInfo | None:
         return None
 
+    def close(self) -> None:
+        pass  # no workers
+
 
 def settings(data: Path, pre_roll: float = 3.0, post_roll: float = 1.0) -> RecorderSettings:
     return RecorderSettings(

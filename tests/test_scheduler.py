@@ -238,10 +238,12 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
     det = build_detector(load_config(None, {"models.dir": str(models_dir)}))
     img = _image("squat.bmp")
     det.detect(img)
-    t0 = time.perf_counter()
-    for _ in range(10):
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
         det.detect(img)
-    base = (time.perf_counter() - t0) / 10 * 1e3
+        times.append((time.perf_counter() - t0) * 1e3)
+    base = min(times)  # the idle cost: other work on a shared machine only ever adds to some of the samples
     budget = max(base * 1.6, 15.0)  # fits the top rung idle, not with the CPU shared three ways
     out = tmp_path / "d.jsonl"
     cfg = tmp_path / "c.yaml"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevision.app.source import replays, sample_frames
+from edgevision.app.source import interpreters, replays, sample_frames
 from edgevision.app.system import System
 from edgevision.capture.factory import open_runner
 from edgevision.capture.runner import LiveRunner, ReplayRunner
@@ -30,6 +30,7 @@ from edgevision.config import EdgeVisionConfig
 from edgevision.config_check import check_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
+from edgevision.detection.parallel import ParallelDetect
 from edgevision.events import EventSettings, EventStage
 from edgevision.face.factory import build_face_stages
 from edgevision.face.privacy import PrivacyStage
@@ -86,7 +87,8 @@ def build(cfg: EdgeVisionConfig, options: RunOptions = RunOptions()) -> System:
 def _detect_step(
     cfg: EdgeVisionConfig, health: HealthState, events: EventStage
 ) -> tuple[DetectStep, Scheduler | None, str, str]:
-    """The fixed detector or the scheduler (every rung loaded and profiled); its name and runtime for the log."""
+    """The fixed detector, its parallel form (``runtime.parallel``) or the scheduler (every rung loaded and
+    profiled); its name and how it runs (runtime, interpreters, threads) for the log."""
     if cfg.scheduler.enabled:
         scheduler = build_scheduler(
             cfg,
@@ -95,9 +97,22 @@ def _detect_step(
             budget_factor=health.budget_factor,
         )
         d = scheduler.detector
-        return scheduler, scheduler, d.name, d.handle.runtime
+        return scheduler, scheduler, d.name, f"{d.handle.runtime}, {cfg.runtime.threads} thread(s)"
+    n, per = interpreters(cfg)
+    if n > 1:
+        # frames side by side: one interpreter per worker, the configured threads split among them
+        one = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"threads": per})})
+        detectors = [build_detector(one) for _ in range(n)]
+        d = detectors[0]
+        how = f"{d.handle.runtime}, {n} interpreters of {per} thread(s)"
+        return ParallelDetect(detectors), None, d.name, how
     detector = build_detector(cfg)
-    return FixedDetect(detector), None, detector.name, detector.handle.runtime
+    return (
+        FixedDetect(detector),
+        None,
+        detector.name,
+        f"{detector.handle.runtime}, {cfg.runtime.threads} thread(s)",
+    )
 
 
 def _output_sinks(
@@ -208,6 +223,6 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
         controls=controls,
         on_status=on_status,
     )
-    log.info("model %s (%s, %d thread(s)) on %s", model, runtime, cfg.runtime.threads, cfg.source.kind)
+    log.info("model %s (%s) on %s", model, runtime, cfg.source.kind)
     privacy = next((s for s in stages if isinstance(s, PrivacyStage)), None)
     return System(pipeline, monitor, sharing, scheduler, recorder, web_sock, privacy)

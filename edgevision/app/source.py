@@ -6,12 +6,30 @@ from __future__ import annotations
 import numpy as np
 
 from edgevision.capture.sources import read_frames
-from edgevision.config import SourceConfig, SourceKind
+from edgevision.config import Device, EdgeVisionConfig, SourceConfig, SourceKind
 
 
 def replays(s: SourceConfig) -> bool:
     """A deterministic replay (every frame, as fast as it can go) rather than a live or paced source."""
     return s.kind is SourceKind.VIDEO and not s.realtime
+
+
+def interpreters(cfg: EdgeVisionConfig) -> tuple[int, int]:
+    """How the fixed detector runs: (interpreters side by side, threads each).
+
+    ``runtime.parallel: N`` splits ``runtime.threads`` among N interpreters. ``auto`` (the default) runs one
+    single-thread interpreter per thread when replaying a file on the CPU without the scheduler — a replay wants
+    throughput, and whole frames side by side use the cores better than one interpreter's threads — and one
+    interpreter with every thread otherwise: a live camera wants each frame soon, an Edge TPU runs one frame at
+    a time, and the scheduler switches models per frame.
+    """
+    r = cfg.runtime
+    if r.parallel == "auto":
+        fits = replays(cfg.source) and r.device is Device.CPU and not cfg.scheduler.enabled
+        n = r.threads if fits else 1
+    else:
+        n = r.parallel
+    return n, max(1, r.threads // n)
 
 
 def sample_frames(s: SourceConfig, count: int = 5) -> list[np.ndarray]:

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", action="store_true", help="run the face stage (BlazeFace + Face Mesh)")
     p.add_argument("--blur-faces", action="store_true", help="blur every face before anything is written")
     p.add_argument("--budget-ms", type=float, help="enable the latency scheduler with this frame budget")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="run frames side by side on N interpreters (--threads split among them): throughput, not latency",
+    )
     p.set_defaults(func=run)
 
 
@@ -110,6 +116,7 @@ def _source_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["privacy.blur_faces"] = True
     if args.budget_ms is not None:
         o.update({"scheduler.enabled": True, "scheduler.budget_ms": args.budget_ms})
+    o["runtime.parallel"] = args.parallel
     o["recorder.data_dir"] = str(args.data_dir) if args.data_dir else None
     return o
 

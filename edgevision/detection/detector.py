@@ -221,3 +221,6 @@ class FixedDetect:
 
     def feedback(self, outcome: DetectOutcome, total_ms: float, wait_ms: float) -> SwitchInfo | None:
         return None
+
+    def close(self) -> None:
+        pass  # no workers

@@ -160,9 +160,11 @@ class Pipeline:
                     window = StatusWindow(now)
         except BaseException:
             self.runner.stop()
+            self.step.close()
             self._close_sinks()  # failures are logged; the original error is the one raised
             raise
         self.runner.stop()
+        self.step.close()  # after the capture thread, which may be submitting work to the step
         errors = self._close_sinks()
         if errors:
             raise errors[0]

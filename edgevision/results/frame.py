@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -13,11 +14,14 @@ class PreparedInput:
     """A model input tensor made ahead of time (on the capture thread) for a detector of ``size`` (w, h).
 
     ``ms`` is what making it cost. The tensor is owned by the frame that carries it; nobody writes into it.
+    ``pending`` is the frame's inference already running on a worker (:mod:`edgevision.detection.parallel`): a
+    future of ``(detections, latency)``, set by the capture thread before the hand-off, awaited by the loop.
     """
 
     size: tuple[int, int]
     tensor: np.ndarray
     ms: float
+    pending: Future[Any] | None = None
 
 
 class DecodedImage(Protocol):

@@ -144,6 +144,9 @@ class Scheduler:
         sw = self.observe(sample)
         return None if sw is None else self.switch_record(sw)
 
+    def close(self) -> None:
+        pass  # no workers
+
     def observe(self, sample: Sample) -> Switch | None:
         """One controller step with this frame's measured stage times."""
         now = self.clock()

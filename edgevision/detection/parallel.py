@@ -1,0 +1,115 @@
+"""Frames side by side: several interpreters of one model, each frame's inference started by the capture thread.
+
+An interpreter's own threads split one invoke's layers; on a board with few cores they scale poorly, and the
+frame's decode competes with them. Running whole frames side by side on interpreters of one thread each keeps
+every core on useful work: throughput rises, while each frame's latency becomes the one-thread invoke (a live
+camera that the detector keeps up with gains nothing but load; a replay, or a camera faster than one
+interpreter, gains frames). ``runtime.parallel`` picks how many.
+
+How it flows (the ``DetectStep`` seam is unchanged for the pipeline):
+
+* capture thread, :meth:`ParallelDetect.prepare`: makes the tensor, waits (with a timeout) until fewer than
+  ``len(detectors)`` inferences run, and submits this frame's to a worker; the future travels on the frame
+  (``PreparedInput.pending``), so no table maps frames to work;
+* worker threads: take a free interpreter, invoke, parse, put it back. An interpreter is used by one thread at a
+  time (the free-queue hands it out), which is the only rule a TFLite interpreter needs;
+* pipeline thread, :meth:`ParallelDetect.detect`: waits for *this* frame's future, so results stay in frame
+  order however the workers finish. A frame without one (made elsewhere) runs on a free interpreter right there.
+
+A live source that drops a frame after it was submitted wastes that frame's inference: with a camera faster
+than the pipeline, one interpreter per core is still the better use of the cores, but not of the energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from edgevision.detection.detector import Detector
+from edgevision.results.detection import Detection
+from edgevision.results.frame import Frame
+from edgevision.results.result import DetectMode, DetectOutcome, Latency, SwitchInfo
+
+TIMEOUT_S = 30.0  # no single inference takes this long; a worker that does is stuck, and the run fails
+
+
+class ParallelDetect:
+    """The detect step of a run without a scheduler over ``detectors`` (one model, loaded several times)."""
+
+    def __init__(self, detectors: Sequence[Detector], timeout: float = TIMEOUT_S) -> None:
+        if not detectors:
+            raise ValueError("ParallelDetect needs at least one detector")
+        self.detectors = list(detectors)
+        self.timeout = timeout
+        self._free: queue.Queue[Detector] = queue.Queue()
+        for d in self.detectors:
+            self._free.put(d)
+        # in flight: submitted and not yet finished; never more than interpreters, so no task waits for one
+        self._slots = threading.BoundedSemaphore(len(self.detectors))
+        self._pool = ThreadPoolExecutor(len(self.detectors), thread_name_prefix="detect")
+
+    @property
+    def model(self) -> str:
+        return self.detectors[0].name
+
+    @property
+    def detector(self) -> Detector:
+        """The first interpreter's detector (its model, labels and input size are every one's)."""
+        return self.detectors[0]
+
+    def prepare(self, frame: Frame) -> Frame:
+        """Capture thread: the frame's tensor, and its inference submitted (blocks while every interpreter is busy)."""
+        frame = self.detectors[0].prepare(frame)
+        assert frame.prepared is not None
+        self._acquire()
+        try:
+            pending = self._pool.submit(self._infer, frame.prepared.tensor, frame.prepared.ms)
+        except BaseException:
+            self._slots.release()
+            raise
+        return frame.with_prepared(dataclasses.replace(frame.prepared, pending=pending))
+
+    def detect(self, frame: Frame) -> DetectOutcome:
+        """This frame's detections, in frame order (waits for the frame's own inference)."""
+        pending = frame.prepared.pending if frame.prepared is not None else None
+        if pending is None:
+            self._acquire()
+            dets, latency = self._infer_frame(frame)
+        else:
+            dets, latency = pending.result(timeout=self.timeout)
+        return DetectOutcome(dets, latency, DetectMode.DETECTED, self.model)
+
+    def feedback(self, outcome: DetectOutcome, total_ms: float, wait_ms: float) -> SwitchInfo | None:
+        return None  # one model: nothing to switch
+
+    def close(self) -> None:
+        """Stop the workers (queued work is cancelled; running inferences finish)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- workers ---------------------------------------------------------------------------------------------
+
+    def _acquire(self) -> None:
+        if not self._slots.acquire(timeout=self.timeout):
+            raise TimeoutError(f"no detect worker finished a frame in {self.timeout:.0f} s")
+
+    def _infer(self, tensor: object, preprocess_ms: float) -> tuple[list[Detection], Latency]:
+        detector = self._free.get(timeout=self.timeout)  # a slot was taken, so one is free
+        try:
+            return detector.detect_tensor(tensor, preprocess_ms)  # type: ignore[arg-type]
+        finally:
+            self._free.put(detector)
+            self._slots.release()
+
+    def _infer_frame(self, frame: Frame) -> tuple[list[Detection], Latency]:
+        detector = self._free.get(timeout=self.timeout)
+        try:
+            return detector.detect_frame(frame)
+        finally:
+            self._free.put(detector)
+            self._slots.release()
+
+
+__all__ = ["ParallelDetect"]

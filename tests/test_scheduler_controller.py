@@ -150,6 +150,25 @@ def test_the_rise_table_lands_with_room_where_that_differs_from_fitting() -> Non
     assert [with_room(x, x) for x in (4.0, 6.0)] == [5, 6]
 
 
+# (the loads of the three frames that show a rise from 1.0, the rung it lands on): the landing load rises fast, to
+# the highest of them (x2.5: rung 3 fits, rung 4 has room for another x1.5), whichever of the three it was; the
+# median of the last 5 (1.6) would land higher.
+@pytest.mark.parametrize(
+    ("rise", "to"), [([2.5, 1.6, 1.6], 4), ([1.6, 2.5, 1.6], 4), ([1.6, 1.6, 2.5], 4), ([1.6, 1.6, 1.6], 3)]
+)
+def test_a_rise_lands_under_the_highest_load_of_the_frames_that_showed_it(rise: list[float], to: int) -> None:
+    s = ControllerSettings(budget_ms=BUDGET)
+    state = ControllerState(0, 0.0)
+    switches = []
+    for i, load in enumerate([1.0] * 20 + rise):
+        invoke = RUNGS[0].invoke_ms * load
+        state, sw = step(state, Sample(invoke + OVERHEAD, invoke), i / FPS, RUNGS, s)
+        if sw:
+            switches.append((i, sw.from_rung, sw.to_rung))
+    assert switches == [(22, 0, to)]
+    assert with_room(2.5, 2.5) == 4 and with_room(1.6, 1.6) == 3
+
+
 # (loads before the last confirm_frames (3), the last three, the base a rise is measured from or None)
 @pytest.mark.parametrize(
     ("before", "last", "base"),

@@ -2,7 +2,7 @@
 
 Rungs are ordered by expected quality, best first (see :mod:`edgevision.scheduler.quality`); their costs come
 from the profile and need not be monotonic along the ladder. Every frame brings a :class:`Sample` of its
-measured stage times. From them the controller estimates, within a few frames:
+measured stage times. From them the controller estimates:
 
 * the **load factor** = measured invoke / profiled invoke of the rung it ran on (the median of the last
   ``load_frames`` detect frames, so one spike is an outlier, not a trend). It carries whatever else the device
@@ -11,22 +11,28 @@ measured stage times. From them the controller estimates, within a few frames:
 
 and predicts each rung's frame latency as ``profiled cost x load + overhead``. Then:
 
-* **down**, on the first frame whose prediction for the current rung is clearly over the budget (over
-  ``clear_over`` x budget: a load that arrived shows there on its third frame, when most of the median's
-  frames carry it; a one- or two-frame spike never does), or once it has been over the budget at all for
-  ``down_after`` frames in a row (a load only just too high, which noise could fake for a frame or two), or
-  when ``window // 5`` of the last ``window`` frames were actually over budget (a heavy tail the median does
-  not see); straight to the best rung predicted to fit within ``down_fit`` x budget. The landing rung is
-  checked again once ``load_frames`` of its own frames make up the median (the choice was made partly on
-  frames from before the load changed, and its profile may be off): predicted over ``down_fit`` x budget, it
-  steps down once more. While a person event
-  is active only when the prediction exceeds ``event_overrun_factor`` x budget;
-* **up**, to the best better rung that has been predicted to fit within ``up_margin`` x budget at every frame
-  of the last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down.
+* **down**, at once on a **rise**: the last ``confirm_frames`` detect frames each ran at ``rise_factor`` x
+  the median load of the ``base_frames`` before them or more, and predict the current rung over ``down_fit``
+  x budget (a load that arrives, on its third frame; one spike, two in a row, or noise around a steady load
+  does not do that), or when the median predicts the current rung over ``clear_over`` x budget. Also once the
+  median has predicted it over the budget for ``down_after`` frames, when ``window // 5`` of the last
+  ``window`` frames were over budget (a heavy tail the median does not see), and on the **check**: the first
+  rung of a run (picked from the profile, which knew nothing of the overhead) and every rung a step down
+  lands on must, once ``check_frames`` of its own detect frames are measured, have their median within
+  ``down_fit`` x budget, or it steps down once more. A step down lands on the best rung predicted within
+  ``down_fit`` x budget; after a rise, under the highest load of the frames that showed it (a load estimate
+  that rises fast: the median, which falls slowly, still holds frames from before), and it **learns** the
+  rise (load after / before) and lands lower if a rung there would still fit a detect frame within the
+  budget under another rise like the typical one (the next arrival then costs no frames). While a person
+  event is active, only when the prediction exceeds ``event_overrun_factor`` x budget;
+* **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
+  last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down. The
+  up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
+  most ``max_step``): it climbs only where the next such arrival would still fit.
 
-A step down lands within ``down_fit`` x budget and a step up needs ``up_margin`` <= ``down_fit``: the rung a
-step down skipped cannot qualify for a step up under the same load, so the two never alternate. Load that
-comes back in bursts just after each step up is damped too: a step down soon after a step up doubles the
+A step down lands within ``down_fit`` x budget and a step up needs at most ``up_margin`` <= ``down_fit``: the
+rung a step down skipped cannot qualify for a step up under the same load, so the two never alternate. Load
+that comes back in bursts just after each step up is damped too: a step down soon after a step up doubles the
 stable period the next step up needs (up to ``max_hold`` x ``stable_s``); a step down after a quiet spell
 resets it. No flapping.
 """
@@ -49,7 +55,7 @@ class ControllerSettings:
 
     budget_ms: float
     window: int = 25  # frames whose over-budget count catches a heavy tail
-    down_after: int = 3  # consecutive frames the current rung must be predicted over budget
+    down_after: int = 3  # consecutive detect frames the current rung must be predicted over budget
     up_margin: float = 0.75  # step up only to a rung predicted <= up_margin x budget ...
     stable_s: float = 10.0  # ... for this long
     cooldown_s: float = 2.0  # no step up sooner than this after a step down
@@ -57,7 +63,12 @@ class ControllerSettings:
     down_fit: float = 0.85  # a step down lands on a rung predicted <= down_fit x budget
     load_frames: int = 5  # detect frames the load and overhead medians run over
     max_hold: float = 8.0  # flap damping: the stable period grows to at most this x stable_s
-    clear_over: float = 1.1  # a rise predicting the current rung over this x budget steps down at once
+    confirm_frames: int = 3  # a rise: this many detect frames in a row ...
+    rise_factor: float = 1.3  # ... each at least this x the load of ...
+    base_frames: int = 10  # ... the median of this many detect frames before them
+    check_frames: int = 10  # detect frames on a new rung before its own median is checked against down_fit
+    max_step: float = 1.5  # a learned rise counts at most this much (the up margin never drops below 1/this)
+    clear_over: float = 1.1  # the median predicting the current rung over this x budget steps down at once
 
     @classmethod
     def of(cls, section: SchedulerConfig) -> ControllerSettings:
@@ -108,7 +119,7 @@ class ControllerState:
     rung: int
     last_switch: float = 0.0
     last_down: float | None = None
-    over: int = 0  # consecutive frames predicted over budget on this rung
+    over: int = 0  # consecutive detect frames predicted over budget on this rung
     loads: tuple[float, ...] = field(default_factory=tuple)  # invoke / profiled invoke, recent detect frames
     overheads: tuple[float, ...] = field(default_factory=tuple)  # total - invoke, recent detect frames
     flags: tuple[bool, ...] = field(default_factory=tuple)  # over budget, recent frames on this rung
@@ -116,7 +127,10 @@ class ControllerState:
     up_target: int | None = None  # the worst of the rungs that fitted since fit_since (the safe target)
     last_up: float | None = None
     hold_s: float = 0.0  # the stable period the next step up needs, when damped above stable_s
-    landed: int | None = None  # detect frames measured on this rung since a step down landed here
+    # per-frame latency of this rung's detect frames while it awaits its check; None once checked (a new
+    # state starts unchecked: its rung came from the profile, which knew nothing of the overhead)
+    checking: tuple[float, ...] | None = field(default_factory=tuple)
+    rises: tuple[float, ...] = field(default_factory=tuple)  # load after / before, the recent rises
 
 
 @dataclass(frozen=True)
@@ -153,18 +167,39 @@ def predict(state: ControllerState, rungs: Sequence[RungCost], frames: int = 5) 
     return [r.per_frame_ms * load + extra for r in rungs]
 
 
+def rise_base(state: ControllerState, s: ControllerSettings) -> float | None:
+    """The load before a rise, when the last ``confirm_frames`` detect frames each ran at least ``rise_factor``
+    x the median of the ``base_frames`` before them (that median); else None."""
+    n = s.confirm_frames
+    before = state.loads[:-n][-s.base_frames :]
+    if len(before) < min(s.base_frames, s.load_frames):
+        return None  # too few frames to tell a rise from the first frames' noise
+    base = max(statistics.median(before), 1e-3)
+    return base if min(state.loads[-n:]) >= s.rise_factor * base else None
+
+
+def up_margin(state: ControllerState, s: ControllerSettings) -> float:
+    """The fraction of the budget a step up must fit in: ``up_margin``, tightened so that another rise like
+    the typical one seen (median of the recent ones, at most ``max_step``) would still fit."""
+    if not state.rises:
+        return s.up_margin
+    return min(s.up_margin, 1.0 / min(statistics.median(state.rises), s.max_step))
+
+
 def _observe(
     state: ControllerState, sample: Sample, rungs: Sequence[RungCost], s: ControllerSettings, budget: float
 ) -> ControllerState:
-    loads, overheads = state.loads, state.overheads
-    if sample.invoke_ms is not None:  # a detect frame: the load on the rung it ran on
-        loads = (*loads, sample.invoke_ms / max(rungs[state.rung].invoke_ms, 1e-3))[-s.load_frames :]
-        overheads = (*overheads, max(sample.total_ms - sample.invoke_ms, 0.0))[-s.load_frames :]
+    loads, overheads, checking = state.loads, state.overheads, state.checking
     flags = (*state.flags, sample.total_ms > budget)[-s.window :]
-    landed = state.landed
-    if landed is not None and sample.invoke_ms is not None:
-        landed += 1
-    return replace(state, loads=loads, overheads=overheads, flags=flags, landed=landed)
+    if sample.invoke_ms is None:  # a carried or gated frame says nothing about the load
+        return replace(state, flags=flags)
+    keep = max(s.load_frames, s.base_frames + s.confirm_frames)
+    extra = max(sample.total_ms - sample.invoke_ms, 0.0)
+    loads = (*loads, sample.invoke_ms / max(rungs[state.rung].invoke_ms, 1e-3))[-keep:]
+    overheads = (*overheads, extra)[-keep:]
+    if checking is not None:
+        checking = (*checking, sample.invoke_ms / rungs[state.rung].cadence + extra)
+    return replace(state, loads=loads, overheads=overheads, flags=flags, checking=checking)
 
 
 def step(
@@ -181,37 +216,46 @@ def step(
     st = _observe(state, sample, rungs, s, budget)
     if not st.loads:
         return st, None
-    pred = predict(st, rungs, s.load_frames)
     cur = st.rung
-    over = st.over + 1 if pred[cur] > budget else 0
+    pred = predict(st, rungs, s.load_frames)
+    detect = sample.invoke_ms is not None
+    over = st.over
+    if detect:
+        over = over + 1 if pred[cur] > budget else 0
     st = replace(st, over=over)
     tail = sum(st.flags)
     load = load_factor(st, s.load_frames)
+    n = s.confirm_frames  # the least of the last n frames: what each of them predicts at least
+    rising = max(pred[cur], rungs[cur].per_frame_ms * min(st.loads[-n:]) + min(st.overheads[-n:]))
+    base = rise_base(st, s) if detect else None
+    rose = base is not None and rising > budget * s.fit
+    measured = None  # the median of this rung's own first check_frames detect frames, once
+    if st.checking is not None and len(st.checking) >= s.check_frames:
+        measured = statistics.median(st.checking)
+        st = replace(st, checking=None)
+    unfit = measured is not None and measured > budget * s.fit
     clear = pred[cur] > budget * s.clear_over
-    # A step down chose its landing rung from frames that were partly under the old load; once the rung's own
-    # frames make up the median it must fit like a landing rung, or it would sit just under the budget with
-    # every bit of noise crossing it.
-    checked = st.landed is not None and st.landed >= s.load_frames
-    if checked:
-        st = replace(st, landed=None)
-    landing_over = checked and pred[cur] > budget * s.fit
-    wants_down = clear or landing_over or over >= s.down_after or tail >= s.max_over
+    wants_down = rose or clear or unfit or over >= s.down_after or tail >= s.max_over
     if wants_down and cur < len(rungs) - 1:
-        held = event_active and pred[cur] <= budget * s.event_overrun_factor
+        held = event_active and rising <= budget * s.event_overrun_factor
         if not held:
-            below = range(cur + 1, len(rungs))
-            target = next((j for j in below if pred[j] <= budget * s.fit), min(below, key=lambda j: pred[j]))
-            if clear:
+            target, rises, landing = _landing(st, rungs, s, budget, base if rose else None)
+            if rose:
+                rose_by = min(st.loads[-n:]) / (base or 1.0)
+                why = f"load rose x{rose_by:.2f} for {n} frames: {rising:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
+            elif clear:
                 why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
-            elif landing_over:
-                why = f"landed at {pred[cur]:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
+            elif unfit:
+                why = f"measured {measured:.1f} ms on this rung > {s.fit:.0%} of budget {budget:.1f} ms"
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
             else:
                 why = f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
-            reason = f"{why} (load x{load:.2f}); predicted {pred[target]:.1f} ms on the new rung"
+            reason = f"{why} (load x{load:.2f}); predicted {landing:.1f} ms on the new rung"
+            st = replace(st, rises=rises)
             return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)
-    better = next((j for j in range(cur) if pred[j] <= budget * s.up_margin), None)
+    margin = up_margin(st, s)
+    better = next((j for j in range(cur) if pred[j] <= budget * margin), None)
     if better is None or tail > 1:
         return replace(st, fit_since=None, up_target=None), None
     fit_since = st.fit_since if st.fit_since is not None else now
@@ -221,11 +265,37 @@ def step(
     hold = max(s.stable_s, st.hold_s)
     if now - fit_since >= hold and cooled:
         reason = (
-            f"predicted {pred[target]:.1f} ms <= {s.up_margin:.0%} of budget {budget:.1f} ms for "
+            f"predicted {pred[target]:.1f} ms <= {margin:.0%} of budget {budget:.1f} ms for "
             f"{now - fit_since:.1f} s (load x{load:.2f})"
         )
         return _switched(st, target, now, down=False, s=s), Switch(cur, target, reason)
     return st, None
+
+
+def _landing(
+    st: ControllerState, rungs: Sequence[RungCost], s: ControllerSettings, budget: float, base: float | None
+) -> tuple[int, tuple[float, ...], float]:
+    """Where a step down from ``st.rung`` lands, the rises known after it, and the landing rung's prediction.
+
+    The load is the median's; after a rise the highest of the frames that showed it, when higher. The landing
+    rung is the best predicted within ``down_fit`` x budget (else the cheapest). After a rise from load ``base``
+    the rise is learned (landing load / ``base``), and the step lands lower when a rung there would fit a
+    detect frame within the budget even if another rise like the typical one came. Cadence rungs
+    give no such room: their detect frames cost the full invoke."""
+    load, extra = load_factor(st, s.load_frames), overhead_ms(st, s.load_frames)
+    if base is not None:  # the median may still hold frames from before the rise; these n do not
+        n = s.confirm_frames
+        load = max(load, *st.loads[-n:])
+        extra = max(extra, *st.overheads[-n:])
+    est = [r.per_frame_ms * load + extra for r in rungs]
+    below = range(st.rung + 1, len(rungs))
+    target = next((j for j in below if est[j] <= budget * s.fit), min(below, key=lambda j: est[j]))
+    rises = st.rises
+    if base is not None:
+        rises = (*rises, load / base)[-5:]
+        room = budget / min(statistics.median(rises), s.max_step)
+        target = next((j for j in below if j >= target and rungs[j].invoke_ms * load + extra <= room), target)
+    return target, rises, est[target]
 
 
 def _switched(
@@ -244,11 +314,11 @@ def _switched(
         last_down=now if down else st.last_down,
         last_up=None if down else now,
         hold_s=hold,
-        landed=0 if down else None,
         over=0,
         flags=(),
         fit_since=None,
         up_target=None,
+        checking=() if down else None,
     )
 
 

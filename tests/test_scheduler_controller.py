@@ -221,6 +221,16 @@ def test_after_a_rise_it_climbs_only_where_another_would_fit(max_step: float, up
     assert down_at == 102 and up_at > 300 and to == up_to
 
 
+# (calm seconds after the rise, rung it ends on): a learned rise is forgotten after rise_memory_s (here 20 s)
+# without a new one; then the plain up margin applies again and it climbs back to rung 0.
+@pytest.mark.parametrize(("calm_s", "ends_on"), [(15, 1), (60, 0)])
+def test_a_learned_rise_is_forgotten_after_a_calm_period(calm_s: int, ends_on: int) -> None:
+    rungs = [RungCost(14.0), *RUNGS[1:]]
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0, rise_memory_s=20.0)
+    tr = simulate([1.0] * 100 + [1.5] * 200 + [1.0] * int(calm_s * FPS), sigma=0.0, settings=s, rungs=rungs)
+    assert tr.switches[0][0] == 102 and tr.rungs[-1] == ends_on
+
+
 # After a x1.5 rise it lands where another x1.6 costs no frame over budget; without learning (max_step 1) it
 # lands where the first one fits, and the second arrival costs frames.
 @pytest.mark.parametrize(("max_step", "lost"), [(1.5, 0), (1.0, 200)])

@@ -28,7 +28,8 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
 * **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
   last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down. The
   up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
-  most ``max_step``): it climbs only where the next such arrival would still fit.
+  most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
+  ``rise_memory_s`` without a new one, so one burst (a backup, an update) does not cost quality for good.
 
 A step down lands within ``down_fit`` x budget and a step up needs at most ``up_margin`` <= ``down_fit``: the
 rung a step down skipped cannot qualify for a step up under the same load, so the two never alternate. Load
@@ -69,6 +70,7 @@ class ControllerSettings:
     check_frames: int = 10  # detect frames on a new rung before its own median is checked against down_fit
     max_step: float = 1.5  # a learned rise counts at most this much (the up margin never drops below 1/this)
     clear_over: float = 1.1  # the median predicting the current rung over this x budget steps down at once
+    rise_memory_s: float = 600.0  # learned rises are forgotten after this long without a new one
 
     @classmethod
     def of(cls, section: SchedulerConfig) -> ControllerSettings:
@@ -131,6 +133,7 @@ class ControllerState:
     # state starts unchecked: its rung came from the profile, which knew nothing of the overhead)
     checking: tuple[float, ...] | None = field(default_factory=tuple)
     rises: tuple[float, ...] = field(default_factory=tuple)  # load after / before, the recent rises
+    last_rise: float | None = None  # when the last rise was learned
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,8 @@ def step(
     """Fold in one frame's sample (measured on ``state.rung``); return the new state and a switch when due."""
     budget = s.budget_ms * budget_factor
     st = _observe(state, sample, rungs, s, budget)
+    if st.last_rise is not None and now - st.last_rise >= s.rise_memory_s:
+        st = replace(st, rises=(), last_rise=None)  # calm for long: climb with the plain up margin again
     if not st.loads:
         return st, None
     cur = st.rung
@@ -252,7 +257,7 @@ def step(
             else:
                 why = f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
             reason = f"{why} (load x{load:.2f}); predicted {landing:.1f} ms on the new rung"
-            st = replace(st, rises=rises)
+            st = replace(st, rises=rises, last_rise=now if rose else st.last_rise)
             return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)
     margin = up_margin(st, s)
     better = next((j for j in range(cur) if pred[j] <= budget * margin), None)

@@ -4,12 +4,17 @@ benchmark, never a test).
 Replays ``supervision_walking.mp4`` (1280x720, 341 frames, people in every frame: with ``--record`` one event
 records throughout) at ``--threads`` interpreter threads (default: the number of cores) and prints:
 
-* ``edgevision run`` detection only: the capture thread demuxes and scales each frame straight to the model
-  input (FFmpeg's scaler from YUV); no full-resolution BGR image is made;
+* ``edgevision run`` detection only, as a replay runs by default (``runtime.parallel: auto``): one
+  single-thread interpreter per thread, frames side by side, each frame's inference submitted by the capture
+  thread, which demuxes and scales each frame straight to the model input (FFmpeg's scaler from YUV; no
+  full-resolution BGR image is made);
+* the same with one interpreter of every thread (how a live camera runs: each frame soonest);
 * the same with ``--record``: packets through the feed into the pre-roll ring and the remuxed clip (issue 13's
   target: >= 0.95 x detection only);
 * the synchronous tutorial loop (read, cvtColor, resize, invoke, draw) (target: detection only >= 1.2 x it),
   and the old OpenCV capture path for reference;
+* the raw invoke rates (no decode at all) of one interpreter of every thread and of the side-by-side ones:
+  the ceilings;
 * the pre-roll ring's memory, and where the clip starts against trigger - pre_roll and the source's keyframes;
 * the machine's load average at the end (a shared machine's figures need it).
 
@@ -77,6 +82,26 @@ def raw_rate(detector, tensors: list[np.ndarray]) -> float:  # type: ignore[no-u
     t0 = time.perf_counter()
     for t in tensors:
         h.invoke_on(t)
+    return len(tensors) / (time.perf_counter() - t0)
+
+
+def raw_side_by_side_rate(detectors, tensors: list[np.ndarray]) -> float:  # type: ignore[no-untyped-def]
+    """Invokes per second of ``detectors`` each invoking its share of ``tensors`` on its own thread."""
+    for d in detectors:
+        for t in tensors[:3]:
+            d.handle.invoke_on(t)
+    shares = [tensors[k :: len(detectors)] for k in range(len(detectors))]
+
+    def work(d, share) -> None:  # type: ignore[no-untyped-def]
+        for t in share:
+            d.handle.invoke_on(t)
+
+    threads = [threading.Thread(target=work, args=(d, sh)) for d, sh in zip(detectors, shares, strict=True)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     return len(tensors) / (time.perf_counter() - t0)
 
 
@@ -398,11 +423,13 @@ def main() -> None:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         tensors, capture_cpu_ms = decode_and_prepare(detector, args.video)
         raw = max(raw_rate(detector, tensors) for _ in range(args.repeat))
+        raw_sbs = max(raw_side_by_side_rate(side_by_side, tensors) for _ in range(args.repeat))
         d, r, t, o, one1 = max(det), max(rec), max(tut), max(old), max(one_rate)
         print(
             f"-- {threads} interpreter thread(s){' = cores' if threads == cores else ''}, {len(tensors)} frames, best of {args.repeat}"
         )
-        print(f"raw interpreter invoke rate ({threads} threads) : {raw:7.1f} /s")
+        print(f"raw invoke rate, 1 interpreter of {threads} threads : {raw:7.1f} /s")
+        print(f"raw invoke rate, {n} of {per} thread side by side : {raw_sbs:7.1f} /s")
         print(
             f"edgevision run, detection only     : {d:7.1f} fps   ({n} interpreter(s) of {per} thread, side by side: "
             f"the replay default)"

@@ -23,8 +23,10 @@ than the pipeline, one interpreter per core is still the better use of the cores
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +34,8 @@ from edgevision.detection.detector import Detector
 from edgevision.results.detection import Detection
 from edgevision.results.frame import Frame
 from edgevision.results.result import DetectMode, DetectOutcome, Latency, SwitchInfo
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_S = 30.0  # no single inference takes this long; a worker that does is stuck, and the run fails
 
@@ -86,8 +90,16 @@ class ParallelDetect:
         return None  # one model: nothing to switch
 
     def close(self) -> None:
-        """Stop the workers (queued work is cancelled; running inferences finish)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers: no new work; waits (at most ``timeout``) for the inferences in flight to finish.
+
+        Every slot coming back proves every inference ended; a worker stuck longer is reported, not waited for.
+        """
+        self._pool.shutdown(wait=False)
+        deadline = time.monotonic() + self.timeout
+        for _ in self.detectors:
+            if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                log.error("a detect worker did not finish within %.0f s of the end of the run", self.timeout)
+                return
 
     # -- workers ---------------------------------------------------------------------------------------------
 

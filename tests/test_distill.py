@@ -28,10 +28,11 @@ from edgevision.catalog import fetch_entry, load_catalog  # noqa: E402
 from edgevision.catalog.local import list_local_models  # noqa: E402
 from edgevision.cli.distill_cmd import TerminalProgress  # noqa: E402
 from edgevision.detection.ssd import ssd_anchors  # noqa: E402
+from edgevision.distill.data import read_video  # noqa: E402
 from edgevision.distill.pipeline import DistillOptions, distill  # noqa: E402
 from edgevision.distill.replica import build_replica  # noqa: E402
 from edgevision.distill.students import SPECS, build_student, grids  # noqa: E402
-from edgevision.distill.teacher import Teacher  # noqa: E402
+from edgevision.distill.teacher import Teacher, op_detections  # noqa: E402
 from edgevision.distill.train import Progress, TrainSettings  # noqa: E402
 from edgevision.inference.tflite_file import inspect_tflite  # noqa: E402
 
@@ -81,6 +82,27 @@ def test_student_anchor_layout_is_the_teachers(models_dir: Path) -> None:
         assert boxes.shape == (1, 1917, 4) and logits.shape == (1, 1917, 1), key
 
 
+def _assert_decode_is_the_op(model: Path | bytes, size: int) -> None:
+    """The gate's raw decode, cut to the op's max_detections, equals the postprocess op's own output."""
+    reader = Teacher(model, threads=1)
+    frames = read_video(VIDEO / "supervision_walking.mp4", size, 10, 0, 119).frames
+    assert len(frames) >= 3
+    for f in frames:
+        out = reader.run(f)
+        op = op_detections(out)
+        ours = reader.detections(out, int(reader.options["max_detections"]))
+        assert len(op.scores) > 0
+        np.testing.assert_allclose(ours.boxes, op.boxes, atol=1e-5)
+        np.testing.assert_array_equal(ours.scores, op.scores)
+        assert ours.classes is not None and op.classes is not None
+        np.testing.assert_array_equal(ours.classes, op.classes)
+        assert len(reader.detections(out).scores) >= len(op.scores)  # uncapped: at least as many
+
+
+def test_gate_decode_of_the_teacher_is_its_postprocess_op(models_dir: Path) -> None:
+    _assert_decode_is_the_op(models_dir / load_catalog().model(TEACHER).file, 300)
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private models directory (the teacher, its labels and the α 0.25 backbone) to install students into."""
@@ -115,7 +137,10 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert m.architecture.input == (128, 128) and m.architecture.alpha == 0.25
     assert m.teacher.name == TEACHER and len(m.teacher.sha256) == 64
     assert m.data["train_frames"] == 6 and m.data["val_frames"] == 2 and len(m.data["frames_sha256"]) == 64
-    assert {"box_f1", "box_iou_median", "invoke_ratio", "passed"} <= set(m.validation)
+    assert {"box_f1", "box_iou_median", "top10_box_f1", "box_rule", "invoke_ratio", "passed"} <= set(
+        m.validation
+    )
+    _assert_decode_is_the_op(result.model_bytes, 128)  # the gate judges the file that is installed
     assert m.latency["student_invoke_ms"] > 0
 
     e = dict(env, EDGEVISION_MODELS_DIR=str(tiny_models))

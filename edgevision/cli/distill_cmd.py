@@ -160,7 +160,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     a = v.agreement
     print(f"installed {m.name}: {result.path}")
     print(
-        f"  person box F1 {a.f1:.3f} (IoU median {a.iou_median:.3f}) against {m.teacher.name}; "
+        f"  person box F1 {a.f1:.3f} (top-10 F1 {v.top10.f1:.3f}, IoU median {a.iou_median:.3f}) "
+        f"against {m.teacher.name}; "
         f"threshold {m.threshold:.2f}; person on {v.negative_person_frames}/{v.negative_frames} negative frames"
     )
     print(

@@ -9,15 +9,20 @@ ratio vs the teacher at the same input size (median of interleaved invokes, 2 th
 Targets: α 0.5 / α 0.25 / V3-Small: F1 ≥ 0.9, zero negative frames, ratio ≤ 0.35 / 0.25 / 0.5, ≤ 20 min training.
 Then the ceiling: the same F1 of the teacher against itself on slightly changed validation frames (``--teacher-only``
 prints just that, in a minute).
-Usage: ``python bench/distill.py [--students mobilenet_v1_0.5 ...] [--steps N] [--install-dir DIR] [--teacher-only]``
+The gate's F1 is the tie-aware one (uncapped person sets, see edgevision/distill/gate.py); the literal top-10 F1 is
+printed beside it.
+Usage: ``python bench/distill.py [--students mobilenet_v1_0.5 ...] [--steps N] [--person-weight W] [--logit-weight W]
+[--log runs.jsonl] [--no-ceiling | --teacher-only] [--install-dir DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +94,19 @@ def bench_options(student: str, models: Path, args: argparse.Namespace) -> Disti
         val_fraction=100 / 341,  # walking: frames 0-240 train, 241-340 validate
         negative_every=1,
         force=True,
-        settings=TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr),
+        settings=settings_from(args),
+    )
+
+
+def settings_from(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        temperature=args.temperature,
+        person_weight=args.person_weight,
+        logit_weight=args.logit_weight,
+        person_share=args.person_share,
     )
 
 
@@ -99,10 +116,13 @@ def main() -> None:
         "--students", nargs="+", default=["mobilenet_v1_0.5", "mobilenet_v1_0.25", "mobilenet_v3_small"]
     )
     d = TrainSettings()  # the CLI's defaults
-    ap.add_argument("--steps", type=int, default=d.steps)
-    ap.add_argument("--batch", type=int, default=d.batch)
-    ap.add_argument("--lr", type=float, default=d.lr)
+    for name in ("steps", "batch"):
+        ap.add_argument(f"--{name}", type=int, default=getattr(d, name))
+    for name in ("lr", "temperature", "person_weight", "logit_weight", "person_share"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     ap.add_argument("--teacher-only", action="store_true", help="only the teacher-against-itself rows")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the teacher-against-itself rows")
+    ap.add_argument("--log", type=Path, help="append one JSON line per student (settings and figures)")
     ap.add_argument("--install-dir", type=Path, help="models directory to install into (default: a temp dir)")
     args = ap.parse_args()
     models = args.install_dir or Path(tempfile.mkdtemp(prefix="distill-bench-"))
@@ -116,6 +136,7 @@ def main() -> None:
     rows = []
     for student in [] if args.teacher_only else args.students:
         opts = bench_options(student, models, args)
+        load0 = os.getloadavg()[0]
         t0 = time.monotonic()
         try:
             res = distill(opts)
@@ -124,35 +145,54 @@ def main() -> None:
             res = exc.result
             installed = "no: " + "; ".join(res.report.reasons) if res else str(exc)
         wall = (time.monotonic() - t0) / 60
+        load = (load0, os.getloadavg()[0])
         r = res.report
         rows.append((student, r, res.train_minutes, wall, installed))
         print(
-            f"{student}: F1 {r.agreement.f1:.3f} IoU {r.agreement.iou_median:.3f} thr {r.threshold:.2f} "
-            f"neg {r.negative_person_frames}/{r.negative_frames} ratio {r.latency_ratio:.2f} "
-            f"({r.student_ms:.2f}/{r.teacher_ms:.2f} ms) train {res.train_minutes:.1f} min, wall {wall:.1f} min",
+            f"{student}: F1 {r.agreement.f1:.3f} (top-10 {r.top10.f1:.3f}) IoU {r.agreement.iou_median:.3f} "
+            f"thr {r.threshold:.2f} neg {r.negative_person_frames}/{r.negative_frames} "
+            f"ratio {r.latency_ratio:.2f} ({r.student_ms:.2f}/{r.teacher_ms:.2f} ms) "
+            f"train {res.train_minutes:.1f} min, wall {wall:.1f} min, load {load[0]:.1f}->{load[1]:.1f}",
             flush=True,
         )
-    print(
-        "\nteacher against itself (the gate's F1 on the same validation frames, slightly changed):",
-        flush=True,
-    )
-    tols = " | ".join(f"tie-aware F1, tolerance {t}" for t in CEILING_TOLERANCES)
-    print(f"| teacher vs teacher, validation frames with | top-10 F1 | {tols} |")
-    print("|---" * (2 + len(CEILING_TOLERANCES)) + "|")
-    for name, strict, tie in teacher_self_agreement(
-        bench_options(args.students[0] if args.students else SELF_STUDENT, models, args)
-    ):
-        print(f"| {name} | {strict:.3f} | " + " | ".join(f"{f:.3f}" for f in tie) + " |", flush=True)
+        if args.log:
+            with args.log.open("a") as fh:
+                fh.write(
+                    json.dumps(
+                        {
+                            "student": student,
+                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "settings": asdict(opts.settings),
+                            "gate": r.to_dict(),
+                            "train_minutes": round(res.train_minutes, 2),
+                            "wall_minutes": round(wall, 2),
+                            "load_average": load,
+                        }
+                    )
+                    + "\n"
+                )
+    if not args.no_ceiling:
+        print(
+            "\nteacher against itself (the gate's F1 on the same validation frames, slightly changed):",
+            flush=True,
+        )
+        tols = " | ".join(f"tie-aware F1, tolerance {t}" for t in CEILING_TOLERANCES)
+        print(f"| teacher vs teacher, validation frames with | top-10 F1 | {tols} |")
+        print("|---" * (2 + len(CEILING_TOLERANCES)) + "|")
+        for name, strict, tie in teacher_self_agreement(
+            bench_options(args.students[0] if args.students else SELF_STUDENT, models, args)
+        ):
+            print(f"| {name} | {strict:.3f} | " + " | ".join(f"{f:.3f}" for f in tie) + " |", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (2 cores; other work shares the machine)\n")
     print(
-        "| student | box F1 | matched IoU median | threshold | person frames on negative clip | invoke ratio "
-        "(student / teacher ms) | target ratio | training min | installed |"
+        "| student | top-10 box F1 | tie-aware box F1 (gate) | matched IoU median | threshold | person frames on "
+        "negative clip | invoke ratio (student / teacher ms) | target ratio | training min | installed |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for student, r, minutes, _wall, installed in rows:
         print(
-            f"| {student} | {r.agreement.f1:.3f} | {r.agreement.iou_median:.3f} | {r.threshold:.2f} | "
-            f"{r.negative_person_frames}/{r.negative_frames} | {r.latency_ratio:.2f} "
+            f"| {student} | {r.top10.f1:.3f} | {r.agreement.f1:.3f} | {r.agreement.iou_median:.3f} | "
+            f"{r.threshold:.2f} | {r.negative_person_frames}/{r.negative_frames} | {r.latency_ratio:.2f} "
             f"({r.student_ms:.1f} / {r.teacher_ms:.1f}) | ≤ {TARGET_RATIO.get(student, 1.0)} | {minutes:.1f} | "
             f"{installed} |"
         )

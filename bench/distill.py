@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,44 +136,13 @@ def main() -> None:
     for n in needed:
         for e in cat.files_for(n):
             fetch_entry(e, models, mirror=str(SHARED / "models"))
-    rows = []
-    for student in [] if args.teacher_only else args.students:
-        opts = bench_options(student, models, args)
-        load0 = os.getloadavg()[0]
-        t0 = time.monotonic()
-        try:
-            res = distill(opts)
-            installed = "yes"
-        except GateFailed as exc:
-            res = exc.result
-            installed = "no: " + "; ".join(res.report.reasons) if res else str(exc)
-        wall = (time.monotonic() - t0) / 60
-        load = (load0, os.getloadavg()[0])
-        r = res.report
-        rows.append((student, r, res.train_minutes, wall, installed))
-        print(
-            f"{student}: F1 {r.agreement.f1:.3f} (top-10 {r.top10.f1:.3f}) IoU {r.agreement.iou_median:.3f} "
-            f"thr {r.threshold:.2f} neg {r.negative_person_frames}/{r.negative_frames} "
-            f"ratio {r.latency_ratio:.2f} ({r.student_ms:.2f}/{r.teacher_ms:.2f} ms) "
-            f"train {res.train_minutes:.1f} min, wall {wall:.1f} min, load {load[0]:.1f}->{load[1]:.1f}",
-            flush=True,
-        )
-        if args.log:
-            with args.log.open("a") as fh:
-                fh.write(
-                    json.dumps(
-                        {
-                            "student": student,
-                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "settings": asdict(opts.settings),
-                            "gate": r.to_dict(),
-                            "train_minutes": round(res.train_minutes, 2),
-                            "wall_minutes": round(wall, 2),
-                            "load_average": load,
-                        }
-                    )
-                    + "\n"
-                )
+    students = [] if args.teacher_only else args.students
+    if len(students) > 1:
+        # one process per student: several TFLite conversions in one process (after training and LiteRT
+        # interpreters) have aborted with `free(): double free`; a fresh process per student never has
+        records = [_in_subprocess(s, models, args) for s in students]
+    else:
+        records = [run_one(s, models, args) for s in students]
     if not args.no_ceiling:
         print(
             "\nteacher against itself (the gate's F1 on the same validation frames, slightly changed):",
@@ -189,13 +161,71 @@ def main() -> None:
         "negative clip | invoke ratio (student / teacher ms) | target ratio | training min | installed |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for student, r, minutes, _wall, installed in rows:
+    for rec in records:
+        if "gate" not in rec:
+            print(f"| {rec['student']} | failed: {rec.get('error', '?')} |")
+            continue
+        g = rec["gate"]
+        installed = "yes" if g["passed"] else "no: " + "; ".join(g["reasons"])
         print(
-            f"| {student} | {r.top10.f1:.3f} | {r.agreement.f1:.3f} | {r.agreement.iou_median:.3f} | "
-            f"{r.threshold:.2f} | {r.negative_person_frames}/{r.negative_frames} | {r.latency_ratio:.2f} "
-            f"({r.student_ms:.1f} / {r.teacher_ms:.1f}) | ≤ {TARGET_RATIO.get(student, 1.0)} | {minutes:.1f} | "
-            f"{installed} |"
+            f"| {rec['student']} | {g['top10_box_f1']:.3f} | {g['box_f1']:.3f} | {g['box_iou_median']:.3f} | "
+            f"{g['threshold']:.2f} | {g['negative_person_frames']}/{g['negative_frames']} | "
+            f"{g['invoke_ratio']:.2f} ({g['student_invoke_ms']:.1f} / {g['teacher_invoke_ms']:.1f}) | "
+            f"≤ {TARGET_RATIO.get(rec['student'], 1.0)} | {rec['train_minutes']:.1f} | {installed} |"
         )
+
+
+def run_one(student: str, models: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Distil one student in this process; print its line and return (and log) its record."""
+    opts = bench_options(student, models, args)
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    try:
+        res = distill(opts)
+    except GateFailed as exc:
+        res = exc.result
+        if res is None:
+            raise
+    wall = (time.monotonic() - t0) / 60
+    load = (round(load0, 1), round(os.getloadavg()[0], 1))
+    r = res.report
+    print(
+        f"{student}: F1 {r.agreement.f1:.3f} (top-10 {r.top10.f1:.3f}) IoU {r.agreement.iou_median:.3f} "
+        f"thr {r.threshold:.2f} neg {r.negative_person_frames}/{r.negative_frames} "
+        f"ratio {r.latency_ratio:.2f} ({r.student_ms:.2f}/{r.teacher_ms:.2f} ms) "
+        f"train {res.train_minutes:.1f} min, wall {wall:.1f} min, load {load[0]:.1f}->{load[1]:.1f}",
+        flush=True,
+    )
+    record = {
+        "student": student,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": asdict(opts.settings),
+        "gate": r.to_dict(),
+        "train_minutes": round(res.train_minutes, 2),
+        "wall_minutes": round(wall, 2),
+        "load_average": load,
+    }
+    if args.log:
+        with args.log.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return record
+
+
+def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "run.jsonl"
+        cmd = [sys.executable, __file__, "--students", student, "--no-ceiling", "--log", str(log)]
+        cmd += ["--install-dir", str(models)]
+        for name in ("steps", "batch", "lr", "temperature", "person_weight", "logit_weight", "person_share"):
+            cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        proc = subprocess.run(cmd, check=False)
+        if proc.returncode != 0 or not log.exists():
+            return {"student": student, "error": f"exit {proc.returncode}"}
+        record: dict[str, Any] = json.loads(log.read_text().splitlines()[-1])
+    if args.log:
+        with args.log.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return record
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
         person_weight=args.person_weight,
         logit_weight=args.logit_weight,
         person_share=args.person_share,
+        freeze_stem=not args.train_stem,
     )
 
 
@@ -123,8 +124,10 @@ def main() -> None:
         ap.add_argument(f"--{name}", type=int, default=getattr(d, name))
     for name in ("lr", "temperature", "person_weight", "logit_weight", "person_share"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    ap.add_argument("--train-stem", action="store_true", help="train the layers up to stride 8 too (slower)")
     ap.add_argument("--teacher-only", action="store_true", help="only the teacher-against-itself rows")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the teacher-against-itself rows")
+    ap.add_argument("--save-model", type=Path, help="write each student's .tflite here, installed or not")
     ap.add_argument("--log", type=Path, help="append one JSON line per student (settings and figures)")
     ap.add_argument("--install-dir", type=Path, help="models directory to install into (default: a temp dir)")
     args = ap.parse_args()
@@ -188,6 +191,9 @@ def run_one(student: str, models: Path, args: argparse.Namespace) -> dict[str, A
             raise
     wall = (time.monotonic() - t0) / 60
     load = (round(load0, 1), round(os.getloadavg()[0], 1))
+    if args.save_model:
+        args.save_model.mkdir(parents=True, exist_ok=True)
+        (args.save_model / f"{student}.tflite").write_bytes(res.model_bytes)
     r = res.report
     print(
         f"{student}: F1 {r.agreement.f1:.3f} (top-10 {r.top10.f1:.3f}) IoU {r.agreement.iou_median:.3f} "
@@ -218,6 +224,8 @@ def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict
         cmd += ["--install-dir", str(models)]
         for name in ("steps", "batch", "lr", "temperature", "person_weight", "logit_weight", "person_share"):
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        cmd += ["--train-stem"] if args.train_stem else []
+        cmd += ["--save-model", str(args.save_model)] if args.save_model else []
         proc = subprocess.run(cmd, check=False)
         if proc.returncode != 0 or not log.exists():
             return {"student": student, "error": f"exit {proc.returncode}"}

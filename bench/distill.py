@@ -110,6 +110,7 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
         person_weight=args.person_weight,
         logit_weight=args.logit_weight,
         person_share=args.person_share,
+        boundary_weight=args.boundary_weight,
         freeze_stem=not args.train_stem,
     )
 
@@ -122,7 +123,7 @@ def main() -> None:
     d = TrainSettings()  # the CLI's defaults
     for name in ("steps", "batch"):
         ap.add_argument(f"--{name}", type=int, default=getattr(d, name))
-    for name in ("lr", "temperature", "person_weight", "logit_weight", "person_share"):
+    for name in ("lr", "temperature", "person_weight", "logit_weight", "boundary_weight", "person_share"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     ap.add_argument("--train-stem", action="store_true", help="train the layers up to stride 8 too (slower)")
     ap.add_argument("--teacher-only", action="store_true", help="only the teacher-against-itself rows")
@@ -222,7 +223,10 @@ def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict
         log = Path(tmp) / "run.jsonl"
         cmd = [sys.executable, __file__, "--students", student, "--no-ceiling", "--log", str(log)]
         cmd += ["--install-dir", str(models)]
-        for name in ("steps", "batch", "lr", "temperature", "person_weight", "logit_weight", "person_share"):
+        for name in (
+            *("steps", "batch", "lr", "temperature"),
+            *("person_weight", "logit_weight", "boundary_weight", "person_share"),
+        ):
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         cmd += ["--train-stem"] if args.train_stem else []
         cmd += ["--save-model", str(args.save_model)] if args.save_model else []

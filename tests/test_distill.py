@@ -389,3 +389,24 @@ def test_sigint_stops_the_cli_with_130_and_nothing_installed(
         os.close(master)
     assert "sigint" not in list_local_models(tiny_models)
     assert _installed(tiny_models) == before
+
+
+@pytest.mark.parametrize(("off_anchor", "larger"), [(0, True), (1, False)])
+def test_boundary_term_weighs_anchors_the_teacher_scores_near_the_threshold(
+    off_anchor: int, larger: bool
+) -> None:
+    """The ``boundary_weight`` term: a logit error on an anchor at teacher score 0.5 costs, one at 0.98 barely."""
+    from edgevision.distill.train import distill_loss
+
+    t_logit = tf.constant([[0.0, 4.0]])
+    t_box = tf.zeros((1, 2, 4))
+    s_logit = t_logit.numpy().copy()
+    s_logit[0, off_anchor] += 1.0
+    s = tf.constant(s_logit[..., None])
+    plain = float(distill_loss(tf, TrainSettings(), t_logit, t_box, t_box, s))
+    extra = float(distill_loss(tf, TrainSettings(boundary_weight=1.0), t_logit, t_box, t_box, s)) - plain
+    exact = float(
+        distill_loss(tf, TrainSettings(boundary_weight=1.0), t_logit, t_box, t_box, t_logit[..., None])
+    )
+    assert exact == pytest.approx(0.0, abs=1e-6)  # no error, no cost
+    assert (extra > 0.3) == larger and extra > 0.0

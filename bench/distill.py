@@ -111,6 +111,7 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
         logit_weight=args.logit_weight,
         person_share=args.person_share,
         boundary_weight=args.boundary_weight,
+        augment=args.augment,
         freeze_stem=not args.train_stem,
     )
 
@@ -121,7 +122,7 @@ def main() -> None:
         "--students", nargs="+", default=["mobilenet_v1_0.5", "mobilenet_v1_0.25", "mobilenet_v3_small"]
     )
     d = TrainSettings()  # the CLI's defaults
-    for name in ("steps", "batch"):
+    for name in ("steps", "batch", "augment"):
         ap.add_argument(f"--{name}", type=int, default=getattr(d, name))
     for name in ("lr", "temperature", "person_weight", "logit_weight", "boundary_weight", "person_share"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
@@ -224,7 +225,7 @@ def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict
         cmd = [sys.executable, __file__, "--students", student, "--no-ceiling", "--log", str(log)]
         cmd += ["--install-dir", str(models)]
         for name in (
-            *("steps", "batch", "lr", "temperature"),
+            *("steps", "batch", "augment", "lr", "temperature"),
             *("person_weight", "logit_weight", "boundary_weight", "person_share"),
         ):
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]

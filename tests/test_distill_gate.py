@@ -303,3 +303,17 @@ def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_train
     args = parser.parse_args(["distill", "--student", "mobilenet_v1_0.5"])
     d = TrainSettings()
     assert (args.steps, args.batch, args.lr, args.temperature) == (d.steps, d.batch, d.lr, d.temperature)
+
+
+def test_augment_jitters_each_frame_reproducibly() -> None:
+    from edgevision.distill.data import augment
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    out = augment(frames, 2, seed=1)
+    assert out.shape == (6, 32, 32, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, augment(frames, 2, seed=1))  # same seed, same frames
+    assert not np.array_equal(out, augment(frames, 2, seed=2))
+    for k in range(6):  # each copy is its frame, changed
+        assert not np.array_equal(out[k], frames[k % 3])
+    assert augment(frames, 0).shape == (0, 32, 32, 3)

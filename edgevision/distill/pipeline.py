@@ -21,7 +21,15 @@ from edgevision.catalog.entries import Architecture, load_catalog
 from edgevision.catalog.local import LocalModel, TeacherRef, install_local_model, list_local_models
 from edgevision.catalog.resolve import resolve_model
 from edgevision.distill import GateFailed, require_tf
-from edgevision.distill.data import Dataset, Source, read_events, read_images, read_video, split_sources
+from edgevision.distill.data import (
+    Dataset,
+    Source,
+    augment,
+    read_events,
+    read_images,
+    read_video,
+    split_sources,
+)
 from edgevision.distill.gate import FrameDets, GateReport, judge
 from edgevision.distill.students import StudentSpec, build_student, spec_for
 from edgevision.distill.teacher import Teacher
@@ -180,19 +188,24 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     data, negatives = load_data(opts)
     teacher = Teacher(teacher_path, threads=opts.threads)
 
-    targets = teacher_targets(teacher, data.train, progress)
+    train_frames = data.train
+    if opts.settings.augment:
+        train_frames = np.concatenate(
+            [data.train, augment(data.train, opts.settings.augment, opts.settings.seed)]
+        )
+    targets = teacher_targets(teacher, train_frames, progress)
     if float(targets.logits.max()) < float(np.log(opts.teacher_threshold / (1 - opts.teacher_threshold))):
         raise NoPersonInData(
             f"the teacher finds no person (score ≥ {opts.teacher_threshold}) in any of the {len(data.train)} "
             "training frames: nothing to learn; give footage with people in it"
         )
     require_tf()  # after every input check, so bad inputs fail fast (TensorFlow takes seconds to import)
-    flipped = teacher_targets(teacher, np.ascontiguousarray(data.train[:, :, ::-1]), progress)
+    flipped = teacher_targets(teacher, np.ascontiguousarray(train_frames[:, :, ::-1]), progress)
     val_teacher = detect_frames(teacher, data.val)
 
     model = build_student(spec, backbone, opts.size)
     t0 = time.monotonic()
-    history = train(model, data.train, targets, flipped, opts.settings, progress)
+    history = train(model, train_frames, targets, flipped, opts.settings, progress)
     train_minutes = (time.monotonic() - t0) / 60.0
 
     from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize
@@ -264,6 +277,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "lr": opts.settings.lr,
                 "temperature": opts.settings.temperature,
                 "person_weight": opts.settings.person_weight,
+                "augment": opts.settings.augment,
                 "final_loss": round(float(np.mean(history[-20:])), 5),
                 "minutes": round(train_minutes, 2),
                 "backbone": spec.backbone,

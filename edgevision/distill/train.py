@@ -44,6 +44,7 @@ class TrainSettings:
     logit_weight: float = 0.0  # squared logit error on the teacher's person anchors (ranking among people)
     boundary_weight: float = 0.0  # squared logit error on anchors the teacher scores near 0.5 (the threshold)
     person_share: float = 0.75  # share of each batch drawn from frames where the teacher sees a person
+    augment: int = 0  # jittered copies of each training frame, labelled by the teacher (data.augment)
     freeze_stem: bool = (
         True  # keep the backbone up to stride 8 at its ImageNet weights; train on cached features
     )

@@ -36,7 +36,7 @@ from edgevision.distill.gate import TOP_K, UNCAPPED_K, FrameDets, calibrate
 from edgevision.distill.pipeline import DistillOptions, _resolve_teacher, detect_frames, distill, load_data
 from edgevision.distill.students import SPECS
 from edgevision.distill.teacher import Teacher
-from edgevision.distill.train import TrainSettings
+from edgevision.distill.train import Progress, TrainSettings
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared"))
@@ -186,7 +186,7 @@ def run_one(student: str, models: Path, args: argparse.Namespace) -> dict[str, A
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     try:
-        res = distill(opts)
+        res = distill(opts, _progress)
     except GateFailed as exc:
         res = exc.result
         if res is None:
@@ -217,6 +217,14 @@ def run_one(student: str, models: Path, args: argparse.Namespace) -> dict[str, A
         with args.log.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
     return record
+
+
+def _progress(p: Progress) -> None:
+    """Every 100th training step and each stage's end on stderr (the bench runs unattended, not on a terminal)."""
+    if (p.stage == "train" and p.done % 100 == 0) or p.done == p.total:
+        eta = f", ETA {p.eta_s / 60:.1f} min" if p.eta_s is not None else ""
+        loss = f", loss {p.loss:.4f}" if p.loss is not None else ""
+        print(f"  {p.stage} {p.done}/{p.total}{loss}{eta}", file=sys.stderr, flush=True)
 
 
 def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict[str, Any]:

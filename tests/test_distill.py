@@ -125,7 +125,7 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
         every=20,
         max_frames=8,
         val_fraction=0.25,
-        settings=TrainSettings(steps=3, batch=4),
+        settings=TrainSettings(steps=3, batch=4, augment=1),
         gate=False,
         force=True,
     )
@@ -137,6 +137,7 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert m.architecture.input == (128, 128) and m.architecture.alpha == 0.25
     assert m.teacher.name == TEACHER and len(m.teacher.sha256) == 64
     assert m.data["train_frames"] == 6 and m.data["val_frames"] == 2 and len(m.data["frames_sha256"]) == 64
+    assert m.training["augment"] == 1
     assert {"box_f1", "box_iou_median", "top10_box_f1", "box_rule", "invoke_ratio", "passed"} <= set(
         m.validation
     )

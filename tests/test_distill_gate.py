@@ -302,7 +302,13 @@ def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_train
     distill_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["distill", "--student", "mobilenet_v1_0.5"])
     d = TrainSettings()
-    assert (args.steps, args.batch, args.lr, args.temperature) == (d.steps, d.batch, d.lr, d.temperature)
+    assert (args.steps, args.batch, args.lr, args.temperature, args.augment) == (
+        d.steps,
+        d.batch,
+        d.lr,
+        d.temperature,
+        d.augment,
+    )
 
 
 def test_augment_jitters_each_frame_reproducibly() -> None:

@@ -323,3 +323,39 @@ def test_augment_jitters_each_frame_reproducibly() -> None:
     for k in range(6):  # each copy is its frame, changed
         assert not np.array_equal(out[k], frames[k % 3])
     assert augment(frames, 0).shape == (0, 32, 32, 3)
+
+
+class _Weights:
+    def save_weights(self, path: Path) -> None:
+        Path(path).write_bytes(b"w")
+
+
+@pytest.mark.parametrize(("crashes", "ok"), [(0, True), (2, True), (3, False)])
+def test_conversion_child_that_aborts_is_retried(
+    crashes: int, ok: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converter's `free(): double free` kills only the child process; the conversion is retried."""
+    import subprocess
+
+    from edgevision.distill import export
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        if len(calls) <= crashes:
+            return subprocess.CompletedProcess(cmd, -6, "", "free(): double free detected in tcache 2\n")
+        assert cmd[1:3] == ["-m", "edgevision.distill.export"] and cmd[3] == "mobilenet_v3_small"
+        work = Path(cmd[-1])
+        assert (work / "student.weights.h5").exists() and np.load(work / "calibration.npy").shape[0] == 3
+        (work / "student.tflite").write_bytes(b"TFL3")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    if ok:
+        assert export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames) == b"TFL3"
+    else:
+        with pytest.raises(ModelError, match=r"failed 3 times.*double free"):
+            export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames)
+    assert len(calls) == min(crashes + 1, 3)

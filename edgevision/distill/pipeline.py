@@ -208,12 +208,12 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     history = train(model, train_frames, targets, flipped, opts.settings, progress)
     train_minutes = (time.monotonic() - t0) / 60.0
 
-    from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize
+    from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize_in_subprocess
     from edgevision.distill.replica import read_graph
 
     if progress:
         progress(Progress("quantize", 0, 1, None, None))
-    raw = quantize(model, data.train)
+    raw = quantize_in_subprocess(model, spec.key, backbone, opts.size, data.train)
     g = read_graph(teacher_path)
     anchor_t = g.tensor(teacher.spec.anchors_input)
     anchors_q = np.asarray(g.model.buffers[anchor_t.buffer].data, np.uint8).reshape(-1, 4)

@@ -78,7 +78,7 @@ def quantize_in_subprocess(
         cmd = [sys.executable, "-m", "edgevision.distill.export", student, str(backbone), str(size), str(d)]
         err = ""
         for _ in range(attempts):
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=CONVERT_TIMEOUT_S)
             out = d / _OUTPUT
             if proc.returncode == 0 and out.exists():
                 return out.read_bytes()
@@ -86,6 +86,7 @@ def quantize_in_subprocess(
         raise ModelError(f"TFLite conversion of the student failed {attempts} times ({err})")
 
 
+CONVERT_TIMEOUT_S = 3600  # one conversion takes about a minute on 2 cores
 _WEIGHTS, _CALIBRATION, _OUTPUT = "student.weights.h5", "calibration.npy", "student.tflite"
 
 

@@ -28,10 +28,11 @@ from edgevision.catalog import fetch_entry, load_catalog  # noqa: E402
 from edgevision.catalog.local import list_local_models  # noqa: E402
 from edgevision.cli.distill_cmd import TerminalProgress  # noqa: E402
 from edgevision.detection.ssd import ssd_anchors  # noqa: E402
+from edgevision.distill.data import read_video  # noqa: E402
 from edgevision.distill.pipeline import DistillOptions, distill  # noqa: E402
 from edgevision.distill.replica import build_replica  # noqa: E402
 from edgevision.distill.students import SPECS, build_student, grids  # noqa: E402
-from edgevision.distill.teacher import Teacher  # noqa: E402
+from edgevision.distill.teacher import Teacher, op_detections  # noqa: E402
 from edgevision.distill.train import Progress, TrainSettings  # noqa: E402
 from edgevision.inference.tflite_file import inspect_tflite  # noqa: E402
 
@@ -81,6 +82,27 @@ def test_student_anchor_layout_is_the_teachers(models_dir: Path) -> None:
         assert boxes.shape == (1, 1917, 4) and logits.shape == (1, 1917, 1), key
 
 
+def _assert_decode_is_the_op(model: Path | bytes, size: int) -> None:
+    """The gate's raw decode, cut to the op's max_detections, equals the postprocess op's own output."""
+    reader = Teacher(model, threads=1)
+    frames = read_video(VIDEO / "supervision_walking.mp4", size, 10, 0, 119).frames
+    assert len(frames) >= 3
+    for f in frames:
+        out = reader.run(f)
+        op = op_detections(out)
+        ours = reader.detections(out, int(reader.options["max_detections"]))
+        assert len(op.scores) > 0
+        np.testing.assert_allclose(ours.boxes, op.boxes, atol=1e-5)
+        np.testing.assert_array_equal(ours.scores, op.scores)
+        assert ours.classes is not None and op.classes is not None
+        np.testing.assert_array_equal(ours.classes, op.classes)
+        assert len(reader.detections(out).scores) >= len(op.scores)  # uncapped: at least as many
+
+
+def test_gate_decode_of_the_teacher_is_its_postprocess_op(models_dir: Path) -> None:
+    _assert_decode_is_the_op(models_dir / load_catalog().model(TEACHER).file, 300)
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private models directory (the teacher, its labels and the α 0.25 backbone) to install students into."""
@@ -103,7 +125,7 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
         every=20,
         max_frames=8,
         val_fraction=0.25,
-        settings=TrainSettings(steps=3, batch=4),
+        settings=TrainSettings(steps=3, batch=4, augment=1),
         gate=False,
         force=True,
     )
@@ -115,7 +137,11 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert m.architecture.input == (128, 128) and m.architecture.alpha == 0.25
     assert m.teacher.name == TEACHER and len(m.teacher.sha256) == 64
     assert m.data["train_frames"] == 6 and m.data["val_frames"] == 2 and len(m.data["frames_sha256"]) == 64
-    assert {"box_f1", "box_iou_median", "invoke_ratio", "passed"} <= set(m.validation)
+    assert m.training["augment"] == 1
+    assert {"box_f1", "box_iou_median", "top10_box_f1", "box_rule", "invoke_ratio", "passed"} <= set(
+        m.validation
+    )
+    _assert_decode_is_the_op(result.model_bytes, 128)  # the gate judges the file that is installed
     assert m.latency["student_invoke_ms"] > 0
 
     e = dict(env, EDGEVISION_MODELS_DIR=str(tiny_models))
@@ -364,3 +390,24 @@ def test_sigint_stops_the_cli_with_130_and_nothing_installed(
         os.close(master)
     assert "sigint" not in list_local_models(tiny_models)
     assert _installed(tiny_models) == before
+
+
+@pytest.mark.parametrize(("off_anchor", "larger"), [(0, True), (1, False)])
+def test_boundary_term_weighs_anchors_the_teacher_scores_near_the_threshold(
+    off_anchor: int, larger: bool
+) -> None:
+    """The ``boundary_weight`` term: a logit error on an anchor at teacher score 0.5 costs, one at 0.98 barely."""
+    from edgevision.distill.train import distill_loss
+
+    t_logit = tf.constant([[0.0, 4.0]])
+    t_box = tf.zeros((1, 2, 4))
+    s_logit = t_logit.numpy().copy()
+    s_logit[0, off_anchor] += 1.0
+    s = tf.constant(s_logit[..., None])
+    plain = float(distill_loss(tf, TrainSettings(), t_logit, t_box, t_box, s))
+    extra = float(distill_loss(tf, TrainSettings(boundary_weight=1.0), t_logit, t_box, t_box, s)) - plain
+    exact = float(
+        distill_loss(tf, TrainSettings(boundary_weight=1.0), t_logit, t_box, t_box, t_logit[..., None])
+    )
+    assert exact == pytest.approx(0.0, abs=1e-6)  # no error, no cost
+    assert (extra > 0.3) == larger and extra > 0.0

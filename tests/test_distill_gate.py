@@ -18,13 +18,54 @@ from edgevision.catalog.local import (
     list_local_models,
     verify_local_model,
 )
-from edgevision.distill.gate import FrameDets, agreement, calibrate, judge, match
+from edgevision.detection.ssd import decode_boxes
+from edgevision.distill.gate import (
+    TOP_K,
+    UNCAPPED_K,
+    FrameDets,
+    agreement,
+    calibrate,
+    compare,
+    decode_nms,
+    judge,
+    match,
+)
 from edgevision.errors import ModelError
 
 A = np.array([0.1, 0.1, 0.5, 0.3], dtype=np.float32)
 B = np.array([0.5, 0.5, 0.9, 0.7], dtype=np.float32)
 A_SHIFTED = A + np.array([0.02, 0.0, 0.02, 0.0], dtype=np.float32)  # IoU ≈ 0.9 with A
 FAR = np.array([0.0, 0.8, 0.1, 0.9], dtype=np.float32)
+
+
+def _dets(boxes: list | np.ndarray, scores: list | np.ndarray, classes: list | None = None) -> FrameDets:
+    """Detections best first, like the postprocess op returns them."""
+    b = np.array(boxes, np.float32).reshape(-1, 4)
+    s = np.array(scores, np.float32)
+    order = np.argsort(-s, kind="stable")
+    c = None if classes is None else np.array(classes, np.int32)[order]
+    return FrameDets(b[order], s[order], c)
+
+
+def _crowd(n: int = 20, seed: int = 0) -> np.ndarray:
+    """``n`` disjoint person boxes on a grid (a crowd): no two overlap, so each must be matched on its own."""
+    rows, cols = 4, 5
+    out = []
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out.append([r / rows + 0.01, c / cols + 0.01, (r + 1) / rows - 0.01, (c + 1) / cols - 0.01])
+    return np.array(out, np.float32)
+
+
+CROWD = _crowd()
+_rng = np.random.default_rng(1)
+# the teacher's crowd: 20 people scored 0.55-0.70 in uint8 steps, many tied
+CROWD_T = np.round(_rng.uniform(0.55, 0.70, len(CROWD)) * 256) / 256
+# a faithful student: the same people, all above threshold, ranked the other way round within the ties
+CROWD_S = 1.25 - CROWD_T
+# an untrained student: 40 boxes of anchor size anywhere in the frame, flat scores
+_c = np.random.default_rng(2).uniform(0.1, 0.9, (40, 2))
+UNTRAINED = np.concatenate([_c - 0.08, _c + 0.08], axis=1).astype(np.float32)
 
 
 @pytest.mark.parametrize(
@@ -40,9 +81,10 @@ FAR = np.array([0.0, 0.8, 0.1, 0.9], dtype=np.float32)
 def test_match_is_one_to_one_at_iou_half(teacher: list, student: list, matched: int) -> None:
     t = np.array(teacher).reshape(-1, 4)
     s = np.array(student).reshape(-1, 4)
-    ious = match(t, s)
-    assert len(ious) == matched
-    assert all(i >= 0.5 for i in ious)
+    pairs = match(t, s)
+    assert len(pairs) == matched
+    assert all(iou >= 0.5 for _, _, iou in pairs)
+    assert len({i for i, _, _ in pairs}) == len({j for _, j, _ in pairs}) == matched
 
 
 def test_agreement_counts_boxes_not_frames() -> None:
@@ -55,20 +97,114 @@ def test_agreement_counts_boxes_not_frames() -> None:
     assert a.iou_median > 0.85
 
 
+def _shift(boxes: np.ndarray, dx: float) -> np.ndarray:
+    return boxes + np.array([0.0, dx, 0.0, dx], np.float32)
+
+
+@pytest.mark.parametrize(
+    ("case", "student", "top10_max", "tie_aware_min", "tie_aware_max"),
+    [
+        # the same crowd, ranked differently within the ties: the top-10 cut keeps other people on each side
+        ("faithful, ties ranked differently", _dets(CROWD, CROWD_S), 0.2, 0.99, 1.0),
+        # boxes shifted by 60 % of their width: no pair reaches IoU 0.5
+        ("shifted", _dets(_shift(CROWD, 0.12), CROWD_S), 0.05, 0.0, 0.05),
+        # an untrained student: boxes anywhere, flat scores
+        ("untrained", _dets(UNTRAINED, [0.5] * 40), 0.3, 0.0, 0.3),
+        ("silent", _dets(np.zeros((0, 4)), []), 0.0, 0.0, 0.0),
+    ],
+)
+def test_tie_aware_f1_counts_boxes_the_top10_cut_drops(
+    case: str, student: FrameDets, top10_max: float, tie_aware_min: float, tie_aware_max: float
+) -> None:
+    teacher = [_dets(CROWD, CROWD_T)] * 3
+    students = [student] * 3
+    top10 = compare(teacher, students, 0.5, 0.5, TOP_K)
+    tie_aware = compare(teacher, students, 0.5, 0.5, UNCAPPED_K)
+    assert top10.f1 <= top10_max, case
+    assert tie_aware_min <= tie_aware.f1 <= tie_aware_max, case
+    report = judge(teacher, students, [], 0.5, 1.0, 10.0)
+    assert report.passed == (tie_aware_min >= 0.9), (case, report.reasons)
+    assert report.top10.f1 <= top10_max + 1e-9, case
+
+
+@pytest.mark.parametrize(
+    ("teacher_scores", "student_scores", "tolerance", "expect"),
+    [
+        # a teacher box at 0.52, missed by the student: a miss without tolerance, not required with 0.05
+        ([0.8, 0.52], [0.8, 0.1], 0.0, (1, 2, 1)),
+        ([0.8, 0.52], [0.8, 0.1], 0.05, (1, 1, 1)),
+        # a student box on a teacher box at 0.47: a false positive without tolerance, not penalised with 0.05
+        ([0.8, 0.47], [0.8, 0.6], 0.0, (1, 1, 2)),
+        ([0.8, 0.47], [0.8, 0.6], 0.05, (1, 1, 1)),
+        # outside the band the rules are unchanged
+        ([0.8, 0.40], [0.8, 0.6], 0.05, (1, 1, 2)),
+        ([0.8, 0.60], [0.8, 0.1], 0.05, (1, 2, 1)),
+    ],
+)
+def test_score_tolerance_band_neither_requires_nor_penalises(
+    teacher_scores: list, student_scores: list, tolerance: float, expect: tuple[int, int, int]
+) -> None:
+    t = [_dets([A, B], teacher_scores)]
+    s = [_dets([A_SHIFTED, B], student_scores)]
+    a = compare(t, s, 0.5, 0.5, UNCAPPED_K, tolerance)
+    assert (a.matched, a.teacher_boxes, a.student_boxes) == expect
+
+
+def test_top_k_counts_every_class_like_the_op() -> None:
+    # the op keeps 10 detections of any class: a car ranked above a person takes a slot
+    d = _dets(CROWD[:11], [0.9] + [0.6] * 10, [2] + [0] * 10)
+    assert len(d.above(0.5, TOP_K)) == 9
+    assert len(d.above(0.5, UNCAPPED_K)) == 10
+    assert len(d.above(0.61, UNCAPPED_K)) == 0
+
+
+ANCHORS = np.array(
+    [[0.3, 0.3, 0.2, 0.2], [0.3, 0.32, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.7, 0.2, 0.2, 0.2]], np.float32
+)
+
+
+@pytest.mark.parametrize(
+    ("scores", "classes", "floor", "k", "kept"),
+    [
+        (
+            [0.9, 0.8, 0.7, 0.6],
+            [0, 0, 0, 0],
+            0.0,
+            100,
+            [0, 2, 3],
+        ),  # 1 overlaps 0 (IoU 0.82 > 0.6): suppressed
+        ([0.6, 0.8, 0.7, 0.6], [0, 0, 0, 0], 0.0, 100, [1, 2, 3]),  # 0 now loses to 1
+        ([0.6, 0.6, 0.6, 0.6], [0, 0, 0, 0], 0.0, 100, [0, 2, 3]),  # ties: anchor order (stable, like the op)
+        ([0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0], 0.65, 100, [0, 2]),  # the score floor
+        ([0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0], 0.0, 2, [0, 2]),  # max_detections
+        ([0.9, 0.8, 0.7, 0.6], [3, 0, 1, 0], 0.0, 100, [0, 2, 3]),  # class-agnostic NMS
+    ],
+)
+def test_decode_nms_is_the_ops_fast_nms(
+    scores: list, classes: list, floor: float, k: int, kept: list
+) -> None:
+    enc = np.zeros((4, 4), np.float32)
+    d = decode_nms(enc, np.array(scores, np.float32), np.array(classes), ANCHORS, 0.6, floor, k)
+    expected = decode_boxes(enc, ANCHORS)[kept]
+    np.testing.assert_allclose(d.boxes, expected, atol=1e-6)
+    assert d.scores.tolist() == pytest.approx([scores[i] for i in kept])
+    assert d.classes is not None and d.classes.tolist() == [classes[i] for i in kept]
+
+
 def test_calibration_finds_the_teachers_operating_point() -> None:
     # The student's scores sit 0.3 below the teacher's: a fixed 0.5 would miss every box, calibration does not.
-    teacher = [np.array([A, B])] * 4
-    student = [FrameDets(np.array([A, B, FAR]), np.array([0.3, 0.25, 0.1], dtype=np.float32))] * 4
+    teacher = [_dets([A, B], [0.8, 0.7])] * 4
+    student = [_dets([A, B, FAR], [0.3, 0.25, 0.1])] * 4
     thr, a = calibrate(teacher, student, 0.5)
     assert 0.1 < thr <= 0.25
     assert a.f1 == pytest.approx(1.0)
-    assert agreement(teacher, [s.above(0.5) for s in student]).f1 == 0.0
+    assert compare(teacher, student, 0.5, 0.5).f1 == 0.0
 
 
 def _judge(student_scores: float, neg_score: float, student_ms: float) -> list[str]:
-    teacher = [np.array([A, B])] * 3
-    student = [FrameDets(np.array([A_SHIFTED, B]), np.full(2, student_scores, np.float32))] * 3
-    negatives = [FrameDets(np.array([FAR]), np.array([neg_score], np.float32))]
+    teacher = [_dets([A, B], [0.7, 0.6])] * 3
+    student = [_dets([A_SHIFTED, B], [student_scores] * 2)] * 3
+    negatives = [_dets([FAR], [neg_score])]
     return judge(teacher, student, negatives, 0.5, student_ms, 10.0).reasons
 
 
@@ -77,15 +213,11 @@ def test_gate_rules() -> None:
     assert any("negative" in r for r in _judge(0.6, 0.9, 5.0))  # a person on the empty hallway
     assert any("faster" in r for r in _judge(0.6, 0.01, 12.0))  # slower than the teacher
     # an untrained student: its boxes are nowhere near the teacher's
-    untrained = judge(
-        [np.array([A, B])] * 3,
-        [FrameDets(np.array([FAR]), np.array([0.6], np.float32))] * 3,
-        [],
-        0.5,
-        1.0,
-        10.0,
-    )
+    untrained = judge([_dets([A, B], [0.7, 0.6])] * 3, [_dets([FAR], [0.6])] * 3, [], 0.5, 1.0, 10.0)
     assert not untrained.passed and any("F1" in r for r in untrained.reasons)
+    assert any("top-10 F1" in r for r in untrained.reasons)
+    d = untrained.to_dict()
+    assert {"box_f1", "top10_box_f1", "box_rule", "passed"} <= set(d) and d["passed"] is False
 
 
 def _manifest(name: str, data: bytes) -> LocalModel:
@@ -170,4 +302,60 @@ def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_train
     distill_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["distill", "--student", "mobilenet_v1_0.5"])
     d = TrainSettings()
-    assert (args.steps, args.batch, args.lr, args.temperature) == (d.steps, d.batch, d.lr, d.temperature)
+    assert (args.steps, args.batch, args.lr, args.temperature, args.augment) == (
+        d.steps,
+        d.batch,
+        d.lr,
+        d.temperature,
+        d.augment,
+    )
+
+
+def test_augment_jitters_each_frame_reproducibly() -> None:
+    from edgevision.distill.data import augment
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    out = augment(frames, 2, seed=1)
+    assert out.shape == (6, 32, 32, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, augment(frames, 2, seed=1))  # same seed, same frames
+    assert not np.array_equal(out, augment(frames, 2, seed=2))
+    for k in range(6):  # each copy is its frame, changed
+        assert not np.array_equal(out[k], frames[k % 3])
+    assert augment(frames, 0).shape == (0, 32, 32, 3)
+
+
+class _Weights:
+    def save_weights(self, path: Path) -> None:
+        Path(path).write_bytes(b"w")
+
+
+@pytest.mark.parametrize(("crashes", "ok"), [(0, True), (2, True), (3, False)])
+def test_conversion_child_that_aborts_is_retried(
+    crashes: int, ok: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converter's `free(): double free` kills only the child process; the conversion is retried."""
+    import subprocess
+
+    from edgevision.distill import export
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        if len(calls) <= crashes:
+            return subprocess.CompletedProcess(cmd, -6, "", "free(): double free detected in tcache 2\n")
+        assert cmd[1:3] == ["-m", "edgevision.distill.export"] and cmd[3] == "mobilenet_v3_small"
+        work = Path(cmd[-1])
+        assert (work / "student.weights.h5").exists() and np.load(work / "calibration.npy").shape[0] == 3
+        (work / "student.tflite").write_bytes(b"TFL3")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    if ok:
+        assert export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames) == b"TFL3"
+    else:
+        with pytest.raises(ModelError, match=r"failed 3 times.*double free"):
+            export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames)
+    assert len(calls) == min(crashes + 1, 3)

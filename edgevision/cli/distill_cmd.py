@@ -56,6 +56,12 @@ def register(msub: argparse._SubParsersAction) -> None:
     q.add_argument("--batch", type=int, default=8, help="frames per step (default 8)")
     q.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine decay (default 0.001)")
     q.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    q.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        help="jittered copies of each training frame, teacher-labelled (default 0)",
+    )
     q.add_argument("--every", type=int, default=1, help="use every N-th frame of each source (default 1)")
     q.add_argument("--max-frames", type=int, help="at most this many frames per source")
     q.add_argument("--negative-every", type=int, default=2, help="use every N-th negative frame (default 2)")
@@ -142,7 +148,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         teacher_threshold=args.teacher_threshold,
         threads=args.threads,
         force=args.force,
-        settings=TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature),
+        settings=TrainSettings(
+            steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature, augment=args.augment
+        ),
     )
     progress = TerminalProgress(sys.stderr, enabled=not args.json)
     try:
@@ -160,7 +168,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     a = v.agreement
     print(f"installed {m.name}: {result.path}")
     print(
-        f"  person box F1 {a.f1:.3f} (IoU median {a.iou_median:.3f}) against {m.teacher.name}; "
+        f"  person box F1 {a.f1:.3f} (top-10 F1 {v.top10.f1:.3f}, IoU median {a.iou_median:.3f}) "
+        f"against {m.teacher.name}; "
         f"threshold {m.threshold:.2f}; person on {v.negative_person_frames}/{v.negative_frames} negative frames"
     )
     print(

@@ -6,11 +6,18 @@ outputs like the catalog's quantized SSDs. The graft then appends to the flatbuf
 predicts person only; class id 0 = person in the teacher's labels) and its four float outputs named like the TF1
 export (``TFLite_Detection_PostProcess``, ``:1``, ``:2``, ``:3``), so the installed file runs through the same
 detector, scheduler and resolution-rung derivation as a catalog SSD.
+
+The distillation converts in a child process (:func:`quantize_in_subprocess`): the converter has aborted the whole
+process with ``free(): double free`` after training, which must not lose the training or leave half a state.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +38,10 @@ def calibration_frames(frames: np.ndarray, count: int = 64, seed: int = 0) -> np
 
 def quantize(model: Any, frames: np.ndarray) -> bytes:
     """Convert the float student to a full-integer TFLite model (raw outputs: encodings and person scores)."""
+    return _convert(model, calibration_frames(frames))
+
+
+def _convert(model: Any, calibration: np.ndarray) -> bytes:
     tf = require_tf()
     import keras
 
@@ -39,7 +50,7 @@ def quantize(model: Any, frames: np.ndarray) -> bytes:
     wrapped = keras.Model(model.inputs, [boxes, scores], name=f"{model.name}_export")
 
     def representative() -> Iterator[list[np.ndarray]]:
-        for f in calibration_frames(frames):
+        for f in calibration:
             yield [f[np.newaxis].astype(np.float32)]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(wrapped)
@@ -49,6 +60,48 @@ def quantize(model: Any, frames: np.ndarray) -> bytes:
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.uint8
     return bytes(conv.convert())
+
+
+def quantize_in_subprocess(
+    model: Any, student: str, backbone: Path, size: int, frames: np.ndarray, attempts: int = 3
+) -> bytes:
+    """:func:`quantize` in a fresh process (the student rebuilt there from its weights), retried if it aborts.
+
+    The converter has aborted with ``free(): double free`` after writing its flatbuffer (V3-Small, TF 2.21), in a
+    process that had trained the student and run LiteRT interpreters; the same weights converted in a fresh
+    process. A crash there takes down only the child, so it is retried, and the training is never lost.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgevision-convert-") as tmp:
+        d = Path(tmp)
+        model.save_weights(d / _WEIGHTS)
+        np.save(d / _CALIBRATION, calibration_frames(frames))
+        cmd = [sys.executable, "-m", "edgevision.distill.export", student, str(backbone), str(size), str(d)]
+        err = ""
+        for _ in range(attempts):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=CONVERT_TIMEOUT_S)
+            out = d / _OUTPUT
+            if proc.returncode == 0 and out.exists():
+                return out.read_bytes()
+            err = f"exit {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise ModelError(f"TFLite conversion of the student failed {attempts} times ({err})")
+
+
+CONVERT_TIMEOUT_S = 3600  # one conversion takes about a minute on 2 cores
+_WEIGHTS, _CALIBRATION, _OUTPUT = "student.weights.h5", "calibration.npy", "student.tflite"
+
+
+def _convert_main(argv: list[str]) -> int:
+    """Child of :func:`quantize_in_subprocess`: ``STUDENT BACKBONE SIZE DIR`` → ``DIR/student.tflite``."""
+    from edgevision.distill.students import build_student, spec_for
+
+    student, backbone, size, work = argv[0], Path(argv[1]), int(argv[2]), Path(argv[3])
+    model = build_student(spec_for(student), backbone, size)
+    model.load_weights(work / _WEIGHTS)
+    data = _convert(model, np.load(work / _CALIBRATION))
+    tmp = work / (_OUTPUT + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(work / _OUTPUT)
+    return 0
 
 
 def _flex_options(teacher_options: dict[str, Any], num_classes: int) -> bytes:
@@ -138,3 +191,7 @@ def input_is_pixels(model_bytes: bytes) -> bool:
     d = adapter.inputs(adapter.load(model_bytes, threads=1))[0]
     scale, zero = d["quantization"]
     return bool(d["dtype"] == np.uint8 and abs(scale - 1.0) < 1e-3 and zero == 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_convert_main(sys.argv[1:]))

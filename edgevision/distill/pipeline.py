@@ -21,10 +21,18 @@ from edgevision.catalog.entries import Architecture, load_catalog
 from edgevision.catalog.local import LocalModel, TeacherRef, install_local_model, list_local_models
 from edgevision.catalog.resolve import resolve_model
 from edgevision.distill import GateFailed, require_tf
-from edgevision.distill.data import Dataset, Source, read_events, read_images, read_video, split_sources
+from edgevision.distill.data import (
+    Dataset,
+    Source,
+    augment,
+    read_events,
+    read_images,
+    read_video,
+    split_sources,
+)
 from edgevision.distill.gate import FrameDets, GateReport, judge
 from edgevision.distill.students import StudentSpec, build_student, spec_for
-from edgevision.distill.teacher import PERSON, Teacher, person_boxes
+from edgevision.distill.teacher import Teacher
 from edgevision.distill.train import Progress, TrainSettings, teacher_targets, train
 from edgevision.errors import EdgeVisionError, InputError, ModelError, UsageError
 from edgevision.fsutil import sha256_file
@@ -139,23 +147,9 @@ def load_data(opts: DistillOptions) -> tuple[Dataset, list[np.ndarray]]:
     return split_sources(sources, size, opts.val_fraction), negatives
 
 
-def _run_student(model_bytes: bytes, frames: list[np.ndarray] | np.ndarray, threads: int) -> list[FrameDets]:
-    from edgevision.detection import ssd
-
-    it = adapter.load(model_bytes, threads)
-    details = adapter.outputs(it)
-    layout = ssd.postprocess_layout([d["name"] for d in details], [list(d["shape"]) for d in details])
-    assert layout is not None and layout.names_resolved
-    out: list[FrameDets] = []
-    for f in frames:
-        adapter.invoke_on(it, np.ascontiguousarray(f)[np.newaxis])
-        n = int(adapter.get(it, details[layout.count]).reshape(-1)[0])
-        boxes = adapter.get(it, details[layout.boxes]).reshape(-1, 4)[:n]
-        classes = adapter.get(it, details[layout.classes]).reshape(-1)[:n]
-        scores = adapter.get(it, details[layout.scores]).reshape(-1)[:n]
-        keep = np.round(classes).astype(int) == PERSON
-        out.append(FrameDets(boxes[keep], scores[keep]))
-    return out
+def detect_frames(model: Teacher, frames: list[np.ndarray] | np.ndarray) -> list[FrameDets]:
+    """Each frame's detections, decoded from the model's raw outputs uncapped (what the gate judges)."""
+    return [model.detections(model.run(f)) for f in frames]
 
 
 def invoke_ms(models: list[bytes | Path], threads: int, rounds: int = 5, per_round: int = 10) -> list[float]:
@@ -194,27 +188,32 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     data, negatives = load_data(opts)
     teacher = Teacher(teacher_path, threads=opts.threads)
 
-    targets = teacher_targets(teacher, data.train, progress)
+    train_frames = data.train
+    if opts.settings.augment:
+        train_frames = np.concatenate(
+            [data.train, augment(data.train, opts.settings.augment, opts.settings.seed)]
+        )
+    targets = teacher_targets(teacher, train_frames, progress)
     if float(targets.logits.max()) < float(np.log(opts.teacher_threshold / (1 - opts.teacher_threshold))):
         raise NoPersonInData(
             f"the teacher finds no person (score ≥ {opts.teacher_threshold}) in any of the {len(data.train)} "
             "training frames: nothing to learn; give footage with people in it"
         )
     require_tf()  # after every input check, so bad inputs fail fast (TensorFlow takes seconds to import)
-    flipped = teacher_targets(teacher, np.ascontiguousarray(data.train[:, :, ::-1]), progress)
-    val_teacher = [person_boxes(teacher.run(f), opts.teacher_threshold)[0] for f in data.val]
+    flipped = teacher_targets(teacher, np.ascontiguousarray(train_frames[:, :, ::-1]), progress)
+    val_teacher = detect_frames(teacher, data.val)
 
     model = build_student(spec, backbone, opts.size)
     t0 = time.monotonic()
-    history = train(model, data.train, targets, flipped, opts.settings, progress)
+    history = train(model, train_frames, targets, flipped, opts.settings, progress)
     train_minutes = (time.monotonic() - t0) / 60.0
 
-    from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize
+    from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize_in_subprocess
     from edgevision.distill.replica import read_graph
 
     if progress:
         progress(Progress("quantize", 0, 1, None, None))
-    raw = quantize(model, data.train)
+    raw = quantize_in_subprocess(model, spec.key, backbone, opts.size, data.train)
     g = read_graph(teacher_path)
     anchor_t = g.tensor(teacher.spec.anchors_input)
     anchors_q = np.asarray(g.model.buffers[anchor_t.buffer].data, np.uint8).reshape(-1, 4)
@@ -225,8 +224,10 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
 
     if progress:
         progress(Progress("gate", 0, 1, None, None))
-    val_student = [d for d in _run_student(model_bytes, data.val, opts.threads)]
-    neg_student = _run_student(model_bytes, negatives, opts.threads) if negatives else []
+    # the installed file itself, read like the teacher: its op's raw inputs, decoded uncapped
+    exported = Teacher(model_bytes, threads=opts.threads)
+    val_student = detect_frames(exported, data.val)
+    neg_student = detect_frames(exported, negatives)
     student_ms, teacher_ms = invoke_ms([model_bytes, teacher_path], opts.threads)
     report = judge(val_teacher, val_student, neg_student, opts.teacher_threshold, student_ms, teacher_ms)
     result = DistillResult(name, report, None, None, train_minutes, model_bytes)
@@ -276,6 +277,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "lr": opts.settings.lr,
                 "temperature": opts.settings.temperature,
                 "person_weight": opts.settings.person_weight,
+                "augment": opts.settings.augment,
                 "final_loss": round(float(np.mean(history[-20:])), 5),
                 "minutes": round(train_minutes, 2),
                 "backbone": spec.backbone,
@@ -291,6 +293,6 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
 def _figures(r: GateReport) -> str:
     a = r.agreement
     return (
-        f"F1 {a.f1:.3f}, IoU median {a.iou_median:.3f}, threshold {r.threshold:.2f}, "
+        f"F1 {a.f1:.3f} (top-10 F1 {r.top10.f1:.3f}), IoU median {a.iou_median:.3f}, threshold {r.threshold:.2f}, "
         f"negatives {r.negative_person_frames}/{r.negative_frames}, invoke {r.student_ms:.2f}/{r.teacher_ms:.2f} ms"
     )

@@ -92,12 +92,15 @@ class TFLiteGraph:
         return float((qmin - zero[0]) * scale[0]), float((qmax - zero[0]) * scale[0])
 
 
-def read_graph(path: Path) -> TFLiteGraph:
+def read_graph(path: Path | bytes) -> TFLiteGraph:
     schema = _schema()
-    try:
-        buf = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read backbone model: {exc}") from None
+    if isinstance(path, bytes):
+        buf = path
+    else:
+        try:
+            buf = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read model: {exc}") from None
     return TFLiteGraph(schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0)), schema)
 
 

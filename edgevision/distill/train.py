@@ -6,7 +6,9 @@ Loss per frame (A anchors, teacher person score ``p`` and logit ``z_t``, student
 * class: ``T² · KL(σ(z_t / T) ‖ σ(z_s / T))`` (binary, per anchor) — temperature-softened targets (the optimum is still ``z_s = z_t``,
   so scores stay calibrated to the teacher's); anchors are weighted ``1 + person_weight · p`` and the sum is
   normalised by the teacher's person mass, so the few person anchors are not drowned by background;
-* box: Huber(``e_s - e_t``) weighted by ``p`` (the teacher's confidence that the anchor holds a person).
+* box: Huber(``e_s - e_t``) weighted by ``p`` (the teacher's confidence that the anchor holds a person);
+* optional: squared logit error ``(z_s - z_t)²`` weighted by ``p`` (``logit_weight``) or by ``exp(-z_t²/2)``, i.e.
+  on anchors the teacher scores near 0.5, where the gate's threshold decides (``boundary_weight``).
 
 Batches are drawn so that ``person_share`` of their frames hold a teacher person (footage is mostly empty).
 Horizontal flips double the data; their targets come from the teacher run on the flipped frame.
@@ -40,7 +42,9 @@ class TrainSettings:
     box_weight: float = 1.0
     seed: int = 0
     logit_weight: float = 0.0  # squared logit error on the teacher's person anchors (ranking among people)
+    boundary_weight: float = 0.0  # squared logit error on anchors the teacher scores near 0.5 (the threshold)
     person_share: float = 0.75  # share of each batch drawn from frames where the teacher sees a person
+    augment: int = 0  # jittered copies of each training frame, labelled by the teacher (data.augment)
     freeze_stem: bool = (
         True  # keep the backbone up to stride 8 at its ImageNet weights; train on cached features
     )
@@ -103,6 +107,11 @@ def distill_loss(tf: Any, s: TrainSettings, t_logit: Any, t_box: Any, s_box: Any
         # crowds: the teacher's top-10 are picked among people scored 0.5-0.7, so the student's logits must
         # rank them like the teacher's; the KL above barely separates a 0.55 from a 0.6
         loss += s.logit_weight * tf.reduce_sum(p * tf.square(zs - t_logit)) / norm
+    if s.boundary_weight:
+        # the gate's errors sit at the threshold: teacher boxes scored 0.45-0.6 that the student puts on the other
+        # side; weight the logit error of anchors with teacher logit near 0 (score near 0.5), exp(-z²/2)
+        near = tf.exp(-0.5 * tf.square(t_logit))
+        loss += s.boundary_weight * tf.reduce_sum(near * tf.square(zs - t_logit)) / norm
     return loss
 
 

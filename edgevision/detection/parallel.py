@@ -59,11 +59,6 @@ class ParallelDetect:
     def model(self) -> str:
         return self.detectors[0].name
 
-    @property
-    def detector(self) -> Detector:
-        """The first interpreter's detector (its model, labels and input size are every one's)."""
-        return self.detectors[0]
-
     def prepare(self, frame: Frame) -> Frame:
         """Capture thread: the frame's tensor, and its inference submitted (blocks while every interpreter is busy)."""
         frame = self.detectors[0].prepare(frame)

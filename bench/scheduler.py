@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from edgevision.capture.demux import DemuxSource
 from edgevision.capture.runner import LiveRunner
 from edgevision.capture.sources import OpenCVSource, read_frames
+from edgevision.capture.stream import PacketSource
 from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.config import load_config
 from edgevision.paths import default_models_dir
@@ -54,26 +55,24 @@ VIDEO = SHARED / "media" / "video" / "supervision_walking.mp4"
 MODEL = "ssd_mobilenet_v1_coco_quant"
 
 
-def burn(stop: Any) -> None:
-    while not stop.is_set():
-        pass
-
-
 class LoopedSource:
-    """A video file played ``loops`` times, timestamps continuing across loops (for pacing)."""
+    """A video file played ``loops`` times, timestamps continuing across loops (for pacing).
+
+    ``opencv``: through the old capture path (OpenCV decodes each frame to full-resolution BGR) instead of what
+    ``edgevision run --video --realtime`` does (demux, decode, FFmpeg's scaler straight to the model input)."""
 
     live = False
 
-    def __init__(self, path: Path, loops: int) -> None:
-        self.path, self.loops = path, loops
+    def __init__(self, path: Path, loops: int, opencv: bool = False) -> None:
+        self.path, self.loops, self.opencv = path, loops, opencv
         self.source_id = f"{path.name} x{loops}"
         self.fps: float | None = None
-        self._src: OpenCVSource | None = None
+        self._src: OpenCVSource | PacketSource | None = None
         self._done = 0
         self._offset = self._last = 0.0
 
     def open(self) -> None:
-        self._src = OpenCVSource(str(self.path))
+        self._src = OpenCVSource(str(self.path)) if self.opencv else PacketSource(DemuxSource(self.path))
         self._src.open()
         self.fps = self._src.fps
 
@@ -104,18 +103,17 @@ class LoadSchedule:
         self.phases, self.slice = phases, seconds / len(phases)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.procs: list[tuple[Any, Any]] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def _set(self, n: int) -> None:
+        # A fresh interpreter spinning, not a fork of this process: a fork taken while decoder and interpreter
+        # threads run can inherit a lock another thread held and hang in the child, burning nothing.
         while len(self.procs) < n:
-            ev = mp.Event()
-            p = mp.Process(target=burn, args=(ev,), daemon=True)
-            p.start()
-            self.procs.append((p, ev))
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
         while len(self.procs) > n:
-            p, ev = self.procs.pop()
-            ev.set()
-            p.join(timeout=5)
+            p = self.procs.pop()
+            p.terminate()
+            p.wait(timeout=5)
 
     def _run(self) -> None:
         for n in self.phases:
@@ -143,6 +141,7 @@ class Outcome:
     switches: list[dict[str, object]] = field(default_factory=list)
     rungs: Counter[str] = field(default_factory=Counter)
     trace: list[dict[str, object]] = field(default_factory=list)  # per processed frame: rung and stage times
+    burned = burn_expected = 0.0  # CPU seconds the busy processes used / would use on cores of their own
 
     def on_result(self, r: FrameResult) -> None:
         self.totals[r.frame.index] = r.latency.total or 0.0
@@ -178,15 +177,20 @@ def replay(
     seconds: float,
     phases: list[int],
     max_frames: int | None = None,
+    opencv: bool = False,
 ) -> Outcome:
     """One live-paced replay; ``phases`` of busy processes spread over ``seconds`` (none when empty)."""
     out = Outcome(name)
-    source = LoopedSource(VIDEO, loops)
+    source = LoopedSource(VIDEO, loops, opencv)
     runner = LiveRunner(lambda: source, scheduler.prepare, pace=True)
     pipe = Pipeline(runner, scheduler, [out], status_interval=1e9)
     if phases:
+        c0 = os.times()
         with LoadSchedule(phases, seconds):
             pipe.run(threading.Event(), max_frames)
+        c1 = os.times()  # the busy processes are reaped by now: their CPU time is the children's
+        out.burned = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
+        out.burn_expected = sum(phases) * seconds / len(phases)
     else:
         pipe.run(threading.Event(), max_frames)
     return out
@@ -208,6 +212,11 @@ def main() -> None:
         type=int,
         nargs="*",
         help="sides of the fixed-rung runs (default: every rung; none: scheduler only)",
+    )
+    ap.add_argument(
+        "--opencv-source",
+        action="store_true",
+        help="capture through the old OpenCV path (full-resolution BGR) instead of the product's demux path",
     )
     ap.add_argument(
         "--trace", type=Path, help="write the scheduler run's per-frame rung and stage times (JSON lines)"
@@ -235,7 +244,7 @@ def main() -> None:
     if budget is None:
         log(f"measuring {full.name}'s median frame latency on an idle live-paced replay")
         idle_s = Scheduler([full], ControllerSettings.of(cfg.scheduler))
-        idle = replay("idle", idle_s, 1, clip / 25.0, [], 200 if args.quick else None)
+        idle = replay("idle", idle_s, 1, clip / 25.0, [], 200 if args.quick else None, args.opencv_source)
         median = statistics.median(idle.totals.values())
         budget = args.budget_factor * median
         how = f"{args.budget_factor} x {full.name}'s median frame latency {median:.1f} ms (idle replay)"
@@ -272,10 +281,11 @@ def main() -> None:
         before = load_avg()
         log(f"[{i}/{len(candidates)}] {name}: replaying {frames / 25:.0f} s (load avg {before}) ...")
         t0 = time.monotonic()
-        out = replay(name, sched, loops, frames / 25.0, args.phases)
+        out = replay(name, sched, loops, frames / 25.0, args.phases, opencv=args.opencv_source)
         results.append((out, out.within(budget, frames), f"{before} -> {load_avg()}"))
         log(
-            f"    {len(out.totals)} processed, within budget {results[-1][1]:.3f} in {time.monotonic() - t0:.0f} s"
+            f"    {len(out.totals)} processed, within budget {results[-1][1]:.3f} in {time.monotonic() - t0:.0f} s; "
+            f"busy processes burned {out.burned:.1f} CPU s ({out.burn_expected:.1f} s of busy-process time)"
         )
     fitting = [(o, w) for o, w, _ in results[1:] if w >= 0.99]
     best = fitting[0][0] if fitting else None

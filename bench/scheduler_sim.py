@@ -29,7 +29,7 @@ from edgevision.scheduler.controller import (
     ControllerState,
     RungCost,
     Sample,
-    initial_rung,
+    start_state,
     step,
 )
 
@@ -57,7 +57,7 @@ def simulate(
     start: int | None = None,
 ) -> Run:
     rng = random.Random(seed)
-    state = ControllerState(initial_rung(rungs, s) if start is None else start, 0.0)
+    state = start_state(rungs, s, 0.0) if start is None else ControllerState(start, 0.0)
     per_slice = args.frames // len(args.levels)
     within = switches = since = 0
     rung_sum = 0

@@ -244,7 +244,9 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
         det.detect(img)
         times.append((time.perf_counter() - t0) * 1e3)
     base = min(times)  # the idle cost: other work on a shared machine only ever adds to some of the samples
-    budget = max(base * 1.6, 15.0)  # fits the top rung idle, not with the CPU shared three ways
+    # A run starts on the cheapest rung and climbs to one predicted within 75 % of the budget: with the CPU
+    # shared seven ways that rung no longer fits.
+    budget = max(base * 1.4, 15.0)
     out = tmp_path / "d.jsonl"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
@@ -263,11 +265,12 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
         str(out),
     ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not out.exists() or len(out.read_text().splitlines()) < 25:
+    # load arrives after the first climb
+    while not out.exists() or len(out.read_text().splitlines()) < 25 or '"switch"' not in out.read_text():
         time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
     hog = "import time\nt=time.time()\nwhile time.time()-t<5.0: pass\n"
-    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(3)]
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(6)]
     for h in hogs:
         h.wait(timeout=30)
     _, err = proc.communicate(timeout=120)
@@ -277,6 +280,7 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
     sizes = {"ssd_mobilenet_v1_coco_quant@" + str(s): i for i, s in enumerate([300, 256, 224, 192, 160, 128])}
     directions = ["down" if sizes[b] > sizes[a] else "up" for a, b in moves]
     assert "down" in directions, (budget, moves)
+    assert directions[0] == "up", (budget, moves)  # the first climb
     first_down = directions.index("down")
     assert "up" in directions[first_down:], (budget, moves)
 

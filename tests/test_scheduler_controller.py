@@ -21,6 +21,7 @@ from edgevision.scheduler.controller import (
     initial_rung,
     predict,
     rise_base,
+    start_state,
     step,
     up_margin,
 )
@@ -410,7 +411,6 @@ def test_noisy_profile_never_picks_a_rung_predicted_not_to_fit(max_step: float, 
     s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0, max_step=max_step)
     tr = simulate([1.0] * 50 + [1.5] * 100, rungs=rungs, settings=s)
     assert tr.switches[0][1:] == (0, to)
-    assert initial_rung(rungs, ControllerSettings(budget_ms=17.0)) == 2
 
 
 def test_load_and_overhead_are_estimated_from_the_stage_times() -> None:
@@ -423,10 +423,73 @@ def test_load_and_overhead_are_estimated_from_the_stage_times() -> None:
     assert predict(state, RUNGS)[1] == pytest.approx(11.5 * 2.0 + 5.0)
 
 
-def test_initial_rung_from_the_profile() -> None:
-    assert initial_rung(RUNGS, ControllerSettings(budget_ms=20.0)) == 1  # 16 ms > 75 % of 20 ms; 11.5 fits
-    assert initial_rung(RUNGS, ControllerSettings(budget_ms=100.0)) == 0
-    assert initial_rung(RUNGS, ControllerSettings(budget_ms=0.5)) == len(RUNGS) - 1  # the cheapest
+@pytest.mark.parametrize(
+    ("rungs", "budget", "first"),
+    [
+        (RUNGS, 20.0, 5),  # the cheapest rung detecting every frame, not the best the profile says fits ...
+        (RUNGS, 1000.0, 5),  # ... whatever the budget
+        (RUNGS, 4.0, 5),  # its profile, 3.4 ms, is within 85 % of the budget: it starts there
+        (RUNGS, 3.9, 7),  # over 85 % of the budget (the profile only errs low): the cheapest of all
+        (RUNGS, 0.5, 7),
+        ([RungCost(16.0), RungCost(17.0), RungCost(9.0), RungCost(9.0)], 20.0, 2),  # a tie: the better one
+        ([RungCost(4.0, 2), RungCost(3.0, 3)], 20.0, 1),  # no full-rate rung: the cheapest of all
+    ],
+)
+def test_a_run_starts_on_the_cheapest_rung_that_detects_every_frame(
+    rungs: list[RungCost], budget: float, first: int
+) -> None:
+    # not from the profile: the profile times rungs back to back, and a live frame costs more
+    assert initial_rung(rungs, ControllerSettings(budget_ms=budget)) == first
+
+
+def start_run(load: list[float], s: ControllerSettings) -> Trace:
+    """``simulate`` from the state a run starts in (start_state), no noise."""
+    state, tr = start_state(RUNGS, s, 0.0), Trace()
+    for i, factor in enumerate(load):
+        ms = RUNGS[state.rung].invoke_ms * factor  # every rung here detects every frame
+        tr.rungs.append(state.rung)
+        tr.totals.append(ms + OVERHEAD)
+        before = state.rung
+        state, sw = step(state, Sample(ms + OVERHEAD, ms), i / FPS, RUNGS, s)
+        if sw is not None:
+            tr.switches.append((i, before, sw.to_rung))
+    return tr
+
+
+@pytest.mark.parametrize("load", [1.0, 1.6, 2.4])
+def test_the_first_climb_needs_only_the_first_rungs_check(load: float) -> None:
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    tr = start_run([load] * 400, s)
+    # one switch, as soon as check_frames of the first rung's frames are measured (not stable_s: 100 frames),
+    # straight to the best rung predicted within the up margin; never over budget on the way
+    assert tr.switches == [(s.check_frames - 1, 5, best_fitting(load, s.up_margin))]
+    assert tr.within() == 1.0
+
+
+def test_the_rung_of_the_first_climb_is_checked() -> None:
+    # The first rung's frames say load 1 and 2 ms of overhead; on the rung it climbs to, the overhead is 8 ms
+    # (capture competes more): within the budget and no rise, but over down_fit, which that rung's own check
+    # finds once it has measured check_frames frames.
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    state = start_state(RUNGS, s, 0.0)
+    i, switches = 0, list[tuple[int, int, int, str]]()
+    while len(switches) < 2 and i < 200:
+        ms = RUNGS[state.rung].invoke_ms
+        extra = OVERHEAD if state.rung == 5 else 8.0
+        before = state.rung
+        state, sw = step(state, Sample(ms + extra, ms), i / FPS, RUNGS, s)
+        if sw is not None:
+            switches.append((i, before, sw.to_rung, sw.reason))
+        i += 1
+    (at_up, _, climbed, _), (at_down, frm, _, why) = switches
+    assert climbed == best_fitting(1.0, s.up_margin) and frm == climbed
+    assert at_down - at_up == s.check_frames and why.startswith("measured")
+
+
+def test_a_state_made_mid_run_climbs_only_after_the_stable_period() -> None:
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    tr = simulate([1.0] * 300, settings=s, start=5)  # ControllerState(5, ...): not the start of a run
+    assert tr.switches and tr.switches[0][0] >= s.stable_s * FPS
 
 
 def test_settings_are_a_view_of_the_scheduler_section() -> None:

@@ -12,7 +12,6 @@ import itertools
 import json
 import random
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +24,7 @@ from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.detection.detector import Detector
 from edgevision.errors import ModelError
 from edgevision.scheduler import ladder as ladder_mod
-from edgevision.scheduler.controller import ControllerSettings, Sample, Switch
+from edgevision.scheduler.controller import ControllerSettings, ControllerState, Sample, Switch
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.ladder import (
     Rung,
@@ -145,6 +144,7 @@ def test_a_width_switch_is_named_in_the_log_and_the_switch_record(caplog: pytest
     student = _rung(RungSpec("student_v1_0.5", "mobilenet_v1", 0.5, 300, kind="local"), 4.0)
     clock = iter(i / 25 for i in range(1000))
     sched = Scheduler([teacher, student], ControllerSettings(budget_ms=14.0), clock=lambda: next(clock))
+    sched.state = ControllerState(0, 0.0)  # mid-run, on the teacher (a run starts on the cheapest rung)
     assert sched.rung is teacher
     sw = None
     for _ in range(10):
@@ -236,7 +236,7 @@ def test_every_switch_names_its_rungs_and_kind_in_the_log_and_the_json_line(
     t = [0.0]
     settings = ControllerSettings(budget_ms=12.0, stable_s=1.0, cooldown_s=0.0)
     sched = Scheduler(ladder, settings, clock=lambda: t[0])
-    sched.state = replace(sched.state, rung=start)
+    sched.state = ControllerState(start, 0.0)  # mid-run on the start rung
     sw = None
     for i in range(200):
         t[0] = i / 25
@@ -435,6 +435,7 @@ def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: 
             return super().observe(sample)
 
     sched = Recording([teacher, student], ControllerSettings(budget_ms=1.4))
+    sched.state = ControllerState(0, 0.0)  # mid-run, on the teacher
     pipe = Pipeline(runner=None, step=sched)  # type: ignore[arg-type]
     image = np.zeros((240, 320, 3), np.uint8)
     results = []

@@ -17,8 +17,7 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   does not do that), or when the median predicts the current rung over ``clear_over`` x budget. Also once the
   median has predicted it over the budget for ``down_after`` frames, when ``window // 5`` of the last
   ``window`` frames were over budget (a heavy tail the median does not see), and on the **check**: the first
-  rung of a run (picked from the profile, which knew nothing of the overhead) and every rung a step down
-  lands on must, once ``check_frames`` of its own detect frames are measured, have their median within
+  rung of a run, the rung its first climb lands on and every rung a step down lands on must, once ``check_frames`` of its own detect frames are measured, have their median within
   ``down_fit`` x budget, or it steps down once more. A step down lands on the best rung predicted within
   ``down_fit`` x budget; after a rise, under the highest load of the frames that showed it (a load estimate
   that rises fast: the median, which falls slowly, still holds frames from before), and it **learns** the
@@ -26,7 +25,8 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   budget under another rise like the typical one (the next arrival then costs no frames). While a person
   event is active, only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
-  last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down. The
+  last ``stable_s`` (a run starts on the cheapest rung that detects every frame, and its first climb needs
+  only the first rung's check: see :func:`initial_rung`) (with at most one frame over budget), and never within ``cooldown_s`` of a step down. The
   up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
   most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
   ``rise_memory_s`` without a new one, so one burst (a backup, an update) does not cost quality for good.
@@ -134,6 +134,9 @@ class ControllerState:
     checking: tuple[float, ...] | None = field(default_factory=tuple)
     rises: tuple[float, ...] = field(default_factory=tuple)  # load after / before, the recent rises
     last_rise: float | None = None  # when the last rise was learned
+    # on the run's first rung (see start_state): it climbs as soon as its check has passed, not after stable_s,
+    # and the rung it climbs to is checked like a landing
+    starting: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ def step(
     target = better if st.up_target is None else max(st.up_target, better)  # fitted at every frame since
     st = replace(st, fit_since=fit_since, up_target=target)
     cooled = st.last_down is None or now - st.last_down >= s.cooldown_s
-    hold = max(s.stable_s, st.hold_s)
+    hold = 0.0 if st.starting and st.checking is None else max(s.stable_s, st.hold_s)
     if now - fit_since >= hold and cooled:
         reason = (
             f"predicted {pred[target]:.1f} ms <= {margin:.0%} of budget {budget:.1f} ms for "
@@ -323,13 +326,28 @@ def _switched(
         flags=(),
         fit_since=None,
         up_target=None,
-        checking=() if down else None,
+        checking=() if down or st.starting else None,
+        starting=False,
     )
 
 
 def initial_rung(rungs: Sequence[RungCost], s: ControllerSettings) -> int:
-    """The best rung the start-up profile (taken under the current load) says fits with the up margin."""
-    fits = [i for i, r in enumerate(rungs) if r.per_frame_ms <= s.budget_ms * s.up_margin]
-    if fits:
-        return fits[0]
-    return min(range(len(rungs)), key=lambda i: rungs[i].per_frame_ms)
+    """Where a run starts: the cheapest rung that detects every frame (the cheapest of all when none does).
+
+    The start-up profile times each rung alone, back to back; in the running pipeline capture competes for the
+    cores and caches go cold between frames, so a rung the profile says fits may not (measured: 256 px picked
+    at 75 % of the budget ran 5 of its first 12 frames over it). The run starts where the budget is safest and
+    climbs as soon as its own frames have been measured: the first rung's check (``check_frames`` detect frames)
+    replaces the stable period of the first step up, and the rung it climbs to is checked in turn. When even
+    that rung's profile (which only errs low) is over ``fit`` x budget, the run starts on the cheapest of all."""
+    every = list(range(len(rungs)))
+    full = [i for i in every if rungs[i].cadence == 1]
+    first = min(full or every, key=lambda i: (rungs[i].per_frame_ms, i))
+    if rungs[first].per_frame_ms > s.budget_ms * s.fit:
+        first = min(every, key=lambda i: (rungs[i].per_frame_ms, i))
+    return first
+
+
+def start_state(rungs: Sequence[RungCost], s: ControllerSettings, now: float) -> ControllerState:
+    """The state a run starts in: on :func:`initial_rung`, to be checked, its first climb due after the check."""
+    return ControllerState(initial_rung(rungs, s), now, starting=True)

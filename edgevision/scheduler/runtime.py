@@ -20,11 +20,11 @@ from edgevision.results.result import DetectMode, DetectOutcome, Latency, Switch
 from edgevision.scheduler.carry import BoxCarrier
 from edgevision.scheduler.controller import (
     ControllerSettings,
-    ControllerState,
     RungCost,
     Sample,
     Switch,
     initial_rung,
+    start_state,
     step,
 )
 from edgevision.scheduler.ladder import Rung, switch_kind
@@ -73,7 +73,7 @@ class Scheduler:
         self.gate = gate
         self.person_label = person_label
         self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
-        self.state = ControllerState(initial_rung(self.costs, settings), clock())
+        self.state = start_state(self.costs, settings, clock())
         self.switches: list[Switch] = []
         self.carrier = BoxCarrier()
         self._n = 0

@@ -141,6 +141,7 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert {"box_f1", "box_iou_median", "top10_box_f1", "box_rule", "invoke_ratio", "passed"} <= set(
         m.validation
     )
+    assert m.validation["f1_min"] == 0.9  # the bar it was judged by (--min-f1 unset)
     _assert_decode_is_the_op(result.model_bytes, 128)  # the gate judges the file that is installed
     assert m.latency["student_invoke_ms"] > 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WALKING, run_cli
 
 from edgevision.catalog.entries import Architecture
 from edgevision.catalog.local import (
@@ -18,8 +19,10 @@ from edgevision.catalog.local import (
     list_local_models,
     verify_local_model,
 )
+from edgevision.cli.distill_cmd import f1_only
 from edgevision.detection.ssd import decode_boxes
 from edgevision.distill.gate import (
+    F1_MIN,
     TOP_K,
     UNCAPPED_K,
     FrameDets,
@@ -220,6 +223,38 @@ def test_gate_rules() -> None:
     assert {"box_f1", "top10_box_f1", "box_rule", "passed"} <= set(d) and d["passed"] is False
 
 
+# The student finds A and B as the teacher does, plus a box the teacher does not have, on every frame: precision
+# 2/3, recall 1, F1 = 2 * (2/3) / (2/3 + 1) = 0.8.
+EXTRA = np.array([0.7, 0.1, 0.95, 0.3], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("f1_min", "passed"),
+    [(F1_MIN, False), (0.85, False), (0.8, True), (0.6, True)],
+)
+def test_a_lowered_f1_bar_is_the_only_rule_it_moves_and_is_recorded(f1_min: float, passed: bool) -> None:
+    teacher = [_dets([A, B], [0.7, 0.6])] * 3
+    student = [_dets([A, B, EXTRA], [0.7, 0.6, 0.65])] * 3
+    report = judge(teacher, student, [], 0.5, 5.0, 10.0, f1_min=f1_min)
+    assert report.agreement.f1 == pytest.approx(0.8)
+    assert report.passed is passed and report.to_dict()["f1_min"] == f1_min
+    assert f1_only(report) is not passed
+    if not passed:
+        assert report.reasons == [f"person box F1 0.800 < {f1_min} against the teacher (top-10 F1 0.800)"]
+    # the other rules do not move with it: a person on the empty hallway, or slower than the teacher
+    hallway = judge(teacher, student, [_dets([FAR], [0.9])], 0.5, 5.0, 10.0, f1_min=0.6)
+    slow = judge(teacher, student, [], 0.5, 12.0, 10.0, f1_min=0.6)
+    assert not hallway.passed and not slow.passed and not f1_only(hallway) and not f1_only(slow)
+
+
+@pytest.mark.parametrize("bar", ["0.3", "1.5", "nan"])
+def test_min_f1_out_of_range_is_a_usage_error(bar: str, env: dict[str, str], tmp_path: Path) -> None:
+    args = ["models", "distill", "--student", "mobilenet_v1_0.25", "--video", str(WALKING), "--min-f1", bar]
+    r = run_cli(args, env)
+    assert r.returncode == 2 and "--min-f1" in r.stderr, r.stderr
+    assert not (tmp_path / "models" / "local").exists() or not any((tmp_path / "models" / "local").iterdir())
+
+
 def _manifest(name: str, data: bytes) -> LocalModel:
     return LocalModel.model_validate(
         {
@@ -359,3 +394,20 @@ def test_conversion_child_that_aborts_is_retried(
         with pytest.raises(ModelError, match=r"failed 3 times.*double free"):
             export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames)
     assert len(calls) == min(crashes + 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("validation", "lowered"), [({}, False), ({"f1_min": 0.9}, False), ({"f1_min": 0.8}, True)]
+)
+def test_models_info_says_when_a_student_was_installed_under_a_lowered_bar(
+    validation: dict[str, float], lowered: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgevision.cli.models_cmd import _info_local
+
+    data = b"TFL3-student-bytes" * 10
+    m = _manifest("s1", data).model_copy(update={"validation": {**validation, "box_f1": 0.812}})
+    install_local_model(tmp_path, m, data)
+    assert _info_local(m, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert ("LOWERED: box F1 bar 0.8" in out and "scored 0.812" in out) is lowered
+    assert ("LOWERED" in out) is lowered

@@ -30,7 +30,7 @@ from edgevision.distill.data import (
     read_video,
     split_sources,
 )
-from edgevision.distill.gate import FrameDets, GateReport, judge
+from edgevision.distill.gate import F1_MIN, FrameDets, GateReport, judge
 from edgevision.distill.students import StudentSpec, build_student, spec_for
 from edgevision.distill.teacher import Teacher
 from edgevision.distill.train import Progress, TrainSettings, teacher_targets, train
@@ -70,6 +70,7 @@ class DistillOptions:
     between_every: int = 3  # --events: every N-th frame of the pre-/post-roll between events
     val_fraction: float = 0.3
     teacher_threshold: float = 0.5
+    f1_min: float = F1_MIN  # the gate's box F1 bar (--min-f1); recorded in the manifest's validation
     threads: int = 2
     force: bool = False
     gate: bool = True  # False only from Python (tests, experiments): installs whatever the gate says
@@ -229,7 +230,15 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     val_student = detect_frames(exported, data.val)
     neg_student = detect_frames(exported, negatives)
     student_ms, teacher_ms = invoke_ms([model_bytes, teacher_path], opts.threads)
-    report = judge(val_teacher, val_student, neg_student, opts.teacher_threshold, student_ms, teacher_ms)
+    report = judge(
+        val_teacher,
+        val_student,
+        neg_student,
+        opts.teacher_threshold,
+        student_ms,
+        teacher_ms,
+        f1_min=opts.f1_min,
+    )
     result = DistillResult(name, report, None, None, train_minutes, model_bytes)
     if not report.passed and opts.gate:
         exc = GateFailed(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -130,6 +132,55 @@ def test_a_stuck_worker_times_out_instead_of_hanging(caplog: pytest.LogCaptureFi
         step.close()  # the worker is still stuck: close reports it instead of waiting for it
     assert "did not finish" in caplog.text
     release.set()
+
+
+def test_close_twice_returns_at_once_and_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    step = ParallelDetect([FakeDetector(), FakeDetector()], timeout=0.5)  # type: ignore[list-item]
+    prepared = [step.prepare(frame(i)) for i in range(4)]
+    assert [round(step.detect(f).detections[0].score * 1000) for f in prepared] == [0, 1, 2, 3]
+    with caplog.at_level(logging.ERROR):
+        step.close()
+        step.close()  # a second close (an error path closing again) has no worker to wait for
+    assert "did not finish" not in caplog.text
+
+
+def test_prepare_after_close_is_refused_at_once() -> None:
+    step = ParallelDetect([FakeDetector()], timeout=30)  # type: ignore[list-item]
+    step.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        step.prepare(frame(0))  # not a 30 s wait for a slot close() holds, then a misleading timeout
+    with pytest.raises(RuntimeError, match="closed"):
+        step.detect(frame(1))
+
+
+STUCK_RUN = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from test_parallel_detect import FakeDetector, frame
+from edgevision.detection.parallel import ParallelDetect
+
+class Stuck(FakeDetector):
+    def detect_tensor(self, tensor, preprocess_ms):
+        threading.Event().wait()  # an invoke that never returns
+
+step = ParallelDetect([Stuck(), Stuck()], timeout=0.2)
+step.prepare(frame(0))
+step.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_stuck_worker_does_not_keep_the_process_from_exiting() -> None:
+    # close() reports the stuck worker and returns; the program must then be able to exit (and fail loudly)
+    # instead of waiting at interpreter exit for a thread that never ends
+    r = subprocess.run(
+        [sys.executable, "-c", STUCK_RUN, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang guard, not a timing threshold: the process ends at once or never
+    )
+    assert r.returncode == 0 and "closed" in r.stdout, r.stderr
+    assert "did not finish" in r.stderr
 
 
 def _detections(path: Path) -> list[list[object]]:

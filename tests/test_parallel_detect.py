@@ -134,6 +134,28 @@ def test_a_stuck_worker_times_out_instead_of_hanging(caplog: pytest.LogCaptureFi
     release.set()
 
 
+def test_close_waits_for_the_inferences_in_flight(caplog: pytest.LogCaptureFixture) -> None:
+    class Slow(FakeDetector):
+        def detect_tensor(self, tensor: np.ndarray, preprocess_ms: float) -> tuple[list[Detection], Latency]:
+            with lock:
+                busy[0] += 1
+            started.release()
+            time.sleep(0.05)
+            with lock:
+                busy[0] -= 1
+            return [], Latency()
+
+    started, lock, busy = threading.Semaphore(0), threading.Lock(), [0]
+    step = ParallelDetect([Slow(), Slow()])  # type: ignore[list-item]
+    for i in range(2):  # submitted, never consumed (the run stopped)
+        step.prepare(frame(i))
+    assert started.acquire(timeout=10) and started.acquire(timeout=10)  # both running
+    with caplog.at_level(logging.ERROR):
+        step.close()
+    assert busy == [0]  # no interpreter is in use once close() returns
+    assert "did not finish" not in caplog.text
+
+
 def test_close_twice_returns_at_once_and_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
     step = ParallelDetect([FakeDetector(), FakeDetector()], timeout=0.5)  # type: ignore[list-item]
     prepared = [step.prepare(frame(i)) for i in range(4)]

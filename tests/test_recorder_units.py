@@ -224,9 +224,18 @@ def test_event_stills_write_decodes_once_and_names_what_landed(tmp_path: Path) -
     thumb = cv2.imread(str(tmp_path / "snapshots/000007-thumb.jpg"))
     assert thumb is not None and thumb.shape[1] == 32
     crop = cv2.imread(str(tmp_path / "snapshots/000007-face.jpg"))
-    assert (
-        crop is not None and 0 < crop.shape[1] < 64 and abs(int(crop.mean()) - 50) <= 3
-    )  # cut from the best face's frame
+    assert crop is not None and 0 < crop.shape[1] < 64 and abs(int(crop.mean()) - 50) <= 3
+
+    # the best face on a frame that is not the best: the crop is cut from the face's own frame
+    pictures = [_Picture(50), _Picture(200)]
+    frames = [Frame.lazy(p, float(i), i, "cam") for i, p in enumerate(pictures)]
+    stills = EventStills(thumb_width=32, store_face=True)
+    stills.offer(frames[0], True, [_person(0.8)], [_face(0.5)])
+    stills.offer(frames[1], False, [_person(0.6)], [_face(0.9)])
+    stills.write(tmp_path, 8, {})
+    crop = cv2.imread(str(tmp_path / "snapshots/000008-face.jpg"))
+    assert crop is not None and abs(int(crop.mean()) - 200) <= 3
+    assert [p.conversions for p in pictures] == [1, 1]
 
 
 def test_event_stills_without_face_crops_and_on_a_disk_error(

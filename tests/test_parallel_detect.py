@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from edgevision.detection.parallel import ParallelDetect
 from edgevision.results import DetectMode, Frame, Latency
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import PreparedInput
+
+DetectResult = tuple[list[Detection], Latency]
 
 
 class Boom(RuntimeError):
@@ -261,3 +264,39 @@ def test_how_many_interpreters(overrides: dict[str, object], expected: tuple[int
 
     cfg = load_config(None, {"source.kind": "video", "source.path": "clip.mp4", **overrides})
     assert interpreters(cfg) == expected
+
+
+def test_detection_switched_off_runs_no_inference(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # frames side by side infer in the capture thread: with detection switched off (MQTT), the capture thread
+    # must not keep every core busy with inferences nobody reads
+    from edgevision.app import RunOptions, build
+    from edgevision.config import load_config
+
+    cfg = load_config(
+        overrides={
+            "models.dir": str(models_dir),
+            "source.kind": "video",
+            "source.path": str(WALKING),
+            "runtime.threads": 2,
+            "runtime.parallel": 2,
+        }
+    )
+    system = build(cfg, RunOptions(timing=False))
+    step = system.pipeline.step
+    assert isinstance(step, ParallelDetect) and system.pipeline.controls is not None
+    calls = [0]
+
+    def counting(
+        real: Callable[[np.ndarray, float], DetectResult],
+    ) -> Callable[[np.ndarray, float], DetectResult]:
+        def counted(tensor: np.ndarray, ms: float) -> DetectResult:
+            calls[0] += 1
+            return real(tensor, ms)
+
+        return counted
+
+    for d in step.detectors:
+        monkeypatch.setattr(d, "detect_tensor", counting(d.detect_tensor))
+    system.pipeline.controls.set("detect", False)
+    summary = system.run(max_frames=6)
+    assert summary.frames_processed == 6 and calls == [0]

@@ -64,3 +64,36 @@ def test_blur_faces_on_a_street_clip_says_faces_are_too_small(env: dict[str, str
     assert r.returncode == 0, r.stderr
     assert "faces too small to be found" in r.stderr and "NOT blurred" in r.stderr
     assert "privacy: a face found on" in r.stderr  # the closing line
+
+
+def test_a_face_counts_for_one_person_only() -> None:
+    # two small people walking side by side, boxes overlapping: the one face found (its centre inside both
+    # boxes) belongs to one of them; the other is a person too small for a face to be found
+    cov = FaceCoverage()
+    left = Detection("person", 0, 0.7, BBox(0.40, 0.1, 0.46, 0.1 + 80 / H))
+    right = Detection("person", 0, 0.7, BBox(0.43, 0.1, 0.49, 0.1 + 80 / H))
+    face = Face(0.8, BBox(0.44, 0.1, 0.45, 0.11), {})  # centre at x 0.445: inside both boxes
+    for _ in range(MIN_PEOPLE):
+        cov.observe([left, right], [face], H)
+    assert cov.with_face == MIN_PEOPLE and cov.too_small == MIN_PEOPLE
+
+
+@pytest.mark.parametrize(
+    ("frame_height", "too_small"), [(360, True), (720, True), (1080, False), (2160, False)]
+)
+def test_too_small_is_judged_in_pixels_of_the_frame(frame_height: int, too_small: bool) -> None:
+    # the same person box, 12 % of the frame's height: 43 px on a 360p frame, 259 px on 4K
+    cov = FaceCoverage()
+    box = Detection("person", 0, 0.7, BBox(0.4, 0.1, 0.45, 0.22))
+    for _ in range(MIN_PEOPLE):
+        cov.observe([box], [], frame_height)
+    assert (cov.too_small == MIN_PEOPLE) is too_small
+
+
+def test_a_face_outside_the_person_box_does_not_count_for_it() -> None:
+    cov = FaceCoverage()
+    p = person(80)
+    above = Face(0.8, BBox(p.box.xmin, 0.0, p.box.xmax, 0.05), {})  # same column, above the box: someone else
+    below = Face(0.8, BBox(p.box.xmin, 0.9, p.box.xmax, 0.95), {})
+    cov.observe([p], [above, below], H)
+    assert cov.with_face == 0 and cov.too_small == 1

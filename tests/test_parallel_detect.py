@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from edgevision.detection.parallel import ParallelDetect
 from edgevision.results import DetectMode, Frame, Latency
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import PreparedInput
+
+DetectResult = tuple[list[Detection], Latency]
 
 
 class Boom(RuntimeError):
@@ -132,6 +137,77 @@ def test_a_stuck_worker_times_out_instead_of_hanging(caplog: pytest.LogCaptureFi
     release.set()
 
 
+def test_close_waits_for_the_inferences_in_flight(caplog: pytest.LogCaptureFixture) -> None:
+    class Slow(FakeDetector):
+        def detect_tensor(self, tensor: np.ndarray, preprocess_ms: float) -> tuple[list[Detection], Latency]:
+            with lock:
+                busy[0] += 1
+            started.release()
+            time.sleep(0.05)
+            with lock:
+                busy[0] -= 1
+            return [], Latency()
+
+    started, lock, busy = threading.Semaphore(0), threading.Lock(), [0]
+    step = ParallelDetect([Slow(), Slow()])  # type: ignore[list-item]
+    for i in range(2):  # submitted, never consumed (the run stopped)
+        step.prepare(frame(i))
+    assert started.acquire(timeout=10) and started.acquire(timeout=10)  # both running
+    with caplog.at_level(logging.ERROR):
+        step.close()
+    assert busy == [0]  # no interpreter is in use once close() returns
+    assert "did not finish" not in caplog.text
+
+
+def test_close_twice_returns_at_once_and_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    step = ParallelDetect([FakeDetector(), FakeDetector()], timeout=0.5)  # type: ignore[list-item]
+    prepared = [step.prepare(frame(i)) for i in range(4)]
+    assert [round(step.detect(f).detections[0].score * 1000) for f in prepared] == [0, 1, 2, 3]
+    with caplog.at_level(logging.ERROR):
+        step.close()
+        step.close()  # a second close (an error path closing again) has no worker to wait for
+    assert "did not finish" not in caplog.text
+
+
+def test_prepare_after_close_is_refused_at_once() -> None:
+    step = ParallelDetect([FakeDetector()], timeout=30)  # type: ignore[list-item]
+    step.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        step.prepare(frame(0))  # not a 30 s wait for a slot close() holds, then a misleading timeout
+    with pytest.raises(RuntimeError, match="closed"):
+        step.detect(frame(1))
+
+
+STUCK_RUN = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from test_parallel_detect import FakeDetector, frame
+from edgevision.detection.parallel import ParallelDetect
+
+class Stuck(FakeDetector):
+    def detect_tensor(self, tensor, preprocess_ms):
+        threading.Event().wait()  # an invoke that never returns
+
+step = ParallelDetect([Stuck(), Stuck()], timeout=0.2)
+step.prepare(frame(0))
+step.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_stuck_worker_does_not_keep_the_process_from_exiting() -> None:
+    # close() reports the stuck worker and returns; the program must then be able to exit (and fail loudly)
+    # instead of waiting at interpreter exit for a thread that never ends
+    r = subprocess.run(
+        [sys.executable, "-c", STUCK_RUN, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang guard, not a timing threshold: the process ends at once or never
+    )
+    assert r.returncode == 0 and "closed" in r.stdout, r.stderr
+    assert "did not finish" in r.stderr
+
+
 def _detections(path: Path) -> list[list[object]]:
     return [
         [(d["label"], d["score"], d["box"]) for d in json.loads(line)["detections"]] for line in path.open()
@@ -188,3 +264,39 @@ def test_how_many_interpreters(overrides: dict[str, object], expected: tuple[int
 
     cfg = load_config(None, {"source.kind": "video", "source.path": "clip.mp4", **overrides})
     assert interpreters(cfg) == expected
+
+
+def test_detection_switched_off_runs_no_inference(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # frames side by side infer in the capture thread: with detection switched off (MQTT), the capture thread
+    # must not keep every core busy with inferences nobody reads
+    from edgevision.app import RunOptions, build
+    from edgevision.config import load_config
+
+    cfg = load_config(
+        overrides={
+            "models.dir": str(models_dir),
+            "source.kind": "video",
+            "source.path": str(WALKING),
+            "runtime.threads": 2,
+            "runtime.parallel": 2,
+        }
+    )
+    system = build(cfg, RunOptions(timing=False))
+    step = system.pipeline.step
+    assert isinstance(step, ParallelDetect) and system.pipeline.controls is not None
+    calls = [0]
+
+    def counting(
+        real: Callable[[np.ndarray, float], DetectResult],
+    ) -> Callable[[np.ndarray, float], DetectResult]:
+        def counted(tensor: np.ndarray, ms: float) -> DetectResult:
+            calls[0] += 1
+            return real(tensor, ms)
+
+        return counted
+
+    for d in step.detectors:
+        monkeypatch.setattr(d, "detect_tensor", counting(d.detect_tensor))
+    system.pipeline.controls.set("detect", False)
+    summary = system.run(max_frames=6)
+    assert summary.frames_processed == 6 and calls == [0]

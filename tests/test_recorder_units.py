@@ -224,9 +224,18 @@ def test_event_stills_write_decodes_once_and_names_what_landed(tmp_path: Path) -
     thumb = cv2.imread(str(tmp_path / "snapshots/000007-thumb.jpg"))
     assert thumb is not None and thumb.shape[1] == 32
     crop = cv2.imread(str(tmp_path / "snapshots/000007-face.jpg"))
-    assert (
-        crop is not None and 0 < crop.shape[1] < 64 and abs(int(crop.mean()) - 50) <= 3
-    )  # cut from the best face's frame
+    assert crop is not None and 0 < crop.shape[1] < 64 and abs(int(crop.mean()) - 50) <= 3
+
+    # the best face on a frame that is not the best: the crop is cut from the face's own frame
+    pictures = [_Picture(50), _Picture(200)]
+    frames = [Frame.lazy(p, float(i), i, "cam") for i, p in enumerate(pictures)]
+    stills = EventStills(thumb_width=32, store_face=True)
+    stills.offer(frames[0], True, [_person(0.8)], [_face(0.5)])
+    stills.offer(frames[1], False, [_person(0.6)], [_face(0.9)])
+    stills.write(tmp_path, 8, {})
+    crop = cv2.imread(str(tmp_path / "snapshots/000008-face.jpg"))
+    assert crop is not None and abs(int(crop.mean()) - 200) <= 3
+    assert [p.conversions for p in pictures] == [1, 1]
 
 
 def test_event_stills_without_face_crops_and_on_a_disk_error(
@@ -255,3 +264,58 @@ def test_event_stills_without_face_crops_and_on_a_disk_error(
     assert (tmp_path / "snapshots/000002.jpg").exists() and not (
         tmp_path / "snapshots/000002-face.jpg"
     ).exists()
+
+
+def test_event_stills_name_the_snapshot_when_only_its_thumbnail_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the disk fills between the snapshot and its thumbnail: the snapshot landed, so the row must name it (or
+    # retention never deletes that picture of a person: nothing else lists it)
+    write_jpeg = snapshots_mod.write_jpeg
+
+    def thumb_fails(path: Path, image: np.ndarray, quality: int = 90) -> int:
+        if path.name.endswith("-thumb.jpg"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_jpeg(path, image, quality)
+
+    stills = EventStills(store_face=True)
+    stills.offer(Frame.lazy(_Picture(80), 0.0, 0, "cam"), True, [_person(0.8)], [_face(0.9)])
+    monkeypatch.setattr(snapshots_mod, "write_jpeg", thumb_fails)
+    values: dict[str, object] = {}
+    with pytest.raises(OSError):
+        stills.write(tmp_path, 3, values)
+    assert (tmp_path / "snapshots/000003.jpg").exists()
+    assert values == {"snapshot_path": "snapshots/000003.jpg"}
+
+
+def test_event_stills_a_failed_write_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    stills = EventStills()
+    stills.offer(Frame.lazy(_Picture(80), 0.0, 0, "cam"), True, [_person(0.8)], None)
+    monkeypatch.setattr(snapshots_mod.os, "fsync", full)
+    values: dict[str, object] = {}
+    with pytest.raises(OSError):
+        stills.write(tmp_path, 4, values)
+    assert values == {} and list((tmp_path / "snapshots").iterdir()) == []  # no half-written .tmp holds space
+
+
+@pytest.mark.parametrize(
+    "box",
+    [BBox(1.0, 0.2, 1.0, 0.4), BBox(0.2, 1.0, 0.4, 1.0), BBox(0.5, 0.5, 0.5, 0.5)],
+    ids=["right-edge", "bottom-edge", "empty"],
+)
+def test_event_stills_a_face_box_with_nothing_to_crop_is_skipped(tmp_path: Path, box: BBox) -> None:
+    # a face clipped to the frame's edge has no pixels: the event still gets its snapshot, and the recorder
+    # is not brought down by an encoder error on an empty image
+    stills = EventStills(thumb_width=32, store_face=True)
+    stills.offer(Frame.lazy(_Picture(80), 0.0, 0, "cam"), True, [_person(0.8)], [Face(0.9, box, {})])
+    values: dict[str, object] = {}
+    stills.write(tmp_path, 5, values)
+    assert set(values) <= {"snapshot_path", "thumb_path", "face_path"}
+    assert values["snapshot_path"] == "snapshots/000005.jpg" and "thumb_path" in values
+    if "face_path" in values:
+        assert cv2.imread(str(tmp_path / str(values["face_path"]))) is not None

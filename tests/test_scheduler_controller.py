@@ -486,6 +486,34 @@ def test_the_rung_of_the_first_climb_is_checked() -> None:
     assert at_down - at_up == s.check_frames and why.startswith("measured")
 
 
+def test_only_the_first_climb_skips_the_stable_period() -> None:
+    # the load falls just after the first climb: the rung climbed to passes its check with a better rung fitting,
+    # but that second climb is an ordinary one and waits for the stable period
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    tr = start_run([2.4] * s.check_frames + [1.0] * 300, s)
+    assert [sw[1:] for sw in tr.switches] == [
+        (5, best_fitting(2.4, s.up_margin)),
+        (best_fitting(2.4, s.up_margin), best_fitting(1.0, s.up_margin)),
+    ]
+    assert tr.switches[0][0] == s.check_frames - 1
+    assert tr.switches[1][0] - tr.switches[0][0] >= s.stable_s * FPS
+
+
+def test_a_start_whose_check_finds_nothing_better_climbs_later_only_after_the_stable_period() -> None:
+    # A run starting on a busy device (a Pi at boot): the first rung's check passes, but under that load no
+    # better rung fits, so there is no first climb to make. The check's shortcut ends there: a dip in the load
+    # much later (a few quiet frames) is not a stable period, and climbing on it would run over budget.
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    busy = 4.0  # the cheapest rung fits (3.4 x 4 + 2 ms); the next one does not fit the up margin
+    assert best_fitting(busy, s.up_margin) == 5
+    tr = start_run([busy] * 200 + [1.0] * 6 + [busy] * 200, s)
+    assert tr.switches == [] and tr.within() == 1.0
+    # a load that really leaves is still climbed after, once it has fitted for the stable period
+    tr = start_run([busy] * 200 + [1.0] * 300, s)
+    assert len(tr.switches) == 1 and tr.switches[0][2] == best_fitting(1.0, s.up_margin)
+    assert tr.switches[0][0] >= 200 + s.stable_s * FPS
+
+
 def test_a_state_made_mid_run_climbs_only_after_the_stable_period() -> None:
     s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
     tr = simulate([1.0] * 300, settings=s, start=5)  # ControllerState(5, ...): not the start of a run

@@ -43,7 +43,7 @@ from edgevision.publish.factory import build_sharing
 from edgevision.publish.web import listen
 from edgevision.recorder.factory import recorder_settings
 from edgevision.recorder.recorder import Recorder
-from edgevision.results import DetectStep, Sink
+from edgevision.results import DetectStep, Frame, Sink
 from edgevision.scheduler.factory import build_scheduler
 from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.health import HealthState
@@ -173,8 +173,12 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
     # The capture thread preprocesses for whichever detector (rung) the step runs at that moment.
     # Recording from packets: the runner also hands the recorder a feed of the source's own packets (or of one
     # continuous encode for cameras), so no frame is decoded or encoded for a clip.
-    runner, packets = open_runner(cfg, step.prepare, wait_at_start=supervised())
     controls = Controls(detect=True, recordings=cfg.recorder.enabled)  # flipped at run time over MQTT
+
+    def prepare(frame: Frame) -> Frame:  # detection off: no input made (nor, frames side by side, inferred)
+        return step.prepare(frame) if controls.detect else frame
+
+    runner, packets = open_runner(cfg, prepare, wait_at_start=supervised())
     sinks = _output_sinks(cfg, options, runner)
     recorder: Recorder | None = None
     if cfg.recorder.enabled:

@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 
 from edgevision.detection.detector import Detector
 from edgevision.results.detection import Detection
@@ -53,7 +53,19 @@ class ParallelDetect:
             self._free.put(d)
         # in flight: submitted and not yet finished; never more than interpreters, so no task waits for one
         self._slots = threading.BoundedSemaphore(len(self.detectors))
-        self._pool = ThreadPoolExecutor(len(self.detectors), thread_name_prefix="detect")
+        # Daemon workers, not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit, so one
+        # stuck invoke would keep the process alive after close() gave up on it. A ``None`` tells one to stop;
+        # ``_lock`` orders every submission before the stops, so nothing submitted is left unrun.
+        self._work: queue.Queue[tuple[Future[tuple[list[Detection], Latency]], object, float] | None]
+        self._work = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._workers = [
+            threading.Thread(target=self._worker, name=f"detect-{i}", daemon=True)
+            for i in range(len(self.detectors))
+        ]
+        for t in self._workers:
+            t.start()
 
     @property
     def model(self) -> str:
@@ -64,11 +76,12 @@ class ParallelDetect:
         frame = self.detectors[0].prepare(frame)
         assert frame.prepared is not None
         self._acquire()
-        try:
-            pending = self._pool.submit(self._infer, frame.prepared.tensor, frame.prepared.ms)
-        except BaseException:
-            self._slots.release()
-            raise
+        pending: Future[tuple[list[Detection], Latency]] = Future()
+        with self._lock:
+            if self._closed:
+                self._slots.release()
+                raise RuntimeError("ParallelDetect is closed")
+            self._work.put((pending, frame.prepared.tensor, frame.prepared.ms))
         return frame.with_prepared(dataclasses.replace(frame.prepared, pending=pending))
 
     def detect(self, frame: Frame) -> DetectOutcome:
@@ -87,20 +100,39 @@ class ParallelDetect:
     def close(self) -> None:
         """Stop the workers: no new work; waits (at most ``timeout``) for the inferences in flight to finish.
 
-        Every slot coming back proves every inference ended; a worker stuck longer is reported, not waited for.
+        Every slot coming back proves every inference ended; a worker stuck longer is reported, not waited for
+        (workers are daemon threads: a stuck one does not keep the process alive). A second call does nothing.
         """
-        self._pool.shutdown(wait=False)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._workers:
+                self._work.put(None)
         deadline = time.monotonic() + self.timeout
         for _ in self.detectors:
             if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                log.error("a detect worker did not finish within %.0f s of the end of the run", self.timeout)
+                log.error("a detect worker did not finish within %.3g s of the end of the run", self.timeout)
                 return
 
     # -- workers ---------------------------------------------------------------------------------------------
 
     def _acquire(self) -> None:
+        if self._closed:
+            raise RuntimeError("ParallelDetect is closed")
         if not self._slots.acquire(timeout=self.timeout):
-            raise TimeoutError(f"no detect worker finished a frame in {self.timeout:.0f} s")
+            raise TimeoutError(f"no detect worker finished a frame in {self.timeout:.3g} s")
+
+    def _worker(self) -> None:
+        while (item := self._work.get()) is not None:
+            pending, tensor, preprocess_ms = item
+            if not pending.set_running_or_notify_cancel():
+                self._slots.release()
+                continue
+            try:
+                pending.set_result(self._infer(tensor, preprocess_ms))
+            except BaseException as exc:  # raised on the pipeline thread, by that frame's detect()
+                pending.set_exception(exc)
 
     def _infer(self, tensor: object, preprocess_ms: float) -> tuple[list[Detection], Latency]:
         detector = self._free.get(timeout=self.timeout)  # a slot was taken, so one is free

@@ -39,11 +39,17 @@ class FaceCoverage:
         self, detections: Sequence[Detection], faces: Sequence[Face], frame_height: int
     ) -> str | None:
         """Count one frame; the warning to give, once, when most people have no face found because they are small."""
-        for d in detections:
-            if d.label != PERSON:
-                continue
+        people = [d for d in detections if d.label == PERSON]
+        # a face belongs to one person: the smallest box holding its centre (boxes of people side by side
+        # overlap, and a face must not vouch for the neighbour whose own face was not found)
+        owners = {
+            min(holders, key=lambda i: people[i].box.area)
+            for f in faces
+            if (holders := [i for i, d in enumerate(people) if _inside(f, d)])
+        }
+        for i, d in enumerate(people):
             self.people += 1
-            if any(_inside(f, d) for f in faces):
+            if i in owners:
                 self.with_face += 1
             elif d.box.height * frame_height * FACE_SHARE < MIN_FACE_PX:
                 self.too_small += 1

@@ -4,7 +4,7 @@ recorder's snapshot output (:class:`EventStills`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -24,27 +24,41 @@ def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> int:
         raise OSError(f"{path}: JPEG encoding failed")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(buf.tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(buf.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a disk that filled up needs every byte back, not at the next start
+        raise
     fsync_dir(path.parent)
     return len(buf)
 
 
 def write_snapshot(
-    snapshot: Path, thumb: Path, image: np.ndarray, detections: Sequence[Detection], thumb_width: int = 320
+    snapshot: Path,
+    thumb: Path,
+    image: np.ndarray,
+    detections: Sequence[Detection],
+    thumb_width: int = 320,
+    landed: Callable[[Path], None] | None = None,
 ) -> None:
-    """The best frame with its boxes drawn, and a small thumbnail of it."""
+    """The best frame with its boxes drawn, and a small thumbnail of it; ``landed`` is told of each file as it
+    lands (the snapshot stays when the thumbnail then fails)."""
     annotated = draw_detections(
         cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy(), detections
     )
     write_jpeg(snapshot, annotated)
+    if landed is not None:
+        landed(snapshot)
     h, w = annotated.shape[:2]
     tw = min(thumb_width, w)
     small = cv2.resize(annotated, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
     write_jpeg(thumb, small, 80)
+    if landed is not None:
+        landed(thumb)
 
 
 def face_crop(image: np.ndarray, face: Face, margin: float = 0.3) -> np.ndarray:
@@ -91,12 +105,24 @@ class EventStills:
         each file as it lands, so a disk error (``OSError``, raised) leaves the row naming only what exists."""
         if self.frame is not None:
             snap, thumb = f"snapshots/{event_id:06d}.jpg", f"snapshots/{event_id:06d}-thumb.jpg"
+            columns = {data_dir / snap: ("snapshot_path", snap), data_dir / thumb: ("thumb_path", thumb)}
+
+            def landed(path: Path) -> None:
+                key, rel = columns[path]
+                values[key] = rel
+
             write_snapshot(
-                data_dir / snap, data_dir / thumb, self.frame.best_image, self.detections, self.thumb_width
+                data_dir / snap,
+                data_dir / thumb,
+                self.frame.best_image,
+                self.detections,
+                self.thumb_width,
+                landed,
             )
-            values.update(snapshot_path=snap, thumb_path=thumb)
         if self.face is not None:
             rel = f"snapshots/{event_id:06d}-face.jpg"
             frame, face = self.face
-            write_jpeg(data_dir / rel, face_crop(frame.image, face))
-            values["face_path"] = rel
+            crop = face_crop(frame.image, face)
+            if crop.size:  # a face box clipped to the frame's edge can hold no pixel: nothing to keep
+                write_jpeg(data_dir / rel, crop)
+                values["face_path"] = rel

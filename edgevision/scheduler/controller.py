@@ -135,7 +135,8 @@ class ControllerState:
     rises: tuple[float, ...] = field(default_factory=tuple)  # load after / before, the recent rises
     last_rise: float | None = None  # when the last rise was learned
     # on the run's first rung (see start_state): it climbs as soon as its check has passed, not after stable_s,
-    # and the rung it climbs to is checked like a landing
+    # and the rung it climbs to is checked like a landing; the shortcut ends when, after the check, no better
+    # rung fits (a busy start: the next climb is an ordinary one)
     starting: bool = False
 
 
@@ -265,7 +266,10 @@ def step(
     margin = up_margin(st, s)
     better = next((j for j in range(cur) if pred[j] <= budget * margin), None)
     if better is None or tail > 1:
-        return replace(st, fit_since=None, up_target=None), None
+        # the first climb's shortcut (no stable period) lasts only while a better rung has fitted at every
+        # frame since the first rung's check: once none does, the next climb waits for a stable period
+        starting = st.starting and (st.checking is not None or better is not None)
+        return replace(st, fit_since=None, up_target=None, starting=starting), None
     fit_since = st.fit_since if st.fit_since is not None else now
     target = better if st.up_target is None else max(st.up_target, better)  # fitted at every frame since
     st = replace(st, fit_since=fit_since, up_target=target)

@@ -327,7 +327,9 @@ def _info_local(m: LocalModel, dest: Path, as_json: bool = False) -> int:
     bar = m.validation.get("f1_min", 0.9)
     if isinstance(bar, int | float) and bar < 0.9:
         f1 = m.validation.get("box_f1")
-        print(f"gate:         LOWERED: box F1 bar {bar} (--min-f1; the default is 0.9); this student scored {f1}")
+        print(
+            f"gate:         LOWERED: box F1 bar {bar} (--min-f1; the default is 0.9); this student scored {f1}"
+        )
     for key in ("data", "validation", "latency", "training"):
         print(f"{key + ':':<13} {json.dumps(getattr(m, key), sort_keys=True)}")
     return 0

@@ -6,6 +6,7 @@ import errno
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,18 @@ def test_event_stills_write_decodes_once_and_names_what_landed(tmp_path: Path) -
     assert [p.conversions for p in pictures] == [1, 1]
 
 
+def _disk_full_on(suffix: str) -> Callable[..., int]:
+    """``write_jpeg`` that fails with ENOSPC for files ending in ``suffix`` and writes the others."""
+    write_jpeg = snapshots_mod.write_jpeg
+
+    def write(path: Path, image: np.ndarray, quality: int = 90) -> int:
+        if path.name.endswith(suffix):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_jpeg(path, image, quality)
+
+    return write
+
+
 def test_event_stills_without_face_crops_and_on_a_disk_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,13 +259,7 @@ def test_event_stills_without_face_crops_and_on_a_disk_error(
     stills.offer(frame, True, [], [_face(0.99)])
     assert stills.face is None  # privacy: no face is kept at all
 
-    write_jpeg = snapshots_mod.write_jpeg
-
-    def face_fails(path: Path, image: np.ndarray, quality: int = 90) -> int:
-        if path.name.endswith("-face.jpg"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return write_jpeg(path, image, quality)
-
+    face_fails = _disk_full_on("-face.jpg")
     stills = EventStills(store_face=True)
     stills.offer(frame, True, [], [_face(0.99)])
     monkeypatch.setattr(snapshots_mod, "write_jpeg", face_fails)
@@ -271,13 +278,7 @@ def test_event_stills_name_the_snapshot_when_only_its_thumbnail_fails(
 ) -> None:
     # the disk fills between the snapshot and its thumbnail: the snapshot landed, so the row must name it (or
     # retention never deletes that picture of a person: nothing else lists it)
-    write_jpeg = snapshots_mod.write_jpeg
-
-    def thumb_fails(path: Path, image: np.ndarray, quality: int = 90) -> int:
-        if path.name.endswith("-thumb.jpg"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return write_jpeg(path, image, quality)
-
+    thumb_fails = _disk_full_on("-thumb.jpg")
     stills = EventStills(store_face=True)
     stills.offer(Frame.lazy(_Picture(80), 0.0, 0, "cam"), True, [_person(0.8)], [_face(0.9)])
     monkeypatch.setattr(snapshots_mod, "write_jpeg", thumb_fails)

@@ -17,7 +17,8 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   does not do that), or when the median predicts the current rung over ``clear_over`` x budget. Also once the
   median has predicted it over the budget for ``down_after`` frames, when ``window // 5`` of the last
   ``window`` frames were over budget (a heavy tail the median does not see), and on the **check**: the first
-  rung of a run, the rung its first climb lands on and every rung a step down lands on must, once ``check_frames`` of its own detect frames are measured, have their median within
+  rung of a run, the rung its first climb lands on and every rung a step down lands on must, once
+  ``check_frames`` of its own detect frames are measured, have their median within
   ``down_fit`` x budget, or it steps down once more. A step down lands on the best rung predicted within
   ``down_fit`` x budget; after a rise, under the highest load of the frames that showed it (a load estimate
   that rises fast: the median, which falls slowly, still holds frames from before), and it **learns** the
@@ -25,9 +26,9 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   budget under another rise like the typical one (the next arrival then costs no frames). While a person
   event is active, only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
-  last ``stable_s`` (a run starts on the cheapest rung that detects every frame, and its first climb needs
-  only the first rung's check: see :func:`initial_rung`) (with at most one frame over budget), and never within ``cooldown_s`` of a step down. The
-  up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
+  last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down; a run
+  starts on the cheapest rung that detects every frame, and its first climb needs only the first rung's check
+  (see :func:`initial_rung`). The up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
   most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
   ``rise_memory_s`` without a new one, so one burst (a backup, an update) does not cost quality for good.
 

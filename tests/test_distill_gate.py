@@ -411,3 +411,38 @@ def test_models_info_says_when_a_student_was_installed_under_a_lowered_bar(
     out = capsys.readouterr().out
     assert ("LOWERED: box F1 bar 0.8" in out and "scored 0.812" in out) is lowered
     assert ("LOWERED" in out) is lowered
+
+
+@pytest.mark.parametrize(("f1_min", "installed"), [(0.9, False), (0.8, True)])
+def test_distill_cli_names_the_flag_on_an_f1_refusal_and_says_when_installed_under_a_lowered_bar(
+    f1_min: float,
+    installed: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import edgevision.distill.pipeline as pipeline
+    from edgevision.cli.main import main
+    from edgevision.distill import GateFailed
+
+    teacher = [_dets([A, B], [0.7, 0.6])] * 3
+    student = [_dets([A, B, EXTRA], [0.7, 0.6, 0.65])] * 3  # F1 0.8, every other rule met
+
+    def fake_distill(opts: pipeline.DistillOptions, progress: object = None) -> pipeline.DistillResult:
+        report = judge(teacher, student, [], 0.5, 5.0, 10.0, f1_min=opts.f1_min)
+        result = pipeline.DistillResult("s1", report, None, None, 1.0, b"")
+        if not report.passed:
+            exc = GateFailed("student 's1' not installed: " + "; ".join(report.reasons))
+            exc.result = result
+            raise exc
+        m = _manifest("s1", b"x").model_copy(update={"validation": report.to_dict()})
+        result.manifest, result.path = m, tmp_path / "s1.tflite"
+        return result
+
+    monkeypatch.setattr(pipeline, "distill", fake_distill)
+    argv = ["models", "distill", "--student", "mobilenet_v1_0.5", "--video", str(WALKING)]
+    code = main([*argv, "--models-dir", str(tmp_path), "--min-f1", str(f1_min)])
+    out, err = capsys.readouterr()
+    assert code == (0 if installed else 73)
+    assert ("run again with --min-f1 0.80" in err) is not installed
+    assert ("under a lowered gate: box F1 bar 0.8" in out) is installed

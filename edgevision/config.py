@@ -240,7 +240,7 @@ class SchedulerConfig(_Strict):
     cadences: list[int] = Field(default_factory=lambda: [2, 3])
     profile: Path | None = None
     derived_dir: Path | None = None
-    window: int = Field(25, ge=5, le=10000)  # frames whose over-budget count catches a heavy tail
+    window: int = Field(25, ge=5, le=10000)  # recent frames: more than one over budget holds a step up
     down_after: int = Field(3, ge=1, le=10000)  # frames predicted over budget before a step down
     up_margin: float = Field(0.75, gt=0.0, le=1.0)
     stable_s: float = Field(10.0, ge=0.0, le=3600)

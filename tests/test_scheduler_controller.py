@@ -32,6 +32,7 @@ OVERHEAD = 2.0
 INVOKE = [16.0, 11.5, 9.0, 6.5, 4.8, 3.4]
 RUNGS = [RungCost(ms) for ms in INVOKE] + [RungCost(3.4, 2), RungCost(3.4, 3)]
 BUDGET = 22.5  # rung 0 at load 1 is predicted at 18 ms = 0.8 x budget
+PREEMPT_MS = 8.0  # a preempted detect frame: rung 0 (18 + 8 ms) goes over budget, rung 1 (13.5 + 8) does not
 
 
 @dataclass
@@ -51,12 +52,14 @@ def simulate(
     seed: int = 0,
     sigma: float = 0.05,
     spikes: float = 0.0,
+    preempt: float = 0.0,
     settings: ControllerSettings | None = None,
     rungs: list[RungCost] | None = None,
     event: list[bool] | None = None,
     start: int = 0,
 ) -> Trace:
-    """Run the controller over a per-frame load trace with lognormal noise and rare 4x spikes."""
+    """Run the controller over a per-frame load trace with lognormal noise, rare 4x spikes and a ``preempt``
+    share of detect frames 8 ms late (another process holding the core: the same delay on every rung)."""
     rng = random.Random(seed)
     rungs = rungs or RUNGS
     s = settings or ControllerSettings(budget_ms=budget, stable_s=4.0, cooldown_s=1.0)
@@ -70,6 +73,8 @@ def simulate(
             ms = r.invoke_ms * factor * math.exp(rng.gauss(0.0, sigma))
             if spikes and rng.random() < spikes:
                 ms *= 4
+            if preempt and rng.random() < preempt:
+                ms += PREEMPT_MS
             invoke, total = ms, ms + OVERHEAD
         else:
             total = 0.3
@@ -331,11 +336,80 @@ def test_ramp_moves_monotonically() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_noise_crossing_the_budget_does_not_cause_switching(seed: int) -> None:
-    tr = simulate([1.0] * 3000, sigma=0.12, seed=seed)
-    over = sum(t > BUDGET for t in tr.totals)
-    assert over >= 20  # the noise does cross the budget: a controller reacting to single overruns fails here
+def test_noise_crossing_the_budget_now_and_then_does_not_cause_switching(seed: int) -> None:
+    # sigma 0.08: about 0.1 % of rung 0's frames over budget, well within the 1 % a budget allows
+    tr = simulate([1.0] * 3000, sigma=0.08, seed=seed)
+    assert sum(t > BUDGET for t in tr.totals) >= 1 or seed == 2  # it does cross (seed 2 by chance never)
     assert not tr.switches
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_that_puts_more_than_a_percent_over_budget_steps_down_once_and_stays(seed: int) -> None:
+    # sigma 0.12: about 2 % of rung 0's frames over budget (a median with room hides it); rung 1 meets every
+    # frame. One step down once a hundred frames show it, never back up (rung 0 is predicted at 0.8 x budget,
+    # over the up margin), so never a flap.
+    tr = simulate([1.0] * 3000, sigma=0.12, seed=seed)
+    (at, frm, to), *rest = tr.switches
+    assert (frm, to) == (0, 1) and not rest
+    assert at < 1000 and tr.within(at + 1) == 1.0
+    assert tr.within() >= 0.99
+
+
+@pytest.mark.parametrize(
+    ("preempt", "start", "rungs_after"),
+    [
+        (0.05, 0, {1}),  # 5 % of rung 0's frames preempted over budget; rung 1 absorbs the delay
+        (0.0, 0, {0}),  # the same load without preemption: rung 0 meets the budget, no switch
+        (0.005, 0, {0}),  # 0.5 % preempted: within the budget's 1 %, no switch
+        (0.05, 1, {1}),  # rung 1 absorbs them all: nothing to step down for
+    ],
+)
+def test_a_tail_over_budget_that_the_rung_below_saves_steps_down(
+    preempt: float, start: int, rungs_after: set[int]
+) -> None:
+    # load 0.9: rung 0 at 16.4 ms (0.73 x budget), the median far from over budget, the 5-of-25 rule (20 %)
+    # blind to a 5 % tail; a preempted frame is 24.4 ms on rung 0 and 20.4 ms on rung 1
+    tr = simulate([0.9] * 2000, sigma=0.02, preempt=preempt, start=start)
+    assert set(tr.rungs[1000:]) == rungs_after
+    assert len(tr.switches) <= 1
+    if preempt >= 0.05 and start == 0:
+        assert tr.switches[0][0] < 600  # 3 frames it saves within the last 100 of the rung
+        assert tr.within(tr.switches[0][0] + 1) == 1.0
+
+
+# (every n-th detect frame preempted 8 ms, where the 128 px rung steps to): on the cheapest full-rate rung at
+# load 4 (15.6 ms) a preempted frame is 23.6 ms, over budget; a detect frame of cadence 2 costs as much, but only
+# every other frame is one, so it saves half of them. Every 12th frame (8 of 100): 4 saved, it steps down;
+# every 25th (4 of 100): 2 saved, it stays (a tail of 4 % in detect frames, 2 % at cadence 2).
+@pytest.mark.parametrize(("every", "to"), [(12, 6), (25, None)])
+def test_a_tail_on_every_full_rate_rung_moves_to_a_cadence_where_fewer_frames_pay_it(
+    every: int, to: int | None
+) -> None:
+    s = ControllerSettings(budget_ms=BUDGET)
+    state = ControllerState(5, 0.0, checking=None)
+    switches = []
+    for i in range(300):
+        invoke = RUNGS[5].invoke_ms * 4.0 + (PREEMPT_MS if i % every == every - 1 else 0.0)
+        state, sw = step(state, Sample(invoke + OVERHEAD, invoke), i / FPS, RUNGS, s)
+        if sw:
+            switches.append((sw.from_rung, sw.to_rung, sw.reason))
+            break
+    if to is None:
+        assert not switches
+    else:
+        ((frm, got, reason),) = switches
+        assert (frm, got) == (5, to) and "saved below" in reason
+
+
+def test_a_step_up_waits_for_a_stable_period_in_which_the_better_rung_met_every_frame() -> None:
+    # On rung 1 at load 0.9, rung 0 is predicted at 0.73 x budget (within the up margin) for the whole stable
+    # period; 5 % of frames are preempted 8 ms, which rung 1 absorbs and rung 0 would not: no step up, though
+    # the median alone would climb. The control: without preemption it climbs after the stable period.
+    tail = simulate([0.9] * 2000, sigma=0.02, preempt=0.05, start=1)
+    assert not tail.switches
+    quiet = simulate([0.9] * 2000, sigma=0.02, start=1)
+    assert [(frm, to) for _, frm, to in quiet.switches] == [(1, 0)]
+    assert quiet.switches[0][0] == pytest.approx(4.0 * FPS, abs=2)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -544,3 +618,13 @@ def test_settings_are_a_view_of_the_scheduler_section() -> None:
         event_overrun_factor=3,
     )
     assert ControllerSettings.of(SchedulerConfig(budget_ms=80)).budget_ms == 80
+
+
+def test_frames_from_before_a_step_up_do_not_count_against_the_new_rung() -> None:
+    # 8 s at load 1.3 on rung 1 (rung 0 would run 22.8 ms, over budget), then quiet at 0.9. With a 2 s stable
+    # period the step up comes while most of the last 100 frames are still from the load: the tail rule looks
+    # only at frames measured on the rung it judges, so the climb is kept.
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=2.0, cooldown_s=1.0)
+    tr = simulate([1.3] * 200 + [0.9] * 400, sigma=0.02, settings=s, start=1)
+    assert [(frm, to) for _, frm, to in tr.switches] == [(1, 0)]
+    assert 200 + 2.0 * FPS <= tr.switches[0][0] < 200 + 100

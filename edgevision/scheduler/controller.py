@@ -15,8 +15,11 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   the median load of the ``base_frames`` before them or more, and predict the current rung over ``down_fit``
   x budget (a load that arrives, on its third frame; one spike, two in a row, or noise around a steady load
   does not do that), or when the median predicts the current rung over ``clear_over`` x budget. Also once the
-  median has predicted it over the budget for ``down_after`` frames, when ``window // 5`` of the last
-  ``window`` frames were over budget (a heavy tail the median does not see), and on the **check**: the first
+  median has predicted it over the budget for ``down_after`` frames; on a **tail** the median does not see,
+  when the rung a step down lands on would have saved ``tail_down`` frames over budget among the last
+  ``tail_frames`` detect frames measured on this rung (each frame **replayed** on both rungs: its load x the
+  rung's invoke + its overhead; a cadence rung's detect frames count 1 / k, as only every k-th frame is one;
+  a spike over budget on every rung saves nothing and moves nothing); and on the **check**: the first
   rung of a run, the rung its first climb lands on and every rung a step down lands on must, once
   ``check_frames`` of its own detect frames are measured, have their median within
   ``down_fit`` x budget, or it steps down once more. A step down lands on the best rung predicted within
@@ -26,7 +29,8 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   budget under another rise like the typical one (the next arrival then costs no frames). While a person
   event is active, only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
-  last ``stable_s`` (with at most one frame over budget), and never within ``cooldown_s`` of a step down; a run
+  last ``stable_s`` and, replayed, met the budget at every detect frame of it (with at most one frame over
+  budget on the current rung), and never within ``cooldown_s`` of a step down; a run
   starts on the cheapest rung that detects every frame, and its first climb needs only the first rung's check
   (see :func:`initial_rung`). The up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
   most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
@@ -56,7 +60,7 @@ class ControllerSettings:
     constants, so the pure decision functions take plain numbers."""
 
     budget_ms: float
-    window: int = 25  # frames whose over-budget count catches a heavy tail
+    window: int = 25  # recent frames on this rung: more than one of them over budget holds a step up
     down_after: int = 3  # consecutive detect frames the current rung must be predicted over budget
     up_margin: float = 0.75  # step up only to a rung predicted <= up_margin x budget ...
     stable_s: float = 10.0  # ... for this long
@@ -72,6 +76,8 @@ class ControllerSettings:
     max_step: float = 1.5  # a learned rise counts at most this much (the up margin never drops below 1/this)
     clear_over: float = 1.1  # the median predicting the current rung over this x budget steps down at once
     rise_memory_s: float = 600.0  # learned rises are forgotten after this long without a new one
+    tail_frames: int = 100  # detect frames whose (load, overhead) replay each rung's tail
+    tail_down: float = 3.0  # frames of them over budget the landing rung would have saved: step down
 
     @classmethod
     def of(cls, section: SchedulerConfig) -> ControllerSettings:
@@ -86,11 +92,6 @@ class ControllerSettings:
     def fit(self) -> float:
         """Landing fraction of a step down; never below ``up_margin`` (the hysteresis depends on it)."""
         return max(self.down_fit, self.up_margin)
-
-    @property
-    def max_over(self) -> int:
-        """Frames over budget within ``window`` that count as a tail worth stepping down for."""
-        return max(2, self.window // 5)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class ControllerState:
     # and the rung it climbs to is checked like a landing; the shortcut ends when, after the check, no better
     # rung fits (a busy start: the next climb is an ordinary one)
     starting: bool = False
+    on_rung: int = 0  # detect frames measured on this rung since the switch to it (the tail rule's window)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,17 @@ def rise_base(state: ControllerState, s: ControllerSettings) -> float | None:
     return base if min(state.loads[-n:]) >= s.rise_factor * base else None
 
 
+def replayed_over(state: ControllerState, rung: RungCost, s: ControllerSettings, budget: float) -> list[bool]:
+    """Whether each of the last ``tail_frames`` detect frames would have been over ``budget`` as a detect frame
+    of ``rung``: its load x the rung's profiled invoke + its overhead. On the rung it ran on that is the frame's
+    measured latency; on another rung it is the tail the median does not see, under the same moments of load."""
+    n = s.tail_frames
+    return [
+        rung.invoke_ms * ld + ov > budget
+        for ld, ov in zip(state.loads[-n:], state.overheads[-n:], strict=True)
+    ]
+
+
 def up_margin(state: ControllerState, s: ControllerSettings) -> float:
     """The fraction of the budget a step up must fit in: ``up_margin``, tightened so that another rise like
     the typical one seen (median of the recent ones, at most ``max_step``) would still fit."""
@@ -201,13 +214,15 @@ def _observe(
     flags = (*state.flags, sample.total_ms > budget)[-s.window :]
     if sample.invoke_ms is None:  # a carried or gated frame says nothing about the load
         return replace(state, flags=flags)
-    keep = max(s.load_frames, s.base_frames + s.confirm_frames)
+    keep = max(s.load_frames, s.base_frames + s.confirm_frames, s.tail_frames)
     extra = max(sample.total_ms - sample.invoke_ms, 0.0)
     loads = (*loads, sample.invoke_ms / max(rungs[state.rung].invoke_ms, 1e-3))[-keep:]
     overheads = (*overheads, extra)[-keep:]
     if checking is not None:
         checking = (*checking, sample.invoke_ms / rungs[state.rung].cadence + extra)
-    return replace(state, loads=loads, overheads=overheads, flags=flags, checking=checking)
+    return replace(
+        state, loads=loads, overheads=overheads, flags=flags, checking=checking, on_rung=state.on_rung + 1
+    )
 
 
 def step(
@@ -245,7 +260,8 @@ def step(
         st = replace(st, checking=None)
     unfit = measured is not None and measured > budget * s.fit
     clear = pred[cur] > budget * s.clear_over
-    wants_down = rose or clear or unfit or over >= s.down_after or tail >= s.max_over
+    absorbed = _absorbed(st, rungs, s, budget) if detect else 0.0
+    wants_down = rose or clear or unfit or over >= s.down_after or absorbed >= s.tail_down
     if wants_down and cur < len(rungs) - 1:
         held = event_active and rising <= budget * s.event_overrun_factor
         if not held:
@@ -259,6 +275,8 @@ def step(
                 why = f"measured {measured:.1f} ms on this rung > {s.fit:.0%} of budget {budget:.1f} ms"
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
+            elif absorbed >= s.tail_down:
+                why = f"{absorbed:.1f} of the last {s.tail_frames} frames over budget {budget:.1f} ms saved below"
             else:
                 why = f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
             reason = f"{why} (load x{load:.2f}); predicted {landing:.1f} ms on the new rung"
@@ -273,6 +291,11 @@ def step(
         return replace(st, fit_since=None, up_target=None, starting=starting), None
     fit_since = st.fit_since if st.fit_since is not None else now
     target = better if st.up_target is None else max(st.up_target, better)  # fitted at every frame since
+    if detect:  # and met the budget at every frame since: this one replayed there (a tail the median hides)
+        ld, ov = st.loads[-1], st.overheads[-1]
+        target = next((j for j in range(target, cur) if rungs[j].invoke_ms * ld + ov <= budget), cur)
+        if target == cur:
+            return replace(st, fit_since=None, up_target=None), None
     st = replace(st, fit_since=fit_since, up_target=target)
     cooled = st.last_down is None or now - st.last_down >= s.cooldown_s
     hold = 0.0 if st.starting and st.checking is None else max(s.stable_s, st.hold_s)
@@ -283,6 +306,27 @@ def step(
         )
         return _switched(st, target, now, down=False, s=s), Switch(cur, target, reason)
     return st, None
+
+
+def _absorbed(st: ControllerState, rungs: Sequence[RungCost], s: ControllerSettings, budget: float) -> float:
+    """Frames over budget the rung a step down lands on would have saved over the last ``tail_frames`` detect
+    frames: a tail worth stepping down for. Each frame is replayed on both rungs (its load x the rung's invoke
+    + its overhead); on a cadence rung only every k-th frame is a detect frame, so its frames over budget
+    count 1 / k. A spike over budget on both rungs (at the same cadence) saves nothing."""
+    if st.rung >= len(rungs) - 1:
+        return 0.0
+    here, below = rungs[st.rung], rungs[_landing(st, rungs, s, budget, None)[0]]
+    # only frames measured on this rung: frames from before a switch describe a load that may have gone (a
+    # step up follows a quiet stable period; what the rung below it met before does not count against it).
+    # The newest confirm_frames - 1 frames are left to the rise rule, which waits for confirm_frames in a row
+    # before it believes a load arrived, and then lands with room for it.
+    window = min(st.on_rung, s.tail_frames)
+    n = window - (s.confirm_frames - 1)
+    if n <= 0:
+        return 0.0
+    over_here = sum(replayed_over(st, here, s, budget)[-window:][:n]) / here.cadence
+    over_below = sum(replayed_over(st, below, s, budget)[-window:][:n]) / below.cadence
+    return over_here - over_below
 
 
 def _landing(
@@ -328,6 +372,7 @@ def _switched(
         last_up=None if down else now,
         hold_s=hold,
         over=0,
+        on_rung=0,
         flags=(),
         fit_since=None,
         up_target=None,

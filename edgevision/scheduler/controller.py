@@ -18,8 +18,8 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   median has predicted it over the budget for ``down_after`` frames; on a **tail** the median does not see,
   when the rung a step down lands on would have saved ``tail_down`` frames over budget among the last
   ``tail_frames`` detect frames measured on this rung (each frame **replayed** on both rungs: its load x the
-  rung's invoke + its overhead; a cadence rung's detect frames count 1 / k, as only every k-th frame is one;
-  a spike over budget on every rung saves nothing and moves nothing); and on the **check**: the first
+  rung's invoke + its overhead; a cadence-k rung pays the invoke on every k-th frame only, see
+  :func:`_absorbed`; a spike over budget on every rung saves nothing and moves nothing); and on the **check**: the first
   rung of a run, the rung its first climb lands on and every rung a step down lands on must, once
   ``check_frames`` of its own detect frames are measured, have their median within
   ``down_fit`` x budget, or it steps down once more. A step down lands on the best rung predicted within
@@ -311,8 +311,9 @@ def step(
 def _absorbed(st: ControllerState, rungs: Sequence[RungCost], s: ControllerSettings, budget: float) -> float:
     """Frames over budget the rung a step down lands on would have saved over the last ``tail_frames`` detect
     frames: a tail worth stepping down for. Each frame is replayed on both rungs (its load x the rung's invoke
-    + its overhead); on a cadence rung only every k-th frame is a detect frame, so its frames over budget
-    count 1 / k. A spike over budget on both rungs (at the same cadence) saves nothing."""
+    + its overhead); on a cadence rung only every k-th frame is a detect frame and pays it, so the span of
+    those frames holds k_here / k_below as many detect frames below. A spike over budget on both rungs (at
+    the same cadence) saves nothing."""
     if st.rung >= len(rungs) - 1:
         return 0.0
     here, below = rungs[st.rung], rungs[_landing(st, rungs, s, budget, None)[0]]
@@ -324,8 +325,9 @@ def _absorbed(st: ControllerState, rungs: Sequence[RungCost], s: ControllerSetti
     n = window - (s.confirm_frames - 1)
     if n <= 0:
         return 0.0
-    over_here = sum(replayed_over(st, here, s, budget)[-window:][:n]) / here.cadence
-    over_below = sum(replayed_over(st, below, s, budget)[-window:][:n]) / below.cadence
+    # the n detect frames span n x k_here frames; on the rung below, k_here / k_below of them detect
+    over_here = sum(replayed_over(st, here, s, budget)[-window:][:n])
+    over_below = sum(replayed_over(st, below, s, budget)[-window:][:n]) * here.cadence / below.cadence
     return over_here - over_below
 
 

@@ -19,10 +19,10 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   when the rung a step down lands on would have saved ``tail_down`` frames over budget among the last
   ``tail_frames`` detect frames measured on this rung (each frame **replayed** on both rungs: its load x the
   rung's invoke + its overhead; a cadence-k rung pays the invoke on every k-th frame only, see
-  :func:`_absorbed`; a spike over budget on every rung saves nothing and moves nothing); and on the **check**: the first
-  rung of a run, the rung its first climb lands on and every rung a step down lands on must, once
-  ``check_frames`` of its own detect frames are measured, have their median within
-  ``down_fit`` x budget, or it steps down once more. A step down lands on the best rung predicted within
+  :func:`_absorbed`; a spike over budget on every rung saves nothing and moves nothing); and on the
+  **check**: the first rung of a run, the rung its first climb lands on and every rung a step down lands on
+  must, once ``check_frames`` of its own detect frames are measured, have their median within ``down_fit`` x
+  budget, or it steps down once more. A step down lands on the best rung predicted within
   ``down_fit`` x budget; after a rise, under the highest load of the frames that showed it (a load estimate
   that rises fast: the median, which falls slowly, still holds frames from before), and it **learns** the
   rise (load after / before) and lands lower if a rung there would still fit a detect frame within the
@@ -30,10 +30,10 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   event is active, only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
   last ``stable_s`` and, replayed, met the budget at every detect frame of it (with at most one frame over
-  budget on the current rung), and never within ``cooldown_s`` of a step down; a run
-  starts on the cheapest rung that detects every frame, and its first climb needs only the first rung's check
-  (see :func:`initial_rung`). The up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median of the recent ones, at
-  most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
+  budget on the current rung), and never within ``cooldown_s`` of a step down; a run starts on the cheapest
+  rung that detects every frame, and its first climb needs only the first rung's check (see
+  :func:`initial_rung`). The up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median
+  of the recent ones, at most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
   ``rise_memory_s`` without a new one, so one burst (a backup, an update) does not cost quality for good.
 
 A step down lands within ``down_fit`` x budget and a step up needs at most ``up_margin`` <= ``down_fit``: the
@@ -275,10 +275,8 @@ def step(
                 why = f"measured {measured:.1f} ms on this rung > {s.fit:.0%} of budget {budget:.1f} ms"
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
-            elif absorbed >= s.tail_down:
+            else:  # the tail
                 why = f"{absorbed:.1f} of the last {s.tail_frames} frames over budget {budget:.1f} ms saved below"
-            else:
-                why = f"{tail} of the last {len(st.flags)} frames over budget {budget:.1f} ms"
             reason = f"{why} (load x{load:.2f}); predicted {landing:.1f} ms on the new rung"
             st = replace(st, rises=rises, last_rise=now if rose else st.last_rise)
             return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)

@@ -33,8 +33,9 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   budget on the current rung), and never within ``cooldown_s`` of a step down; a run starts on the cheapest
   rung that detects every frame, and its first climb needs only the first rung's check (see
   :func:`initial_rung`). The up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median
-  of the recent ones, at most ``max_step``): it climbs only where the next such arrival would still fit. Rises are forgotten after
-  ``rise_memory_s`` without a new one, so one burst (a backup, an update) does not cost quality for good.
+  of the recent ones, at most ``max_step``): it climbs only where the next such arrival would still fit.
+  Rises are forgotten after ``rise_memory_s`` without a new one, so one burst (a backup, an update) does not
+  cost quality for good.
 
 A step down lands within ``down_fit`` x budget and a step up needs at most ``up_margin`` <= ``down_fit``: the
 rung a step down skipped cannot qualify for a step up under the same load, so the two never alternate. Load
@@ -268,7 +269,10 @@ def step(
             target, rises, landing = _landing(st, rungs, s, budget, base if rose else None)
             if rose:
                 rose_by = min(st.loads[-n:]) / (base or 1.0)
-                why = f"load rose x{rose_by:.2f} for {n} frames: {rising:.1f} ms > {s.fit:.0%} of budget {budget:.1f} ms"
+                why = (
+                    f"load rose x{rose_by:.2f} for {n} frames: {rising:.1f} ms > {s.fit:.0%} of budget "
+                    f"{budget:.1f} ms"
+                )
             elif clear:
                 why = f"predicted {pred[cur]:.1f} ms > {s.clear_over:.0%} of budget {budget:.1f} ms"
             elif unfit:

@@ -335,12 +335,11 @@ def test_ramp_moves_monotonically() -> None:
     assert tr.within(200) >= 0.98
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_noise_crossing_the_budget_now_and_then_does_not_cause_switching(seed: int) -> None:
+def test_noise_crossing_the_budget_now_and_then_does_not_cause_switching() -> None:
     # sigma 0.08: about 0.1 % of rung 0's frames over budget, well within the 1 % a budget allows
-    tr = simulate([1.0] * 3000, sigma=0.08, seed=seed)
-    assert sum(t > BUDGET for t in tr.totals) >= 1 or seed == 2  # it does cross (seed 2 by chance never)
-    assert not tr.switches
+    traces = [simulate([1.0] * 3000, sigma=0.08, seed=seed) for seed in range(5)]
+    assert sum(t > BUDGET for tr in traces for t in tr.totals) >= 5  # the noise does cross the budget
+    assert not any(tr.switches for tr in traces)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -367,8 +366,8 @@ def test_noise_that_puts_more_than_a_percent_over_budget_steps_down_once_and_sta
 def test_a_tail_over_budget_that_the_rung_below_saves_steps_down(
     preempt: float, start: int, rungs_after: set[int]
 ) -> None:
-    # load 0.9: rung 0 at 16.4 ms (0.73 x budget), the median far from over budget, the 5-of-25 rule (20 %)
-    # blind to a 5 % tail; a preempted frame is 24.4 ms on rung 0 and 20.4 ms on rung 1
+    # load 0.9: rung 0 at 16.4 ms (0.73 x budget), the median far from over budget; a preempted frame is
+    # 24.4 ms on rung 0 and 20.4 ms on rung 1
     tr = simulate([0.9] * 2000, sigma=0.02, preempt=preempt, start=start)
     assert set(tr.rungs[1000:]) == rungs_after
     assert len(tr.switches) <= 1

@@ -414,6 +414,35 @@ def test_a_step_up_waits_for_a_stable_period_in_which_the_better_rung_met_every_
     assert quiet.switches[0][0] == pytest.approx(4.0 * FPS, abs=2)
 
 
+# (rung, load, every n-th detect frame a 4x spike, the first step up's frame or None): on rung 1 at load 0.8 rung 0
+# fits the up margin (14.8 ms, 0.66 x budget); a 4x spike is over budget on rung 1 (38.8 ms) and on rung 0
+# (53.2 ms) alike, so climbing costs no frame and, like the tail rule (which saves nothing on it), the climb does
+# not count it. Every 30th frame is at most one frame over budget in the last window (25) on rung 1: it climbs
+# after the stable period (4 s, 100 frames), and stays. Every 20th frame puts two in a window over budget on
+# rung 1: held. From cadence 2 (rung 6, load 4) to the full-rate rung 5 (15.6 ms, 0.69 x budget) the same spike
+# costs frames (rung 5 pays it on every frame, not every other): held.
+@pytest.mark.parametrize(
+    ("start", "load", "every", "up_at"), [(1, 0.8, 30, 100), (1, 0.8, 20, None), (6, 4.0, 30, None)]
+)
+def test_a_spike_over_budget_on_both_rungs_does_not_hold_a_step_up(
+    start: int, load: float, every: int, up_at: int | None
+) -> None:
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=4.0, cooldown_s=1.0)
+    state = ControllerState(start, 0.0, checking=None)
+    switches = []
+    for i in range(600):
+        # detect frames only: a carried frame costs no invoke and never goes over budget
+        invoke = RUNGS[state.rung].invoke_ms * load * (4.0 if i % every == every - 1 else 1.0)
+        state, sw = step(state, Sample(invoke + OVERHEAD, invoke), i / FPS, RUNGS, s)
+        if sw:
+            switches.append((i, sw.from_rung, sw.to_rung))
+    if up_at is None:
+        assert not switches
+    else:
+        ((at, frm, to),) = switches
+        assert (frm, to) == (start, start - 1) and up_at <= at <= up_at + 2
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_spiky_load_does_not_flap(seed: int) -> None:
     tr = simulate([1.0] * 3000, sigma=0.08, spikes=0.02, seed=seed)  # 2 % of frames take 4x as long

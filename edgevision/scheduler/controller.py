@@ -29,8 +29,9 @@ and predicts each rung's frame latency as ``profiled cost x load + overhead``. T
   budget under another rise like the typical one (the next arrival then costs no frames). While a person
   event is active, only when the prediction exceeds ``event_overrun_factor`` x budget;
 * **up**, to the best better rung that has been predicted to fit within the up margin at every frame of the
-  last ``stable_s`` and, replayed, met the budget at every detect frame of it (with at most one frame over
-  budget on the current rung), and never within ``cooldown_s`` of a step down; a run starts on the cheapest
+  last ``stable_s`` and, replayed, met the budget at every detect frame of it that the current rung met (a
+  frame over budget on both, at no lower cadence, costs nothing; at most one frame over budget in the last
+  ``window`` on the current rung), and never within ``cooldown_s`` of a step down; a run starts on the cheapest
   rung that detects every frame, and its first climb needs only the first rung's check (see
   :func:`initial_rung`). The up margin is ``up_margin``, tightened to 1 / the typical rise learned (the median
   of the recent ones, at most ``max_step``): it climbs only where the next such arrival would still fit.
@@ -293,9 +294,21 @@ def step(
         return replace(st, fit_since=None, up_target=None, starting=starting), None
     fit_since = st.fit_since if st.fit_since is not None else now
     target = better if st.up_target is None else max(st.up_target, better)  # fitted at every frame since
-    if detect:  # and met the budget at every frame since: this one replayed there (a tail the median hides)
+    # and met the budget at every frame since: this one replayed there (a tail the median hides), unless this
+    # rung missed it too and the better one detects no more often: climbing costs no frame over budget then (a
+    # spike over budget on both moves nothing up, as in the tail rule; `tail` above bounds such frames)
+    if detect:
         ld, ov = st.loads[-1], st.overheads[-1]
-        target = next((j for j in range(target, cur) if rungs[j].invoke_ms * ld + ov <= budget), cur)
+        missed = rungs[cur].invoke_ms * ld + ov > budget
+        target = next(
+            (
+                j
+                for j in range(target, cur)
+                if rungs[j].invoke_ms * ld + ov <= budget
+                or (missed and rungs[j].cadence >= rungs[cur].cadence)
+            ),
+            cur,
+        )
         if target == cur:
             return replace(st, fit_since=None, up_target=None), None
     st = replace(st, fit_since=fit_since, up_target=target)

@@ -403,6 +403,21 @@ def test_a_tail_on_every_full_rate_rung_moves_to_a_cadence_where_fewer_frames_pa
         assert (frm, got) == (start, to) and "saved below" in reason
 
 
+def test_a_tail_step_down_names_the_frames_it_counted() -> None:
+    # every 5th detect frame on rung 0 preempted (24.4 ms, over budget; 20.4 ms on rung 1): the 3rd one saved
+    # comes at frame 16, when 17 frames were measured on the rung and the newest 2 are left to the rise rule.
+    # The reason names those 15 frames, not tail_frames (100), which the rung has not run for yet.
+    s = ControllerSettings(budget_ms=BUDGET)
+    state = ControllerState(0, 0.0, checking=None)
+    for i in range(100):
+        invoke = RUNGS[0].invoke_ms + (PREEMPT_MS if i % 5 == 4 else 0.0)
+        state, sw = step(state, Sample(invoke + OVERHEAD, invoke), i / FPS, RUNGS, s)
+        if sw:
+            break
+    assert sw is not None and (i, sw.to_rung) == (16, 1)
+    assert sw.reason.startswith("3.0 frames over budget 22.5 ms in the last 15 detect frames saved below")
+
+
 def test_a_step_up_waits_for_a_stable_period_in_which_the_better_rung_met_every_frame() -> None:
     # On rung 1 at load 0.9, rung 0 is predicted at 0.73 x budget (within the up margin) for the whole stable
     # period; 5 % of frames are preempted 8 ms, which rung 1 absorbs and rung 0 would not: no step up, though

@@ -262,7 +262,7 @@ def step(
         st = replace(st, checking=None)
     unfit = measured is not None and measured > budget * s.fit
     clear = pred[cur] > budget * s.clear_over
-    absorbed = _absorbed(st, rungs, s, budget) if detect else 0.0
+    absorbed, counted = _absorbed(st, rungs, s, budget) if detect else (0.0, 0)
     wants_down = rose or clear or unfit or over >= s.down_after or absorbed >= s.tail_down
     if wants_down and cur < len(rungs) - 1:
         held = event_active and rising <= budget * s.event_overrun_factor
@@ -281,7 +281,10 @@ def step(
             elif over >= s.down_after:
                 why = f"predicted {pred[cur]:.1f} ms > budget {budget:.1f} ms for {over} frames"
             else:  # the tail
-                why = f"{absorbed:.1f} of the last {s.tail_frames} frames over budget {budget:.1f} ms saved below"
+                why = (
+                    f"{absorbed:.1f} frames over budget {budget:.1f} ms in the last {counted} detect frames saved "
+                    "below"
+                )
             reason = f"{why} (load x{load:.2f}); predicted {landing:.1f} ms on the new rung"
             st = replace(st, rises=rises, last_rise=now if rose else st.last_rise)
             return _switched(st, target, now, down=True, s=s), Switch(cur, target, reason)
@@ -323,14 +326,16 @@ def step(
     return st, None
 
 
-def _absorbed(st: ControllerState, rungs: Sequence[RungCost], s: ControllerSettings, budget: float) -> float:
+def _absorbed(
+    st: ControllerState, rungs: Sequence[RungCost], s: ControllerSettings, budget: float
+) -> tuple[float, int]:
     """Frames over budget the rung a step down lands on would have saved over the last ``tail_frames`` detect
     frames: a tail worth stepping down for. Each frame is replayed on both rungs (its load x the rung's invoke
     + its overhead); on a cadence rung only every k-th frame is a detect frame and pays it, so the span of
     those frames holds k_here / k_below as many detect frames below. A spike over budget on both rungs (at
-    the same cadence) saves nothing."""
+    the same cadence) saves nothing. Also returns how many detect frames of this rung it counted."""
     if st.rung >= len(rungs) - 1:
-        return 0.0
+        return 0.0, 0
     here, below = rungs[st.rung], rungs[_landing(st, rungs, s, budget, None)[0]]
     # only frames measured on this rung: frames from before a switch describe a load that may have gone (a
     # step up follows a quiet stable period; what the rung below it met before does not count against it).
@@ -339,11 +344,11 @@ def _absorbed(st: ControllerState, rungs: Sequence[RungCost], s: ControllerSetti
     window = min(st.on_rung, s.tail_frames)
     n = window - (s.confirm_frames - 1)
     if n <= 0:
-        return 0.0
+        return 0.0, 0
     # the n detect frames span n x k_here frames; on the rung below, k_here / k_below of them detect
     over_here = sum(replayed_over(st, here, s, budget)[-window:][:n])
     over_below = sum(replayed_over(st, below, s, budget)[-window:][:n]) * here.cadence / below.cadence
-    return over_here - over_below
+    return over_here - over_below, n
 
 
 def _landing(

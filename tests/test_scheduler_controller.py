@@ -674,3 +674,15 @@ def test_frames_from_before_a_step_up_do_not_count_against_the_new_rung() -> Non
     tr = simulate([1.3] * 200 + [0.9] * 400, sigma=0.02, settings=s, start=1)
     assert [(frm, to) for _, frm, to in tr.switches] == [(1, 0)]
     assert 200 + 2.0 * FPS <= tr.switches[0][0] < 200 + 100
+
+
+def test_the_tail_window_on_a_cadence_rung_counts_its_detect_frames_only() -> None:
+    # Cadence 3 under a load at which every detect frame is over budget on both cadence rungs (3.4 x 7 + 2 ms),
+    # then quiet: it climbs to cadence 2 after the stable period (2 s: 17 detect frames of cadence 3). The tail
+    # window there is the detect frames measured on cadence 2; counting its carried frames too would reach back
+    # over the climb into the loaded frames, where cadence 3 saves a third of them, and step straight back down.
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=2.0, cooldown_s=1.0)
+    rungs = [RungCost(3.4, 2), RungCost(3.4, 3)]
+    tr = simulate([7.0] * 150 + [1.0] * 400, sigma=0.0, settings=s, rungs=rungs, start=1)
+    ((at, frm, to),) = tr.switches
+    assert (frm, to) == (1, 0) and 150 + 2.0 * FPS <= at < 150 + 100

@@ -1,0 +1,86 @@
+"""Recording from packets on a live source: results arrive slower than packets, and a raw camera is encoded once.
+
+Live, the capture thread hands packets to the feed as the camera delivers them while inference, on a Pi, may
+give a result only every second or so; the recorder must still cut the clip on the frame clock: from the last
+keyframe at or before trigger - pre_roll, up to where the event ends.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_record_packets import demux_all, settings
+
+from edgevision.capture.encoder import FrameEncoder
+from edgevision.capture.feed import PacketFeed
+from edgevision.capture.packets import EncodedPacket
+from edgevision.recorder.clip import inspect_clip
+from edgevision.recorder.index import EventIndex
+from edgevision.recorder.recorder import Recorder
+from edgevision.results import Frame, FrameResult, Latency
+from edgevision.results.detection import BBox, Detection
+
+PERSON = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+
+
+def encoded(seconds: int, fps: int = 25) -> tuple[FrameEncoder, list[EncodedPacket]]:
+    """``seconds`` of a moving gradient encoded once (a keyframe a second), as a raw camera's capture does."""
+    enc = FrameEncoder(160, 120, float(fps), "libx264")
+    base = np.add.outer(np.arange(120), np.arange(160))
+    packets: list[EncodedPacket] = []
+    for i in range(seconds * fps):
+        img = (np.dstack([base + 3 * i, base[::-1] + i, base * 0 + 2 * i]) % 256).astype(np.uint8)
+        packets += enc.encode(img, i / fps)
+    packets += enc.flush()
+    return enc, packets
+
+
+def test_slow_results_on_a_live_source_cut_the_clip_on_the_frame_clock(tmp_path: Path) -> None:
+    enc, packets = encoded(13)
+    feed = PacketFeed(blocking=False)  # live: capture never waits for the recorder
+    rec = Recorder(settings(tmp_path / "data", pre_roll=1.5, post_roll=1.0), blocking=False, packets=feed)
+    feed.start_stream(enc.stream_info)
+    img = np.zeros((120, 160, 3), np.uint8)
+    sent = 0
+    for k in range(2, 12):  # one result a second (inference slower than 5 fps), a person at 6, 7 and 8 s
+        ts = float(k)
+        # by the time frame ts's result arrives, capture is one inference time (1 s) further
+        while sent < len(packets) and packets[sent].ts <= ts + 1.0:
+            assert feed.put(packets[sent])
+            sent += 1
+        time.sleep(0.4)  # longer than the recorder thread's 0.2 s wait: it finds its queue empty
+        rec.on_result(FrameResult(Frame(img, ts, k * 25, "t"), PERSON if 6 <= ts < 9 else [], Latency(), "m"))
+        assert rec.drain(10)
+    rec.close()
+    index = EventIndex(tmp_path / "data")
+    (row,) = [r.to_dict() for r in index.list()]
+    index.close()
+    assert row["start_ts"] == 8.0 and row["end_ts"] == 9.0  # 3 of 5 frames; last seen at 8 s + 1 s post-roll
+    want_start = max(p.ts for p in packets if p.keyframe and p.ts <= 8.0 - 1.5)
+    want = [p for p in packets if want_start <= p.ts < 9.0]
+    assert row["clip_start_ts"] == pytest.approx(want_start)  # not the keyframe after it
+    clip = tmp_path / "data" / row["clip_path"]
+    got = demux_all(clip)  # (the MP4 holds the encoder's Annex B packets length-prefixed: compare counts)
+    assert len(got) == len(want) and [p.keyframe for p in got] == [
+        p.keyframe for p in want
+    ]  # none after the end
+    check = inspect_clip(clip, want_middle=False)
+    assert check.playable and check.frames == row["clip_frames"] == len(want) == 75
+
+
+def test_a_live_recorder_without_results_takes_only_what_keeps_the_feed_from_dropping() -> None:
+    from fractions import Fraction
+
+    from edgevision.recorder.intake import PacketIntake
+
+    feed = PacketFeed(max_packets=10, blocking=False)
+    for i in range(8):
+        assert feed.put(EncodedPacket(b"x", i, i, Fraction(1, 25), i % 4 == 0, i / 25))
+    intake = PacketIntake(feed)
+    taken = list(intake.pull_backlog())
+    assert [p.ts for p in taken if isinstance(p, EncodedPacket)] == [0.0, 0.04, 0.08] and len(feed) == 5
+    assert list(intake.pull_backlog()) == []  # half full: the rest waits for a result to ask for it
+    assert [p.ts for p in intake.pull(0.2) if isinstance(p, EncodedPacket)] == [0.12, 0.16, 0.2]

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import av
+import cv2
 import numpy as np
 import pytest
+from conftest import WALKING
 from test_record_packets import demux_all, settings
 
 from edgevision.capture.encoder import FrameEncoder
@@ -84,3 +88,96 @@ def test_a_live_recorder_without_results_takes_only_what_keeps_the_feed_from_dro
     assert [p.ts for p in taken if isinstance(p, EncodedPacket)] == [0.0, 0.04, 0.08] and len(feed) == 5
     assert list(intake.pull_backlog()) == []  # half full: the rest waits for a result to ask for it
     assert [p.ts for p in intake.pull(0.2) if isinstance(p, EncodedPacket)] == [0.12, 0.16, 0.2]
+
+
+class RawCamera:
+    """``cv2.VideoCapture`` of a V4L2 camera delivering raw YUYV: OpenCV converts to BGR, ``read`` gives the
+    image (the shape of ``test_record_packets.MjpegCamera``, without the JPEGs)."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images = images
+        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
+        self.served = 0
+
+    def __call__(self, target: object, api: object = None, params: object = None) -> RawCamera:
+        return self
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.served >= len(self.images):
+            return False, None
+        self.served += 1
+        return True, self.images[self.served - 1].copy()
+
+    def release(self) -> None:
+        pass
+
+
+def walking_frames(n: int, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
+    """The first ``n`` frames of the walking clip, decoded with PyAV, as BGR images of ``size``."""
+    out: list[np.ndarray] = []
+    with av.open(str(WALKING)) as c:
+        for fr in c.decode(video=0):
+            out.append(fr.reformat(size[0], size[1], "bgr24").to_ndarray())
+            if len(out) == n:
+                break
+    return out
+
+
+def test_raw_camera_events_record_a_playable_clip_through_the_single_capture_side_encode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgevision.capture import encoder as encoder_mod
+    from edgevision.capture.runner import make_frame
+    from edgevision.capture.sources import OpenCVSource
+    from edgevision.capture.stream import EncodingSource
+
+    made: list[FrameEncoder] = []
+    real_init = encoder_mod.FrameEncoder.__init__
+
+    def counting_init(self: FrameEncoder, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_mod.FrameEncoder, "__init__", counting_init)
+    images = walking_frames(100)
+    now = [100.0]
+    feed = PacketFeed(blocking=False)
+    source = EncodingSource(
+        OpenCVSource(0, fourcc="YUYV", capture_factory=RawCamera(images), clock=lambda: now[0]), feed
+    )
+    source.open()
+    rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
+    index = 0
+    while (item := source.read()) is not None:
+        frame = make_frame(item, index, source.source_id)
+        assert isinstance(frame.image, np.ndarray) and frame.image.shape == (360, 640, 3)  # a plain image
+        rec.on_result(FrameResult(frame, PERSON if 1.5 <= frame.ts - 100.0 < 2.5 else [], Latency(), "m"))
+        index += 1
+        now[0] += 0.04
+    rec.close()
+    assert len(made) == 1 and made[0] is source._encoder  # one encoder: the capture's, none in the recorder
+    assert made[0].frames_in == 100 and rec.intake.encoder is None  # every frame encoded once
+    assert feed.put_count == made[0].packets_out and feed.dropped == 0  # every packet reached the recorder
+    idx = EventIndex(tmp_path / "data")
+    (row,) = [r.to_dict() for r in idx.list()]
+    idx.close()
+    clip = tmp_path / "data" / row["clip_path"]
+    assert demux_all(clip)[0].keyframe and row["clip_start_ts"] <= row["start_ts"] - 1.0
+    check = inspect_clip(clip, want_middle=True)
+    assert check.playable and check.frames == row["clip_frames"] >= round(
+        (row["end_ts"] - row["start_ts"]) * 25
+    )
+    assert check.middle is not None and check.middle.shape == (360, 640, 3)  # the camera's full picture...
+    at = round((row["clip_start_ts"] - 100.0) * 25) + check.frames // 2
+    errors = [np.abs(check.middle.astype(np.int16) - image).mean() for image in images]
+    assert errors[at] < 8 and int(np.argmin(errors)) == at  # ...the frame captured at that instant

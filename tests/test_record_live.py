@@ -181,3 +181,51 @@ def test_raw_camera_events_record_a_playable_clip_through_the_single_capture_sid
     at = round((row["clip_start_ts"] - 100.0) * 25) + check.frames // 2
     errors = [np.abs(check.middle.astype(np.int16) - image).mean() for image in images]
     assert errors[at] < 8 and int(np.argmin(errors)) == at  # ...the frame captured at that instant
+
+
+def test_packet_drops_and_pre_roll_trims_are_in_the_run_summary_and_the_metrics(tmp_path: Path) -> None:
+    import dataclasses
+    from fractions import Fraction
+    from types import SimpleNamespace
+    from typing import cast
+
+    from edgevision.app.system import System
+    from edgevision.capture.packets import StreamInfo
+    from edgevision.pipeline.loop import RunSummary
+    from edgevision.publish.factory import Sharing
+    from edgevision.publish.metrics import Metrics
+
+    def packet(ts: float, key: bool) -> EncodedPacket:
+        return EncodedPacket(b"x" * 10, round(ts * 100), round(ts * 100), Fraction(1, 100), key, ts)
+
+    feed = PacketFeed(max_packets=4, blocking=False)  # the stream marker and 3 packets
+    small = dataclasses.replace(settings(tmp_path / "data"), pre_roll_max_bytes=25)  # two packets of 10 bytes
+    rec = Recorder(small, blocking=True, packets=feed)
+    img = np.zeros((8, 8, 3), np.uint8)
+    feed.start_stream(StreamInfo("h264", 8, 8, Fraction(1, 100)))
+    assert [feed.put(packet(ts, key)) for ts, key in [(0.0, True), (0.04, False), (0.08, True)]] == [True] * 3
+    assert not feed.put(packet(0.12, False)) and not feed.put(
+        packet(0.16, False)
+    )  # full, then not a keyframe
+    rec.on_result(FrameResult(Frame(img, 0.1, 0, "t"), [], Latency(), "m"))  # the 2nd GOP trims the 1st
+    assert rec.drain(10)
+    for ts, key in [(0.2, True), (0.24, False), (0.28, False)]:  # ...and a GOP alone over the bound
+        assert feed.put(packet(ts, key))
+    rec.on_result(FrameResult(Frame(img, 0.3, 1, "t"), [], Latency(), "m"))
+    assert rec.drain(10)
+    metrics = Metrics()
+    Sharing(metrics=metrics).attach(cast(Any, SimpleNamespace(stats=SimpleNamespace(dropped=0))), rec)
+    rec.close()
+    system = System(cast(Any, None), cast(Any, None), cast(Any, None), recorder=rec)
+    lines = system.summary(RunSummary(2, 2, 0, 0, 0, 1.0, 1.0, 1.0, 0, "end of input"))
+    assert lines[-1] == (
+        "recording: 2 packet(s) dropped before the recorder; pre-roll ring: 2 GOP(s) trimmed for memory, "
+        "1 overflow(s)"
+    )
+    text = metrics.render().decode()
+    for line in (
+        "edgevision_recorder_dropped_packets_total 2.0",
+        "edgevision_recorder_preroll_trimmed_gops_total 2.0",
+        "edgevision_recorder_preroll_overflows_total 1.0",
+    ):
+        assert line in text.splitlines()

@@ -81,6 +81,11 @@ class PacketIntake:
             yield StreamStart(self.encoder.stream_info)
         yield from self.encoder.encode(image, ts)
 
+    @property
+    def dropped(self) -> int:
+        """Packets of the source that never reached the recorder (a full feed, up to the next keyframe)."""
+        return self.feed.dropped if self.feed is not None else 0
+
     def backlog(self) -> int:
         """Packets waiting in the feed."""
         return len(self.feed) if self.feed is not None else 0

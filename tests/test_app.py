@@ -83,9 +83,10 @@ def test_build_and_run_a_recorded_replay(models_dir: Path, tmp_path: Path) -> No
     summary = system.run(max_frames=4)
     lines = system.summary(summary)
     assert summary.frames_processed == 4 and made[-1] == "closed" and len(made) == 5
-    assert lines[0].startswith("processed 4 frames") and lines[-1].startswith(
+    assert lines[0].startswith("processed 4 frames") and lines[-2].startswith(
         "events: 1 started, 1 finalized"
     )
+    assert lines[-1].startswith("recording: 0 packet(s) dropped before the recorder; pre-roll ring: 0 GOP(s)")
     assert data_dir(cfg) == data and events_index(data).is_file()
     assert all('"latency_ms"' not in line for line in (tmp_path / "d.jsonl").read_text().splitlines())
 

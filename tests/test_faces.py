@@ -189,6 +189,7 @@ def test_privacy_no_face_reaches_the_disk(cfg: EdgeVisionConfig, env: dict[str, 
     cap.release()
     assert ok and len(_all_faces(cfg, first)) >= 4  # the input has faces
     data, saved, cfgfile = tmp_path / "data", tmp_path / "saved.mp4", tmp_path / "c.yaml"
+    lines = tmp_path / "detections.jsonl"
     cfgfile.write_text(
         "recorder:\n  pre_roll_s: 1.0\n  post_roll_s: 1.0\n  trigger_frames: 2\n  window_frames: 3\n"
     )
@@ -205,10 +206,18 @@ def test_privacy_no_face_reaches_the_disk(cfg: EdgeVisionConfig, env: dict[str, 
             str(data),
             "--save-video",
             str(saved),
+            "--detections",
+            str(lines),
         ],
         env,
     )
     assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    blurred = [rec for rec in records if rec["faces"]]
+    assert len(blurred) >= 50  # the blur is its own latency stage, after the face stage, on every such frame
+    for rec in blurred:
+        stages = list(rec["latency_ms"])
+        assert rec["latency_ms"]["privacy"] > 0 and stages.index("faces") < stages.index("privacy")
     events = EventIndex(data).list()
     assert (
         len(events) == 1 and events[0].clip_path and events[0].snapshot_path and events[0].face_path is None

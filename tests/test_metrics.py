@@ -49,7 +49,14 @@ def scraped(tmp_path: Path) -> dict[str, Metric]:
     metrics = Metrics(budget_ms=12.0)
     metrics.watch_disk(tmp_path)
     runner = SimpleNamespace(stats=SimpleNamespace(dropped=7))
-    recorder = SimpleNamespace(events_started=3, events_finalized=2, queue_depth=4, dropped=1)
+    recorder = SimpleNamespace(
+        events_started=3,
+        events_finalized=2,
+        queue_depth=4,
+        dropped=1,
+        intake=SimpleNamespace(dropped=6),
+        clips=SimpleNamespace(ring=SimpleNamespace(trimmed_gops=5, overflows=2)),
+    )
     monitor = SimpleNamespace(health=SimpleNamespace(throttling=False))
     controls = Controls(detect=True, recordings=True)
     # Stand-ins with just what the metrics read at scrape time.
@@ -93,6 +100,9 @@ def test_names_types_and_units_follow_prometheus_conventions(scraped: dict[str, 
         "edgevision_events_started",
         "edgevision_events_finalized",
         "edgevision_recorder_dropped_frames",
+        "edgevision_recorder_dropped_packets",
+        "edgevision_recorder_preroll_trimmed_gops",
+        "edgevision_recorder_preroll_overflows",
         "edgevision_detect_skipped_frames",
     }
     assert (
@@ -134,6 +144,9 @@ def test_values_are_in_base_units_and_keep_the_slo_and_rung_metrics(scraped: dic
     assert _value(f, "edgevision_dropped_frames_total") == 7
     assert _value(f, "edgevision_events_started_total") == 3
     assert _value(f, "edgevision_recorder_queue_frames") == 4
+    assert _value(f, "edgevision_recorder_dropped_packets_total") == 6
+    assert _value(f, "edgevision_recorder_preroll_trimmed_gops_total") == 5
+    assert _value(f, "edgevision_recorder_preroll_overflows_total") == 2
     assert _value(f, "edgevision_detect_skipped_frames_total") == 1
     assert _value(f, "edgevision_detect_enabled") == 0 and _value(f, "edgevision_recordings_enabled") == 1
     assert _value(f, "edgevision_detected_objects", label="person") == 1

@@ -79,3 +79,20 @@ def test_blur_region_keeps_shape_and_dtype(shape: tuple[int, int, int]) -> None:
     assert out.shape == roi.shape and out.dtype == np.uint8
     if roi.size > 100:
         assert out.std() < 0.25 * roi.std()  # noise averaged away
+
+
+def test_the_blur_is_its_own_latency_stage_in_the_result_and_its_detections_line(
+    cfg: EdgeVisionConfig,
+) -> None:
+    from edgevision.face.privacy import PrivacyStage
+    from edgevision.pipeline.sinks import result_record
+    from edgevision.results import FrameResult, Latency
+    from edgevision.results.frame import Frame
+
+    frame, faces = on_720p("grace_hopper.bmp", 300, cfg)
+    result = FrameResult(Frame(frame, 1.0, 7, "t"), [], Latency(faces=2.0), "m", faces=faces)
+    PrivacyStage(blur_faces=True, masks=[]).process(result)
+    assert result.latency.privacy is not None and result.latency.privacy > 0
+    assert not np.array_equal(result.frame.image, frame)  # what was timed is the blur
+    line = result_record(result)["latency_ms"]
+    assert isinstance(line, dict) and list(line) == ["faces", "privacy"] and line["privacy"] > 0

@@ -421,7 +421,9 @@ def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only(
     image, _ts, full = item
     assert image.shape == (240, 320, 3) and full is None  # only lores reached the CPU
     assert [c for c in cam.calls if c.startswith("capture:")] == ["capture:lores"]  # main is never copied
+    cam.output.outputframe(b"\x00\x00\x00\x01\x41p", False, 960_000)  # joined mid-GOP: cannot decode
     cam.output.outputframe(b"\x00\x00\x00\x01\x65key", True, 1_000_000)  # picamera2's encoder thread
+    assert feed.dropped == 1  # the encoder's own drop is the feed's too: the run reports one number
     start, packet = feed.get(), feed.get()
     assert isinstance(start, StreamStart) and start.info.codec == "h264" and start.info.width == 1280
     assert isinstance(packet, EncodedPacket) and packet.keyframe and packet.pts == 1_000_000

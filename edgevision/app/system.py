@@ -66,6 +66,11 @@ class System:
                 f"events: {r.events_started} started, {r.events_finalized} finalized; "
                 f"{r.dropped} frame(s) dropped by the recorder; recording mode {r.mode}"
             )
+            ring = r.clips.ring
+            lines.append(
+                f"recording: {r.intake.dropped} packet(s) dropped before the recorder; pre-roll ring: "
+                f"{ring.trimmed_gops} GOP(s) trimmed for memory, {ring.overflows} overflow(s)"
+            )
         coverage = self.privacy.coverage if self.privacy is not None else None
         if coverage is not None:
             lines.append(coverage.summary())

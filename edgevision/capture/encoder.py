@@ -281,7 +281,8 @@ class Picamera2Encoding:
     On a Pi 4 the encoder is the hardware one (V4L2 M2M), so the CPU never touches the main stream; inference
     runs on the ``lores`` stream. picamera2 calls the output from its encoder thread: ``sink`` must not block
     (a bounded queue's put_nowait). When it refuses a packet, the packets up to the next keyframe are dropped
-    too (they could not be decoded) and counted in ``dropped``.
+    too (they could not be decoded) and counted in ``dropped``; ``skipped`` (the feed's ``discard``) is told of
+    each packet dropped without being offered to ``sink``, so the feed counts every drop once.
 
     Timestamps: picamera2 gives microseconds of the sensor clock; packets carry them as pts/dts, and ``ts`` on
     our ``clock`` (anchored at the first packet, re-anchored on a drift beyond ``max_drift_s``).
@@ -298,9 +299,11 @@ class Picamera2Encoding:
         module_loader: Callable[[], Any] = _picamera2_modules,
         clock: Callable[[], float] = time.monotonic,
         max_drift_s: float = 2.0,
+        skipped: Callable[[], None] | None = None,
     ) -> None:
         self.camera = camera
         self.sink = sink
+        self.skipped = skipped
         self.size = size
         self.fps = fps
         self.gop = max(1, round(fps * gop_s))
@@ -354,6 +357,8 @@ class Picamera2Encoding:
                 self._anchor = now - media
             if self._waiting_for_keyframe and not keyframe:
                 self.dropped += 1
+                if self.skipped is not None:
+                    self.skipped()
                 return
             packet = EncodedPacket(data, us, us, Fraction(1, 1_000_000), keyframe, self._anchor + media)
             if self.sink(packet):

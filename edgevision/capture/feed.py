@@ -82,6 +82,12 @@ class PacketFeed:
             self._cond.notify_all()
             return True
 
+    def discard(self) -> None:
+        """Count a packet its producer dropped itself (picamera2's encoder output waiting for a keyframe), so
+        ``dropped`` is every packet of the source that never reached the recorder."""
+        with self._cond:
+            self.dropped += 1
+
     def get(self, timeout: float = 0.0) -> FeedItem | None:
         """The oldest item, waiting up to ``timeout`` seconds; None when there is none."""
         with self._cond:

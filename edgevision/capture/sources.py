@@ -279,10 +279,18 @@ class Picamera2Source:
             w, h = self.main_size
             if loader is not None:
                 encoding = Picamera2Encoding(
-                    cam, feed.put, (w, h), self.fps or 25.0, module_loader=loader, clock=self._clock
+                    cam,
+                    feed.put,
+                    (w, h),
+                    self.fps or 25.0,
+                    module_loader=loader,
+                    clock=self._clock,
+                    skipped=feed.discard,
                 )
             else:
-                encoding = Picamera2Encoding(cam, feed.put, (w, h), self.fps or 25.0, clock=self._clock)
+                encoding = Picamera2Encoding(
+                    cam, feed.put, (w, h), self.fps or 25.0, clock=self._clock, skipped=feed.discard
+                )
             feed.start_stream(encoding.stream_info)
             encoding.start()
             self._encoding = encoding

@@ -101,6 +101,22 @@ class Sharing:
                 lambda: recorder.queue_depth,
             )
             m.counter("recorder_dropped_frames", "Frames the recorder dropped", lambda: recorder.dropped)
+            ring = recorder.clips.ring
+            m.counter(
+                "recorder_dropped_packets",
+                "Packets of the source that never reached the recorder (full feed, up to the next keyframe)",
+                lambda: recorder.intake.dropped,
+            )
+            m.counter(
+                "recorder_preroll_trimmed_gops",
+                "GOPs trimmed from the pre-roll ring to stay within its memory bound",
+                lambda: ring.trimmed_gops,
+            )
+            m.counter(
+                "recorder_preroll_overflows",
+                "Times one GOP alone exceeded the pre-roll memory bound (the ring restarted)",
+                lambda: ring.overflows,
+            )
         if controls is not None:
             m.gauge("detect_enabled", "1 while detection is switched on", lambda: float(controls.detect))
             m.gauge(

@@ -55,6 +55,24 @@ class PacketIntake:
                 return
             yield item
 
+    def pull_backlog(self) -> Iterator[FeedItem]:
+        """Feed items, oldest first, while the feed is more than half full (by packets or by bytes).
+
+        For a live recorder whose results stopped coming: the feed is emptied down to half its bound so the
+        capture never has to drop a packet. Anything less stays in the feed until a result asks for it, so
+        results slower than packets (a slow detector) never move packets newer than the frame being handled
+        into the pre-roll ring or the open clip."""
+        feed = self.feed
+        if feed is None:
+            return
+        while len(feed) > feed.max_packets // 2 or feed.bytes > feed.max_bytes // 2:
+            item, self._held = self._held, None
+            if item is None:
+                item = feed.get()
+            if item is None:
+                return
+            yield item
+
     def encode(self, image: np.ndarray, ts: float) -> Iterator[FeedItem]:
         """The packets of one more frame (the encoder is made at the first, with its size)."""
         if self.encoder is None:
@@ -62,6 +80,11 @@ class PacketIntake:
             self.encoder = FrameEncoder(w, h, self.fps, self.codec)
             yield StreamStart(self.encoder.stream_info)
         yield from self.encoder.encode(image, ts)
+
+    @property
+    def dropped(self) -> int:
+        """Packets of the source that never reached the recorder (a full feed, up to the next keyframe)."""
+        return self.feed.dropped if self.feed is not None else 0
 
     def backlog(self) -> int:
         """Packets waiting in the feed."""

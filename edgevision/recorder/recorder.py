@@ -205,8 +205,9 @@ class Recorder:
                 try:
                     item = self._q.get(timeout=0.2)
                 except queue.Empty:
-                    if not self.blocking:  # live and no result coming: packets keep flowing to the ring
-                        self._take_packets(None)
+                    if not self.blocking:  # live, results stopped: a feed half full flows to the ring
+                        for packet in self.intake.pull_backlog():
+                            self._push(packet)
                     self._housekeeping()
                     continue
                 if item is None:
@@ -318,8 +319,8 @@ class Recorder:
             "event %d started (camera %s, trigger at %.2f s)", event_id, self.settings.camera, sig.trigger_ts
         )
 
-    def _take_packets(self, until_ts: float | None, inclusive: bool = True) -> None:
-        """Move the capture's packets up to ``until_ts`` (all that are there for None) into the ring and clip."""
+    def _take_packets(self, until_ts: float, inclusive: bool = True) -> None:
+        """Move the capture's packets up to ``until_ts`` into the ring and clip (never past the frame clock)."""
         for item in self.intake.pull(until_ts, inclusive):
             self._push(item)
 

@@ -139,7 +139,11 @@ def hard_swish(keras: Any, x: Any, name: str) -> Any:
 
 
 def build_replica(
-    path: Path, input_size: int | None = None, stop_before_pool: bool = False, name: str = "backbone"
+    path: Path,
+    input_size: int | None = None,
+    stop_before_pool: bool = False,
+    name: str = "backbone",
+    ops_limit: int | None = None,
 ) -> tuple[Any, dict[int, Any], list[int]]:
     """Build the float replica of the TFLite classifier at ``path``.
 
@@ -147,7 +151,7 @@ def build_replica(
     softmax (or, with ``stop_before_pool``, to the last feature map before global pooling), the Keras tensor
     of every TFLite tensor index that was built, and the built TFLite tensor indexes in execution order.
     ``input_size`` replaces the classifier's input side (the convolutions are size agnostic; squeeze-excite
-    pools stay global).
+    pools stay global). ``ops_limit`` builds only the first that many ops (a detector's backbone, before its heads).
     """
     import keras
 
@@ -175,6 +179,8 @@ def build_replica(
     for i, op in enumerate(ops):
         kind = g.op_name(op)
         if stop_before_pool and last_pool is not None and i >= last_pool:
+            break
+        if ops_limit is not None and i >= ops_limit:
             break
         out = int(op.outputs[0])
         lname = f"{name}_{i}_{kind.lower()}"

@@ -98,6 +98,7 @@ class Teacher:
         n_classes = int(self.options.get("num_classes", columns - 1))
         # like the op: column 0 is background when there is one more column than classes
         self.label_offset = columns - n_classes
+        self.columns = columns  # class columns per anchor, background included when there is one
         if self.label_offset not in (0, 1) or n_classes < 1:
             raise ModelError(
                 f"{self.name}: class predictions have {columns} column(s) for {n_classes} classes; "

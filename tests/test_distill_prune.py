@@ -1,0 +1,91 @@
+"""`models distill --init teacher`: a V1 student started from the teacher, pruned to its width and refitted.
+
+Needs the ``train`` extra (TensorFlow); skipped where it is not installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED
+
+tf = pytest.importorskip("tensorflow")
+
+pytestmark = pytest.mark.timeout(1200)
+
+from edgevision.distill.data import read_video  # noqa: E402
+from edgevision.distill.gate import PERSON  # noqa: E402
+from edgevision.distill.prune import check_applicable, init_from_teacher  # noqa: E402
+from edgevision.distill.students import SPECS, build_student  # noqa: E402
+from edgevision.distill.teacher import Teacher, person_logit  # noqa: E402
+from edgevision.errors import UsageError  # noqa: E402
+
+MODELS = SHARED / "models"
+WALKING = SHARED / "media" / "video" / "supervision_walking.mp4"
+TEACHER = MODELS / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"
+BACKBONE_ANCHORS = 19 * 19 * 3 + 10 * 10 * 6  # the two maps whose predictors come from the teacher
+
+
+@pytest.fixture(scope="module")
+def teacher() -> Teacher:
+    return Teacher(TEACHER, threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """Walking frames 0, 20, ... 300 at 300 px: the first 12 to refit on, the rest held out."""
+    return np.stack(read_video(WALKING, 300, 20, 0, 319).frames)
+
+
+def _agreement(model, teacher: Teacher, frame: np.ndarray) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """(person-logit correlation, mean |Δ logit|, mean |Δ box encoding|) over the backbone maps' anchors."""
+    out = teacher.run(frame)
+    t_logit, t_box = person_logit(out.person)[:BACKBONE_ANCHORS], out.boxes[:BACKBONE_ANCHORS]
+    s_box, s_logit = model(frame[np.newaxis].astype(np.float32), training=False)
+    s_logit = np.asarray(s_logit)[0, :BACKBONE_ANCHORS, 0]
+    s_box = np.asarray(s_box)[0, :BACKBONE_ANCHORS]
+    corr = float(np.corrcoef(t_logit, s_logit)[0, 1])
+    return corr, float(np.abs(t_logit - s_logit).mean()), float(np.abs(t_box - s_box).mean())
+
+
+def test_at_the_teachers_width_nothing_is_pruned_and_the_student_is_the_teacher(
+    teacher: Teacher, frames: np.ndarray
+) -> None:
+    spec = SPECS["mobilenet_v1_0.75"]
+    model = build_student(spec, MODELS / spec.backbone, 300)
+    report = init_from_teacher(model, spec, TEACHER, teacher.columns, teacher.label_offset + PERSON)
+    assert all(k == t for k, t in report.kept) and len(report.kept) == 27
+    assert report.heads == ("head0_box", "head0_cls", "head1_box", "head1_cls")
+    for frame in frames[12:15]:
+        corr, d_logit, d_box = _agreement(model, teacher, frame)
+        # the float replica against the uint8 teacher: quantization noise only
+        assert corr > 0.99 and d_logit < 0.15 and d_box < 0.1, (corr, d_logit, d_box)
+
+
+def test_refit_recovers_what_pruning_loses(teacher: Teacher, frames: np.ndarray) -> None:
+    spec = SPECS["mobilenet_v1_0.25"]
+    args = (spec, TEACHER, teacher.columns, teacher.label_offset + PERSON)
+    pruned = build_student(spec, MODELS / spec.backbone, 300)
+    plain = init_from_teacher(pruned, *args)
+    refitted = build_student(spec, MODELS / spec.backbone, 300)
+    report = init_from_teacher(refitted, *args, frames=frames[:12])
+    assert plain.residual is None and report.residual is not None and report.residual < 1.0
+    kept, total = zip(*report.kept, strict=True)
+    assert sum(kept) < 0.4 * sum(total)  # two thirds of the teacher's channels are gone
+    for frame in frames[12:15]:  # frames the refit never saw
+        corr_plain, _, _ = _agreement(pruned, teacher, frame)
+        corr, _, _ = _agreement(refitted, teacher, frame)
+        assert corr > 0.75 and corr > corr_plain + 0.4, (corr, corr_plain)
+    assert report.describe()["method"].endswith("least-squares refit")
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher_file", "message"),
+    [
+        ("mobilenet_v3_small", "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite", "only the MobileNet V1"),
+        ("mobilenet_v1_0.5", "ssd_mobilenet_v2_coco_quant_postprocess.tflite", "not MobileNet V1"),
+    ],
+)
+def test_init_teacher_refuses_what_cannot_be_pruned(student: str, teacher_file: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        check_applicable(SPECS[student], MODELS / teacher_file)

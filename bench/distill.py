@@ -34,6 +34,7 @@ from edgevision.catalog import fetch_entry, load_catalog
 from edgevision.distill import GateFailed
 from edgevision.distill.gate import TOP_K, UNCAPPED_K, FrameDets, calibrate
 from edgevision.distill.pipeline import DistillOptions, _resolve_teacher, detect_frames, distill, load_data
+from edgevision.distill.prune import StudentInit
 from edgevision.distill.students import SPECS
 from edgevision.distill.teacher import Teacher
 from edgevision.distill.train import Progress, TrainSettings
@@ -97,6 +98,7 @@ def bench_options(student: str, models: Path, args: argparse.Namespace) -> Disti
         val_fraction=100 / 341,  # walking: frames 0-240 train, 241-340 validate
         negative_every=1,
         force=True,
+        init=StudentInit(args.init),
         settings=settings_from(args),
     )
 
@@ -127,6 +129,9 @@ def main() -> None:
     for name in ("lr", "temperature", "person_weight", "logit_weight", "boundary_weight", "person_share"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     ap.add_argument("--train-stem", action="store_true", help="train the layers up to stride 8 too (slower)")
+    ap.add_argument(
+        "--init", choices=("imagenet", "teacher"), default="imagenet", help="where the student starts"
+    )
     ap.add_argument("--teacher-only", action="store_true", help="only the teacher-against-itself rows")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the teacher-against-itself rows")
     ap.add_argument("--save-model", type=Path, help="write each student's .tflite here, installed or not")
@@ -238,6 +243,7 @@ def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict
         ):
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         cmd += ["--train-stem"] if args.train_stem else []
+        cmd += ["--init", args.init]
         cmd += ["--save-model", str(args.save_model)] if args.save_model else []
         proc = subprocess.run(cmd, check=False)
         if proc.returncode != 0 or not log.exists():

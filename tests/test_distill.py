@@ -30,6 +30,7 @@ from edgevision.cli.distill_cmd import TerminalProgress  # noqa: E402
 from edgevision.detection.ssd import ssd_anchors  # noqa: E402
 from edgevision.distill.data import read_video  # noqa: E402
 from edgevision.distill.pipeline import DistillOptions, distill  # noqa: E402
+from edgevision.distill.prune import StudentInit  # noqa: E402
 from edgevision.distill.replica import build_replica  # noqa: E402
 from edgevision.distill.students import SPECS, build_student, grids  # noqa: E402
 from edgevision.distill.teacher import Teacher, op_detections  # noqa: E402
@@ -183,6 +184,34 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     result.path.write_bytes(data)
 
 
+def test_tiny_distillation_from_the_pruned_teacher_records_its_start(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    opts = DistillOptions(
+        student="mobilenet_v1_0.25",
+        videos=[VIDEO / "supervision_walking.mp4"],
+        models_dir=tiny_models,
+        data_dir=tmp_path,
+        name="tiny_pruned",
+        size=128,
+        every=20,
+        max_frames=8,
+        val_fraction=0.25,
+        init=StudentInit.TEACHER,
+        settings=TrainSettings(steps=2, batch=4),
+        gate=False,
+        force=True,
+    )
+    result = distill(opts)
+    assert result.manifest is not None and result.path is not None
+    init = list_local_models(tiny_models)["tiny_pruned"].training["init"]
+    assert init["method"] == "teacher, L1 channel pruning + least-squares refit"
+    kept, total = (int(n) for n in init["channels_kept"].split("/"))
+    assert 0 < kept < total / 2 and init["heads"] == ["head0_box", "head0_cls", "head1_box", "head1_cls"]
+    assert 0.0 <= init["refit_residual_max"] < 1.0
+    assert inspect_tflite(result.path).has_postprocess
+
+
 def _distill_cli(
     args: list[str], models: Path, env: dict, tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
@@ -230,6 +259,7 @@ def test_gate_refuses_an_untrained_student(tiny_models: Path, env: dict, tmp_pat
         ("no frames", 66, "no frames"),
         ("no person", 65, "no person"),
         ("teacher not an SSD", 78, "not an SSD"),
+        ("init teacher on V3", 2, "only the MobileNet V1 students"),
     ],
 )
 def test_bad_inputs_install_nothing(
@@ -246,6 +276,8 @@ def test_bad_inputs_install_nothing(
     elif case == "no frames":
         (tmp_path / "empty").mkdir()
         args += ["--images", str(tmp_path / "empty")]
+    elif case == "init teacher on V3":
+        args = ["--student", "mobilenet_v3_small", "--init", "teacher", "--video", walking, "--name", "bad"]
     elif case == "no person":
         args += ["--video", str(VIDEO / "frigate_test_motion_video-3.mp4"), "--every", "10"]
     else:

@@ -53,6 +53,13 @@ def register(msub: argparse._SubParsersAction) -> None:
         help="footage with no person: the student must find none there (checked by the gate, not trained on)",
     )
     q.add_argument("--teacher", default="ssd_mobilenet_v1_coco_quant", help="catalog SSD to learn from")
+    q.add_argument(
+        "--init",
+        choices=("imagenet", "teacher"),
+        default="imagenet",
+        help="where the student's weights start: the ImageNet classifier of its width (default), or the teacher "
+        "pruned to that width and refitted (MobileNet V1 students)",
+    )
     q.add_argument("--name", help="installed name (default: ssd_<student>_distilled)")
     q.add_argument("--size", type=int, default=300, help="input side in px (default 300, the teacher's)")
     # the defaults are TrainSettings' (edgevision.distill.train, not imported here: it is only needed to run)
@@ -128,6 +135,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgevision.distill import GateFailed
     from edgevision.distill.gate import F1_MIN
     from edgevision.distill.pipeline import DistillOptions, distill
+    from edgevision.distill.prune import StudentInit
     from edgevision.distill.students import spec_for
     from edgevision.distill.train import TrainSettings
     from edgevision.errors import UsageError
@@ -166,6 +174,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         teacher_threshold=args.teacher_threshold,
         f1_min=args.min_f1,
+        init=StudentInit(args.init),
         threads=args.threads,
         force=args.force,
         settings=TrainSettings(

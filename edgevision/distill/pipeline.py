@@ -30,7 +30,8 @@ from edgevision.distill.data import (
     read_video,
     split_sources,
 )
-from edgevision.distill.gate import F1_MIN, FrameDets, GateReport, judge
+from edgevision.distill.gate import F1_MIN, PERSON, FrameDets, GateReport, judge
+from edgevision.distill.prune import StudentInit, check_applicable, init_from_teacher, refit_frames
 from edgevision.distill.students import StudentSpec, build_student, spec_for
 from edgevision.distill.teacher import Teacher
 from edgevision.distill.train import Progress, TrainSettings, teacher_targets, train
@@ -71,6 +72,7 @@ class DistillOptions:
     val_fraction: float = 0.3
     teacher_threshold: float = 0.5
     f1_min: float = F1_MIN  # the gate's box F1 bar (--min-f1); recorded in the manifest's validation
+    init: StudentInit = StudentInit.IMAGENET  # --init: where the student's weights start
     threads: int = 2
     force: bool = False
     gate: bool = True  # False only from Python (tests, experiments): installs whatever the gate says
@@ -185,6 +187,8 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     if not opts.videos and opts.images is None and not opts.events:
         raise InputError("no frames: give --video FILE, --images DIR or --events")
     teacher_file, teacher_path, teacher_entry = _resolve_teacher(opts)
+    if opts.init is StudentInit.TEACHER:
+        check_applicable(spec, teacher_path)
     backbone = _resolve_backbone(spec, opts.models_dir)
     data, negatives = load_data(opts)
     teacher = Teacher(teacher_path, threads=opts.threads)
@@ -206,6 +210,20 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
 
     model = build_student(spec, backbone, opts.size)
     t0 = time.monotonic()
+    init: dict[str, Any] = {"method": "imagenet", "backbone": spec.backbone}
+    if opts.init is StudentInit.TEACHER:
+        if progress:
+            progress(Progress("init", 0, 1, None, None))
+        pruned = init_from_teacher(
+            model,
+            spec,
+            teacher_path,
+            teacher.columns,
+            teacher.label_offset + PERSON,
+            frames=refit_frames(data.train),
+            seed=opts.settings.seed,
+        )
+        init = pruned.describe()
     history = train(model, train_frames, targets, flipped, opts.settings, progress)
     train_minutes = (time.monotonic() - t0) / 60.0
 
@@ -290,6 +308,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "final_loss": round(float(np.mean(history[-20:])), 5),
                 "minutes": round(train_minutes, 2),
                 "backbone": spec.backbone,
+                "init": init,
             },
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }

@@ -73,6 +73,16 @@ def test_any_cadence_rung_ranks_below_every_cadence_1_rung() -> None:
     assert worst_k1 < best_k2 < ladder_key("mobilenet_v2", 1.0, 320, 3)
 
 
+@pytest.mark.parametrize("student", ["a_student", "zz_student"])
+def test_a_student_at_the_teachers_width_ranks_just_below_the_teacher(student: str) -> None:
+    # `models distill --init teacher` at alpha 0.75: the teacher's family, width and side; whatever its name, it
+    # imitates the teacher at best, and still beats the teacher one resolution step down
+    teacher = [RungSpec(V1, "mobilenet_v1", 0.75, s) for s in (300, 256)]
+    same = RungSpec(student, "mobilenet_v1", 0.75, 300, kind="local")
+    ranked = sorted([same, *teacher], key=RungSpec.sort_key)
+    assert [r.name for r in ranked] == [f"{V1}@300", f"{student}@300", f"{V1}@256"]
+
+
 def _rung(spec: RungSpec, p50: float) -> Rung:
     prof = RungProfile(spec.name, spec.size, spec.cadence, p50, p50 * 1.2, 0.0)
     return Rung(detector=cast(Detector, None), profile=prof, spec=spec)  # ladder logic: profiles only

@@ -88,8 +88,8 @@ class RungSpec:
         """Expected quality of the detections (the prior the ladder is ordered by)."""
         return expected_quality(self.family, self.alpha, self.size)
 
-    def sort_key(self) -> tuple[int, float, str]:
-        return ladder_key(self.family, self.alpha, self.size, self.cadence, self.name)
+    def sort_key(self) -> tuple[int, float, bool, str]:
+        return ladder_key(self.family, self.alpha, self.size, self.cadence, self.name, self.kind == "local")
 
 
 def switch_kind(a: RungSpec, b: RungSpec) -> str:

@@ -48,6 +48,9 @@ def expected_quality(family: str, alpha: float, side: int) -> float:
     return _top1_at(alpha, classifier_side) + FAMILY_OFFSET.get(family, 0.0)
 
 
-def ladder_key(family: str, alpha: float, side: int, cadence: int, name: str = "") -> tuple[int, float, str]:
-    """Sort key of a rung, best first: every cadence 1 rung before any k > 1, then by expected quality."""
-    return (cadence, -expected_quality(family, alpha, side), name)
+def ladder_key(
+    family: str, alpha: float, side: int, cadence: int, name: str = "", distilled: bool = False
+) -> tuple[int, float, bool, str]:
+    """Sort key of a rung, best first: every cadence 1 rung before any k > 1, then by expected quality; at equal
+    prior a student (``distilled``: it imitates a model, at best as well) comes after the catalog model."""
+    return (cadence, -expected_quality(family, alpha, side), distilled, name)

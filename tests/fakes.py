@@ -155,3 +155,72 @@ class FakePicamera2:
 
 def fake_picamera2_module() -> SimpleNamespace:
     return SimpleNamespace(Picamera2=FakePicamera2)
+
+
+class V4l2Camera:
+    """``cv2.VideoCapture`` of a V4L2 camera (a factory that returns itself): properties kept as set, frames from
+    :meth:`frame` until it returns None."""
+
+    def __init__(self) -> None:
+        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
+        self.served = 0
+
+    def __call__(self, target: object, api: object = None, params: object = None) -> V4l2Camera:
+        return self
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def frame(self, index: int) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        image = self.frame(self.served)
+        if image is None:
+            return False, None
+        self.served += 1
+        return True, image
+
+    def release(self) -> None:
+        pass
+
+
+class MjpegCamera(V4l2Camera):
+    """A camera asked for MJPG: with CONVERT_RGB off, ``read`` gives the JPEG bytes (a 1 x N array), as OpenCV's
+    V4L2 backend does."""
+
+    def __init__(self, frames: int = 150) -> None:
+        super().__init__()
+        base = np.add.outer(np.arange(240), np.arange(320))
+        self.jpegs = [
+            cv2.imencode(
+                ".jpg", (np.dstack([base + 3 * i, base[::-1], base * 0 + i]) % 256).astype(np.uint8)
+            )[1]
+            for i in range(frames)
+        ]
+
+    def frame(self, index: int) -> np.ndarray | None:
+        if index >= len(self.jpegs):
+            return None
+        jpeg = self.jpegs[index]
+        if self.props.get(cv2.CAP_PROP_CONVERT_RGB, 1) == 0:
+            return jpeg.reshape(1, -1)
+        return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+
+class RawCamera(V4l2Camera):
+    """A camera delivering raw YUYV: OpenCV converts to BGR, ``read`` gives the image."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        super().__init__()
+        self.images = images
+
+    def frame(self, index: int) -> np.ndarray | None:
+        return self.images[index].copy() if index < len(self.images) else None

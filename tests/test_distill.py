@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -115,22 +116,27 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_path: Path, env: dict) -> None:
-    opts = DistillOptions(
+def _tiny(models: Path, data: Path, name: str, settings: TrainSettings, **more: Any) -> DistillOptions:
+    """An α 0.25 student at 128 px on 8 walking frames (6 train, 2 validate), installed whatever the gate says."""
+    return DistillOptions(
         student="mobilenet_v1_0.25",
         videos=[VIDEO / "supervision_walking.mp4"],
-        models_dir=tiny_models,
-        data_dir=tmp_path,
-        name="tiny",
+        models_dir=models,
+        data_dir=data,
+        name=name,
         size=128,
         every=20,
         max_frames=8,
         val_fraction=0.25,
-        settings=TrainSettings(steps=3, batch=4, augment=1),
+        settings=settings,
         gate=False,
         force=True,
+        **more,
     )
-    result = distill(opts)
+
+
+def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_path: Path, env: dict) -> None:
+    result = distill(_tiny(tiny_models, tmp_path, "tiny", TrainSettings(steps=3, batch=4, augment=1)))
     assert result.path is not None and result.manifest is not None
     info = inspect_tflite(result.path)  # the same structural check as a fetched catalog model
     assert info.has_postprocess and not info.needs_edgetpu
@@ -187,22 +193,8 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
 def test_tiny_distillation_from_the_pruned_teacher_records_its_start(
     tiny_models: Path, tmp_path: Path
 ) -> None:
-    opts = DistillOptions(
-        student="mobilenet_v1_0.25",
-        videos=[VIDEO / "supervision_walking.mp4"],
-        models_dir=tiny_models,
-        data_dir=tmp_path,
-        name="tiny_pruned",
-        size=128,
-        every=20,
-        max_frames=8,
-        val_fraction=0.25,
-        init=StudentInit.TEACHER,
-        settings=TrainSettings(steps=2, batch=4),
-        gate=False,
-        force=True,
-    )
-    result = distill(opts)
+    settings = TrainSettings(steps=2, batch=4)
+    result = distill(_tiny(tiny_models, tmp_path, "tiny_pruned", settings, init=StudentInit.TEACHER))
     assert result.manifest is not None and result.path is not None
     init = list_local_models(tiny_models)["tiny_pruned"].training["init"]
     assert init["method"] == "teacher, L1 channel pruning + least-squares refit"

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 import pytest
 from conftest import WALKING
+from fakes import RawCamera
 from test_record_packets import demux_all, settings
 
 from edgevision.capture.encoder import FrameEncoder
@@ -88,38 +88,6 @@ def test_a_live_recorder_without_results_takes_only_what_keeps_the_feed_from_dro
     assert [p.ts for p in taken if isinstance(p, EncodedPacket)] == [0.0, 0.04, 0.08] and len(feed) == 5
     assert list(intake.pull_backlog()) == []  # half full: the rest waits for a result to ask for it
     assert [p.ts for p in intake.pull(0.2) if isinstance(p, EncodedPacket)] == [0.12, 0.16, 0.2]
-
-
-class RawCamera:
-    """``cv2.VideoCapture`` of a V4L2 camera delivering raw YUYV: OpenCV converts to BGR, ``read`` gives the
-    image (the shape of ``test_record_packets.MjpegCamera``, without the JPEGs)."""
-
-    def __init__(self, images: list[np.ndarray]) -> None:
-        self.images = images
-        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
-        self.served = 0
-
-    def __call__(self, target: object, api: object = None, params: object = None) -> RawCamera:
-        return self
-
-    def isOpened(self) -> bool:
-        return True
-
-    def set(self, prop: int, value: float) -> bool:
-        self.props[prop] = value
-        return True
-
-    def get(self, prop: int) -> float:
-        return self.props.get(prop, 0.0)
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        if self.served >= len(self.images):
-            return False, None
-        self.served += 1
-        return True, self.images[self.served - 1].copy()
-
-    def release(self) -> None:
-        pass
 
 
 def walking_frames(n: int, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 import pytest
 from conftest import WALKING
+from fakes import MjpegCamera
 from test_remux import long_gop_video
 
 from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
@@ -294,47 +294,6 @@ def test_a_lazy_frame_is_converted_only_when_a_consumer_asks() -> None:
     redacted = Frame(np.zeros((2, 2, 3), np.uint8), 0.0, 0, "t", decoded=decoded)
     assert redacted.decoded is None  # an explicit image never travels with the original picture
     src.close()
-
-
-class MjpegCamera:
-    """``cv2.VideoCapture`` of a V4L2 camera asked for MJPG: with CONVERT_RGB off, ``read`` gives the JPEG bytes
-    (a 1 x N array), as OpenCV's V4L2 backend does."""
-
-    def __init__(self, frames: int = 150) -> None:
-        base = np.add.outer(np.arange(240), np.arange(320))
-        self.jpegs = [
-            cv2.imencode(
-                ".jpg", (np.dstack([base + 3 * i, base[::-1], base * 0 + i]) % 256).astype(np.uint8)
-            )[1]
-            for i in range(frames)
-        ]
-        self.props: dict[int, float] = {cv2.CAP_PROP_FPS: 25.0}
-        self.served = 0
-
-    def __call__(self, target: object, api: object = None, params: object = None) -> MjpegCamera:
-        return self
-
-    def isOpened(self) -> bool:
-        return True
-
-    def set(self, prop: int, value: float) -> bool:
-        self.props[prop] = value
-        return True
-
-    def get(self, prop: int) -> float:
-        return self.props.get(prop, 0.0)
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        if self.served >= len(self.jpegs):
-            return False, None
-        jpeg = self.jpegs[self.served]
-        self.served += 1
-        if self.props.get(cv2.CAP_PROP_CONVERT_RGB, 1) == 0:
-            return True, jpeg.reshape(1, -1)
-        return True, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
-
-    def release(self) -> None:
-        pass
 
 
 def test_mjpeg_camera_infers_at_reduced_scale_and_records_through_one_encode(tmp_path: Path) -> None:

@@ -143,6 +143,8 @@ def main() -> None:
     needed = ["ssd_mobilenet_v1_coco_quant"] + [
         SPECS[s].backbone.removesuffix(".tflite") for s in args.students
     ]
+    if args.init == "teacher":  # a narrower student is pruned from a copy of the teacher at its own width
+        needed.append(SPECS["mobilenet_v1_0.75"].backbone.removesuffix(".tflite"))
     for n in needed:
         for e in cat.files_for(n):
             fetch_entry(e, models, mirror=str(SHARED / "models"))

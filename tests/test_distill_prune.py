@@ -89,3 +89,37 @@ def test_refit_recovers_what_pruning_loses(teacher: Teacher, frames: np.ndarray)
 def test_init_teacher_refuses_what_cannot_be_pruned(student: str, teacher_file: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         check_applicable(SPECS[student], MODELS / teacher_file)
+
+
+def test_gradual_pruning_ends_in_a_narrow_student_that_computes_the_masked_wide_one(
+    teacher: Teacher, frames: np.ndarray
+) -> None:
+    from edgevision.distill.gradual import GradualPruner, stem_ops, to_narrow
+
+    wide_spec, spec = SPECS["mobilenet_v1_0.75"], SPECS["mobilenet_v1_0.5"]
+    columns, person = teacher.columns, teacher.label_offset + PERSON
+    wide = build_student(wide_spec, MODELS / wide_spec.backbone, 300)
+    init_from_teacher(wide, wide_spec, TEACHER, columns, person)
+    narrow = build_student(spec, MODELS / spec.backbone, 300)
+    report = init_from_teacher(narrow, spec, TEACHER, columns, person, frames=frames[:8])
+    pruner = GradualPruner(wide, narrow, steps=40, rounds=4)
+    pruner.seed_stem(report)
+    stem_groups = (stem_ops(wide) + 1) // 2
+    assert all(g.frozen and int(g.alive.sum()) == g.target for g in pruner.groups[:stem_groups])
+    alive = [int(g.alive.sum()) for g in pruner.groups[stem_groups:]]
+    assert all(a == g.alive.size for a, g in zip(alive, pruner.groups[stem_groups:], strict=True))
+    shrinking = []
+    rng = np.random.default_rng(0)
+    for step in range(40):
+        for g in pruner.groups:  # what an optimizer step does: every weight moves, dead ones included
+            g.conv.kernel.assign(np.asarray(g.conv.kernel) + rng.normal(0, 1e-3, g.conv.kernel.shape))
+        pruner.on_step(step)
+        for g in pruner.groups:  # ... and the pruner puts the dropped channels back to zero
+            assert not np.asarray(g.conv.kernel)[..., ~g.alive].any(), (step, g.conv.name)
+        shrinking.append(sum(int(g.alive.sum()) for g in pruner.groups))
+    assert shrinking == sorted(shrinking, reverse=True) and len(set(shrinking)) == 5  # four rounds, then done
+    pruner.finish()
+    to_narrow(pruner)
+    x = frames[12:14].astype(np.float32)
+    for w, n in zip(wide(x, training=False), narrow(x, training=False), strict=True):
+        np.testing.assert_allclose(np.asarray(n), np.asarray(w), atol=1e-4)

@@ -210,21 +210,13 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
 
     model = build_student(spec, backbone, opts.size)
     t0 = time.monotonic()
-    init: dict[str, Any] = {"method": "imagenet", "backbone": spec.backbone}
     if opts.init is StudentInit.TEACHER:
-        if progress:
-            progress(Progress("init", 0, 1, None, None))
-        pruned = init_from_teacher(
-            model,
-            spec,
-            teacher_path,
-            teacher.columns,
-            teacher.label_offset + PERSON,
-            frames=refit_frames(data.train),
-            seed=opts.settings.seed,
+        history, init = _train_from_teacher(
+            model, spec, teacher, teacher_path, opts, data.train, (train_frames, targets, flipped), progress
         )
-        init = pruned.describe()
-    history = train(model, train_frames, targets, flipped, opts.settings, progress)
+    else:
+        history = train(model, train_frames, targets, flipped, opts.settings, progress)
+        init = {"method": "imagenet", "backbone": spec.backbone}
     train_minutes = (time.monotonic() - t0) / 60.0
 
     from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize_in_subprocess
@@ -316,6 +308,52 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     path = install_local_model(opts.models_dir, manifest, model_bytes)
     result.manifest, result.path = manifest, path
     return result
+
+
+WIDE = spec_for("mobilenet_v1_0.75")  # the teacher's width: where gradual pruning starts
+
+
+def _train_from_teacher(
+    model: Any,
+    spec: StudentSpec,
+    teacher: Teacher,
+    teacher_path: Path,
+    opts: DistillOptions,
+    frames: np.ndarray,
+    data: tuple[np.ndarray, Any, Any],
+    progress: Callable[[Progress], None] | None,
+) -> tuple[list[float], dict[str, Any]]:
+    """``--init teacher``: train ``model`` from the teacher itself; returns the loss history and how it started.
+
+    At the teacher's width the student is the teacher (nothing pruned) and trains from there. A narrower one is
+    grown out of it (:mod:`edgevision.distill.gradual`): a copy of the teacher at its own width trains while it is
+    pruned to the student's widths, and its live channels end in ``model``."""
+    if progress:
+        progress(Progress("init", 0, 1, None, None))
+    columns, person = teacher.columns, teacher.label_offset + PERSON
+    if spec.alpha >= WIDE.alpha or opts.settings.freeze_stem:  # the student's own pruned, refitted start
+        sample = refit_frames(frames)
+        pruned = init_from_teacher(
+            model, spec, teacher_path, columns, person, frames=sample, seed=opts.settings.seed
+        )
+        if spec.alpha >= WIDE.alpha:
+            return train(model, *data, opts.settings, progress), pruned.describe()
+    from edgevision.distill.gradual import GradualPruner, to_narrow
+
+    wide = build_student(WIDE, _resolve_backbone(WIDE, opts.models_dir), opts.size)
+    init_from_teacher(wide, WIDE, teacher_path, columns, person)
+    pruner = GradualPruner(wide, model, opts.settings.steps)
+    stem = "the stem pruned and trained gradually too"
+    if opts.settings.freeze_stem:  # its features are cached once: prune it now, as the narrow student's
+        pruner.seed_stem(pruned)
+        stem = "the stem pruned at once and refitted"
+    history = train(wide, *data, opts.settings, progress, on_step=pruner.on_step)
+    pruner.finish()
+    to_narrow(pruner)
+    return history, {
+        "method": f"teacher, gradual L1 channel pruning under distillation ({stem})",
+        **pruner.describe(),
+    }
 
 
 def _figures(r: GateReport) -> str:

@@ -51,6 +51,7 @@ class PruneReport:
     kept: tuple[tuple[int, int], ...]  # (student channels, teacher channels) per backbone op
     heads: tuple[str, ...]  # student head layers that start from the teacher's predictors
     residual: float | None = None  # worst relative least-squares residual of the refit (None: not refitted)
+    channels: tuple[np.ndarray, ...] = ()  # per backbone op, the teacher's channels it kept (ascending)
 
     def describe(self) -> dict[str, Any]:
         kept = sum(k for k, _ in self.kept)
@@ -142,6 +143,7 @@ def init_from_teacher(
     by_name = {layer.name: layer for layer in model.layers}
     keep_in = np.arange(3)
     kept: list[tuple[int, int]] = []
+    channels: list[np.ndarray] = []
     tap_keep: dict[int, np.ndarray] = {}  # teacher output tensor -> channels the student kept
     for i, (kind, w, b, _, out) in enumerate(layers[:BACKBONE_OPS]):
         layer = by_name.get(f"backbone_{i}_{kind.lower()}")
@@ -163,6 +165,7 @@ def init_from_teacher(
             layer.set_weights([w[0][..., keep][..., np.newaxis], b[keep]])
         kept.append((len(keep), int(w.shape[0] if kind == "CONV_2D" else w.shape[3])))
         tap_keep[out] = keep
+        channels.append(keep)
         keep_in = keep
     heads = []
     head_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -186,7 +189,7 @@ def init_from_teacher(
     residual = None
     if frames is not None and len(frames):
         residual = refit(model, teacher_path, layers, tap_keep, head_rows, frames, seed)
-    return PruneReport(tuple(kept), tuple(heads), residual)
+    return PruneReport(tuple(kept), tuple(heads), residual, tuple(channels))
 
 
 def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

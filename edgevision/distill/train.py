@@ -122,8 +122,11 @@ def train(
     flipped: Targets,
     settings: TrainSettings,
     progress: ProgressFn | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Train ``model`` in place; returns the loss history (one value per step). Ctrl-C propagates."""
+    """Train ``model`` in place; returns the loss history (one value per step). Ctrl-C propagates.
+
+    ``on_step(i)`` runs after optimizer step ``i`` (gradual pruning zeroes dropped channels there)."""
     tf = require_tf()
     import keras
 
@@ -166,6 +169,8 @@ def train(
         if not math.isfinite(loss):
             raise FloatingPointError(f"distillation diverged at step {i + 1} (loss {loss})")
         history.append(loss)
+        if on_step is not None:
+            on_step(i)
         if progress and (i % 10 == 9 or i == settings.steps - 1):
             rate = (time.monotonic() - t0) / (i + 1)
             recent = float(np.mean(history[-10:]))

@@ -189,6 +189,10 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     teacher_file, teacher_path, teacher_entry = _resolve_teacher(opts)
     if opts.init is StudentInit.TEACHER:
         check_applicable(spec, teacher_path)
+        if spec.alpha < WIDE.alpha:
+            _resolve_backbone(
+                WIDE, opts.models_dir
+            )  # the wide copy's layout: missing → exit 78 before any work
     backbone = _resolve_backbone(spec, opts.models_dir)
     data, negatives = load_data(opts)
     teacher = Teacher(teacher_path, threads=opts.threads)

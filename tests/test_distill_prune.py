@@ -101,7 +101,12 @@ def test_gradual_pruning_ends_in_a_narrow_student_that_computes_the_masked_wide_
     wide = build_student(wide_spec, MODELS / wide_spec.backbone, 300)
     init_from_teacher(wide, wide_spec, TEACHER, columns, person)
     narrow = build_student(spec, MODELS / spec.backbone, 300)
-    report = init_from_teacher(narrow, spec, TEACHER, columns, person, frames=frames[:8])
+    report = init_from_teacher(
+        narrow, spec, TEACHER, columns, person, frames=frames[:8], refit_ops=stem_ops(narrow)
+    )
+    assert (
+        report.residual is not None
+    )  # the stem was refitted (and only the stem: the wide copy keeps the rest)
     pruner = GradualPruner(wide, narrow, steps=40, rounds=4)
     pruner.seed_stem(report)
     stem_groups = (stem_ops(wide) + 1) // 2

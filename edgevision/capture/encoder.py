@@ -296,7 +296,7 @@ class Picamera2Encoding:
         fps: float = 25.0,
         gop_s: float = 1.0,
         bitrate: int | None = None,
-        module_loader: Callable[[], Any] = _picamera2_modules,
+        module_loader: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_drift_s: float = 2.0,
         skipped: Callable[[], None] | None = None,
@@ -308,7 +308,7 @@ class Picamera2Encoding:
         self.fps = fps
         self.gop = max(1, round(fps * gop_s))
         self.bitrate = bitrate or int(size[0] * size[1] * fps * 0.1)
-        self._loader = module_loader
+        self._loader = module_loader or _picamera2_modules
         self._clock = clock
         self._max_drift = max_drift_s
         self._encoder: Any = None

@@ -277,20 +277,15 @@ class Picamera2Source:
             feed = self.feed
             loader = self._encoding_loader
             w, h = self.main_size
-            if loader is not None:
-                encoding = Picamera2Encoding(
-                    cam,
-                    feed.put,
-                    (w, h),
-                    self.fps or 25.0,
-                    module_loader=loader,
-                    clock=self._clock,
-                    skipped=feed.discard,
-                )
-            else:
-                encoding = Picamera2Encoding(
-                    cam, feed.put, (w, h), self.fps or 25.0, clock=self._clock, skipped=feed.discard
-                )
+            encoding = Picamera2Encoding(
+                cam,
+                feed.put,
+                (w, h),
+                self.fps or 25.0,
+                clock=self._clock,
+                skipped=feed.discard,
+                module_loader=loader,
+            )
             feed.start_stream(encoding.stream_info)
             encoding.start()
             self._encoding = encoding

@@ -189,10 +189,8 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     teacher_file, teacher_path, teacher_entry = _resolve_teacher(opts)
     if opts.init is StudentInit.TEACHER:
         check_applicable(spec, teacher_path)
-        if spec.alpha < WIDE.alpha:
-            _resolve_backbone(
-                WIDE, opts.models_dir
-            )  # the wide copy's layout: missing → exit 78 before any work
+        if spec.alpha < WIDE.alpha:  # the wide copy's layout: missing → exit 78 before any work
+            _resolve_backbone(WIDE, opts.models_dir)
     backbone = _resolve_backbone(spec, opts.models_dir)
     data, negatives = load_data(opts)
     teacher = Teacher(teacher_path, threads=opts.threads)
@@ -335,20 +333,23 @@ def _train_from_teacher(
     if progress:
         progress(Progress("init", 0, 1, None, None))
     columns, person = teacher.columns, teacher.label_offset + PERSON
-    if spec.alpha >= WIDE.alpha or opts.settings.freeze_stem:  # the student's own pruned, refitted start
-        sample = refit_frames(frames)
-        pruned = init_from_teacher(
-            model, spec, teacher_path, columns, person, frames=sample, seed=opts.settings.seed
-        )
-        if spec.alpha >= WIDE.alpha:
-            return train(model, *data, opts.settings, progress), pruned.describe()
-    from edgevision.distill.gradual import GradualPruner, to_narrow
+    if spec.alpha >= WIDE.alpha:  # the teacher's width: nothing to prune or refit, the student is the teacher
+        pruned = init_from_teacher(model, spec, teacher_path, columns, person)
+        return train(model, *data, opts.settings, progress), pruned.describe()
+    from edgevision.distill.gradual import GradualPruner, stem_ops, to_narrow
 
     wide = build_student(WIDE, _resolve_backbone(WIDE, opts.models_dir), opts.size)
     init_from_teacher(wide, WIDE, teacher_path, columns, person)
     pruner = GradualPruner(wide, model, opts.settings.steps)
     stem = "the stem pruned and trained gradually too"
-    if opts.settings.freeze_stem:  # its features are cached once: prune it now, as the narrow student's
+    if (
+        opts.settings.freeze_stem
+    ):  # its features are cached once: prune and refit it now, in the narrow student
+        sample, stem_end = refit_frames(frames), stem_ops(model)
+        seed = opts.settings.seed
+        pruned = init_from_teacher(
+            model, spec, teacher_path, columns, person, sample, seed, refit_ops=stem_end
+        )
         pruner.seed_stem(pruned)
         stem = "the stem pruned at once and refitted"
     history = train(wide, *data, opts.settings, progress, on_step=pruner.on_step)

@@ -129,13 +129,15 @@ def init_from_teacher(
     person_column: int,
     frames: np.ndarray | None = None,
     seed: int = 0,
+    refit_ops: int | None = None,
 ) -> PruneReport:
     """Set ``model``'s backbone and backbone-map predictors from the pruned teacher, in place.
 
     ``columns`` is the number of class columns of the teacher's predictions per anchor (background included when
     it has one) and ``person_column`` the column of person among them. With ``frames`` (RGB uint8 at the
     student's input size), each pruned pointwise layer and predictor is then refitted by least squares so that
-    its outputs on those frames match the teacher's for the channels it kept (:func:`refit`).
+    its outputs on those frames match the teacher's for the channels it kept (:func:`refit`); ``refit_ops``
+    refits only the backbone ops before that index and no predictor (gradual pruning keeps only the stem).
     """
     check_applicable(spec, teacher_path)
     g = read_graph(teacher_path)
@@ -188,7 +190,7 @@ def init_from_teacher(
         head_rows[h] = (bw, bb, cw[rows], cb[rows])
     residual = None
     if frames is not None and len(frames):
-        residual = refit(model, teacher_path, layers, tap_keep, head_rows, frames, seed)
+        residual = refit(model, teacher_path, layers, tap_keep, head_rows, frames, seed, refit_ops)
     return PruneReport(tuple(kept), tuple(heads), residual, tuple(channels))
 
 
@@ -216,6 +218,7 @@ def refit(
     heads: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     frames: np.ndarray,
     seed: int,
+    ops: int | None = None,
     positions: int = 20000,
 ) -> float:
     """Refit the pruned student's pointwise layers, in order, then its two backbone predictors (least squares).
@@ -223,19 +226,21 @@ def refit(
     Pruning removes a third (α 0.5) or two thirds (α 0.25) of every layer's inputs, and the errors compound
     over 14 layers; refitting each 1x1 convolution on the channels it still has (its inputs computed by the
     already refitted student, its targets the teacher's own pre-activation outputs of the kept channels) is the
-    classic fix (channel pruning with reconstruction). Returns the worst relative residual.
+    classic fix (channel pruning with reconstruction). With ``ops``, only the backbone ops before that index
+    are refitted, and no predictor. Returns the worst relative residual.
     """
     import keras
 
     from edgevision.distill.replica import build_replica
 
     size = int(model.input.shape[1])
-    teacher, ttensors, _ = build_replica(teacher_path, size, name="teacher", ops_limit=BACKBONE_OPS)
+    last = BACKBONE_OPS if ops is None else ops
+    teacher, ttensors, _ = build_replica(teacher_path, size, name="teacher", ops_limit=last)
     x_in = frames.astype(np.float32)
     rng = np.random.default_rng(seed)
     by_name = {layer.name: layer for layer in model.layers}
     worst = 0.0
-    for i, (kind, *_rest, out) in enumerate(layers[:BACKBONE_OPS]):
+    for i, (kind, *_rest, out) in enumerate(layers[:last]):
         if kind != "CONV_2D" or i == 0:  # the first conv sees all three colours: nothing to refit
             continue
         layer = by_name[f"backbone_{i}_conv_2d"]
@@ -247,7 +252,7 @@ def refit(
         w, b, err = _lstsq(_rows(xs, take), _rows(yt, take))
         worst = max(worst, err)
         layer.set_weights([w[np.newaxis, np.newaxis], b])
-    taps = [layers[i][4] for i in TAP_OPS]
+    taps = [layers[i][4] for i in TAP_OPS] if ops is None else []
     for h, tap in enumerate(taps):
         bw, bb, cw, cb = heads[h]
         xs = np.asarray(keras.Model(model.input, by_name[f"head{h}_box"].input)(x_in, training=False))

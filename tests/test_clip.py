@@ -68,6 +68,25 @@ def test_salvage_refuses_what_has_no_fragment(tmp_path: Path) -> None:
     assert salvage_fragmented_mp4(p) == 0
 
 
+def test_salvage_leaves_a_file_alone_when_no_fragment_is_proven_sound(tmp_path: Path) -> None:
+    """A header followed by fragments none of which decodes: nothing is proven, so nothing is cut; the caller
+    decides what to do with the file."""
+    clip = write_clip(tmp_path / "e.mp4", 125)
+    clip.sync()
+    data = clip.partial_path.read_bytes()
+    clip.abort()
+    boxes = _boxes(data)
+    first_moof = next(start for kind, start, _ in boxes if kind == "moof")
+    mdat = next((start, stop) for kind, start, stop in boxes if kind == "mdat")
+    broken = bytearray(data)
+    broken[mdat[0] + 8 : mdat[1]] = bytes(mdat[1] - mdat[0] - 8)  # the first fragment's media never landed
+    p = tmp_path / "broken.mp4"
+    p.write_bytes(bytes(broken))
+    check = inspect_clip(p, want_middle=False)
+    assert check.has_header and check.fragments >= 2 and check.good == 0 and first_moof < len(data)
+    assert salvage_fragmented_mp4(p) == 0 and p.read_bytes() == bytes(broken)
+
+
 def _zero_tail(data: bytes, boxes: list[tuple[str, int, int]], how: str) -> bytes:
     last_mdat = [b for b in boxes if b[0] == "mdat"][-1]
     if how == "appended":

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import WALKING
 from fakes import MjpegCamera
-from test_remux import long_gop_video
+from test_remux import long_gop_video, open_gop_hevc_video
 
 from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
 from edgevision.capture.feed import PacketFeed, StreamStart
@@ -30,6 +30,7 @@ from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder.clip import choose_codec, inspect_clip
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
+from edgevision.recorder.recovery import recover
 from edgevision.recorder.retention import RetentionPolicy
 from edgevision.recorder.state import RecorderSettings
 from edgevision.results import DetectMode, DetectOutcome, Frame, Latency, SwitchInfo
@@ -138,6 +139,36 @@ def test_gop_longer_than_the_pre_roll_still_gives_a_playable_clip_from_a_keyfram
     check = inspect_clip(clip, want_middle=False)
     assert check.playable and check.frames == ev["clip_frames"] == round(ev["end_ts"] * 25)
     assert demux_all(clip)[0].keyframe
+
+
+@pytest.mark.parametrize("killed", ["before the rename", "after the rename"])
+def test_an_open_gop_hevc_recording_killed_before_its_index_row_is_recovered_whole(
+    tmp_path: Path, killed: str
+) -> None:
+    """An H.265 camera (x265-style open GOP) records through the packet path, and a kill in the finish window
+    leaves a clip that recovery completes with every frame: the check used to find no sound fragment in such
+    a clip (the decoder drops the leading pictures of its first keyframe), and recovery deleted it."""
+    video = tmp_path / "cam.mp4"
+    open_gop_hevc_video(video, frames=250)
+    data = tmp_path / "data"
+    rows, rec, source, _ = replay_recording(video, data, (5.0, 7.0), pre_roll=1.0)
+    (ev,) = rows
+    assert ev["status"] == "finalized" and rec.intake.encoder is None and source.encoder is None
+    clip = data / ev["clip_path"]
+    whole = inspect_clip(clip, want_middle=False)
+    assert whole.playable and whole.good == whole.fragments and ev["clip_frames"] - whole.frames in (1, 2, 3)
+    with av.open(str(clip)) as c:
+        assert c.streams.video[0].codec_context.name == "hevc" and c.streams.video[0].codec_tag == "hvc1"
+    # the state a kill leaves: the row not committed, the clip still .partial or already renamed
+    if killed == "before the rename":
+        clip.rename(clip.with_name(clip.name + ".partial"))
+    index = EventIndex(data)
+    index.update(ev["id"], status="recording", clip_frames=None, clip_size=None, clip_sha256=None)
+    report = recover(index, data)
+    (ev,) = [r.to_dict() for r in index.list()]
+    index.close()
+    assert report.lost == 0 and ev["status"] in ("recovered", "finalized") and clip.exists()
+    assert ev["clip_frames"] == whole.frames and inspect_clip(clip, want_middle=False).frames == whole.frames
 
 
 def mjpeg_video(path: Path, frames: int = 200, fps: int = 25) -> None:

@@ -20,7 +20,7 @@ from conftest import WALKING
 
 from edgevision.capture.demux import DemuxSource
 from edgevision.capture.packets import EncodedPacket
-from edgevision.recorder.clip import salvage_fragmented_mp4
+from edgevision.recorder.clip import inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing
 from edgevision.recorder.remux import PacketClipWriter
 
@@ -41,6 +41,43 @@ def long_gop_video(path: Path, frames: int = 350, gop: int = 250, fps: int = 25)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
             out.mux(s.encode(frame))
         out.mux(s.encode())
+
+
+def open_gop_hevc_video(path: Path, frames: int = 200, gop: int = 50, fps: int = 25) -> None:
+    """A synthetic H.265 file (moving gradient) as x265 and many cameras make it: a keyframe every ``gop``
+    frames, B-frames and an open GOP, so a clip cut at a later keyframe starts with leading pictures that refer
+    to frames before the cut (a decoder drops them). ``path``'s suffix picks the container (.mp4, .ts)."""
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=1:bframes=3:log-level=error"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx265", rate=fps, options={"x265-params": params, "preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        base = np.add.outer(np.arange(240), np.arange(320))
+        for i in range(frames):
+            img = (np.dstack([base + 3 * i, base[::-1] + i, np.full_like(base, 7 * i)]) % 256).astype(
+                np.uint8
+            )
+            out.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")))
+        out.mux(s.encode())
+
+
+HEVC_PARAMETER_SETS = {32, 33, 34}  # VPS, SPS, PPS: an 'hvc1' clip carries them in its header, not in samples
+
+
+def annexb_nals(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B payload (start-code framed, as in MPEG-TS), parameter sets left out."""
+    units = [n.rstrip(b"\x00") for n in data.split(b"\x00\x00\x01")[1:]]  # a 4-byte code's zero ends the last
+    return [n for n in units if (n[0] >> 1) & 0x3F not in HEVC_PARAMETER_SETS]
+
+
+def length_prefixed_nals(data: bytes) -> list[bytes]:
+    """The NAL units of an MP4 sample (each framed by a 4-byte big-endian length)."""
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    assert pos == len(data)
+    return out
 
 
 def source_packets(path: Path) -> tuple[DemuxSource, list[EncodedPacket]]:
@@ -66,7 +103,9 @@ def decoded_frames(path: Path) -> int:
 def record(
     src: DemuxSource, packets: list[EncodedPacket], out: Path, trigger: float, pre: float, end: float
 ) -> tuple[PacketClipWriter, list[EncodedPacket]]:
-    """Replay ``packets`` through a pre-roll ring; at ``trigger`` open a clip, close it after ``end``."""
+    """Replay ``packets`` through a pre-roll ring; at ``trigger`` open a clip, close it at the first packet
+    after ``end`` (in decode order, as the recorder's intake does: a B-frame shown before ``end`` but decoded
+    after that packet refers to frames the clip does not hold)."""
     assert src.stream_info is not None
     ring = PacketRing(pre, 64 << 20)
     writer: PacketClipWriter | None = None
@@ -82,6 +121,8 @@ def record(
         elif p.ts <= end:
             writer.write(p)
             written.append(p)
+        else:
+            break
     assert writer is not None
     writer.finalize()
     return writer, written
@@ -120,6 +161,43 @@ def test_gop_longer_than_the_pre_roll_still_starts_at_a_keyframe(
     assert got == [p.data for p in written]
     assert decoded_frames(out) == len(written)
     assert salvage_fragmented_mp4(out) >= 1  # fragments every <= 1 s even inside a 10 s GOP
+    src.close()
+
+
+@pytest.mark.parametrize("container", ["mp4", "ts"])
+def test_an_open_gop_hevc_clip_is_sound_whole_and_tagged_for_every_browser(
+    tmp_path: Path, container: str
+) -> None:
+    """H.265 cut at a keyframe inside an open-GOP stream: the decoder drops the leading pictures that refer to
+    frames before the cut. The clip is still whole: the check finds every fragment sound and a salvage keeps them
+    all (the check used to find no sound fragment, and recovery then deleted the clip as undecodable)."""
+    video = tmp_path / f"cam.{container}"
+    open_gop_hevc_video(video)
+    src, packets = source_packets(video)
+    keys = [i for i, p in enumerate(packets) if p.keyframe]
+    assert len(keys) == 4 and [round(packets[k].ts, 2) for k in keys] == [0.0, 2.0, 4.0, 6.0]
+    out = tmp_path / "clip.mp4"
+    _writer, written = record(src, packets, out, trigger=3.0, pre=1.0, end=5.0)
+    assert written[0] is packets[keys[1]]  # cut at the second keyframe, inside the stream
+    if container == "mp4":
+        assert clip_packets(out) == [p.data for p in written]  # the source's payloads, untouched
+    else:  # MP4 frames each NAL unit by its length where a transport stream uses start codes: same slices
+        assert [length_prefixed_nals(d) for d in clip_packets(out)] == [annexb_nals(p.data) for p in written]
+    decoded = decoded_frames(out)
+    assert 0 < len(written) - decoded <= 3  # the open GOP is real: leading pictures were dropped
+    check = inspect_clip(out, want_middle=False)
+    assert check.playable and check.good == check.fragments >= 3 and check.frames == decoded
+    # every fragment kept (only the trailing random-access index, mfra, goes: it lies past the last fragment)
+    assert salvage_fragmented_mp4(out) == check.fragments and out.stat().st_size == check.good_end
+    assert decoded_frames(out) == decoded
+    size = out.stat().st_size
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_tag == "hvc1"  # the sample entry Safari and iOS play
+    # a kill mid-fragment: cut back to the fragments that were complete, which still play
+    with open(out, "ab") as fh:
+        fh.write(b"\x00\x00\x10\x00moof" + b"\x01" * 100)
+    assert salvage_fragmented_mp4(out) == check.fragments and out.stat().st_size < size + 50
+    assert decoded_frames(out) == decoded
     src.close()
 
 

@@ -293,6 +293,7 @@ def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int]
     bad: set[int] = set()
     decoded: list[tuple[int, int]] = []
     pts_fragment: dict[int, int] = {}
+    first_key: int | None = None  # pts of the clip's first keyframe
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         # Corrupt data raises instead of being concealed: a zero-filled fragment must not pass as video.
@@ -312,9 +313,17 @@ def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int]
             else:
                 frag = fragment_of(packet.pos)
                 last_fragment = max(last_fragment, frag)
-                packets[frag] = packets.get(frag, 0) + 1
-                if packet.pts is not None:
-                    pts_fragment[int(packet.pts)] = frag
+                pts = None if packet.pts is None else int(packet.pts)
+                if first_key is None and packet.is_keyframe:
+                    first_key = pts
+                # A leading picture of the first keyframe (decoded after it, shown before it: an open GOP, as
+                # x265 and many cameras make) may refer to pictures before the clip. A decoder drops it (HEVC
+                # RASL) or shows it; either way it is sound, so it is not counted among the packets that must
+                # decode to a frame.
+                if first_key is None or pts is None or pts >= first_key:
+                    packets[frag] = packets.get(frag, 0) + 1
+                if pts is not None:
+                    pts_fragment[pts] = frag
                 try:
                     frames_out = packet.decode()
                 except av.error.FFmpegError:
@@ -409,7 +418,7 @@ def salvage_fragmented_mp4(path: Path) -> int:
     """
     check = inspect_clip(path, want_middle=False)
     if not check.playable:
-        return 0
+        return 0  # nothing proven sound: cutting would destroy what a better decoder might still read
     if check.good_end < path.stat().st_size:
         with open(path, "r+b") as fh:
             fh.truncate(check.good_end)

@@ -46,6 +46,11 @@ def _mux_stream(container: Any, info: StreamInfo) -> Any:
                 f"PyAV {av.__version__} cannot mux encoded packets without an encoder: pip install 'av>=18'"
             )
         stream = container.add_mux_stream(info.codec, rate=info.rate, width=info.width, height=info.height)
+    if info.codec == "hevc":
+        # Safari and iOS play HEVC in MP4 only under the 'hvc1' sample entry (parameter sets in the header);
+        # FFmpeg's default 'hev1' plays in Chrome and VLC alone. The muxer builds the header from the source's
+        # parameter sets; payloads stay untouched.
+        stream.codec_tag = "hvc1"
     stream.time_base = info.time_base
     return stream
 

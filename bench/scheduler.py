@@ -14,7 +14,10 @@ scheduler and with each fixed rung, and one table prints, for each:
 Targets (issue 11): the scheduler >= 99 % within budget, <= 6 switches, >= 0.99 of the best fitting fixed
 rung's person frames. The machine's load average is printed: other work on the machine is part of the load.
 
-Usage: ``python bench/scheduler.py [--quick] [--loops 2] [--phases 0 1 2 1 0] [--budget-ms MS]``
+``--nice -5`` runs the pipeline as the service unit does (``Nice=-5``, ``CPUWeight=300``: about 3x a default
+process) with the busy processes at the default priority; ``--threads`` sets the interpreter's CPU threads.
+
+Usage: ``python bench/scheduler.py [--quick] [--loops 2] [--phases 0 1 2 1 0] [--budget-ms MS] [--nice N]``
 (models from ``$EDGEVISION_MODELS_DIR``; fetched from ``$EDGEVISION_SHARED/models`` when missing).
 """
 
@@ -115,8 +118,8 @@ class LoopedSource:
 class LoadSchedule:
     """Busy processes arriving and leaving: ``phases[i]`` of them during the i-th equal slice of the run."""
 
-    def __init__(self, phases: list[int], seconds: float) -> None:
-        self.phases, self.slice = phases, seconds / len(phases)
+    def __init__(self, phases: list[int], seconds: float, nice: int = 0) -> None:
+        self.phases, self.slice, self.nice = phases, seconds / len(phases), nice
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -125,7 +128,9 @@ class LoadSchedule:
         # A fresh interpreter spinning, not a fork of this process: a fork taken while decoder and interpreter
         # threads run can inherit a lock another thread held and hang in the child, burning nothing.
         while len(self.procs) < n:
-            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+            # at the default priority whatever this process runs at (``nice`` adds to the inherited value)
+            cmd = ["nice", "-n", str(-self.nice), sys.executable, "-c", "while True: pass"]
+            self.procs.append(subprocess.Popen(cmd))
         while len(self.procs) > n:
             p = self.procs.pop()
             p.terminate()
@@ -194,6 +199,7 @@ def replay(
     phases: list[int],
     max_frames: int | None = None,
     opencv: bool = False,
+    nice: int = 0,
 ) -> Outcome:
     """One live-paced replay; ``phases`` of busy processes spread over ``seconds`` (none when empty)."""
     out = Outcome(name)
@@ -202,7 +208,7 @@ def replay(
     pipe = Pipeline(runner, scheduler, [out], status_interval=1e9)
     if phases:
         c0 = os.times()
-        with LoadSchedule(phases, seconds):
+        with LoadSchedule(phases, seconds, nice):
             pipe.run(threading.Event(), max_frames)
         c1 = os.times()  # the busy processes are reaped by now: their CPU time is the children's
         out.burned = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
@@ -235,15 +241,25 @@ def main() -> None:
         help="capture through the old OpenCV path (full-resolution BGR) instead of the product's demux path",
     )
     ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the pipeline at this nice value (the service unit's Nice=), the busy processes at 0",
+    )
+    ap.add_argument("--threads", type=int, default=2, help="runtime.threads: CPU threads per interpreter")
+    ap.add_argument(
         "--trace", type=Path, help="write the scheduler run's per-frame rung and stage times (JSON lines)"
     )
     args = ap.parse_args()
+    if args.nice:  # before any thread starts: Linux nice is per thread, inherited by threads made later
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     loops = 1 if args.quick else args.loops
     mdir = Path(os.environ.get("EDGEVISION_MODELS_DIR") or default_models_dir())
     for e in load_catalog().files_for(MODEL):
         fetch_entry(e, mdir, mirror=str(SHARED / "models"))
     overrides = {
         "models.dir": str(mdir),
+        "runtime.threads": args.threads,
         "scheduler.enabled": True,
         "scheduler.budget_ms": 100.0,
         "scheduler.sizes": args.rungs,
@@ -274,7 +290,7 @@ def main() -> None:
         fixed = [r for r in fixed if r.spec.size in (300, 224, 192, 160)] or fixed
     frames = loops * clip
     slice_s = frames / 25.0 / len(args.phases)
-    print(f"budget {budget:.1f} ms = {how}")
+    print(f"budget {budget:.1f} ms = {how}; {args.threads} interpreter thread(s)")
     print(
         f"{frames} frames per run at 25 fps ({loops} x {VIDEO.name}); busy processes {args.phases}, "
         f"{slice_s:.1f} s each; {os.cpu_count()} cores; scheduler stable_s {s.stable_s} s"
@@ -297,7 +313,9 @@ def main() -> None:
         before = load_avg()
         log(f"[{i}/{len(candidates)}] {name}: replaying {frames / 25:.0f} s (load avg {before}) ...")
         t0 = time.monotonic()
-        out = replay(name, sched, loops, frames / 25.0, args.phases, opencv=args.opencv_source)
+        out = replay(
+            name, sched, loops, frames / 25.0, args.phases, opencv=args.opencv_source, nice=args.nice
+        )
         results.append((out, out.within(budget, frames), f"{before} -> {load_avg()}"))
         log(
             f"    {len(out.totals)} processed, within budget {results[-1][1]:.3f} in {time.monotonic() - t0:.0f} s; "

@@ -143,6 +143,18 @@ def test_costs_are_fitted_per_model_so_one_burst_during_profiling_does_not_misle
         ),
         (RungSpec(V1, "mobilenet_v1", 0.75, 128), RungSpec(V1, "mobilenet_v1", 0.75, 128, 2), "cadence"),
         (RungSpec("s", "mobilenet_v1", 0.5, 300), RungSpec("s", "mobilenet_v1", 0.5, 192), "resolution"),
+        # a student at its teacher's width is another model, not a narrower one
+        (
+            RungSpec(V1, "mobilenet_v1", 0.75, 300),
+            RungSpec("s", "mobilenet_v1", 0.75, 300, kind="local"),
+            "model",
+        ),
+        (
+            RungSpec(V1, "mobilenet_v1", 0.75, 300),
+            RungSpec("s", "mobilenet_v3_small", 1.0, 300, kind="local"),
+            "model",
+        ),
+        (RungSpec(V1, "mobilenet_v1", 0.75, 300), RungSpec("s", "mobilenet_v1", 0.25, 192), "width"),
     ],
 )
 def test_switch_kind(a: RungSpec, b: RungSpec, kind: str) -> None:

@@ -58,7 +58,7 @@ class SwitchInfo:
 
     from_rung: str
     to_rung: str
-    kind: str  # "width", "resolution", "cadence" or combinations, as the ladder names them
+    kind: str  # "width", "model", "resolution" or "cadence", as the ladder names them (ladder.switch_kind)
     direction: str  # "down" or "up"
     reason: str
 

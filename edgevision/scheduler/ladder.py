@@ -93,12 +93,16 @@ class RungSpec:
 
 
 def switch_kind(a: RungSpec, b: RungSpec) -> str:
-    """What a switch from ``a`` to ``b`` changes: ``cadence``, ``width`` (another model) or ``resolution``."""
+    """What a switch from ``a`` to ``b`` changes: ``cadence``, ``resolution`` (same model), ``width`` (same
+    family at another α) or ``model`` (another family, or another model at the same α: a student at its
+    teacher's width is not a narrower one)."""
     if a.cadence != b.cadence:
         return "cadence"
-    if (a.model, a.family, a.alpha) != (b.model, b.family, b.alpha):
+    if a.model == b.model:
+        return "resolution"
+    if a.family == b.family and a.alpha != b.alpha:
         return "width"
-    return "resolution"
+    return "model"
 
 
 @dataclass

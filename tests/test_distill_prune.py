@@ -15,7 +15,8 @@ pytestmark = pytest.mark.timeout(1200)
 
 from edgevision.distill.data import read_video  # noqa: E402
 from edgevision.distill.gate import PERSON  # noqa: E402
-from edgevision.distill.prune import check_applicable, init_from_teacher  # noqa: E402
+from edgevision.distill.prune import _teacher_layers, check_applicable, init_from_teacher  # noqa: E402
+from edgevision.distill.replica import read_graph  # noqa: E402
 from edgevision.distill.students import SPECS, build_student  # noqa: E402
 from edgevision.distill.teacher import Teacher, person_logit  # noqa: E402
 from edgevision.errors import UsageError  # noqa: E402
@@ -77,6 +78,28 @@ def test_refit_recovers_what_pruning_loses(teacher: Teacher, frames: np.ndarray)
         corr, _, _ = _agreement(refitted, teacher, frame)
         assert corr > 0.75 and corr > corr_plain + 0.4, (corr, corr_plain)
     assert report.describe()["method"].endswith("least-squares refit")
+
+
+def test_each_convolution_keeps_the_teachers_channels_of_largest_l1_norm(teacher: Teacher) -> None:
+    """Pruning keeps, per full convolution, the output channels with the largest L1 weight norm, and the
+    student's kernel is exactly those channels' weights (on the input channels the layer before kept)."""
+    spec = SPECS["mobilenet_v1_0.5"]
+    model = build_student(spec, MODELS / spec.backbone, 300)
+    report = init_from_teacher(model, spec, TEACHER, teacher.columns, teacher.label_offset + PERSON)
+    layers = _teacher_layers(read_graph(TEACHER))
+    by_name = {layer.name: layer for layer in model.layers}
+    keep_in = np.arange(3)
+    convs = 0
+    for i, ((kind, w, _, _, _), keep) in enumerate(zip(layers, report.channels, strict=False)):
+        if kind == "CONV_2D":
+            convs += 1
+            norms = np.abs(w).reshape(w.shape[0], -1).sum(axis=1)
+            dropped = np.setdiff1d(np.arange(w.shape[0]), keep)
+            assert len(dropped) > 0 and norms[keep].min() >= norms[dropped].max(), i
+            kernel = by_name[f"backbone_{i}_conv_2d"].get_weights()[0]  # Keras [kh, kw, in, out]
+            np.testing.assert_array_equal(kernel, w[keep][..., keep_in].transpose(1, 2, 3, 0))
+        keep_in = keep
+    assert convs == 14  # the stem and 13 pointwise layers
 
 
 @pytest.mark.parametrize(

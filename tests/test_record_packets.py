@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import WALKING
 from fakes import MjpegCamera
-from test_remux import long_gop_video, open_gop_hevc_video
+from test_remux import long_gop_video, open_gop_video
 
 from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
 from edgevision.capture.feed import PacketFeed, StreamStart
@@ -142,14 +142,15 @@ def test_gop_longer_than_the_pre_roll_still_gives_a_playable_clip_from_a_keyfram
 
 
 @pytest.mark.parametrize("killed", ["before the rename", "after the rename"])
-def test_an_open_gop_hevc_recording_killed_before_its_index_row_is_recovered_whole(
-    tmp_path: Path, killed: str
+@pytest.mark.parametrize("codec", ["hevc", "h264"])
+def test_an_open_gop_recording_killed_before_its_index_row_is_recovered_whole(
+    tmp_path: Path, codec: str, killed: str
 ) -> None:
-    """An H.265 camera (x265-style open GOP) records through the packet path, and a kill in the finish window
+    """A camera with open GOPs (x265's default) records through the packet path, and a kill in the finish window
     leaves a clip that recovery completes with every frame: the check used to find no sound fragment in such
     a clip (the decoder drops the leading pictures of its first keyframe), and recovery deleted it."""
     video = tmp_path / "cam.mp4"
-    open_gop_hevc_video(video, frames=250)
+    open_gop_video(video, codec, frames=250)
     data = tmp_path / "data"
     rows, rec, source, _ = replay_recording(video, data, (5.0, 7.0), pre_roll=1.0)
     (ev,) = rows
@@ -158,7 +159,7 @@ def test_an_open_gop_hevc_recording_killed_before_its_index_row_is_recovered_who
     whole = inspect_clip(clip, want_middle=False)
     assert whole.playable and whole.good == whole.fragments and ev["clip_frames"] - whole.frames in (1, 2, 3)
     with av.open(str(clip)) as c:
-        assert c.streams.video[0].codec_context.name == "hevc" and c.streams.video[0].codec_tag == "hvc1"
+        assert c.streams.video[0].codec_context.name == codec
     # the state a kill leaves: the row not committed, the clip still .partial or already renamed
     if killed == "before the rename":
         clip.rename(clip.with_name(clip.name + ".partial"))

@@ -20,7 +20,7 @@ from conftest import WALKING
 
 from edgevision.capture.demux import DemuxSource
 from edgevision.capture.packets import EncodedPacket
-from edgevision.recorder.clip import inspect_clip, salvage_fragmented_mp4
+from edgevision.recorder.clip import _boxes, inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing
 from edgevision.recorder.remux import PacketClipWriter
 
@@ -43,13 +43,17 @@ def long_gop_video(path: Path, frames: int = 350, gop: int = 250, fps: int = 25)
         out.mux(s.encode())
 
 
-def open_gop_hevc_video(path: Path, frames: int = 200, gop: int = 50, fps: int = 25) -> None:
-    """A synthetic H.265 file (moving gradient) as x265 and many cameras make it: a keyframe every ``gop``
-    frames, B-frames and an open GOP, so a clip cut at a later keyframe starts with leading pictures that refer
-    to frames before the cut (a decoder drops them). ``path``'s suffix picks the container (.mp4, .ts)."""
-    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=1:bframes=3:log-level=error"
+def open_gop_video(path: Path, codec: str = "hevc", frames: int = 200, gop: int = 50, fps: int = 25) -> None:
+    """A synthetic H.265 or H.264 file (moving gradient) with a keyframe every ``gop`` frames, B-frames and an
+    open GOP, as x265 makes by default and many cameras do: a clip cut at a later keyframe starts with leading
+    pictures that refer to frames before the cut. ``path``'s suffix picks the container (.mp4, .ts)."""
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=1:bframes=3"
+    encoder, key = ("libx265", "x265-params") if codec == "hevc" else ("libx264", "x264-params")
+    if codec == "hevc":
+        params += ":log-level=error"
     with av.open(str(path), "w") as out:
-        s = out.add_stream("libx265", rate=fps, options={"x265-params": params, "preset": "ultrafast"})
+        s = out.add_stream(encoder, rate=fps, options={key: params, "preset": "ultrafast"})
+        assert isinstance(s, av.VideoStream)
         s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
         base = np.add.outer(np.arange(240), np.arange(320))
         for i in range(frames):
@@ -63,9 +67,12 @@ def open_gop_hevc_video(path: Path, frames: int = 200, gop: int = 50, fps: int =
 HEVC_PARAMETER_SETS = {32, 33, 34}  # VPS, SPS, PPS: an 'hvc1' clip carries them in its header, not in samples
 
 
-def annexb_nals(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B payload (start-code framed, as in MPEG-TS), parameter sets left out."""
+def annexb_nals(data: bytes, codec: str) -> list[bytes]:
+    """The NAL units of an Annex B payload (start-code framed, as in MPEG-TS); for H.265 without the parameter
+    sets, which an 'hvc1' clip keeps in its header."""
     units = [n.rstrip(b"\x00") for n in data.split(b"\x00\x00\x01")[1:]]  # a 4-byte code's zero ends the last
+    if codec != "hevc":
+        return units
     return [n for n in units if (n[0] >> 1) & 0x3F not in HEVC_PARAMETER_SETS]
 
 
@@ -165,14 +172,16 @@ def test_gop_longer_than_the_pre_roll_still_starts_at_a_keyframe(
 
 
 @pytest.mark.parametrize("container", ["mp4", "ts"])
-def test_an_open_gop_hevc_clip_is_sound_whole_and_tagged_for_every_browser(
-    tmp_path: Path, container: str
+@pytest.mark.parametrize("codec", ["hevc", "h264"])
+def test_an_open_gop_clip_is_sound_whole_and_an_hevc_one_is_tagged_for_every_browser(
+    tmp_path: Path, codec: str, container: str
 ) -> None:
-    """H.265 cut at a keyframe inside an open-GOP stream: the decoder drops the leading pictures that refer to
-    frames before the cut. The clip is still whole: the check finds every fragment sound and a salvage keeps them
-    all (the check used to find no sound fragment, and recovery then deleted the clip as undecodable)."""
+    """A stream cut at a keyframe inside an open GOP: the decoder drops the leading pictures that refer to frames
+    before the cut (H.265) or reports their references missing (H.264). The clip is still whole: the check finds
+    every fragment sound and a salvage keeps them all (the check used to find no sound fragment, and recovery
+    then deleted the clip as undecodable), while a fragment of zeros in that first GOP is still found unsound."""
     video = tmp_path / f"cam.{container}"
-    open_gop_hevc_video(video)
+    open_gop_video(video, codec)
     src, packets = source_packets(video)
     keys = [i for i, p in enumerate(packets) if p.keyframe]
     assert len(keys) == 4 and [round(packets[k].ts, 2) for k in keys] == [0.0, 2.0, 4.0, 6.0]
@@ -182,22 +191,31 @@ def test_an_open_gop_hevc_clip_is_sound_whole_and_tagged_for_every_browser(
     if container == "mp4":
         assert clip_packets(out) == [p.data for p in written]  # the source's payloads, untouched
     else:  # MP4 frames each NAL unit by its length where a transport stream uses start codes: same slices
-        assert [length_prefixed_nals(d) for d in clip_packets(out)] == [annexb_nals(p.data) for p in written]
+        got = [length_prefixed_nals(d) for d in clip_packets(out)]
+        assert got == [annexb_nals(p.data, codec) for p in written]
     decoded = decoded_frames(out)
     assert 0 < len(written) - decoded <= 3  # the open GOP is real: leading pictures were dropped
     check = inspect_clip(out, want_middle=False)
     assert check.playable and check.good == check.fragments >= 3 and check.frames == decoded
+    with av.open(str(out)) as c:
+        # hvc1: the sample entry Safari and iOS play (FFmpeg's default hev1 plays in Chrome and VLC only)
+        assert c.streams.video[0].codec_tag == ("hvc1" if codec == "hevc" else "avc1")
+    data = out.read_bytes()
     # every fragment kept (only the trailing random-access index, mfra, goes: it lies past the last fragment)
     assert salvage_fragmented_mp4(out) == check.fragments and out.stat().st_size == check.good_end
     assert decoded_frames(out) == decoded
     size = out.stat().st_size
-    with av.open(str(out)) as c:
-        assert c.streams.video[0].codec_tag == "hvc1"  # the sample entry Safari and iOS play
     # a kill mid-fragment: cut back to the fragments that were complete, which still play
     with open(out, "ab") as fh:
         fh.write(b"\x00\x00\x10\x00moof" + b"\x01" * 100)
     assert salvage_fragmented_mp4(out) == check.fragments and out.stat().st_size < size + 50
     assert decoded_frames(out) == decoded
+    # media that never reached the disk, inside the first GOP: the first / the second fragment's mdat zeroed
+    mdats = [(a, b) for kind, a, b in _boxes(data) if kind == "mdat"]
+    for n, (a, b) in enumerate(mdats[:2]):
+        broken = tmp_path / f"zeros{n}.mp4"
+        broken.write_bytes(data[: a + 8] + bytes(b - a - 8) + data[b:])
+        assert inspect_clip(broken, want_middle=False).good == n, n
     src.close()
 
 

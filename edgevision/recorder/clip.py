@@ -285,8 +285,11 @@ class ClipCheck:
         return self.has_header and self.good > 0 and self.frames > 0
 
 
-def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int], list[tuple[int, int]]]:
-    """Decode every packet; return (packets per fragment, bad fragments, decoded (fragment, pts) pairs)."""
+def _decode_pass(
+    path: Path, fragment_of: Any, limit: int | None = None
+) -> tuple[dict[int, int], set[int], list[tuple[int, int]]]:
+    """Decode every packet (of the fragments up to ``limit``, then drain the decoder); return (packets that must
+    decode per fragment, bad fragments, decoded (fragment, pts) pairs)."""
     import av
 
     packets: dict[int, int] = {}
@@ -294,6 +297,8 @@ def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int]
     decoded: list[tuple[int, int]] = []
     pts_fragment: dict[int, int] = {}
     first_key: int | None = None  # pts of the clip's first keyframe
+    open_start = False  # the clip starts at an open GOP's keyframe: a leading picture followed it
+    first_gop = True  # not yet at the clip's second keyframe
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         # Corrupt data raises instead of being concealed: a zero-filled fragment must not pass as video.
@@ -312,22 +317,33 @@ def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int]
                 frames_out = packet.decode() if packet.size == 0 else []
             else:
                 frag = fragment_of(packet.pos)
+                if limit is not None and frag > limit:
+                    break
                 last_fragment = max(last_fragment, frag)
                 pts = None if packet.pts is None else int(packet.pts)
-                if first_key is None and packet.is_keyframe:
-                    first_key = pts
+                if packet.is_keyframe:
+                    if first_key is None:
+                        first_key = pts
+                    else:
+                        first_gop = False
                 # A leading picture of the first keyframe (decoded after it, shown before it: an open GOP, as
-                # x265 and many cameras make) may refer to pictures before the clip. A decoder drops it (HEVC
-                # RASL) or shows it; either way it is sound, so it is not counted among the packets that must
-                # decode to a frame.
-                if first_key is None or pts is None or pts >= first_key:
+                # x265, some x264 settings and many cameras make) may refer to pictures before the clip. A
+                # decoder drops it (HEVC RASL), reports its reference missing (H.264) or shows it; none of that
+                # says the file is damaged, so it is not counted among the packets that must decode to a frame.
+                leading = first_key is not None and pts is not None and pts < first_key
+                open_start = open_start or leading
+                if not leading:
                     packets[frag] = packets.get(frag, 0) + 1
                 if pts is not None:
                     pts_fragment[pts] = frag
                 try:
                     frames_out = packet.decode()
                 except av.error.FFmpegError:
-                    bad.add(frag)
+                    # H.264 reports an open GOP's missing references on a leading picture or on a packet after
+                    # it, up to the next keyframe; whether every other packet came out as a frame is still
+                    # counted below, so a fragment of zeros (no frames at all) stays unsound.
+                    if not (leading or (open_start and first_gop)):
+                        bad.add(frag)
                     continue
             for fr in frames_out:
                 if fr.pts is not None and int(fr.pts) in pts_fragment:
@@ -339,6 +355,22 @@ def _decode_pass(path: Path, fragment_of: Any) -> tuple[dict[int, int], set[int]
         except av.error.FFmpegError:
             pass
     return packets, bad, decoded
+
+
+def _sound_prefix(
+    fragments: int, packets: dict[int, int], bad: set[int], decoded: list[tuple[int, int]]
+) -> int:
+    """How many fragments from the first are sound: each packet that must decode came out as a frame, no
+    decoding error, and no garbage fragment before it."""
+    per_fragment: dict[int, int] = {}
+    for frag, _pts in decoded:
+        per_fragment[frag] = per_fragment.get(frag, 0) + 1
+    good = 0
+    for n in range(1, fragments + 1):
+        if n in bad or packets.get(n, 0) == 0 or per_fragment.get(n, 0) < packets[n]:
+            break
+        good = n
+    return good
 
 
 def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
@@ -368,18 +400,19 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
 
     try:
         packets, bad, decoded = _decode_pass(path, fragment_of)
+        good = _sound_prefix(len(spans), packets, bad, decoded)
+        # A frame held back for reordering (B-frames) comes out only when later packets decode or the decoder
+        # is drained: garbage after a sound fragment can swallow it. Decode again up to the fragment after the
+        # sound ones and drain there, so that fragment is judged on its own packets.
+        while good < len(spans):
+            retry = _decode_pass(path, fragment_of, limit=good + 1)
+            if _sound_prefix(len(spans), *retry) <= good:
+                break
+            packets, bad, decoded = retry
+            good = _sound_prefix(len(spans), *retry)
     except (av.error.FFmpegError, IndexError) as exc:
         log.warning("%s: cannot be decoded at all: %s", path, exc)
         return ClipCheck(True, len(spans), 0, header_end, 0, 0.0, None)
-    per_fragment: dict[int, int] = {}
-    for frag, _pts in decoded:
-        per_fragment[frag] = per_fragment.get(frag, 0) + 1
-    good = 0
-    for n in range(1, len(spans) + 1):
-        # sound: every packet decoded to a frame, no decoding error, and no garbage fragment before it
-        if n in bad or packets.get(n, 0) == 0 or per_fragment.get(n, 0) < packets[n]:
-            break
-        good = n
     kept_pts = sorted(p for f, p in decoded if f <= good)
     good_end = spans[good - 1][1] if good else header_end
     duration = 0.0

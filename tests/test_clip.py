@@ -181,3 +181,24 @@ def test_aborting_a_clip_on_a_full_disk_never_raises(
     abort_partial(Muxer(), fh, partial)
     assert fh.closed and partial.read_bytes() == b"x"
     assert "muxer failed" in caplog.text and "No space left" in caplog.text
+
+
+def test_a_fragment_whose_last_frame_is_half_zeros_is_not_sound(tmp_path: Path) -> None:
+    """A power cut on vfat/SD zero-fills from a sector boundary: here only the last slice of a fragment's last
+    frame (the encoder cuts each frame into slices). The decoder reports the broken slice only when it decodes
+    the slices one after another; with slice threads the error was dropped and the fragment passed as sound."""
+    import av
+
+    clip = write_clip(tmp_path / "s.mp4", 75)  # 3 one-second fragments
+    clip.sync()
+    data = clip.partial_path.read_bytes()
+    with av.open(str(clip.partial_path)) as c:
+        samples = [(p.pos, p.size) for p in c.demux(video=0) if p.size and p.pos is not None]
+    clip.abort()
+    mdats = [(start, stop) for kind, start, stop in _boxes(data) if kind == "mdat"]
+    for n, (start, stop) in enumerate(mdats[:2]):
+        pos, size = [s for s in samples if start <= s[0] < stop][-1]
+        for cut in range((pos + size // 2) // 512 * 512 + 512, stop, 512):  # the last frame's second half
+            p = tmp_path / f"zeros{n}-{cut}.mp4"
+            p.write_bytes(data[:cut] + bytes(stop - cut) + data[stop:])
+            assert inspect_clip(p, want_middle=False).good == n, (n, stop - cut)

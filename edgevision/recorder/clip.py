@@ -303,6 +303,9 @@ def _decode_pass(
         stream = container.streams.video[0]
         # Corrupt data raises instead of being concealed: a zero-filled fragment must not pass as video.
         stream.codec_context.options = {"err_detect": "explode"}
+        # One thread: with slice threads the H.264 decoder drops the error of a broken slice (a frame cut into
+        # slices, as x264 with zerolatency makes, whose last slice is zeros would come out as a sound frame).
+        stream.codec_context.thread_count = 1
         demux = container.demux(stream)
         last_fragment = 0
         while True:

@@ -219,6 +219,36 @@ def test_an_open_gop_clip_is_sound_whole_and_an_hevc_one_is_tagged_for_every_bro
     src.close()
 
 
+@pytest.mark.parametrize("codec", ["hevc", "h264"])
+def test_a_half_written_frame_in_an_open_gop_clips_first_gop_is_not_sound(tmp_path: Path, codec: str) -> None:
+    """A clip cut at an open GOP's keyframe whose first GOP is long (a keyframe every 10 s, a fragment a second):
+    a decoding error there is forgiven only where the missing references are reported (on a leading picture or
+    the packet after it), not up to the next keyframe, so a fragment whose last frame was half written (a kill or
+    a power cut mid-write) is not sound even though the decoder still shows a frame for it."""
+    video = tmp_path / "cam.mp4"
+    open_gop_video(video, codec, frames=400, gop=250)
+    src, packets = source_packets(video)
+    out = tmp_path / "clip.mp4"
+    _writer, written = record(src, packets, out, trigger=11.0, pre=1.0, end=15.0)
+    src.close()
+    first, second = written[0].pts, written[1].pts
+    assert first is not None and second is not None
+    assert written[0].keyframe and second < first  # cut at an open GOP's keyframe
+    assert not any(p.keyframe for p in written[1:])  # the whole clip is its first GOP
+    whole = inspect_clip(out, want_middle=False)
+    assert whole.good == whole.fragments >= 4
+    data = out.read_bytes()
+    mdats = [(a, b) for kind, a, b in _boxes(data) if kind == "mdat"]
+    with av.open(str(out)) as c:
+        samples = [(p.pos, p.size) for p in c.demux(video=0) if p.size and p.pos is not None]
+    for n, (start, stop) in enumerate(mdats[:3]):
+        pos, size = [s for s in samples if start <= s[0] < stop][-1]
+        cut = pos + size // 2  # the last frame's second half never landed
+        broken = tmp_path / f"half{n}.mp4"
+        broken.write_bytes(data[:cut] + bytes(stop - cut) + data[stop:])
+        assert inspect_clip(broken, want_middle=False).good == n, n
+
+
 def test_packets_before_the_first_keyframe_are_not_written(tmp_path: Path) -> None:
     src, packets = source_packets(WALKING)
     assert src.stream_info is not None

@@ -297,8 +297,7 @@ def _decode_pass(
     decoded: list[tuple[int, int]] = []
     pts_fragment: dict[int, int] = {}
     first_key: int | None = None  # pts of the clip's first keyframe
-    open_start = False  # the clip starts at an open GOP's keyframe: a leading picture followed it
-    first_gop = True  # not yet at the clip's second keyframe
+    after_leading = False  # the packet before this one (decode order) was a leading picture
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         # Corrupt data raises instead of being concealed: a zero-filled fragment must not pass as video.
@@ -324,17 +323,19 @@ def _decode_pass(
                     break
                 last_fragment = max(last_fragment, frag)
                 pts = None if packet.pts is None else int(packet.pts)
-                if packet.is_keyframe:
-                    if first_key is None:
-                        first_key = pts
-                    else:
-                        first_gop = False
+                if packet.is_keyframe and first_key is None:
+                    first_key = pts
                 # A leading picture of the first keyframe (decoded after it, shown before it: an open GOP, as
                 # x265, some x264 settings and many cameras make) may refer to pictures before the clip. A
                 # decoder drops it (HEVC RASL), reports its reference missing (H.264) or shows it; none of that
                 # says the file is damaged, so it is not counted among the packets that must decode to a frame.
                 leading = first_key is not None and pts is not None and pts < first_key
-                open_start = open_start or leading
+                # H.264 reports an open GOP's missing references on a leading picture or on the packet right
+                # after the last one: only there is a decoding error forgiven. Further on, a damaged packet can
+                # raise and still come out as a (concealed) frame, so forgiving errors up to the next keyframe
+                # let a half-written fragment pass as sound.
+                forgiven = leading or after_leading
+                after_leading = leading
                 if not leading:
                     packets[frag] = packets.get(frag, 0) + 1
                 if pts is not None:
@@ -342,10 +343,8 @@ def _decode_pass(
                 try:
                     frames_out = packet.decode()
                 except av.error.FFmpegError:
-                    # H.264 reports an open GOP's missing references on a leading picture or on a packet after
-                    # it, up to the next keyframe; whether every other packet came out as a frame is still
-                    # counted below, so a fragment of zeros (no frames at all) stays unsound.
-                    if not (leading or (open_start and first_gop)):
+                    # whether every non-leading packet came out as a frame is still counted below
+                    if not forgiven:
                         bad.add(frag)
                     continue
             for fr in frames_out:

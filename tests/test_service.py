@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from edgevision.config import ServiceConfig, load_config
 from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.pipeline.loop import Pipeline
+from edgevision.recorder.recovery import check_allowance_s
 from edgevision.service.health import PiHealth, budget_factor, parse_throttled, read_health
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
@@ -64,13 +67,15 @@ def test_notifier_speaks_the_protocol(tmp_path: Path, abstract: bool) -> None:
     addr = f"@edgevision-test-{os.getpid()}" if abstract else str(tmp_path / "notify.sock")
     lst = Listener(addr)
     n = Notifier(addr)
-    assert n.ready("starting") and n.watchdog() and n.status("12 fps") and n.stopping()
+    assert n.ready("starting") and n.watchdog() and n.status("12 fps") and n.extend_timeout(90.5, "checking")
+    assert n.stopping()
     time.sleep(0.3)
     lst.close()
     assert [m for _, m in lst.messages] == [
         "READY=1\nSTATUS=starting",
         "WATCHDOG=1",
         "STATUS=12 fps",
+        "EXTEND_TIMEOUT_USEC=90500000\nSTATUS=checking",
         "STOPPING=1",
     ]
     assert not Notifier("").enabled and not Notifier("").ready()
@@ -129,6 +134,41 @@ def test_service_run_ready_watchdog_status_stopping(env: dict[str, str], tmp_pat
     assert len(stopping) == 1 and stopping[0] >= pings[-1] - 0.05
     statuses = [m for _, m in lst.messages if m.startswith("STATUS=")]
     assert statuses and "fps" in statuses[-1] and "rung ssd_mobilenet_v1_coco_quant" in statuses[-1]
+
+
+def test_start_up_recovery_extends_the_start_timeout_before_it_decodes_a_clip(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A crash left a clip open: before recovery decodes it (minutes for a long clip on a Pi), the service asks
+    systemd for the time that takes, so TimeoutStartSec does not kill and restart it mid-check."""
+    data = tmp_path / "data"
+    killed = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "recorder_driver.py"), str(data)],
+        env=dict(env, EDGEVISION_FAULT_POINT="finish.synced"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (partial,) = data.rglob("*.partial")
+    size = partial.stat().st_size
+    addr = str(tmp_path / "notify.sock")
+    lst = Listener(addr)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"recorder:\n  enabled: true\n  data_dir: {data}\n")
+    r = run_cli(
+        ["run", "--config", str(cfg), "--video", str(WALKING), "--max-frames", "5"],
+        env=dict(env, NOTIFY_SOCKET=addr),
+    )
+    time.sleep(0.3)
+    lst.close()
+    assert r.returncode == 0, r.stderr
+    extend = [(t, m) for t, m in lst.messages if m.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert len(extend) == 1 and lst.times("READY=1") and extend[0][0] < lst.times("READY=1")[0]
+    usec, status = extend[0][1].split("\n")
+    assert int(usec.split("=")[1]) == int(check_allowance_s(size) * 1e6)
+    assert status == f"STATUS=checking {partial.name} ({size >> 20} MiB) after a crash"
+    assert "recovery: 1 clip(s) salvaged" in r.stderr and not list(data.rglob("*.partial"))
 
 
 def test_no_watchdog_while_the_camera_is_stalled(models_dir: Path, tmp_path: Path) -> None:

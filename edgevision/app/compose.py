@@ -43,6 +43,7 @@ from edgevision.publish.factory import build_sharing
 from edgevision.publish.web import listen
 from edgevision.recorder.factory import recorder_settings
 from edgevision.recorder.recorder import Recorder
+from edgevision.recorder.recovery import check_allowance_s
 from edgevision.results import DetectStep, Frame, Sink
 from edgevision.scheduler.factory import build_scheduler
 from edgevision.scheduler.runtime import Scheduler
@@ -181,7 +182,16 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
     runner, packets = open_runner(cfg, prepare, wait_at_start=supervised())
     sinks = _output_sinks(cfg, options, runner)
     recorder: Recorder | None = None
+    notifier = Notifier()
     if cfg.recorder.enabled:
+
+        def recovering(clip: Path, size: int) -> None:
+            # decoding a long clip takes minutes on a Pi: past TimeoutStartSec, systemd would kill and restart
+            # the service, which would start the same check again
+            notifier.extend_timeout(
+                check_allowance_s(size), f"checking {clip.name} ({size >> 20} MiB) after a crash"
+            )
+
         # The recorder locks the data directory, then recovers what a crash left open, before any frame.
         recorder = Recorder(
             recorder_settings(cfg, camera, cfg.source.fps),
@@ -189,10 +199,11 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
             fps_source=lambda: runner.fps,
             events=events,
             packets=packets,
+            on_recovery=recovering,
         )
         sinks.append(RecordingGate(recorder, controls))
     monitor = ServiceMonitor(
-        Notifier(),
+        notifier,
         watchdog_interval(),
         cfg.service,
         health=health,

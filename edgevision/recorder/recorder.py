@@ -46,7 +46,7 @@ from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
 from edgevision.recorder.packet_clips import PacketClips
-from edgevision.recorder.recovery import RecoveryReport, recover
+from edgevision.recorder.recovery import Checking, RecoveryReport, recover
 from edgevision.recorder.retention import RetentionTimer, apply_retention, free_space
 from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
@@ -74,6 +74,7 @@ class Recorder:
         listeners: list[Callable[[EventPhase, dict[str, Any]], object]] | None = None,
         events: EventStage | None = None,
         packets: PacketFeed | None = None,
+        on_recovery: Checking | None = None,
     ) -> None:
         self.settings = settings
         self.listeners = list(listeners or [])
@@ -86,7 +87,9 @@ class Recorder:
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
         try:
             self.index = index or EventIndex(settings.data_dir)
-            self.recovery: RecoveryReport = recover(self.index, settings.data_dir)  # before any frame
+            self.recovery: RecoveryReport = recover(
+                self.index, settings.data_dir, on_recovery
+            )  # before any frame
             self.writer = IndexWriter(self.index)
         except BaseException:
             self._dir_lock.release()

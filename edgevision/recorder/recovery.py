@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,15 +140,41 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         log.warning("recovery: event %d: complete clip kept and finished (%d frames)", row.id, check.frames)
 
 
-def recover(index: EventIndex, data_dir: Path) -> RecoveryReport:
+# How long checking a clip may take, by its size: every frame is decoded on one thread, up to three times when a
+# fragment is damaged (clip.inspect_clip). Measured: 23 s for a 61 MB, 300 s 720p clip (one pass) on this x86
+# core; a Pi 4 core is about 5x slower. So 60 s plus 6 s per MB (a 300 s clip: about 7 min).
+CHECK_BASE_S = 60.0
+CHECK_S_PER_MB = 6.0
+
+Checking = Callable[[Path, int], None]  # (clip file, bytes) just before recovery decodes it
+
+
+def check_allowance_s(size_bytes: int) -> float:
+    """Seconds recovery may need to check a clip of ``size_bytes`` on a slow board (what a service manager's
+    start timeout must allow)."""
+    return CHECK_BASE_S + CHECK_S_PER_MB * size_bytes / 1e6
+
+
+def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None) -> RecoveryReport:
     """Close every event a crash left open; returns what was done (also logged).
 
     Takes the data-directory lock (re-entrant for the recorder that holds it); raises
-    :class:`~edgevision.recorder.lock.DataDirBusy` when another process owns the directory.
+    :class:`~edgevision.recorder.lock.DataDirBusy` when another process owns the directory. ``checking`` is
+    called with each clip file and its size before it is decoded (minutes for a long clip on a Pi: the service
+    extends its start timeout by :func:`check_allowance_s`).
     """
     report = RecoveryReport()
+
+    def announce(*paths: Path) -> None:  # the files about to be decoded, at once: their allowance adds up
+        there = [p for p in paths if p.exists()]
+        if checking is not None and there:
+            checking(there[0], sum(p.stat().st_size for p in there))
+
     with DataDirLock(data_dir, "recovery"):
         for row in index.list(status="recording"):
+            if row.clip_path:
+                clip = data_dir / row.clip_path
+                announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
             _recover_row(index, data_dir, row, report)
         referenced: set[Path] = set()
         for row in index.list():
@@ -164,6 +191,7 @@ def recover(index: EventIndex, data_dir: Path) -> RecoveryReport:
         for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
             if stray in referenced:
                 continue
+            announce(stray)
             if salvage_fragmented_mp4(stray) == 0:
                 stray.unlink(missing_ok=True)
                 report.orphans_removed += 1

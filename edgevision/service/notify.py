@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 
 class Notifier:
-    """Sends ``READY=1``, ``WATCHDOG=1``, ``STATUS=…`` and ``STOPPING=1`` to systemd. Thread-safe (one sendto)."""
+    """Sends ``READY=1``, ``WATCHDOG=1``, ``STATUS=…``, ``EXTEND_TIMEOUT_USEC=…`` and ``STOPPING=1`` to systemd.
+    Thread-safe (one sendto)."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
@@ -47,6 +48,13 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
+
+    def extend_timeout(self, seconds: float, status: str = "") -> bool:
+        """``EXTEND_TIMEOUT_USEC=``: the start (or stop) may take ``seconds`` more from now (systemd >= 236;
+        ignored where the current timeout already reaches that far)."""
+        return self.send(
+            f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}", *([f"STATUS={status}"] if status else [])
+        )
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")

@@ -171,6 +171,25 @@ def test_recovery_never_deletes_a_complete_clip_it_finds(tmp_path: Path, referen
     assert_clip_intact(data, ev, reference["decoded"])
 
 
+def test_stray_partials_are_kept_when_they_play_and_removed_only_when_nothing_decodes(tmp_path: Path) -> None:
+    """A ``.partial`` no event names (its row never reached the index): kept when it holds playable video, removed
+    when nothing in it decodes; each is announced (file and size) before recovery decodes it, the finished
+    event's clip is not."""
+    data = tmp_path / "data"
+    drive(data)
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    playable = clip.with_name("999998.mp4.partial")
+    shutil.copy(clip, playable)
+    zeros = clip.with_name("999999.mp4.partial")
+    zeros.write_bytes(bytes(clip.stat().st_size))
+    calls: list[tuple[str, int]] = []
+    report = recover(EventIndex(data), data, checking=lambda p, n: calls.append((p.name, n)))
+    assert sorted(calls) == [(playable.name, clip.stat().st_size), (zeros.name, clip.stat().st_size)]
+    assert playable.exists() and not zeros.exists() and report.orphans_removed == 1
+    assert [e["status"] for e in rows(data)] == ["finalized"] and sha256_file(clip) == ev["clip_sha256"]
+
+
 def test_a_clip_that_does_not_decode_is_proven_broken_and_only_then_removed(tmp_path: Path) -> None:
     data = tmp_path / "data"
     drive(data)

@@ -191,9 +191,12 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     result.path.write_bytes(data)
 
 
-def test_tiny_distillation_from_the_teacher_records_how_it_started(tiny_models: Path, tmp_path: Path) -> None:
+def test_tiny_distillation_from_the_teacher_records_how_it_started(
+    tiny_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = TrainSettings(steps=2, batch=4)
     result = distill(_tiny(tiny_models, tmp_path, "tiny_pruned", settings, init=StudentInit.TEACHER))
+    assert "measured worse than the default --init imagenet" in caplog.text  # a narrower student: warned
     assert result.manifest is not None and result.path is not None
     init = list_local_models(tiny_models)["tiny_pruned"].training["init"]
     assert (

@@ -87,9 +87,8 @@ class Recorder:
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
         try:
             self.index = index or EventIndex(settings.data_dir)
-            self.recovery: RecoveryReport = recover(
-                self.index, settings.data_dir, on_recovery
-            )  # before any frame
+            # before any frame
+            self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery)
             self.writer = IndexWriter(self.index)
         except BaseException:
             self._dir_lock.release()

@@ -408,10 +408,10 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
         # sound ones and drain there, so that fragment is judged on its own packets.
         while good < len(spans):
             retry = _decode_pass(path, fragment_of, limit=good + 1)
-            if _sound_prefix(len(spans), *retry) <= good:
+            better = _sound_prefix(len(spans), *retry)
+            if better <= good:
                 break
-            packets, bad, decoded = retry
-            good = _sound_prefix(len(spans), *retry)
+            (packets, bad, decoded), good = retry, better
     except (av.error.FFmpegError, IndexError) as exc:
         log.warning("%s: cannot be decoded at all: %s", path, exc)
         return ClipCheck(True, len(spans), 0, header_end, 0, 0.0, None)

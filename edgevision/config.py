@@ -39,6 +39,13 @@ class Device(_Mode):
     EDGETPU = "edgetpu"  # the Coral Edge TPU (falls back to the CPU twin with runtime.cpu_fallback)
 
 
+class Kernels(_Mode):
+    """Which CPU kernels run a uint8 per-tensor model (the catalog's SSDs and classifiers)."""
+
+    INT8 = "int8"  # a checked int8 per-channel copy, made once (edgevision/inference/requant.py): faster
+    AS_SHIPPED = "as-shipped"  # the file as downloaded
+
+
 class SourceKind(_Mode):
     """Where frames come from."""
 
@@ -69,6 +76,7 @@ class RuntimeConfig(_Strict):
     parallel: Literal["auto"] | Annotated[int, Field(ge=1, le=16)] = "auto"
     edgetpu_device: str | None = None
     cpu_fallback: bool = True
+    kernels: Kernels = Kernels.INT8
 
 
 class ModelsConfig(_Strict):

@@ -24,9 +24,15 @@ NO_PERSON_IMAGES = ["cat.bmp", "traffic_frame_0001.bmp", "traffic_frame_0002.bmp
 V1_FEATURE_MAPS = [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 
 
-def detector(models_dir: Path, name: str, threshold: float = 0.5) -> Detector:
+def detector(models_dir: Path, name: str, threshold: float = 0.5, kernels: str = "int8") -> Detector:
     cfg = load_config(
-        None, {"detector.model": name, "detector.threshold": threshold, "models.dir": str(models_dir)}
+        None,
+        {
+            "detector.model": name,
+            "detector.threshold": threshold,
+            "models.dir": str(models_dir),
+            "runtime.kernels": kernels,
+        },
     )
     return build_detector(cfg)
 
@@ -64,7 +70,7 @@ def test_bit_identical_to_direct_invocation(models_dir: Path, model: str) -> Non
     image = read_image(IMAGES / "posenet_test_image.bmp")
     tensor = det.preprocess(image)
     dets = det.infer(tensor)
-    direct = open_interpreter(det.handle.model_path, RuntimeOptions(threads=2))
+    direct = open_interpreter(det.handle.kernel_path or det.handle.model_path, RuntimeOptions(threads=2))
     assert direct.input_shape == tensor.shape and direct.input_dtype == tensor.dtype
     boxes, classes, scores, count = direct.run(tensor)
     n = int(count[0])
@@ -144,7 +150,7 @@ def test_raw_output_model_through_detector(models_dir: Path, tmp_path: Path) -> 
         anchors=ssd.ssd_anchors(V1_FEATURE_MAPS),
     )
     assert det.raw_layout is not None and det.pp_layout is None
-    ref = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
+    ref = detector(models_dir, "ssd_mobilenet_v1_coco_quant", kernels="as-shipped")  # the same weights
     for image in ["squat.bmp", "posenet_test_image.bmp", "cat.bmp"]:
         frame = read_image(IMAGES / image)
         got, _ = det.detect(frame)

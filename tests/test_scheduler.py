@@ -306,7 +306,7 @@ def _looped(src: Path, dst: Path, times: int) -> Path:
         s_in = inp.streams.video[0]
         s_out = out.add_stream_from_template(s_in)
         packets = [
-            (bytes(p), int(p.pts), int(p.dts), int(p.duration or 0), p.is_keyframe)
+            (bytes(p), int(p.pts or 0), int(p.dts or 0), int(p.duration or 0), p.is_keyframe)
             for p in inp.demux(s_in)
             if p.size
         ]
@@ -315,7 +315,9 @@ def _looped(src: Path, dst: Path, times: int) -> Path:
             for data, pts, dts, dur, key in packets:
                 pkt = av.Packet(data)
                 pkt.pts, pkt.dts, pkt.duration, pkt.is_keyframe = pts + i * span, dts + i * span, dur, key
-                pkt.time_base, pkt.stream = s_in.time_base, s_out
+                pkt.stream = s_out
+                if s_in.time_base is not None:
+                    pkt.time_base = s_in.time_base
                 out.mux(pkt)
     return dst
 

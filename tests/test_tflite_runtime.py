@@ -65,3 +65,27 @@ def test_same_persons_as_litert(env: dict[str, str], model: str) -> None:
             assert abs(float(x["score"]) - float(y["score"])) < 0.05
             assert max(abs(p - q) for p, q in zip(x["box"], y["box"], strict=True)) < 0.03
     assert a["squat.bmp"] and not a["cat.bmp"] and not a["traffic_frame_0001.bmp"]
+
+
+def test_tflite_runtime_runs_the_int8_copy(models_dir: Path, tmp_path: Path) -> None:
+    """The int8 per-channel copy (made here by LiteRT's schema) loads and runs in tflite-runtime 2.14 too."""
+    assert TFLITE_PY
+    model = models_dir / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"
+    code = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from edgevision.inference.backends import RuntimeOptions, open_interpreter\n"
+        "h = open_interpreter(Path(sys.argv[1]), RuntimeOptions(runtime='tflite-runtime', int8_cache=Path(sys.argv[2])))\n"
+        "h.run(np.zeros(h.input_shape, np.uint8))\n"
+        "print(h.runtime, h.kernel_path)\n"
+    )
+    r = subprocess.run(
+        [TFLITE_PY, "-c", code, str(model), str(tmp_path / "derived")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    runtime, kernel = r.stdout.split()
+    assert runtime == "tflite-runtime" and Path(kernel).parent == tmp_path / "derived"
+    assert "cannot load its int8 copy" not in r.stderr

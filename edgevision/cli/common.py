@@ -19,6 +19,11 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
     p.add_argument("--device", choices=["cpu", "edgetpu"], help="run on the CPU or the Coral Edge TPU")
     p.add_argument("--threads", type=int, help="CPU threads for the interpreter")
+    p.add_argument(
+        "--kernels",
+        choices=["int8", "as-shipped"],
+        help="run a uint8 model through its checked int8 per-channel copy (default, faster) or as shipped",
+    )
     p.add_argument("--models-dir", type=Path, help="installed models directory")
 
 
@@ -30,6 +35,7 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "runtime.runtime": args.runtime,
         "runtime.device": args.device,
         "runtime.threads": args.threads,
+        "runtime.kernels": args.kernels,
         "models.dir": str(args.models_dir) if args.models_dir else None,
     }
 

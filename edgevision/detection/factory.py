@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from edgevision.catalog.resolve import open_model
-from edgevision.config import Device, EdgeVisionConfig
+from edgevision.config import Device, EdgeVisionConfig, Kernels
 from edgevision.detection.detector import Detector
 from edgevision.inference.backends import DeviceName, RuntimeOptions
-from edgevision.paths import models_dir
+from edgevision.paths import derived_dir, models_dir
 
 
 def runtime_options(cfg: EdgeVisionConfig) -> RuntimeOptions:
@@ -14,7 +14,11 @@ def runtime_options(cfg: EdgeVisionConfig) -> RuntimeOptions:
     r = cfg.runtime
     device: DeviceName = "edgetpu" if r.device is Device.EDGETPU else "cpu"
     return RuntimeOptions(
-        runtime=r.runtime, device=device, threads=r.threads, edgetpu_device=r.edgetpu_device
+        runtime=r.runtime,
+        device=device,
+        threads=r.threads,
+        edgetpu_device=r.edgetpu_device,
+        int8_cache=derived_dir(cfg) if r.kernels is Kernels.INT8 else None,
     )
 
 

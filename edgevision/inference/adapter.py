@@ -18,14 +18,21 @@ import numpy as np
 Detail = dict[str, Any]
 
 
-def load(model: bytes | str, threads: int, preserve_all_tensors: bool = False) -> Any:
+def load(
+    model: bytes | str, threads: int, preserve_all_tensors: bool = False, builtin_kernels: bool = False
+) -> Any:
     """A LiteRT interpreter for a model file or flatbuffer bytes, its tensors allocated (``preserve_all_tensors``
-    keeps intermediate tensors readable after ``invoke``: slower, for reading a teacher's raw head outputs)."""
-    from ai_edge_litert.interpreter import Interpreter
+    keeps intermediate tensors readable after ``invoke``: slower, for reading a teacher's raw head outputs;
+    ``builtin_kernels`` runs LiteRT's own kernels instead of its default XNNPACK delegate)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin_kernels else OpResolverType.AUTO
     interp = Interpreter(
-        **source, num_threads=threads, experimental_preserve_all_tensors=preserve_all_tensors
+        **source,
+        num_threads=threads,
+        experimental_preserve_all_tensors=preserve_all_tensors,
+        experimental_op_resolver_type=resolver,
     )
     interp.allocate_tensors()
     return interp

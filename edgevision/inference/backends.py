@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import importlib
+import logging
 import platform
 import sys
 from collections.abc import Callable
@@ -22,8 +23,11 @@ import numpy as np
 from edgevision.errors import BackendUnavailable, EdgeTPUUnavailable, ModelError
 from edgevision.inference import adapter
 from edgevision.inference.quant import dequantize
+from edgevision.inference.requant_cache import int8_copy
 from edgevision.inference.runtime_log import quiet_runtime_info
 from edgevision.inference.tflite_file import TFLiteInfo, inspect_tflite
+
+log = logging.getLogger(__name__)
 
 RuntimeName = Literal["auto", "litert", "tflite-runtime"]
 DeviceName = Literal["cpu", "edgetpu"]
@@ -81,6 +85,8 @@ class RuntimeOptions:
     device: DeviceName = "cpu"
     threads: int = 2
     edgetpu_device: str | None = None  # e.g. "usb", "usb:0", "pci:0"; None = first found
+    # where a uint8 model's checked int8 per-channel copy lives (runtime.kernels: int8); None runs files as shipped
+    int8_cache: Path | None = None
 
 
 @dataclass
@@ -96,6 +102,9 @@ class InterpreterHandle:
     device: str
     model_path: Path
     info: TFLiteInfo
+    kernel_path: Path | None = (
+        None  # the int8 per-channel copy actually loaded, when one is (runtime.kernels)
+    )
     input_details: list[dict[str, Any]] = field(default_factory=list)
     output_details: list[dict[str, Any]] = field(default_factory=list)
 
@@ -199,6 +208,15 @@ def probe_invoke(interp: Any) -> None:
     adapter.invoke_blank(interp)
 
 
+def _load(module: Any, path: Path, threads: int, delegates: list[Any]) -> Any:
+    with quiet_runtime_info():
+        interp = module.Interpreter(
+            model_path=str(path), num_threads=threads, experimental_delegates=delegates or None
+        )
+        interp.allocate_tensors()
+    return interp
+
+
 def open_interpreter(
     model_path: Path, options: RuntimeOptions | None = None, probe: bool = True
 ) -> InterpreterHandle:
@@ -217,16 +235,24 @@ def open_interpreter(
         delegates.append(_load_edgetpu_delegate(module, options.edgetpu_device))
     if options.threads < 1:
         raise ModelError(f"threads must be >= 1, got {options.threads}")
+    load_path = model_path
+    if options.device == "cpu" and options.int8_cache is not None:
+        load_path = int8_copy(model_path, options.int8_cache) or model_path
     try:
-        with quiet_runtime_info():
-            interp = module.Interpreter(
-                model_path=str(model_path),
-                num_threads=options.threads,
-                experimental_delegates=delegates or None,
-            )
-            interp.allocate_tensors()
+        interp = _load(module, load_path, options.threads, delegates)
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"{model_path}: {name} cannot load this model: {_first_line(exc)}") from None
+        if load_path == model_path:
+            raise ModelError(f"{model_path}: {name} cannot load this model: {_first_line(exc)}") from None
+        log.warning(
+            "%s: %s cannot load its int8 copy (%s); running it as shipped", model_path, name, _first_line(exc)
+        )
+        load_path = model_path
+        try:
+            interp = _load(module, load_path, options.threads, delegates)
+        except (RuntimeError, ValueError) as exc2:
+            raise ModelError(f"{model_path}: {name} cannot load this model: {_first_line(exc2)}") from None
+    if load_path != model_path:
+        log.debug("%s runs through its int8 per-channel copy %s", model_path.name, load_path)
     if probe:
         try:
             probe_invoke(interp)
@@ -241,6 +267,7 @@ def open_interpreter(
         device=options.device,
         model_path=model_path,
         info=info,
+        kernel_path=load_path if load_path != model_path else None,
         input_details=adapter.inputs(interp),
         output_details=adapter.outputs(interp),
     )

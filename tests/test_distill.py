@@ -152,6 +152,10 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert m.validation["f1_min"] == 0.9  # the bar it was judged by (--min-f1 unset)
     _assert_decode_is_the_op(result.model_bytes, 128)  # the gate judges the file that is installed
     assert m.latency["student_invoke_ms"] > 0
+    # judged against the teacher as `run` runs it: its int8 copy, timed beside the file as shipped
+    assert m.latency["teacher_kernels"] == "int8 copy"
+    assert m.latency["teacher_invoke_ms"] <= m.latency["teacher_file_invoke_ms"]
+    assert m.latency["ratio_to_teacher_file"] > 0
 
     e = dict(env, EDGEVISION_MODELS_DIR=str(tiny_models))
     listed = run_cli(["models", "list"], e)

@@ -11,7 +11,7 @@ coder, best class per anchor, class-agnostic greedy NMS with the op's IoU and sc
   ≥ the calibrated threshold, greedily by IoU ≥ 0.5; box F1 over all frames ≥ 0.9 and the median IoU of matched
   pairs ≥ 0.6 (the **tie-aware** figures: the rule);
 * no student person on any negative frame;
-* the student invokes faster than the teacher.
+* the student invokes faster than the teacher as `edgevision run` runs it (its int8 per-channel copy when it has one).
 
 Why uncapped: on a crowd (~20 people whose uint8 scores tie around 0.5-0.7) the op keeps its top 10, and *which*
 10 is decided by pixel noise: the teacher against itself on the same frames with ±1 pixel noise scores 0.95 top-10

@@ -133,6 +133,8 @@ def test_installed_tree_ownership_and_modes(env: dict[str, str], tree: Path) -> 
     assert access.check_path(tree, "/etc/edgevision/config.yaml", who, "r") is None
     assert access.check_path(tree, "/etc/edgevision/config.yaml", who, "w") is not None  # root writes it
     assert access.check_path(tree, "/var/lib/edgevision", who, "rwx") is None
+    # <models>/derived: the int8 copies and derived rungs the service makes at its first start
+    assert access.check_path(tree, "/var/lib/edgevision/models", who, "rwx") is None
     stranger = access.Principal("pi", 1000, frozenset({1000, 44}))
     problem = access.check_path(tree, "/etc/edgevision/config.yaml", stranger, "r")
     assert problem is not None and "lacks x on /etc/edgevision (drwxr-x--- root:edgevision)" in problem

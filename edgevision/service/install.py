@@ -411,7 +411,8 @@ def _dropin_groups(root: Path, cfg: EdgeVisionConfig) -> tuple[str | None, list[
 
 def unit_paths(inst: Instance, cfg: EdgeVisionConfig, command: str) -> list[tuple[str, str]]:
     """Every path the unit needs and how: (path, "r"/"rw"/"rx"/"rwx")."""
-    paths = [(inst.config, "r"), (inst.data_dir, "rwx"), (MODELS_DIR, "rx"), (command, "rx")]
+    # the models dir is written too: <models>/derived holds the int8 copies (runtime.kernels) and derived rungs
+    paths = [(inst.config, "r"), (inst.data_dir, "rwx"), (MODELS_DIR, "rwx"), (command, "rx")]
     paths += [
         (f"{MODELS_DIR}/{e.file}", "r") for n in models_needed(cfg) for e in load_catalog().files_for(n)
     ]

@@ -263,3 +263,144 @@ def test_a_copy_the_runtime_cannot_load_falls_back_to_the_file_as_shipped(
         handle = open_interpreter(SSD_V1, RuntimeOptions(int8_cache=tmp_path))
     assert handle.kernel_path is None and "cannot load its int8 copy" in caplog.text
     handle.run(np.zeros(handle.input_shape, np.uint8))
+
+
+def _pack(m: Any) -> bytes:
+    import flatbuffers
+
+    b = flatbuffers.Builder(1 << 20)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_a_copy_that_moves_one_class_fails_the_check(converted: dict[Path, Converted]) -> None:
+    """Every person logit lowered by 0.3 (a person at 0.55 scored 0.48): invisible in the saturated scores the
+    probe pictures give, so the check compares each class column of the logits too."""
+    m, g = _graph(converted[SSD_V1].model)
+    for op in g.operators:
+        if _op(m, op) != "CONV_2D" or b"ClassPredictor" not in (g.tensors[op.inputs[1]].name or b""):
+            continue
+        bt = g.tensors[op.inputs[2]]
+        bias = np.frombuffer(bytes(np.asarray(m.buffers[bt.buffer].data, np.uint8)), np.int32).copy()
+        person = np.arange(1, len(bias), 91)  # 91 columns per anchor, person is column 1
+        bias[person] -= np.rint(0.3 / np.asarray(bt.quantization.scale)[person]).astype(np.int32)
+        m.buffers[bt.buffer].data = np.frombuffer(bias.tobytes(), np.uint8)
+    a = agreement(SSD_V1.read_bytes(), _pack(m))
+    assert not a.ok and a.bias_steps > 1, a
+    assert agreement(SSD_V1.read_bytes(), converted[SSD_V1].model).ok
+
+
+def _shared(what: str) -> bytes:
+    """The MobileNet V1 0.25 classifier with two 1x1 convolutions of the same shape sharing their weight buffer,
+    their weight tensor, or their bias buffer (what a converter's deduplication or weight tying makes)."""
+    m, g = _graph((SHARED_MODELS / "mobilenet_v1_0.25_128_quant.tflite").read_bytes())
+    pw = [
+        op
+        for op in g.operators
+        if _op(m, op) == "CONV_2D" and list(g.tensors[op.inputs[1]].shape)[1:3] == [1, 1]
+    ]
+    a, b = next(
+        (a, b)
+        for a in pw
+        for b in pw
+        if a is not b and list(g.tensors[a.inputs[1]].shape) == list(g.tensors[b.inputs[1]].shape)
+    )
+    if what == "weight buffer":
+        g.tensors[b.inputs[1]].buffer = g.tensors[a.inputs[1]].buffer
+        g.tensors[b.inputs[1]].quantization = g.tensors[a.inputs[1]].quantization
+    elif what == "weight tensor":
+        b.inputs = [int(b.inputs[0]), int(a.inputs[1]), int(b.inputs[2])]
+    else:
+        g.tensors[b.inputs[2]].buffer = g.tensors[a.inputs[2]].buffer
+    return _pack(m)
+
+
+@pytest.mark.parametrize("what", ["weight buffer", "weight tensor", "bias buffer"])
+def test_shared_constants_are_rewritten_once_each(what: str) -> None:
+    model = _shared(what)
+    c = to_int8(model)
+    a = agreement(model, c.model)
+    assert a.ok, a
+    m0, g0 = _graph(model)
+    m1, g1 = _graph(c.model)
+
+    def biases(m: Any, g: Any) -> list[np.ndarray]:
+        """The real bias each convolution adds: the int32 values at input scale x weight scale (what the kernel
+        uses, whatever scale the bias tensor itself records)."""
+        out = []
+        for op in g.operators:
+            if _op(m, op) in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                t, w, x = (g.tensors[i] for i in op.inputs[:3][::-1])
+                q = np.frombuffer(bytes(np.asarray(m.buffers[t.buffer].data, np.uint8)), np.int32)
+                out.append(q * x.quantization.scale[0] * np.asarray(w.quantization.scale))
+        return out
+
+    for b0, b1 in zip(
+        biases(m0, g0), biases(m1, g1), strict=True
+    ):  # every conv adds the bias it added before
+        np.testing.assert_allclose(b1, b0, rtol=0, atol=1e-3 * np.abs(b0).max() + 1e-12)
+
+
+def test_a_cache_dir_that_cannot_be_written_still_gives_the_copy_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _local(tmp_path)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache dir should be")
+    with caplog.at_level(logging.WARNING):
+        copy = int8_copy(model, blocked / "derived")
+    assert copy is not None and copy.is_file() and "cannot write its int8 copy" in caplog.text
+
+    def no_rewrite(model: bytes) -> Converted:
+        raise AssertionError("rewritten again in the same process")
+
+    monkeypatch.setattr(requant_cache, "to_int8", no_rewrite)
+    assert int8_copy(model, blocked / "derived") == copy
+
+
+def test_a_check_that_did_not_run_is_retried_once_then_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, cache = _local(tmp_path), tmp_path / "derived"
+    calls = []
+
+    def failing(original: bytes, copy: bytes) -> Any:
+        calls.append(1)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(requant_cache, "agreement", failing)
+    assert int8_copy(model, cache) is None
+    assert int8_copy(model, cache) is None  # retried once: it may have been the machine
+    assert int8_copy(model, cache) is None  # not again
+    assert len(calls) == 2
+    (meta,) = cache.glob("*.json")
+    record = json.loads(meta.read_text())
+    assert record["kind"] == "did not run" and record["attempts"] == 2 and record["runtime"]
+
+
+def test_nothing_the_copy_raises_stops_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(original: bytes, copy: bytes) -> Any:
+        raise ImportError("a schema without its interpreter")
+
+    monkeypatch.setattr(requant_cache, "agreement", broken)
+    assert int8_copy(_local(tmp_path), tmp_path / "derived") is None
+
+
+def test_a_copy_that_loads_but_cannot_run_falls_back_to_the_file_as_shipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgevision.inference import backends
+
+    real = backends.probe_invoke
+    calls = []
+
+    def first_fails(interp: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Node number 3 (CONV_2D) failed to invoke")
+        real(interp)
+
+    monkeypatch.setattr(backends, "probe_invoke", first_fails)
+    with caplog.at_level(logging.WARNING):
+        handle = open_interpreter(_local(tmp_path), RuntimeOptions(int8_cache=tmp_path / "derived"))
+    assert handle.kernel_path is None and "cannot run its int8 copy" in caplog.text and len(calls) == 2

@@ -133,7 +133,7 @@ def f1_only(report: GateReport) -> bool:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
-    from edgevision.config import load_config
+    from edgevision.config import Kernels, load_config
     from edgevision.distill import GateFailed
     from edgevision.distill.gate import F1_MIN
     from edgevision.distill.pipeline import DistillOptions, distill
@@ -141,7 +141,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgevision.distill.students import spec_for
     from edgevision.distill.train import TrainSettings
     from edgevision.errors import UsageError
-    from edgevision.paths import data_dir, models_dir
+    from edgevision.paths import data_dir, derived_dir, models_dir
 
     spec_for(args.student)  # unknown student → usage error before anything else
     for flag in ("size", "steps", "batch", "every", "negative_every", "between_every", "threads"):
@@ -178,6 +178,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         f1_min=args.min_f1,
         init=StudentInit(args.init),
         threads=args.threads,
+        teacher_int8=cfg.runtime.kernels is Kernels.INT8,
+        derived_dir=derived_dir(cfg),
         force=args.force,
         settings=TrainSettings(
             steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature, augment=args.augment

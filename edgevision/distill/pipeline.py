@@ -75,6 +75,10 @@ class DistillOptions:
     f1_min: float = F1_MIN  # the gate's box F1 bar (--min-f1); recorded in the manifest's validation
     init: StudentInit = StudentInit.IMAGENET  # --init: where the student's weights start
     threads: int = 2
+    # the teacher is timed the way `edgevision run` runs it: through its int8 copy (runtime.kernels: int8)
+    # kept in the derived dir (scheduler.derived_dir; None: <models dir>/derived), or as shipped
+    teacher_int8: bool = True
+    derived_dir: Path | None = None
     force: bool = False
     gate: bool = True  # False only from Python (tests, experiments): installs whatever the gate says
     settings: TrainSettings = field(default_factory=TrainSettings)
@@ -248,7 +252,8 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     neg_student = detect_frames(exported, negatives)
     # the teacher as `edgevision run` runs it: through its checked int8 per-channel copy when it has one (the
     # catalog SSDs do, about 0.7x the file's time): a student no faster than that is no rung worth having
-    teacher_copy = int8_copy(teacher_path, opts.models_dir / "derived")
+    derived = opts.derived_dir or opts.models_dir / "derived"
+    teacher_copy = int8_copy(teacher_path, derived) if opts.teacher_int8 else None
     timed = invoke_ms([model_bytes, teacher_path, *([teacher_copy] if teacher_copy else [])], opts.threads)
     student_ms, teacher_file_ms = timed[0], timed[1]
     teacher_ms = min(timed[1:])

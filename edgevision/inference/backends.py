@@ -237,7 +237,10 @@ def open_interpreter(
         raise ModelError(f"threads must be >= 1, got {options.threads}")
     load_path = model_path
     if options.device == "cpu" and options.int8_cache is not None:
-        load_path = int8_copy(model_path, options.int8_cache) or model_path
+        try:
+            load_path = int8_copy(model_path, options.int8_cache) or model_path
+        except Exception as exc:  # the copy is an optimisation: nothing about it may stop the model
+            log.warning("%s: its int8 copy is not used (%s: %s)", model_path, type(exc).__name__, exc)
     try:
         interp = _load(module, load_path, options.threads, delegates)
     except (RuntimeError, ValueError) as exc:
@@ -253,7 +256,26 @@ def open_interpreter(
             raise ModelError(f"{model_path}: {name} cannot load this model: {_first_line(exc2)}") from None
     if load_path != model_path:
         log.debug("%s runs through its int8 per-channel copy %s", model_path.name, load_path)
-    if probe:
+    probed = False
+    if probe and load_path != model_path:
+        try:
+            probe_invoke(interp)
+            probed = True
+        except (RuntimeError, ValueError) as exc:
+            log.warning(
+                "%s: %s cannot run its int8 copy (%s); running it as shipped",
+                model_path,
+                name,
+                _first_line(exc),
+            )
+            load_path = model_path
+            try:
+                interp = _load(module, load_path, options.threads, delegates)
+            except (RuntimeError, ValueError) as exc2:
+                raise ModelError(
+                    f"{model_path}: {name} cannot load this model: {_first_line(exc2)}"
+                ) from None
+    if probe and not probed:
         try:
             probe_invoke(interp)
         except (RuntimeError, ValueError) as exc:

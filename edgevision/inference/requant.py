@@ -210,10 +210,46 @@ def _per_channel(gr: _Graph, op: Any, axis: int, done: set[int], counts: list[in
     done.add(b_i)
 
 
+def _unshare(gr: _Graph) -> None:
+    """Give every constant tensor its own buffer and every convolution its own weight and bias tensors.
+
+    The rewrite changes data in place, per tensor: a buffer shared by two tensors (converters deduplicate equal
+    constants) would be rewritten once per tensor (weights requantized twice, a bias rescaled by two ops'
+    ratios, a uint8 constant shifted by -128 twice), and a weight tensor shared by two convolutions would leave
+    the second one's bias unconverted."""
+    s, g, m = gr.s, gr.g, gr.m
+    users: dict[int, int] = {}
+    for op in g.operators:
+        if gr.op_name(op) in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            for k in (1, 2):
+                if len(op.inputs) > k and int(op.inputs[k]) >= 0:
+                    i = int(op.inputs[k])
+                    if i in users:  # a second convolution reads this tensor: give it its own
+                        t = copy.deepcopy(g.tensors[i])
+                        g.tensors.append(t)
+                        op.inputs = [
+                            len(g.tensors) - 1 if j == k else int(x) for j, x in enumerate(op.inputs)
+                        ]
+                    else:
+                        users[i] = 1
+    seen: set[int] = set()
+    for t in g.tensors:
+        b = int(t.buffer)
+        if b <= 0 or m.buffers[b].data is None or len(m.buffers[b].data) == 0:
+            continue
+        if b in seen:
+            m.buffers.append(s.BufferT())
+            m.buffers[-1].data = np.array(m.buffers[b].data, np.uint8, copy=True)
+            t.buffer = len(m.buffers) - 1
+        else:
+            seen.add(b)
+
+
 def to_int8(model: bytes) -> Converted:
     """``model`` (uint8 per-tensor) rewritten to run int8 per-channel kernels behind the same uint8 interface."""
     gr = _Graph(model)
     s, g = gr.s, gr.g
+    _unshare(gr)
     if any(t.type == s.TensorType.INT8 for t in g.tensors):
         raise NotConvertible("the model is int8 already")
     if not any(gr.is_uint8(int(i)) for i in g.inputs):

@@ -232,6 +232,31 @@ def test_bench_models_writes_a_profile_the_scheduler_uses(env: dict[str, str], t
     assert names == [f"ssd_mobilenet_v1_coco_quant@{s}" for s in (300, 192)] + [
         "ssd_mobilenet_v1_coco_quant@192/k2"
     ]
+    assert data["kernels"] == "int8" and data["threads"] == load_config(None).runtime.threads
+
+
+@pytest.mark.parametrize(
+    ("saved", "used"),
+    [
+        ({"threads": 2, "kernels": "int8"}, True),
+        ({"threads": 2, "kernels": "as-shipped"}, False),  # other kernels, other timings
+        ({"threads": 1, "kernels": "int8"}, False),
+        ({"threads": 2}, True),  # saved before kernels were recorded: not held against it
+        ({}, True),
+    ],
+)
+def test_a_saved_profile_is_used_only_under_the_conditions_it_was_timed_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, saved: dict[str, object], used: bool
+) -> None:
+    from edgevision.scheduler.ladder import RungProfile, load_profile, profile_conditions, save_profile
+
+    rung = RungProfile("m@300", 300, 1, 10.0, 12.0, 5.0)
+    path = tmp_path / "profile.json"
+    save_profile(path, [rung], saved)
+    cfg = load_config(None, {"runtime.threads": 2, "runtime.kernels": "int8"})
+    got = load_profile(path, profile_conditions(cfg))
+    assert got == ({"m@300": rung} if used else {})
+    assert ("ignored" in caplog.text) is not used
 
 
 @pytest.mark.slow

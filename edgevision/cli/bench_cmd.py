@@ -68,7 +68,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edgevision.paths import profile_path
-    from edgevision.scheduler.ladder import build_ladder, save_profile
+    from edgevision.scheduler.ladder import build_ladder, profile_conditions, save_profile
 
     cfg = config_from_args(args)
     rng = np.random.default_rng(0)
@@ -95,7 +95,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": platform.machine(),
-        "threads": cfg.runtime.threads,
+        **profile_conditions(cfg),
         "runtime": rungs[0].detector.handle.runtime,
         "reference": reference.name,
         "video": str(args.video) if args.video else None,

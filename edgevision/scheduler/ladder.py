@@ -172,12 +172,30 @@ def _width_models(sc: SchedulerConfig, mdir: Path, cat: Catalog) -> list[str]:
     return out
 
 
-def load_profile(path: Path) -> dict[str, RungProfile]:
+def load_profile(path: Path, expect: dict[str, Any] | None = None) -> dict[str, RungProfile]:
+    """The rungs of a saved profile (``edgevision bench models``), by name.
+
+    ``expect`` holds what the timings depend on (``threads``, ``kernels``): a profile saved with other values
+    timed other kernels, so it is ignored with a warning (empty result) and the rungs are timed afresh. A key
+    the profile lacks (one saved before it was recorded) is not held against it."""
     try:
         data = json.loads(path.read_text())
-        return {r["name"]: RungProfile(**r) for r in data["rungs"]}
+        rungs = {r["name"]: RungProfile(**r) for r in data["rungs"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: cannot read scheduler profile: {exc}") from None
+    differ = {k: (data[k], v) for k, v in (expect or {}).items() if k in data and data[k] != v}
+    if differ:
+        said = ", ".join(f"{k} {saved!r} (this run: {now!r})" for k, (saved, now) in differ.items())
+        log.warning(
+            "scheduler: profile %s was measured with %s: ignored, rungs timed at start-up", path, said
+        )
+        return {}
+    return rungs
+
+
+def profile_conditions(cfg: EdgeVisionConfig) -> dict[str, Any]:
+    """What a profile's timings depend on besides the device: saved with it, checked when it is loaded."""
+    return {"threads": cfg.runtime.threads, "kernels": cfg.runtime.kernels.value}
 
 
 def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]) -> None:
@@ -318,7 +336,7 @@ def build_ladder(
     ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
     sc = cfg.scheduler
     opts = runtime_options(cfg)
-    saved = load_profile(sc.profile) if sc.profile else {}
+    saved = load_profile(sc.profile, profile_conditions(cfg)) if sc.profile else {}
     rungs: list[Rung] = []
     base_rss = rss_mb()
     for item in plan_rungs(sc, models_dir(cfg)):

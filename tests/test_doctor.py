@@ -183,6 +183,7 @@ def test_doctor_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     assert by["python"]["status"] == "ok" and by["config"]["status"] == "ok"
     assert by["models"]["status"] == "ok" and "ssd_mobilenet_v1_coco_quant" in by["models"]["detail"]
     assert by["runtime"]["status"] == "ok" and "ms per invoke" in by["runtime"]["detail"]
+    assert "ssd_mobilenet_v1_coco_quant (its int8 copy)" in by["runtime"]["detail"]  # what run runs is timed
     assert by["disk"]["status"] == "ok" and str(tmp_path / "data") in by["disk"]["detail"]
     assert r.returncode == (78 if doc["status"] == "fail" else 0)
     text = run_cli(["doctor", "--config", str(cfg), "--no-speed"], env)

@@ -19,7 +19,9 @@ records throughout) at ``--threads`` interpreter threads (default: the number of
 * the raw invoke rates (no decode at all) of one interpreter of every thread and of the side-by-side ones:
   the ceilings, and the best of them against the tutorial loop: what detection only could reach were decoding
   and scaling free;
-* the pre-roll ring's memory, and where the clip starts against trigger - pre_roll and the source's keyframes;
+* the pre-roll ring's memory, and where the clip starts against trigger - pre_roll and the source's keyframes
+  (the walking clip's event starts at its first frame, so an untimed pass with the recorder blind before
+  ``--trigger-at`` (9 s) shows a later one);
 * the machine's load average at the end (a shared machine's figures need it).
 
 Variants are interleaved and the best of ``--repeat`` runs kept. ``--primitives`` adds the per-frame CPU costs
@@ -27,12 +29,13 @@ of the recording primitives (decode to model input, packet ring + remux vs JPEG 
 of a raw camera, MJPEG reduced decode, the privacy blur).
 
 Usage: ``python bench/pipeline.py [--model NAME] [--threads N ...] [--video PATH] [--repeat K] [--primitives]
-[--primitives-only]`` (models from ``$EDGEVISION_MODELS_DIR``; fetched from ``$EDGEVISION_SHARED/models``).
+[--primitives-only] [--trigger-at S]`` (models from ``$EDGEVISION_MODELS_DIR``; fetched from ``$EDGEVISION_SHARED/models``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import resource
@@ -124,9 +127,13 @@ def pipeline_rate(make_step, video: Path, opencv: bool = False) -> float:  # typ
     return summary.frames_processed / summary.seconds
 
 
-def record_rate(make_step, video: Path, data: Path, pre_roll: float = 3.0):  # type: ignore[no-untyped-def]
+def record_rate(make_step, video: Path, data: Path, pre_roll: float = 3.0, trigger_at: float | None = None):  # type: ignore[no-untyped-def]
     """``edgevision run --video --record``: the same pipeline, the source's packets to the recorder through the
-    feed (pre-roll ring, clip remuxed); returns (fps, ring stats, index row of the event, source keyframe ts)."""
+    feed (pre-roll ring, clip remuxed); returns (fps, ring stats, index rows of the events).
+
+    ``trigger_at``: the recorder sees no detection before that media time, so the event starts there (on the
+    walking clip people are in every frame, which puts the trigger at its first frame and proves nothing about
+    where a clip starts)."""
     from edgevision.capture.demux import DemuxSource
     from edgevision.capture.feed import PacketFeed
     from edgevision.capture.stream import PacketSource
@@ -158,12 +165,35 @@ def record_rate(make_step, video: Path, data: Path, pre_roll: float = 3.0):  # t
         def close(self) -> None:
             pass
 
-    pipe = Pipeline(runner, step, [rec, RingProbe()], status_interval=1e9)
+    class Later:  # the recorder as a sink, blind before trigger_at
+        def on_result(self, result) -> None:  # type: ignore[no-untyped-def]
+            if trigger_at is not None and result.frame.ts < trigger_at:
+                result = dataclasses.replace(result, detections=[])
+            rec.on_result(result)
+
+        def close(self) -> None:
+            rec.close()
+
+    pipe = Pipeline(
+        runner, step, [Later() if trigger_at is not None else rec, RingProbe()], status_interval=1e9
+    )
     summary = pipe.run(threading.Event())
     index = EventIndex(data)
     rows = [r.to_dict() for r in index.list()]
     index.close()
     return summary.frames_processed / summary.seconds, max(ring, key=lambda r: r.memory_bytes), rows
+
+
+def event_line(what: str, ev: dict, keys: list[float], pre_roll: float) -> str:  # type: ignore[type-arg]
+    """Where an event's clip starts against trigger - pre_roll and the source's keyframes (issue 13's rule: at
+    the last keyframe at or before it)."""
+    want = max((k for k in keys if k <= ev["start_ts"] - pre_roll), default=keys[0])
+    ok = "as the rule says" if abs(ev["clip_start_ts"] - want) < 1e-3 else "NOT at that keyframe"
+    return (
+        f"{what}: trigger {ev['start_ts']:.2f} s, trigger - pre_roll {ev['start_ts'] - pre_roll:.2f} s, clip starts "
+        f"{ev['clip_start_ts']:.2f} s (last keyframe at or before: {want:.2f} s, {ok}; source keyframes "
+        f"{', '.join(f'{k:.2f}' for k in keys)}); clip {ev['clip_frames']} packets"
+    )
 
 
 def keyframes(video: Path) -> list[float]:
@@ -372,6 +402,12 @@ def main() -> None:
         help="interpreter thread counts to measure (default: the number of cores)",
     )
     ap.add_argument("--pre-roll", type=float, default=3.0, help="pre-roll seconds of the --record run")
+    ap.add_argument(
+        "--trigger-at",
+        type=float,
+        default=9.0,
+        help="media time of the later trigger in the untimed pre-roll pass",
+    )
     ap.add_argument("--primitives", action="store_true", help="also the recording/blur primitive costs")
     ap.add_argument("--video", type=Path, default=SHARED / "media" / "video" / "supervision_walking.mp4")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the best is kept")
@@ -484,14 +520,17 @@ def main() -> None:
         )
         if ring is not None:
             print(f"{ring.line()}")
+        keys = keyframes(args.video)
         if rows:
-            ev = rows[0]
-            keys = keyframes(args.video)
-            want = max((k for k in keys if k <= ev["start_ts"] - args.pre_roll), default=keys[0])
+            print(event_line("event", rows[0], keys, args.pre_roll))
+        # once more, untimed, the recorder blind before trigger_at: where a later trigger's clip starts
+        with tempfile.TemporaryDirectory() as tmp:
+            _, _, late = record_rate(parallel, args.video, Path(tmp) / "data", args.pre_roll, args.trigger_at)
+        if late:
             print(
-                f"event: trigger {ev['start_ts']:.2f} s, trigger - pre_roll {ev['start_ts'] - args.pre_roll:.2f} s, "
-                f"clip starts {ev['clip_start_ts']:.2f} s (last keyframe at or before: {want:.2f} s; source "
-                f"keyframes {', '.join(f'{k:.2f}' for k in keys)}); clip {ev['clip_frames']} packets"
+                event_line(
+                    f"event, no person seen before {args.trigger_at:.1f} s", late[0], keys, args.pre_roll
+                )
             )
         print(f"decode + preprocess (OpenCV)       : {capture_cpu_ms:7.2f} CPU ms/frame")
         print(f"peak RSS                           : {rss_mb:7.1f} MiB")

@@ -228,6 +228,10 @@ def test_run_parallel_gives_the_same_detections_as_one_interpreter(
         if name == "parallel":
             assert "2 interpreters of 1 thread(s)" in r.stderr
     assert len(runs["one"]) == 24 and runs["parallel"] == runs["one"]
+    # each frame's total (capture to result) covers its own stages, though its inference ran ahead of the loop
+    for line in (tmp_path / "parallel.jsonl").open():
+        lat = json.loads(line)["latency_ms"]
+        assert lat["total"] >= lat["preprocess"] + lat["invoke"] + lat["postprocess"] - 0.01, lat
 
 
 def test_parallel_and_the_scheduler_are_refused(env: dict[str, str]) -> None:

@@ -172,8 +172,13 @@ class ReplayRunner:
             if self._error is not None:
                 raise self._error
             return None
-        # Replay latency is measured from when the loop takes the frame: time spent queued behind earlier
-        # frames is the replay's own back-pressure, not capture-to-result latency.
+        # Replay latency is measured from when the frame's own work began: time spent queued behind earlier
+        # frames is the replay's own back-pressure, not capture-to-result latency. That is when the loop takes
+        # it, unless its inference was submitted on this thread ahead of the loop (frames side by side): then
+        # from that submission, which the frame carries.
+        prepared = item.prepared
+        if prepared is not None and prepared.started_at is not None:
+            return item.with_captured_at(prepared.started_at)
         return item.with_captured_at(time.monotonic())
 
     @property

@@ -82,7 +82,10 @@ class ParallelDetect:
                 self._slots.release()
                 raise RuntimeError("ParallelDetect is closed")
             self._work.put((pending, frame.prepared.tensor, frame.prepared.ms))
-        return frame.with_prepared(dataclasses.replace(frame.prepared, pending=pending))
+        started = (
+            time.monotonic() - frame.prepared.ms / 1e3
+        )  # submitted now (a worker was free); prepared before
+        return frame.with_prepared(dataclasses.replace(frame.prepared, pending=pending, started_at=started))
 
     def detect(self, frame: Frame) -> DetectOutcome:
         """This frame's detections, in frame order (waits for the frame's own inference)."""

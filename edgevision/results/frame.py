@@ -16,12 +16,15 @@ class PreparedInput:
     ``ms`` is what making it cost. The tensor is owned by the frame that carries it; nobody writes into it.
     ``pending`` is the frame's inference already running on a worker (:mod:`edgevision.detection.parallel`): a
     future of ``(detections, latency)``, set by the capture thread before the hand-off, awaited by the loop.
+    ``started_at`` (monotonic s) is then when the frame's own work began: its submission less ``ms``, so a
+    replay's latency counts the preprocessing and the inference in flight, not the wait for a free worker.
     """
 
     size: tuple[int, int]
     tensor: np.ndarray
     ms: float
     pending: Future[Any] | None = None
+    started_at: float | None = None
 
 
 class DecodedImage(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -255,6 +256,7 @@ def test_every_switch_names_its_rungs_and_kind_in_the_log_and_the_json_line(
         _rung(RungSpec(m, "mobilenet_v1", a, size, k, "local" if m == STUDENT else "catalog"), ms)
         for m, a, size, k, ms in rungs
     ]
+    caplog.set_level(logging.INFO, logger="edgevision.scheduler.runtime")  # a step up is logged at INFO
     t = [0.0]
     settings = ControllerSettings(budget_ms=12.0, stable_s=1.0, cooldown_s=0.0)
     sched = Scheduler(ladder, settings, clock=lambda: t[0])
@@ -269,6 +271,10 @@ def test_every_switch_names_its_rungs_and_kind_in_the_log_and_the_json_line(
     assert sw is not None and sw.direction == direction
     a, b = names
     assert f"scheduler: {kind} step {direction}: {a} -> {b}: " in caplog.text
+    level = {
+        r.getMessage().split(":")[1].strip(): r.levelno for r in caplog.records if "step" in r.getMessage()
+    }
+    assert level[f"{kind} step {direction}"] == (logging.WARNING if direction == "down" else logging.INFO)
     result = FrameResult(Frame(np.zeros((4, 4, 3), np.uint8), 0.0, 7, "test"), [], Latency(), a, rung=a)
     result.switch = sched.switch_record(sw)
     line = json.loads(json.dumps(result_record(result)))  # what the detections log writes

@@ -318,10 +318,12 @@ def step(
     cooled = st.last_down is None or now - st.last_down >= s.cooldown_s
     hold = 0.0 if st.starting and st.checking is None else max(s.stable_s, st.hold_s)
     if now - fit_since >= hold and cooled:
-        reason = (
-            f"predicted {pred[target]:.1f} ms <= {margin:.0%} of budget {budget:.1f} ms for "
-            f"{now - fit_since:.1f} s (load x{load:.2f})"
+        held_for = (
+            "the run's first climb, after its first rung's check"
+            if hold == 0.0
+            else f"for {now - fit_since:.1f} s"
         )
+        reason = f"predicted {pred[target]:.1f} ms <= {margin:.0%} of budget {budget:.1f} ms {held_for} (load x{load:.2f})"
         return _switched(st, target, now, down=False, s=s), Switch(cur, target, reason)
     return st, None
 

@@ -157,7 +157,9 @@ class Scheduler:
             self.switches.append(sw)
             self._n = 0
             rec = self.switch_record(sw)
-            log.warning(
+            # a step down is quality given up under load (a warning); a step up is the scheduler at work
+            log.log(
+                logging.WARNING if sw.direction == "down" else logging.INFO,
                 "scheduler: %s step %s: %s -> %s: %s",
                 rec.kind,
                 sw.direction,

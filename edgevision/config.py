@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -423,6 +424,35 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "none"}
+
+
+def _is_union_tag(part: object) -> bool:
+    """Whether a ``loc`` element names a member of a union (``literal['auto']``, ``constrained-int``, ``int``),
+    not a key."""
+    return isinstance(part, str) and (
+        part in _TYPE_TAGS or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) is None
+    )
+
+
+def _merge_union_errors(errors: list[Any]) -> list[Any]:
+    """One error per value: a value matching no member of a union fails once per member (their ``loc`` ends in
+    the member's tag); say it once, the members' messages joined by "or"."""
+    groups: dict[tuple[object, ...], list[Any]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        key = loc[:-1] if loc and _is_union_tag(loc[-1]) else loc
+        groups.setdefault(key, []).append(err)
+    out = []
+    for key, errs in groups.items():
+        if len(errs) > 1 and all(len(e["loc"]) == len(key) + 1 for e in errs):
+            msg = " or ".join(str(e["msg"]).removeprefix("Input should be ") for e in errs)
+            out.append({**errs[0], "loc": key, "msg": f"Input should be {msg}"})
+        else:
+            out.extend(errs)
+    return out
+
+
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> EdgeVisionConfig:
     """Load ``path`` (or the defaults), apply ``overrides`` (dotted keys from flags) and validate strictly.
 
@@ -442,7 +472,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     except ValidationError as exc:
         msgs = []
         from_flags = 0
-        for err in exc.errors():
+        for err in _merge_union_errors(exc.errors()):
             loc = tuple(err["loc"])
             text = str(err["msg"]).removeprefix("Value error, ")
             if not loc and "." in text.split(" ", 1)[0]:

@@ -190,8 +190,9 @@ def test_edgetpu_model_without_tpu(models_dir: Path) -> None:
 
 def test_classifier_is_not_a_detector(models_dir: Path) -> None:
     cfg = load_config(None, {"detector.model": "mobilenet_v1_0.25_128_quant", "models.dir": str(models_dir)})
-    with pytest.raises(ModelError, match="neither"):
+    with pytest.raises(ModelError, match="neither") as exc:
         build_detector(cfg)
+    assert "[1, 1001]" in str(exc.value) and "np." not in str(exc.value)  # shapes as a user writes them
 
 
 def test_missing_runtime_names_package(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:

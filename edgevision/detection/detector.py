@@ -73,7 +73,7 @@ class Detector:
         self.input_dtype = handle.input_dtype
         self.float_range = float_range or DEFAULT_FLOAT_RANGE
         names = [str(d["name"]) for d in handle.output_details]
-        shapes = [list(d["shape"]) for d in handle.output_details]
+        shapes = [[int(x) for x in d["shape"]] for d in handle.output_details]
         self.pp_layout = ssd.postprocess_layout(names, shapes)
         self.raw_layout = None if self.pp_layout else ssd.raw_layout(names, shapes)
         if self.pp_layout is None and self.raw_layout is None:

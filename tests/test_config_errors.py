@@ -1,0 +1,44 @@
+"""How a config error reads: one ``file:line key: message`` per bad value, whatever pydantic's shape of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgevision.config import load_config
+from edgevision.errors import ConfigError, UsageError
+
+
+@pytest.mark.parametrize(
+    ("yaml", "message"),
+    [
+        # a union (`auto` or an int from 1 to 16): one line naming both, not one per member with its tag
+        (
+            "runtime:\n  parallel: fast\n",
+            "c.yaml:2 runtime.parallel: Input should be 'auto' or a valid integer",
+        ),
+        (
+            "runtime:\n  parallel: 0\n",
+            "c.yaml:2 runtime.parallel: Input should be 'auto' or greater than or equal",
+        ),
+        ("runtime:\n  threads: many\n", "c.yaml:2 runtime.threads: Input should be a valid integer"),
+        ("runtime:\n  thread: 2\n", "c.yaml:2 runtime.thread: unknown key"),
+    ],
+)
+def test_one_line_per_bad_value(tmp_path: Path, yaml: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(tmp_path / message)), lines
+
+
+def test_a_bad_flag_value_reads_the_same_and_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as exc:
+        load_config(None, {"runtime.parallel": 0})
+    assert (
+        str(exc.value)
+        == "command line runtime.parallel: Input should be 'auto' or greater than or equal to 1"
+    )

@@ -1,0 +1,23 @@
+"""``events list`` as a table: what a row says about an event still being recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_cli
+
+from edgevision.recorder.index import EventIndex
+
+
+def test_an_event_still_recording_has_no_length_yet(env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    done = index.create("cam", "person", 10.0, 250)
+    index.update(done, end_ts=14.5, status="finalized")
+    index.create("cam", "person", 20.0, 500)  # open: no end yet
+    index.close()
+    r = run_cli(["events", "list", "--data-dir", str(data)], env)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[-2]: line for line in r.stdout.splitlines()[1:]}
+    assert "   4.5s" in rows["finalized"]
+    assert "0.0s" not in rows["recording"] and "      -" in rows["recording"]

@@ -132,6 +132,11 @@ def f1_only(report: GateReport) -> bool:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
+    from edgevision.distill import check_tf_installed
+
+    # Before any other work (and before the imports below, which load LiteRT): without the train extra, exit 69
+    # at once rather than after reading the models and the frames.
+    check_tf_installed()
     # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
     from edgevision.config import Kernels, load_config
     from edgevision.distill import GateFailed

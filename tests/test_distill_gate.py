@@ -347,6 +347,8 @@ def test_distill_without_the_train_extra_exits_69_before_any_work(
     code = main(["models", "distill", "--student", "mobilenet_v1_0.5", "--video", str(tmp_path / "none.mp4")])
     assert code == 69
     assert capsys.readouterr().err.splitlines() == [f"edgevision: error: {MISSING_TF}"]
+    # a bad argument is still a usage error first, with or without TensorFlow
+    assert main(["models", "distill", "--student", "mobilenet_v1_0.5", "--min-f1", "0.3"]) == 2
 
 
 def test_distill_without_the_train_extra_says_one_line_and_nothing_else(env: dict[str, str]) -> None:
@@ -391,6 +393,15 @@ def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_train
         d.temperature,
         d.augment,
     )
+
+
+@pytest.fixture()
+def tf_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with the train extra installed: CLI tests that replace the pipeline never use TensorFlow, so they run
+    without it too."""
+    import edgevision.distill
+
+    monkeypatch.setattr(edgevision.distill, "check_tf_installed", lambda: None)
 
 
 def test_augment_jitters_each_frame_reproducibly() -> None:
@@ -467,6 +478,7 @@ def test_distill_cli_names_the_flag_on_an_f1_refusal_and_says_when_installed_und
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    tf_present: None,
 ) -> None:
     import edgevision.distill.pipeline as pipeline
     from edgevision.cli.main import main

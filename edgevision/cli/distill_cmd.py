@@ -133,20 +133,8 @@ def f1_only(report: GateReport) -> bool:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from edgevision.distill import check_tf_installed
-
-    # Before any other work (and before the imports below, which load LiteRT): without the train extra, exit 69
-    # at once rather than after reading the models and the frames.
-    check_tf_installed()
-    # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
-    from edgevision.config import Kernels, load_config
-    from edgevision.distill import GateFailed
-    from edgevision.distill.gate import F1_MIN
-    from edgevision.distill.pipeline import DistillOptions, distill
-    from edgevision.distill.prune import StudentInit
     from edgevision.distill.students import spec_for
-    from edgevision.distill.train import TrainSettings
     from edgevision.errors import UsageError
-    from edgevision.paths import data_dir, derived_dir, models_dir
 
     spec_for(args.student)  # unknown student → usage error before anything else
     for flag in ("size", "steps", "batch", "every", "negative_every", "between_every", "threads"):
@@ -156,6 +144,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError("--size must be an even number of pixels ≥ 64")
     if not 0.5 <= args.min_f1 <= 1.0:
         raise UsageError(f"--min-f1 {args.min_f1}: give a box F1 between 0.5 and 1.0")
+    # Past the arguments, before any work (and before the imports below, which load LiteRT): without the train
+    # extra, exit 69 at once rather than after reading the config, the models and the frames.
+    check_tf_installed()
+    # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
+    from edgevision.config import Kernels, load_config
+    from edgevision.distill import GateFailed
+    from edgevision.distill.gate import F1_MIN
+    from edgevision.distill.pipeline import DistillOptions, distill
+    from edgevision.distill.prune import StudentInit
+    from edgevision.distill.train import TrainSettings
+    from edgevision.paths import data_dir, derived_dir, models_dir
+
     cfg = load_config(
         args.config,
         {

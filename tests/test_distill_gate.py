@@ -386,12 +386,13 @@ def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_train
     distill_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["distill", "--student", "mobilenet_v1_0.5"])
     d = TrainSettings()
-    assert (args.steps, args.batch, args.lr, args.temperature, args.augment) == (
+    assert (args.steps, args.batch, args.lr, args.temperature, args.augment, not args.train_stem) == (
         d.steps,
         d.batch,
         d.lr,
         d.temperature,
         d.augment,
+        d.freeze_stem,
     )
 
 
@@ -402,6 +403,25 @@ def tf_present(monkeypatch: pytest.MonkeyPatch) -> None:
     import edgevision.distill
 
     monkeypatch.setattr(edgevision.distill, "check_tf_installed", lambda: None)
+
+
+@pytest.mark.parametrize(("flags", "freeze_stem"), [([], True), (["--train-stem"], False)])
+def test_train_stem_reaches_the_training_settings(
+    flags: list[str], freeze_stem: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tf_present: None
+) -> None:
+    import edgevision.distill.pipeline as pipeline
+    from edgevision.cli.main import main
+
+    seen: list[pipeline.DistillOptions] = []
+
+    def fake_distill(opts: pipeline.DistillOptions, progress: object = None) -> pipeline.DistillResult:
+        seen.append(opts)
+        raise KeyboardInterrupt  # stop there: exit 130, nothing installed
+
+    monkeypatch.setattr(pipeline, "distill", fake_distill)
+    argv = ["models", "distill", "--student", "mobilenet_v1_0.5", "--video", str(WALKING)]
+    assert main([*argv, "--models-dir", str(tmp_path), *flags]) == 130
+    assert [o.settings.freeze_stem for o in seen] == [freeze_stem]
 
 
 def test_augment_jitters_each_frame_reproducibly() -> None:

@@ -75,6 +75,13 @@ def register(msub: argparse._SubParsersAction) -> None:
         default=0,
         help="jittered copies of each training frame, teacher-labelled (default 0)",
     )
+    q.add_argument(
+        "--train-stem",
+        action="store_true",
+        help="train the backbone's stem (the layers up to stride 8) too, instead of keeping it and caching its "
+        "features: slower; with --init teacher the stem is then pruned gradually too, not at once (recorded in "
+        "the manifest)",
+    )
     q.add_argument("--every", type=int, default=1, help="use every N-th frame of each source (default 1)")
     q.add_argument("--max-frames", type=int, help="at most this many frames per source")
     q.add_argument("--negative-every", type=int, default=2, help="use every N-th negative frame (default 2)")
@@ -187,7 +194,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
         derived_dir=derived_dir(cfg),
         force=args.force,
         settings=TrainSettings(
-            steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature, augment=args.augment
+            steps=args.steps,
+            batch=args.batch,
+            lr=args.lr,
+            temperature=args.temperature,
+            augment=args.augment,
+            freeze_stem=not args.train_stem,
         ),
     )
     progress = TerminalProgress(sys.stderr, enabled=not args.json)

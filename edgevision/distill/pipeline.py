@@ -318,6 +318,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "temperature": opts.settings.temperature,
                 "person_weight": opts.settings.person_weight,
                 "augment": opts.settings.augment,
+                "train_stem": not opts.settings.freeze_stem,
                 "final_loss": round(float(np.mean(history[-20:])), 5),
                 "minutes": round(train_minutes, 2),
                 "backbone": spec.backbone,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, SHARED_MODELS, WALKING, run_cli
+from conftest import IMAGES, REPO, SHARED_MODELS, WALKING, run_cli
 
 from edgevision.cli.main import build_parser
 from edgevision.recorder.index import EventIndex
@@ -213,6 +214,20 @@ def test_events_export_refuses_to_overwrite(env: dict[str, str], recorded: Path,
     afile.write_text("x")
     r = run_cli(["events", "export", "1", str(afile), "--data-dir", str(recorded)], env)
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+# -- install hints -----------------------------------------------------------------------------------------
+def test_install_hints_install_from_the_checkout_as_the_readme_does() -> None:
+    """edgevision is installed from its checkout (README: ``pip install .``, ``pip install '.[tflite]'`` ...); a
+    hint naming ``edgevision`` or ``'edgevision[extra]'`` would fetch an unrelated package from PyPI."""
+    readme = (REPO / "README.md").read_text()
+    extras = []
+    for path in sorted((REPO / "edgevision").rglob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"pip install (-e )?'?edgevision\b", text), path
+        extras += re.findall(r"pip install (?:-e )?'\.\[\w+\]'", text)
+    assert {"pip install -e '.[train]'", "pip install '.[tflite]'", "pip install '.[pi]'"} <= set(extras)
+    assert [e for e in extras if e not in readme] == []
 
 
 # -- LiteRT's own INFO line ------------------------------------------------------------------------------

@@ -315,10 +315,12 @@ def test_missing_training_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> Non
     from edgevision.distill import EXIT_TRAIN_UNAVAILABLE, TrainingUnavailable, check_tf_installed, require_tf
 
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow → ImportError
-    with pytest.raises(TrainingUnavailable, match=r"pip install 'edgevision\[train\]'") as exc:
+    with pytest.raises(
+        TrainingUnavailable, match=r"pip install -e '\.\[train\]' in the edgevision checkout"
+    ) as exc:
         require_tf()
     assert exc.value.exit_code == EXIT_TRAIN_UNAVAILABLE == 69
-    with pytest.raises(TrainingUnavailable, match=r"pip install 'edgevision\[train\]'"):
+    with pytest.raises(TrainingUnavailable, match=r"pip install -e '\.\[train\]' in the edgevision checkout"):
         check_tf_installed()  # the cheap look (find_spec) sees the same
 
 

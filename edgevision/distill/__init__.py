@@ -8,8 +8,8 @@ options) → :mod:`~edgevision.distill.replica` (ImageNet backbones transplanted
 the teacher's postprocess op grafted on) → :mod:`~edgevision.distill.gate` (box agreement, negatives, latency) →
 :mod:`~edgevision.catalog.local` (atomic install).
 
-TensorFlow is an optional extra (``pip install 'edgevision[train]'``) and is imported only here, lazily, through
-:func:`require_tf`; ``edgevision run`` never imports this package.
+TensorFlow is an optional extra (``pip install -e '.[train]'`` in the checkout) and is imported only here,
+lazily, through :func:`require_tf`; ``edgevision run`` never imports this package.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ class GateFailed(EdgeVisionError):
 
 
 #: What a missing TensorFlow is reported as: the extra, installed the way README installs (from the checkout).
-MISSING_TF = "distillation needs TensorFlow, an optional extra: pip install 'edgevision[train]'"
+MISSING_TF = (
+    "distillation needs TensorFlow, the optional train extra: "
+    "pip install -e '.[train]' in the edgevision checkout"
+)
 
 
 def check_tf_installed() -> None:

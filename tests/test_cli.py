@@ -230,6 +230,18 @@ def test_install_hints_install_from_the_checkout_as_the_readme_does() -> None:
     assert [e for e in extras if e not in readme] == []
 
 
+def test_default_config_comments_say_what_the_code_does() -> None:
+    """configs/default.yaml lists exactly the --save-video extensions the writer takes; the pre-roll is packets."""
+    from edgevision.pipeline.sinks import VIDEO_SUFFIXES
+
+    comments = {}
+    for line in (REPO / "configs" / "default.yaml").read_text().splitlines():
+        key, _, rest = line.strip().partition(":")
+        comments[key] = rest.partition("#")[2]
+    assert re.findall(r"\.\w+", comments["save_video"]) == list(VIDEO_SUFFIXES)
+    assert "packets" in comments["pre_roll_s"] and "JPEG" not in comments["pre_roll_s"]
+
+
 # -- LiteRT's own INFO line ------------------------------------------------------------------------------
 def test_runtime_info_line_is_silenced(env: dict[str, str]) -> None:
     e = dict(env)

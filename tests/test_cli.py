@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, SHARED_MODELS, WALKING, run_cli
+from conftest import IMAGES, REPO, SHARED_MODELS, WALKING, run_cli
 
 from edgevision.cli.main import build_parser
 from edgevision.recorder.index import EventIndex
@@ -213,6 +214,32 @@ def test_events_export_refuses_to_overwrite(env: dict[str, str], recorded: Path,
     afile.write_text("x")
     r = run_cli(["events", "export", "1", str(afile), "--data-dir", str(recorded)], env)
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+# -- install hints -----------------------------------------------------------------------------------------
+def test_install_hints_install_from_the_checkout_as_the_readme_does() -> None:
+    """edgevision is installed from its checkout (README: ``pip install .``, ``pip install '.[tflite]'`` ...); a
+    hint naming ``edgevision`` or ``'edgevision[extra]'`` would fetch an unrelated package from PyPI."""
+    readme = (REPO / "README.md").read_text()
+    extras = []
+    for path in sorted((REPO / "edgevision").rglob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"pip install (-e )?'?edgevision\b", text), path
+        extras += re.findall(r"pip install (?:-e )?'\.\[\w+\]'", text)
+    assert {"pip install -e '.[train]'", "pip install '.[tflite]'", "pip install '.[pi]'"} <= set(extras)
+    assert [e for e in extras if e not in readme] == []
+
+
+def test_default_config_comments_say_what_the_code_does() -> None:
+    """configs/default.yaml lists exactly the --save-video extensions the writer takes; the pre-roll is packets."""
+    from edgevision.pipeline.sinks import VIDEO_SUFFIXES
+
+    comments = {}
+    for line in (REPO / "configs" / "default.yaml").read_text().splitlines():
+        key, _, rest = line.strip().partition(":")
+        comments[key] = rest.partition("#")[2]
+    assert re.findall(r"\.\w+", comments["save_video"]) == list(VIDEO_SUFFIXES)
+    assert "packets" in comments["pre_roll_s"] and "JPEG" not in comments["pre_roll_s"]
 
 
 # -- LiteRT's own INFO line ------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def test_tiny_distillation_installs_a_model_that_runs(tiny_models: Path, tmp_pat
     assert m.architecture.input == (128, 128) and m.architecture.alpha == 0.25
     assert m.teacher.name == TEACHER and len(m.teacher.sha256) == 64
     assert m.data["train_frames"] == 6 and m.data["val_frames"] == 2 and len(m.data["frames_sha256"]) == 64
-    assert m.training["augment"] == 1
+    assert m.training["augment"] == 1 and m.training["train_stem"] is False
     assert {"box_f1", "box_iou_median", "top10_box_f1", "box_rule", "invoke_ratio", "passed"} <= set(
         m.validation
     )

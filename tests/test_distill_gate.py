@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from edgevision.catalog.local import (
 )
 from edgevision.cli.distill_cmd import f1_only
 from edgevision.detection.ssd import decode_boxes
+from edgevision.distill import MISSING_TF
 from edgevision.distill.gate import (
     F1_MIN,
     TOP_K,
@@ -309,14 +312,62 @@ def test_install_is_atomic_and_verified(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_missing_training_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from edgevision.distill import EXIT_TRAIN_UNAVAILABLE, TrainingUnavailable, require_tf
+    from edgevision.distill import EXIT_TRAIN_UNAVAILABLE, TrainingUnavailable, check_tf_installed, require_tf
 
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow → ImportError
-    with pytest.raises(TrainingUnavailable, match=r"pip install 'edgevision\[train\]'") as exc:
+    with pytest.raises(
+        TrainingUnavailable, match=r"pip install -e '\.\[train\]' in the edgevision checkout"
+    ) as exc:
         require_tf()
     assert exc.value.exit_code == EXIT_TRAIN_UNAVAILABLE == 69
+    with pytest.raises(TrainingUnavailable, match=r"pip install -e '\.\[train\]' in the edgevision checkout"):
+        check_tf_installed()  # the cheap look (find_spec) sees the same
+
+
+#: ``python -m edgevision`` with TensorFlow hidden, as without the train extra (import tensorflow → ImportError).
+WITHOUT_TF = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['tensorflow'] = None; from edgevision.cli.main import main; raise SystemExit(main())",
+]
+
+
+def test_distill_without_the_train_extra_exits_69_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not the config, not the inputs (a missing video would be exit 66), not the pipeline: TensorFlow first."""
+    import edgevision.config
+    import edgevision.distill.pipeline as pipeline
+    from edgevision.cli.main import main
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work done before the TensorFlow check")
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    monkeypatch.setattr(edgevision.config, "load_config", no_work)
+    monkeypatch.setattr(pipeline, "distill", no_work)
+    code = main(["models", "distill", "--student", "mobilenet_v1_0.5", "--video", str(tmp_path / "none.mp4")])
+    assert code == 69
+    assert capsys.readouterr().err.splitlines() == [f"edgevision: error: {MISSING_TF}"]
+    # a bad argument is still a usage error first, with or without TensorFlow
+    assert main(["models", "distill", "--student", "mobilenet_v1_0.5", "--min-f1", "0.3"]) == 2
+
+
+def test_distill_without_the_train_extra_says_one_line_and_nothing_else(env: dict[str, str]) -> None:
+    """No teacher loaded (LiteRT's XNNPACK line, its UserWarning), no frames read: the one line, exit 69."""
+    args = [
+        "models",
+        "distill",
+        "--student",
+        "mobilenet_v1_0.5",
+        "--video",
+        str(WALKING),
+        "--max-frames",
+        "2",
+    ]
+    r = subprocess.run([*WITHOUT_TF, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 69, r.stderr
+    assert r.stderr.splitlines() == [f"edgevision: error: {MISSING_TF}"]
 
 
 def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_training_defaults() -> None:
@@ -337,13 +388,42 @@ def test_sampling_gives_person_frames_their_share_and_cli_defaults_are_the_train
     distill_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["distill", "--student", "mobilenet_v1_0.5"])
     d = TrainSettings()
-    assert (args.steps, args.batch, args.lr, args.temperature, args.augment) == (
+    assert (args.steps, args.batch, args.lr, args.temperature, args.augment, not args.train_stem) == (
         d.steps,
         d.batch,
         d.lr,
         d.temperature,
         d.augment,
+        d.freeze_stem,
     )
+
+
+@pytest.fixture()
+def tf_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with the train extra installed: CLI tests that replace the pipeline never use TensorFlow, so they run
+    without it too."""
+    import edgevision.distill
+
+    monkeypatch.setattr(edgevision.distill, "check_tf_installed", lambda: None)
+
+
+@pytest.mark.parametrize(("flags", "freeze_stem"), [([], True), (["--train-stem"], False)])
+def test_train_stem_reaches_the_training_settings(
+    flags: list[str], freeze_stem: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tf_present: None
+) -> None:
+    import edgevision.distill.pipeline as pipeline
+    from edgevision.cli.main import main
+
+    seen: list[pipeline.DistillOptions] = []
+
+    def fake_distill(opts: pipeline.DistillOptions, progress: object = None) -> pipeline.DistillResult:
+        seen.append(opts)
+        raise KeyboardInterrupt  # stop there: exit 130, nothing installed
+
+    monkeypatch.setattr(pipeline, "distill", fake_distill)
+    argv = ["models", "distill", "--student", "mobilenet_v1_0.5", "--video", str(WALKING)]
+    assert main([*argv, "--models-dir", str(tmp_path), *flags]) == 130
+    assert [o.settings.freeze_stem for o in seen] == [freeze_stem]
 
 
 def test_augment_jitters_each_frame_reproducibly() -> None:
@@ -420,6 +500,7 @@ def test_distill_cli_names_the_flag_on_an_f1_refusal_and_says_when_installed_und
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    tf_present: None,
 ) -> None:
     import edgevision.distill.pipeline as pipeline
     from edgevision.cli.main import main

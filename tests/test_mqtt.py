@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from browser import free_port
 from conftest import WALKING
 from media import splice
 from mqtt_helpers import MOSQUITTO, Broker, FakePublisher, Subscriber
@@ -28,6 +29,7 @@ from edgevision.events.state import EventSettings
 from edgevision.naming import camera_name, topic_name
 from edgevision.pipeline.control import Controls, RecordingGate
 from edgevision.pipeline.loop import Pipeline
+from edgevision.publish.factory import build_sharing
 from edgevision.publish.hass import discovery_configs
 from edgevision.publish.mqtt import MqttPublisher, Topics
 from edgevision.publish.mqtt_events import EVENT_KEYS, EventRelay
@@ -461,6 +463,36 @@ def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
     box.delete(first[0])
     assert len(box) == 4 and box.put("t", b"7")
     box.close()
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_the_outbox_is_in_the_configured_data_dir_recording_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: bool
+) -> None:
+    """``--data-dir`` (``recorder.data_dir``) places the outbox with or without ``--record``, never the default."""
+    default = tmp_path / "default"
+    monkeypatch.setenv("EDGEVISION_DATA_DIR", str(default))
+    data = tmp_path / "data5"
+    cfg = load_config(
+        None,
+        {
+            "mqtt.enabled": True,
+            "mqtt.host": "127.0.0.1",
+            "mqtt.port": free_port(),  # nobody listens: the publisher keeps retrying in the background
+            "mqtt.drain_timeout_s": 0.0,
+            "recorder.enabled": record,
+            "recorder.data_dir": str(data),
+        },
+    )
+    sharing = build_sharing(
+        cfg, "porch", data if record else None, None, dict, EventStage(EventSettings(post_roll=0.5))
+    )
+    try:
+        assert sharing.mqtt is not None
+    finally:
+        sharing.close()
+    assert (data / "mqtt-outbox.db").is_file()
+    assert not default.exists()
 
 
 @needs_broker

@@ -21,7 +21,7 @@ from conftest import SHARED_MODELS, WALKING, run_cli
 from edgevision.config import load_config
 from edgevision.naming import camera_name
 from edgevision.service import access
-from edgevision.service.install import location_problems, service_principal
+from edgevision.service.install import FIX_LOCATION, location_problems, service_principal
 
 REPO = Path(__file__).resolve().parent.parent
 EXEC = "/opt/edgevision/venv/bin/edgevision"  # where the README's Pi route installs; --exec for --root trees
@@ -284,6 +284,10 @@ def test_install_refuses_a_venv_the_service_cannot_reach(env: dict[str, str], tr
         "fix: install edgevision where the service can reach it" in r.stderr
         and "/opt/edgevision/venv" in r.stderr
     )
+    # from the checkout, as the README installs (``pip install edgevision`` would fetch another PyPI package)
+    pip = next(p for p in FIX_LOCATION.split(" && ") if "/bin/pip install" in p)
+    assert pip in r.stderr and pip in (REPO / "README.md").read_text()
+    assert pip.startswith("sudo /opt/edgevision/venv/bin/pip install . ")
     assert not (tree / "etc/systemd").exists() and not (tree / "etc/edgevision").exists()
     script = tree / EXEC.lstrip("/")  # a venv in /opt made from a Python under /home (pyenv): also refused
     script.parent.mkdir(parents=True)

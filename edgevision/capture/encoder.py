@@ -270,7 +270,7 @@ def _picamera2_modules() -> Any:
     except ImportError:
         raise ConfigError(
             "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
-            "(or pip install 'edgevision[pi]'); it only works on a Raspberry Pi"
+            "(or pip install '.[pi]' in the edgevision checkout); it only works on a Raspberry Pi"
         ) from None
     return SimpleNamespace(H264Encoder=encoders.H264Encoder, Output=outputs.Output)
 

@@ -252,7 +252,7 @@ class Picamera2Source:
         except ImportError:
             raise ConfigError(
                 "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
-                "(or pip install 'edgevision[pi]'); it only works on a Raspberry Pi"
+                "(or pip install '.[pi]' in the edgevision checkout); it only works on a Raspberry Pi"
             ) from None
         try:
             cam = module.Picamera2(self.camera_num)

@@ -75,6 +75,13 @@ def register(msub: argparse._SubParsersAction) -> None:
         default=0,
         help="jittered copies of each training frame, teacher-labelled (default 0)",
     )
+    q.add_argument(
+        "--train-stem",
+        action="store_true",
+        help="train the backbone's stem (the layers up to stride 8) too, instead of keeping it and caching its "
+        "features: slower; with --init teacher the stem is then pruned gradually too, not at once (recorded in "
+        "the manifest)",
+    )
     q.add_argument("--every", type=int, default=1, help="use every N-th frame of each source (default 1)")
     q.add_argument("--max-frames", type=int, help="at most this many frames per source")
     q.add_argument("--negative-every", type=int, default=2, help="use every N-th negative frame (default 2)")
@@ -132,16 +139,9 @@ def f1_only(report: GateReport) -> bool:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
-    from edgevision.config import Kernels, load_config
-    from edgevision.distill import GateFailed
-    from edgevision.distill.gate import F1_MIN
-    from edgevision.distill.pipeline import DistillOptions, distill
-    from edgevision.distill.prune import StudentInit
+    from edgevision.distill import check_tf_installed
     from edgevision.distill.students import spec_for
-    from edgevision.distill.train import TrainSettings
     from edgevision.errors import UsageError
-    from edgevision.paths import data_dir, derived_dir, models_dir
 
     spec_for(args.student)  # unknown student → usage error before anything else
     for flag in ("size", "steps", "batch", "every", "negative_every", "between_every", "threads"):
@@ -151,6 +151,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError("--size must be an even number of pixels ≥ 64")
     if not 0.5 <= args.min_f1 <= 1.0:
         raise UsageError(f"--min-f1 {args.min_f1}: give a box F1 between 0.5 and 1.0")
+    # Past the arguments, before any work (and before the imports below, which load LiteRT): without the train
+    # extra, exit 69 at once rather than after reading the config, the models and the frames.
+    check_tf_installed()
+    # Imported here: the distill package is only needed by this command (and TensorFlow only inside it).
+    from edgevision.config import Kernels, load_config
+    from edgevision.distill import GateFailed
+    from edgevision.distill.gate import F1_MIN
+    from edgevision.distill.pipeline import DistillOptions, distill
+    from edgevision.distill.prune import StudentInit
+    from edgevision.distill.train import TrainSettings
+    from edgevision.paths import data_dir, derived_dir, models_dir
+
     cfg = load_config(
         args.config,
         {
@@ -182,7 +194,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
         derived_dir=derived_dir(cfg),
         force=args.force,
         settings=TrainSettings(
-            steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature, augment=args.augment
+            steps=args.steps,
+            batch=args.batch,
+            lr=args.lr,
+            temperature=args.temperature,
+            augment=args.augment,
+            freeze_stem=not args.train_stem,
         ),
     )
     progress = TerminalProgress(sys.stderr, enabled=not args.json)

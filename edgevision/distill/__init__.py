@@ -8,12 +8,13 @@ options) → :mod:`~edgevision.distill.replica` (ImageNet backbones transplanted
 the teacher's postprocess op grafted on) → :mod:`~edgevision.distill.gate` (box agreement, negatives, latency) →
 :mod:`~edgevision.catalog.local` (atomic install).
 
-TensorFlow is an optional extra (``pip install 'edgevision[train]'``) and is imported only here, lazily, through
-:func:`require_tf`; ``edgevision run`` never imports this package.
+TensorFlow is an optional extra (``pip install -e '.[train]'`` in the checkout) and is imported only here,
+lazily, through :func:`require_tf`; ``edgevision run`` never imports this package.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from edgevision.errors import EdgeVisionError
@@ -39,12 +40,28 @@ class GateFailed(EdgeVisionError):
     result: Any = None  # the DistillResult with the gate's figures, when distillation got that far
 
 
+#: What a missing TensorFlow is reported as: the extra, installed the way README installs (from the checkout).
+MISSING_TF = (
+    "distillation needs TensorFlow, the optional train extra: "
+    "pip install -e '.[train]' in the edgevision checkout"
+)
+
+
+def check_tf_installed() -> None:
+    """Fail with the extra to install when TensorFlow is not installed, without importing it (it takes seconds):
+    called before any other work, so a missing extra is said at once."""
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except ValueError:  # in sys.modules without a spec: imported already
+        found = True
+    if not found:
+        raise TrainingUnavailable(MISSING_TF)
+
+
 def require_tf() -> Any:
     """Import TensorFlow, or fail with the extra to install."""
     try:
         import tensorflow as tf
     except ImportError:
-        raise TrainingUnavailable(
-            "distillation needs TensorFlow, an optional extra: pip install 'edgevision[train]'"
-        ) from None
+        raise TrainingUnavailable(MISSING_TF) from None
     return tf

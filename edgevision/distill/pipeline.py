@@ -20,7 +20,7 @@ import numpy as np
 from edgevision.catalog.entries import Architecture, load_catalog
 from edgevision.catalog.local import LocalModel, TeacherRef, install_local_model, list_local_models
 from edgevision.catalog.resolve import resolve_model
-from edgevision.distill import GateFailed, require_tf
+from edgevision.distill import GateFailed, check_tf_installed, require_tf
 from edgevision.distill.data import (
     Dataset,
     Source,
@@ -181,6 +181,7 @@ def invoke_ms(models: list[bytes | Path], threads: int, rounds: int = 5, per_rou
 
 def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = None) -> DistillResult:
     """Run one distillation; installs the student only when the gate passes (raises :class:`GateFailed`)."""
+    check_tf_installed()  # a missing train extra is said before any work (TensorFlow is imported later)
     spec = spec_for(opts.student)
     name = opts.name or f"ssd_{spec.key}_distilled"
     if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
@@ -317,6 +318,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "temperature": opts.settings.temperature,
                 "person_weight": opts.settings.person_weight,
                 "augment": opts.settings.augment,
+                "train_stem": not opts.settings.freeze_stem,
                 "final_loss": round(float(np.mean(history[-20:])), 5),
                 "minutes": round(train_minutes, 2),
                 "backbone": spec.backbone,

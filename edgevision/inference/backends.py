@@ -54,7 +54,9 @@ class Backend:
 #: The explicit registry, in ``auto`` preference order.
 BACKENDS: dict[str, Backend] = {
     "litert": Backend("litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
-    "tflite-runtime": Backend("tflite-runtime", "tflite_runtime.interpreter", "'edgevision[tflite]'"),
+    "tflite-runtime": Backend(
+        "tflite-runtime", "tflite_runtime.interpreter", "'.[tflite]' (in the edgevision checkout)"
+    ),
 }
 
 
@@ -163,7 +165,7 @@ def _resolve_backend(runtime: RuntimeName) -> tuple[str, Any]:
             errors.append(str(exc))
     raise BackendUnavailable(
         "no TFLite runtime is installed; install one with: pip install ai-edge-litert "
-        "(or pip install 'edgevision[tflite]' for tflite-runtime)"
+        "(or pip install '.[tflite]' in the edgevision checkout, for tflite-runtime)"
     )
 
 

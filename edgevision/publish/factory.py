@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from edgevision.config import EdgeVisionConfig
 from edgevision.events.stage import EventStage
 from edgevision.naming import topic_name
-from edgevision.paths import default_data_dir, mqtt_outbox
+from edgevision.paths import data_dir as configured_data_dir
+from edgevision.paths import mqtt_outbox
 from edgevision.pipeline.control import Controls
 from edgevision.pipeline.loop import CaptureRunner
 from edgevision.publish.hass import discovery_configs
@@ -151,7 +152,9 @@ def build_sharing(
     web_socket: socket.socket | None = None,
 ) -> Sharing:
     """Web view, metrics and MQTT as configured; ``camera`` is :func:`edgevision.naming.camera_name`; ``events``
-    is the pipeline's event stage (MQTT occupancy and events read its updates on the results)."""
+    is the pipeline's event stage (MQTT occupancy and events read its updates on the results); ``data_dir`` is
+    the recordings directory (``None`` without a recorder) the web view serves. The MQTT outbox is in the
+    configured data directory either way."""
     sharing = Sharing()
     if cfg.web.enabled:
         budget = cfg.scheduler.budget if cfg.scheduler.enabled else None
@@ -163,8 +166,9 @@ def build_sharing(
         sharing.web = WebServer(cfg.web, live, sharing.metrics, data_dir, progress, sock=web_socket)
     if cfg.mqtt.enabled:
         m = cfg.mqtt
-        # The outbox lives with the recordings, or in the user's data dir.
-        outbox = Outbox(mqtt_outbox(data_dir or default_data_dir()), m.outbox_max)
+        # The outbox lives in the configured data directory (``--data-dir`` / ``recorder.data_dir``), recording
+        # or not: ``data_dir`` is only passed when there are recordings to show.
+        outbox = Outbox(mqtt_outbox(configured_data_dir(cfg)), m.outbox_max)
         topics = Topics(m.topic_prefix, topic_name(camera))
         switches: tuple[str, ...] = ()
         if controls is not None:

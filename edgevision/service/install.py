@@ -46,10 +46,11 @@ Runner = Callable[[Sequence[str]], int]
 SYSUSERS = "/etc/sysusers.d/edgevision.conf"
 TMPFILES = "/etc/tmpfiles.d/edgevision.conf"
 LEGACY_DROPIN = "coral.conf"  # earlier versions named apex unconditionally there
-FIX_LOCATION = (
-    "install edgevision where the service can reach it: "
+FIX_LOCATION = (  # the README's commands ("Running as a service on a Pi"), run in the edgevision checkout
+    "install edgevision where the service can reach it, from the edgevision checkout: "
     "sudo python3 -m venv --system-site-packages /opt/edgevision/venv && "
-    "sudo /opt/edgevision/venv/bin/pip install edgevision && "
+    "sudo /opt/edgevision/venv/bin/pip install . "
+    "\"numpy==$(python3 -c 'import numpy; print(numpy.__version__)')\" && "
     "sudo /opt/edgevision/venv/bin/edgevision service install"
 )
 

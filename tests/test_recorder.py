@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, read_image, run_cli
+from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, WALKING, read_image, run_cli
 from conftest import count_frames as frame_count
 from media import FPS, splice
 
@@ -135,6 +135,20 @@ def test_empty_clips_record_nothing(env: dict[str, str], tmp_path: Path, clip: P
     r = run_cli(["run", "--video", str(clip), "--record", "--data-dir", str(data)], env)
     assert r.returncode == 0, r.stderr
     assert rows(data) == [] and not list((data).rglob("*.mp4"))
+
+
+def test_jpeg_quality_sets_the_snapshots_quality(env: dict[str, str], tmp_path: Path) -> None:
+    sizes = {}
+    for quality in (20, 95):
+        cfg = tmp_path / f"q{quality}.yaml"
+        cfg.write_text(f"recorder:\n  jpeg_quality: {quality}\n")
+        data = tmp_path / f"data{quality}"
+        args = ["run", "--config", str(cfg), "--video", str(WALKING), "--max-frames", "30", "--record"]
+        r = run_cli([*args, "--data-dir", str(data)], env)
+        assert r.returncode == 0, r.stderr
+        (snap,) = [p for p in (data / "snapshots").glob("*.jpg") if "-" not in p.name]
+        sizes[quality] = snap.stat().st_size
+    assert sizes[20] * 2 < sizes[95], sizes  # the same frame, far smaller at quality 20
 
 
 def _replay_with_recorder(models_dir: Path, video: Path, data: Path, **kw: Any) -> Recorder:

@@ -294,7 +294,9 @@ class Recorder:
             sig,
             None,
             clip_rel,
-            EventStills(self.settings.thumb_width, self.settings.store_face_crops),
+            EventStills(
+                self.settings.thumb_width, self.settings.store_face_crops, self.settings.jpeg_quality
+            ),
         )
         if clip_rel is not None:
             try:

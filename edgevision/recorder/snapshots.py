@@ -44,19 +44,20 @@ def write_snapshot(
     detections: Sequence[Detection],
     thumb_width: int = 320,
     landed: Callable[[Path], None] | None = None,
+    quality: int = 90,
 ) -> None:
-    """The best frame with its boxes drawn, and a small thumbnail of it; ``landed`` is told of each file as it
-    lands (the snapshot stays when the thumbnail then fails)."""
+    """The best frame with its boxes drawn (JPEG ``quality``), and a small thumbnail of it; ``landed`` is told of
+    each file as it lands (the snapshot stays when the thumbnail then fails)."""
     annotated = draw_detections(
         cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy(), detections
     )
-    write_jpeg(snapshot, annotated)
+    write_jpeg(snapshot, annotated, quality)
     if landed is not None:
         landed(snapshot)
     h, w = annotated.shape[:2]
     tw = min(thumb_width, w)
     small = cv2.resize(annotated, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
-    write_jpeg(thumb, small, 80)
+    write_jpeg(thumb, small, min(quality, 80))
     if landed is not None:
         landed(thumb)
 
@@ -81,9 +82,12 @@ class EventStills:
     once, at :meth:`write`, for the best frame and, when face crops are kept, the frame of the best face.
     """
 
-    def __init__(self, thumb_width: int = 320, store_face: bool = False) -> None:
+    def __init__(self, thumb_width: int = 320, store_face: bool = False, quality: int = 90) -> None:
         self.thumb_width = thumb_width
         self.store_face = store_face
+        self.quality = (
+            quality  # recorder.jpeg_quality: the snapshot and the face crop (the thumbnail at most 80)
+        )
         self.frame: Frame | None = None
         self.detections: list[Detection] = []
         self.face: tuple[Frame, Face] | None = None
@@ -118,11 +122,12 @@ class EventStills:
                 self.detections,
                 self.thumb_width,
                 landed,
+                self.quality,
             )
         if self.face is not None:
             rel = f"snapshots/{event_id:06d}-face.jpg"
             frame, face = self.face
             crop = face_crop(frame.image, face)
             if crop.size:  # a face box clipped to the frame's edge can hold no pixel: nothing to keep
-                write_jpeg(data_dir / rel, crop)
+                write_jpeg(data_dir / rel, crop, self.quality)
                 values["face_path"] = rel

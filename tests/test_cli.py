@@ -185,6 +185,27 @@ def test_annotate_one_image_file_for_several_images(env: dict[str, str], tmp_pat
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ["detect", str(IMAGES / "squat.bmp"), "--annotate", "{f}/x.jpg"],
+        ["detect", str(IMAGES / "squat.bmp"), str(IMAGES / "cat.bmp"), "--annotate", "{f}/out"],
+        ["run", "--video", str(WALKING), "--save-video", "{f}/a.mp4"],
+        ["run", "--video", str(WALKING), "--detections", "{f}/x.jsonl"],
+    ],
+    ids=["annotate-file", "annotate-dir", "save-video", "detections"],
+)
+def test_output_under_a_file_is_a_usage_error_before_anything_runs(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text("a file, not a directory\n")
+    r = run_cli([a.format(f=f) for a in args], env)
+    assert r.returncode == 2, r.stderr
+    assert f"{f} is a file, not a directory" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""  # nothing was detected first
+
+
+@pytest.mark.parametrize(
     ("name", "message"), [("clip.xyz", "cannot write video with extension '.xyz'"), ("clip", "'(none)'")]
 )
 def test_save_video_extension_refused_before_the_run(

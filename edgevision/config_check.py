@@ -12,7 +12,6 @@ any model is loaded or any source opened:
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from edgevision.config import Device, EdgeVisionConfig
 from edgevision.errors import ConfigError
 from edgevision.paths import data_dir, models_dir
 from edgevision.safe_read import file_kind
+from edgevision.writable import dir_problem
 
 
 def model_keys(cfg: EdgeVisionConfig) -> list[tuple[tuple[Any, ...], str]]:
@@ -79,27 +79,7 @@ def model_problem(spec: str, known: set[str]) -> str | None:
 
 def data_dir_problem(path: Path) -> str | None:
     """Why ``path`` cannot be the data directory, or None (it is, or can be created as, a writable dir)."""
-    probe = path
-    while True:
-        try:
-            st = probe.stat()
-            break
-        except (FileNotFoundError, NotADirectoryError):
-            if probe.parent == probe:
-                return f"{path}: no existing parent directory"
-            probe = probe.parent
-        except OSError as exc:
-            return f"{probe}: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        what = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
-        if probe == path:
-            return f"{path} is {what}, not a directory"
-        return f"{path} cannot be created: {probe} is {what}"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        if probe == path:
-            return f"{path} is not writable by this user (uid {os.getuid()})"
-        return f"{path} cannot be created: {probe} is not writable by this user (uid {os.getuid()})"
-    return None
+    return dir_problem(path)
 
 
 def model_errors(cfg: EdgeVisionConfig) -> list[str]:

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from edgevision.catalog.entries import load_catalog
+from edgevision.catalog.entries import load_catalog, unknown_model
 from edgevision.catalog.local import list_local_models
 from edgevision.config import Device, EdgeVisionConfig
 from edgevision.errors import ConfigError
@@ -74,7 +74,7 @@ def model_problem(spec: str, known: set[str]) -> str | None:
         if not stat.S_ISREG(st.st_mode):
             return f"model file {spec} is {file_kind(st.st_mode)}, not a regular file"
         return None
-    return f"unknown model '{spec}' (see `edgevision models list`; or give the path of a .tflite file)"
+    return unknown_model(spec, known)
 
 
 def data_dir_problem(path: Path) -> str | None:

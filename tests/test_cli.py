@@ -82,12 +82,21 @@ def test_global_flags_anywhere(argv: list[str], verbose: bool, quiet: bool, no_p
             78,
             f"did you mean '{V1}'?",
         ),
+        (["run", "--video", str(WALKING), "--model", f"{V1}t"], 78, f"did you mean '{V1}'?"),
     ],
 )
 def test_suggestions(env: dict[str, str], args: list[str], code: int, hint: str) -> None:
     r = run_cli(args, env)
     assert r.returncode == code, r.stderr
     assert hint in r.stderr
+
+
+def test_config_check_suggests_a_model_name(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"detector:\n  model: {V1}t\n")
+    r = run_cli(["config", "check", str(path)], env)
+    assert r.returncode == 78
+    assert f"{path}:2 detector.model: unknown model '{V1}t'; did you mean '{V1}'?" in r.stderr
 
 
 def test_no_suggestion_for_nonsense(env: dict[str, str]) -> None:

@@ -294,6 +294,11 @@ def test_check_config_model_names(tmp_path: Path, models_dir: Path) -> None:
         ),
         ("faces:\n  landmark_model: face_mesh_xl\n", "c.yaml:4 faces.landmark_model: unknown model"),
         (
+            "detector:\n  model: ssd_mobilenet_v1_coco_quantt\n",
+            "c.yaml:4 detector.model: unknown model 'ssd_mobilenet_v1_coco_quantt'; "
+            "did you mean 'ssd_mobilenet_v1_coco_quant'?",
+        ),
+        (
             "scheduler:\n  models: [ssd_mobilenet_v1_coco_quant, nope]\n",
             "c.yaml:4 scheduler.models.1: unknown",
         ),

@@ -12,17 +12,17 @@ any model is loaded or any source opened:
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Any
 
-from edgevision.catalog.entries import load_catalog
+from edgevision.catalog.entries import load_catalog, unknown_model
 from edgevision.catalog.local import list_local_models
 from edgevision.config import Device, EdgeVisionConfig
 from edgevision.errors import ConfigError
 from edgevision.paths import data_dir, models_dir
 from edgevision.safe_read import file_kind
+from edgevision.writable import dir_problem
 
 
 def model_keys(cfg: EdgeVisionConfig) -> list[tuple[tuple[Any, ...], str]]:
@@ -74,32 +74,12 @@ def model_problem(spec: str, known: set[str]) -> str | None:
         if not stat.S_ISREG(st.st_mode):
             return f"model file {spec} is {file_kind(st.st_mode)}, not a regular file"
         return None
-    return f"unknown model '{spec}' (see `edgevision models list`; or give the path of a .tflite file)"
+    return unknown_model(spec, known)
 
 
 def data_dir_problem(path: Path) -> str | None:
     """Why ``path`` cannot be the data directory, or None (it is, or can be created as, a writable dir)."""
-    probe = path
-    while True:
-        try:
-            st = probe.stat()
-            break
-        except (FileNotFoundError, NotADirectoryError):
-            if probe.parent == probe:
-                return f"{path}: no existing parent directory"
-            probe = probe.parent
-        except OSError as exc:
-            return f"{probe}: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        what = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
-        if probe == path:
-            return f"{path} is {what}, not a directory"
-        return f"{path} cannot be created: {probe} is {what}"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        if probe == path:
-            return f"{path} is not writable by this user (uid {os.getuid()})"
-        return f"{path} cannot be created: {probe} is not writable by this user (uid {os.getuid()})"
-    return None
+    return dir_problem(path)
 
 
 def model_errors(cfg: EdgeVisionConfig) -> list[str]:

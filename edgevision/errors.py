@@ -5,8 +5,8 @@ Exit codes follow sysexits(3), which systemd's ``RestartPreventExitStatus=78`` r
 ======  ===================================================================================
 0       ok
 1       unexpected error (a bug: a traceback is printed)
-2       usage error (bad command-line flag)
-66      input missing or unreadable (EX_NOINPUT)
+2       usage error (bad command-line flag, or an output path that cannot be written)
+66      input missing or unreadable, a model mirror directory included (EX_NOINPUT)
 69      network unavailable: a download could not reach any host (EX_UNAVAILABLE); retry or use a mirror
 78      configuration or model error, or web.host/port cannot be bound (EX_CONFIG): not retried
 ======  ===================================================================================
@@ -29,7 +29,7 @@ class EdgeVisionError(Exception):
 
 
 class UsageError(EdgeVisionError):
-    """A command-line flag or argument is wrong."""
+    """A command-line flag or argument is wrong, or an output path cannot be written."""
 
     exit_code = EXIT_USAGE
 

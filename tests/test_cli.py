@@ -83,12 +83,21 @@ def test_global_flags_anywhere(argv: list[str], verbose: bool, quiet: bool, no_p
             78,
             f"did you mean '{V1}'?",
         ),
+        (["run", "--video", str(WALKING), "--model", f"{V1}t"], 78, f"did you mean '{V1}'?"),
     ],
 )
 def test_suggestions(env: dict[str, str], args: list[str], code: int, hint: str) -> None:
     r = run_cli(args, env)
     assert r.returncode == code, r.stderr
     assert hint in r.stderr
+
+
+def test_config_check_suggests_a_model_name(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"detector:\n  model: {V1}t\n")
+    r = run_cli(["config", "check", str(path)], env)
+    assert r.returncode == 78
+    assert f"{path}:2 detector.model: unknown model '{V1}t'; did you mean '{V1}'?" in r.stderr
 
 
 def test_no_suggestion_for_nonsense(env: dict[str, str]) -> None:
@@ -183,6 +192,27 @@ def test_annotate_one_image_file_for_several_images(env: dict[str, str], tmp_pat
     assert r.returncode == 2
     assert "one image file cannot hold 2 annotated images" in r.stderr
     assert not out.exists() and r.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["detect", str(IMAGES / "squat.bmp"), "--annotate", "{f}/x.jpg"],
+        ["detect", str(IMAGES / "squat.bmp"), str(IMAGES / "cat.bmp"), "--annotate", "{f}/out"],
+        ["run", "--video", str(WALKING), "--save-video", "{f}/a.mp4"],
+        ["run", "--video", str(WALKING), "--detections", "{f}/x.jsonl"],
+    ],
+    ids=["annotate-file", "annotate-dir", "save-video", "detections"],
+)
+def test_output_under_a_file_is_a_usage_error_before_anything_runs(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text("a file, not a directory\n")
+    r = run_cli([a.format(f=f) for a in args], env)
+    assert r.returncode == 2, r.stderr
+    assert f"{f} is a file, not a directory" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""  # nothing was detected first
 
 
 @pytest.mark.parametrize(

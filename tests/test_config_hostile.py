@@ -294,6 +294,11 @@ def test_check_config_model_names(tmp_path: Path, models_dir: Path) -> None:
         ),
         ("faces:\n  landmark_model: face_mesh_xl\n", "c.yaml:4 faces.landmark_model: unknown model"),
         (
+            "detector:\n  model: ssd_mobilenet_v1_coco_quantt\n",
+            "c.yaml:4 detector.model: unknown model 'ssd_mobilenet_v1_coco_quantt'; "
+            "did you mean 'ssd_mobilenet_v1_coco_quant'?",
+        ),
+        (
             "scheduler:\n  models: [ssd_mobilenet_v1_coco_quant, nope]\n",
             "c.yaml:4 scheduler.models.1: unknown",
         ),
@@ -374,14 +379,30 @@ def test_check_config_data_dir(tmp_path: Path, models_dir: Path, setup: str, mes
     assert message.format(d=d, tmp=tmp_path) in str(info.value)
 
 
-def test_config_check_and_run_refuse_a_data_dir_that_is_a_file(env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("{tmp}/data", "{tmp}/data is a file, not a directory"),
+        # root may write in /proc by its permission bits, yet nothing can be created there: found by trying
+        ("/proc/forbidden", "/proc/forbidden cannot be created in /proc"),
+    ],
+    ids=["a-file", "uncreatable"],
+)
+def test_config_check_and_run_refuse_an_unusable_data_dir(
+    env: dict[str, str], tmp_path: Path, where: str, message: str
+) -> None:
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc")
     (tmp_path / "data").write_text("a file")
     path = tmp_path / "c.yaml"
-    path.write_text(f"recorder:\n  enabled: true\n  data_dir: {tmp_path / 'data'}\n")
+    path.write_text(f"recorder:\n  enabled: true\n  data_dir: {where.format(tmp=tmp_path)}\n")
+    message = message.format(tmp=tmp_path)
     r = run_limited(["config", "check", str(path)], env)
-    assert r.returncode == 78 and f"{path}:3 recorder.data_dir: {tmp_path / 'data'} is a file" in r.stderr
-    r = run_limited(["run", "--config", str(path), "--video", str(WALKING), "--max-frames", "2"], env)
-    assert r.returncode == 78 and "is a file, not a directory" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 78 and f"{path}:3 recorder.data_dir: {message}" in r.stderr, r.stderr
+    r = run_limited(
+        ["run", "--config", str(path), "--video", str(WALKING), "--record", "--max-frames", "2"], env
+    )
+    assert r.returncode == 78 and message in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
 
 

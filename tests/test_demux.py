@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import WALKING, serve_directory
+from conftest import IMAGES, WALKING, serve_directory
 
 from edgevision.capture.demux import DecodedFrame, DemuxedItem, DemuxSource
 from edgevision.capture.packets import EncodedPacket
@@ -165,6 +165,20 @@ def test_open_errors_are_input_errors(tmp_path: Path) -> None:
         DemuxSource(junk).open()
     with pytest.raises(InputError, match="not a file"):
         DemuxSource(tmp_path).open()
+
+
+def test_an_image_given_as_a_video_is_one_frame_and_not_remuxable() -> None:
+    """MP4 cannot carry BMP: such a stream has no muxer template and is marked for encoding, not refused."""
+    src = DemuxSource(IMAGES / "squat.bmp")
+    src.open()
+    info = src.stream_info
+    assert info is not None and info.codec == "bmp"
+    assert not info.remuxable and info.template is None
+    frames = []
+    while (item := src.read()) is not None:
+        frames += item.frames
+    src.close()
+    assert len(frames) == 1
 
 
 def test_http_source_demuxes_over_ffmpeg_http(tmp_path: Path) -> None:

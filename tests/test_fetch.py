@@ -184,3 +184,39 @@ def test_face_models_from_the_pinned_mediapipe_wheel(tmp_path: Path) -> None:
         raise
     assert rep.action == "installed" and rep.source.startswith("pypi mediapipe==0.10.14")
     assert verify_installed(cat.model("face_mesh"), dest)[0]
+
+
+def _no_network(env: dict[str, str]) -> dict[str, str]:
+    """The CLI's environment with every download refused at once (a proxy on a port nobody listens on)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proxy = f"http://127.0.0.1:{port}"
+    return dict(env, http_proxy=proxy, https_proxy=proxy, HTTP_PROXY=proxy, HTTPS_PROXY=proxy, no_proxy="")
+
+
+def test_a_mirror_directory_that_does_not_exist_is_said_so(tmp_path: Path, env: dict[str, str]) -> None:
+    dest, missing = tmp_path / "m", tmp_path / "no-such-mirror"
+    r = run_cli(
+        ["models", "fetch", V1, "--mirror", str(missing), "--models-dir", str(dest)], _no_network(env)
+    )
+    assert r.returncode == 66, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"edgevision: error: model mirror {missing}: no such directory (a mirror, from --mirror, "
+        "EDGEVISION_MODEL_MIRROR or models.mirror, is a directory or an http(s) URL holding the model files)"
+    ]
+    assert installed(dest) == []
+
+
+def test_a_model_that_cannot_be_fetched_gets_no_label_file(tmp_path: Path, env: dict[str, str]) -> None:
+    """The mirror has the label file but not the model: nothing of the model is installed."""
+    mirror, dest = tmp_path / "mirror", tmp_path / "m"
+    mirror.mkdir()
+    labels = load_catalog().files_for(V1)[1]
+    shutil.copy(SHARED_MODELS / labels.file, mirror / labels.file)
+    r = run_cli(["models", "fetch", V1, "--mirror", str(mirror), "--models-dir", str(dest)], _no_network(env))
+    assert r.returncode == 78, r.stderr
+    assert f"{V1}: could not fetch a verified copy; nothing installed" in r.stderr
+    assert installed(dest) == []

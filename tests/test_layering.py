@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "safe_read",
         "paths",
         "fsutil",
+        "writable",
         "redact",
         "naming",
         "render",

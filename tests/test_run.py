@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, WALKING, count_frames, run_cli
+from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, IMAGES, WALKING, count_frames, run_cli
 from fakes import CameraScript, FakePicamera2, fake_picamera2_module, frames_from
 
 from edgevision.capture.runner import LiveRunner, ReplayRunner, backoff_delays, is_stalled
@@ -49,6 +49,18 @@ def test_replay_walking_people_in_every_frame(env: dict[str, str], tmp_path: Pat
     assert rows[0]["model"] == "ssd_mobilenet_v1_coco_quant"
     assert "processed 341 frames" in r.stderr and "frames with a person: 341" in r.stderr
     assert "status: fps" in r.stderr and "dropped 0" in r.stderr
+
+
+def test_an_image_given_as_a_video_is_replayed_and_recorded_as_one_frame(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A BMP (which MP4 cannot carry) replays as its one frame, like a JPEG, recording included."""
+    out = tmp_path / "d.jsonl"
+    r = run_cli(["run", "--video", str(IMAGES / "squat.bmp"), "--record", "--detections", str(out)], env)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    (row,) = read_jsonl(out)
+    assert any(d["label"] == "person" for d in row["detections"])
 
 
 @pytest.mark.parametrize("clip", [HALLWAY_1, HALLWAY_3], ids=["hallway-1", "hallway-3"])

@@ -2,7 +2,7 @@
 
 The order is the guarantee a user sees:
 
-1. output paths and the configuration are checked, then the web port is bound: a bad path is exit 2, a bad
+1. output paths (``--detections``, ``--save-video``) and the configuration are checked, then the web port is bound: a bad path is exit 2, a bad
    model name, data directory or port exit 78, before any model loads or anything is opened;
 2. the detect step (a fixed detector, or the scheduler with every rung loaded and profiled) and the face stages:
    every model is loaded and probed before the source opens;
@@ -50,6 +50,7 @@ from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.health import HealthState
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, supervised, watchdog_interval
+from edgevision.writable import check_output_file
 
 log = logging.getLogger("edgevision.run")
 
@@ -64,9 +65,11 @@ class RunOptions:
 
 
 def preflight(cfg: EdgeVisionConfig) -> socket.socket | None:
-    """Everything that can refuse the run before a model loads: the ``--save-video`` target (exit 2), model names
-    and the data directory (exit 78), then the web port, bound now (in use or unresolvable: exit 78). The
-    returned socket is the web server's."""
+    """Everything that can refuse the run before a model loads: the ``--detections`` and ``--save-video``
+    targets (exit 2), model names and the data directory (exit 78), then the web port, bound now (in use or
+    unresolvable: exit 78). The returned socket is the web server's."""
+    if cfg.output.detections and str(cfg.output.detections) != "-":
+        check_output_file("--detections", Path(cfg.output.detections))
     if cfg.output.save_video:
         check_video_target(Path(cfg.output.save_video))
     check_config(cfg)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.capture.packets import EncodedPacket, StreamInfo, detached_template
+from edgevision.capture.packets import REMUXABLE_CODECS, EncodedPacket, StreamInfo, detached_template
 from edgevision.capture.sources import redact_url
 from edgevision.errors import InputError
 
@@ -191,13 +191,16 @@ class DemuxSource:
         self._start = int(stream.start_time or 0)
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
+        codec = stream.codec_context.name
         self.stream_info = StreamInfo(
-            codec=stream.codec_context.name,
+            codec=codec,
             width=int(stream.codec_context.width),
             height=int(stream.codec_context.height),
             time_base=Fraction(stream.time_base or Fraction(1, 90000)),
             rate=Fraction(rate) if rate else None,
-            template=detached_template(stream),
+            # only a stream whose packets clips carry needs its parameters for a muxer; MP4 refuses some other
+            # codecs outright (BMP, an image given as a video), and those are encoded for recording anyway
+            template=detached_template(stream) if codec in REMUXABLE_CODECS else None,
         )
         self._packets = container.demux(stream)
 

@@ -117,11 +117,7 @@ class Catalog(_Strict):
         try:
             return self.models[name]
         except KeyError:
-            hint = did_you_mean(name, self.models)
-            known = "see `edgevision models list`" if hint else f"known: {', '.join(sorted(self.models))}"
-            raise ModelError(
-                f"unknown model '{name}'{hint} ({known}; or give a path to a .tflite file)"
-            ) from None
+            raise ModelError(unknown_model(name, self.models)) from None
 
     def entry(self, name: str) -> ModelEntry | LabelEntry:
         if name in self.models:
@@ -165,6 +161,15 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest known name (difflib), or ``""``."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_model(name: str, known: Iterable[str]) -> str:
+    """The one message for a model name that names nothing here (``detect``, ``run``, ``config check``): the
+    closest known name, else the known names."""
+    names = sorted(known)
+    hint = did_you_mean(name, names)
+    where = "see `edgevision models list`" if hint else f"known: {', '.join(names)}"
+    return f"unknown model '{name}'{hint} ({where}; or give the path of a .tflite file)"
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevision.catalog.entries import LabelEntry, ModelEntry, Source
-from edgevision.errors import ModelError, NetworkError
+from edgevision.errors import InputError, ModelError, NetworkError
 from edgevision.fsutil import fsync_dir, install_atomically, sha256_file, unlink_quietly
 from edgevision.inference.tflite_file import inspect_tflite
 
@@ -328,6 +328,20 @@ def _candidates(
     return out
 
 
+def check_mirror(mirror: str | None) -> None:
+    """Refuse (exit 66) a mirror naming a local directory that is not there: a mistyped ``--mirror`` is said to
+    be one, not reported as every model file missing from it."""
+    if not mirror or urllib.parse.urlparse(mirror).scheme in ("http", "https"):
+        return
+    path = Path(mirror)
+    if not path.is_dir():
+        what = "no such directory" if not path.exists() else "not a directory"
+        raise InputError(
+            f"model mirror {mirror}: {what} (a mirror, from --mirror, EDGEVISION_MODEL_MIRROR or models.mirror, "
+            "is a directory or an http(s) URL holding the model files)"
+        )
+
+
 def fetch_entry(
     entry: Entry,
     dest: Path,
@@ -340,7 +354,8 @@ def fetch_entry(
     """Install ``entry`` into ``dest`` (verified, atomically); a no-op when a verified copy is there.
 
     ``progress(done, total)`` follows each download. When every source failed because no host could be
-    reached, the error is a :class:`NetworkError` (one line, naming the ``--mirror`` way out).
+    reached, the error is a :class:`NetworkError` (one line, naming the ``--mirror`` way out); a directory
+    mirror that does not exist is an :class:`InputError` (:func:`check_mirror`), before any source is tried.
     """
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / entry.file
@@ -354,6 +369,7 @@ def fetch_entry(
         ok, _ = verify_installed(entry, dest)
         if ok:
             return FetchReport(entry.name, final, FetchAction.PRESENT, str(final))
+    check_mirror(mirror)
     reasons: list[str] = []
     offline: list[bool] = []
     last_network = ""

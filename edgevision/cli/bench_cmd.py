@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.cli.progress import Progress
 from edgevision.errors import InputError
+from edgevision.writable import check_output_file
 
 if TYPE_CHECKING:  # numpy and the scheduler load when the command runs, not for --help
     import numpy as np
@@ -71,6 +72,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from edgevision.scheduler.ladder import build_ladder, profile_conditions, save_profile
 
     cfg = config_from_args(args)
+    check_output_file("--out", args.out or profile_path(cfg))  # before minutes of timing, not after
     rng = np.random.default_rng(0)
     frames = (
         _frames(args.video, args.frames) if args.video else [rng.integers(0, 256, (480, 640, 3), np.uint8)]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.errors import EXIT_NOINPUT, InputError, UsageError
+from edgevision.writable import check_output_dir, check_output_file
 
 if TYPE_CHECKING:  # heavy modules are imported when the command runs, not for --help
     import numpy as np
@@ -46,7 +47,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def check_annotate_target(out: Path, count: int) -> None:
-    """Refuse, before any image is processed, an ``--annotate`` target that cannot hold ``count`` images."""
+    """Refuse, before any image is processed, an ``--annotate`` target that cannot hold ``count`` images or
+    cannot be written (exit 2)."""
     if count > 1 and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
         raise UsageError(
             f"--annotate {out}: one image file cannot hold {count} annotated images; give a directory "
@@ -54,10 +56,19 @@ def check_annotate_target(out: Path, count: int) -> None:
         )
     if out.exists() and not out.is_dir() and (count > 1 or out.suffix.lower() not in IMAGE_SUFFIXES):
         raise UsageError(f"--annotate {out}: exists and is not a directory")
+    if _one_file(out, count > 1):
+        check_output_file("--annotate", out)
+    else:
+        check_output_dir("--annotate", out)
+
+
+def _one_file(out: Path, many: bool) -> bool:
+    """Whether ``--annotate OUT`` names the one annotated image (else the directory they are written into)."""
+    return not many and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
 
 
 def _annotate_target(out: Path, image: Path, many: bool) -> Path:
-    if not many and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
+    if _one_file(out, many):
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
     out.mkdir(parents=True, exist_ok=True)

@@ -149,22 +149,22 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     cfg = _config(args)
     mirror = model_mirror(cfg, args.mirror)
     dest = models_dir(cfg)
-    entries = []
-    for n in names:
-        for e in cat.files_for(n):
-            if e not in entries:
-                entries.append(e)
+    tried: list[ModelEntry | LabelEntry] = []
     errors: list[ModelError] = []
-    for e in entries:
-        try:
-            with Progress(e.name, e.size, unit="B") as bar:
-                rep = fetch_entry(e, dest, mirror, args.allow_unpinned, args.timeout, args.force, bar.set)
-        except ModelError as exc:
-            errors.append(exc)
-            continue
-        new = rep.action is FetchAction.INSTALLED
-        verb = "installed" if new else "already installed"
-        print(f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if new else ""))
+    for n in names:
+        for e in cat.files_for(n):  # the model, then its label file
+            if e in tried:
+                continue
+            tried.append(e)
+            try:
+                with Progress(e.name, e.size, unit="B") as bar:
+                    rep = fetch_entry(e, dest, mirror, args.allow_unpinned, args.timeout, args.force, bar.set)
+            except ModelError as exc:
+                errors.append(exc)
+                break  # a model that failed gets no label file either: nothing of it is installed
+            new = rep.action is FetchAction.INSTALLED
+            verb = "installed" if new else "already installed"
+            print(f"{rep.name}: {verb} {rep.path}" + (f" (from {rep.source})" if new else ""))
     if errors:
         joined = "\n".join(map(str, errors))
         # exit 69 only when the network was the one cause; any other failure is a model error (78)

@@ -8,7 +8,6 @@ import os
 import queue
 import stat
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -22,6 +21,7 @@ from edgevision.errors import InputError, UsageError
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.render import draw_detections, draw_faces
 from edgevision.results import DetectMode, FrameResult
+from edgevision.writable import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ class DetectionsLog:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write detections: {exc.strerror}") from None
+        except OSError as exc:  # checked before the run (check_output_file): changed since
+            raise UsageError(f"--detections {path}: cannot write: {exc.strerror}") from None
 
     def on_result(self, result: FrameResult) -> None:
         assert self._fh is not None
@@ -100,7 +100,7 @@ _FASTSTART = (".mp4", ".m4v", ".mov")  # the index up front: a browser plays the
 def check_video_target(path: Path) -> None:
     """Refuse, before the run starts, a ``--save-video`` path no writer here can produce.
 
-    The container comes from the extension; the directory must be writable (a probe file, removed at once).
+    The container comes from the extension; the file must be writable (see :mod:`edgevision.writable`).
     """
     if path.exists() and path.is_dir():
         raise UsageError(f"--save-video {path}: is a directory; give a file such as {path / 'annotated.mp4'}")
@@ -110,13 +110,7 @@ def check_video_target(path: Path) -> None:
             f"--save-video {path}: cannot write video with extension '{path.suffix or '(none)'}'; "
             f"use one of {', '.join(VIDEO_SUFFIXES)}"
         )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=path.parent)
-        os.close(fd)
-        Path(probe).unlink()
-    except OSError as exc:
-        raise InputError(f"--save-video {path}: cannot write there: {exc.strerror}") from None
+    check_output_file("--save-video", path)
 
 
 class H264Writer:

@@ -37,7 +37,7 @@ from edgevision.distill.pipeline import DistillOptions, _resolve_teacher, detect
 from edgevision.distill.prune import StudentInit
 from edgevision.distill.students import SPECS
 from edgevision.distill.teacher import Teacher
-from edgevision.distill.train import Progress, TrainSettings
+from edgevision.distill.train import Progress, TrainSettings, settings_from_args
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEVISION_SHARED", REPO.parent / "shared"))
@@ -99,22 +99,7 @@ def bench_options(student: str, models: Path, args: argparse.Namespace) -> Disti
         negative_every=1,
         force=True,
         init=StudentInit(args.init),
-        settings=settings_from(args),
-    )
-
-
-def settings_from(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        temperature=args.temperature,
-        person_weight=args.person_weight,
-        logit_weight=args.logit_weight,
-        person_share=args.person_share,
-        boundary_weight=args.boundary_weight,
-        augment=args.augment,
-        freeze_stem=not args.train_stem,
+        settings=settings_from_args(args),
     )
 
 

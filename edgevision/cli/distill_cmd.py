@@ -160,7 +160,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgevision.distill.gate import F1_MIN
     from edgevision.distill.pipeline import DistillOptions, distill
     from edgevision.distill.prune import StudentInit
-    from edgevision.distill.train import TrainSettings
+    from edgevision.distill.train import settings_from_args
     from edgevision.paths import data_dir, derived_dir, models_dir
 
     cfg = load_config(
@@ -193,14 +193,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         teacher_int8=cfg.runtime.kernels is Kernels.INT8,
         derived_dir=derived_dir(cfg),
         force=args.force,
-        settings=TrainSettings(
-            steps=args.steps,
-            batch=args.batch,
-            lr=args.lr,
-            temperature=args.temperature,
-            augment=args.augment,
-            freeze_stem=not args.train_stem,
-        ),
+        settings=settings_from_args(args),
     )
     progress = TerminalProgress(sys.stderr, enabled=not args.json)
     try:

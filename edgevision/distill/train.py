@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,13 @@ class TrainSettings:
     freeze_stem: bool = (
         True  # keep the backbone up to stride 8 at its ImageNet weights; train on cached features
     )
+
+
+def settings_from_args(args: object) -> TrainSettings:
+    """The settings a command line gives: each field its option of the same name where the parser has one (the
+    CLI exposes fewer knobs than ``bench/distill.py``), the default elsewhere; ``--train-stem`` unfreezes the stem."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if hasattr(args, f.name)}
+    return TrainSettings(**given, freeze_stem=not getattr(args, "train_stem", False))
 
 
 @dataclass

@@ -228,6 +228,9 @@ def test_bench_models_writes_a_profile_the_scheduler_uses(env: dict[str, str], t
     names = [x["name"] for x in data["rungs"]]
     assert names[0] == "ssd_mobilenet_v1_coco_quant@300" and names[-1].endswith("/k2")
     assert all(x["agreement"] is not None for x in data["rungs"]) and data["rungs"][0]["agreement"] == 1.0
+    # on the walking crowd every rung sees a person in every frame; the person boxes tell the rungs apart
+    f1 = [x["box_f1"] for x in data["rungs"]]
+    assert f1[0] == 1.0 and all(0.0 < v < 1.0 for v in f1[1:]), f1
     # Ordered by expected quality, whatever the (noisy) measured costs: 300 px, 192 px, then the cadence rung.
     assert names == [f"ssd_mobilenet_v1_coco_quant@{s}" for s in (300, 192)] + [
         "ssd_mobilenet_v1_coco_quant@192/k2"

@@ -43,14 +43,17 @@ def _frames(video: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
-def person_flags(
+def person_boxes(
     rung: Rung, frames: list[np.ndarray], fps: float = 25.0, tick: Callable[[], None] | None = None
-) -> list[bool]:
-    """Per-frame "a person is there" as this rung sees it (cadence rungs carry boxes between detections)."""
+) -> list[np.ndarray]:
+    """Each frame's person boxes ``[N, 4]`` (xmin, ymin, xmax, ymax) as this rung sees them (cadence rungs carry
+    boxes between detections)."""
+    import numpy as np
+
     from edgevision.scheduler.carry import BoxCarrier
 
     carrier = BoxCarrier()
-    flags = []
+    out = []
     k = rung.profile.cadence
     for i, f in enumerate(frames):
         ts = i / fps
@@ -59,10 +62,11 @@ def person_flags(
             carrier.update(ts, dets)
         else:
             dets = carrier.predict(ts)
-        flags.append(any(d.label == "person" for d in dets))
+        people = [d.box for d in dets if d.label == "person"]
+        out.append(np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in people], np.float32).reshape(-1, 4))
         if tick is not None:
             tick()
-    return flags
+    return out
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -87,12 +91,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         rungs = build_ladder(unprofiled, frames[:5], args.invokes, on_rung=timed)
     reference = rungs[0]  # the best expected quality (the ladder is ordered by it)
     if args.video:
+        from edgevision.distill.gate import agreement
+
         with Progress("bench: person agreement", len(frames) * (len(rungs) + 1), unit="frames") as bar:
-            ref_flags = person_flags(reference, frames, tick=bar.update)
+            ref = person_boxes(reference, frames, tick=bar.update)
             for r in rungs:
                 bar.note(r.name)
-                flags = person_flags(r, frames, tick=bar.update)
-                r.profile.agreement = float(np.mean([a == b for a, b in zip(flags, ref_flags, strict=True)]))
+                boxes = person_boxes(r, frames, tick=bar.update)
+                r.profile.agreement = float(
+                    np.mean([(len(a) > 0) == (len(b) > 0) for a, b in zip(boxes, ref, strict=True)])
+                )
+                r.profile.box_f1 = agreement(ref, boxes).f1
     out = args.out or profile_path(cfg)
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -115,15 +124,19 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "ms_per_frame": round(r.profile.cost_ms, 3),
                 "rss_mb": round(r.profile.rss_mb, 1),
                 "agreement": r.profile.agreement,
+                "box_f1": r.profile.box_f1,
             }
             for r in rungs
         ]
         print(json.dumps({**meta, "profile": str(out), "rungs": rows}, indent=2))
         return 0
-    print(f"{'rung':<44} {'p50 ms':>7} {'p95 ms':>7} {'ms/frame':>8} {'RSS MiB':>8} {'agree':>6}")
+    print(
+        f"{'rung':<44} {'p50 ms':>7} {'p95 ms':>7} {'ms/frame':>8} {'RSS MiB':>8} {'agree':>6} {'box F1':>6}"
+    )
     for r in rungs:
         p = r.profile
         agree = f"{p.agreement:6.3f}" if p.agreement is not None else "     -"
-        print(f"{p.name:<44} {p.p50_ms:7.2f} {p.p95_ms:7.2f} {p.cost_ms:8.2f} {p.rss_mb:8.1f} {agree}")
+        f1 = f"{p.box_f1:6.3f}" if p.box_f1 is not None else "     -"
+        print(f"{p.name:<44} {p.p50_ms:7.2f} {p.p95_ms:7.2f} {p.cost_ms:8.2f} {p.rss_mb:8.1f} {agree} {f1}")
     print(f"profile written to {out}")
     return 0

@@ -46,7 +46,9 @@ def rss_mb() -> float:
 
 @dataclass
 class RungProfile:
-    """Measured on this device: invoke latency, memory, person agreement with the largest rung."""
+    """Measured on this device: invoke latency, memory, and (``bench models --video``) agreement with the best
+    rung: ``agreement`` the share of frames where both see a person or neither does, ``box_f1`` the person-box
+    F1 at IoU 0.5 (on a crowd every rung sees *a* person; only the boxes tell the rungs apart)."""
 
     name: str
     size: int
@@ -55,6 +57,7 @@ class RungProfile:
     p95_ms: float
     rss_mb: float
     agreement: float | None = None
+    box_f1: float | None = None
 
     @property
     def cost_ms(self) -> float:

@@ -686,3 +686,23 @@ def test_the_tail_window_on_a_cadence_rung_counts_its_detect_frames_only() -> No
     tr = simulate([7.0] * 150 + [1.0] * 400, sigma=0.0, settings=s, rungs=rungs, start=1)
     ((at, frm, to),) = tr.switches
     assert (frm, to) == (1, 0) and 150 + 2.0 * FPS <= at < 150 + 100
+
+
+@pytest.mark.parametrize("starting", [True, False])
+def test_a_climbs_reason_says_whether_it_was_the_runs_first(starting: bool) -> None:
+    """The run's first climb waits for the first rung's check, not a stable period, and says so; a later climb
+    names the stable period it waited."""
+    s = ControllerSettings(budget_ms=BUDGET, stable_s=1.0, cooldown_s=0.0)
+    state = start_state(RUNGS, s, 0.0) if starting else ControllerState(5, 0.0, checking=None)
+    for i in range(500):
+        r = RUNGS[state.rung]
+        state, sw = step(state, Sample(r.invoke_ms + OVERHEAD, r.invoke_ms), i / FPS, RUNGS, s)
+        if sw is not None:
+            break
+    assert sw is not None and sw.direction == "up"
+    if starting:
+        assert (
+            "on the run's first climb, after its first rung's check" in sw.reason and " for " not in sw.reason
+        )
+    else:
+        assert "first climb" not in sw.reason and " for 1.0 s " in sw.reason, sw.reason

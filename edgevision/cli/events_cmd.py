@@ -99,9 +99,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         f"{'id':>5}  {'started':<19}  {'length':>7}  {'camera':<16} {'label':<7} {'max':>5} {'peak':>4}  status     clip"
     )
     for r in rows:
-        length = (
-            "-" if r.end_ts is None else f"{r.end_ts - r.start_ts:6.1f}s"
-        )  # still recording: not known yet
+        # an event still recording has no length yet
+        length = "-" if r.end_ts is None else f"{r.end_ts - r.start_ts:6.1f}s"
         print(
             f"{r.id:>5}  {_when(r.start_wall):<19}  {length:>7}  {r.camera[:16]:<16} {r.label:<7} "
             f"{r.max_score:5.2f} {r.peak_count:>4}  {r.status:<10} {r.clip_path or '-'}"

@@ -82,9 +82,8 @@ class ParallelDetect:
                 self._slots.release()
                 raise RuntimeError("ParallelDetect is closed")
             self._work.put((pending, frame.prepared.tensor, frame.prepared.ms))
-        started = (
-            time.monotonic() - frame.prepared.ms / 1e3
-        )  # submitted now (a worker was free); prepared before
+        # submitted now (a worker was free), prepared just before: the frame's own work began ms earlier
+        started = time.monotonic() - frame.prepared.ms / 1e3
         return frame.with_prepared(dataclasses.replace(frame.prepared, pending=pending, started_at=started))
 
     def detect(self, frame: Frame) -> DetectOutcome:

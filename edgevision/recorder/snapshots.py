@@ -85,9 +85,7 @@ class EventStills:
     def __init__(self, thumb_width: int = 320, store_face: bool = False, quality: int = 90) -> None:
         self.thumb_width = thumb_width
         self.store_face = store_face
-        self.quality = (
-            quality  # recorder.jpeg_quality: the snapshot and the face crop (the thumbnail at most 80)
-        )
+        self.quality = quality  # recorder.jpeg_quality: snapshot and face crop (the thumbnail at most 80)
         self.frame: Frame | None = None
         self.detections: list[Detection] = []
         self.face: tuple[Frame, Face] | None = None

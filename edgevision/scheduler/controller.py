@@ -316,14 +316,16 @@ def step(
             return replace(st, fit_since=None, up_target=None), None
     st = replace(st, fit_since=fit_since, up_target=target)
     cooled = st.last_down is None or now - st.last_down >= s.cooldown_s
-    hold = 0.0 if st.starting and st.checking is None else max(s.stable_s, st.hold_s)
+    # the run's first climb waits for no stable period: the first rung's check stands for it
+    first_climb = st.starting and st.checking is None
+    hold = 0.0 if first_climb else max(s.stable_s, st.hold_s)
     if now - fit_since >= hold and cooled:
-        held_for = (
-            "the run's first climb, after its first rung's check"
-            if hold == 0.0
+        waited = (
+            "on the run's first climb, after its first rung's check"
+            if first_climb
             else f"for {now - fit_since:.1f} s"
         )
-        reason = f"predicted {pred[target]:.1f} ms <= {margin:.0%} of budget {budget:.1f} ms {held_for} (load x{load:.2f})"
+        reason = f"predicted {pred[target]:.1f} ms <= {margin:.0%} of budget {budget:.1f} ms {waited} (load x{load:.2f})"
         return _switched(st, target, now, down=False, s=s), Switch(cur, target, reason)
     return st, None
 

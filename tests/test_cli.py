@@ -194,6 +194,25 @@ def test_annotate_one_image_file_for_several_images(env: dict[str, str], tmp_pat
     assert not out.exists() and r.stdout == ""
 
 
+def test_annotate_name_opencv_cannot_write_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out.jgp"  # a typo: this used to become a directory holding out.jgp/squat.bmp
+    r = run_cli(["detect", str(IMAGES / "squat.bmp"), "--annotate", str(out)], env)
+    assert r.returncode == 2, r.stderr
+    assert "OpenCV cannot write '.jgp' images" in r.stderr and "end it with /" in r.stderr
+    assert not out.exists() and r.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [("one.png", "one.png"), ("run.v2/", "run.v2/squat.bmp"), ("plain", "plain/squat.bmp")],
+    ids=["image-file", "dir-with-slash", "dir-no-suffix"],
+)
+def test_annotate_file_or_directory(env: dict[str, str], tmp_path: Path, given: str, written: str) -> None:
+    r = run_cli(["detect", str(IMAGES / "squat.bmp"), "--annotate", f"{tmp_path}/{given}"], env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / written).is_file()
+
+
 @pytest.mark.parametrize(
     "args",
     [

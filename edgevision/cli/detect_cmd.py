@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,15 +21,18 @@ if TYPE_CHECKING:  # heavy modules are imported when the command runs, not for -
     from edgevision.results.detection import Detection
     from edgevision.results.face import Face
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect objects (and faces) in images")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     add_model_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    p.add_argument("--annotate", type=Path, metavar="OUT", help="annotated image(s): a file or a directory")
+    p.add_argument(
+        "--annotate",
+        metavar="OUT",
+        help="annotated image(s): an image file (.jpg, .png, ...) or a directory (a name without a suffix, "
+        "an existing directory, or one ending in /)",
+    )
     p.add_argument("--faces", action="store_true", help="also find faces, their keypoints and 468 landmarks")
     p.set_defaults(func=run)
 
@@ -46,33 +51,50 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def check_annotate_target(out: Path, count: int) -> None:
-    """Refuse, before any image is processed, an ``--annotate`` target that cannot hold ``count`` images or
-    cannot be written (exit 2)."""
-    if count > 1 and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
+@dataclass(frozen=True)
+class AnnotateTarget:
+    """Where ``--annotate OUT`` writes: the one image file ``path``, or the directory ``path`` (one image each,
+    under its own name)."""
+
+    path: Path
+    one_file: bool
+
+    def for_image(self, image: Path) -> Path:
+        """The file the annotated ``image`` goes to (its directory created)."""
+        if self.one_file:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self.path
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / image.name
+
+
+def annotate_target(raw: str, count: int) -> AnnotateTarget:
+    """Read ``--annotate OUT`` for ``count`` images and refuse, before any image is processed, a target that
+    cannot hold them or cannot be written (exit 2).
+
+    ``OUT`` is a directory when it exists as one, ends in ``/`` or has no suffix; otherwise it names an image
+    file, and its suffix must be one OpenCV can write (a typo such as ``out.jgp`` used to become a directory).
+    """
+    import cv2
+
+    out = Path(raw)
+    if out.is_dir() or raw.endswith(("/", os.sep)) or not out.suffix:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--annotate {out}: exists and is not a directory")
+        check_output_dir("--annotate", out)
+        return AnnotateTarget(out, one_file=False)
+    if not cv2.haveImageWriter(str(out)):
+        raise UsageError(
+            f"--annotate {out}: OpenCV cannot write '{out.suffix}' images; name an image file "
+            f"(.jpg, .png, .bmp, .webp, ...) or a directory (end it with /)"
+        )
+    if count > 1:
         raise UsageError(
             f"--annotate {out}: one image file cannot hold {count} annotated images; give a directory "
             f"(e.g. --annotate {out.parent / out.stem}/)"
         )
-    if out.exists() and not out.is_dir() and (count > 1 or out.suffix.lower() not in IMAGE_SUFFIXES):
-        raise UsageError(f"--annotate {out}: exists and is not a directory")
-    if _one_file(out, count > 1):
-        check_output_file("--annotate", out)
-    else:
-        check_output_dir("--annotate", out)
-
-
-def _one_file(out: Path, many: bool) -> bool:
-    """Whether ``--annotate OUT`` names the one annotated image (else the directory they are written into)."""
-    return not many and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
-
-
-def _annotate_target(out: Path, image: Path, many: bool) -> Path:
-    if _one_file(out, many):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    return out / image.name
+    check_output_file("--annotate", out)
+    return AnnotateTarget(out, one_file=True)
 
 
 def _print_text(
@@ -97,8 +119,7 @@ def _print_text(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.annotate:
-        check_annotate_target(args.annotate, len(args.images))
+    target = annotate_target(args.annotate, len(args.images)) if args.annotate else None
     import cv2
 
     from edgevision.detection.factory import build_detector
@@ -113,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
     mesh = landmark_model(cfg) if args.faces else None
     rule = face_rule(cfg, AcceptMode.STRICT)
     failed = 0
-    many = len(args.images) > 1
     for path in args.images:
         try:
             image = read_image(path)
@@ -140,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(obj), flush=True)
         else:
             _print_text(path, image, dets, faces, total, detector.name)
-        if args.annotate:
-            target = _annotate_target(args.annotate, path, many)
-            if not cv2.imwrite(str(target), draw_faces(draw_detections(image.copy(), dets), faces or [])):
-                raise InputError(f"{target}: cannot write annotated image")
+        if target is not None:
+            file = target.for_image(path)
+            if not cv2.imwrite(str(file), draw_faces(draw_detections(image.copy(), dets), faces or [])):
+                raise InputError(f"{file}: cannot write annotated image")
     return EXIT_NOINPUT if failed else 0

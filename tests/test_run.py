@@ -322,6 +322,21 @@ def test_bad_inputs(env: dict[str, str], tmp_path: Path, args: list[str], code: 
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.parametrize("earlier", [None, '{"frame":0}\n'], ids=["no-file", "earlier-log"])
+def test_run_failing_before_its_first_frame_leaves_detections_as_they_were(
+    env: dict[str, str], tmp_path: Path, earlier: str | None
+) -> None:
+    out = tmp_path / "d.jsonl"
+    if earlier is not None:
+        out.write_text(earlier)
+    r = run_cli(["run", "--camera", "57", "--detections", str(out)], env, timeout=60)
+    assert r.returncode == 66, r.stderr
+    if earlier is None:
+        assert not out.exists()  # it used to be left behind, empty
+    else:
+        assert out.read_text() == earlier  # it used to be truncated
+
+
 BAD_CONFIGS = [
     ("detector:\n  treshold: 0.5\n", "2 detector.treshold: unknown key"),
     ("detector:\n  threshold: high\n", "2 detector.threshold: Input should be a valid number"),

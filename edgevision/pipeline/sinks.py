@@ -58,6 +58,8 @@ class DetectionsLog:
     Each line is written whole and flushed, so a crash leaves at most one incomplete last line. ``timing``
     False drops ``latency_ms`` (the one wall-clock field), making replay output byte-identical between runs.
     ``-`` means standard output; a pipe, ``/dev/stdout`` or a FIFO works too (fsync only for regular files).
+    The file is created (an earlier one replaced) with the first frame's line: a run that fails before its first
+    frame (a camera that does not open) leaves no empty file and keeps an earlier run's log.
     """
 
     def __init__(self, path: Path, timing: bool = True, landmarks: bool = False) -> None:
@@ -65,24 +67,29 @@ class DetectionsLog:
         self.timing = timing
         self.landmarks = landmarks
         self._owned = str(path) != "-"
-        if not self._owned:
-            self._fh: IO[str] | None = sys.stdout
-            return
+        self._fh: IO[str] | None = None if self._owned else sys.stdout
+        self._closed = False
+
+    def _open(self) -> IO[str]:
         try:
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            return open(self.path, "w", encoding="utf-8")
         except OSError as exc:  # checked before the run (check_output_file): changed since
-            raise UsageError(f"--detections {path}: cannot write: {exc.strerror}") from None
+            raise UsageError(f"--detections {self.path}: cannot write: {exc.strerror}") from None
 
     def on_result(self, result: FrameResult) -> None:
-        assert self._fh is not None
+        if self._fh is None:
+            if self._closed:
+                raise RuntimeError("--detections: a frame after close()")
+            self._fh = self._open()
         self._fh.write(
             json.dumps(result_record(result, self.timing, self.landmarks), separators=(",", ":")) + "\n"
         )
         self._fh.flush()
 
     def close(self) -> None:
+        self._closed = True
         if self._fh is not None:
             fh, self._fh = self._fh, None
             fh.flush()

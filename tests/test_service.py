@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import EDGEVISION, WALKING, run_cli
 from fakes import CameraScript, frames_from
@@ -24,6 +25,7 @@ from edgevision.detection.detector import FixedDetect
 from edgevision.detection.factory import build_detector
 from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder.recovery import check_allowance_s
+from edgevision.results import Frame, FrameResult, Latency
 from edgevision.service.health import PiHealth, budget_factor, parse_throttled, read_health
 from edgevision.service.monitor import ServiceMonitor
 from edgevision.service.notify import Notifier, watchdog_interval
@@ -60,6 +62,36 @@ class Listener:
 
     def times(self, key: str) -> list[float]:
         return [t for t, m in self.messages if key in m.split("\n")]
+
+
+@pytest.mark.parametrize(
+    ("under", "said"),
+    [
+        ("systemd", "service: ready (first frame processed)"),
+        ("shell", None),  # a manual run has no service to be ready: it used to log this line too
+        ("systemd-gone", "READY=1 could not be sent"),
+    ],
+)
+def test_ready_is_logged_only_when_systemd_is_told(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, under: str, said: str | None
+) -> None:
+    addr = str(tmp_path / "notify.sock")
+    lst = Listener(addr) if under == "systemd" else None
+    monitor = ServiceMonitor(Notifier("" if under == "shell" else addr), ping_interval=None)
+    try:
+        with caplog.at_level("INFO", logger="edgevision.service.monitor"):
+            monitor.on_result(
+                FrameResult(Frame(np.zeros((8, 8, 3), np.uint8), 0.0, 0, "t"), [], Latency(), "m")
+            )
+    finally:
+        monitor.close()
+        if lst is not None:
+            lst.close()
+    lines = [r.getMessage() for r in caplog.records if "service:" in r.getMessage()]
+    if said is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and said in lines[0], lines
 
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])

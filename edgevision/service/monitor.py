@@ -83,8 +83,14 @@ class ServiceMonitor:
             first = not self.ready_sent
             self.ready_sent = True
         if first:
-            self.notifier.ready(self.status_text())
-            log.info("service: ready (first frame processed)")
+            self._ready("first frame processed")
+
+    def _ready(self, why: str) -> None:
+        """Send READY=1 and say so, only under systemd: a run from a shell has no "service" to be ready."""
+        if self.notifier.ready(self.status_text()):
+            log.info("service: ready (%s)", why)
+        elif self.notifier.enabled:
+            log.warning("service: READY=1 could not be sent to %s (%s)", self.notifier.address, why)
 
     def liveness(self) -> Liveness:
         with self._lock:
@@ -134,8 +140,7 @@ class ServiceMonitor:
                     first = waiting and not self.ready_sent
                     self.ready_sent = self.ready_sent or waiting
                 if first:  # up and waiting: the start must not time out on an absent camera
-                    self.notifier.ready(self.status_text())
-                    log.info("service: ready, waiting for the source")
+                    self._ready("waiting for the source")
             pinging = self.ping_interval is not None and should_ping(now, live, self.progress_timeout)
             if pinging and self.notifier.watchdog():
                 self.pings += 1

@@ -287,6 +287,32 @@ def test_a_damaged_fragment_inside_a_clip_costs_no_later_fragment(tmp_path: Path
         assert salvage_fragmented_mp4(damaged) == whole.fragments - 2
 
 
+def test_checking_a_clip_never_holds_the_whole_file_in_memory(tmp_path: Path) -> None:
+    """Start-up recovery checks every clip a crash left open before the service records again: a long clip (a
+    5-minute 1080p event is hundreds of MB) read whole into memory runs a 512 MB Pi out of memory, and a
+    service restarted into the same recovery never records again. The check reads only the box headers."""
+    import tracemalloc
+
+    src, packets = source_packets(WALKING)
+    assert src.stream_info is not None
+    w = PacketClipWriter(tmp_path / "c.mp4", src.stream_info)
+    for p in packets:
+        w.write(p)
+    w.finalize()
+    src.close()
+    clip = tmp_path / "c.mp4"
+    size = clip.stat().st_size
+    assert size > 2_000_000
+    tracemalloc.start()
+    try:
+        check = inspect_clip(clip, want_middle=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert check.playable and check.last_good == check.fragments
+    assert peak < size // 4, (peak, size)
+
+
 def test_packets_before_the_first_keyframe_are_not_written(tmp_path: Path) -> None:
     src, packets = source_packets(WALKING)
     assert src.stream_info is not None

@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -244,16 +245,34 @@ def abort_partial(container: Any, fh: IO[bytes], partial_path: Path) -> None:
 
 def _boxes(buf: bytes) -> list[tuple[str, int, int]]:
     """Top-level MP4 boxes as (type, start, end); stops at the first incomplete box."""
+    return _scan_boxes(lambda pos: buf[pos : pos + 16], len(buf))
+
+
+def _file_boxes(path: Path) -> list[tuple[str, int, int]]:
+    """:func:`_boxes` of a file, reading only the box headers (a long clip is hundreds of MB)."""
+    with open(path, "rb") as fh:
+
+        def header_at(pos: int) -> bytes:
+            fh.seek(pos)
+            return fh.read(16)
+
+        return _scan_boxes(header_at, os.fstat(fh.fileno()).st_size)
+
+
+def _scan_boxes(header_at: Callable[[int], bytes], n: int) -> list[tuple[str, int, int]]:
+    """Top-level boxes of ``n`` bytes, given the (up to) 16 bytes at a position."""
     out = []
     pos = 0
-    n = len(buf)
     while pos + 8 <= n:
-        size, kind = struct.unpack_from(">I4s", buf, pos)
+        head = header_at(pos)
+        if len(head) < 8:
+            break
+        size, kind = struct.unpack_from(">I4s", head)
         header = 8
         if size == 1:
-            if pos + 16 > n:
+            if pos + 16 > n or len(head) < 16:
                 break
-            size = struct.unpack_from(">Q", buf, pos + 8)[0]
+            size = struct.unpack_from(">Q", head, 8)[0]
             header = 16
         elif size == 0:
             size = n - pos
@@ -394,8 +413,7 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
     """Parse and decode a (possibly cut or zero-filled) fragmented MP4: which fragments are sound."""
     import av
 
-    buf = path.read_bytes()
-    boxes = _boxes(buf)
+    boxes = _file_boxes(path)
     kinds = [k for k, _, _ in boxes]
     if "moov" not in kinds:
         return ClipCheck(False, 0, 0, 0, 0, 0.0, None)

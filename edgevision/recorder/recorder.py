@@ -357,13 +357,16 @@ class Recorder:
             kept = salvage_fragmented_mp4(clip.partial_path)
             if kept:
                 clip.partial_path.replace(clip.final_path)
-        except OSError as exc2:
+        except (
+            OSError
+        ) as exc2:  # nothing proven about the file: it stays, and its row stays open for recovery
             log.error("event %d: salvaging the clip after a disk error failed: %s", active.event_id, exc2)
-        if not kept:
+            active.clip_unsettled = True
+        if not kept and not active.clip_unsettled:
             clip.partial_path.unlink(missing_ok=True)
             active.clip_rel = None
         extra: dict[str, object] = {}
-        if kept:
+        if kept and not active.clip_unsettled:
             extra = {
                 "clip_size": clip.final_path.stat().st_size,
                 "clip_sha256": sha256_file(clip.final_path),
@@ -397,6 +400,8 @@ class Recorder:
             values.update(self._finalize_clip(active))
         elif active.clip_rel is not None and not active.clip_done:
             status = "recovered"  # the clip was cut short by a disk error and salvaged
+        if active.clip_unsettled:
+            status = "recording"  # the .partial could not be salvaged: start-up recovery closes the row
         if self.mode != Mode.INDEX_ONLY:
             try:
                 active.stills.write(self.settings.data_dir, active.event_id, values)

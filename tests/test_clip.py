@@ -77,9 +77,10 @@ def test_salvage_leaves_a_file_alone_when_no_fragment_is_proven_sound(tmp_path: 
     clip.abort()
     boxes = _boxes(data)
     first_moof = next(start for kind, start, _ in boxes if kind == "moof")
-    mdat = next((start, stop) for kind, start, stop in boxes if kind == "mdat")
     broken = bytearray(data)
-    broken[mdat[0] + 8 : mdat[1]] = bytes(mdat[1] - mdat[0] - 8)  # the first fragment's media never landed
+    for kind, start, stop in boxes:
+        if kind == "mdat":  # no fragment's media landed (one that did would be sound, and kept)
+            broken[start + 8 : stop] = bytes(stop - start - 8)
     p = tmp_path / "broken.mp4"
     p.write_bytes(bytes(broken))
     check = inspect_clip(p, want_middle=False)

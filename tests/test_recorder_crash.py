@@ -458,3 +458,41 @@ def test_kill_loop_random_instants_and_fault_points(tmp_path: Path) -> None:
                     assert e["status"] != "lost", (i, e)  # a fault point after frames were written
         assert not list(data.rglob("*.partial")) and not list(data.rglob("*.tmp"))
     print(f"kill loop: {iterations} iterations: {outcomes}")
+
+
+def test_a_clip_whose_salvage_fails_after_a_disk_error_is_left_for_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails mid-clip and salvaging the ``.partial`` then fails too (an I/O error reading it back): nothing
+    is proven about the file, so it stays, and its row stays open for start-up recovery, which finishes it (the
+    ``.partial`` was deleted as if it held nothing)."""
+    import errno
+
+    from edgevision.capture.packets import EncodedPacket
+    from edgevision.recorder import recorder as recorder_mod
+    from edgevision.recorder.remux import PacketClipWriter
+
+    real_write = PacketClipWriter.write
+    written = {"n": 0}
+
+    def write(self: PacketClipWriter, packet: EncodedPacket) -> None:
+        written["n"] += 1
+        if written["n"] > 25:  # the disk fails 2.5 s into the clip
+            raise OSError(errno.EIO, "Input/output error")
+        real_write(self, packet)
+
+    def salvage(path: Path) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(PacketClipWriter, "write", write)
+    monkeypatch.setattr(recorder_mod, "salvage_fragmented_mp4", salvage)
+    data = tmp_path / "data"
+    drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+    (ev,) = rows(data)
+    partial = data / (ev["clip_path"] + ".partial")
+    assert partial.exists() and ev["status"] == "recording"
+    monkeypatch.undo()
+    report = recover(EventIndex(data), data)
+    (ev,) = rows(data)
+    assert report.recovered == 1 and ev["status"] == "recovered" and not partial.exists()
+    assert count_frames(data / ev["clip_path"]) == ev["clip_frames"] >= 10

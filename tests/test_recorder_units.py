@@ -6,6 +6,7 @@ import errno
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,64 @@ def test_retention_runs_on_its_own_timer_and_keeps_its_failure() -> None:
     bad.start()  # runs at once: the failure ends the thread
     bad._thread.join(5)
     assert isinstance(bad.error, RuntimeError) and bad.runs == 0
+
+
+def test_two_retention_passes_never_both_delete_for_the_same_shortfall(tmp_path: Path) -> None:
+    """Retention runs on its timer thread and on the recorder thread (free space below ``min_free`` at a space
+    check). A pass that measured free space before the other deleted, and read the index after, deleted again
+    for space already freed: here four events for a shortfall of two. One pass at a time, each on the free space
+    measured under its lock, deletes exactly what is needed."""
+    import threading
+
+    import recorder_driver as drv
+
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.retention import RetentionPolicy
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    clips = []
+    for i in range(5):
+        rel = f"clips/20240101/{i + 1:06d}.mp4"
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x" * 1000)
+        clips.append(data / rel)
+        index.create("cam", "person", float(i), 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    index.close()
+    total = 13_500  # free = total - what the clips use: 8500, 1500 short of min_free, two events' worth
+
+    def measure() -> int:
+        return total - sum(c.stat().st_size for c in clips if c.exists())
+
+    recorder_measured = threading.Event()
+    calls: dict[str, int] = {}
+
+    def free_bytes(path: Path) -> int:
+        name = threading.current_thread().name
+        calls[name] = calls.get(name, 0) + 1
+        free = measure()
+        if name == "retention" and calls[name] == 1:
+            recorder_measured.wait(2.0)  # the recorder thread's pass runs meanwhile (or waits for this one)
+        elif name == "recorder" and calls[name] == 2:
+            recorder_measured.set()
+        return free
+
+    rec = Recorder(
+        drv.settings(
+            data,
+            retention=RetentionPolicy(max_age_s=None, min_free_bytes=10_000, keep_newest=0),
+            retention_interval_s=3600.0,
+            space_check_s=3600.0,
+        ),
+        blocking=True,
+        free_bytes=free_bytes,
+    )
+    deadline = time.monotonic() + 10
+    while (rec.retention.runs < 1 or calls.get("recorder", 0) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rec.close()
+    assert [c.exists() for c in clips] == [False, False, True, True, True]
+    assert [r.id for r in EventIndex(data).list()] == [3, 4, 5]
 
 
 # -- the snapshot output (EventStills) ------------------------------------------------------------------------

@@ -249,6 +249,70 @@ def test_a_half_written_frame_in_an_open_gop_clips_first_gop_is_not_sound(tmp_pa
         assert inspect_clip(broken, want_middle=False).good == n, n
 
 
+def test_a_damaged_fragment_inside_a_clip_costs_no_later_fragment(tmp_path: Path) -> None:
+    """A few damaged bytes inside a clip (a camera's packet lost on the network, a bad sector) are not what a kill
+    leaves: a kill damages only the tail, after the last fsync. Salvage cuts back to the last fragment that
+    decodes, so everything after the damage stays (it used to cut at the first damaged fragment: a glitch 10 s
+    into a 5-minute recording killed at its end cost the rest), and a clip whose first fragment is damaged is
+    still playable, so recovery keeps it instead of deleting it as undecodable."""
+    src, packets = source_packets(WALKING)
+    assert src.stream_info is not None
+    w = PacketClipWriter(tmp_path / "c.mp4", src.stream_info)
+    for p in packets:
+        w.write(p)
+    w.finalize()
+    src.close()
+    data = (tmp_path / "c.mp4").read_bytes()
+    whole = inspect_clip(tmp_path / "c.mp4", want_middle=False)
+    assert whole.good == whole.fragments >= 10
+    mdats = [(a, b) for kind, a, b in _boxes(data) if kind == "mdat"]
+    for n in (0, 2):
+        a, b = mdats[n]
+        mid = (a + b) // 2
+        glitch = data[:mid] + bytes(x ^ 0x5A for x in data[mid : mid + 64]) + data[mid + 64 :]
+        damaged = tmp_path / f"glitch{n}.mp4"
+        damaged.write_bytes(glitch)
+        check = inspect_clip(damaged, want_middle=False)
+        # the sound prefix ends at the damage; the fragments after it decode
+        assert check.good == n and check.playable
+        assert check.last_good == whole.fragments and check.good_end == whole.good_end
+        assert salvage_fragmented_mp4(damaged) == whole.fragments
+        assert damaged.stat().st_size == whole.good_end
+        assert decoded_frames(damaged) == decoded_frames(tmp_path / "c.mp4")  # the damage is concealed
+        # a zero-filled tail after the damage (a kill) is still cut back to the last sound fragment
+        tail = mdats[-2][0]
+        damaged.write_bytes(glitch[: tail + 8] + bytes(len(data) - tail - 8))
+        check = inspect_clip(damaged, want_middle=False)
+        assert check.playable and check.last_good == whole.fragments - 2
+        assert salvage_fragmented_mp4(damaged) == whole.fragments - 2
+
+
+def test_checking_a_clip_never_holds_the_whole_file_in_memory(tmp_path: Path) -> None:
+    """Start-up recovery checks every clip a crash left open before the service records again: a long clip (a
+    5-minute 1080p event is hundreds of MB) read whole into memory runs a 512 MB Pi out of memory, and a
+    service restarted into the same recovery never records again. The check reads only the box headers."""
+    import tracemalloc
+
+    src, packets = source_packets(WALKING)
+    assert src.stream_info is not None
+    w = PacketClipWriter(tmp_path / "c.mp4", src.stream_info)
+    for p in packets:
+        w.write(p)
+    w.finalize()
+    src.close()
+    clip = tmp_path / "c.mp4"
+    size = clip.stat().st_size
+    assert size > 2_000_000
+    tracemalloc.start()
+    try:
+        check = inspect_clip(clip, want_middle=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert check.playable and check.last_good == check.fragments
+    assert peak < size // 4, (peak, size)
+
+
 def test_packets_before_the_first_keyframe_are_not_written(tmp_path: Path) -> None:
     src, packets = source_packets(WALKING)
     assert src.stream_info is not None

@@ -8,7 +8,8 @@ fsync'd as soon as the muxer has written it, so a process killed mid-recording l
 last complete fragment: at most the last second of media is lost.
 
 :func:`salvage_fragmented_mp4` cuts such a file back to the last fragment that *decodes* (a power cut on
-vfat/SD can leave a zero-filled tail whose boxes still parse). Encoding (PyAV) is separate from where the bytes
+vfat/SD can leave a zero-filled tail whose boxes still parse). A kill damages only the tail; a damaged fragment
+inside the clip (a packet the camera lost, a bad sector) followed by sound ones is kept, with all that follows. Encoding (PyAV) is separate from where the bytes
 go (:class:`_SyncingFile`) and from the crash-safety of the container (:func:`inspect_clip`), so a later
 packet-remuxing writer keeps the same guarantees. PyAV is used because OpenCV's VideoWriter can neither
 fragment nor be flushed to disk.
@@ -21,6 +22,7 @@ import logging
 import os
 import platform
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -243,16 +245,34 @@ def abort_partial(container: Any, fh: IO[bytes], partial_path: Path) -> None:
 
 def _boxes(buf: bytes) -> list[tuple[str, int, int]]:
     """Top-level MP4 boxes as (type, start, end); stops at the first incomplete box."""
+    return _scan_boxes(lambda pos: buf[pos : pos + 16], len(buf))
+
+
+def _file_boxes(path: Path) -> list[tuple[str, int, int]]:
+    """:func:`_boxes` of a file, reading only the box headers (a long clip is hundreds of MB)."""
+    with open(path, "rb") as fh:
+
+        def header_at(pos: int) -> bytes:
+            fh.seek(pos)
+            return fh.read(16)
+
+        return _scan_boxes(header_at, os.fstat(fh.fileno()).st_size)
+
+
+def _scan_boxes(header_at: Callable[[int], bytes], n: int) -> list[tuple[str, int, int]]:
+    """Top-level boxes of ``n`` bytes, given the (up to) 16 bytes at a position."""
     out = []
     pos = 0
-    n = len(buf)
     while pos + 8 <= n:
-        size, kind = struct.unpack_from(">I4s", buf, pos)
+        head = header_at(pos)
+        if len(head) < 8:
+            break
+        size, kind = struct.unpack_from(">I4s", head)
         header = 8
         if size == 1:
-            if pos + 16 > n:
+            if pos + 16 > n or len(head) < 16:
                 break
-            size = struct.unpack_from(">Q", buf, pos + 8)[0]
+            size = struct.unpack_from(">Q", head, 8)[0]
             header = 16
         elif size == 0:
             size = n - pos
@@ -268,8 +288,9 @@ class ClipCheck:
     """What a decode pass over a fragmented MP4 found.
 
     ``fragments`` complete ``moof``+``mdat`` pairs were parsed, of which the first ``good`` decode without an
-    error; ``good_end`` is the byte offset where those end (where a salvage cuts the file).
-    ``frames`` / ``duration_s`` / ``middle`` describe the good part.
+    error; ``last_good`` is the last one that does (after damage inside the clip, later fragments may still be
+    sound), and ``good_end`` the byte offset where it ends (where a salvage cuts the file).
+    ``frames`` / ``duration_s`` / ``middle`` describe the fragments up to ``last_good``.
     """
 
     has_header: bool
@@ -279,10 +300,11 @@ class ClipCheck:
     frames: int
     duration_s: float
     middle: np.ndarray | None
+    last_good: int = 0
 
     @property
     def playable(self) -> bool:
-        return self.has_header and self.good > 0 and self.frames > 0
+        return self.has_header and self.last_good > 0 and self.frames > 0
 
 
 def _decode_pass(
@@ -359,17 +381,29 @@ def _decode_pass(
     return packets, bad, decoded
 
 
+def _sound(
+    fragments: int, packets: dict[int, int], bad: set[int], decoded: list[tuple[int, int]]
+) -> list[int]:
+    """The sound fragments (numbered from 1): each packet that must decode came out as a frame, no decoding
+    error."""
+    per_fragment: dict[int, int] = {}
+    for frag, _pts in decoded:
+        per_fragment[frag] = per_fragment.get(frag, 0) + 1
+    return [
+        n
+        for n in range(1, fragments + 1)
+        if n not in bad and packets.get(n, 0) > 0 and per_fragment.get(n, 0) >= packets[n]
+    ]
+
+
 def _sound_prefix(
     fragments: int, packets: dict[int, int], bad: set[int], decoded: list[tuple[int, int]]
 ) -> int:
     """How many fragments from the first are sound: each packet that must decode came out as a frame, no
     decoding error, and no garbage fragment before it."""
-    per_fragment: dict[int, int] = {}
-    for frag, _pts in decoded:
-        per_fragment[frag] = per_fragment.get(frag, 0) + 1
     good = 0
-    for n in range(1, fragments + 1):
-        if n in bad or packets.get(n, 0) == 0 or per_fragment.get(n, 0) < packets[n]:
+    for n in _sound(fragments, packets, bad, decoded):
+        if n != good + 1:
             break
         good = n
     return good
@@ -379,8 +413,7 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
     """Parse and decode a (possibly cut or zero-filled) fragmented MP4: which fragments are sound."""
     import av
 
-    buf = path.read_bytes()
-    boxes = _boxes(buf)
+    boxes = _file_boxes(path)
     kinds = [k for k, _, _ in boxes]
     if "moov" not in kinds:
         return ClipCheck(False, 0, 0, 0, 0, 0.0, None)
@@ -401,7 +434,8 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
         return len(spans) + 1  # beyond the parsed fragments: garbage
 
     try:
-        packets, bad, decoded = _decode_pass(path, fragment_of)
+        whole = _decode_pass(path, fragment_of)
+        packets, bad, decoded = whole
         good = _sound_prefix(len(spans), packets, bad, decoded)
         # A frame held back for reordering (B-frames) comes out only when later packets decode or the decoder
         # is drained: garbage after a sound fragment can swallow it. Decode again up to the fragment after the
@@ -412,11 +446,19 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
             if better <= good:
                 break
             (packets, bad, decoded), good = retry, better
+        # Damage inside the clip is not what a kill leaves (it damages only the tail): a sound fragment after it
+        # is media that landed, and everything up to it stays.
+        last = max([good, *_sound(len(spans), *whole)])
     except (av.error.FFmpegError, IndexError) as exc:
         log.warning("%s: cannot be decoded at all: %s", path, exc)
         return ClipCheck(True, len(spans), 0, header_end, 0, 0.0, None)
-    kept_pts = sorted(p for f, p in decoded if f <= good)
-    good_end = spans[good - 1][1] if good else header_end
+    if last > good:
+        log.warning(
+            "%s: fragment %d of %d does not decode; fragments after it do", path, good + 1, len(spans)
+        )
+        packets, bad, decoded = whole
+    kept_pts = sorted(p for f, p in decoded if f <= last)
+    good_end = spans[last - 1][1] if last else header_end
     duration = 0.0
     middle = None
     if kept_pts:
@@ -426,7 +468,7 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
         duration = float((kept_pts[-1] - kept_pts[0] + step) * tb) if tb else 0.0
         if want_middle:
             middle = _frame_at(path, kept_pts[len(kept_pts) // 2])
-    return ClipCheck(True, len(spans), good, good_end, len(kept_pts), duration, middle)
+    return ClipCheck(True, len(spans), good, good_end, len(kept_pts), duration, middle, last)
 
 
 def _frame_at(path: Path, pts: int) -> np.ndarray | None:
@@ -446,7 +488,8 @@ def _frame_at(path: Path, pts: int) -> np.ndarray | None:
 
 
 def salvage_fragmented_mp4(path: Path) -> int:
-    """Cut a fragmented MP4 back to its last fragment that decodes; return the fragments kept.
+    """Cut a fragmented MP4 back to its last fragment that decodes (a damaged one before it stays: only the tail is
+    a kill's); return the fragments kept.
 
     Returns 0 (and leaves the file alone) when there is no ``moov`` or no sound fragment: the caller decides
     what to do with a file nothing can be proven about.
@@ -459,4 +502,4 @@ def salvage_fragmented_mp4(path: Path) -> int:
             fh.truncate(check.good_end)
             fh.flush()
             os.fsync(fh.fileno())
-    return check.good
+    return check.last_good

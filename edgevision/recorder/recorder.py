@@ -110,13 +110,11 @@ class Recorder:
         self._error: BaseException | None = None
         self._last_frame: Frame | None = None
         self._next_space_check = 0.0
+        self._retention_lock = threading.Lock()  # one retention pass at a time (timer and recorder threads)
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
         # Age and size limits are applied on their own timer; free space is also checked before each clip.
-        self.retention = RetentionTimer(
-            lambda: self._retention(self.free_bytes(self.settings.data_dir)),
-            self.settings.retention_interval_s,
-        )
+        self.retention = RetentionTimer(self._retention, self.settings.retention_interval_s)
         self.retention.start()
 
     @property
@@ -359,13 +357,16 @@ class Recorder:
             kept = salvage_fragmented_mp4(clip.partial_path)
             if kept:
                 clip.partial_path.replace(clip.final_path)
-        except OSError as exc2:
+        except (
+            OSError
+        ) as exc2:  # nothing proven about the file: it stays, and its row stays open for recovery
             log.error("event %d: salvaging the clip after a disk error failed: %s", active.event_id, exc2)
-        if not kept:
+            active.clip_unsettled = True
+        if not kept and not active.clip_unsettled:
             clip.partial_path.unlink(missing_ok=True)
             active.clip_rel = None
         extra: dict[str, object] = {}
-        if kept:
+        if kept and not active.clip_unsettled:
             extra = {
                 "clip_size": clip.final_path.stat().st_size,
                 "clip_sha256": sha256_file(clip.final_path),
@@ -399,6 +400,8 @@ class Recorder:
             values.update(self._finalize_clip(active))
         elif active.clip_rel is not None and not active.clip_done:
             status = "recovered"  # the clip was cut short by a disk error and salvaged
+        if active.clip_unsettled:
+            status = "recording"  # the .partial could not be salvaged: start-up recovery closes the row
         if self.mode != Mode.INDEX_ONLY:
             try:
                 active.stills.write(self.settings.data_dir, active.event_id, values)
@@ -488,7 +491,7 @@ class Recorder:
             log.warning("recorder: cannot read free space: %s", exc)
             return
         if free < need:
-            self._retention(free)  # deletes only when that reaches min_free (see plan_retention)
+            self._retention()  # deletes only when that reaches min_free (see plan_retention)
             free = self.free_bytes(self.settings.data_dir)
         new = after_space_check(self.mode, free, self._floor)
         if new == self.mode:
@@ -499,13 +502,20 @@ class Recorder:
         else:
             self._degrade(new, OSError(errno.ENOSPC, f"free space below {self._floor >> 20} MiB"))
 
-    def _retention(self, free: int) -> None:
-        try:
-            apply_retention(self.index, self.settings.data_dir, time.time(), free, self.settings.retention)
-        except Exception as exc:
-            if not is_disk_error(exc):
-                raise
-            log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)
+    def _retention(self) -> None:
+        """One retention pass (timer thread, or recorder thread when free space is short). Passes take turns and
+        each measures free space under the lock, so two never both delete for the same shortfall (a clip about
+        to start waits for a running pass: the space it frees decides whether the clip is written)."""
+        with self._retention_lock:
+            free = self.free_bytes(self.settings.data_dir)
+            try:
+                apply_retention(
+                    self.index, self.settings.data_dir, time.time(), free, self.settings.retention
+                )
+            except Exception as exc:
+                if not is_disk_error(exc):
+                    raise
+                log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)
 
     def _housekeeping(self) -> None:
         self._check_space()

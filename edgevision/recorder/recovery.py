@@ -96,7 +96,8 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         fsync_dir(clip.parent)
         _mark_lost(index, row, "process stopped while recording; the clip does not decode", report)
         return
-    if check.good < check.fragments:
+    # a damaged tail is cut; damage inside the clip stays (the fragments after it play)
+    if check.last_good < check.fragments:
         salvaged = salvage_fragmented_mp4(clip)
     sha = sha256_file(clip)
     fault_point("recover.hashed")

@@ -23,7 +23,6 @@ listeners from the index (``end_sent``), the same path for live ends and for end
 
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import threading
@@ -41,14 +40,15 @@ from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.clip import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
-from edgevision.recorder.index_writer import IndexWriter, is_disk_error
+from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
-from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
+from edgevision.recorder.mode import Mode
 from edgevision.recorder.packet_clips import PacketClips
 from edgevision.recorder.recovery import Checking, RecoveryReport, recover
-from edgevision.recorder.retention import RetentionTimer, apply_retention, free_space
+from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
+from edgevision.recorder.space import DISK_ERRNOS, DiskSpace
 from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
 from edgevision.results import FrameResult
 from edgevision.results.events import EventPhase
@@ -56,7 +56,6 @@ from edgevision.results.frame import Frame
 
 log = logging.getLogger(__name__)
 
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 STATS_EVERY_S = 1.0  # how often (frame clock) a running event's statistics reach the index
 
 
@@ -81,7 +80,6 @@ class Recorder:
         self.fps_source = fps_source
         self.blocking = blocking
         self.clock = clock
-        self.free_bytes = free_bytes
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # One process owns the directory (raises DataDirBusy, exit 75): held until close().
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
@@ -99,8 +97,9 @@ class Recorder:
         self.clips = PacketClips(settings.pre_roll, settings.pre_roll_max_bytes)
         self.intake = PacketIntake(packets, encoder_codec(settings.codec), settings.fps_hint)
         self.clips_cut_by_reconnect = 0
-        self.mode = Mode.NORMAL
-        self._floor = record_floor(settings.retention.min_free_bytes)
+        self.disk = DiskSpace(
+            settings.data_dir, settings.retention, self.index, free_bytes, clock, settings.space_check_s
+        )
         self._ends_checked = False
         self.dropped = 0
         self.events_started = 0
@@ -109,13 +108,16 @@ class Recorder:
         self._active: ActiveEvent | None = None
         self._error: BaseException | None = None
         self._last_frame: Frame | None = None
-        self._next_space_check = 0.0
-        self._retention_lock = threading.Lock()  # one retention pass at a time (timer and recorder threads)
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
         # Age and size limits are applied on their own timer; free space is also checked before each clip.
-        self.retention = RetentionTimer(self._retention, self.settings.retention_interval_s)
+        self.retention = RetentionTimer(self.disk.retention_pass, self.settings.retention_interval_s)
         self.retention.start()
+
+    @property
+    def mode(self) -> Mode:
+        """How much of an event is written now (see :mod:`~edgevision.recorder.space`)."""
+        return self.disk.mode
 
     @property
     def queue_depth(self) -> int:
@@ -267,7 +269,7 @@ class Recorder:
         active.stills.offer(frame, item.best, item.matches or item.detections, item.faces)
 
     def _begin(self, sig: EventStart, frame: Frame) -> None:
-        self._check_space(force=True)
+        self.disk.check(force=True)
         event_id = self.writer.next_id_preview()
         clip_rel = f"clips/{time.strftime('%Y%m%d')}/{event_id:06d}.mp4" if self.mode == Mode.NORMAL else None
         # The row names the clip before the file exists: recovery never meets a .partial nobody owns.
@@ -307,7 +309,7 @@ class Recorder:
                     self._active.clip = self.clips.clip
                     self._close_clip_after_disk_error(self._active, exc)
                 else:  # the file could not even be created
-                    self._degrade(Mode.SNAPSHOTS_ONLY, exc)
+                    self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
                     self._active.clip_rel = None
                     self.writer.update(event_id, clip_path=None)
                 clip = None
@@ -357,9 +359,8 @@ class Recorder:
             kept = salvage_fragmented_mp4(clip.partial_path)
             if kept:
                 clip.partial_path.replace(clip.final_path)
-        except (
-            OSError
-        ) as exc2:  # nothing proven about the file: it stays, and its row stays open for recovery
+        except OSError as exc2:
+            # nothing is proven about the file: it stays, and its row stays open for start-up recovery
             log.error("event %d: salvaging the clip after a disk error failed: %s", active.event_id, exc2)
             active.clip_unsettled = True
         if not kept and not active.clip_unsettled:
@@ -379,7 +380,7 @@ class Recorder:
             note=f"clip cut short by disk error: {exc.strerror}",
             **extra,
         )
-        self._degrade(Mode.SNAPSHOTS_ONLY, exc)
+        self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 
     def _finish(self, sig: EventEnd) -> None:
         """Close the active event: clip (fsync, rename, dir fsync), hash, snapshot, then the index row.
@@ -408,7 +409,7 @@ class Recorder:
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
                     raise
-                self._degrade(Mode.INDEX_ONLY, exc)
+                self.disk.degrade(Mode.INDEX_ONLY, exc)
         fault_point("finish.snapshot")
         values.update(
             max_score=sig.max_score,
@@ -471,53 +472,7 @@ class Recorder:
             except Exception as exc:
                 log.error("recorder: %s listener failed: %s", kind, exc)
 
-    def _degrade(self, mode: Mode, exc: OSError) -> None:
-        new = after_failure(self.mode, mode)
-        if new != self.mode:
-            self.mode = new
-            log.error(
-                "recorder: disk problem (%s): degraded to %s until space returns", exc.strerror or exc, new
-            )
-
-    def _check_space(self, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now < self._next_space_check:
-            return
-        self._next_space_check = now + self.settings.space_check_s
-        need = self.settings.retention.min_free_bytes or 0
-        try:
-            free = self.free_bytes(self.settings.data_dir)
-        except OSError as exc:
-            log.warning("recorder: cannot read free space: %s", exc)
-            return
-        if free < need:
-            self._retention()  # deletes only when that reaches min_free (see plan_retention)
-            free = self.free_bytes(self.settings.data_dir)
-        new = after_space_check(self.mode, free, self._floor)
-        if new == self.mode:
-            return
-        if new == Mode.NORMAL:
-            log.warning("recorder: free space is back (%d MiB): full recording resumed", free >> 20)
-            self.mode = new
-        else:
-            self._degrade(new, OSError(errno.ENOSPC, f"free space below {self._floor >> 20} MiB"))
-
-    def _retention(self) -> None:
-        """One retention pass (timer thread, or recorder thread when free space is short). Passes take turns and
-        each measures free space under the lock, so two never both delete for the same shortfall (a clip about
-        to start waits for a running pass: the space it frees decides whether the clip is written)."""
-        with self._retention_lock:
-            free = self.free_bytes(self.settings.data_dir)
-            try:
-                apply_retention(
-                    self.index, self.settings.data_dir, time.time(), free, self.settings.retention
-                )
-            except Exception as exc:
-                if not is_disk_error(exc):
-                    raise
-                log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)
-
     def _housekeeping(self) -> None:
-        self._check_space()
+        self.disk.check()
         if self.writer.pending and self.writer.flush():
             self._announce_ends()  # rows that waited for the disk are in: their ends can go out

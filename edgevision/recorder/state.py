@@ -68,6 +68,5 @@ class ActiveEvent:
     stats_ts: float = 0.0  # frame time the statistics were last written
     stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
     clip_done: bool = False  # the clip was finalized (a reconnect may do it before the event ends)
-    clip_unsettled: bool = (
-        False  # salvaging the clip after a disk error failed: start-up recovery finishes it
-    )
+    # salvaging the clip after a disk error failed: start-up recovery finishes it
+    clip_unsettled: bool = False

@@ -1,0 +1,99 @@
+"""The recorder's disk: its recording mode, the free-space checks that move it, and the retention passes.
+
+A pass runs on the retention timer's thread (age and size limits) and on the recorder thread before a clip
+starts when free space is below ``min_free``. Passes take turns and each measures free space under the lock, so
+two never both delete for the same shortfall.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edgevision.recorder.index import EventIndex
+from edgevision.recorder.index_writer import is_disk_error
+from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
+from edgevision.recorder.retention import RetentionPolicy, apply_retention
+
+log = logging.getLogger(__name__)
+
+# Errors that say the disk is full, over quota, read-only or failing: they degrade recording instead of failing it.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+class DiskSpace:
+    """The recording :class:`~edgevision.recorder.mode.Mode` and what moves it.
+
+    ``mode`` is written by the recorder thread only (a failure, a space check); the retention lock guards the
+    passes, which the timer thread runs too.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        retention: RetentionPolicy,
+        index: EventIndex,
+        free_bytes: Callable[[Path], int],
+        clock: Callable[[], float],
+        check_every_s: float,
+    ) -> None:
+        self.data_dir = data_dir
+        self.policy = retention
+        self.index = index
+        self.free_bytes = free_bytes
+        self.clock = clock
+        self.check_every_s = check_every_s
+        self.mode = Mode.NORMAL
+        self.floor = record_floor(retention.min_free_bytes)
+        self._next_check = 0.0
+        self._lock = threading.Lock()  # one retention pass at a time (timer and recorder threads)
+
+    def degrade(self, mode: Mode, exc: OSError) -> None:
+        """A write failed in a way that forces ``mode`` (never less degraded than now)."""
+        new = after_failure(self.mode, mode)
+        if new != self.mode:
+            self.mode = new
+            log.error(
+                "recorder: disk problem (%s): degraded to %s until space returns", exc.strerror or exc, new
+            )
+
+    def check(self, force: bool = False) -> None:
+        """Measure free space (every ``check_every_s``, or now with ``force``): below ``min_free`` run a retention
+        pass first; then below the floor no clip starts, and space back resumes full recording."""
+        now = self.clock()
+        if not force and now < self._next_check:
+            return
+        self._next_check = now + self.check_every_s
+        need = self.policy.min_free_bytes or 0
+        try:
+            free = self.free_bytes(self.data_dir)
+        except OSError as exc:
+            log.warning("recorder: cannot read free space: %s", exc)
+            return
+        if free < need:
+            self.retention_pass()  # deletes only when that reaches min_free (see plan_retention)
+            free = self.free_bytes(self.data_dir)
+        new = after_space_check(self.mode, free, self.floor)
+        if new == self.mode:
+            return
+        if new == Mode.NORMAL:
+            log.warning("recorder: free space is back (%d MiB): full recording resumed", free >> 20)
+            self.mode = new
+        else:
+            self.degrade(new, OSError(errno.ENOSPC, f"free space below {self.floor >> 20} MiB"))
+
+    def retention_pass(self) -> None:
+        """One retention pass on the free space measured under the lock (a clip about to start waits for a
+        running pass: the space it frees decides whether the clip is written)."""
+        with self._lock:
+            free = self.free_bytes(self.data_dir)
+            try:
+                apply_retention(self.index, self.data_dir, time.time(), free, self.policy)
+            except Exception as exc:
+                if not is_disk_error(exc):
+                    raise
+                log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)

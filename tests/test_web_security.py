@@ -491,3 +491,34 @@ def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str
     for f in data.rglob("*"):
         if f.is_file():
             assert b"hunter22" not in f.read_bytes(), f
+
+
+def login_cookie(web: WebServer) -> tuple[str, str]:
+    """The (name, value) of the session cookie one token exchange sets."""
+    _, headers, _ = req(web, "GET", f"/?token={web.token}")
+    name, value = headers["Set-Cookie"].split(";")[0].split("=", 1)
+    return name, value
+
+
+def test_other_apps_cookies_on_the_same_host_do_not_hide_the_session(server: WebServer) -> None:
+    """Cookies are per host, not per port: a Pi's other web apps' cookies come along, in any syntax."""
+    own = "=".join(login_cookie(server))
+    for other in ('prefs={"theme":"dark"}', "name=a b", "path=C:\\x", "a=1; b"):
+        for cookie in (f"{other}; {own}", f"{own}; {other}"):
+            assert req(server, "GET", "/api/events", {"Cookie": cookie})[0] == 200, cookie
+    assert req(server, "GET", "/api/events", {"Cookie": 'prefs={"a":1}; ev=x'})[0] == 401
+
+
+def test_two_instances_on_one_host_keep_their_own_sessions() -> None:
+    """edgevision@door and edgevision@yard on one Pi (two ports): a browser keeps one cookie per name and host, so
+    signing in to one view must not sign the user out of the other."""
+    live = LiveView(10, 80)
+    views = [WebServer(WebConfig(port=0, token=TOKEN + suffix), live, None, None) for suffix in ("a", "b")]
+    try:
+        jar = dict(login_cookie(web) for web in views)
+        cookie = "; ".join(f"{k}={v}" for k, v in jar.items())
+        assert [req(web, "GET", "/api/events", {"Cookie": cookie})[0] for web in views] == [200, 200]
+    finally:
+        for web in views:
+            web.close()
+        live.close()

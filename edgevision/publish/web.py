@@ -21,7 +21,6 @@ import re
 import socket
 import threading
 import time
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -34,9 +33,10 @@ from edgevision.paths import events_index
 from edgevision.publish.live import LiveView
 from edgevision.publish.metrics import Metrics
 from edgevision.publish.webauth import (
-    COOKIE,
     FailureLimiter,
     Sessions,
+    cookie_name,
+    cookie_value,
     host_allowed,
     machine_names,
     origin_allowed,
@@ -133,6 +133,7 @@ class WebServer:
         self.httpd.server_address = sock.getsockname()
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
+        self.cookie = cookie_name(self.port)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)
         self._thread.start()
         log.info("web: http://%s:%d/ (%s)", host, self.port, "token required" if token else "no token")
@@ -165,15 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         return str(self.client_address[0])
 
     def _session_id(self) -> str | None:
-        raw = self.headers.get("Cookie")
-        if not raw:
-            return None
-        try:
-            jar: SimpleCookie = SimpleCookie(raw)
-        except CookieError:
-            return None
-        morsel = jar.get(COOKIE)
-        return morsel.value if morsel else None
+        return cookie_value(self.headers.get("Cookie"), self.server_ref.cookie)
 
     def _check_token(self, given: str) -> bool | None:
         """True/False for a right/wrong token; None when this client must wait (429 already sent)."""
@@ -210,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server_ref
         with srv.auth_lock:
             sid = srv.sessions.create()
-        cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+        cookie = f"{srv.cookie}={sid}; Path=/; HttpOnly; SameSite=Lax"
         self._send(303, b"", "text/plain", {"Location": location, "Set-Cookie": cookie})
 
     def _login_page(self, code: int, next_path: str = "/", error: str = "") -> None:
@@ -307,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/logout":
                 with self.server_ref.auth_lock:
                     self.server_ref.sessions.end(self._session_id())
-                expired = f"{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+                expired = f"{self.server_ref.cookie}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
                 return self._send(303, b"", "text/plain", {"Location": "/", "Set-Cookie": expired})
             if url.path != "/login":
                 return self._error(404, "not found")

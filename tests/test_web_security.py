@@ -522,3 +522,14 @@ def test_two_instances_on_one_host_keep_their_own_sessions() -> None:
         for web in views:
             web.close()
         live.close()
+
+
+@pytest.mark.parametrize(
+    "next_path", ["/\\evil.example/", "/%5C%5Cevil.example", "/%09/evil.example", "/%0D%0AX:%20y"]
+)
+def test_login_never_redirects_off_this_server(server: WebServer, next_path: str) -> None:
+    """Browsers read a backslash as a slash and drop tabs and newlines in a Location: ``/\\evil.example`` is
+    ``//evil.example``, another server (a phishing page asking for the token again)."""
+    body = f"token={TOKEN}&next={next_path}"
+    status, headers, _ = req(server, "POST", "/login", body=body)
+    assert status == 303 and headers["Location"] == "/" and "X" not in headers

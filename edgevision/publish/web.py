@@ -38,6 +38,7 @@ from edgevision.publish.webauth import (
     cookie_name,
     cookie_value,
     host_allowed,
+    local_path,
     machine_names,
     origin_allowed,
     token_matches,
@@ -259,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not ok:
                     return self._login_page(401, path, "wrong token")
                 rest = urlencode([(k, v) for k, vs in query.items() if k != "token" for v in vs])
-                return self._start_session(path + (f"?{rest}" if rest else ""))
+                return self._start_session(local_path(path + (f"?{rest}" if rest else "")))
             auth = self._authorized()
             if auth is None:
                 return None
@@ -304,9 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(303, b"", "text/plain", {"Location": "/", "Set-Cookie": expired})
             if url.path != "/login":
                 return self._error(404, "not found")
-            next_path = (form.get("next") or ["/"])[0]
-            if not next_path.startswith("/") or next_path.startswith("//"):
-                next_path = "/"  # never redirect off this server
+            next_path = local_path((form.get("next") or ["/"])[0])  # never redirect off this server
             if not self.server_ref.token:
                 return self._send(303, b"", "text/plain", {"Location": next_path})
             ok = self._check_token((form.get("token") or [""])[0])

@@ -62,6 +62,15 @@ def cookie_value(header: str | None, name: str) -> str | None:
     return None
 
 
+def local_path(value: str) -> str:
+    """``value`` when it is a path on this server, else ``/`` (what a redirect after signing in may name).
+
+    Browsers read ``\\`` as ``/`` and drop tabs and newlines in a ``Location``, so ``/\\evil.example`` would
+    leave this server as surely as ``//evil.example``; a CR or LF would also end the header."""
+    printable = value.isascii() and value.isprintable() and "\\" not in value
+    return value if printable and value.startswith("/") and not value.startswith("//") else "/"
+
+
 @dataclass
 class _Session:
     created: float

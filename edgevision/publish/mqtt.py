@@ -109,6 +109,7 @@ class MqttPublisher:
         self.sent = 0
         self.drain_timeout = c.drain_timeout_s
         self._connected = threading.Event()
+        self._links = 0  # successful connections so far (paho's network thread counts them)
         self._stop = threading.Event()
         self._state_lock = threading.Lock()  # guards _state (written by pipeline, recorder, paho threads)
         self._state: dict[str, bytes] = {}
@@ -151,6 +152,7 @@ class MqttPublisher:
             state = list(self._state.items())
         for topic, value in state:  # the latest state: the broker may have restarted without it
             client.publish(topic, value, qos=1, retain=True)
+        self._links += 1
         self._connected.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -220,13 +222,21 @@ class MqttPublisher:
         if msg is None:
             return
         msg_id, topic, payload, qos, retain = msg
+        link = self._links
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise RuntimeError(mqtt.error_string(info.rc))
-        # Wait for the broker's acknowledgement. paho keeps the message (also one published just as the link
+        # Wait for the broker's acknowledgement. paho keeps a QoS 1/2 message (also one published just as the link
         # dropped, rc NO_CONN) and sends it again after reconnecting, so the outbox row is deleted once, when
         # delivered. paho's is_published() raises for NO_CONN even after such a delivery: read the flag it sets.
+        # A QoS 0 message paho could not write before the link dropped is gone from paho: it stays in the outbox
+        # and is published again once connected (it is marked published as soon as it is written).
         while not self._stop.is_set() and not getattr(info, "_published", False):
+            if qos == 0 and (
+                info.rc == mqtt.MQTT_ERR_NO_CONN or not self._connected.is_set() or self._links != link
+            ):
+                self._stop.wait(0.5)
+                return
             self._stop.wait(0.05)
         if getattr(info, "_published", False):
             self.outbox.delete(msg_id)

@@ -4,6 +4,7 @@ as pure units, against a real mosquitto in-process, and end to end with `edgevis
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -572,3 +573,22 @@ def test_a_qos0_event_published_as_the_link_drops_is_sent_after_reconnecting(tmp
         if sub is not None:
             sub.close()
         broker.stop()
+
+
+def test_an_unreachable_broker_is_said_once_per_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong mqtt.host or port (or a broker that is down) must show in the log while the run goes on, not only
+    as "kept in the outbox" when it ends."""
+    caplog.set_level(logging.WARNING, logger="edgevision.publish.mqtt")
+    port = free_port()  # nobody listens
+    config = MqttConfig(host="127.0.0.1", port=port, reconnect_max_s=1, drain_timeout_s=0)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 10), TOPICS)
+    try:
+        deadline = time.monotonic() + 10
+        while "cannot reach" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.5)  # more attempts fail
+    finally:
+        pub.close()
+    assert caplog.text.count(f"mqtt: cannot reach the broker at 127.0.0.1:{port}") == 1, caplog.text

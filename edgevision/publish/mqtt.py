@@ -110,6 +110,8 @@ class MqttPublisher:
         self.drain_timeout = c.drain_timeout_s
         self._connected = threading.Event()
         self._links = 0  # successful connections so far (paho's network thread counts them)
+        self._broker = f"{c.host}:{c.port}"
+        self._unreachable_said = False  # the current outage was logged (paho's network thread)
         self._stop = threading.Event()
         self._state_lock = threading.Lock()  # guards _state (written by pipeline, recorder, paho threads)
         self._state: dict[str, bytes] = {}
@@ -124,6 +126,7 @@ class MqttPublisher:
         self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(c.reconnect_max_s)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         for name in self.switches:
             self.client.message_callback_add(topics.switch_set(name), self._on_set)
         if controls is not None:
@@ -143,6 +146,7 @@ class MqttPublisher:
             log.warning("mqtt: connection refused: %s", reason)
             return
         log.info("mqtt: connected")
+        self._unreachable_said = False
         client.publish(self.topics.available, "online", qos=1, retain=True)
         for topic, payload in self.discovery:  # None: an empty config removes the entity
             client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
@@ -154,6 +158,15 @@ class MqttPublisher:
             client.publish(topic, value, qos=1, retain=True)
         self._links += 1
         self._connected.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if not self._unreachable_said:  # once per outage: paho retries every reconnect_max_s at most
+            self._unreachable_said = True
+            log.warning(
+                "mqtt: cannot reach the broker at %s; retrying, events wait in the outbox (%d queued)",
+                self._broker,
+                len(self.outbox),
+            )
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if self._connected.is_set():

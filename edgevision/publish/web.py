@@ -347,12 +347,14 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 limit = min(1000, int((query.get("limit") or ["200"])[0]))
             except ValueError:
-                return self._error(400, "limit must be a number")
+                limit = -1
+            if limit < 0:
+                return self._error(400, "limit must be a number from 0 to 1000")
             try:
                 all_rows = index.list()
             finally:
                 index.close()
-            rows = [r.to_dict() for r in all_rows[-limit:]]
+            rows = [r.to_dict() for r in all_rows[len(all_rows) - limit :]]
         self._send(200, json.dumps(rows).encode(), "application/json")
 
     def _event_file(self, event_id: int, name: str) -> None:

@@ -7,6 +7,7 @@ import http.client
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from edgevision.config import WebConfig
 from edgevision.errors import ConfigError
 from edgevision.publish.live import LiveView
-from edgevision.publish.web import WebServer, listen
+from edgevision.publish.web import MAX_PER_CLIENT, WebServer, listen
 from edgevision.publish.webauth import (
     FREE_FAILURES,
     SESSION_MAX_S,
@@ -533,3 +534,30 @@ def test_login_never_redirects_off_this_server(server: WebServer, next_path: str
     body = f"token={TOKEN}&next={next_path}"
     status, headers, _ = req(server, "POST", "/login", body=body)
     assert status == 303 and headers["Location"] == "/" and "X" not in headers
+
+
+def test_one_client_cannot_hold_every_connection(server: WebServer) -> None:
+    """Each connection has its own thread, and a client that trickles its request line in byte by byte keeps one
+    for hours: one address gets at most MAX_PER_CLIENT at once (the others are answered 503 at once), so it
+    cannot pile up threads without bound, and others are still served."""
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_PER_CLIENT + 3)]
+    try:
+        for s in socks:
+            s.sendall(b"G")  # a request line that never ends
+        time.sleep(0.5)
+        answers = []
+        for s in socks:
+            s.settimeout(0.1)
+            try:
+                answers.append(s.recv(64))
+            except TimeoutError:
+                answers.append(b"")
+        assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) == 3, answers
+        other = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.2", 0))
+        other.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        other.settimeout(5)
+        assert other.recv(64).startswith(b"HTTP/1.1 200")
+        other.close()
+    finally:
+        for s in socks:
+            s.close()

@@ -360,6 +360,14 @@ class MqttConfig(_Strict):
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
 
+    @field_validator("host", "topic_prefix", "discovery_prefix")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        # paho refuses an empty host when the run starts; a broker refuses a will topic with a wildcard, silently
+        if not v or v != v.strip() or any(c in v for c in "+#\0"):
+            raise ValueError("must be non-empty, without surrounding spaces or MQTT wildcards (+ or #)")
+        return v
+
 
 class EdgeVisionConfig(_Strict):
     """The whole configuration file (``configs/default.yaml`` documents every key)."""

@@ -4,6 +4,7 @@ as pure units, against a real mosquitto in-process, and end to end with `edgevis
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -545,3 +546,49 @@ def test_mqtt_events_survive_a_broker_outage(env: dict[str, str], tmp_path: Path
     box = Outbox(data / "mqtt-outbox.db", 10)
     assert len(box) == 0 and box.dropped == 0  # everything delivered, nothing dropped
     box.close()
+
+
+@needs_broker
+def test_a_qos0_event_published_as_the_link_drops_is_sent_after_reconnecting(tmp_path: Path) -> None:
+    """paho keeps no QoS 0 message it could not write: the sender must not wait for its acknowledgement forever
+    (every later event would then stay in the outbox until a restart)."""
+    broker = Broker(tmp_path)
+    broker.stop()  # the link is down when the first event comes
+    config = MqttConfig(host="127.0.0.1", port=broker.port, qos=0, reconnect_max_s=1, drain_timeout_s=2)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 100), TOPICS)
+    sub = None
+    try:
+        pub._connected.set()  # the instant between the socket closing and paho's on_disconnect
+        pub.queue("edgevision/first", b"1", retain=True)
+        time.sleep(1.0)  # the sender publishes it into the closed link
+        pub._on_disconnect(pub.client, None, None, "lost", None)
+        broker.start()
+        sub = Subscriber(broker.port)
+        pub.queue("edgevision/second", b"2", retain=True)
+        sub.wait(lambda: sub.last("edgevision/first") == b"1" and sub.last("edgevision/second") == b"2", 15)
+        sub.wait(lambda: len(pub.outbox) == 0, 5)
+        assert sub.on("edgevision/first") == [b"1"]  # once
+    finally:
+        pub.close()
+        if sub is not None:
+            sub.close()
+        broker.stop()
+
+
+def test_an_unreachable_broker_is_said_once_per_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong mqtt.host or port (or a broker that is down) must show in the log while the run goes on, not only
+    as "kept in the outbox" when it ends."""
+    caplog.set_level(logging.WARNING, logger="edgevision.publish.mqtt")
+    port = free_port()  # nobody listens
+    config = MqttConfig(host="127.0.0.1", port=port, reconnect_max_s=1, drain_timeout_s=0)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 10), TOPICS)
+    try:
+        deadline = time.monotonic() + 10
+        while "cannot reach" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.5)  # more attempts fail
+    finally:
+        pub.close()
+    assert caplog.text.count(f"mqtt: cannot reach the broker at 127.0.0.1:{port}") == 1, caplog.text

@@ -389,3 +389,12 @@ def test_an_http_stream_is_a_source(env: dict[str, str], tmp_path: Path) -> None
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(rows) == 15 and all(any(d["label"] == "person" for d in row["detections"]) for row in rows)
         assert "on url" in r.stderr
+
+
+def test_events_limit_is_honoured_at_zero_and_refused_below(site: Site) -> None:
+    """``limit=0`` is no rows (it was every row: ``rows[-0:]``), a negative limit is an error (it was every row
+    but the first ones)."""
+    web, _, _ = site
+    assert json.loads(get(web, "/api/events?limit=0")[2]) == []
+    assert len(json.loads(get(web, "/api/events?limit=1")[2])) == 1
+    assert get(web, "/api/events?limit=-1")[0] == 400

@@ -412,3 +412,19 @@ def test_access_rule_follows_posix_classes() -> None:
     assert not access.allowed(0o100064, 999, 999, svc, "r")  # the owner class applies to the owner alone
     assert access.allowed(0o040750, 999, 999, svc, "rwx") and not access.allowed(0o040750, 0, 0, svc, "x")
     assert access.allowed(0o100604, 0, 0, svc, "r") and not access.allowed(0o100600, 0, 0, svc, "r")
+
+
+def test_install_refuses_config_paths_the_sandbox_hides(
+    env: dict[str, str], tree: Path, tmp_path: Path
+) -> None:
+    """A model or labels file in /home or /tmp exists for the installer but not for the service (ProtectHome=,
+    PrivateTmp=): it would start, say "model file ... not found" and stop (exit 78)."""
+    model = tmp_path / "mine.tflite"  # tmp_path is under /tmp: PrivateTmp=yes hides it
+    shutil.copy(SHARED_MODELS / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite", model)
+    (tmp_path / "labels.txt").write_text("person\n")
+    cfg = tree.parent / "c.yaml"
+    cfg.write_text(f"detector:\n  model: {model}\n  labels_file: {tmp_path / 'labels.txt'}\n")
+    r = _install(env, tree, "--config", str(cfg))
+    assert r.returncode == 78, r.stderr
+    assert f"detector.model {model}: /tmp is hidden by PrivateTmp=yes" in r.stderr
+    assert "detector.labels_file" in r.stderr and not (tree / "etc/systemd").exists()

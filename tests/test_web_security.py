@@ -7,6 +7,7 @@ import http.client
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from edgevision.config import WebConfig
 from edgevision.errors import ConfigError
 from edgevision.publish.live import LiveView
-from edgevision.publish.web import WebServer, listen
+from edgevision.publish.web import MAX_PER_CLIENT, WebServer, listen
 from edgevision.publish.webauth import (
     FREE_FAILURES,
     SESSION_MAX_S,
@@ -491,3 +492,72 @@ def test_stream_credentials_stay_out_of_topics_index_and_logs(env: dict[str, str
     for f in data.rglob("*"):
         if f.is_file():
             assert b"hunter22" not in f.read_bytes(), f
+
+
+def login_cookie(web: WebServer) -> tuple[str, str]:
+    """The (name, value) of the session cookie one token exchange sets."""
+    _, headers, _ = req(web, "GET", f"/?token={web.token}")
+    name, value = headers["Set-Cookie"].split(";")[0].split("=", 1)
+    return name, value
+
+
+def test_other_apps_cookies_on_the_same_host_do_not_hide_the_session(server: WebServer) -> None:
+    """Cookies are per host, not per port: a Pi's other web apps' cookies come along, in any syntax."""
+    own = "=".join(login_cookie(server))
+    for other in ('prefs={"theme":"dark"}', "name=a b", "path=C:\\x", "a=1; b"):
+        for cookie in (f"{other}; {own}", f"{own}; {other}"):
+            assert req(server, "GET", "/api/events", {"Cookie": cookie})[0] == 200, cookie
+    assert req(server, "GET", "/api/events", {"Cookie": 'prefs={"a":1}; ev=x'})[0] == 401
+
+
+def test_two_instances_on_one_host_keep_their_own_sessions() -> None:
+    """edgevision@door and edgevision@yard on one Pi (two ports): a browser keeps one cookie per name and host, so
+    signing in to one view must not sign the user out of the other."""
+    live = LiveView(10, 80)
+    views = [WebServer(WebConfig(port=0, token=TOKEN + suffix), live, None, None) for suffix in ("a", "b")]
+    try:
+        jar = dict(login_cookie(web) for web in views)
+        cookie = "; ".join(f"{k}={v}" for k, v in jar.items())
+        assert [req(web, "GET", "/api/events", {"Cookie": cookie})[0] for web in views] == [200, 200]
+    finally:
+        for web in views:
+            web.close()
+        live.close()
+
+
+@pytest.mark.parametrize(
+    "next_path", ["/\\evil.example/", "/%5C%5Cevil.example", "/%09/evil.example", "/%0D%0AX:%20y"]
+)
+def test_login_never_redirects_off_this_server(server: WebServer, next_path: str) -> None:
+    """Browsers read a backslash as a slash and drop tabs and newlines in a Location: ``/\\evil.example`` is
+    ``//evil.example``, another server (a phishing page asking for the token again)."""
+    body = f"token={TOKEN}&next={next_path}"
+    status, headers, _ = req(server, "POST", "/login", body=body)
+    assert status == 303 and headers["Location"] == "/" and "X" not in headers
+
+
+def test_one_client_cannot_hold_every_connection(server: WebServer) -> None:
+    """Each connection has its own thread, and a client that trickles its request line in byte by byte keeps one
+    for hours: one address gets at most MAX_PER_CLIENT at once (the others are answered 503 at once), so it
+    cannot pile up threads without bound, and others are still served."""
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_PER_CLIENT + 3)]
+    try:
+        for s in socks:
+            s.sendall(b"G")  # a request line that never ends
+        time.sleep(0.5)
+        answers = []
+        for s in socks:
+            s.settimeout(0.1)
+            try:
+                answers.append(s.recv(64))
+            except TimeoutError:
+                answers.append(b"")
+        assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) == 3, answers
+        other = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.2", 0))
+        other.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        other.settimeout(5)
+        assert other.recv(64).startswith(b"HTTP/1.1 200")
+        other.close()
+    finally:
+        for s in socks:
+            s.close()

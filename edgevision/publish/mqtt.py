@@ -109,6 +109,9 @@ class MqttPublisher:
         self.sent = 0
         self.drain_timeout = c.drain_timeout_s
         self._connected = threading.Event()
+        self._links = 0  # successful connections so far (paho's network thread counts them)
+        self._broker = f"{c.host}:{c.port}"
+        self._unreachable_said = False  # the current outage was logged (paho's network thread)
         self._stop = threading.Event()
         self._state_lock = threading.Lock()  # guards _state (written by pipeline, recorder, paho threads)
         self._state: dict[str, bytes] = {}
@@ -123,6 +126,7 @@ class MqttPublisher:
         self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(c.reconnect_max_s)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         for name in self.switches:
             self.client.message_callback_add(topics.switch_set(name), self._on_set)
         if controls is not None:
@@ -142,6 +146,7 @@ class MqttPublisher:
             log.warning("mqtt: connection refused: %s", reason)
             return
         log.info("mqtt: connected")
+        self._unreachable_said = False
         client.publish(self.topics.available, "online", qos=1, retain=True)
         for topic, payload in self.discovery:  # None: an empty config removes the entity
             client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
@@ -151,7 +156,17 @@ class MqttPublisher:
             state = list(self._state.items())
         for topic, value in state:  # the latest state: the broker may have restarted without it
             client.publish(topic, value, qos=1, retain=True)
+        self._links += 1
         self._connected.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if not self._unreachable_said:  # once per outage: paho retries every reconnect_max_s at most
+            self._unreachable_said = True
+            log.warning(
+                "mqtt: cannot reach the broker at %s; retrying, events wait in the outbox (%d queued)",
+                self._broker,
+                len(self.outbox),
+            )
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if self._connected.is_set():
@@ -220,13 +235,21 @@ class MqttPublisher:
         if msg is None:
             return
         msg_id, topic, payload, qos, retain = msg
+        link = self._links
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise RuntimeError(mqtt.error_string(info.rc))
-        # Wait for the broker's acknowledgement. paho keeps the message (also one published just as the link
+        # Wait for the broker's acknowledgement. paho keeps a QoS 1/2 message (also one published just as the link
         # dropped, rc NO_CONN) and sends it again after reconnecting, so the outbox row is deleted once, when
         # delivered. paho's is_published() raises for NO_CONN even after such a delivery: read the flag it sets.
+        # A QoS 0 message paho could not write before the link dropped is gone from paho: it stays in the outbox
+        # and is published again once connected (it is marked published as soon as it is written).
         while not self._stop.is_set() and not getattr(info, "_published", False):
+            if qos == 0 and (
+                info.rc == mqtt.MQTT_ERR_NO_CONN or not self._connected.is_set() or self._links != link
+            ):
+                self._stop.wait(0.5)
+                return
             self._stop.wait(0.05)
         if getattr(info, "_published", False):
             self.outbox.delete(msg_id)

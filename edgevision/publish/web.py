@@ -9,11 +9,13 @@ it), so no page or media URL carries the token. Wrong tokens are rate-limited pe
 The listening socket is bound by :func:`listen` early in a run (a port in use or an unresolvable host is a
 config error, exit 78, before anything else starts) and handed to :class:`WebServer`.
 Files are served by event id from the index, never by a path taken from the request. Each client has its own
-thread and a send timeout, so a slow client is dropped, never waited for.
+thread and a send timeout, so a slow client is dropped, never waited for; one address holds at most
+:data:`MAX_PER_CLIENT` connections (and all together :data:`MAX_CONNECTIONS`), further ones are answered 503.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -21,11 +23,10 @@ import re
 import socket
 import threading
 import time
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import WebConfig, is_loopback
@@ -34,10 +35,12 @@ from edgevision.paths import events_index
 from edgevision.publish.live import LiveView
 from edgevision.publish.metrics import Metrics
 from edgevision.publish.webauth import (
-    COOKIE,
     FailureLimiter,
     Sessions,
+    cookie_name,
+    cookie_value,
     host_allowed,
+    local_path,
     machine_names,
     origin_allowed,
     token_matches,
@@ -52,6 +55,8 @@ EVENT_FILE = re.compile(r"^/events/(\d{1,12})/(clip\.mp4|snapshot\.jpg|thumb\.jp
 SEND_TIMEOUT_S = 2.0
 CHUNK = 1 << 16
 MAX_FORM_BYTES = 4096
+MAX_PER_CLIENT = 16  # connections (threads) one address may hold at once
+MAX_CONNECTIONS = 128
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>edgevision: sign in</title></head>
 <body style="font-family:system-ui,sans-serif;background:#111;color:#eee;padding:2em">
@@ -92,6 +97,49 @@ class Progress(Protocol):
     def state(self) -> State: ...
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most :data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all: a
+    client trickling its request in byte by byte holds its thread for as long as it likes."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: dict[str, int] = {}
+        self._open_lock = threading.Lock()
+
+    def _release(self, client: str) -> None:
+        with self._open_lock:
+            self._open[client] -= 1
+            if not self._open[client]:
+                del self._open[client]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        client = str(client_address[0])
+        with self._open_lock:
+            full = self._open.get(client, 0) >= MAX_PER_CLIENT or sum(self._open.values()) >= MAX_CONNECTIONS
+            if not full:
+                self._open[client] = self._open.get(client, 0) + 1
+        if full:
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(client)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(str(client_address[0]))
+
+
 class WebServer:
     """Owns the listening socket and its thread; ``close()`` stops it.
 
@@ -127,12 +175,12 @@ class WebServer:
         handler = type("Handler", (_Handler,), {"server_ref": self})
         if sock is None:
             sock = listen(host, port)
-        self.httpd = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
+        self.httpd = _BoundedServer(sock.getsockname()[:2], handler, bind_and_activate=False)
         self.httpd.socket.close()
         self.httpd.socket = sock
         self.httpd.server_address = sock.getsockname()
-        self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
+        self.cookie = cookie_name(self.port)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)
         self._thread.start()
         log.info("web: http://%s:%d/ (%s)", host, self.port, "token required" if token else "no token")
@@ -165,15 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         return str(self.client_address[0])
 
     def _session_id(self) -> str | None:
-        raw = self.headers.get("Cookie")
-        if not raw:
-            return None
-        try:
-            jar: SimpleCookie = SimpleCookie(raw)
-        except CookieError:
-            return None
-        morsel = jar.get(COOKIE)
-        return morsel.value if morsel else None
+        return cookie_value(self.headers.get("Cookie"), self.server_ref.cookie)
 
     def _check_token(self, given: str) -> bool | None:
         """True/False for a right/wrong token; None when this client must wait (429 already sent)."""
@@ -210,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server_ref
         with srv.auth_lock:
             sid = srv.sessions.create()
-        cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+        cookie = f"{srv.cookie}={sid}; Path=/; HttpOnly; SameSite=Lax"
         self._send(303, b"", "text/plain", {"Location": location, "Set-Cookie": cookie})
 
     def _login_page(self, code: int, next_path: str = "/", error: str = "") -> None:
@@ -266,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not ok:
                     return self._login_page(401, path, "wrong token")
                 rest = urlencode([(k, v) for k, vs in query.items() if k != "token" for v in vs])
-                return self._start_session(path + (f"?{rest}" if rest else ""))
+                return self._start_session(local_path(path + (f"?{rest}" if rest else "")))
             auth = self._authorized()
             if auth is None:
                 return None
@@ -307,13 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/logout":
                 with self.server_ref.auth_lock:
                     self.server_ref.sessions.end(self._session_id())
-                expired = f"{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+                expired = f"{self.server_ref.cookie}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
                 return self._send(303, b"", "text/plain", {"Location": "/", "Set-Cookie": expired})
             if url.path != "/login":
                 return self._error(404, "not found")
-            next_path = (form.get("next") or ["/"])[0]
-            if not next_path.startswith("/") or next_path.startswith("//"):
-                next_path = "/"  # never redirect off this server
+            next_path = local_path((form.get("next") or ["/"])[0])  # never redirect off this server
             if not self.server_ref.token:
                 return self._send(303, b"", "text/plain", {"Location": next_path})
             ok = self._check_token((form.get("token") or [""])[0])
@@ -355,12 +393,14 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 limit = min(1000, int((query.get("limit") or ["200"])[0]))
             except ValueError:
-                return self._error(400, "limit must be a number")
+                limit = -1
+            if limit < 0:
+                return self._error(400, "limit must be a number from 0 to 1000")
             try:
                 all_rows = index.list()
             finally:
                 index.close()
-            rows = [r.to_dict() for r in all_rows[-limit:]]
+            rows = [r.to_dict() for r in all_rows[len(all_rows) - limit :]]
         self._send(200, json.dumps(rows).encode(), "application/json")
 
     def _event_file(self, event_id: int, name: str) -> None:

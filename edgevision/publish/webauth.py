@@ -4,6 +4,9 @@ Pure logic over an injected clock (the HTTP handler in :mod:`edgevision.publish.
 
 * :class:`Sessions` — a valid token, presented once (``?token=`` on the first page load, or the login form),
   buys a random session id kept in an ``HttpOnly; SameSite=Lax`` cookie, so no URL ever carries the token.
+  The cookie is named after the port (:func:`cookie_name`): browsers send a host's cookies to every port, and
+  two cameras' views on one Pi must not overwrite each other's session. :func:`cookie_value` reads it from a
+  ``Cookie`` header whatever the other cookies there (other apps on the host) look like.
   A session expires after ``ttl_s`` without use (every request renews it) and after :data:`SESSION_MAX_S`
   whatever happens; at most ``max_sessions`` live at once (the oldest goes first).
 * :class:`FailureLimiter` — per client address: the first :data:`FREE_FAILURES` wrong tokens cost nothing,
@@ -31,7 +34,7 @@ from edgevision.config import is_loopback
 
 Clock = Callable[[], float]
 
-COOKIE = "ev_session"
+COOKIE = "ev_session"  # + "_<port>": see cookie_name
 FREE_FAILURES = 5
 SESSION_MAX_S = 12 * 3600.0
 
@@ -39,6 +42,33 @@ SESSION_MAX_S = 12 * 3600.0
 def token_matches(given: str, token: str) -> bool:
     """Constant-time comparison of a presented token with the configured one."""
     return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+def cookie_name(port: int) -> str:
+    """The session cookie's name for the view on ``port`` (cookies are per host, not per port)."""
+    return f"{COOKIE}_{port}"
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, or None.
+
+    Split on ``;`` by hand: :class:`http.cookies.SimpleCookie` drops every cookie of a header once one of them
+    is not to its liking (a space or a quote in a value), and the other cookies belong to whatever else runs on
+    this host."""
+    for part in (header or "").split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            return value.strip().strip('"') or None
+    return None
+
+
+def local_path(value: str) -> str:
+    """``value`` when it is a path on this server, else ``/`` (what a redirect after signing in may name).
+
+    Browsers read ``\\`` as ``/`` and drop tabs and newlines in a ``Location``, so ``/\\evil.example`` would
+    leave this server as surely as ``//evil.example``; a CR or LF would also end the header."""
+    printable = value.isascii() and value.isprintable() and "\\" not in value
+    return value if printable and value.startswith("/") and not value.startswith("//") else "/"
 
 
 @dataclass

@@ -22,12 +22,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgevision.capture.sources import redact_url
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
-from edgevision.config_check import check_models, models_loaded
+from edgevision.config_check import check_models, model_keys, models_loaded
 from edgevision.errors import ConfigError, EdgeVisionError, UsageError
 from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
@@ -259,7 +260,7 @@ def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
 
 
 def sandbox_problems(cfg: EdgeVisionConfig, inst: Instance) -> list[str]:
-    """Config paths the unit's sandbox would not let the service write (ProtectSystem=strict)."""
+    """Config paths the unit's sandbox would not let the service write (ProtectSystem=strict) or see."""
     problems = []
     data = cfg.recorder.data_dir
     if data is not None and Path(os.path.normpath(data)) != Path(inst.data_dir):
@@ -270,6 +271,22 @@ def sandbox_problems(cfg: EdgeVisionConfig, inst: Instance) -> list[str]:
     models = cfg.models.dir
     if models is not None and access.hidden_by_sandbox(models):
         problems.append(f"models.dir {models}: {access.hidden_by_sandbox(models)}; remove models.dir")
+    # Files read by path: hidden by the sandbox (or relative to this shell) the service says "not found" (78).
+    files: list[tuple[tuple[Any, ...], str | Path | None]] = [
+        (key, spec) for key, spec in model_keys(cfg) if "/" in spec or spec.endswith(".tflite")
+    ]
+    files += [
+        (("detector", "labels_file"), cfg.detector.labels_file),
+        (("scheduler", "profile"), cfg.scheduler.profile),
+    ]
+    for key, path in files:
+        if path is None:
+            continue
+        hidden = access.hidden_by_sandbox(path) or (
+            None if os.path.isabs(path) else f"a relative path (the service runs in {inst.data_dir})"
+        )
+        if hidden:
+            problems.append(f"{'.'.join(map(str, key))} {path}: {hidden}; put it in {MODELS_DIR}")
     return problems
 
 

@@ -80,6 +80,8 @@ def test_build_and_run_a_recorded_replay(models_dir: Path, tmp_path: Path) -> No
 
     system = build(cfg, RunOptions(timing=False, extra_sinks=[marker]))
     assert system.scheduler is None and system.recorder is not None and system.web_socket is None
+    # a live source gone quiet still ends the event the recorder, MQTT and metrics read (test_events_idle.py)
+    assert system.pipeline.idle_events == system.recorder.events.idle
     summary = system.run(max_frames=4)
     lines = system.summary(summary)
     assert summary.frames_processed == 4 and made[-1] == "closed" and len(made) == 5

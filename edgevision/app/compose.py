@@ -240,6 +240,7 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
         status_interval=cfg.output.status_interval_s,
         controls=controls,
         on_status=on_status,
+        idle_events=events.idle,  # a live source gone quiet: its event ends after the post-roll anyway
     )
     log.info("model %s (%s) on %s", model, runtime, cfg.source.kind)
     privacy = next((s for s in stages if isinstance(s, PrivacyStage)), None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edgevision.events.state import EventSettings, EventTracker
 from edgevision.results import FrameResult
-from edgevision.results.events import EventStats, EventUpdate
+from edgevision.results.events import EventEnd, EventStats, EventUpdate
 
 
 class EventStage:
@@ -45,6 +45,13 @@ class EventStage:
     def process(self, result: FrameResult) -> None:
         self.update(result)
 
+    def idle(self, now: float) -> EventUpdate | None:
+        """No frame came from a live source until ``now`` (the frames' clock): the update that ends the active
+        event once its post-roll has passed, or None. The pipeline hands it to every
+        :class:`~edgevision.results.IdleEventSink`."""
+        end = self.tracker.expire(now)
+        return None if end is None else _closing(end)
+
     def flush(self) -> EventUpdate | None:
         """End of input: the update that closes the active event at the last frame seen, or None when no event
         was active. Calling it again returns the same update (until another frame is processed)."""
@@ -52,6 +59,12 @@ class EventStage:
             self._flushed = True
             end = self.tracker.flush(self._last_ts) if self._last_ts is not None else None
             if end is not None:
-                stats = EventStats(end.max_score, end.mean_score, end.peak_count, end.best_ts)
-                self._final = EventUpdate((end,), False, end.seq, stats=stats)
+                self._final = _closing(end)
         return self._final
+
+
+def _closing(end: EventEnd) -> EventUpdate:
+    """The update that carries ``end`` alone (no frame behind it)."""
+    return EventUpdate(
+        (end,), False, end.seq, stats=EventStats(end.max_score, end.mean_score, end.peak_count, end.best_ts)
+    )

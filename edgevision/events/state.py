@@ -2,8 +2,9 @@
 
 An event starts when a qualifying detection (label in ``labels``, score >= ``min_score``, box area >=
 ``min_area``, foot point inside a zone when zones are set) is seen in ``trigger_frames`` of the last
-``window_frames`` frames. It ends ``post_roll`` seconds after the last qualifying frame, and is split when it
-grows longer than ``max_length`` seconds. Time is the frame clock, so a replay gives the same events every time.
+``window_frames`` frames. It ends ``post_roll`` seconds after the last qualifying frame (also when no frame comes
+at all: :meth:`EventTracker.expire`), and is split when it grows longer than ``max_length`` seconds. Time is the
+frame clock, so a replay gives the same events every time.
 """
 
 from __future__ import annotations
@@ -156,6 +157,13 @@ class EventTracker:
         return EventEnd(
             self.seq, end_ts, self.last_seen, split, st.max_score, st.mean_score, st.peak_count, st.best_ts
         )
+
+    def expire(self, now: float) -> EventEnd | None:
+        """No frame came until ``now`` (same clock as the frames'): end the active event once its post-roll has
+        passed, at the time the next frame would have ended it (``last_seen + post_roll``)."""
+        if not self.active or now - self.last_seen < self.settings.post_roll:
+            return None
+        return self._end(self.last_seen + self.settings.post_roll, split=False)
 
     def flush(self, ts: float) -> EventEnd | None:
         """End of input: close an active event at ``ts`` (no more frames will come)."""

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from edgevision.results import EventEnd, EventStart, EventUpdate, FrameResult, Sink
+from edgevision.results import EventEnd, EventStart, EventUpdate, FrameResult, IdleEventSink, Sink
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,15 @@ class RecordingGate:
             best_frame=ev.best_frame and recording,
             matches=ev.matches if on else (),
         )
+
+    def on_idle_events(self, update: EventUpdate) -> None:
+        """An event ended without a frame (a live source gone quiet): passed on when it is the one recorded."""
+        ends = tuple(s for s in update.signals if isinstance(s, EventEnd) and s.seq == self._recording)
+        if not ends:
+            return
+        self._recording = None
+        if isinstance(self.sink, IdleEventSink):
+            self.sink.on_idle_events(replace(update, signals=ends, active=False, matches=()))
 
     def close(self) -> None:
         self.sink.close()

@@ -12,7 +12,18 @@ from typing import TYPE_CHECKING, Protocol
 
 from edgevision.capture.runner import CaptureStats
 from edgevision.pipeline.stats import StatusWindow, percentile
-from edgevision.results import DetectMode, DetectOutcome, DetectStep, Frame, FrameResult, Latency, Sink, Stage
+from edgevision.results import (
+    DetectMode,
+    DetectOutcome,
+    DetectStep,
+    EventUpdate,
+    Frame,
+    FrameResult,
+    IdleEventSink,
+    Latency,
+    Sink,
+    Stage,
+)
 
 if TYPE_CHECKING:
     from edgevision.pipeline.control import Controls
@@ -84,6 +95,7 @@ class Pipeline:
         person_label: str = "person",
         controls: Controls | None = None,
         on_status: Callable[[str], None] | None = None,
+        idle_events: Callable[[float], EventUpdate | None] | None = None,
     ) -> None:
         self.runner = runner
         self.step = step
@@ -94,6 +106,9 @@ class Pipeline:
         self.person_label = person_label
         self.controls = controls  # run-time switches: detection off means no detections, no rung feedback
         self.on_status: Callable[[str], None] = on_status or (lambda line: log.info("status: %s", line))
+        # A live source that gives no frame: asked with the clock's time at every empty poll (the event stage
+        # ends an event whose post-roll has passed); an update goes to the sinks that listen (IdleEventSink).
+        self.idle_events = idle_events
 
     def process(self, frame: Frame) -> FrameResult:
         """Detect on one frame and run the stages (sinks are fed by :meth:`run`)."""
@@ -112,6 +127,17 @@ class Pipeline:
             wait = (started - frame.captured_at) * 1e3 if frame.captured_at else 0.0
             result.switch = self.step.feedback(outcome, total, wait)
         return result
+
+    def _idle(self) -> None:
+        """An empty poll of a live source: events that end by time alone end now, for every listening sink."""
+        if self.idle_events is None or not self.runner.live:
+            return  # a file's frames are on the media clock: its events end with its frames (or its end)
+        update = self.idle_events(self.clock())
+        if update is None:
+            return
+        for sink in self.sinks:
+            if isinstance(sink, IdleEventSink):
+                sink.on_idle_events(update)
 
     def _close_sinks(self) -> list[Exception]:
         """Close every sink, even when one fails; return the failures (never swallowed by callers)."""
@@ -144,6 +170,7 @@ class Pipeline:
                 if frame is None:
                     if self.runner.finished:
                         break
+                    self._idle()
                     continue
                 result = self.process(frame)
                 for sink in self.sinks:

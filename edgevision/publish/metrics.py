@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edgevision.results import DetectMode, FrameResult
+from edgevision.results import DetectMode, EventUpdate, FrameResult
 
 # Seconds: from 1 ms (a Coral invoke) to 2.5 s (a Pi 3 at full width).
 LATENCY_BUCKETS = (
@@ -179,6 +179,10 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition of every metric."""
         return generate_latest(self.registry)
+
+    def on_idle_events(self, update: EventUpdate) -> None:
+        """An event ended without a frame (a live source gone quiet)."""
+        self.event_active.set(1.0 if update.active else 0.0)
 
     def close(self) -> None:
         pass

@@ -166,6 +166,12 @@ class Presence:
                 self._last_update = ts
                 self._event(MessageType.UPDATE, ev.stats.max_score, ev.stats.peak_count)
 
+    def on_idle_events(self, update: EventUpdate) -> None:
+        """The camera gave no frame and the event's post-roll passed: occupancy off, the end sent, counts 0."""
+        for sig in update.signals:
+            self._signal(sig, update)
+        self._counts([], force=True)
+
     def close(self) -> None:
         final = self.events.flush()
         if final is not None:

@@ -51,7 +51,7 @@ from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.space import DISK_ERRNOS, DiskSpace
 from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
 from edgevision.results import FrameResult
-from edgevision.results.events import EventPhase
+from edgevision.results.events import EventPhase, EventUpdate
 from edgevision.results.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,15 @@ class Recorder:
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("recorder: %d frame(s) dropped: the recorder cannot keep up", self.dropped)
 
+    def on_idle_events(self, update: EventUpdate) -> None:
+        """An event ended by time alone (no frame from a live source): its clip and row are closed now, not when
+        frames come back; the clip ends with the last packets the source gave."""
+        if self._error is not None:
+            raise self._error
+        if update.signals and self._last_frame is not None:
+            item = WorkItem(self._last_frame, [], list(update.signals), False, frameless=True)
+            put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
+
     def _track(self, result: FrameResult) -> WorkItem:
         """The event signals and statistics of one result: the one place the recorder reads the event stage
         (pipeline thread; the recorder thread only sees what this returns)."""
@@ -166,7 +175,7 @@ class Recorder:
         """Finalize an active event at the last frame, stop the thread and re-raise its failure, if any."""
         final = self.events.flush()
         if final is not None and self._last_frame is not None:
-            self._put_final(WorkItem(self._last_frame, [], list(final.signals), False))
+            self._put_final(WorkItem(self._last_frame, [], list(final.signals), False, frameless=True))
         self._put_final(None)
         self._thread.join(timeout=120.0)
         self.retention.stop()
@@ -238,6 +247,8 @@ class Recorder:
             else:
                 self._take_packets(frame.ts)
                 self._begin(sig, frame)
+        if item.frameless:
+            return
         self._take_packets(frame.ts)
         if not self.intake.from_feed:
             if self.intake.encoder is None and self.fps_source is not None:

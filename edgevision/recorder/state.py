@@ -51,6 +51,9 @@ class WorkItem:
     faces: list[Face] | None = None
     stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)  # (max, mean, peak, best ts) of the event
     matches: list[Detection] = field(default_factory=list)  # the frame's qualifying detections
+    # signals only (an end at close, or by time alone while a live source is quiet): ``frame`` is the last one,
+    # handled already, and is not taken or encoded again
+    frameless: bool = False
 
 
 @dataclass

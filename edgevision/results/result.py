@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from edgevision.results.detection import Detection
 from edgevision.results.events import EventUpdate
@@ -123,6 +123,18 @@ class Sink(Protocol):
     def on_result(self, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class IdleEventSink(Protocol):
+    """A sink that also hears event updates made without a frame.
+
+    When a live source goes quiet (a camera unplugged, a stream down), the event stage ends the running event by
+    time alone once its post-roll has passed (:meth:`~edgevision.events.stage.EventStage.idle`), so the recorder,
+    MQTT presence and the metrics do not hold it open until frames come back. Called on the pipeline thread.
+    """
+
+    def on_idle_events(self, update: EventUpdate) -> None: ...
 
 
 class DetectStep(Protocol):

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -592,3 +594,47 @@ def test_an_unreachable_broker_is_said_once_per_outage(
     finally:
         pub.close()
     assert caplog.text.count(f"mqtt: cannot reach the broker at 127.0.0.1:{port}") == 1, caplog.text
+
+
+class _RecordingClient:
+    """Stands in for paho's client inside ``_on_connect``: records publishes; the first one of ``topic`` lets
+    ``during`` run on another thread (a pipeline thread calling ``state()`` while the reconnect republishes)."""
+
+    def __init__(self, topic: str, during: Callable[[], None]) -> None:
+        self.topic = topic
+        self.published: list[tuple[str, bytes]] = []
+        self.during: Callable[[], None] | None = during
+        self.thread: threading.Thread | None = None
+
+    def publish(self, topic: str, payload: Any, qos: int = 0, retain: bool = False) -> None:
+        self.published.append((topic, payload if isinstance(payload, bytes) else str(payload).encode()))
+        if self.during is not None and topic == self.topic:
+            during, self.during = self.during, None
+            self.thread = threading.Thread(target=during)
+            self.thread.start()
+            self.thread.join(0.3)  # with the state lock held by _on_connect, it waits (and publishes after)
+
+    def subscribe(self, topics: Any) -> None:
+        pass
+
+
+def test_a_state_set_while_reconnecting_reaches_the_broker_and_is_never_overwritten(tmp_path: Path) -> None:
+    """The reconnect republished a snapshot of the states taken before "connected" was set: a count set in
+    between was neither in the snapshot nor published by ``state()`` (not connected yet), and stayed stale on the
+    broker until it changed again."""
+    config = MqttConfig(host="127.0.0.1", port=free_port(), reconnect_max_s=1, drain_timeout_s=0)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 10), TOPICS)
+    topic = TOPICS.count("person")
+    try:
+        pub.state(topic, b"1")
+        fake = _RecordingClient(topic, lambda: pub.state(topic, b"2"))
+        pub.client, real = fake, pub.client  # type: ignore[assignment]
+        try:
+            pub._on_connect(fake, None, None, SimpleNamespace(is_failure=False), None)
+            assert fake.thread is not None
+            fake.thread.join(5)
+        finally:
+            pub.client = real
+    finally:
+        pub.close()
+    assert [v for t, v in fake.published if t == topic][-1] == b"2"

@@ -152,12 +152,14 @@ class MqttPublisher:
             client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
         if self.switches:
             client.subscribe([(self.topics.switch_set(name), 1) for name in self.switches])
+        # The latest state (the broker may have restarted without it), and "connected", under the state lock: a
+        # state() call either lands in this snapshot or sees the link up and publishes itself, after it; never an
+        # older value published over a newer one. publish() only queues (paho's network thread sends).
         with self._state_lock:
-            state = list(self._state.items())
-        for topic, value in state:  # the latest state: the broker may have restarted without it
-            client.publish(topic, value, qos=1, retain=True)
-        self._links += 1
-        self._connected.set()
+            for topic, value in self._state.items():
+                client.publish(topic, value, qos=1, retain=True)
+            self._links += 1
+            self._connected.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         if not self._unreachable_said:  # once per outage: paho retries every reconnect_max_s at most
@@ -206,8 +208,11 @@ class MqttPublisher:
 
     def state(self, topic: str, value: bytes, force: bool = False) -> None:
         """Retained state: published now when connected and changed (or ``force``), and again on reconnect."""
-        if (self._set_state(topic, value) or force) and self._connected.is_set():
-            self.client.publish(topic, value, qos=1, retain=True)
+        with self._state_lock:  # see _on_connect: set, check and publish as one step
+            changed = self._state.get(topic) != value
+            self._state[topic] = value
+            if (changed or force) and self._connected.is_set():
+                self.client.publish(topic, value, qos=1, retain=True)
 
     def stats(self, data: dict[str, Any]) -> None:
         """Periodic stats (fps, rung, ...), retained."""
@@ -266,7 +271,11 @@ class MqttPublisher:
         self._stop.set()
         self._thread.join(timeout=5)
         if self._connected.is_set():
-            self.client.publish(self.topics.available, "offline", qos=1, retain=True).wait_for_publish(2)
+            info = self.client.publish(self.topics.available, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(2)
+            except (RuntimeError, ValueError) as exc:  # the link dropped before paho's on_disconnect said so
+                log.debug("mqtt: 'offline' not sent: %s (the broker's will says it)", exc)
         self.client.disconnect()
         self.client.loop_stop()
         self.outbox.close()

@@ -175,6 +175,19 @@ def test_page_stream_snapshot_events_metrics(site: Site) -> None:
     assert "edgevision_stage_latency_seconds" in families  # names and units: tests/test_metrics.py
 
 
+def test_head_of_the_stream_is_headers_only(site: Site) -> None:
+    """A HEAD request (link checkers, curl -I) used to start the endless MJPEG stream."""
+    web, _live, _metrics = site
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
+        sock.sendall(_stream_request().replace(b"GET ", b"HEAD ", 1))
+        got = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after the headers
+            got += chunk
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+    assert b"multipart/x-mixed-replace" in head and rest == b""
+
+
 def _stream_request() -> bytes:
     return f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
 

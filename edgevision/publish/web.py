@@ -467,6 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
+        if self.command == "HEAD":  # the headers only: a HEAD must not become an endless stream
+            return
         seq = -1
         live = self.server_ref.live
         while not live.closed:

@@ -203,7 +203,10 @@ def test_mjpeg_source_events_record_through_the_single_capture_side_encode(tmp_p
     assert step.materialized == 0
 
 
-def test_a_reconnect_finalizes_the_open_clip_and_clears_the_ring(tmp_path: Path) -> None:
+def test_a_reconnect_finalizes_the_open_clip_and_the_event_goes_on_in_a_new_one(tmp_path: Path) -> None:
+    """A reconnect ends the open clip (the new stream's packets cannot join it) and restarts the ring; the event
+    goes on: its row ends there as a split and a new row records the new stream. It used to record nothing more
+    of the event (up to max_length_s lost to a one-second camera glitch)."""
     from edgevision.capture.encoder import FrameEncoder
 
     feed = PacketFeed(blocking=True)
@@ -229,12 +232,17 @@ def test_a_reconnect_finalizes_the_open_clip_and_clears_the_ring(tmp_path: Path)
     run(second, 4.0, 50, True)
     rec.close()
     index = EventIndex(tmp_path / "data")
-    (row,) = [r.to_dict() for r in index.list()]
+    before, after = [r.to_dict() for r in index.list()]
     index.close()
-    assert rec.clips_cut_by_reconnect == 1 and row["status"] == "finalized"
-    assert row["clip_path"] and row["clip_start_ts"] == pytest.approx(1.0, abs=0.05)
-    check = inspect_clip(tmp_path / "data" / row["clip_path"], want_middle=False)
-    assert check.playable and check.frames == row["clip_frames"] <= 100  # nothing after the reconnect
+    assert rec.clips_cut_by_reconnect == 1 and before["status"] == after["status"] == "finalized"
+    assert before["clip_path"] and before["clip_start_ts"] == pytest.approx(1.0, abs=0.05)
+    assert before["end_ts"] == pytest.approx(4.0) and after["start_ts"] == pytest.approx(4.0)
+    check = inspect_clip(tmp_path / "data" / before["clip_path"], want_middle=False)
+    assert check.playable and check.frames == before["clip_frames"] <= 100  # nothing after the reconnect
+    assert after["clip_path"] and after["clip_path"] != before["clip_path"]
+    assert after["clip_start_ts"] == pytest.approx(4.0, abs=0.05)  # the new stream from its first keyframe
+    check = inspect_clip(tmp_path / "data" / after["clip_path"], want_middle=False)
+    assert check.playable and check.frames == after["clip_frames"] >= 45  # the rest of the event
     assert rec.clips.stats().span_s < 2.5  # the ring restarted at the new stream
 
 

@@ -97,6 +97,7 @@ class Recorder:
         self.clips = PacketClips(settings.pre_roll, settings.pre_roll_max_bytes)
         self.intake = PacketIntake(packets, encoder_codec(settings.codec), settings.fps_hint)
         self.clips_cut_by_reconnect = 0
+        self._resume_after_reconnect = False  # a reconnect cut the active event's clip (recorder thread)
         self.disk = DiskSpace(
             settings.data_dir, settings.retention, self.index, free_bytes, clock, settings.space_check_s
         )
@@ -255,6 +256,9 @@ class Recorder:
                 self.intake.fps = self.fps_source() or self.intake.fps
             for packet in self.intake.encode(frame.best_image, frame.ts):
                 self._push(packet)
+        if self._resume_after_reconnect:
+            self._resume_after_reconnect = False
+            self._split_for_new_stream(frame, item.stats)
         active = self._active
         if active is None:
             return
@@ -355,10 +359,26 @@ class Recorder:
         packets of the new stream cannot join the old ones (the parameter sets may differ)."""
         active = self._active
         if active is not None and active.clip is not None and self.clips.stream is not None:
-            log.warning("event %d: the source reconnected: its clip ends here", active.event_id)
+            log.warning(
+                "event %d: the source reconnected: its clip ends here; the event goes on in a new one",
+                active.event_id,
+            )
             self.clips_cut_by_reconnect += 1
             self.writer.update(active.event_id, **self._finalize_clip(active))
+            self._resume_after_reconnect = True  # at the frame being handled (its packets are in the ring)
         self.clips.set_stream(start.info)
+
+    def _split_for_new_stream(self, frame: Frame, stats: tuple[float, float, int, float]) -> None:
+        """The event goes on after a reconnect cut its clip: its row ends here (``split``, as at ``max_length``)
+        and a new row starts, whose clip holds the new stream from its first keyframe: a camera's glitch costs
+        the moments of the outage, not the rest of the event."""
+        active = self._active
+        if active is None:
+            return
+        mx, mean, peak, best_ts = stats
+        seq = active.start.seq
+        self._finish(EventEnd(seq, frame.ts, active.last_ts, True, mx, mean, peak, best_ts))
+        self._begin(EventStart(seq, frame.ts, frame.ts), frame)
 
     def _close_clip_after_disk_error(self, active: ActiveEvent, exc: OSError) -> None:
         assert active.clip is not None
@@ -399,6 +419,7 @@ class Recorder:
         The row is written last: a kill before it leaves a ``recording`` row whose clip recovery finishes.
         """
         active = self._active
+        self._resume_after_reconnect = False  # an event that ends is not resumed
         if active is None:
             return
         self._active = None

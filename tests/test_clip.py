@@ -12,7 +12,8 @@ from conftest import WALKING
 from conftest import count_frames as count
 from fakes import frames_from
 
-from edgevision.recorder.clip import ClipWriter, _boxes, choose_codec, inspect_clip, salvage_fragmented_mp4
+from edgevision.recorder.clip import ClipWriter, choose_codec
+from edgevision.recorder.clip_check import _boxes, inspect_clip, salvage_fragmented_mp4
 
 
 def write_clip(path: Path, n: int, fps: float = 25.0) -> ClipWriter:

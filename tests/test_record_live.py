@@ -21,7 +21,7 @@ from test_record_packets import demux_all, settings
 from edgevision.capture.encoder import FrameEncoder
 from edgevision.capture.feed import PacketFeed
 from edgevision.capture.packets import EncodedPacket
-from edgevision.recorder.clip import inspect_clip
+from edgevision.recorder.clip_check import inspect_clip
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
 from edgevision.results import Frame, FrameResult, Latency

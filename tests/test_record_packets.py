@@ -27,7 +27,8 @@ from edgevision.capture.runner import ReplayRunner
 from edgevision.capture.stream import PacketSource, next_skip
 from edgevision.events.state import EventSettings
 from edgevision.pipeline.loop import Pipeline
-from edgevision.recorder.clip import choose_codec, inspect_clip
+from edgevision.recorder.clip import choose_codec
+from edgevision.recorder.clip_check import inspect_clip
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.recovery import recover

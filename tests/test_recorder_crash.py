@@ -3,6 +3,7 @@ disk, the loss bound under a slow pipeline, and recovered events keeping their s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import recorder_driver as drv
@@ -201,6 +203,45 @@ def test_a_clip_that_does_not_decode_is_proven_broken_and_only_then_removed(tmp_
     recover(index, data)
     (ev,) = rows(data)
     assert ev["status"] == "lost" and not clip.exists() and ev["max_score"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "text"),
+    [("OSError", errno.EIO, "Input/output error"), ("MemoryError", errno.ENOMEM, "Cannot allocate memory")],
+    ids=["EIO", "no-memory"],
+)
+@pytest.mark.parametrize("partial", [False, True], ids=["complete-clip", "partial"])
+def test_a_clip_that_cannot_be_read_is_left_as_it_is_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, code: int, text: str, partial: bool
+) -> None:
+    """A read error (a failing SD card, no memory) proves nothing about a clip: recovery used to count it as a
+    clip that does not decode and delete it (or cut a .partial at the failing fragment)."""
+    import av
+
+    data = tmp_path / "data"
+    drive(data)
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    if partial:
+        clip = clip.rename(clip.with_name(clip.name + ".partial"))
+    size, sha = clip.stat().st_size, sha256_file(clip)
+    index = EventIndex(data)
+    index.update(ev["id"], status="recording")
+    real_open = av.open
+
+    def failing_open(path: Any, *args: Any, **kw: Any) -> Any:
+        if str(path).endswith((".mp4", ".partial")):  # as FFmpeg reports it: av.error.OSError / MemoryError
+            raise getattr(av.error, failure)(code, text)
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(av, "open", failing_open)
+    report = recover(index, data)
+    assert report.unchecked == 1 and "left unchecked" in report.line()
+    assert clip.stat().st_size == size and sha256_file(clip) == sha  # untouched
+    assert [e["status"] for e in rows(data)] == ["recording"]  # the next start checks it again
+    monkeypatch.setattr(av, "open", real_open)
+    assert recover(EventIndex(data), data).unchecked == 0
+    assert [e["status"] for e in rows(data)] == ["recovered" if partial else "finalized"]
 
 
 def _kill_during_event(data: Path, after_start: float, fps: float = 5.0) -> None:

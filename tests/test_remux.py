@@ -20,7 +20,7 @@ from conftest import WALKING
 
 from edgevision.capture.demux import DemuxSource
 from edgevision.capture.packets import EncodedPacket
-from edgevision.recorder.clip import _boxes, inspect_clip, salvage_fragmented_mp4
+from edgevision.recorder.clip_check import _boxes, inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing
 from edgevision.recorder.remux import PacketClipWriter
 

@@ -10,7 +10,7 @@ import pytest
 
 from edgevision.errors import UsageError
 from edgevision.pipeline.sinks import VideoSink, check_video_target
-from edgevision.recorder.clip import _boxes
+from edgevision.recorder.clip_check import _boxes
 from edgevision.results import FrameResult, Latency
 from edgevision.results.detection import BBox, Detection
 from edgevision.results.frame import Frame

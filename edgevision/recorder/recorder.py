@@ -37,7 +37,7 @@ from edgevision.events.stage import EventStage
 from edgevision.events.state import EventEnd, EventStart
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
-from edgevision.recorder.clip import salvage_fragmented_mp4
+from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_writer import IndexWriter

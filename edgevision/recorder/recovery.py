@@ -10,7 +10,9 @@ clip file it cannot prove broken. For each event still ``recording``:
 * only when no playable media exists is the event marked ``lost``; its statistics (kept current while it ran)
   stay either way, and ``end_sent = 0`` so the recorder announces its end like a live one.
 
-Every step is idempotent, so recovery killed half-way is completed by the next one. A ``finalized`` event whose
+Every step is idempotent, so recovery killed half-way is completed by the next one. A clip that cannot be *read*
+(an I/O error from a failing card, no memory) proves nothing: its event and files stay as they are, for the next
+start to check. A ``finalized`` event whose
 clip vanished is marked ``lost``; stray ``.tmp`` files and unreferenced ``.partial`` files with nothing
 decodable are removed.
 """
@@ -25,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgevision.fsutil import fsync_dir, sha256_file
-from edgevision.recorder.clip import PARTIAL_SUFFIX, inspect_clip, salvage_fragmented_mp4
+from edgevision.recorder.clip import PARTIAL_SUFFIX
+from edgevision.recorder.clip_check import ClipUnreadable, inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex, EventRow
 from edgevision.recorder.lock import DataDirLock
@@ -42,12 +45,14 @@ class RecoveryReport:
     completed: int = 0
     lost: int = 0
     orphans_removed: int = 0
+    unchecked: int = 0  # events whose files could not be read (I/O error): left as they are
     closed: list[int] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"recovery: {self.recovered} clip(s) salvaged, {self.completed} finished, {self.lost} lost, "
             f"{self.orphans_removed} stray file(s) removed"
+            + (f", {self.unchecked} left unchecked (read errors)" if self.unchecked else "")
         )
 
 
@@ -176,7 +181,15 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
             if row.clip_path:
                 clip = data_dir / row.clip_path
                 announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
-            _recover_row(index, data_dir, row, report)
+            try:
+                _recover_row(index, data_dir, row, report)
+            except (
+                ClipUnreadable
+            ) as exc:  # a read error proves nothing: files and row stay for the next start
+                report.unchecked += 1
+                log.error(
+                    "recovery: event %d left as it is: %s; checked again at the next start", row.id, exc
+                )
         referenced: set[Path] = set()
         for row in index.list():
             for rel in (row.clip_path, row.snapshot_path, row.thumb_path, row.face_path):
@@ -193,7 +206,12 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
             if stray in referenced:
                 continue
             announce(stray)
-            if salvage_fragmented_mp4(stray) == 0:
+            try:
+                kept = salvage_fragmented_mp4(stray)
+            except ClipUnreadable as exc:
+                log.error("recovery: %s left in place: %s", stray, exc)
+                continue
+            if kept == 0:
                 stray.unlink(missing_ok=True)
                 report.orphans_removed += 1
             else:

@@ -21,7 +21,8 @@ from conftest import SHARED_MODELS, WALKING, run_cli
 from edgevision.config import load_config
 from edgevision.naming import camera_name
 from edgevision.service import access
-from edgevision.service.install import FIX_LOCATION, location_problems, service_principal
+from edgevision.service.install import service_principal
+from edgevision.service.preflight import FIX_LOCATION, location_problems
 
 REPO = Path(__file__).resolve().parent.parent
 EXEC = "/opt/edgevision/venv/bin/edgevision"  # where the README's Pi route installs; --exec for --root trees
@@ -428,3 +429,30 @@ def test_install_refuses_config_paths_the_sandbox_hides(
     assert r.returncode == 78, r.stderr
     assert f"detector.model {model}: /tmp is hidden by PrivateTmp=yes" in r.stderr
     assert "detector.labels_file" in r.stderr and not (tree / "etc/systemd").exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "refused"),
+    [
+        ("detections: /srv/d.jsonl", True),  # read-only under ProtectSystem=strict: the run would exit 2
+        ("save_video: ../elsewhere.mp4", True),  # relative, but out of the data directory
+        (
+            "detections: d.jsonl",
+            False,
+        ),  # relative: lands in the data directory (the unit's working directory)
+        ("detections: /var/lib/edgevision/d.jsonl", False),
+        ("detections: '-'", False),  # the journal
+    ],
+)
+def test_install_checks_output_paths_against_the_sandbox(output: str, refused: bool) -> None:
+    import yaml
+
+    from edgevision.config import EdgeVisionConfig
+    from edgevision.service.preflight import sandbox_problems
+    from edgevision.service.units import Instance
+
+    cfg = EdgeVisionConfig.model_validate({"output": yaml.safe_load(output)})
+    problems = sandbox_problems(cfg, Instance())
+    assert bool(problems) == refused, problems
+    if refused:
+        assert "the service can only write /var/lib/edgevision (ProtectSystem=strict)" in problems[0]

@@ -22,16 +22,21 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from edgevision.capture.sources import redact_url
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
-from edgevision.config_check import check_models, model_keys, models_loaded
+from edgevision.config_check import check_models, models_loaded
 from edgevision.errors import ConfigError, EdgeVisionError, UsageError
 from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
+from edgevision.service.preflight import (
+    FIX_LOCATION,
+    clashes,
+    installed_instances,
+    location_problems,
+    sandbox_problems,
+)
 from edgevision.service.units import (
     CONFIG_DIR,
     DATA_DIR,
@@ -47,13 +52,6 @@ Runner = Callable[[Sequence[str]], int]
 SYSUSERS = "/etc/sysusers.d/edgevision.conf"
 TMPFILES = "/etc/tmpfiles.d/edgevision.conf"
 LEGACY_DROPIN = "coral.conf"  # earlier versions named apex unconditionally there
-FIX_LOCATION = (  # the README's commands ("Running as a service on a Pi"), run in the edgevision checkout
-    "install edgevision where the service can reach it, from the edgevision checkout: "
-    "sudo python3 -m venv --system-site-packages /opt/edgevision/venv && "
-    "sudo /opt/edgevision/venv/bin/pip install . "
-    "\"numpy==$(python3 -c 'import numpy; print(numpy.__version__)')\" && "
-    "sudo /opt/edgevision/venv/bin/edgevision service install"
-)
 
 
 def _run(cmd: Sequence[str]) -> int:
@@ -177,117 +175,10 @@ def exec_path() -> str:
     return str(Path(found).resolve())
 
 
-def location_problems(exec_cmd: str, root: Path, this_installation: bool) -> list[str]:
-    """Why the unit could not start ``exec_cmd`` under its sandbox (empty when it can): the command, its
-    interpreter and — for this installation — the package itself must lie outside the hidden directories."""
-    paths = {"the edgevision command": exec_cmd}
-    script = root / exec_cmd.lstrip("/")
-    interpreter = access.shebang_interpreter(script)
-    if interpreter:
-        paths["its Python"] = interpreter
-    if root == Path("/"):
-        paths.update({f"{k} (resolved)": os.path.realpath(v) for k, v in list(paths.items())})
-    if this_installation:
-        import edgevision
-
-        paths["the edgevision package"] = str(Path(edgevision.__file__).resolve().parent)
-    problems = []
-    for what, path in paths.items():
-        hidden = access.hidden_by_sandbox(path)
-        if hidden:
-            problems.append(f"{what} {path}: {hidden}")
-    return problems
-
-
 def models_needed(cfg: EdgeVisionConfig) -> list[str]:
     """Catalog models the configuration will load (so the service never downloads at start-up)."""
     cat = load_catalog()
     return [n for n in models_loaded(cfg) if n in cat.models]
-
-
-def installed_instances(root: Path) -> dict[str, Path]:
-    """Installed services and their configs: ``edgevision.service`` → config.yaml, ``edgevision@NAME.service`` →
-    NAME.yaml (an instance counts when its config and an enable link or drop-in exist)."""
-    found: dict[str, Path] = {}
-    single = root / UNIT_DIR.lstrip("/") / "edgevision.service"
-    if single.exists() and (root / CONFIG_DIR.lstrip("/") / "config.yaml").exists():
-        found["edgevision.service"] = root / CONFIG_DIR.lstrip("/") / "config.yaml"
-    units = root / UNIT_DIR.lstrip("/")
-    for link in sorted(units.glob("*/edgevision@*.service")) + sorted(units.glob("edgevision@?*.service.d")):
-        name = link.name.split("@", 1)[1].split(".service", 1)[0]
-        cfg = root / CONFIG_DIR.lstrip("/") / f"{name}.yaml"
-        if name and cfg.exists():
-            found[f"edgevision@{name}.service"] = cfg
-    return found
-
-
-def _identity(cfg: EdgeVisionConfig, inst_camera: str | None) -> tuple[int | None, str | None, str | None]:
-    """(web port, camera name, device or stream) — what two services must not share."""
-    port = cfg.web.port if cfg.web.enabled and cfg.web.port != 0 else None
-    s = cfg.source
-    source = {"camera": f"/dev/video{s.camera}", "picamera2": f"Pi camera {s.camera}", "url": s.url}.get(
-        s.kind
-    )
-    return port, cfg.recorder.camera or inst_camera, source
-
-
-def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
-    """Another installed service that would bind the same web port, publish under the same camera name or open
-    the same camera (the second would wait for it forever)."""
-    port, camera, source = _identity(cfg, inst.camera)
-    problems = []
-    for unit, path in installed_instances(root).items():
-        if unit == inst.unit:
-            continue
-        try:
-            other = load_config(path)
-        except ConfigError:
-            continue
-        other_name = unit.split("@", 1)[1].removesuffix(".service") if "@" in unit else None
-        other_port, other_camera, other_source = _identity(other, other_name)
-        if port is not None and port == other_port:
-            problems.append(f"web.port {port} is already used by {unit} ({path}); choose another web.port")
-        if camera is not None and camera == other_camera:
-            problems.append(f"camera name {camera!r} is already used by {unit} ({path}); set recorder.camera")
-        cid = cfg.mqtt.client_id if cfg.mqtt.enabled else None
-        if cid is not None and other.mqtt.enabled and cid == other.mqtt.client_id:
-            problems.append(
-                f"mqtt.client_id {cid!r} is already used by {unit} ({path}): the broker would drop one"
-            )
-        if source is not None and source == other_source:
-            problems.append(f"source {redact_url(source)} is already opened by {unit} ({path}); set source.*")
-    return problems
-
-
-def sandbox_problems(cfg: EdgeVisionConfig, inst: Instance) -> list[str]:
-    """Config paths the unit's sandbox would not let the service write (ProtectSystem=strict) or see."""
-    problems = []
-    data = cfg.recorder.data_dir
-    if data is not None and Path(os.path.normpath(data)) != Path(inst.data_dir):
-        problems.append(
-            f"recorder.data_dir {data}: the service can only write {inst.data_dir} (ProtectSystem=strict); "
-            "remove recorder.data_dir from the config to use it"
-        )
-    models = cfg.models.dir
-    if models is not None and access.hidden_by_sandbox(models):
-        problems.append(f"models.dir {models}: {access.hidden_by_sandbox(models)}; remove models.dir")
-    # Files read by path: hidden by the sandbox (or relative to this shell) the service says "not found" (78).
-    files: list[tuple[tuple[Any, ...], str | Path | None]] = [
-        (key, spec) for key, spec in model_keys(cfg) if "/" in spec or spec.endswith(".tflite")
-    ]
-    files += [
-        (("detector", "labels_file"), cfg.detector.labels_file),
-        (("scheduler", "profile"), cfg.scheduler.profile),
-    ]
-    for key, path in files:
-        if path is None:
-            continue
-        hidden = access.hidden_by_sandbox(path) or (
-            None if os.path.isabs(path) else f"a relative path (the service runs in {inst.data_dir})"
-        )
-        if hidden:
-            problems.append(f"{'.'.join(map(str, key))} {path}: {hidden}; put it in {MODELS_DIR}")
-    return problems
 
 
 def install(

@@ -97,6 +97,17 @@ def source_packets(path: Path) -> tuple[DemuxSource, list[EncodedPacket]]:
     return src, packets
 
 
+def remux_walking(clip: Path) -> None:
+    """The whole walking clip remuxed into ``clip`` (a fragmented MP4, as the recorder writes)."""
+    src, packets = source_packets(WALKING)
+    assert src.stream_info is not None
+    w = PacketClipWriter(clip, src.stream_info)
+    for p in packets:
+        w.write(p)
+    w.finalize()
+    src.close()
+
+
 def clip_packets(path: Path) -> list[bytes]:
     with av.open(str(path)) as c:
         return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
@@ -255,13 +266,7 @@ def test_a_damaged_fragment_inside_a_clip_costs_no_later_fragment(tmp_path: Path
     decodes, so everything after the damage stays (it used to cut at the first damaged fragment: a glitch 10 s
     into a 5-minute recording killed at its end cost the rest), and a clip whose first fragment is damaged is
     still playable, so recovery keeps it instead of deleting it as undecodable."""
-    src, packets = source_packets(WALKING)
-    assert src.stream_info is not None
-    w = PacketClipWriter(tmp_path / "c.mp4", src.stream_info)
-    for p in packets:
-        w.write(p)
-    w.finalize()
-    src.close()
+    remux_walking(tmp_path / "c.mp4")
     data = (tmp_path / "c.mp4").read_bytes()
     whole = inspect_clip(tmp_path / "c.mp4", want_middle=False)
     assert whole.good == whole.fragments >= 10
@@ -293,13 +298,7 @@ def test_checking_a_clip_never_holds_the_whole_file_in_memory(tmp_path: Path) ->
     service restarted into the same recovery never records again. The check reads only the box headers."""
     import tracemalloc
 
-    src, packets = source_packets(WALKING)
-    assert src.stream_info is not None
-    w = PacketClipWriter(tmp_path / "c.mp4", src.stream_info)
-    for p in packets:
-        w.write(p)
-    w.finalize()
-    src.close()
+    remux_walking(tmp_path / "c.mp4")
     clip = tmp_path / "c.mp4"
     size = clip.stat().st_size
     assert size > 2_000_000

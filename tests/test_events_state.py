@@ -135,3 +135,27 @@ def test_retention_for_free_space_deletes_only_what_reaches_the_target(
     max_age = max_age_days * 86400 if max_age_days else None
     pol = RetentionPolicy(max_age_s=max_age, min_free_bytes=min_free, keep_newest=keep_newest)
     assert plan_retention(events, 1_000_000.0, free, pol) == expected
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (
+            RetentionPolicy(max_age_s=None, max_total_bytes=250, min_free_bytes=None),
+            [(1, "max_total_size"), (2, "max_total_size")],
+        ),
+        (
+            RetentionPolicy(max_age_s=None, min_free_bytes=1000, keep_newest=1),
+            [(1, "min_free_space"), (2, "min_free_space")],
+        ),
+    ],
+    ids=["total-size", "free-space-keep-newest"],
+)
+def test_retention_goes_by_recording_order_when_the_clock_ran_backwards(
+    policy: RetentionPolicy, expected: list
+) -> None:
+    """Events 3 and 4 were recorded after a reboot whose clock restarted 10 days back (no RTC, no network yet):
+    their wall times look older than 1 and 2. Ordered by wall time, the newest recordings went first (and
+    keep_newest protected event 2)."""
+    events = [ev(1, 2, 100), ev(2, 1, 100), ev(3, 12, 100), ev(4, 11, 100)]
+    assert plan_retention(events, 1_000_000.0, 800, policy) == expected

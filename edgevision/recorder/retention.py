@@ -44,8 +44,12 @@ class StoredEvent:
 def plan_retention(
     events: Sequence[StoredEvent], now: float, free_bytes: int, policy: RetentionPolicy
 ) -> list[tuple[int, str]]:
-    """Events to delete, oldest first, each with the rule that selected it."""
-    candidates = sorted((e for e in events if e.status != "recording"), key=lambda e: (e.start_wall, e.id))
+    """Events to delete, oldest first, each with the rule that selected it.
+
+    "Oldest" is recording order (the id, which only grows), not the wall clock: a Pi without a real-time clock
+    starts from a saved time and jumps when it syncs, so ``start_wall`` can run backwards; only the age limit
+    reads it."""
+    candidates = sorted((e for e in events if e.status != "recording"), key=lambda e: e.id)
     chosen: dict[int, str] = {}
     if policy.max_age_s is not None:
         for e in candidates:

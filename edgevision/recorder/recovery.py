@@ -104,7 +104,10 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
     # a damaged tail is cut; damage inside the clip stays (the fragments after it play)
     if check.last_good < check.fragments:
         salvaged = salvage_fragmented_mp4(clip)
-    sha = sha256_file(clip)
+    try:
+        sha, size = sha256_file(clip), clip.stat().st_size
+    except OSError as exc:  # a read error proves nothing: the row and its clip stay for the next start
+        raise ClipUnreadable(f"{clip}: cannot be read: {exc}") from exc
     fault_point("recover.hashed")
     start = row.clip_start_ts if row.clip_start_ts is not None else row.start_ts
     if salvaged:
@@ -117,7 +120,7 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         "end_wall": row.end_wall or time.time(),
         "clip_frames": check.frames,
         "clip_start_ts": start,
-        "clip_size": clip.stat().st_size,
+        "clip_size": size,
         "clip_sha256": sha,
         "note": note,
         "end_sent": 0,

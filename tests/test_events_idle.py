@@ -15,7 +15,7 @@ import pytest
 import recorder_driver as drv
 from mqtt_helpers import FakePublisher
 from test_mqtt import TOPICS, _messages, _result, _staged
-from test_pipeline import PERSON, FakeRunner, FakeSink, FakeStep, frames
+from test_pipeline import IMAGE, PERSON, FakeRunner, FakeSink, FakeStep, frames
 
 from edgevision.events import EventSettings, EventStage
 from edgevision.events.state import EventTracker
@@ -26,7 +26,7 @@ from edgevision.publish.mqtt_events import EventRelay
 from edgevision.publish.presence import Presence
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.recorder import Recorder
-from edgevision.results import EventEnd, EventStart, EventUpdate
+from edgevision.results import EventEnd, EventStart, EventUpdate, Frame
 
 POST_ROLL = 2.0
 
@@ -101,6 +101,29 @@ def test_the_pipeline_asks_at_empty_polls_of_a_live_source_only(live: bool, hear
     if heard:
         (end,) = listening.idle[0].signals
         assert isinstance(end, EventEnd) and end.end_ts == pytest.approx(0.1 + POST_ROLL)
+
+
+@pytest.mark.parametrize("offset", [5000.0, 1.5], ids=["paced-file-media-clock", "stream-anchor-lagging"])
+def test_a_short_gap_does_not_end_an_event_whose_frames_are_not_on_the_pipeline_clock(offset: float) -> None:
+    """Frames of a paced file (``source.realtime``, a live runner) are on the media clock, a stream's on an anchor
+    that may lag the monotonic clock by up to its drift limit. The idle check compared the pipeline's clock with
+    the frames' and ended the event at the first empty poll (a paced file) or up to 1.5 s early (the stream);
+    the frame after a 0.5 s gap, a person in it, then started a second event."""
+    stage = EventStage(EventSettings(post_roll=POST_ROLL, trigger_frames=1, window_frames=1))
+    shown = [Frame(IMAGE, ts, i, "fake") for i, ts in enumerate((0.0, 0.1, 0.7))]
+    runner = FakeRunner([shown[0], shown[1], None, shown[2]], live=True)
+    listening = Listening()
+    # the pipeline clock: the frames' time shifted by ``offset``; the empty poll comes 0.5 s after frame 1
+    clock = iter([0.0, 0.0, 0.1, 0.6, 0.7, 0.8, 0.9, 1.0])
+    Pipeline(
+        runner,
+        FakeStep([], detections={i: [PERSON] for i in range(3)}),
+        [listening],
+        [stage],
+        clock=lambda: next(clock) + offset,
+        idle_events=stage.idle,
+    ).run(threading.Event())
+    assert listening.idle == [] and stage.tracker.seq == 1 and stage.active  # one event, still going
 
 
 def _end(seq: int) -> EventUpdate:

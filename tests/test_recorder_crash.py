@@ -244,6 +244,46 @@ def test_a_clip_that_cannot_be_read_is_left_as_it_is_for_the_next_start(
     assert [e["status"] for e in rows(data)] == ["recovered" if partial else "finalized"]
 
 
+@pytest.mark.parametrize("failing", ["hash", "stat", "stat-finalized"])
+def test_a_clip_whose_hash_or_size_cannot_be_read_is_left_as_it_is_and_the_recorder_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Hashing the clip, or asking whether it exists, hit a read error (a failing SD card): the OSError left
+    recovery, so the recorder could not start at all (and, restarted, failed again on the same clip) instead of
+    leaving that one event for the next start."""
+    import edgevision.recorder.recovery as recovery
+
+    data = tmp_path / "data"
+    drive(data)
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    size = clip.stat().st_size
+    index = EventIndex(data)
+    status = "finalized" if failing == "stat-finalized" else "recording"
+    index.update(ev["id"], status=status)
+
+    def failing_hash(path: Path) -> str:
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    real_stat = Path.stat
+
+    def failing_stat(path: Path, *args: Any, **kw: Any) -> os.stat_result:
+        if path.suffix in (".mp4", ".partial"):
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_stat(path, *args, **kw)
+
+    if failing == "hash":
+        monkeypatch.setattr(recovery, "sha256_file", failing_hash)
+    else:
+        monkeypatch.setattr(Path, "stat", failing_stat)
+    report = recover(index, data)
+    monkeypatch.undo()
+    assert report.unchecked == int(status == "recording") and clip.stat().st_size == size
+    assert report.lost == 0 and [e["status"] for e in rows(data)] == [
+        status
+    ]  # the next start checks it again
+
+
 def _kill_during_event(data: Path, after_start: float, fps: float = 5.0) -> None:
     """Run the driver in real time (a live camera whose pipeline gives ``fps``; nominal 25 fps) and SIGKILL it
     ``after_start`` seconds of frames after the event started."""

@@ -106,9 +106,13 @@ class Pipeline:
         self.person_label = person_label
         self.controls = controls  # run-time switches: detection off means no detections, no rung feedback
         self.on_status: Callable[[str], None] = on_status or (lambda line: log.info("status: %s", line))
-        # A live source that gives no frame: asked with the clock's time at every empty poll (the event stage
-        # ends an event whose post-roll has passed); an update goes to the sinks that listen (IdleEventSink).
+        # A live source that gives no frame: asked at every empty poll with the time on the frames' clock (the
+        # event stage ends an event whose post-roll has passed); an update goes to the sinks that listen
+        # (IdleEventSink).
         self.idle_events = idle_events
+        # (ts, clock time) of the last frame: frames are not on this clock (a paced file's media clock, a
+        # stream's anchor that drifts), so idle time is counted on it from the last frame
+        self._last_frame_at: tuple[float, float] | None = None
 
     def process(self, frame: Frame) -> FrameResult:
         """Detect on one frame and run the stages (sinks are fed by :meth:`run`)."""
@@ -130,9 +134,10 @@ class Pipeline:
 
     def _idle(self) -> None:
         """An empty poll of a live source: events that end by time alone end now, for every listening sink."""
-        if self.idle_events is None or not self.runner.live:
-            return  # a file's frames are on the media clock: its events end with its frames (or its end)
-        update = self.idle_events(self.clock())
+        if self.idle_events is None or not self.runner.live or self._last_frame_at is None:
+            return  # a file's events end with its frames (or its end); before any frame, no event
+        ts, at = self._last_frame_at
+        update = self.idle_events(ts + self.clock() - at)  # the frames' clock, never compared with ours
         if update is None:
             return
         for sink in self.sinks:
@@ -182,6 +187,7 @@ class Pipeline:
                 window.add(total)
                 all_latency.append(total)
                 now = self.clock()
+                self._last_frame_at = (frame.ts, now)
                 if window.due(now, self.status_interval):
                     self.on_status(window.line(now, self.runner.stats.dropped, self.step.model))
                     window = StatusWindow(now)

@@ -266,8 +266,11 @@ def inspect_clip(path: Path, want_middle: bool = True) -> ClipCheck:
     duration = 0.0
     middle = None
     if kept_pts:
-        with av.open(str(path)) as c:
-            tb = c.streams.video[0].time_base
+        try:
+            with av.open(str(path)) as c:
+                tb = c.streams.video[0].time_base
+        except (OSError, MemoryError) as exc:  # it decoded a moment ago: the system's failure, not the data's
+            raise ClipUnreadable(f"{path}: cannot be read: {exc}") from exc
         step = (kept_pts[-1] - kept_pts[0]) / (len(kept_pts) - 1) if len(kept_pts) > 1 else 0.0
         duration = float((kept_pts[-1] - kept_pts[0] + step) * tb) if tb else 0.0
         if want_middle:

@@ -71,6 +71,23 @@ def _mark_lost(index: EventIndex, row: EventRow, note: str, report: RecoveryRepo
     log.warning("recovery: event %d lost (%s)", row.id, note)
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; an error asking (EIO from a failing card) proves nothing: :class:`ClipUnreadable`."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise ClipUnreadable(f"{path}: cannot be read: {exc}") from exc
+
+
+def _exists_or_unreadable(path: Path) -> bool:
+    """Whether ``path`` exists, True when asking fails (a file that cannot be read is not proven missing)."""
+    try:
+        return _exists(path)
+    except ClipUnreadable as exc:
+        log.error("recovery: %s", exc)
+        return True
+
+
 def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: RecoveryReport) -> None:
     if not row.clip_path:
         _mark_lost(index, row, "process stopped while recording; no clip was being written", report)
@@ -78,13 +95,13 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
     clip = data_dir / row.clip_path
     partial = clip.with_name(clip.name + PARTIAL_SUFFIX)
     salvaged = 0
-    if partial.exists():
+    if _exists(partial):
         salvaged = salvage_fragmented_mp4(partial)  # idempotent: cuts to fragments that decode
         fault_point("recover.salvaged")
         if salvaged == 0:
             log.warning("recovery: event %d: %s holds no decodable fragment; removed", row.id, partial.name)
             partial.unlink()
-        elif clip.exists() and inspect_clip(clip, want_middle=False).playable:
+        elif _exists(clip) and inspect_clip(clip, want_middle=False).playable:
             # both exist only if something outside us copied files around: the renamed clip is the later state
             log.warning("recovery: event %d: both %s and its .partial exist; keeping the clip", row.id, clip)
             partial.unlink()
@@ -92,7 +109,7 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
             os.replace(partial, clip)
             fault_point("recover.renamed")
             fsync_dir(clip.parent)
-    if not clip.exists():
+    if not _exists(clip):
         _mark_lost(index, row, "process stopped while recording; no complete fragment survived", report)
         return
     check = inspect_clip(clip)
@@ -104,7 +121,10 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
     # a damaged tail is cut; damage inside the clip stays (the fragments after it play)
     if check.last_good < check.fragments:
         salvaged = salvage_fragmented_mp4(clip)
-    sha = sha256_file(clip)
+    try:
+        sha, size = sha256_file(clip), clip.stat().st_size
+    except OSError as exc:  # a read error proves nothing: the row and its clip stay for the next start
+        raise ClipUnreadable(f"{clip}: cannot be read: {exc}") from exc
     fault_point("recover.hashed")
     start = row.clip_start_ts if row.clip_start_ts is not None else row.start_ts
     if salvaged:
@@ -117,7 +137,7 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         "end_wall": row.end_wall or time.time(),
         "clip_frames": check.frames,
         "clip_start_ts": start,
-        "clip_size": clip.stat().st_size,
+        "clip_size": size,
         "clip_sha256": sha,
         "note": note,
         "end_sent": 0,
@@ -172,16 +192,20 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
     report = RecoveryReport()
 
     def announce(*paths: Path) -> None:  # the files about to be decoded, at once: their allowance adds up
-        there = [p for p in paths if p.exists()]
+        there = [p for p in paths if _exists(p)]
         if checking is not None and there:
-            checking(there[0], sum(p.stat().st_size for p in there))
+            try:
+                size = sum(p.stat().st_size for p in there)
+            except OSError as exc:
+                raise ClipUnreadable(f"{there[0]}: cannot be read: {exc}") from exc
+            checking(there[0], size)
 
     with DataDirLock(data_dir, "recovery"):
         for row in index.list(status="recording"):
-            if row.clip_path:
-                clip = data_dir / row.clip_path
-                announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
             try:
+                if row.clip_path:
+                    clip = data_dir / row.clip_path
+                    announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
                 _recover_row(index, data_dir, row, report)
             except (
                 ClipUnreadable
@@ -196,7 +220,11 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                 if rel:
                     referenced.add(data_dir / rel)
                     referenced.add(data_dir / (rel + PARTIAL_SUFFIX))
-            if row.status == "finalized" and row.clip_path and not (data_dir / row.clip_path).exists():
+            if (
+                row.status == "finalized"
+                and row.clip_path
+                and not _exists_or_unreadable(data_dir / row.clip_path)
+            ):
                 index.update(row.id, status="lost", note="clip file missing at start-up")
                 report.lost += 1
         for stray in data_dir.glob("**/*.tmp"):
@@ -205,8 +233,8 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
         for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
             if stray in referenced:
                 continue
-            announce(stray)
             try:
+                announce(stray)
                 kept = salvage_fragmented_mp4(stray)
             except ClipUnreadable as exc:
                 log.error("recovery: %s left in place: %s", stray, exc)

@@ -95,3 +95,19 @@ def test_events_give_event_frames_and_the_scenes_between_events(tmp_path: Path) 
 def test_events_without_an_index_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no event index"):
         read_events(tmp_path, 32)
+
+
+def test_event_clips_come_in_recording_order_whatever_the_wall_clock_said(tmp_path: Path) -> None:
+    """The split by time (the later part validates) follows recording order: the second event here was recorded
+    after a reboot whose clock restarted days back (a Pi without a real-time clock)."""
+    from edgevision.distill.data import event_clips
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    for i, wall in ((1, 2_000_000.0), (2, 1_000_000.0)):
+        rel = f"clips/{i}.mp4"
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x")
+        index.create("cam", "person", 0.0, 0, start_wall=wall, status="finalized", clip_path=rel)
+    index.close()
+    assert [c.path.name for c in event_clips(data)] == ["1.mp4", "2.mp4"]

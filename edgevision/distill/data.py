@@ -128,7 +128,8 @@ class EventClip:
 
 
 def event_clips(data_dir: Path) -> list[EventClip]:
-    """Clips of finalized / recovered events in the recorder's index, oldest first (read only)."""
+    """Clips of finalized / recovered events in the recorder's index, oldest first (recording order: the wall
+    clock of a Pi without a real-time clock can run backwards across a reboot; read only)."""
     db = events_index(data_dir)
     if not db.is_file():
         raise InputError(f"{db}: no event index (record events with `edgevision run` first)")
@@ -136,7 +137,7 @@ def event_clips(data_dir: Path) -> list[EventClip]:
     try:
         rows = con.execute(
             "SELECT clip_path, clip_start_ts, start_ts, end_ts FROM events WHERE clip_path IS NOT NULL "
-            "AND status IN ('finalized', 'recovered') ORDER BY start_wall, id"
+            "AND status IN ('finalized', 'recovered') ORDER BY id"
         ).fetchall()
     finally:
         con.close()

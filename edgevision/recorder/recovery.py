@@ -207,9 +207,8 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                     clip = data_dir / row.clip_path
                     announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
                 _recover_row(index, data_dir, row, report)
-            except (
-                ClipUnreadable
-            ) as exc:  # a read error proves nothing: files and row stay for the next start
+            except ClipUnreadable as exc:
+                # a read error proves nothing: files and row stay for the next start
                 report.unchecked += 1
                 log.error(
                     "recovery: event %d left as it is: %s; checked again at the next start", row.id, exc

@@ -167,7 +167,7 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
 
 
 # How long checking a clip may take, by its size: every frame is decoded on one thread, up to three times when a
-# fragment is damaged (clip.inspect_clip). Measured: 23 s for a 61 MB, 300 s 720p clip (one pass) on this x86
+# fragment is damaged (clip_check.inspect_clip). Measured: 23 s for a 61 MB, 300 s 720p clip (one pass) on this x86
 # core; a Pi 4 core is about 5x slower. So 60 s plus 6 s per MB (a 300 s clip: about 7 min).
 CHECK_BASE_S = 60.0
 CHECK_S_PER_MB = 6.0

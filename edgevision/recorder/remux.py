@@ -1,7 +1,7 @@
 """Clips from packets: the source's (or the one encoder's) packets remuxed into a crash-safe fragmented MP4.
 
 No decode, no encode: each packet's payload is written as it came. The crash-safety contract is the one of
-:class:`edgevision.recorder.clip.ClipWriter`, so start-up recovery (:func:`~edgevision.recorder.clip.
+:class:`edgevision.recorder.clip.ClipWriter`, so start-up recovery (:func:`~edgevision.recorder.clip_check.
 salvage_fragmented_mp4`) works on these files unchanged:
 
 * the clip is written to ``<final>.partial`` (the directory fsync'd once the file exists);

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WALKING, run_cli
+from conftest import SHARED_MODELS, WALKING, run_cli
 
 from edgevision.catalog.entries import Architecture
 from edgevision.catalog.local import (
@@ -527,3 +528,17 @@ def test_distill_cli_names_the_flag_on_an_f1_refusal_and_says_when_installed_und
     assert code == (0 if installed else 73)
     assert ("run again with --min-f1 0.80" in err) is not installed
     assert ("under a lowered gate: box F1 bar 0.8" in out) is installed
+
+
+def test_a_student_litert_cannot_run_is_a_model_error_and_is_kept_for_a_report(tmp_path: Path) -> None:
+    """LiteRT aborted the whole distillation (``free(): double free`` in ``allocate_tensors``) on one exported
+    student: the export is now run once in a child first, and a failure there is an error naming the kept file."""
+    from edgevision.distill.export import check_runs_in_subprocess
+    from edgevision.errors import ModelError
+
+    check_runs_in_subprocess((SHARED_MODELS / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite").read_bytes())
+    with pytest.raises(ModelError, match="does not run in LiteRT") as exc:
+        check_runs_in_subprocess(b"TFL3" + bytes(200))  # not a model: the child fails
+    kept = Path(str(exc.value).split("kept at ")[1].split(" for a bug report")[0])
+    assert kept.read_bytes() == b"TFL3" + bytes(200) and exc.value.exit_code == 78
+    shutil.rmtree(kept.parent)

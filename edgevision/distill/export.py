@@ -13,6 +13,7 @@ process with ``free(): double free`` after training, which must not lose the tra
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -193,5 +194,46 @@ def input_is_pixels(model_bytes: bytes) -> bool:
     return bool(d["dtype"] == np.uint8 and abs(scale - 1.0) < 1e-3 and zero == 0)
 
 
+def check_runs_in_subprocess(model_bytes: bytes) -> None:
+    """Load the exported student (XNNPACK, then LiteRT's own kernels) and invoke it once, in a fresh process.
+
+    LiteRT has aborted the whole process (``free(): double free`` in ``allocate_tensors``) on a V3-Small student
+    distilled with ``--augment 8``: loaded here first, such a model is a :class:`ModelError` (exit 78, nothing
+    installed, the file kept for a bug report) instead of a crash that loses the run's report.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgevision-check-") as tmp:
+        path = Path(tmp) / "student.tflite"
+        path.write_bytes(model_bytes)
+        cmd = [sys.executable, "-m", "edgevision.distill.export", "--check", str(path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=CHECK_TIMEOUT_S)
+        if proc.returncode == 0:
+            return
+        kept = Path(tempfile.mkdtemp(prefix="edgevision-student-")) / "student.tflite"
+        shutil.copyfile(path, kept)
+    how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    last = " | ".join(proc.stderr.strip().splitlines()[-2:])
+    raise ModelError(
+        f"the converted student does not run in LiteRT ({how}: {last}); nothing is installed; "
+        f"the file is kept at {kept} for a bug report"
+    )
+
+
+CHECK_TIMEOUT_S = 300
+
+
+def _check_main(path: Path) -> int:
+    """Child of :func:`check_runs_in_subprocess`: load, allocate and invoke ``path`` under both kernel sets."""
+    from edgevision.inference import adapter
+
+    for builtin in (False, True):
+        interp = adapter.load(str(path), threads=1, builtin_kernels=builtin)
+        d = adapter.inputs(interp)[0]
+        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interp.invoke()
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--check"]:
+        raise SystemExit(_check_main(Path(sys.argv[2])))
     raise SystemExit(_convert_main(sys.argv[1:]))

@@ -231,7 +231,12 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
         init = {"method": "imagenet", "backbone": spec.backbone}
     train_minutes = (time.monotonic() - t0) / 60.0
 
-    from edgevision.distill.export import graft_postprocess, input_is_pixels, quantize_in_subprocess
+    from edgevision.distill.export import (
+        check_runs_in_subprocess,
+        graft_postprocess,
+        input_is_pixels,
+        quantize_in_subprocess,
+    )
     from edgevision.distill.replica import read_graph
 
     if progress:
@@ -242,6 +247,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     anchors_q = np.asarray(g.model.buffers[anchor_t.buffer].data, np.uint8).reshape(-1, 4)
     a_scale, a_zero, _ = g.quant(teacher.spec.anchors_input)
     model_bytes = graft_postprocess(raw, anchors_q, (float(a_scale[0]), int(a_zero[0])), teacher.options)
+    check_runs_in_subprocess(model_bytes)  # before this process loads it: LiteRT has aborted on one
     if not input_is_pixels(model_bytes):
         raise ModelError("quantized student does not take raw pixels (input scale 1, zero point 0)")
 

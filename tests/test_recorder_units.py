@@ -379,3 +379,33 @@ def test_event_stills_a_face_box_with_nothing_to_crop_is_skipped(tmp_path: Path,
     assert values["snapshot_path"] == "snapshots/000005.jpg" and "thumb_path" in values
     if "face_path" in values:
         assert cv2.imread(str(tmp_path / str(values["face_path"]))) is not None
+
+
+@pytest.mark.parametrize("failing_call", [1, 2, 3], ids=["first-measure", "in-the-pass", "after-the-pass"])
+def test_free_space_that_cannot_be_read_skips_the_check_and_never_stops_recording(
+    tmp_path: Path, failing_call: int
+) -> None:
+    """A space check below min_free measures, runs a retention pass (which measures under its lock) and measures
+    again. A statfs failing in the pass or after it used to escape and stop the recorder thread."""
+    from edgevision.recorder.mode import Mode
+    from edgevision.recorder.retention import RetentionPolicy
+    from edgevision.recorder.space import DiskSpace
+
+    calls = 0
+
+    def free_bytes(path: Path) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == failing_call:
+            raise OSError(errno.EIO, "Input/output error")
+        return 10
+
+    index = EventIndex(tmp_path)
+    disk = DiskSpace(
+        tmp_path, RetentionPolicy(max_age_s=None, min_free_bytes=1000), index, free_bytes, lambda: 0.0, 1.0
+    )
+    disk.check(force=True)  # no exception
+    assert calls == (1 if failing_call == 1 else 3)
+    # measured below the floor after the pass: no clip starts; not measured: the mode stays as it was
+    assert disk.mode is (Mode.SNAPSHOTS_ONLY if failing_call == 2 else Mode.NORMAL)
+    index.close()

@@ -69,14 +69,12 @@ class DiskSpace:
             return
         self._next_check = now + self.check_every_s
         need = self.policy.min_free_bytes or 0
-        try:
-            free = self.free_bytes(self.data_dir)
-        except OSError as exc:
-            log.warning("recorder: cannot read free space: %s", exc)
-            return
-        if free < need:
+        free = self._free()
+        if free is not None and free < need:
             self.retention_pass()  # deletes only when that reaches min_free (see plan_retention)
-            free = self.free_bytes(self.data_dir)
+            free = self._free()
+        if free is None:
+            return
         new = after_space_check(self.mode, free, self.floor)
         if new == self.mode:
             return
@@ -90,10 +88,21 @@ class DiskSpace:
         """One retention pass on the free space measured under the lock (a clip about to start waits for a
         running pass: the space it frees decides whether the clip is written)."""
         with self._lock:
-            free = self.free_bytes(self.data_dir)
+            free = self._free()
+            if free is None:
+                return
             try:
                 apply_retention(self.index, self.data_dir, time.time(), free, self.policy)
             except Exception as exc:
                 if not is_disk_error(exc):
                     raise
                 log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)
+
+    def _free(self) -> int | None:
+        """Free bytes now; None (and a warning) when they cannot be read: a statfs that fails once must not stop
+        the recorder or the retention timer, the next check measures again."""
+        try:
+            return self.free_bytes(self.data_dir)
+        except OSError as exc:
+            log.warning("recorder: cannot read free space: %s", exc)
+            return None

@@ -2,8 +2,9 @@
 
 The order is the guarantee a user sees:
 
-1. output paths (``--detections``, ``--save-video``) and the configuration are checked, then the web port is bound: a bad path is exit 2, a bad
-   model name, data directory or port exit 78, before any model loads or anything is opened;
+1. output paths (``--detections``, ``--save-video``) and the configuration are checked, then the web port is
+   bound: a bad path is exit 2, a bad model name, data directory or port exit 78, before any model loads or
+   anything is opened;
 2. the detect step (a fixed detector, or the scheduler with every rung loaded and profiled) and the face stages:
    every model is loaded and probed before the source opens;
 3. the capture runner (the source opens when the pipeline starts it), then the sinks, the recorder (it locks the

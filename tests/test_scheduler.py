@@ -275,18 +275,22 @@ def test_real_cpu_load_steps_down_then_up(env: dict[str, str], tmp_path: Path, m
         times.append((time.perf_counter() - t0) * 1e3)
     base = min(times)  # the idle cost: other work on a shared machine only ever adds to some of the samples
     # A run starts on the cheapest rung and climbs to one predicted within 75 % of the budget: with three busy
-    # processes per core that rung no longer fits; once they leave, it climbs again (a learned rise tightens
-    # the up margin to 1/1.5 of the budget, which the rungs above the cheapest still meet here when idle).
-    budget = max(base * 1.4, 15.0)
+    # processes per core that rung no longer fits; once they leave, it climbs again. A learned rise tightens the
+    # up margin to 1/1.5 of the budget, and the load the controller measures in a running pipeline is 1.2-1.9x
+    # the profile's even when the machine is otherwise idle (capture and decode share the cores). At 1.4x the
+    # full model's cost the climb back needed the 160 px rung at <= 10 ms, which a busier CI machine missed for
+    # 35 s; at 2x a rung above the cheapest fits up to a load of about 2.4 while three hogs per core still
+    # measure 4-7x, well past the budget.
+    budget = max(base * 2.0, 20.0)
     out = tmp_path / "d.jsonl"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         f"scheduler:\n  enabled: true\n  budget_ms: {budget:.1f}\n  stable_s: 2\n  cooldown_s: 1\n"
         f"  cadences: []\n  derived_dir: {tmp_path / 'derived'}\n"
     )
-    # Four plays of the clip (about 54 s): the step down and the climb back after the load are each awaited
+    # Five plays of the clip (about 68 s): the step down and the climb back after the load are each awaited
     # with a deadline, not hoped to fit in one 13.6-s play while other work on the machine may hold a core.
-    video = _looped(WALKING, tmp_path / "walking4.mp4", 4)
+    video = _looped(WALKING, tmp_path / "walking5.mp4", 5)
     args = [
         *EDGEVISION,
         "run",

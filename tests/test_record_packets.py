@@ -213,24 +213,28 @@ def test_a_reconnect_finalizes_the_open_clip_and_the_event_goes_on_in_a_new_one(
     feed = PacketFeed(blocking=True)
     rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
     img = np.zeros((120, 160, 3), np.uint8)
-    person = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+    one = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+    two = [
+        Detection("person", 0, 0.6, BBox(0.1, 0.2, 0.3, 0.9)),
+        Detection("person", 0, 0.7, BBox(0.6, 0.2, 0.8, 0.9)),
+    ]
     from edgevision.results import FrameResult
 
-    def run(enc: FrameEncoder, t0: float, n: int, present: bool) -> None:
+    def run(enc: FrameEncoder, t0: float, n: int, people: list[Detection]) -> None:
         for i in range(n):
             ts = t0 + i / 25
             for p in enc.encode(img + i % 50, ts):
                 assert feed.put(p)
-            rec.on_result(FrameResult(Frame(img, ts, i, "t"), person if present else [], Latency(), "m"))
+            rec.on_result(FrameResult(Frame(img, ts, i, "t"), people, Latency(), "m"))
 
     first = FrameEncoder(160, 120, 25.0, "libx264")
     feed.start_stream(first.stream_info)
-    run(first, 0.0, 50, False)
-    run(first, 2.0, 50, True)  # the event starts at 2.08 s and its clip is open...
+    run(first, 0.0, 50, [])
+    run(first, 2.0, 50, one)  # the event starts at 2.08 s and its clip is open...
     assert rec.drain(30)
     second = FrameEncoder(160, 120, 25.0, "libx264")
     feed.start_stream(second.stream_info)  # ...when the source reconnects
-    run(second, 4.0, 50, True)
+    run(second, 4.0, 50, two)
     rec.close()
     index = EventIndex(tmp_path / "data")
     before, after = [r.to_dict() for r in index.list()]
@@ -245,6 +249,12 @@ def test_a_reconnect_finalizes_the_open_clip_and_the_event_goes_on_in_a_new_one(
     check = inspect_clip(tmp_path / "data" / after["clip_path"], want_middle=False)
     assert check.playable and check.frames == after["clip_frames"] >= 45  # the rest of the event
     assert rec.clips.stats().span_s < 2.5  # the ring restarted at the new stream
+    # each row's statistics are its own frames': the split-off row used to carry the whole event's (its best
+    # frame before its start, the first part's top score)
+    assert (before["max_score"], before["peak_count"], before["mean_score"]) == pytest.approx((0.9, 1, 0.9))
+    assert before["start_ts"] <= before["best_ts"] < before["end_ts"]
+    assert (after["max_score"], after["peak_count"], after["mean_score"]) == pytest.approx((0.7, 2, 0.65))
+    assert after["start_ts"] <= after["best_ts"] <= after["end_ts"]
 
 
 def packet(ts: float, key: bool, size: int = 10) -> EncodedPacket:

@@ -34,7 +34,7 @@ from typing import Any
 from edgevision.capture.factory import encoder_codec
 from edgevision.capture.feed import FeedItem, PacketFeed, StreamStart
 from edgevision.events.stage import EventStage
-from edgevision.events.state import EventEnd, EventStart
+from edgevision.events.state import EventEnd, EventStart, RunningStats
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.clip_check import salvage_fragmented_mp4
@@ -258,30 +258,25 @@ class Recorder:
                 self._push(packet)
         if self._resume_after_reconnect:
             self._resume_after_reconnect = False
-            self._split_for_new_stream(frame, item.stats)
+            self._split_for_new_stream(frame)
         active = self._active
         if active is None:
             return
-        active.last_index, active.last_ts = frame.index, frame.ts
-        if item.stats != active.stats_written and frame.ts - active.stats_ts >= STATS_EVERY_S:
+        best = active.observe(item)
+        if (stats := active.stats) != active.stats_written and frame.ts - active.stats_ts >= STATS_EVERY_S:
             # a crashed event keeps what it had: recovery finds the statistics in the row
-            active.stats_ts, active.stats_written = frame.ts, item.stats
-            mx, mean, peak, best_ts = item.stats
+            active.stats_ts, active.stats_written = frame.ts, stats
+            mx, mean, peak, best_ts = stats
             self.writer.update(
                 active.event_id, max_score=mx, mean_score=mean, peak_count=peak, best_ts=best_ts
             )
-        if item.best and active.stills.frame is not None and frame.ts - active.last_update >= 1.0:
+        if best and active.stills.frame is not None and frame.ts - active.last_update >= 1.0:
             active.last_update = frame.ts
             self._notify(
                 EventPhase.UPDATE,
-                {
-                    "event_id": active.event_id,
-                    "ts": frame.ts,
-                    "max_score": item.stats[0],
-                    "peak_count": item.stats[2],
-                },
+                {"event_id": active.event_id, "ts": frame.ts, "max_score": stats[0], "peak_count": stats[2]},
             )
-        active.stills.offer(frame, item.best, item.matches or item.detections, item.faces)
+        active.stills.offer(frame, best, item.matches or item.detections, item.faces)
 
     def _begin(self, sig: EventStart, frame: Frame) -> None:
         self.disk.check(force=True)
@@ -368,17 +363,20 @@ class Recorder:
             self._resume_after_reconnect = True  # at the frame being handled (its packets are in the ring)
         self.clips.set_stream(start.info)
 
-    def _split_for_new_stream(self, frame: Frame, stats: tuple[float, float, int, float]) -> None:
+    def _split_for_new_stream(self, frame: Frame) -> None:
         """The event goes on after a reconnect cut its clip: its row ends here (``split``, as at ``max_length``)
         and a new row starts, whose clip holds the new stream from its first keyframe: a camera's glitch costs
-        the moments of the outage, not the rest of the event."""
+        the moments of the outage, not the rest of the event. The old row keeps the statistics of its own
+        frames (as of the last one before ``frame``); the new one counts its own from ``frame`` on."""
         active = self._active
         if active is None:
             return
-        mx, mean, peak, best_ts = stats
+        mx, mean, peak, best_ts = active.stats
         seq = active.start.seq
         self._finish(EventEnd(seq, frame.ts, active.last_ts, True, mx, mean, peak, best_ts))
         self._begin(EventStart(seq, frame.ts, frame.ts), frame)
+        if self._active is not None:
+            self._active.own = RunningStats()
 
     def _close_clip_after_disk_error(self, active: ActiveEvent, exc: OSError) -> None:
         assert active.clip is not None
@@ -443,11 +441,10 @@ class Recorder:
                     raise
                 self.disk.degrade(Mode.INDEX_ONLY, exc)
         fault_point("finish.snapshot")
+        # a split-off row counts its own statistics: the event stage's span the whole event
+        stats = active.stats if active.own else (sig.max_score, sig.mean_score, sig.peak_count, sig.best_ts)
         values.update(
-            max_score=sig.max_score,
-            mean_score=sig.mean_score,
-            peak_count=sig.peak_count,
-            best_ts=sig.best_ts,
+            zip(("max_score", "mean_score", "peak_count", "best_ts"), stats, strict=True),
             status=status,
             degraded=None if self.mode == Mode.NORMAL else str(self.mode),
         )

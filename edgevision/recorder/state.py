@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgevision.events.state import EventSettings
+from edgevision.events.state import EventSettings, RunningStats
 from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy
 from edgevision.recorder.snapshots import EventStills
@@ -70,6 +70,23 @@ class ActiveEvent:
     last_ts: float = 0.0
     stats_ts: float = 0.0  # frame time the statistics were last written
     stats_written: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
+    # (max, mean, peak, best ts) of this row as of the last frame handled
+    stats: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
+    # A row the recorder split off (after a reconnect) counts its own statistics: the event stage's run over the
+    # whole event, and the row's must not name a best frame or a peak from before its start.
+    own: RunningStats | None = None
     clip_done: bool = False  # the clip was finalized (a reconnect may do it before the event ends)
     # salvaging the clip after a disk error failed: start-up recovery finishes it
     clip_unsettled: bool = False
+
+    def observe(self, item: WorkItem) -> bool:
+        """Fold in one handled frame: its statistics become the row's (the event stage's, or the row's own
+        after a split); returns whether the frame is the row's new best."""
+        self.last_index, self.last_ts = item.frame.index, item.frame.ts
+        if self.own is None:
+            self.stats = item.stats
+            return item.best
+        best = self.own.add(item.frame.ts, item.matches)
+        st = self.own.snapshot()
+        self.stats = (st.max_score, st.mean_score, st.peak_count, st.best_ts)
+        return best

@@ -50,11 +50,24 @@ CREATE TABLE IF NOT EXISTS events (
     status        TEXT    NOT NULL CHECK (status IN ('recording', 'finalized', 'recovered', 'lost')),
     degraded      TEXT,
     note          TEXT,
-    end_sent      INTEGER NOT NULL DEFAULT 1
+    end_sent      INTEGER NOT NULL DEFAULT 1,
+    boot_id       TEXT,               -- the boot it was recorded in (see recorder/wallclock.py)
+    start_boot    REAL                -- CLOCK_BOOTTIME at the start: its age, whatever the wall clock did
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start_wall);
 CREATE INDEX IF NOT EXISTS events_status ON events (status);
+CREATE TABLE IF NOT EXISTS boots (
+    boot_id       TEXT PRIMARY KEY,
+    wall_offset   REAL    NOT NULL    -- wall - boottime as last seen in that boot (after NTP, if it synced)
+);
 """
+
+# columns added after the first release: an older index gets them (NULL: those rows age by start_wall)
+_ADDED = {
+    "end_sent": "INTEGER NOT NULL DEFAULT 1",  # an index written before it existed: its ends were all sent
+    "boot_id": "TEXT",
+    "start_boot": "REAL",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ class EventRow:
     degraded: str | None
     note: str | None
     end_sent: int = 1
+    boot_id: str | None = None
+    start_boot: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -106,8 +121,9 @@ class EventIndex:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
-        if "end_sent" not in have:  # an index written before end_sent existed: its ends were all sent
-            self._db.execute("ALTER TABLE events ADD COLUMN end_sent INTEGER NOT NULL DEFAULT 1")
+        for column, decl in _ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE events ADD COLUMN {column} {decl}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -189,6 +205,20 @@ class EventIndex:
             args.append(limit)
         with self._lock:
             return [EventRow(*r) for r in self._db.execute(sql, args).fetchall()]
+
+    def note_boot(self, boot_id: str, offset: float) -> None:
+        """Save the running boot's offset (wall - boottime) as it is now: later boots place its events by it."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO boots (boot_id, wall_offset) VALUES (?, ?)"
+                " ON CONFLICT (boot_id) DO UPDATE SET wall_offset = excluded.wall_offset",
+                (boot_id, offset),
+            )
+
+    def boot_offsets(self) -> dict[str, float]:
+        """Every boot's last saved offset, by boot id."""
+        with self._lock:
+            return {str(b): float(o) for b, o in self._db.execute("SELECT boot_id, wall_offset FROM boots")}
 
     def delete(self, event_id: int) -> None:
         with self._tx() as db:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from typing import Any
 
 from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.wallclock import read_boot_clock
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,15 @@ class IndexWriter:
     def create(self, camera: str, label: str, start_ts: float, start_frame: int, **extra: Any) -> int:
         event_id = self._next_id
         self._next_id += 1
+        clock = read_boot_clock()  # the boot clock beside the wall clock: retention ages the row by it
         values = {
             "camera": camera,
             "label": label,
             "start_ts": start_ts,
             "start_frame": start_frame,
-            "start_wall": time.time(),
+            "start_wall": clock.wall,
+            "boot_id": clock.boot_id,
+            "start_boot": clock.boottime,
             **extra,
         }
         self._write("create", event_id, values)

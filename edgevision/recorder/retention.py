@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.wallclock import BootClock, StartStamp, read_boot_clock, true_starts
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class StoredEvent:
 
     id: int
     status: str
-    start_wall: float
+    start_wall: float  # the true start, as far as it is known (see recorder/wallclock.py)
     size: int
 
 
@@ -47,8 +48,9 @@ def plan_retention(
     """Events to delete, oldest first, each with the rule that selected it.
 
     "Oldest" is recording order (the id, which only grows), not the wall clock: a Pi without a real-time clock
-    starts from a saved time and jumps when it syncs, so ``start_wall`` can run backwards; only the age limit
-    reads it."""
+    starts from a saved time and jumps when it syncs, so ``start_wall`` can run backwards. Only the age limit
+    reads the start, and :func:`apply_retention` gives it the true one
+    (:func:`~edgevision.recorder.wallclock.true_starts`)."""
     candidates = sorted((e for e in events if e.status != "recording"), key=lambda e: e.id)
     chosen: dict[int, str] = {}
     if policy.max_age_s is not None:
@@ -102,10 +104,20 @@ def apply_retention(
     free_bytes: int,
     policy: RetentionPolicy,
     dry_run: bool = False,
+    clock: BootClock | None = None,
 ) -> list[tuple[int, str]]:
-    """Delete what :func:`plan_retention` selects: files first, then the index row."""
+    """Delete what :func:`plan_retention` selects: files first, then the index row.
+
+    Events are aged on ``now`` from their true starts (``clock``: the boot clock, read now when not given), and
+    the running boot's offset is saved for later boots (not by a dry run)."""
+    clock = clock or read_boot_clock()
     rows = {r.id: r for r in index.list()}
-    stored = [StoredEvent(r.id, r.status, r.start_wall, event_size(r, data_dir)) for r in rows.values()]
+    starts = true_starts(
+        [StartStamp(r.id, r.start_wall, r.boot_id, r.start_boot) for r in rows.values()],
+        clock,
+        index.boot_offsets(),
+    )
+    stored = [StoredEvent(r.id, r.status, starts[r.id], event_size(r, data_dir)) for r in rows.values()]
     plan = plan_retention(stored, now, free_bytes, policy)
     if dry_run:
         return plan
@@ -123,6 +135,8 @@ def apply_retention(
             )
         else:
             log.info("retention: deleted event %d (%s)", event_id, rule)
+    if clock.boot_id is not None:  # last: a disk too full to save it has had its deletions first
+        index.note_boot(clock.boot_id, clock.offset)
     return plan
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_writer import is_disk_error
 from edgevision.recorder.mode import Mode, after_failure, after_space_check, record_floor
 from edgevision.recorder.retention import RetentionPolicy, apply_retention
+from edgevision.recorder.wallclock import read_boot_clock
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ class DiskSpace:
             if free is None:
                 return
             try:
-                apply_retention(self.index, self.data_dir, time.time(), free, self.policy)
+                clock = read_boot_clock()
+                apply_retention(self.index, self.data_dir, clock.wall, free, self.policy, clock=clock)
             except Exception as exc:
                 if not is_disk_error(exc):
                     raise

@@ -1,12 +1,16 @@
-"""Capture faults a camera or stream really shows: a source that opens but never delivers a frame."""
+"""Capture faults a camera or stream really shows: a source that opens but never delivers a frame, a camera
+that sends corrupt JPEGs."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
+import cv2
 import numpy as np
 
 from edgevision.capture.runner import LiveRunner, SourceWait
+from edgevision.capture.sources import OpenCVSource
 
 
 class _RecordingStop(threading.Event):
@@ -70,3 +74,61 @@ def test_a_source_that_opens_but_delivers_nothing_is_reopened_with_backoff() -> 
     assert wait is not None and "no frame" in wait.reason
     assert wait.attempts == len(stop.waits)  # one wait, its attempts counted across the connections
     assert {w.since for w in waits[1:] if w is not None} == {wait.since}
+
+
+class _JpegCamera:
+    """``cv2.VideoCapture`` of an MJPEG camera with CONVERT_RGB off: 1-D arrays of JPEG bytes."""
+
+    def __init__(self, frames: list[bytes | None]) -> None:
+        self.frames = frames
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if not self.frames:
+            return False, None
+        data = self.frames.pop(0)
+        if data is None:
+            return False, None
+        return True, np.frombuffer(data, np.uint8).reshape(1, -1)
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def _jpeg() -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def _mjpeg_source(frames: list[bytes | None]) -> OpenCVSource:
+    cam = _JpegCamera(frames)
+
+    def factory(*_args: Any) -> _JpegCamera:
+        return cam
+
+    src = OpenCVSource(0, fourcc="MJPG", capture_factory=factory)
+    src.open()
+    return src
+
+
+def test_corrupt_jpegs_are_skipped_then_a_good_one_is_returned() -> None:
+    frames: list[bytes | None] = [b"garbage"] * 5
+    src = _mjpeg_source([*frames, _jpeg()])
+    item = src.read()
+    assert item is not None and item[0].size == (64, 48)
+
+
+def test_a_camera_sending_only_corrupt_jpegs_is_a_failed_read_not_a_crash() -> None:
+    """A long run of corrupt frames used to recurse once per frame until RecursionError killed capture."""
+    frames: list[bytes | None] = [b"garbage"] * 5000
+    src = _mjpeg_source([*frames, _jpeg()])
+    assert src.read() is None  # a failed read: the runner reopens the camera

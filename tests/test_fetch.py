@@ -220,3 +220,31 @@ def test_a_model_that_cannot_be_fetched_gets_no_label_file(tmp_path: Path, env: 
     assert r.returncode == 78, r.stderr
     assert f"{V1}: could not fetch a verified copy; nothing installed" in r.stderr
     assert installed(dest) == []
+
+
+def test_an_unreadable_mirror_file_is_a_refused_source_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror file that cannot be read (permissions, an I/O error on the share) is one failed source: the
+    next source is tried, and when none is left the error lists it; no OSError escapes."""
+    import edgevision.catalog.fetch as fetch_mod
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    entry = load_catalog().model(V1)
+    shutil.copy(SHARED_MODELS / entry.file, mirror / entry.file)
+    with zipfile.ZipFile(mirror / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip", "w") as zf:
+        zf.write(SHARED_MODELS / entry.file, "detect.tflite")
+
+    def unreadable(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(fetch_mod.shutil, "copyfile", unreadable)
+    dest = tmp_path / "models"
+    rep = fetch_entry(entry, dest, mirror=str(mirror), timeout=5)  # from the zip in the same mirror
+    assert rep.action == "installed" and "detect.tflite" in rep.source
+    (mirror / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip").unlink()
+    only_mirror = entry.model_copy(update={"sources": ()})
+    with pytest.raises(ModelError, match="Permission denied"):
+        fetch_entry(only_mirror, tmp_path / "other", mirror=str(mirror), timeout=5)
+    assert installed(tmp_path / "other") == []

@@ -385,6 +385,11 @@ def fetch_entry(
                 offline.append(exc.network)
                 last_network = str(exc).removeprefix("download failed: ") if exc.network else last_network
                 continue
+            except OSError as exc:  # a mirror file that cannot be read, a full disk: this source failed
+                unlink_quietly(tmp)
+                reasons.append(f"{desc}: {exc}")
+                offline.append(False)
+                continue
             except BaseException:
                 unlink_quietly(tmp)
                 raise

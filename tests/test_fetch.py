@@ -248,3 +248,38 @@ def test_an_unreadable_mirror_file_is_a_refused_source_not_a_crash(
     with pytest.raises(ModelError, match="Permission denied"):
         fetch_entry(only_mirror, tmp_path / "other", mirror=str(mirror), timeout=5)
     assert installed(tmp_path / "other") == []
+
+
+def test_an_unpinned_file_is_never_installed_without_its_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trust on first use: a fetch killed between installing the file and pinning its checksum used to leave a
+    file no checksum guards, which verify then called "locally pinned"."""
+    import edgevision.catalog.fetch as fetch_mod
+
+    v3 = load_catalog().model("ssdlite_mobilenet_v3_small_coco")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(SHARED_MODELS / "face_detection_short_range.tflite", mirror / v3.file)
+    dest = tmp_path / "m"
+    real_install = fetch_mod.install_atomically
+
+    def killed_after_install(tmp: Path, final: Path) -> None:
+        if final.name == v3.file:
+            real_install(tmp, final)
+            raise KeyboardInterrupt  # the process dies here
+        real_install(tmp, final)
+
+    monkeypatch.setattr(fetch_mod, "install_atomically", killed_after_install)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_entry(v3, dest, mirror=str(mirror), allow_unpinned=True, timeout=1)
+    monkeypatch.undo()
+    if (dest / v3.file).exists():
+        assert fetch_mod.expected_sha256(v3, dest) is not None, "installed without a pin"
+    # a file whose pin is gone (pins.json lost) is not vouched for either
+    (dest / "pins.json").unlink(missing_ok=True)
+    shutil.copy(mirror / v3.file, dest / v3.file)
+    ok, msg = verify_installed(v3, dest)
+    assert not ok and "no checksum" in msg
+    rep = fetch_entry(v3, dest, mirror=str(mirror), allow_unpinned=True, timeout=1)
+    assert rep.action == "installed" and verify_installed(v3, dest)[0]

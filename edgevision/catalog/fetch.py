@@ -133,8 +133,11 @@ def verify_installed(entry: Entry, dest: Path) -> tuple[bool, str]:
     path = dest / entry.file
     if not path.exists():
         return False, "not installed"
+    expected = expected_sha256(entry, dest)
+    if expected is None:  # unpinned, and no checksum was pinned here (pins.json lost, or never written)
+        return False, f"FAILED: no checksum pinned in {dest / PINS_FILE}; fetch it with --allow-unpinned"
     try:
-        digest = check_file(path, entry, expected_sha256(entry, dest))
+        digest = check_file(path, entry, expected)
     except _Refused as exc:
         return False, f"FAILED: {exc}"
     pin = "" if entry.sha256 else " (locally pinned)"
@@ -393,9 +396,13 @@ def fetch_entry(
             except BaseException:
                 unlink_quietly(tmp)
                 raise
-        install_atomically(tmp, final)
-        if expected is None:
-            _save_pin(dest, entry.file, digest)
+        try:
+            # pinned before it is installed: a kill in between never leaves a file no checksum guards
+            if expected is None:
+                _save_pin(dest, entry.file, digest)
+            install_atomically(tmp, final)
+        finally:
+            unlink_quietly(tmp)  # gone already once installed
         fsync_dir(dest)
         return FetchReport(entry.name, final, FetchAction.INSTALLED, desc)
     detail = "\n  ".join(reasons)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -283,3 +284,31 @@ def test_an_unpinned_file_is_never_installed_without_its_pin(
     assert not ok and "no checksum" in msg
     rep = fetch_entry(v3, dest, mirror=str(mirror), allow_unpinned=True, timeout=1)
     assert rep.action == "installed" and verify_installed(v3, dest)[0]
+
+
+def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path: Path) -> None:
+    """A fetch killed by SIGKILL or a power cut leaves its partial file and work directory (an archive of tens of
+    MB) hidden in the models directory; the next fetch removes those whose process is gone, and only those."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)  # that process has exited
+    entry = load_catalog().model(V1)
+    dest = tmp_path / "models"
+    dest.mkdir()
+    partial = dest / f".{entry.file}.{pid}.partial"
+    partial.write_bytes(b"x" * 1000)
+    work = dest / f".fetch-{pid}-k2j4h"
+    work.mkdir()
+    (work / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip").write_bytes(b"x" * 1000)
+    pins_tmp = dest / f".pins.json.{pid}.tmp"
+    pins_tmp.write_text("{}")
+    alive = dest / f".{entry.file}.{os.getppid()}.partial"  # a fetch still running (its process is there)
+    alive.write_bytes(b"x")
+    rep = fetch_entry(entry, dest, mirror=str(SHARED_MODELS))
+    assert rep.action == "installed"
+    assert not partial.exists() and not work.exists() and not pins_tmp.exists()
+    assert alive.exists()

@@ -7,9 +7,11 @@ same directory, so a crash leaves either no file or the complete one.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -105,6 +107,36 @@ def _save_pin(dest: Path, file: str, digest: str) -> None:
     tmp = dest / f".{PINS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
     install_atomically(tmp, dest / PINS_FILE)
+
+
+# What a fetch leaves in the models directory while it runs, each named with the fetching process's id.
+_LEFTOVER = re.compile(r"^\.(?:.+\.(\d+)\.partial|fetch-(\d+)-.*|" + re.escape(PINS_FILE) + r"\.(\d+)\.tmp)$")
+
+
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: another user's process, alive
+        return False
+    return False
+
+
+def remove_leftovers(dest: Path) -> None:
+    """Remove the partial files, work directories and pin files of fetches whose process is gone (killed, or a
+    power cut): hidden, they would fill the models directory unnoticed. Best effort: what cannot be removed stays."""
+    for path in dest.iterdir():
+        m = _LEFTOVER.match(path.name)
+        if m is None or not _process_gone(int(next(g for g in m.groups() if g is not None))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def expected_sha256(entry: Entry, dest: Path) -> str | None:
@@ -373,12 +405,13 @@ def fetch_entry(
         if ok:
             return FetchReport(entry.name, final, FetchAction.PRESENT, str(final))
     check_mirror(mirror)
+    remove_leftovers(dest)
     reasons: list[str] = []
     offline: list[bool] = []
     last_network = ""
     for desc, produce in _candidates(entry, mirror, timeout, progress):
         tmp = dest / f".{entry.file}.{os.getpid()}.partial"
-        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as work:
+        with tempfile.TemporaryDirectory(prefix=f".fetch-{os.getpid()}-", dir=dest) as work:
             try:
                 produce(tmp, Path(work))
                 digest = check_file(tmp, entry, expected)

@@ -8,8 +8,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
-from edgevision.capture.runner import LiveRunner, SourceWait
+from edgevision.capture.runner import LiveRunner, ReplayRunner, SourceWait
 from edgevision.capture.sources import OpenCVSource
 
 
@@ -132,3 +133,41 @@ def test_a_camera_sending_only_corrupt_jpegs_is_a_failed_read_not_a_crash() -> N
     frames: list[bytes | None] = [b"garbage"] * 5000
     src = _mjpeg_source([*frames, _jpeg()])
     assert src.read() is None  # a failed read: the runner reopens the camera
+
+
+class _FailingFile:
+    """A replayed file whose decoder fails mid-way and whose close fails too."""
+
+    live = False
+    fps: float | None = 25.0
+    source_id = "broken.mp4"
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+        self.reads += 1
+        if self.reads > 2:
+            raise RuntimeError("decoder exploded")
+        return np.zeros((4, 4, 3), np.uint8), self.reads / 25.0, None
+
+    def close(self) -> None:
+        raise RuntimeError("close failed too")
+
+
+def test_a_replay_thread_failure_is_raised_even_when_closing_the_source_fails() -> None:
+    """The end-of-replay marker used to be put after close(): a close that raised lost it, and the consumer took
+    the dead thread for the end of the file: a failed replay finished as if complete."""
+    runner = ReplayRunner(_FailingFile())
+    runner.start()
+    got = []
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        while not runner.finished:
+            frame = runner.get(1.0)
+            if frame is not None:
+                got.append(frame)
+    assert len(got) == 2
+    runner.stop()

@@ -153,7 +153,11 @@ class ReplayRunner:
         except BaseException as exc:  # handed to the consumer, which raises it
             self._error = exc
         finally:
-            self.source.close()
+            try:
+                self.source.close()
+            except BaseException as exc:  # the first failure is the one reported
+                self._error = self._error or exc
+            # always: without the marker the consumer would take the dead thread for the end of the file
             self._put(None)
 
     def get(self, timeout: float) -> Frame | None:
@@ -166,6 +170,8 @@ class ReplayRunner:
         except queue.Empty:
             if not self._thread.is_alive() and self._q.empty():
                 self._done = True
+                if self._error is not None:
+                    raise self._error from None
             return None
         if item is None:
             self._done = True

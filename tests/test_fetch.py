@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -220,3 +221,94 @@ def test_a_model_that_cannot_be_fetched_gets_no_label_file(tmp_path: Path, env: 
     assert r.returncode == 78, r.stderr
     assert f"{V1}: could not fetch a verified copy; nothing installed" in r.stderr
     assert installed(dest) == []
+
+
+def test_an_unreadable_mirror_file_is_a_refused_source_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror file that cannot be read (permissions, an I/O error on the share) is one failed source: the
+    next source is tried, and when none is left the error lists it; no OSError escapes."""
+    import edgevision.catalog.fetch as fetch_mod
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    entry = load_catalog().model(V1)
+    shutil.copy(SHARED_MODELS / entry.file, mirror / entry.file)
+    with zipfile.ZipFile(mirror / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip", "w") as zf:
+        zf.write(SHARED_MODELS / entry.file, "detect.tflite")
+
+    def unreadable(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(fetch_mod.shutil, "copyfile", unreadable)
+    dest = tmp_path / "models"
+    rep = fetch_entry(entry, dest, mirror=str(mirror), timeout=5)  # from the zip in the same mirror
+    assert rep.action == "installed" and "detect.tflite" in rep.source
+    (mirror / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip").unlink()
+    only_mirror = entry.model_copy(update={"sources": ()})
+    with pytest.raises(ModelError, match="Permission denied"):
+        fetch_entry(only_mirror, tmp_path / "other", mirror=str(mirror), timeout=5)
+    assert installed(tmp_path / "other") == []
+
+
+def test_an_unpinned_file_is_never_installed_without_its_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trust on first use: a fetch killed between installing the file and pinning its checksum used to leave a
+    file no checksum guards, which verify then called "locally pinned"."""
+    import edgevision.catalog.fetch as fetch_mod
+
+    v3 = load_catalog().model("ssdlite_mobilenet_v3_small_coco")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(SHARED_MODELS / "face_detection_short_range.tflite", mirror / v3.file)
+    dest = tmp_path / "m"
+    real_install = fetch_mod.install_atomically
+
+    def killed_after_install(tmp: Path, final: Path) -> None:
+        if final.name == v3.file:
+            real_install(tmp, final)
+            raise KeyboardInterrupt  # the process dies here
+        real_install(tmp, final)
+
+    monkeypatch.setattr(fetch_mod, "install_atomically", killed_after_install)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_entry(v3, dest, mirror=str(mirror), allow_unpinned=True, timeout=1)
+    monkeypatch.undo()
+    if (dest / v3.file).exists():
+        assert fetch_mod.expected_sha256(v3, dest) is not None, "installed without a pin"
+    # a file whose pin is gone (pins.json lost) is not vouched for either
+    (dest / "pins.json").unlink(missing_ok=True)
+    shutil.copy(mirror / v3.file, dest / v3.file)
+    ok, msg = verify_installed(v3, dest)
+    assert not ok and "no checksum" in msg
+    rep = fetch_entry(v3, dest, mirror=str(mirror), allow_unpinned=True, timeout=1)
+    assert rep.action == "installed" and verify_installed(v3, dest)[0]
+
+
+def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path: Path) -> None:
+    """A fetch killed by SIGKILL or a power cut leaves its partial file and work directory (an archive of tens of
+    MB) hidden in the models directory; the next fetch removes those whose process is gone, and only those."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)  # that process has exited
+    entry = load_catalog().model(V1)
+    dest = tmp_path / "models"
+    dest.mkdir()
+    partial = dest / f".{entry.file}.{pid}.partial"
+    partial.write_bytes(b"x" * 1000)
+    work = dest / f".fetch-{pid}-k2j4h"
+    work.mkdir()
+    (work / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip").write_bytes(b"x" * 1000)
+    pins_tmp = dest / f".pins.json.{pid}.tmp"
+    pins_tmp.write_text("{}")
+    alive = dest / f".{entry.file}.{os.getppid()}.partial"  # a fetch still running (its process is there)
+    alive.write_bytes(b"x")
+    rep = fetch_entry(entry, dest, mirror=str(SHARED_MODELS))
+    assert rep.action == "installed"
+    assert not partial.exists() and not work.exists() and not pins_tmp.exists()
+    assert alive.exists()

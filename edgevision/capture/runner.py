@@ -153,7 +153,11 @@ class ReplayRunner:
         except BaseException as exc:  # handed to the consumer, which raises it
             self._error = exc
         finally:
-            self.source.close()
+            try:
+                self.source.close()
+            except BaseException as exc:  # the first failure is the one reported
+                self._error = self._error or exc
+            # always: without the marker the consumer would take the dead thread for the end of the file
             self._put(None)
 
     def get(self, timeout: float) -> Frame | None:
@@ -166,6 +170,8 @@ class ReplayRunner:
         except queue.Empty:
             if not self._thread.is_alive() and self._q.empty():
                 self._done = True
+                if self._error is not None:
+                    raise self._error from None
             return None
         if item is None:
             self._done = True
@@ -226,9 +232,10 @@ class LiveRunner:
         self.stats = CaptureStats()
         self.slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _generation, _last_frame_at, _index, _wait
+        self._lock = threading.Lock()  # guards _generation, _last_frame_at, _index, _wait, _cleared
         self._generation = 0
         self._wait: SourceWait | None = None
+        self._cleared: SourceWait | None = None  # the wait an open ended, until that connection gives a frame
         self._opened = False  # a source has been opened once (later opens are reconnects)
         self.last_poll: float | None = None  # when the main loop last asked for a frame (its liveness)
         self._last_frame_at = clock()
@@ -307,15 +314,17 @@ class LiveRunner:
         with self._lock:
             return gen == self._generation and not self._stop.is_set()
 
-    def _open_with_backoff(self, gen: int) -> FrameSource | None:
-        for delay in backoff_delays(*self.backoff):
+    def _open_with_backoff(self, gen: int, delays: Iterator[float]) -> FrameSource | None:
+        """A fresh source, opened; each failed open waits the next of ``delays``. None when stopped/superseded."""
+        while True:
             if not self._current(gen):
                 return None
             src = self.factory()
-            self._note_attempt(gen, src.source_id, None, delay)
+            self._note_attempt(gen, src.source_id, None, 0.0)
             try:
                 src.open()
             except InputError as exc:
+                delay = next(delays)
                 attempts = self._note_attempt(gen, src.source_id, str(exc), delay)
                 if should_log_attempt(attempts):
                     log.warning("capture: %s; retrying in %.1f s (attempt %d)", exc, delay, attempts)
@@ -325,7 +334,7 @@ class LiveRunner:
             with self._lock:
                 first_open, self._opened = not self._opened, True
                 if gen == self._generation:
-                    self._wait = None
+                    self._wait, self._cleared = None, self._wait
                 self._last_frame_at = self.clock()
             if first_open:
                 self.fps = src.fps
@@ -334,18 +343,23 @@ class LiveRunner:
                 self.stats.reconnects += 1
                 log.info("capture: %s reconnected", src.source_id)
             return src
-        return None
 
     def _run(self, gen: int) -> None:
         src, self._first = self._first, None
         t0: float | None = None
         ts0 = 0.0
+        # One backoff sequence until a connection delivers a frame: a source that opens but fails its first read
+        # (a USB camera short of bandwidth, a server closing after its headers) is retried like a refused open,
+        # not reopened in a tight loop.
+        delays = backoff_delays(*self.backoff)
+        delivered = False
         try:
             while self._current(gen):
                 if src is None:
-                    src = self._open_with_backoff(gen)
+                    src = self._open_with_backoff(gen, delays)
                     if src is None:
                         return
+                    delivered = False
                 item = src.read()
                 if not self._current(gen):
                     return
@@ -354,10 +368,32 @@ class LiveRunner:
                         self._finished = True
                         self.slot.close()
                         return
-                    log.warning("capture: %s disconnected or returned no frame; reconnecting", src.source_id)
+                    source_id = src.source_id
                     src.close()
                     src = None
+                    if delivered:
+                        log.warning("capture: %s disconnected or returned no frame; reconnecting", source_id)
+                        delays = backoff_delays(*self.backoff)
+                        continue
+                    delay = next(delays)
+                    with self._lock:  # the same wait goes on: its start and attempts count on
+                        if gen == self._generation and self._wait is None:
+                            self._wait = self._cleared
+                    attempts = self._note_attempt(gen, source_id, "opened but delivered no frame", delay)
+                    if should_log_attempt(attempts):
+                        log.warning(
+                            "capture: %s opened but delivered no frame; retrying in %.1f s (attempt %d)",
+                            source_id,
+                            delay,
+                            attempts,
+                        )
+                    if self._stop.wait(delay):
+                        return
                     continue
+                if not delivered:
+                    delivered = True
+                    with self._lock:
+                        self._cleared = None
                 ts = item[1]
                 if self.pace:
                     if t0 is None:

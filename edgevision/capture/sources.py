@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+MAX_CORRUPT_JPEGS = 100  # corrupt JPEGs in a row from an MJPEG camera before a read counts as failed
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
 
 
@@ -56,6 +57,10 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release the device. Safe to call twice."""
+
+
+class _Corrupt:
+    """What one read of a corrupt camera JPEG gives: :meth:`OpenCVSource.read` skips it."""
 
 
 class OpenCVSource:
@@ -164,6 +169,17 @@ class OpenCVSource:
             return item
         if self._cap is None:
             return None
+        for _ in range(MAX_CORRUPT_JPEGS):
+            got = self._read_once()
+            if not isinstance(got, _Corrupt):
+                return got
+        log.warning(
+            "%s: %d corrupt JPEGs in a row from the camera; reopening it", self.source_id, MAX_CORRUPT_JPEGS
+        )
+        return None
+
+    def _read_once(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | _Corrupt | None:
+        """One frame of the capture; :class:`_Corrupt` for a camera JPEG that does not parse (skipped)."""
         try:
             ok, image = self._cap.read()
         except cv2.error as exc:
@@ -188,7 +204,7 @@ class OpenCVSource:
                 picture = MjpegPicture(image.reshape(-1).tobytes())
             except ValueError as exc:  # a corrupt JPEG from the camera: skip it, like a decode error
                 log.debug("%s: %s", self.source_id, exc)
-                return self.read()
+                return _Corrupt()
             self._count += 1
             return picture, self._clock(), None
         if self.live:

@@ -7,9 +7,11 @@ same directory, so a crash leaves either no file or the complete one.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -107,6 +109,36 @@ def _save_pin(dest: Path, file: str, digest: str) -> None:
     install_atomically(tmp, dest / PINS_FILE)
 
 
+# What a fetch leaves in the models directory while it runs, each named with the fetching process's id.
+_LEFTOVER = re.compile(r"^\.(?:.+\.(\d+)\.partial|fetch-(\d+)-.*|" + re.escape(PINS_FILE) + r"\.(\d+)\.tmp)$")
+
+
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: another user's process, alive
+        return False
+    return False
+
+
+def remove_leftovers(dest: Path) -> None:
+    """Remove the partial files, work directories and pin files of fetches whose process is gone (killed, or a
+    power cut): hidden, they would fill the models directory unnoticed. Best effort: what cannot be removed stays."""
+    for path in dest.iterdir():
+        m = _LEFTOVER.match(path.name)
+        if m is None or not _process_gone(int(next(g for g in m.groups() if g is not None))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def expected_sha256(entry: Entry, dest: Path) -> str | None:
     """The catalog's sha256, or the locally pinned one for an unpinned entry."""
     return entry.sha256 or _pins(dest).get(entry.file)
@@ -133,8 +165,11 @@ def verify_installed(entry: Entry, dest: Path) -> tuple[bool, str]:
     path = dest / entry.file
     if not path.exists():
         return False, "not installed"
+    expected = expected_sha256(entry, dest)
+    if expected is None:  # unpinned, and no checksum was pinned here (pins.json lost, or never written)
+        return False, f"FAILED: no checksum pinned in {dest / PINS_FILE}; fetch it with --allow-unpinned"
     try:
-        digest = check_file(path, entry, expected_sha256(entry, dest))
+        digest = check_file(path, entry, expected)
     except _Refused as exc:
         return False, f"FAILED: {exc}"
     pin = "" if entry.sha256 else " (locally pinned)"
@@ -370,12 +405,13 @@ def fetch_entry(
         if ok:
             return FetchReport(entry.name, final, FetchAction.PRESENT, str(final))
     check_mirror(mirror)
+    remove_leftovers(dest)
     reasons: list[str] = []
     offline: list[bool] = []
     last_network = ""
     for desc, produce in _candidates(entry, mirror, timeout, progress):
         tmp = dest / f".{entry.file}.{os.getpid()}.partial"
-        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as work:
+        with tempfile.TemporaryDirectory(prefix=f".fetch-{os.getpid()}-", dir=dest) as work:
             try:
                 produce(tmp, Path(work))
                 digest = check_file(tmp, entry, expected)
@@ -385,12 +421,21 @@ def fetch_entry(
                 offline.append(exc.network)
                 last_network = str(exc).removeprefix("download failed: ") if exc.network else last_network
                 continue
+            except OSError as exc:  # a mirror file that cannot be read, a full disk: this source failed
+                unlink_quietly(tmp)
+                reasons.append(f"{desc}: {exc}")
+                offline.append(False)
+                continue
             except BaseException:
                 unlink_quietly(tmp)
                 raise
-        install_atomically(tmp, final)
-        if expected is None:
-            _save_pin(dest, entry.file, digest)
+        try:
+            # pinned before it is installed: a kill in between never leaves a file no checksum guards
+            if expected is None:
+                _save_pin(dest, entry.file, digest)
+            install_atomically(tmp, final)
+        finally:
+            unlink_quietly(tmp)  # gone already once installed
         fsync_dir(dest)
         return FetchReport(entry.name, final, FetchAction.INSTALLED, desc)
     detail = "\n  ".join(reasons)

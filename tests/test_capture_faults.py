@@ -1,0 +1,173 @@
+"""Capture faults a camera or stream really shows: a source that opens but never delivers a frame, a camera
+that sends corrupt JPEGs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edgevision.capture.runner import LiveRunner, ReplayRunner, SourceWait
+from edgevision.capture.sources import OpenCVSource
+
+
+class _RecordingStop(threading.Event):
+    """The runner's stop event, with every wait recorded and returned at once (no real sleeping)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0.0))
+        return self.is_set()
+
+
+class _OpensButNoFrame:
+    """A live source whose open succeeds and whose every read fails (a USB camera short of bandwidth: the
+    device opens, VIDIOC_STREAMON fails; an HTTP server that closes after its headers)."""
+
+    live = True
+    fps: float | None = None
+    source_id = "camera9"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def open(self) -> None:
+        self.log.append("open")
+
+    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_source_that_opens_but_delivers_nothing_is_reopened_with_backoff() -> None:
+    calls: list[str] = []
+    waits: list[SourceWait | None] = []  # what the status said as each connection was being made
+    runner: LiveRunner
+
+    def factory() -> _OpensButNoFrame:
+        waits.append(runner.waiting())
+        if calls.count("open") >= 6:
+            runner._stop.set()  # enough: end the capture thread
+        return _OpensButNoFrame(calls)
+
+    runner = LiveRunner(factory, backoff_initial=0.5, backoff_max=4.0)
+    stop = _RecordingStop()
+    runner._stop = stop
+    runner.start()
+    for t in runner._threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in runner._threads)
+    opens = calls.count("open")
+    assert opens >= 6
+    # every reopen after a connection that gave nothing waited its turn, the delay doubling as for refused opens
+    assert len(stop.waits) >= opens - 1
+    assert stop.waits == [min(4.0, 0.5 * 2**i) for i in range(len(stop.waits))]
+    assert waits[0] is None  # the first open, at start
+    wait = waits[-1]
+    assert wait is not None and "no frame" in wait.reason
+    assert wait.attempts == len(stop.waits)  # one wait, its attempts counted across the connections
+    assert {w.since for w in waits[1:] if w is not None} == {wait.since}
+
+
+class _JpegCamera:
+    """``cv2.VideoCapture`` of an MJPEG camera with CONVERT_RGB off: 1-D arrays of JPEG bytes."""
+
+    def __init__(self, frames: list[bytes | None]) -> None:
+        self.frames = frames
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if not self.frames:
+            return False, None
+        data = self.frames.pop(0)
+        if data is None:
+            return False, None
+        return True, np.frombuffer(data, np.uint8).reshape(1, -1)
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def _jpeg() -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def _mjpeg_source(frames: list[bytes | None]) -> OpenCVSource:
+    cam = _JpegCamera(frames)
+
+    def factory(*_args: Any) -> _JpegCamera:
+        return cam
+
+    src = OpenCVSource(0, fourcc="MJPG", capture_factory=factory)
+    src.open()
+    return src
+
+
+def test_corrupt_jpegs_are_skipped_then_a_good_one_is_returned() -> None:
+    frames: list[bytes | None] = [b"garbage"] * 5
+    src = _mjpeg_source([*frames, _jpeg()])
+    item = src.read()
+    assert item is not None and item[0].size == (64, 48)
+
+
+def test_a_camera_sending_only_corrupt_jpegs_is_a_failed_read_not_a_crash() -> None:
+    """A long run of corrupt frames used to recurse once per frame until RecursionError killed capture."""
+    frames: list[bytes | None] = [b"garbage"] * 5000
+    src = _mjpeg_source([*frames, _jpeg()])
+    assert src.read() is None  # a failed read: the runner reopens the camera
+
+
+class _FailingFile:
+    """A replayed file whose decoder fails mid-way and whose close fails too."""
+
+    live = False
+    fps: float | None = 25.0
+    source_id = "broken.mp4"
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+        self.reads += 1
+        if self.reads > 2:
+            raise RuntimeError("decoder exploded")
+        return np.zeros((4, 4, 3), np.uint8), self.reads / 25.0, None
+
+    def close(self) -> None:
+        raise RuntimeError("close failed too")
+
+
+def test_a_replay_thread_failure_is_raised_even_when_closing_the_source_fails() -> None:
+    """The end-of-replay marker used to be put after close(): a close that raised lost it, and the consumer took
+    the dead thread for the end of the file: a failed replay finished as if complete."""
+    runner = ReplayRunner(_FailingFile())
+    runner.start()
+    got = []
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        while not runner.finished:
+            frame = runner.get(1.0)
+            if frame is not None:
+                got.append(frame)
+    assert len(got) == 2
+    runner.stop()

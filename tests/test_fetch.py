@@ -286,6 +286,26 @@ def test_an_unpinned_file_is_never_installed_without_its_pin(
     assert rep.action == "installed" and verify_installed(v3, dest)[0]
 
 
+@pytest.mark.parametrize("content", ["[]", '"abc"', "{not json", "null"])
+def test_a_pins_file_that_is_not_an_object_of_checksums_vouches_for_nothing(
+    tmp_path: Path, content: str
+) -> None:
+    """A damaged ``pins.json`` (valid JSON of the wrong shape used to raise AttributeError: exit 70 from
+    ``models list`` and ``fetch``) pins nothing: verify refuses the unpinned file, and a fetch pins it again."""
+    v3 = load_catalog().model("ssdlite_mobilenet_v3_small_coco")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(SHARED_MODELS / "face_detection_short_range.tflite", mirror / v3.file)
+    dest = tmp_path / "m"
+    dest.mkdir()
+    shutil.copy(mirror / v3.file, dest / v3.file)
+    (dest / "pins.json").write_text(content)
+    ok, msg = verify_installed(v3, dest)
+    assert not ok and "no checksum" in msg
+    rep = fetch_entry(v3, dest, mirror=str(mirror), allow_unpinned=True, timeout=1)
+    assert rep.action == "installed" and verify_installed(v3, dest)[0]
+
+
 def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path: Path) -> None:
     """A fetch killed by SIGKILL or a power cut leaves its partial file and work directory (an archive of tens of
     MB) hidden in the models directory; the next fetch removes those whose process is gone, and only those."""

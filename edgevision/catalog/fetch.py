@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ from edgevision.catalog.entries import LabelEntry, ModelEntry, Source
 from edgevision.errors import InputError, ModelError, NetworkError
 from edgevision.fsutil import fsync_dir, install_atomically, sha256_file, unlink_quietly
 from edgevision.inference.tflite_file import inspect_tflite
+
+log = logging.getLogger(__name__)
 
 Entry = ModelEntry | LabelEntry
 PINS_FILE = "pins.json"
@@ -94,11 +97,19 @@ class FetchReport:
 
 
 def _pins(dest: Path) -> dict[str, str]:
+    """The checksums pinned on first use here; none when the file is missing or not a JSON object of pins (an
+    unpinned file then fails verification until ``fetch --allow-unpinned`` pins it again)."""
+    path = dest / PINS_FILE
     try:
-        data = json.loads((dest / PINS_FILE).read_text())
-        return {str(k): str(v) for k, v in data.items()}
-    except (FileNotFoundError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        log.warning("%s is not a JSON object of checksums: ignored", path)
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def _save_pin(dest: Path, file: str, digest: str) -> None:

@@ -204,10 +204,17 @@ def test_mjpeg_source_events_record_through_the_single_capture_side_encode(tmp_p
     assert step.materialized == 0
 
 
-def test_a_reconnect_finalizes_the_open_clip_and_the_event_goes_on_in_a_new_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("marker_first", [False, True])
+def test_a_reconnect_finalizes_the_open_clip_and_the_event_goes_on_in_a_new_one(
+    tmp_path: Path, marker_first: bool
+) -> None:
     """A reconnect ends the open clip (the new stream's packets cannot join it) and restarts the ring; the event
     goes on: its row ends there as a split and a new row records the new stream. It used to record nothing more
-    of the event (up to max_length_s lost to a one-second camera glitch)."""
+    of the event (up to max_length_s lost to a one-second camera glitch).
+
+    ``marker_first``: the new stream's marker and first packets are in the feed before the old stream's last
+    frame reaches the recorder (capture runs ahead of detection). The split still lands on the new stream's first
+    frame; it used to land on that last old frame."""
     from edgevision.capture.encoder import FrameEncoder
 
     feed = PacketFeed(blocking=True)
@@ -220,17 +227,26 @@ def test_a_reconnect_finalizes_the_open_clip_and_the_event_goes_on_in_a_new_one(
     ]
     from edgevision.results import FrameResult
 
-    def run(enc: FrameEncoder, t0: float, n: int, people: list[Detection]) -> None:
+    held: list[FrameResult] = []
+
+    def run(enc: FrameEncoder, t0: float, n: int, people: list[Detection], hold_last: bool = False) -> None:
         for i in range(n):
             ts = t0 + i / 25
             for p in enc.encode(img + i % 50, ts):
                 assert feed.put(p)
-            rec.on_result(FrameResult(Frame(img, ts, i, "t"), people, Latency(), "m"))
+            for r in held:  # a frame whose packets went into the feed before these
+                rec.on_result(r)
+            held.clear()
+            result = FrameResult(Frame(img, ts, i, "t"), people, Latency(), "m")
+            if hold_last and i == n - 1:
+                held.append(result)
+            else:
+                rec.on_result(result)
 
     first = FrameEncoder(160, 120, 25.0, "libx264")
     feed.start_stream(first.stream_info)
     run(first, 0.0, 50, [])
-    run(first, 2.0, 50, one)  # the event starts at 2.08 s and its clip is open...
+    run(first, 2.0, 50, one, hold_last=marker_first)  # the event starts at 2.08 s and its clip is open...
     assert rec.drain(30)
     second = FrameEncoder(160, 120, 25.0, "libx264")
     feed.start_stream(second.stream_info)  # ...when the source reconnects

@@ -97,7 +97,10 @@ class Recorder:
         self.clips = PacketClips(settings.pre_roll, settings.pre_roll_max_bytes)
         self.intake = PacketIntake(packets, encoder_codec(settings.codec), settings.fps_hint)
         self.clips_cut_by_reconnect = 0
-        self._resume_after_reconnect = False  # a reconnect cut the active event's clip (recorder thread)
+        # A reconnect cut the active event's clip: it goes on in a new row from the first frame at or after the
+        # new stream's first packet (recorder thread). Pending until that packet came in: None.
+        self._resume_pending = False
+        self._resume_from: float | None = None
         self.disk = DiskSpace(
             settings.data_dir, settings.retention, self.index, free_bytes, clock, settings.space_check_s
         )
@@ -256,8 +259,8 @@ class Recorder:
                 self.intake.fps = self.fps_source() or self.intake.fps
             for packet in self.intake.encode(frame.best_image, frame.ts):
                 self._push(packet)
-        if self._resume_after_reconnect:
-            self._resume_after_reconnect = False
+        if self._resume_pending and self._resume_from is not None and frame.ts >= self._resume_from:
+            self._resume_pending = False  # not before: a frame of the old stream may come after its marker
             self._split_for_new_stream(frame)
         active = self._active
         if active is None:
@@ -342,6 +345,8 @@ class Recorder:
         if isinstance(item, StreamStart):
             self._new_stream(item)
             return
+        if self._resume_pending and self._resume_from is None:
+            self._resume_from = item.ts
         try:
             self.clips.push(item)
         except OSError as exc:
@@ -360,7 +365,7 @@ class Recorder:
             )
             self.clips_cut_by_reconnect += 1
             self.writer.update(active.event_id, **self._finalize_clip(active))
-            self._resume_after_reconnect = True  # at the frame being handled (its packets are in the ring)
+            self._resume_pending, self._resume_from = True, None
         self.clips.set_stream(start.info)
 
     def _split_for_new_stream(self, frame: Frame) -> None:
@@ -417,7 +422,7 @@ class Recorder:
         The row is written last: a kill before it leaves a ``recording`` row whose clip recovery finishes.
         """
         active = self._active
-        self._resume_after_reconnect = False  # an event that ends is not resumed
+        self._resume_pending = False  # an event that ends is not resumed
         if active is None:
             return
         self._active = None

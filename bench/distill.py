@@ -115,9 +115,6 @@ def main() -> None:
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     ap.add_argument("--train-stem", action="store_true", help="train the layers up to stride 8 too (slower)")
     ap.add_argument(
-        "--flip", action="store_true", help="mirror about half of the --augment copies left-right"
-    )
-    ap.add_argument(
         "--init", choices=("imagenet", "teacher"), default="imagenet", help="where the student starts"
     )
     ap.add_argument("--teacher-only", action="store_true", help="only the teacher-against-itself rows")
@@ -233,7 +230,6 @@ def _in_subprocess(student: str, models: Path, args: argparse.Namespace) -> dict
         ):
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         cmd += ["--train-stem"] if args.train_stem else []
-        cmd += ["--flip"] if args.flip else []
         cmd += ["--init", args.init]
         cmd += ["--save-model", str(args.save_model)] if args.save_model else []
         proc = subprocess.run(cmd, check=False)

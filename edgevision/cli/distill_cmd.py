@@ -76,9 +76,6 @@ def register(msub: argparse._SubParsersAction) -> None:
         help="jittered copies of each training frame, teacher-labelled (default 0)",
     )
     q.add_argument(
-        "--flip", action="store_true", help="mirror about half of the --augment copies left-right too"
-    )
-    q.add_argument(
         "--train-stem",
         action="store_true",
         help="train the backbone's stem (the layers up to stride 8) too, instead of keeping it and caching its "

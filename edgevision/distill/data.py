@@ -221,9 +221,8 @@ def split_sources(sources: list[Source], size: int, val_fraction: float) -> Data
     return Dataset(size, sources, np.stack(train), np.stack(val), val_source, split)
 
 
-def augment(frames: np.ndarray, copies: int, seed: int = 0, flip: bool = False) -> np.ndarray:
-    """``copies`` jittered versions of every frame: zoom 0.85-1.25, shift ±10 %, brightness and contrast ±20 %;
-    with ``flip``, each copy is also mirrored left-right with probability 1/2 (people walking the other way).
+def augment(frames: np.ndarray, copies: int, seed: int = 0) -> np.ndarray:
+    """``copies`` jittered versions of every frame: zoom 0.85-1.25, shift ±10 %, brightness and contrast ±20 %.
 
     The camera is fixed but the people move: the validation frames hold the same scene with people elsewhere and at
     other sizes. The teacher labels each jittered frame itself (its targets, not transformed boxes), so the
@@ -232,7 +231,6 @@ def augment(frames: np.ndarray, copies: int, seed: int = 0, flip: bool = False) 
     if copies <= 0 or len(frames) == 0:
         return np.zeros((0, *frames.shape[1:]), np.uint8)
     rng = np.random.default_rng(seed)
-    flips = np.random.default_rng([seed, 1])  # its own draws: each copy is jittered as it is without flip
     size = frames.shape[1]
     out = np.empty((len(frames) * copies, *frames.shape[1:]), np.uint8)
     k = 0
@@ -247,7 +245,5 @@ def augment(frames: np.ndarray, copies: int, seed: int = 0, flip: bool = False) 
             )
             gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-0.2, 0.2) * 64
             out[k] = np.clip(warped.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-            if flip and flips.random() < 0.5:
-                out[k] = out[k, :, ::-1]
             k += 1
     return out

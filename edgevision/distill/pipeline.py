@@ -208,7 +208,7 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
     train_frames = data.train
     if opts.settings.augment:
         train_frames = np.concatenate(
-            [data.train, augment(data.train, opts.settings.augment, opts.settings.seed, opts.settings.flip)]
+            [data.train, augment(data.train, opts.settings.augment, opts.settings.seed)]
         )
     targets = teacher_targets(teacher, train_frames, progress)
     if float(targets.logits.max()) < float(np.log(opts.teacher_threshold / (1 - opts.teacher_threshold))):
@@ -324,7 +324,6 @@ def distill(opts: DistillOptions, progress: Callable[[Progress], None] | None = 
                 "temperature": opts.settings.temperature,
                 "person_weight": opts.settings.person_weight,
                 "augment": opts.settings.augment,
-                "flip": opts.settings.flip,
                 "train_stem": not opts.settings.freeze_stem,
                 "final_loss": round(float(np.mean(history[-20:])), 5),
                 "minutes": round(train_minutes, 2),

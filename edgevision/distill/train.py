@@ -45,7 +45,6 @@ class TrainSettings:
     boundary_weight: float = 0.0  # squared logit error on anchors the teacher scores near 0.5 (the threshold)
     person_share: float = 0.75  # share of each batch drawn from frames where the teacher sees a person
     augment: int = 0  # jittered copies of each training frame, labelled by the teacher (data.augment)
-    flip: bool = False  # mirror about half of those copies left-right too
     freeze_stem: bool = (
         True  # keep the backbone up to stride 8 at its ImageNet weights; train on cached features
     )

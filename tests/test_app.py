@@ -109,3 +109,40 @@ def test_a_failed_build_closes_the_bound_web_port(tmp_path: Path, monkeypatch: p
     with pytest.raises(ModelError, match=r"not installed|not found|fetch"):
         build(cfg)  # a known catalog name (passes the config check) that is not installed here
     assert len(bound) == 1 and bound[0].fileno() == -1
+
+
+def test_the_recorder_is_closed_before_the_output_sinks(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SIGTERM the sinks are closed in turn within systemd's TimeoutStopSec: the event being recorded is
+    finalized first, so an annotated video still encoding (or stuck, up to its own deadline) or a detections
+    log on a slow disk cannot use up the time its clip needs."""
+    from edgevision.pipeline.sinks import DetectionsLog, VideoSink
+    from edgevision.recorder.recorder import Recorder
+
+    closed: list[str] = []
+    for cls, name in ((Recorder, "recorder"), (VideoSink, "video"), (DetectionsLog, "detections")):
+
+        def close(self: object, _real: object = cls.close, _name: str = name) -> None:
+            closed.append(_name)
+            _real(self)  # type: ignore[operator]
+
+        monkeypatch.setattr(cls, "close", close)
+    cfg = load_config(
+        overrides={
+            "models.dir": str(models_dir),
+            "source.kind": "video",
+            "source.path": str(WALKING),
+            "recorder.enabled": True,
+            "recorder.data_dir": str(tmp_path / "data"),
+            "recorder.trigger_frames": 1,
+            "recorder.window_frames": 1,
+            "output.detections": str(tmp_path / "d.jsonl"),
+            "output.save_video": str(tmp_path / "v.mp4"),
+        }
+    )
+    system = build(cfg, RunOptions(timing=False))
+    summary = system.run(max_frames=3)
+    assert summary.frames_processed == 3 and system.recorder is not None
+    assert system.recorder.events_finalized == 1
+    assert closed == ["recorder", "detections", "video"]

@@ -319,3 +319,20 @@ def test_status_lines(n: int, interval: float, lines: int) -> None:
     assert len(seen) == lines
     for line in seen:
         assert "| dropped 3 | model fake@300" in line and "latency p50 9.0 ms" in line
+
+
+def test_a_source_that_fails_to_open_still_closes_the_step_and_every_sink() -> None:
+    """A camera or file that does not open (exit 66) fails in ``runner.start()``: the sinks built before it (the
+    recorder holding the data directory, the service monitor's thread) and the detect step are closed all the
+    same, and the open's error is the one raised."""
+    pipe, runner, step, sinks, _ = pipeline(n=3)
+
+    def refuse() -> None:
+        runner.calls.append("start")
+        raise Boom("cannot open camera 0")
+
+    runner.start = refuse  # type: ignore[method-assign]
+    with pytest.raises(Boom, match=r"^cannot open camera 0$"):
+        pipe.run(threading.Event())
+    assert [s.closed for s in sinks] == [1, 1] and step.closed
+    assert runner.calls == ["start"]  # a runner that never started is not stopped (its thread never ran)

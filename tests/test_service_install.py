@@ -12,7 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -456,3 +456,28 @@ def test_install_checks_output_paths_against_the_sandbox(output: str, refused: b
     assert bool(problems) == refused, problems
     if refused:
         assert "the service can only write /var/lib/edgevision (ProtectSystem=strict)" in problems[0]
+
+
+def test_install_checks_what_the_service_user_reaches_before_enabling_and_starting(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the live system a unit whose user cannot reach its command fails to start (systemctl start exits
+    non-zero): the access check runs before ``enable`` and ``start``, so the user gets its exit 78 and the path
+    that is wrong, not "systemctl start failed" (exit 1) and a service enabled to fail at every boot."""
+    from edgevision.errors import ConfigError, EdgeVisionError
+    from edgevision.service.install import Plan, install
+
+    (tree / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nedgevision:x:990:990::/:/usr/sbin/nologin\n")
+    (tree / "etc/group").write_text(PI_GROUPS + "edgevision:x:990:\n")
+    monkeypatch.setattr(Plan, "live", property(lambda self: True))  # as on / (the commands are faked)
+    ran: list[list[str]] = []
+
+    def runner(cmd: Sequence[str]) -> int:  # nothing enabled or running yet; the unit cannot start
+        ran.append(list(cmd))
+        return 0 if cmd[1] in ("daemon-reload", "enable") else 1
+
+    with pytest.raises(EdgeVisionError) as caught:  # EXEC is not installed in the tree
+        install(None, tree, False, str(SHARED_MODELS), runner=runner, exec_cmd=EXEC)
+    assert isinstance(caught.value, ConfigError) and caught.value.exit_code == 78, caught.value
+    assert "cannot reach" in str(caught.value) and EXEC in str(caught.value)
+    assert not [c for c in ran if c[1] in ("enable", "start", "restart")], ran

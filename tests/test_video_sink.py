@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from edgevision.errors import UsageError
+from edgevision.errors import InputError, UsageError
+from edgevision.pipeline import sinks
 from edgevision.pipeline.sinks import VideoSink, check_video_target
 from edgevision.recorder.clip_check import _boxes
 from edgevision.results import FrameResult, Latency
@@ -67,3 +70,51 @@ def test_live_view_encodes_only_while_someone_watches() -> None:
         assert not live.watched and live.encoded == 2
     finally:
         live.close()
+
+
+class WedgedWriter:
+    """A writer whose first frame never finishes encoding (a stuck encoder, an output on a hung network mount)."""
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def __init__(self, path: Path, fps: float) -> None:
+        pass
+
+    def write(self, image: np.ndarray, ts: float) -> None:
+        self.entered.set()
+        self.release.wait()
+
+    def close(self) -> None:
+        pass
+
+
+def test_closing_with_a_wedged_writer_gives_up_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer thread stuck in a frame with a full queue behind it: close() raises once its deadline (on the
+    sink's clock) has passed, instead of waiting for room for its end marker forever (a SIGTERM that never ends,
+    and the sinks closed after this one, the recorder's last clip among them, never closed)."""
+    monkeypatch.setattr(sinks, "H264Writer", WedgedWriter)
+    sink = VideoSink(tmp_path / "out.mp4", lambda: 10.0, blocking=False, depth=1)
+    ticks = itertools.count(0.0, 30.0)  # every reading of the clock is 30 s later
+    sink.clock = lambda: next(ticks)
+    img = np.zeros((16, 16, 3), np.uint8)
+    for i in range(4):  # one frame in the writer, one in the queue, the rest dropped
+        sink.on_result(FrameResult(Frame(img, i / 10, i, "t"), [], Latency(), "m"))
+        assert i > 0 or WedgedWriter.entered.wait(20.0)  # the writer holds frame 0 before more come
+    raised: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            sink.close()
+        except BaseException as exc:
+            raised.append(exc)
+
+    closer = threading.Thread(target=close, daemon=True)
+    closer.start()
+    closer.join(20.0)  # a guard against the hang itself, not a measurement
+    WedgedWriter.release.set()
+    assert not closer.is_alive(), "close() waited forever for the wedged writer"
+    assert len(raised) == 1 and isinstance(raised[0], InputError)
+    assert "did not finish" in str(raised[0]) and sink.dropped == 2

@@ -205,7 +205,9 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
             packets=packets,
             on_recovery=recovering,
         )
-        sinks.append(RecordingGate(recorder, controls))
+        # First of the sinks, so the first closed: on SIGTERM the open event's clip is finalized before an
+        # annotated video finishes encoding (or gives up on a stuck writer) within systemd's TimeoutStopSec.
+        sinks.insert(0, RecordingGate(recorder, controls))
     monitor = ServiceMonitor(
         notifier,
         watchdog_interval(),

@@ -157,13 +157,15 @@ class Pipeline:
 
     def run(self, stop: threading.Event, max_frames: int | None = None) -> RunSummary:
         """Run until the source ends, ``max_frames`` are processed or ``stop`` is set; sinks are always closed, errors re-raised."""
-        self.runner.start()
-        started = self.clock()
-        window = StatusWindow(started)
         all_latency: deque[float] = deque(maxlen=100_000)
         processed = person_frames = 0
         stopped_by = "end of input"
+        running = False  # the runner started (a source that does not open leaves nothing to stop)
         try:
+            self.runner.start()
+            running = True
+            started = self.clock()
+            window = StatusWindow(started)
             while True:
                 if stop.is_set():
                     stopped_by = "signal"
@@ -192,7 +194,8 @@ class Pipeline:
                     self.on_status(window.line(now, self.runner.stats.dropped, self.step.model))
                     window = StatusWindow(now)
         except BaseException:
-            self.runner.stop()
+            if running:
+                self.runner.stop()
             self.step.close()
             self._close_sinks()  # failures are logged; the original error is the one raised
             raise

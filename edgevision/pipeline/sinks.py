@@ -9,6 +9,7 @@ import queue
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -189,8 +190,11 @@ class VideoSink:
     queue drops the frame and counts it (``dropped``), so encoding never slows inference.
     """
 
+    FINISH_S = 60.0  # how long close() waits for the writer to take its end marker and finish the file
+
     def __init__(self, path: Path, fps: Callable[[], float | None], blocking: bool, depth: int = 8) -> None:
         self.path = path
+        self.clock: Callable[[], float] = time.monotonic  # close()'s deadline
         self._fps_source = fps  # read at the first frame, once the source is open and knows its rate
         self.fps = 25.0
         self.blocking = blocking
@@ -249,15 +253,17 @@ class VideoSink:
 
     def close(self) -> None:
         if self._started:
-            while self._thread.is_alive():
+            # one deadline for both: a writer stuck in a frame never makes room for the marker
+            deadline = self.clock() + self.FINISH_S
+            while self._thread.is_alive() and self.clock() < deadline:
                 try:
                     self._q.put(None, timeout=0.5)
                     break
                 except queue.Full:
                     continue
-            self._thread.join(timeout=60.0)
+            self._thread.join(timeout=max(0.0, deadline - self.clock()))
             if self._thread.is_alive():
-                raise InputError(f"{self.path}: video writer did not finish within 60 s")
+                raise InputError(f"{self.path}: video writer did not finish within {self.FINISH_S:.0f} s")
         if self._error is not None:
             raise self._error
         if self.dropped:

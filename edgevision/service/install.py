@@ -246,6 +246,8 @@ def install(
         unit_changed |= plan.remove(dropin_path)
     if unit_changed:
         plan.command(["systemctl", "daemon-reload"], "reload unit files")
+    if not dry_run:  # before enable and start: a unit that cannot reach its files fails at every start
+        verify_reachable(plan, inst, cfg, command)
     wants = plan.p(f"{UNIT_DIR}/multi-user.target.wants/{inst.unit}")
     if wants.is_symlink() or (
         plan.live and plan.runner(plan.systemctl("is-enabled", "--quiet", inst.unit)) == 0
@@ -258,8 +260,6 @@ def install(
         plan.say(Verb.UNCHANGED, f"{inst.unit} running")
     else:
         plan.command(["systemctl", "restart" if active else "start", inst.unit], f"start {inst.unit}")
-    if not dry_run:
-        verify_reachable(plan, inst, cfg, command)
     return plan
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, WALKING
 
 from edgevision.app import RunOptions, build
-from edgevision.config import load_config
+from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.errors import ModelError
 from edgevision.paths import data_dir, events_index
 from edgevision.results import FrameResult
@@ -50,21 +50,30 @@ def test_the_budget_factor_follows_the_monitors_health_refresh() -> None:
     assert factor() == 1.0
 
 
-def test_build_and_run_a_recorded_replay(models_dir: Path, tmp_path: Path) -> None:
-    """One call builds the whole run; the recorder records into the configured data dir; the summary says so."""
-    data = tmp_path / "data"
-    cfg = load_config(
+def _recorded_replay(
+    models_dir: Path, tmp_path: Path, more: dict[str, object] | None = None
+) -> EdgeVisionConfig:
+    """The walking clip replayed and recorded into ``tmp_path/data`` (an event from the first person frame), with
+    its detections logged to ``tmp_path/d.jsonl``."""
+    return load_config(
         overrides={
             "models.dir": str(models_dir),
             "source.kind": "video",
             "source.path": str(WALKING),
             "recorder.enabled": True,
-            "recorder.data_dir": str(data),
+            "recorder.data_dir": str(tmp_path / "data"),
             "recorder.trigger_frames": 1,
             "recorder.window_frames": 1,
             "output.detections": str(tmp_path / "d.jsonl"),
+            **(more or {}),
         }
     )
+
+
+def test_build_and_run_a_recorded_replay(models_dir: Path, tmp_path: Path) -> None:
+    """One call builds the whole run; the recorder records into the configured data dir; the summary says so."""
+    data = tmp_path / "data"
+    cfg = _recorded_replay(models_dir, tmp_path)
     made: list[str] = []
 
     class Marker:
@@ -128,19 +137,7 @@ def test_the_recorder_is_closed_before_the_output_sinks(
             _real(self)  # type: ignore[operator]
 
         monkeypatch.setattr(cls, "close", close)
-    cfg = load_config(
-        overrides={
-            "models.dir": str(models_dir),
-            "source.kind": "video",
-            "source.path": str(WALKING),
-            "recorder.enabled": True,
-            "recorder.data_dir": str(tmp_path / "data"),
-            "recorder.trigger_frames": 1,
-            "recorder.window_frames": 1,
-            "output.detections": str(tmp_path / "d.jsonl"),
-            "output.save_video": str(tmp_path / "v.mp4"),
-        }
-    )
+    cfg = _recorded_replay(models_dir, tmp_path, {"output.save_video": str(tmp_path / "v.mp4")})
     system = build(cfg, RunOptions(timing=False))
     summary = system.run(max_frames=3)
     assert summary.frames_processed == 3 and system.recorder is not None

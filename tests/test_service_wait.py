@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import WALKING, run_cli
 from fakes import CameraScript, FakeCapture, FakePicamera2, frames_from
@@ -257,3 +258,83 @@ def test_busy_pi_camera_is_an_input_error_retried_not_a_crash() -> None:
     with pytest.raises(InputError, match=r"cannot start the camera .*busy"):
         src.open()
     assert FakePicamera2.instances[-1].calls[-1] == "close"  # released for the next attempt
+
+
+# now = 100, progress_timeout = 10, the wait's open timeout 10: a replaced thread may take 20 s to return
+@pytest.mark.parametrize(
+    ("last_frame", "stuck_since", "expected"),
+    [
+        (None, None, State.WAITING),  # the source is retried, nothing is stuck
+        (None, 85.0, State.WAITING),  # a replaced read still returning (15 s <= 10 + 10)
+        (None, 75.0, State.STALLED),  # stuck 25 s in the driver, which holds the device: restart
+        (99.0, 10.0, State.OK),  # frames flow: the new thread has the device, the old one is only a leak
+    ],
+)
+def test_a_replaced_capture_thread_stuck_in_its_driver_stops_the_pings_while_waiting(
+    last_frame: float | None, stuck_since: float | None, expected: State
+) -> None:
+    """A stall replaces the capture thread; if the old one never comes back from the driver it may hold the
+    device, and the new thread's opens fail as "busy" for good. The pings used to go on ("waiting") forever."""
+    live = Liveness(last_frame, 99.0, _wait(95.0), stuck_since)
+    assert state(100.0, live, 10.0) is expected
+
+
+class _Wedging:
+    """A camera whose first connection gives one frame, then blocks in ``read()`` until ``release`` is set; every
+    later open fails as busy while that read is stuck."""
+
+    def __init__(self, release: threading.Event, opened: list[int]) -> None:
+        self.release, self.opened = release, opened
+        self.reads = 0
+        self.source_id, self.live = "camera0", True
+        self.fps: float | None = 25.0
+
+    def open(self) -> None:
+        if self.opened and not self.release.is_set():
+            raise InputError("camera0: device busy")
+        self.opened.append(1)
+
+    def read(self) -> tuple[np.ndarray, float, None] | None:
+        self.reads += 1
+        if self.reads == 1:
+            return np.zeros((8, 8, 3), np.uint8), 0.0, None
+        self.release.wait(30)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_runner_reports_a_replaced_thread_stuck_in_its_source_until_it_returns(tmp_path: Path) -> None:
+    release, opened = threading.Event(), list[int]()
+    now = [0.0]
+    runner = LiveRunner(
+        lambda: _Wedging(release, opened), stall_timeout=5.0, backoff_initial=0.01, clock=lambda: now[0]
+    )
+    monitor = ServiceMonitor(
+        Notifier(str(tmp_path / "notify.sock")),
+        ping_interval=0.05,
+        config=ServiceConfig(progress_timeout_s=10.0, status_interval_s=10),
+        capture=runner,
+    )
+    try:
+        runner.start()
+        assert runner.get(timeout=5) is not None and runner.stuck_since() is None
+        now[0] = (
+            6.0  # no frame for 6 s: a stall; the thread stays in read(), its replacement finds the camera busy
+        )
+        assert runner.get(timeout=0.05) is None
+        deadline = time.monotonic() + 10
+        while runner.waiting() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runner.stuck_since() == 6.0 and monitor.liveness().stuck_since == 6.0
+        assert runner.waiting() is not None and "busy" in runner.waiting().reason  # type: ignore[union-attr]
+        release.set()  # the driver returns: the old thread ends, nothing is stuck any more
+        deadline = time.monotonic() + 10
+        while runner.stuck_since() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runner.stuck_since() is None
+    finally:
+        release.set()
+        runner.stop()
+        monitor.close()

@@ -123,6 +123,10 @@ class ReplayRunner:
         """A file is never waited for."""
         return None
 
+    def stuck_since(self) -> float | None:
+        """A replay never replaces its thread."""
+        return None
+
     def start(self) -> None:
         self.source.open()
         self._thread.start()
@@ -232,10 +236,14 @@ class LiveRunner:
         self.stats = CaptureStats()
         self.slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _generation, _last_frame_at, _index, _wait, _cleared
+        self._lock = (
+            threading.Lock()
+        )  # guards _generation, _last_frame_at, _index, _wait, _cleared, _threads,
+        # _superseded
         self._generation = 0
         self._wait: SourceWait | None = None
         self._cleared: SourceWait | None = None  # the wait an open ended, until that connection gives a frame
+        self._superseded: dict[threading.Thread, float] = {}  # replaced threads still running, since when
         self._opened = False  # a source has been opened once (later opens are reconnects)
         self.last_poll: float | None = None  # when the main loop last asked for a frame (its liveness)
         self._last_frame_at = clock()
@@ -303,12 +311,23 @@ class LiveRunner:
             return self._wait.attempts
 
     def _spawn(self) -> None:
+        now = self.clock()
         with self._lock:
             self._generation += 1
             gen = self._generation
-        t = threading.Thread(target=self._run, args=(gen,), name=f"capture-live-{gen}", daemon=True)
-        self._threads = [th for th in self._threads if th.is_alive()] + [t]
+            for th in self._threads:  # replaced: each returns once its source does
+                if th.is_alive():
+                    self._superseded.setdefault(th, now)
+            t = threading.Thread(target=self._run, args=(gen,), name=f"capture-live-{gen}", daemon=True)
+            self._threads = [th for th in self._threads if th.is_alive()] + [t]
         t.start()
+
+    def stuck_since(self) -> float | None:
+        """Since when a capture thread that a stall replaced has been inside its source without returning (a
+        driver call that never comes back, which may hold the device the new thread waits for), or None."""
+        with self._lock:
+            self._superseded = {t: since for t, since in self._superseded.items() if t.is_alive()}
+            return min(self._superseded.values(), default=None)
 
     def _current(self, gen: int) -> bool:
         with self._lock:

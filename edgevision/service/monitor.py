@@ -32,6 +32,8 @@ class Capture(Protocol):
 
     def waiting(self) -> SourceWait | None: ...
 
+    def stuck_since(self) -> float | None: ...
+
 
 class ServiceMonitor:
     """A pipeline sink plus one thread that pings systemd. Safe to use without systemd (everything is a no-op
@@ -96,7 +98,9 @@ class ServiceMonitor:
         with self._lock:
             last = self.last_progress
         cap = self.capture
-        return Liveness(last, cap.last_poll if cap else None, cap.waiting() if cap else None)
+        if cap is None:
+            return Liveness(last, None, None)
+        return Liveness(last, cap.last_poll, cap.waiting(), cap.stuck_since())
 
     def state(self) -> State:
         """starting / ok / waiting / stalled (what ``/healthz`` reports)."""

@@ -6,7 +6,10 @@ systemd restarts the service when ``WATCHDOG=1`` stops for ``WatchdogSec``. Ping
 * **waiting, alive** — the source is absent and being retried (:class:`~edgevision.capture.runner.SourceWait`),
   *and* the main loop polled the capture within ``progress_timeout`` (it is not hung), *and* the retry loop
   is on schedule: its latest open attempt started or failed no longer ago than the backoff delay (or, while an
-  open is in progress, the open timeout) plus ``progress_timeout``.
+  open is in progress, the open timeout) plus ``progress_timeout``, *and* no capture thread that a stall
+  replaced has been stuck in its source for longer than the open timeout plus ``progress_timeout`` (a driver
+  call that never returns can hold the device, and the new thread's opens then fail as "busy" for good: only
+  a restart frees it).
 
 Everything else stops the pings: a hung ``invoke()`` or main loop, a capture that opened but delivers nothing
 (a wedged driver), an ``open()`` that never returns. Pure over an injected clock: the caller passes ``now``.
@@ -36,6 +39,7 @@ class Liveness:
     last_frame: float | None  # last processed frame
     last_poll: float | None  # last time the main loop asked the capture for a frame
     wait: SourceWait | None  # the source being waited for, if any
+    stuck_since: float | None = None  # a replaced capture thread has been inside its source since then
 
 
 def retry_on_schedule(now: float, wait: SourceWait, grace: float) -> bool:
@@ -50,7 +54,11 @@ def state(now: float, live: Liveness, progress_timeout: float) -> State:
         return State.OK
     if live.wait is not None:
         loop_alive = live.last_poll is not None and now - live.last_poll <= progress_timeout
-        if loop_alive and retry_on_schedule(now, live.wait, progress_timeout):
+        stuck = (
+            live.stuck_since is not None
+            and now - live.stuck_since > live.wait.open_timeout + progress_timeout
+        )
+        if loop_alive and not stuck and retry_on_schedule(now, live.wait, progress_timeout):
             return State.WAITING
         return State.STALLED
     return State.STARTING if live.last_frame is None else State.STALLED

@@ -6,6 +6,7 @@ recording made before the step is aged by how long ago it really was, not by how
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -118,3 +119,58 @@ def test_an_index_from_before_the_boot_stamps_gains_them(tmp_path: Path) -> None
     (row,) = index.list()
     assert (row.end_sent, row.boot_id, row.start_boot) == (1, None, None)
     index.close()
+
+
+def test_a_start_shown_to_a_user_is_not_raised_to_the_one_before() -> None:
+    rows = [StartStamp(1, T - 5 * DAY), StartStamp(2, T - 45 * DAY)]  # the second row's clock was behind
+    clock = BootClock("b2", 100.0, T)
+    assert true_starts(rows, clock, {}, monotone=False) == {1: T - 5 * DAY, 2: T - 45 * DAY}
+
+
+def _recorded_before_the_step(data: Path) -> float:
+    """A row of the running boot recorded an hour ago while the wall clock was 40 days behind; its true start."""
+    now = read_boot_clock()
+    index = EventIndex(data)
+    index.create(
+        "cam",
+        "person",
+        0.0,
+        0,
+        status="finalized",
+        start_wall=now.wall - 40 * DAY - 3600,
+        boot_id=now.boot_id,
+        start_boot=now.boottime - 3600,
+    )
+    index.close()
+    return now.wall - 3600
+
+
+def test_events_list_and_the_web_page_show_when_an_event_really_started(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """They showed the date the Pi booted with (40 days back) for an event recorded before NTP answered."""
+    from conftest import run_cli
+    from test_publish import TOKEN, get
+
+    from edgevision.config import WebConfig
+    from edgevision.publish.live import LiveView
+    from edgevision.publish.web import WebServer
+
+    true_start = _recorded_before_the_step(tmp_path / "data")
+    r = run_cli(["events", "list", "--data-dir", str(tmp_path / "data"), "--json"], env)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["start_time"] == pytest.approx(true_start, abs=5)
+    assert row["start_wall"] == pytest.approx(true_start - 40 * DAY, abs=5)  # the row as recorded
+    r = run_cli(["events", "list", "--data-dir", str(tmp_path / "data")], env)
+    shown = time.strftime("%Y-%m-%d", time.localtime(true_start))
+    assert r.returncode == 0 and shown in r.stdout.splitlines()[1], r.stdout
+    live = LiveView(fps=5)
+    web = WebServer(WebConfig(port=0, token=TOKEN), live, None, tmp_path / "data")
+    try:
+        status, _, body = get(web, "/api/events")
+    finally:
+        web.close()
+        live.close()
+    (event,) = json.loads(body)
+    assert status == 200 and event["start_time"] == pytest.approx(true_start, abs=5)

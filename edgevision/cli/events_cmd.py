@@ -90,10 +90,13 @@ def _get(index: EventIndex, event_id: int) -> EventRow:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from edgevision.recorder.wallclock import shown_starts
+
     index, _root = _open(args)
     rows = index.list(since_wall=parse_since(args.since) if args.since else None)
+    started = shown_starts([r.stamp for r in rows], index.boot_offsets())
     if args.json:
-        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        print(json.dumps([{**r.to_dict(), "start_time": started[r.id]} for r in rows], indent=2))
         return 0
     print(
         f"{'id':>5}  {'started':<19}  {'length':>7}  {'camera':<16} {'label':<7} {'max':>5} {'peak':>4}  status     clip"
@@ -102,7 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         # an event still recording has no length yet
         length = "-" if r.end_ts is None else f"{r.end_ts - r.start_ts:6.1f}s"
         print(
-            f"{r.id:>5}  {_when(r.start_wall):<19}  {length:>7}  {r.camera[:16]:<16} {r.label:<7} "
+            f"{r.id:>5}  {_when(started[r.id]):<19}  {length:>7}  {r.camera[:16]:<16} {r.label:<7} "
             f"{r.max_score:5.2f} {r.peak_count:>4}  {r.status:<10} {r.clip_path or '-'}"
         )
     return 0

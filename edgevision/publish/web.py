@@ -46,6 +46,7 @@ from edgevision.publish.webauth import (
     token_matches,
 )
 from edgevision.recorder.index import EventIndex
+from edgevision.recorder.wallclock import shown_starts
 from edgevision.redact import redact
 from edgevision.service.watchdog import State
 
@@ -398,9 +399,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(400, "limit must be a number from 0 to 1000")
             try:
                 all_rows = index.list()
+                shown = all_rows[len(all_rows) - limit :]
+                started = shown_starts([r.stamp for r in shown], index.boot_offsets())
             finally:
                 index.close()
-            rows = [r.to_dict() for r in all_rows[len(all_rows) - limit :]]
+            # start_time: when it really started, also for an event recorded before the clock stepped
+            rows = [{**r.to_dict(), "start_time": started[r.id]} for r in shown]
         self._send(200, json.dumps(rows).encode(), "application/json")
 
     def _event_file(self, event_id: int, name: str) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edgevision.recorder.wallclock import StartStamp
+
 STATUSES = ("recording", "finalized", "recovered", "lost")
 
 SCHEMA = """
@@ -101,6 +103,11 @@ class EventRow:
     end_sent: int = 1
     boot_id: str | None = None
     start_boot: float | None = None
+
+    @property
+    def stamp(self) -> StartStamp:
+        """What the row says about its start (:mod:`~edgevision.recorder.wallclock`)."""
+        return StartStamp(self.id, self.start_wall, self.boot_id, self.start_boot)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevision.recorder.index import EventIndex, EventRow
-from edgevision.recorder.wallclock import BootClock, StartStamp, read_boot_clock, true_starts
+from edgevision.recorder.wallclock import BootClock, read_boot_clock, true_starts
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ def apply_retention(
     the running boot's offset is saved for later boots (not by a dry run)."""
     clock = clock or read_boot_clock()
     rows = {r.id: r for r in index.list()}
-    starts = true_starts(
-        [StartStamp(r.id, r.start_wall, r.boot_id, r.start_boot) for r in rows.values()],
-        clock,
-        index.boot_offsets(),
-    )
+    starts = true_starts([r.stamp for r in rows.values()], clock, index.boot_offsets())
     stored = [StoredEvent(r.id, r.status, starts[r.id], event_size(r, data_dir)) for r in rows.values()]
     plan = plan_retention(stored, now, free_bytes, policy)
     if dry_run:

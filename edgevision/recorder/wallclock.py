@@ -68,11 +68,12 @@ class StartStamp:
 
 
 def true_starts(
-    rows: Sequence[StartStamp], clock: BootClock, offsets: Mapping[str, float]
+    rows: Sequence[StartStamp], clock: BootClock, offsets: Mapping[str, float], monotone: bool = True
 ) -> dict[int, float]:
     """Each row's start on the wall clock as it reads now (see the module docstring), by id.
 
-    ``offsets`` maps earlier boots to their last saved offset (wall - boottime)."""
+    ``offsets`` maps earlier boots to their last saved offset (wall - boottime). ``monotone`` (for the age
+    limit) raises each start to at least the one before it; a start shown to a user is not raised."""
     out: dict[int, float] = {}
     floor = float("-inf")
     for r in sorted(rows, key=lambda r: r.id):
@@ -84,6 +85,12 @@ def true_starts(
                 start = offsets[r.boot_id] + r.start_boot
         # never older than an event recorded before it (a row recorded with the clock ahead raises the rows
         # after it: they are kept longer, never deleted sooner)
-        floor = max(floor, start)
+        floor = max(floor, start) if monotone else start
         out[r.id] = floor
     return out
+
+
+def shown_starts(rows: Sequence[StartStamp], offsets: Mapping[str, float]) -> dict[int, float]:
+    """The starts to show (``events list``, the web page): on the wall clock as it reads now, so an event
+    recorded before the clock stepped shows when it really happened, not the date the Pi booted with."""
+    return true_starts(rows, read_boot_clock(), offsets, monotone=False)

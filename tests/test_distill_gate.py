@@ -542,3 +542,24 @@ def test_a_student_litert_cannot_run_is_a_model_error_and_is_kept_for_a_report(t
     kept = Path(str(exc.value).split("kept at ")[1].split(" for a bug report")[0])
     assert kept.read_bytes() == b"TFL3" + bytes(200) and exc.value.exit_code == 78
     shutil.rmtree(kept.parent)
+
+
+def test_a_child_that_runs_past_its_timeout_is_a_model_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check or a conversion that hangs used to escape as ``TimeoutExpired`` (exit 70, a traceback)."""
+    import subprocess
+
+    from edgevision.distill import export
+    from edgevision.errors import ModelError
+
+    def hangs(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        raise subprocess.TimeoutExpired(cmd, float(kw["timeout"]), stderr=b"still converting")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess, "run", hangs)
+    with pytest.raises(ModelError, match=r"does not run in LiteRT \(did not finish within 300 s") as exc:
+        export.check_runs_in_subprocess(b"TFL3")
+    shutil.rmtree(Path(str(exc.value).split("kept at ")[1].split(" for a bug report")[0]).parent)
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ModelError, match=r"failed 3 times \(did not finish within 3600 s.*still converting"):
+        export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames)

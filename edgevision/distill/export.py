@@ -79,15 +79,33 @@ def quantize_in_subprocess(
         cmd = [sys.executable, "-m", "edgevision.distill.export", student, str(backbone), str(size), str(d)]
         err = ""
         for _ in range(attempts):
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=CONVERT_TIMEOUT_S)
+            failed = _run_child(cmd, CONVERT_TIMEOUT_S)
             out = d / _OUTPUT
-            if proc.returncode == 0 and out.exists():
+            if failed is None and out.exists():
                 return out.read_bytes()
-            err = f"exit {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-3:])
+            err = failed or "exit 0 without a model"
         raise ModelError(f"TFLite conversion of the student failed {attempts} times ({err})")
 
 
 CONVERT_TIMEOUT_S = 3600  # one conversion takes about a minute on 2 cores
+
+
+def _run_child(cmd: list[str], timeout: float) -> str | None:
+    """Run a child process of this module: None when it succeeded, else how it failed (exit status or signal,
+    or running past ``timeout``, when it is killed) with the last lines of its stderr."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        how = f"did not finish within {timeout:g} s (killed)"
+    else:
+        if proc.returncode == 0:
+            return None
+        err, code = proc.stderr, proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+    return f"{how}: " + " | ".join(err.strip().splitlines()[-3:])
+
+
 _WEIGHTS, _CALIBRATION, _OUTPUT = "student.weights.h5", "calibration.npy", "student.tflite"
 
 
@@ -206,15 +224,13 @@ def check_runs_in_subprocess(model_bytes: bytes) -> None:
         path = Path(tmp) / "student.tflite"
         path.write_bytes(model_bytes)
         cmd = [sys.executable, "-m", "edgevision.distill.export", "--check", str(path)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=CHECK_TIMEOUT_S)
-        if proc.returncode == 0:
+        failed = _run_child(cmd, CHECK_TIMEOUT_S)
+        if failed is None:
             return
         kept = Path(tempfile.mkdtemp(prefix="edgevision-student-")) / "student.tflite"
         shutil.copyfile(path, kept)
-    how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-    last = " | ".join(proc.stderr.strip().splitlines()[-2:])
     raise ModelError(
-        f"the converted student does not run in LiteRT ({how}: {last}); nothing is installed; "
+        f"the converted student does not run in LiteRT ({failed}); nothing is installed; "
         f"the file is kept at {kept} for a bug report"
     )
 

@@ -87,6 +87,10 @@ def test_a_pass_saves_the_boot_offset_that_a_later_boot_places_the_events_by(tmp
     ]
     assert "boot-2" not in index.boot_offsets()  # a dry run writes nothing
     assert apply_retention(index, tmp_path, T, 10**12, MONTH, clock=BootClock("boot-3", 50.0, T)) == []
+    assert set(index.boot_offsets()) == {"boot-1", "boot-3"}
+    # once boot 1's event is deleted, its offset is forgotten (the table does not grow by a row per boot)
+    assert apply_retention(index, tmp_path, later.wall, 10**12, MONTH, clock=later) == [(eid, "max_age")]
+    assert set(index.boot_offsets()) == {"boot-2"}
     index.close()
 
 

@@ -214,12 +214,18 @@ class EventIndex:
             return [EventRow(*r) for r in self._db.execute(sql, args).fetchall()]
 
     def note_boot(self, boot_id: str, offset: float) -> None:
-        """Save the running boot's offset (wall - boottime) as it is now: later boots place its events by it."""
+        """Save the running boot's offset (wall - boottime) as it is now: later boots place its events by it.
+        Boots no event was recorded in any more (their events deleted) are forgotten."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO boots (boot_id, wall_offset) VALUES (?, ?)"
                 " ON CONFLICT (boot_id) DO UPDATE SET wall_offset = excluded.wall_offset",
                 (boot_id, offset),
+            )
+            db.execute(
+                "DELETE FROM boots WHERE boot_id != ?"
+                " AND boot_id NOT IN (SELECT boot_id FROM events WHERE boot_id IS NOT NULL)",
+                (boot_id,),
             )
 
     def boot_offsets(self) -> dict[str, float]:

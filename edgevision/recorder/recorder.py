@@ -447,7 +447,8 @@ class Recorder:
                 self.disk.degrade(Mode.INDEX_ONLY, exc)
         fault_point("finish.snapshot")
         # a split-off row counts its own statistics: the event stage's span the whole event
-        stats = active.stats if active.own else (sig.max_score, sig.mean_score, sig.peak_count, sig.best_ts)
+        own = active.own is not None
+        stats = active.stats if own else (sig.max_score, sig.mean_score, sig.peak_count, sig.best_ts)
         values.update(
             zip(("max_score", "mean_score", "peak_count", "best_ts"), stats, strict=True),
             status=status,

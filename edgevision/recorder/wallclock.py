@@ -12,8 +12,9 @@ So each row also records its boot (``boot_id``) and the boot clock at its start 
 that boot's last known offset (wall - boottime, taken after the step if the boot ever synced), which places its
 events on the true wall clock. Rows without either (written before this existed, or by another tool) fall back
 to ``start_wall``. Then, since ids grow in recording order, no event can have started before one recorded
-earlier: each start is raised to at least the one before it. Every correction can only make an event younger,
-so a clock that cannot be trusted keeps recordings longer, never deletes them sooner.
+earlier: for the age limit each start is raised to at least the one before it, which only ever keeps a
+recording longer. So an event is deleted for its age only when its age as far as it can be known (exactly, for
+the running boot) is past the limit.
 """
 
 from __future__ import annotations

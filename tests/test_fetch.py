@@ -85,6 +85,18 @@ def test_http_mirror_and_corrupted_file(tmp_path: Path, http_mirror: tuple[str, 
     assert verify_installed(entry, dest)[0]
 
 
+def test_http_mirror_with_a_query_string(tmp_path: Path, http_mirror: tuple[str, Path]) -> None:
+    """A mirror URL carrying a query (a token) gets each file name on its path, before the query, and the token is
+    kept out of the report (it used to be fetched as ``…/models?token=…/file``: the directory, never the file)."""
+    url, root = http_mirror
+    (root / "models").mkdir()
+    src = SHARED_MODELS / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"
+    shutil.copyfile(src, root / "models" / src.name)
+    rep = fetch_entry(load_catalog().model(V1), tmp_path / "models", mirror=f"{url}/?token=s3cret", timeout=5)
+    assert rep.action == "installed"
+    assert rep.source.startswith("mirror http://127.0.0.1") and "s3cret" not in rep.source
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

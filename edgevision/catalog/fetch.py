@@ -31,6 +31,7 @@ from edgevision.catalog.entries import LabelEntry, ModelEntry, Source
 from edgevision.errors import InputError, ModelError, NetworkError
 from edgevision.fsutil import fsync_dir, install_atomically, sha256_file, unlink_quietly
 from edgevision.inference.tflite_file import inspect_tflite
+from edgevision.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -335,13 +336,14 @@ def _candidates(
         is_http = parsed.scheme in ("http", "https")
         base = mirror.rstrip("/")
 
+        def where(name: str) -> str:  # for messages: a URL's secrets masked
+            return redact(_mirror_url(mirror, name)) if is_http else f"{base}/{name}"
+
         def mirror_file(name: str) -> Callable[[Path], Path]:
             def locate(work: Path) -> Path:
                 if is_http:
                     target = work / name
-                    _download(
-                        f"{base}/{urllib.parse.quote(name)}", target, MAX_ARCHIVE_BYTES, timeout, progress
-                    )
+                    _download(_mirror_url(mirror, name), target, MAX_ARCHIVE_BYTES, timeout, progress)
                     return target
                 path = Path(mirror) / name
                 if not path.is_file():
@@ -352,19 +354,19 @@ def _candidates(
 
         def copy_direct(out_path: Path, work: Path) -> None:
             if is_http:
-                _download(f"{base}/{urllib.parse.quote(entry.file)}", out_path, limit, timeout, progress)
+                _download(_mirror_url(mirror, entry.file), out_path, limit, timeout, progress)
             else:
                 src = Path(mirror) / entry.file
                 if not src.is_file():
                     raise _Refused(f"not in mirror ({src})")
                 shutil.copyfile(src, out_path)
 
-        out.append((f"mirror {base}/{entry.file}", copy_direct))
+        out.append((f"mirror {where(entry.file)}", copy_direct))
         for src in entry.sources:
             if src.archive_name:
                 out.append(
                     (
-                        f"mirror {base}/{src.archive_name} :: {src.member}",
+                        f"mirror {where(src.archive_name)} :: {src.member}",
                         from_member(src, mirror_file(src.archive_name)),
                     )
                 )
@@ -372,6 +374,13 @@ def _candidates(
     for src in entry.sources:
         out.append((src.describe(), _official(src, limit, timeout, from_member, progress)))
     return out
+
+
+def _mirror_url(mirror: str, name: str) -> str:
+    """``name`` joined onto the path of an HTTP mirror URL, before any query (``…/models/NAME?token=…``)."""
+    parts = urllib.parse.urlsplit(mirror)
+    path = parts.path.rstrip("/") + "/" + urllib.parse.quote(name)
+    return urllib.parse.urlunsplit(parts._replace(path=path))
 
 
 def check_mirror(mirror: str | None) -> None:

@@ -25,6 +25,7 @@ from edgevision.capture.feed import PacketFeed, StreamStart
 from edgevision.capture.packets import EncodedPacket, StreamInfo
 from edgevision.capture.runner import ReplayRunner
 from edgevision.capture.stream import PacketSource, next_skip
+from edgevision.errors import InputError
 from edgevision.events.state import EventSettings
 from edgevision.pipeline.loop import Pipeline
 from edgevision.recorder.clip import choose_codec
@@ -455,3 +456,45 @@ def test_picamera2_recording_encodes_main_in_picamera2_and_infers_on_lores_only(
     assert isinstance(packet, EncodedPacket) and packet.keyframe and packet.pts == 1_000_000
     src.close()
     assert "stop_encoder" in cam.calls
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (RuntimeError("encoder busy"), InputError),
+        (OSError(16, "busy"), InputError),
+        (ValueError("bug"), ValueError),
+    ],
+)
+def test_picamera2_encoder_that_fails_to_start_releases_the_camera(
+    error: BaseException, raised: type[BaseException]
+) -> None:
+    """The camera was started before the encoder: a failing encoder start stops and closes it (left started,
+    every reopen of the retried source found it busy); a device error is retried like a busy camera."""
+    from types import SimpleNamespace
+
+    from fakes import FakePicamera2
+    from test_encoder import FakeH264Encoder, FakeOutput
+
+    from edgevision.capture.sources import Picamera2Source
+
+    class BrokenEncoderCamera(FakePicamera2):
+        def start_encoder(self, encoder: object, output: object, name: str | None = None) -> None:
+            raise error
+
+    src = Picamera2Source(
+        0,
+        (1280, 720),
+        (320, 240),
+        25.0,
+        module_loader=lambda: SimpleNamespace(Picamera2=BrokenEncoderCamera),
+        feed=PacketFeed(blocking=False),
+        encoding_loader=lambda: SimpleNamespace(H264Encoder=FakeH264Encoder, Output=FakeOutput),
+    )
+    with pytest.raises(raised):
+        src.open()
+    cam = BrokenEncoderCamera.instances[-1]
+    assert cam.calls[-2:] == ["stop", "close"]
+    assert src.read() is None
+    src.close()  # nothing left to close: no second stop
+    assert cam.calls.count("stop") == 1

@@ -302,8 +302,20 @@ class Picamera2Source:
                 skipped=feed.discard,
                 module_loader=loader,
             )
-            feed.start_stream(encoding.stream_info)
-            encoding.start()
+            try:
+                feed.start_stream(encoding.stream_info)
+                encoding.start()
+            except BaseException as exc:
+                # the camera was started above: left so, this process would hold it and every reopen would
+                # find it busy
+                self._cam = None
+                try:
+                    cam.stop()
+                finally:
+                    cam.close()
+                if isinstance(exc, (RuntimeError, OSError)):  # the encoder device busy or gone: retried
+                    raise InputError(f"{self.source_id}: cannot start the H.264 encoder ({exc})") from None
+                raise
             self._encoding = encoding
 
     def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:

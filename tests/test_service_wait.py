@@ -338,3 +338,58 @@ def test_the_runner_reports_a_replaced_thread_stuck_in_its_source_until_it_retur
         release.set()
         runner.stop()
         monitor.close()
+
+
+class _FailsLate:
+    """A camera whose first connection gives one frame, then blocks in ``read()`` until ``release`` is set and
+    raises (the driver gave up); every later connection delivers frames."""
+
+    def __init__(self, release: threading.Event, connection: int) -> None:
+        self.release, self.connection = release, connection
+        self.reads = 0
+        self.source_id, self.live = "camera0", True
+        self.fps: float | None = 25.0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> tuple[np.ndarray, float, None] | None:
+        self.reads += 1
+        if self.connection == 0 and self.reads > 1:
+            self.release.wait(30)
+            raise OSError(19, "No such device")
+        time.sleep(0.005)
+        return np.zeros((8, 8, 3), np.uint8), self.reads / 25, None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_replaced_capture_thread_failing_late_does_not_stop_its_replacement(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release, connections = threading.Event(), iter(range(100))
+    now = [0.0]
+    runner = LiveRunner(
+        lambda: _FailsLate(release, next(connections)),
+        stall_timeout=5.0,
+        backoff_initial=0.01,
+        clock=lambda: now[0],
+    )
+    try:
+        runner.start()
+        assert runner.get(timeout=5) is not None
+        now[0] = 6.0  # a stall: the first thread stays in read(), a second one captures
+        runner.get(timeout=0.05)
+        assert runner.get(timeout=5) is not None and runner.stuck_since() == 6.0
+        release.set()  # the old read fails now
+        deadline = time.monotonic() + 10
+        while runner.stuck_since() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runner.stuck_since() is None
+        for _ in range(5):  # capture goes on, and the old thread's error is not the program's
+            assert runner.get(timeout=5) is not None
+        assert "replaced after a stall failed: [Errno 19] No such device" in caplog.text
+    finally:
+        release.set()
+        runner.stop()

@@ -431,6 +431,13 @@ class LiveRunner:
                 self.stats.frames += 1
                 self.stats.dropped = self.slot.dropped
         except BaseException as exc:  # handed to the consumer, which raises it
+            with self._lock:
+                superseded = gen != self._generation
+            if superseded and isinstance(exc, Exception):
+                # a thread a stall replaced, coming back from its driver with an error: capture is its
+                # replacement's now, which this must neither stop nor end
+                log.warning("capture: the capture thread replaced after a stall failed: %s", exc)
+                return
             self._error = exc
             self.slot.close()
         finally:

@@ -166,6 +166,11 @@ def test_events_list_and_the_web_page_show_when_an_event_really_started(
     (row,) = json.loads(r.stdout)
     assert row["start_time"] == pytest.approx(true_start, abs=5)
     assert row["start_wall"] == pytest.approx(true_start - 40 * DAY, abs=5)  # the row as recorded
+    for since, found in (("1d", 1), ("30m", 0)):  # --since filters on that start, not on start_wall
+        r = run_cli(["events", "list", "--data-dir", str(tmp_path / "data"), "--json", "--since", since], env)
+        assert r.returncode == 0 and len(json.loads(r.stdout)) == found, (since, r.stdout, r.stderr)
+    r = run_cli(["events", "show", str(row["id"]), "--data-dir", str(tmp_path / "data"), "--json"], env)
+    assert r.returncode == 0 and json.loads(r.stdout)["start_time"] == pytest.approx(true_start, abs=5)
     r = run_cli(["events", "list", "--data-dir", str(tmp_path / "data")], env)
     shown = time.strftime("%Y-%m-%d", time.localtime(true_start))
     assert r.returncode == 0 and shown in r.stdout.splitlines()[1], r.stdout

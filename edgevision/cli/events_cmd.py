@@ -93,8 +93,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     from edgevision.recorder.wallclock import shown_starts
 
     index, _root = _open(args)
-    rows = index.list(since_wall=parse_since(args.since) if args.since else None)
+    since = parse_since(args.since) if args.since else None
+    rows = index.list()
     started = shown_starts([r.stamp for r in rows], index.boot_offsets())
+    if (
+        since is not None
+    ):  # on the start shown, not the wall clock a row was recorded with (a Pi's clock steps)
+        rows = [r for r in rows if started[r.id] >= since]
     if args.json:
         print(json.dumps([{**r.to_dict(), "start_time": started[r.id]} for r in rows], indent=2))
         return 0
@@ -112,15 +117,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from edgevision.recorder.wallclock import shown_starts
+
     index, root = _open(args)
     row = _get(index, args.id)
+    # when it really started (as events list shows it); start_wall stays as recorded
+    record = {**row.to_dict(), "start_time": shown_starts([row.stamp], index.boot_offsets())[row.id]}
     if args.json:
-        record = row.to_dict()
         record["clip_file"] = str(root / row.clip_path) if row.clip_path else None
         print(json.dumps(record, indent=2))
         return 0
-    for key, value in row.to_dict().items():
-        if key in ("start_wall", "end_wall"):
+    for key, value in record.items():
+        if key in ("start_wall", "end_wall", "start_time"):
             value = f"{_when(value)} ({value})"
         print(f"{key:<14} {value}")
     if row.clip_path:

@@ -146,3 +146,47 @@ def test_fetch_draws_a_progress_bar_on_a_terminal_only(
     assert piped.returncode == 0 and "\r" not in piped.stderr + piped.stdout
     code, quiet = _pty_run([*args, "--models-dir", str(tmp_path / "c"), "--no-progress"], env)
     assert code == 0 and "\x1b[K" not in quiet
+
+
+def test_a_trickling_download_is_refused_as_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that sends a few bytes at a time never trips a read's timeout; the download averages under the
+    minimum rate over a window and is refused, so the next source is tried (it used to go on for as long as the
+    server trickled)."""
+    import http.server
+    import threading
+    import time
+
+    from edgevision.catalog import fetch as fetch_mod
+
+    monkeypatch.setattr(fetch_mod, "STALL_WINDOW_S", 0.5)
+    monkeypatch.setattr(fetch_mod, "STALL_MIN_BYTES_PER_S", 10_000.0)
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            end = time.monotonic() + 8
+            try:
+                while time.monotonic() < end:
+                    self.wfile.write(b"x" * 100)
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(fetch_mod._Refused, match="stalled"):
+            fetch_mod._download(
+                f"http://127.0.0.1:{server.server_address[1]}/m", tmp_path / "m", 1 << 20, 5.0
+            )
+        assert time.monotonic() - t0 < 4
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +40,10 @@ Entry = ModelEntry | LabelEntry
 PINS_FILE = "pins.json"
 MAX_ARCHIVE_BYTES = 1 << 30
 USER_AGENT = "edgevision-model-fetch/1"
+# A download slower than this over a whole window is stalled (a trickling server or link): refused, so the next
+# source is tried. Each read's own timeout cannot see it, since every read brings a little.
+STALL_WINDOW_S = 120.0
+STALL_MIN_BYTES_PER_S = 1024.0
 
 #: ``progress(done_bytes, total_bytes_or_None)``, called as a download advances (from the fetching thread).
 ProgressCallback = Callable[[int, int | None], None]
@@ -197,11 +202,20 @@ def _download(
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             total = 0
+            window_start, window_bytes = time.monotonic(), 0
             while True:
-                block = resp.read(1 << 16)
+                block = resp.read1(1 << 16)  # what has come, not a full 64 KiB: a trickle is seen below
                 if not block:
                     break
                 total += len(block)
+                window_bytes += len(block)
+                now = time.monotonic()
+                if now - window_start >= STALL_WINDOW_S:
+                    if window_bytes < STALL_MIN_BYTES_PER_S * (now - window_start):
+                        raise _Refused(
+                            f"download stalled: {window_bytes} bytes in the last {now - window_start:.0f} s"
+                        )
+                    window_start, window_bytes = now, 0
                 if total > limit:
                     raise _Refused(f"download exceeds the expected {limit} bytes")
                 fh.write(block)

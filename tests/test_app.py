@@ -120,6 +120,30 @@ def test_a_failed_build_closes_the_bound_web_port(tmp_path: Path, monkeypatch: p
     assert len(bound) == 1 and bound[0].fileno() == -1
 
 
+def test_a_build_failing_after_the_recorder_closes_it_and_frees_the_data_directory(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A part made after the recorder failing (here an extra sink) closes the recorder: its data-directory lock
+    is free for the next process, not held (with its threads) until this one exits."""
+    import subprocess
+    import sys
+
+    def broken() -> FrameResult:
+        raise RuntimeError("sink failed")
+
+    cfg = _recorded_replay(models_dir, tmp_path)
+    with pytest.raises(RuntimeError, match="sink failed"):
+        build(cfg, RunOptions(extra_sinks=[broken]))  # type: ignore[list-item]
+    probe = (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    )
+    lock = tmp_path / "data" / ".lock"
+    assert lock.exists()
+    r = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
 def test_the_recorder_is_closed_before_the_output_sinks(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

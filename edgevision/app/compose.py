@@ -16,6 +16,7 @@ Every component is built once, from its config section, and handed to those that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -79,14 +80,15 @@ def preflight(cfg: EdgeVisionConfig) -> socket.socket | None:
 
 def build(cfg: EdgeVisionConfig, options: RunOptions = RunOptions()) -> System:
     """The running system for ``cfg``: :func:`preflight`, then every component in dependency order. Nothing runs
-    until :meth:`System.run`; on a failure here the web socket is closed and the error raised."""
+    until :meth:`System.run`; on a failure here what was made (web socket, recorder and its data-directory lock,
+    monitor, sharing) is closed and the error raised."""
     web_sock = preflight(cfg)
-    try:
-        return _build(cfg, options, web_sock)
-    except BaseException:
+    with contextlib.ExitStack() as undo:  # on a failure, what was made is closed, the latest first
         if web_sock is not None:
-            web_sock.close()
-        raise
+            undo.callback(web_sock.close)
+        system = _build(cfg, options, web_sock, undo)
+        undo.pop_all()  # built: the system closes them from now on
+    return system
 
 
 def _detect_step(
@@ -167,7 +169,9 @@ def _stats(
     return stats
 
 
-def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket | None) -> System:
+def _build(
+    cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket | None, undo: contextlib.ExitStack
+) -> System:
     camera = camera_name(cfg)
     health = HealthState(tighten=cfg.service.throttle_budget_factor)  # refreshed by the monitor
     # The person-event tracker is the last stage: the recorder, MQTT and metrics read its updates on the results,
@@ -205,6 +209,7 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
             packets=packets,
             on_recovery=recovering,
         )
+        undo.callback(recorder.close)
         # First of the sinks, so the first closed: on SIGTERM the open event's clip is finalized before an
         # annotated video finishes encoding (or gives up on a stuck writer) within systemd's TimeoutStopSec.
         sinks.insert(0, RecordingGate(recorder, controls))
@@ -216,6 +221,7 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
         extra_status=_recorder_status(recorder),
         capture=runner,
     )
+    undo.callback(monitor.close)
     sinks.append(monitor)
     sinks += [make() for make in options.extra_sinks]
     sharing = build_sharing(
@@ -228,6 +234,7 @@ def _build(cfg: EdgeVisionConfig, options: RunOptions, web_sock: socket.socket |
         controls,
         web_socket=web_sock,
     )
+    undo.callback(sharing.close)
     sinks += sharing.sinks
     sharing.attach(runner, recorder, monitor, controls)
 

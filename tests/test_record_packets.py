@@ -498,3 +498,106 @@ def test_picamera2_encoder_that_fails_to_start_releases_the_camera(
     assert src.read() is None
     src.close()  # nothing left to close: no second stop
     assert cam.calls.count("stop") == 1
+
+
+class _DelayingEncoder:
+    """An encoder that, like the Pi's hardware one, gives each frame's packet only with a later frame: the last
+    ones come out of ``flush()``."""
+
+    def __init__(self, width: int, height: int, fps: float = 25.0, codec: str = "auto") -> None:
+        self.held: list[float] = []
+        self.stream_info = StreamInfo("h264", width, height, Fraction(1, 1000), Fraction(25))
+        self.codec = "h264_v4l2m2m"
+
+    def _packet(self, ts: float) -> EncodedPacket:
+        return EncodedPacket(b"p", round(ts * 1000), round(ts * 1000), Fraction(1, 1000), True, ts)
+
+    def encode(self, image: object, ts: float) -> list[EncodedPacket]:
+        self.held.append(ts)  # ts is all this fake keeps of a frame
+        return [self._packet(self.held.pop(0))] if len(self.held) > 2 else []
+
+    def flush(self) -> list[EncodedPacket]:
+        out, self.held = [self._packet(t) for t in self.held], []
+        return out
+
+
+@pytest.mark.parametrize("end", ["close", "source ends"])
+def test_an_encoding_source_drains_its_encoder_when_it_ends(
+    end: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frames an encoder still holds reach the feed when the camera closes or stops delivering: a hardware
+    encoder keeps a few, which were lost from the end of every clip before a disconnect."""
+    from edgevision.capture import stream
+    from edgevision.capture.stream import EncodingSource
+
+    class Camera:
+        source_id, live, fps = "camera0", True, 25.0
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def open(self) -> None:
+            pass
+
+        def read(self) -> tuple[np.ndarray, float, None] | None:
+            self.n += 1
+            return (np.zeros((16, 16, 3), np.uint8), self.n / 25, None) if self.n <= 5 else None
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(stream, "FrameEncoder", _DelayingEncoder)
+    feed = PacketFeed(blocking=False)
+    source = EncodingSource(Camera(), feed)
+    source.open()
+    for _ in range(5):
+        assert source.read() is not None
+    if end == "source ends":
+        assert source.read() is None
+    source.close()
+    items = []
+    while (item := feed.get(timeout=0.01)) is not None:
+        items.append(item)
+    assert isinstance(items[0], StreamStart)
+    assert [p.ts for p in items[1:] if isinstance(p, EncodedPacket)] == [n / 25 for n in range(1, 6)]
+
+
+def test_a_stream_that_cannot_be_remuxed_drains_its_encode_when_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A live MJPEG stream (encoded once for recording) closed after a stall, before its end: the frames the
+    encoder held reach the feed (they were handed over only at the stream's own end)."""
+    from types import SimpleNamespace
+
+    from edgevision.capture import stream
+    from edgevision.capture.stream import PacketSource
+
+    class Demux:
+        source_id, live, fps = "http_cam", True, 25.0
+        stream_info = StreamInfo("mjpeg", 16, 16, Fraction(1, 1000), Fraction(25))
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def open(self) -> None:
+            pass
+
+        def read(self) -> object:
+            self.n += 1
+            frame = SimpleNamespace(av_frame=None, ts=self.n / 25)
+            return SimpleNamespace(packet=None, frames=[frame])
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(stream, "FrameEncoder", _DelayingEncoder)
+    feed = PacketFeed(blocking=False)
+    source = PacketSource(Demux(), feed)  # type: ignore[arg-type]
+    source.open()
+    for _ in range(5):
+        assert source.read() is not None
+    source.close()
+    items = []
+    while (item := feed.get(timeout=0.01)) is not None:
+        items.append(item)
+    assert [p.ts for p in items if isinstance(p, EncodedPacket)] == [n / 25 for n in range(1, 6)]

@@ -161,14 +161,29 @@ class PacketSource:
             self.demux.set_skip(skip)
 
     def _flush(self) -> None:
-        if self._encoder is not None and self.feed is not None:
-            for packet in self._encoder.flush():
-                self.feed.put(packet)
-            self._encoder = None
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None and self.feed is not None:
+            drain(encoder, self.feed, self.source_id)
 
     def close(self) -> None:
         self._pending.clear()
-        self.demux.close()
+        try:
+            self._flush()
+        finally:
+            self.demux.close()
+
+
+def drain(encoder: FrameEncoder, feed: PacketFeed, source_id: str) -> None:
+    """Hand ``feed`` the packets ``encoder`` still holds (a hardware encoder keeps a few frames queued): the
+    last frames before a disconnect or the end reach the clip. An encoder failing here is logged, not raised: the
+    source is closing either way."""
+    try:
+        packets = encoder.flush()
+    except Exception as exc:  # a codec error (PyAV's FFmpegError is an OSError / ValueError)
+        log.warning("%s: draining the encoder failed: %s", source_id, exc)
+        return
+    for packet in packets:
+        feed.put(packet)
 
 
 class EncodingSource:
@@ -183,15 +198,18 @@ class EncodingSource:
         self.fps: float | None = None
         self._encoder: FrameEncoder | None = None
         self._mjpeg: MjpegDecoder | None = None
+        self._drained = False  # the encoder gave what it held: the stream ended
 
     def open(self) -> None:
         self.source.open()
         self.fps = self.source.fps
         self._encoder = None  # made at the first image, whose size the camera decided
+        self._drained = False
 
     def read(self) -> tuple[np.ndarray | DecodedImage, float, np.ndarray | None] | None:
         item = self.source.read()
         if item is None:
+            self._drain()
             return None
         image, ts, full = item
         picture: Any = full if full is not None else image
@@ -205,12 +223,20 @@ class EncodingSource:
         else:
             size = picture.size
             picture = picture.bgr()
-        if self._encoder is None:
-            self._encoder = FrameEncoder(size[0], size[1], self.fps or 25.0, self.codec)
+        if self._encoder is None or self._drained:
+            self._encoder, self._drained = FrameEncoder(size[0], size[1], self.fps or 25.0, self.codec), False
             self.feed.start_stream(self._encoder.stream_info)
         for packet in self._encoder.encode(picture, ts):
             self.feed.put(packet)
         return item
 
+    def _drain(self) -> None:
+        if self._encoder is not None and not self._drained:
+            self._drained = True  # kept for its counts; an image after this starts a new encode
+            drain(self._encoder, self.feed, self.source_id)
+
     def close(self) -> None:
-        self.source.close()
+        try:
+            self._drain()
+        finally:
+            self.source.close()

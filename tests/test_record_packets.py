@@ -531,10 +531,11 @@ def test_an_encoding_source_drains_its_encoder_when_it_ends(
     from edgevision.capture.stream import EncodingSource
 
     class Camera:
-        source_id, live, fps = "camera0", True, 25.0
+        source_id, live = "camera0", True
 
         def __init__(self) -> None:
             self.n = 0
+            self.fps: float | None = 25.0
 
         def open(self) -> None:
             pass

@@ -323,6 +323,7 @@ def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path: Path) -> 
     MB) hidden in the models directory; the next fetch removes those whose process is gone, and only those."""
     import subprocess
     import sys
+    import time
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -340,7 +341,14 @@ def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path: Path) -> 
     pins_tmp.write_text("{}")
     alive = dest / f".{entry.file}.{os.getppid()}.partial"  # a fetch still running (its process is there)
     alive.write_bytes(b"x")
+    # a fetch in another PID namespace (a container sharing the directory): its pid is not alive here, but it
+    # is writing
+    writing = dest / f".ssd_mobilenet_v2_coco_quant.tflite.{pid}.partial"
+    writing.write_bytes(b"x")
+    old = time.time() - 3600
+    for path in (partial, work, pins_tmp, alive, *work.iterdir()):
+        os.utime(path, (old, old))
     rep = fetch_entry(entry, dest, mirror=str(SHARED_MODELS))
     assert rep.action == "installed"
     assert not partial.exists() and not work.exists() and not pins_tmp.exists()
-    assert alive.exists()
+    assert alive.exists() and writing.exists()

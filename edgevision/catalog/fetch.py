@@ -142,12 +142,32 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
-def remove_leftovers(dest: Path) -> None:
+# A leftover is removed only once untouched this long as well: a fetch in another PID namespace (a container
+# sharing the models directory) has a process id that means nothing here, but it writes at least every --timeout.
+LEFTOVER_QUIET_S = 600.0
+
+
+def _last_touched(path: Path) -> float:
+    """The newest mtime of ``path`` and, for a work directory, of what is in it."""
+    times = [path.lstat().st_mtime]
+    if path.is_dir() and not path.is_symlink():
+        times += [p.lstat().st_mtime for p in path.iterdir()]
+    return max(times)
+
+
+def remove_leftovers(dest: Path, now: float | None = None) -> None:
     """Remove the partial files, work directories and pin files of fetches whose process is gone (killed, or a
-    power cut): hidden, they would fill the models directory unnoticed. Best effort: what cannot be removed stays."""
+    power cut) and that nothing has written for :data:`LEFTOVER_QUIET_S`: hidden, they would fill the models
+    directory unnoticed. Best effort: what cannot be removed stays."""
+    now = time.time() if now is None else now
     for path in dest.iterdir():
         m = _LEFTOVER.match(path.name)
         if m is None or not _process_gone(int(next(g for g in m.groups() if g is not None))):
+            continue
+        try:
+            if now - _last_touched(path) < LEFTOVER_QUIET_S:
+                continue
+        except OSError:  # gone meanwhile, or unreadable: left as it is
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -263,3 +263,23 @@ def test_ssd_face_models_take_the_ssd_path(cfg: EdgeVisionConfig, models_dir: Pa
     assert all(f.keypoints == {} for f in whole + inside)  # no keypoints invented
     refined = mesh.refine(img, inside[0])  # landmarks still run (upright crop: no eye keypoints)
     assert refined.landmarks is not None and len(refined.landmarks) == 468
+
+
+@pytest.mark.parametrize(
+    ("boxes", "iou"),
+    [
+        ([[0.4, 0.4, 0.4, 0.6], [0.1, 0.1, 0.3, 0.3]], 0.3),  # a zero-width box (the regressor's w <= 0)
+        ([[0.4, 0.4, 0.6, 0.6], [0.1, 0.1, 0.3, 0.3]], 1.0),  # faces.nms_iou: 1.0 (the config allows it)
+    ],
+)
+def test_weighted_nms_keeps_every_face_finite(boxes: list[list[float]], iou: float) -> None:
+    b = np.array(boxes, dtype=np.float32)
+    kps = np.repeat(b[:, None, :2], 6, axis=1)
+    faces = weighted_nms(b, kps, np.array([0.9, 0.8]), iou)
+    assert len(faces) == 2
+    for f in faces:
+        assert all(math.isfinite(v) for v in f.box)
+        assert all(math.isfinite(v) for kp in f.keypoints for v in kp)
+    assert [tuple(round(v, 4) for v in f.box) for f in faces] == [
+        tuple(round(float(v), 4) for v in x) for x in b
+    ]

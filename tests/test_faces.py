@@ -294,3 +294,11 @@ def test_an_ssd_face_model_on_a_region_at_the_frame_edge_finds_nothing(
     img = read_image(IMAGES / "face.jpg")
     assert det.detect(img, BBox(1.0, 0.2, 1.0, 0.6)) == []
     assert det.detect(img, BBox(0.2, 1.0, 0.6, 1.0)) == []
+
+
+def test_face_mesh_on_a_zero_area_face_leaves_it_unrefined(cfg: EdgeVisionConfig) -> None:
+    mesh = landmark_model(cfg)
+    assert mesh is not None
+    img = read_image(IMAGES / "face.jpg")
+    face = Face(0.9, BBox(1.0, 1.0, 1.0, 1.0), {})  # clipped into the corner
+    assert mesh.refine(img, face) == face

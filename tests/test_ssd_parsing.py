@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from edgevision.catalog.labels import parse_labels
+from edgevision.config import DetectorConfig
 from edgevision.detection import ssd
+from edgevision.detection.detector import Detector
 from edgevision.results.detection import BBox
 
 TF1 = [
@@ -143,3 +146,39 @@ def test_bbox_geometry() -> None:
 )
 def test_label_formats(text: str, expected: dict[int, str]) -> None:
     assert parse_labels(text) == expected
+
+
+def _raw_handle(cls_dtype: type, scale: float, zero: int) -> SimpleNamespace:
+    """A stand-in handle of a raw SSD head: 4 anchors, background + 2 classes, anchors as an output."""
+    return SimpleNamespace(
+        model_path="raw.tflite",
+        input_shape=(1, 64, 64, 3),
+        input_dtype=np.dtype(np.uint8),
+        output_details=[
+            {"name": "box_encodings", "shape": [1, 4, 4], "quantization": (0.0, 0)},
+            {
+                "name": "class_predictions",
+                "shape": [1, 4, 3],
+                "quantization": (scale, zero),
+                "dtype": cls_dtype,
+            },
+            {"name": "anchors", "shape": [4, 4], "quantization": (0.0, 0)},
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "zero"), [(np.uint8, 0), (np.int8, -128)]
+)  # int8: TF2 full-integer export (inference_output_type=tf.int8)
+def test_raw_head_with_quantized_sigmoid_scores_is_not_taken_for_logits(dtype: type, zero: int) -> None:
+    scale = 1.0 / 256
+    handle = _raw_handle(dtype, scale, zero)
+    det = Detector(handle, {0: "person", 1: "car"}, DetectorConfig(threshold=0.5))  # type: ignore[arg-type]
+    probs = np.full((1, 4, 3), 0.1, dtype=np.float32)
+    probs[0, 2, 1] = 0.9  # one anchor sees a person at 0.9; every other score is 0.1
+    cls: np.ndarray = np.round(probs / scale + zero).astype(dtype)
+    anchors = np.array(
+        [[0.25, 0.25, 0.2, 0.2], [0.25, 0.75, 0.2, 0.2], [0.75, 0.25, 0.2, 0.2], [0.75, 0.75, 0.2, 0.2]]
+    )
+    dets = det.parse([np.zeros((1, 4, 4), np.float32), cls, anchors.astype(np.float32)])
+    assert [(d.label, round(d.score, 2)) for d in dets] == [("person", 0.9)]

@@ -167,8 +167,12 @@ class Detector:
         else:
             assert self.anchors is not None
             anchors = self.anchors
+        # scores quantized onto [0, 1] are sigmoid outputs already; the range is the output type's (uint8 0..255,
+        # int8 -128..127: a TF2 full-integer export), else int8 sigmoid scores were taken for logits
         scale, zero = cls_detail.get("quantization", (0.0, 0))
-        already_sigmoid = bool(scale) and -zero * scale >= -1e-6 and (255 - zero) * scale <= 1.0 + 1e-3
+        dtype = np.dtype(cls_detail.get("dtype", outputs[rl.class_predictions].dtype))
+        lo, hi = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.kind in "iu" else (0, 255)
+        already_sigmoid = bool(scale) and (lo - zero) * scale >= -1e-6 and (hi - zero) * scale <= 1.0 + 1e-3
         return ssd.decode_raw(
             enc,
             cls,

@@ -478,3 +478,24 @@ def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: 
     sw = rec["switch"]
     assert isinstance(sw, dict)
     assert (sw["from"], sw["to"], sw["kind"], sw["direction"]) == (f"{V1}@300", spec.name, "width", "down")
+
+
+def test_a_long_run_keeps_a_bounded_switch_history_and_counts_every_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service runs for months; a load that comes and goes switches rungs many times a day. The scheduler
+    keeps only the recent switches (every one is in the log and the detections output), and counts them all."""
+    from edgevision.scheduler import runtime
+
+    ladder = [_rung(RungSpec(V1, "mobilenet_v1", 0.75, s), 10.0) for s in (300, 256)]
+    sched = Scheduler(ladder, ControllerSettings(budget_ms=12.0), clock=lambda: 0.0)
+
+    def flip(state: ControllerState, *args: Any, **kwargs: Any) -> tuple[ControllerState, Switch]:
+        return state, Switch(state.rung, 1 - state.rung, "test")
+
+    monkeypatch.setattr(runtime, "step", flip)
+    for _ in range(5000):
+        sched.observe(Sample(total_ms=5.0, invoke_ms=4.0))
+    assert 0 < len(sched.switches) <= 1000  # the recent ones, not all 5000
+    assert sched.switch_count == 5000
+    assert len(sched.switches) == runtime.SWITCH_HISTORY and sched.switches[-1].reason == "test"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -32,6 +33,8 @@ from edgevision.scheduler.ladder import Rung, switch_kind
 __all__ = ["PersonGate", "Sample", "Scheduler", "initial_rung"]
 
 log = logging.getLogger(__name__)
+
+SWITCH_HISTORY = 100  # recent switches kept (every one is logged and written to the detections output)
 
 
 class PersonGate:
@@ -74,7 +77,10 @@ class Scheduler:
         self.person_label = person_label
         self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
         self.state = start_state(self.costs, settings, clock())
-        self.switches: list[Switch] = []
+        self.switches: deque[Switch] = deque(
+            maxlen=SWITCH_HISTORY
+        )  # the recent ones: a service runs for months
+        self.switch_count = 0  # every switch of the run
         self.carrier = BoxCarrier()
         self._n = 0
         self._last_had_person = False
@@ -155,6 +161,7 @@ class Scheduler:
         )
         if sw is not None:
             self.switches.append(sw)
+            self.switch_count += 1
             self._n = 0
             rec = self.switch_record(sw)
             # a step down is quality given up under load (a warning); a step up is the scheduler at work

@@ -182,3 +182,20 @@ def test_raw_head_with_quantized_sigmoid_scores_is_not_taken_for_logits(dtype: t
     )
     dets = det.parse([np.zeros((1, 4, 4), np.float32), cls, anchors.astype(np.float32)])
     assert [(d.label, round(d.score, 2)) for d in dets] == [("person", 0.9)]
+
+
+@pytest.mark.parametrize(
+    ("names", "shapes", "expected"),
+    [
+        (TF1, [[1, 1, 4], [1, 1], [1, 1], [1]], (0, 1, 2, 3)),
+        ([f"StatefulPartitionedCall:{i}" for i in range(4)], [[1, 1], [1, 1, 4], [1], [1, 1]], (1, 0, 3, 2)),
+    ],
+)
+def test_a_postprocess_model_exported_with_max_detections_1_is_recognised(
+    names: list[str], shapes: list[list[int]], expected: tuple[int, int, int, int]
+) -> None:
+    """Classes and scores of ``[1, 1]`` hold one value each, like the count: the count is the 1-D output."""
+    lay = ssd.postprocess_layout(names, shapes)
+    assert lay is not None
+    assert lay.boxes == expected[0] and lay.count == expected[3]
+    assert {lay.classes, lay.scores} == {expected[1], expected[2]}

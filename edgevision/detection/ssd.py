@@ -55,6 +55,8 @@ def postprocess_layout(names: Sequence[str], shapes: Sequence[Sequence[int]]) ->
     dims = [tuple(int(d) for d in s) for s in shapes]
     boxes = [i for i, s in enumerate(dims) if len(s) == 3 and s[-1] == 4]
     count = [i for i, s in enumerate(dims) if int(np.prod(s)) == 1]
+    if len(count) > 1:  # max_detections 1: classes and scores [1, 1] hold one value too; the count is 1-D
+        count = [i for i in count if len(dims[i]) <= 1]
     pair = [i for i, s in enumerate(dims) if (len(s) == 2 and s[-1] > 1) or (len(s) == 2 and i not in count)]
     pair = [i for i in pair if i not in boxes and i not in count]
     if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:

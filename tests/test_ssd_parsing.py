@@ -81,7 +81,9 @@ def test_parse_postprocess_threshold_filter_max_and_order() -> None:
 
 
 def test_unknown_class_id_keeps_number_as_label() -> None:
-    dets = ssd.parse_postprocess(np.zeros((1, 1, 4)), np.array([[77.0]]), np.array([[0.9]]), 1, {}, 0.5)
+    dets = ssd.parse_postprocess(
+        np.array([[[0.1, 0.1, 0.5, 0.5]]]), np.array([[77.0]]), np.array([[0.9]]), 1, {}, 0.5
+    )
     assert dets[0].label == "77" and dets[0].class_id == 77
 
 
@@ -199,3 +201,20 @@ def test_a_postprocess_model_exported_with_max_detections_1_is_recognised(
     assert lay is not None
     assert lay.boxes == expected[0] and lay.count == expected[3]
     assert {lay.classes, lay.scores} == {expected[1], expected[2]}
+
+
+def test_a_box_wholly_outside_the_frame_is_no_detection() -> None:
+    """SSD boxes may overhang the frame and are clipped to it; one that lies wholly outside clips to a line on
+    the edge: nothing of it is in the picture, so it is dropped (it used to count as a person for the events,
+    and gave the face stage an empty crop); so is a degenerate one (no height)."""
+    boxes = np.array(
+        [[[0.1, 0.1, 0.5, 0.5], [0.2, 1.05, 0.6, 1.3], [1.1, 0.2, 1.4, 0.4], [0.3, 0.3, 0.3, 0.6]]]
+    )
+    dets = ssd.parse_postprocess(
+        boxes, np.zeros((1, 4)), np.array([[0.9, 0.8, 0.7, 0.6]]), 4, {0: "person"}, 0.5
+    )
+    assert [d.score for d in dets] == pytest.approx([0.9])
+    anchors = np.array([[0.5, 0.5, 0.2, 0.2], [0.5, 1.5, 0.2, 0.2]], np.float32)
+    scores = np.array([[[0.0, 0.9], [0.0, 0.8]]], np.float32)
+    raw = ssd.decode_raw(np.zeros((1, 2, 4), np.float32), scores, anchors, {0: "person"}, 0.5)
+    assert [d.score for d in raw] == pytest.approx([0.9])

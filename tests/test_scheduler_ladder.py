@@ -499,3 +499,24 @@ def test_a_long_run_keeps_a_bounded_switch_history_and_counts_every_switch(
     assert 0 < len(sched.switches) <= 1000  # the recent ones, not all 5000
     assert sched.switch_count == 5000
     assert len(sched.switches) == runtime.SWITCH_HISTORY and sched.switches[-1].reason == "test"
+
+
+def test_rungs_a_saved_profile_times_are_not_timed_again_at_start_up(
+    mdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile saved by `bench models` under the run's conditions stands for the start-up timing (a service on
+    a Pi would otherwise spend seconds per rung before its first frame); only rungs it lacks are timed."""
+    profile = tmp_path / "profile.json"
+    saved = [RungProfile(f"{V1}@300", 300, 1, 40.0, 48.0, 9.0)]
+    cfg = _cfg(mdir, tmp_path, sizes=[300, 192], profile=str(profile))
+    ladder_mod.save_profile(profile, saved, ladder_mod.profile_conditions(cfg))
+    timed: list[tuple[int, int]] = []
+
+    def measure(detector: Detector, tensors: Any, invokes: int) -> tuple[float, float]:
+        timed.append(detector.input_size)
+        return 10.0, 12.0
+
+    monkeypatch.setattr(ladder_mod, "measure", measure)
+    rungs = {r.name: r for r in build_ladder(cfg, FRAMES, invokes=3)}
+    assert timed == [(192, 192)]  # the rung the profile lacks, only
+    assert rungs[f"{V1}@300"].profile == saved[0]

@@ -333,8 +333,8 @@ def build_ladder(
     invokes: int = 15,
     on_rung: Callable[[str], None] | None = None,
 ) -> list[Rung]:
-    """Plan the rungs, load each (within the memory budget), profile it (or take the saved profile), add the
-    cadence rungs, order by quality.
+    """Plan the rungs, load each (within the memory budget), profile it (or take the saved profile, without
+    timing it again), add the cadence rungs, order by quality.
 
     ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
     sc = cfg.scheduler
@@ -353,8 +353,9 @@ def build_ladder(
         det = load_rung(item, opts, cfg.detector)
         if det is None:
             continue
-        measured = profile_rung(det, spec, sample_frames, invokes, before)
-        rungs.append(Rung(det, saved.get(spec.name) or measured, spec))
+        # a saved profile (timed under this run's conditions) stands for the start-up timing
+        prof = saved.get(spec.name) or profile_rung(det, spec, sample_frames, invokes, before)
+        rungs.append(Rung(det, prof, spec))
         if on_rung is not None:
             on_rung(spec.name)
     if not rungs:

@@ -25,7 +25,7 @@ class LandmarkModel:
     def __init__(self, handle: InterpreterHandle) -> None:
         self.handle = handle
         shape = handle.input_shape
-        if shape[1] != shape[2] or shape[3] != 3:
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
             raise ModelError(f"{handle.model_path}: not a face landmark model (input {list(shape)})")
         self.size = int(shape[1])
         sizes = [int(np.prod(d["shape"])) for d in handle.output_details]

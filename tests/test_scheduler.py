@@ -440,3 +440,20 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
     assert not sched.gate_says_empty(empty)  # ... nor during an event
     active["event"] = False
     assert not sched.gate_says_empty(_frame("squat.bmp"))
+
+
+@pytest.mark.parametrize(
+    "model", ["mobilenet_v1_0.25_128_quant.tflite", "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"]
+)
+def test_a_person_gate_model_that_is_no_person_classifier_is_a_model_error(
+    models_dir: Path, model: str
+) -> None:
+    """scheduler.person_gate.model naming another classifier (1001 ImageNet classes) read its class 1 as the
+    person probability: near 0 on every frame, so the gate skipped the detector on nearly every frame and a
+    run saw nobody, silently. The gate takes a two-class (no person, person) model only."""
+    from edgevision.errors import ModelError
+    from edgevision.scheduler.runtime import PersonGate
+
+    handle = open_interpreter(models_dir / model, RuntimeOptions())
+    with pytest.raises(ModelError, match="person gate"):
+        PersonGate(handle, min_person_prob=0.05)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from edgevision.detection.detector import Detector, frame_rgb
+from edgevision.errors import ModelError
 from edgevision.inference.backends import InterpreterHandle
 from edgevision.inference.quant import quantize_input
 from edgevision.results.detection import Detection
@@ -41,9 +42,17 @@ class PersonGate:
     """The Visual Wake Words MobileNet (alpha 0.25, 96x96) as a cheap "is anybody there?" check."""
 
     def __init__(self, handle: InterpreterHandle, min_person_prob: float) -> None:
+        """Bind the gate to a loaded two-class (no person, person) image classifier; another model (an ImageNet
+        classifier, a detector) is a :class:`ModelError`: its second output value is no person probability."""
         self.handle = handle
         self.threshold = min_person_prob
         shape = handle.input_shape
+        outputs = [int(np.prod(d["shape"])) for d in handle.output_details]
+        if len(shape) != 4 or shape[3] != 3 or outputs[:1] != [2]:
+            raise ModelError(
+                f"{handle.model_path}: not a person gate model (input {list(shape)}, outputs {outputs}): it "
+                "needs an image input and a two-class (no person, person) output, like vww_mobilenet_v1_0.25_96"
+            )
         self.size = (int(shape[2]), int(shape[1]))
 
     def person_prob(self, frame: Frame) -> float:

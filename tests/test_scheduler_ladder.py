@@ -520,3 +520,27 @@ def test_rungs_a_saved_profile_times_are_not_timed_again_at_start_up(
     rungs = {r.name: r for r in build_ladder(cfg, FRAMES, invokes=3)}
     assert timed == [(192, 192)]  # the rung the profile lacks, only
     assert rungs[f"{V1}@300"].profile == saved[0]
+
+
+def test_a_profile_save_that_fails_midway_leaves_the_saved_profile_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench models --out` on a full disk (a recorder's card) must not leave a truncated profile behind: every
+    start of the service would then stop at 'cannot read scheduler profile'."""
+    path = tmp_path / "profile.json"
+    old = [RungProfile(f"{V1}@300", 300, 1, 40.0, 48.0, 9.0)]
+    ladder_mod.save_profile(path, old, {"threads": 2})
+    real = Path.write_text
+
+    def disk_full(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        ladder_mod.save_profile(
+            path, [*old, RungProfile(f"{V1}@192", 192, 1, 20.0, 24.0, 5.0)], {"threads": 2}
+        )
+    monkeypatch.undo()
+    assert ladder_mod.load_profile(path) == {old[0].name: old[0]}
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # no temporary file left behind

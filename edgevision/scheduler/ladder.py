@@ -27,6 +27,7 @@ from edgevision.config import DetectorConfig, EdgeVisionConfig, SchedulerConfig
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import runtime_options
 from edgevision.errors import ConfigError, ModelError
+from edgevision.fsutil import install_atomically, unlink_quietly
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.paths import models_dir
 from edgevision.scheduler.derive import ensure_derived
@@ -202,8 +203,15 @@ def profile_conditions(cfg: EdgeVisionConfig) -> dict[str, Any]:
 
 
 def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]) -> None:
+    """Write a profile atomically: a write that fails (a full disk) leaves the previous profile whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**extra, "rungs": [asdict(r) for r in rungs]}, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({**extra, "rungs": [asdict(r) for r in rungs]}, indent=2) + "\n")
+        install_atomically(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
 
 
 @dataclass(frozen=True)

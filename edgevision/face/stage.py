@@ -54,8 +54,8 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
 class FaceStage:
     """Adds ``result.faces`` (and ``latency.faces``); runs every ``every_n_frames`` frames.
 
-    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces`` (not in
-    privacy mode: every face found is blurred), refined by ``landmarks`` and judged by ``rule``
+    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces`` (in privacy
+    mode the rest are kept unrefined: every face found is blurred), refined by ``landmarks`` and judged by ``rule``
     (:mod:`edgevision.face.accept`); in privacy mode the rule keeps every candidate, so what is blurred is what
     is reported. ``frame_detector`` (a full-range model) additionally
     scans the whole frame, which privacy mode uses so that a face on a missed person is still found.
@@ -87,9 +87,12 @@ class FaceStage:
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)
         faces = dedupe(faces)
-        if self.rule.mode is not AcceptMode.PRIVACY:  # what is blurred is every face found, not the first few
-            faces = faces[: self.config.max_faces]
-        return confirm(image, faces, self.landmarks, self.rule)
+        cap = self.config.max_faces
+        found = confirm(image, faces[:cap], self.landmarks, self.rule)
+        if self.rule.mode is AcceptMode.PRIVACY:  # every face found is blurred, not the first few (the rest
+            h, w = image.shape[:2]  # unrefined: Face Mesh on a crowd's every face would cost a frame's time)
+            found += self.rule.accept(faces[cap:], w, h)
+        return found
 
     def process(self, result: FrameResult) -> None:
         if result.frame.index % self.config.every_n_frames:

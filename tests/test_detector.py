@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,6 +18,7 @@ from edgevision.detection.detector import Detector
 from edgevision.detection.factory import build_detector
 from edgevision.errors import EdgeTPUUnavailable, ModelError
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.results.frame import Frame
 
 SSD_MODELS = ["ssd_mobilenet_v1_coco_quant", "ssd_mobilenet_v2_coco_quant"]
 PERSON_IMAGES = ["squat.bmp", "grace_hopper.bmp", "posenet_test_image.bmp"]
@@ -205,3 +207,36 @@ def test_missing_runtime_names_package(monkeypatch: pytest.MonkeyPatch, models_d
     res = resolve_model("ssd_mobilenet_v1_coco_quant", models_dir)
     with pytest.raises(BackendUnavailable, match="pip install ai-edge-litert"):
         open_interpreter(res.path, RuntimeOptions(runtime="litert"))
+
+
+def _pp_handle(dtype: type) -> SimpleNamespace:
+    """A stand-in handle of a 64x64 SSD with the postprocess op and an input of ``dtype``."""
+    return SimpleNamespace(
+        model_path="pp.tflite",
+        input_shape=(1, 64, 64, 3),
+        input_dtype=np.dtype(dtype),
+        output_details=[
+            {"name": "TFLite_Detection_PostProcess", "shape": [1, 10, 4]},
+            {"name": "TFLite_Detection_PostProcess:1", "shape": [1, 10]},
+            {"name": "TFLite_Detection_PostProcess:2", "shape": [1, 10]},
+            {"name": "TFLite_Detection_PostProcess:3", "shape": [1]},
+        ],
+    )
+
+
+def test_a_tensor_prepared_for_another_rung_of_the_same_size_is_not_fed_to_this_one() -> None:
+    """The capture thread prepares each frame for the rung current then; after a switch to a rung of the same
+    input side but another input domain (a uint8 teacher at 224 px, a float student at 224 px; float models
+    normalised differently) the frames already prepared must be made again, not fed as they are (a dtype the
+    interpreter refuses, or pixels in the wrong range)."""
+    img = np.full((48, 80, 3), 200, np.uint8)
+    frame = Frame(img, 0.0, 0, "test")
+    teacher = Detector(_pp_handle(np.uint8), {0: "person"})  # type: ignore[arg-type]
+    student = Detector(_pp_handle(np.float32), {0: "person"})  # type: ignore[arg-type]
+    other = Detector(_pp_handle(np.float32), {0: "person"}, float_range=(0.0, 1.0))  # type: ignore[arg-type]
+    prepared = teacher.prepare(frame)
+    tensor, _ = student.tensor_for(prepared)
+    assert tensor.dtype == np.float32 and np.allclose(tensor, 200 / 127.5 - 1.0)
+    tensor, _ = other.tensor_for(student.prepare(frame))
+    assert np.allclose(tensor, 200 / 255)
+    assert teacher.tensor_for(prepared)[0] is prepared.prepared.tensor  # type: ignore[union-attr]  # its own

@@ -37,6 +37,16 @@ def test_m_of_n_start_and_post_roll_end() -> None:
     assert end.peak_count == 1 and end.max_score == pytest.approx(0.8)
 
 
+def test_no_post_roll_ends_at_the_first_frame_without_a_person() -> None:
+    """recorder.post_roll_s: 0 (allowed) means no tail after the person leaves, not one event per few frames of
+    a person standing in view: the event ends at the first frame that has nobody."""
+    t = EventTracker(EventSettings(trigger_frames=3, window_frames=5, post_roll=0.0))
+    sigs = feed(t, "PPPPPPPPPP...")
+    assert [(i, type(s).__name__) for i, s in sigs] == [(2, "EventStart"), (10, "EventEnd")]
+    end = sigs[1][1]
+    assert isinstance(end, EventEnd) and end.end_ts == pytest.approx(0.9) and not end.split
+
+
 def test_sparse_hits_do_not_trigger() -> None:
     t = EventTracker(EventSettings(trigger_frames=3, window_frames=5))
     assert feed(t, "P...P...P...P...P...") == []

@@ -79,3 +79,18 @@ def test_a_key_the_model_cannot_take_is_a_model_error(cfg: EdgeVisionConfig, mod
         face_detector(cfg, str(models_dir / SSD), key="blazeface")
     with pytest.raises(ModelError, match="no face detector plugin 'yolo'"):
         face_detector(cfg, key="yolo")
+
+
+@pytest.mark.parametrize("shape", [(1, 1404), (1, 192, 192)])
+def test_a_face_model_without_an_image_input_is_a_model_error(shape: tuple[int, ...]) -> None:
+    """faces.model / faces.landmark_model naming a model whose input is not an image says so, instead of an
+    IndexError from reading a fourth dimension that is not there."""
+    from types import SimpleNamespace
+
+    from edgevision.face.mesh import LandmarkModel
+
+    handle = SimpleNamespace(model_path="m.tflite", input_shape=shape, output_details=[])
+    with pytest.raises(ModelError, match="not a BlazeFace model"):
+        BlazeFaceDetector(handle)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="not a face landmark model"):
+        LandmarkModel(handle)  # type: ignore[arg-type]

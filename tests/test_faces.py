@@ -22,6 +22,7 @@ from edgevision.face.stage import FaceStage, confirm
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.recorder.index import EventIndex
 from edgevision.results import FrameResult, Latency
+from edgevision.results.detection import BBox
 from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
@@ -249,7 +250,6 @@ def test_ssd_face_models_take_the_ssd_path(cfg: EdgeVisionConfig, models_dir: Pa
     img = read_image(IMAGES / "posenet_test_image.bmp")
     whole = det.detect(img)
     assert len(whole) >= 2 and all(f.score >= 0.5 for f in whole)  # class-0 (person) boxes, as "faces"
-    from edgevision.results.detection import BBox
 
     region = BBox(0.4, 0.0, 0.8, 1.0)  # the right-hand walker only
     inside = det.detect(img, region)
@@ -263,3 +263,42 @@ def test_ssd_face_models_take_the_ssd_path(cfg: EdgeVisionConfig, models_dir: Pa
     assert all(f.keypoints == {} for f in whole + inside)  # no keypoints invented
     refined = mesh.refine(img, inside[0])  # landmarks still run (upright crop: no eye keypoints)
     assert refined.landmarks is not None and len(refined.landmarks) == 468
+
+
+@pytest.mark.parametrize(
+    ("boxes", "iou"),
+    [
+        ([[0.4, 0.4, 0.4, 0.6], [0.1, 0.1, 0.3, 0.3]], 0.3),  # a zero-width box (the regressor's w <= 0)
+        ([[0.4, 0.4, 0.6, 0.6], [0.1, 0.1, 0.3, 0.3]], 1.0),  # faces.nms_iou: 1.0 (the config allows it)
+    ],
+)
+def test_weighted_nms_keeps_every_face_finite(boxes: list[list[float]], iou: float) -> None:
+    b = np.array(boxes, dtype=np.float32)
+    kps = np.repeat(b[:, None, :2], 6, axis=1)
+    faces = weighted_nms(b, kps, np.array([0.9, 0.8]), iou)
+    assert len(faces) == 2
+    for f in faces:
+        assert all(math.isfinite(v) for v in f.box)
+        assert all(math.isfinite(v) for kp in f.keypoints for v in kp)
+    assert [tuple(round(v, 4) for v in f.box) for f in faces] == [
+        tuple(round(float(v), 4) for v in x) for x in b
+    ]
+
+
+def test_an_ssd_face_model_on_a_region_at_the_frame_edge_finds_nothing(
+    cfg: EdgeVisionConfig, models_dir: Path
+) -> None:
+    """A person box clipped flat against the right or bottom edge (an SSD box past the frame) gives a head
+    region with nothing in the frame: no faces, not an OpenCV error on an empty crop."""
+    det = face_detector(cfg, str(models_dir / "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"))
+    img = read_image(IMAGES / "face.jpg")
+    assert det.detect(img, BBox(1.0, 0.2, 1.0, 0.6)) == []
+    assert det.detect(img, BBox(0.2, 1.0, 0.6, 1.0)) == []
+
+
+def test_face_mesh_on_a_zero_area_face_leaves_it_unrefined(cfg: EdgeVisionConfig) -> None:
+    mesh = landmark_model(cfg)
+    assert mesh is not None
+    img = read_image(IMAGES / "face.jpg")
+    face = Face(0.9, BBox(1.0, 1.0, 1.0, 1.0), {})  # clipped into the corner
+    assert mesh.refine(img, face) == face

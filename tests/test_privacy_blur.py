@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 from conftest import IMAGES, read_image
 
-from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.config import EdgeVisionConfig, FaceRegion, FacesConfig, load_config
+from edgevision.face.accept import AcceptMode, FaceRule
 from edgevision.face.factory import face_detector
 from edgevision.face.privacy import blur_region, redact
+from edgevision.face.stage import FaceStage
+from edgevision.results import FrameResult, Latency
+from edgevision.results.detection import BBox
 from edgevision.results.face import Face
+from edgevision.results.frame import Frame
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +102,34 @@ def test_the_blur_is_its_own_latency_stage_in_the_result_and_its_detections_line
     assert not np.array_equal(result.frame.image, frame)  # what was timed is the blur
     line = result_record(result)["latency_ms"]
     assert isinstance(line, dict) and list(line) == ["faces", "privacy"] and line["privacy"] > 0
+
+
+class _Crowd:
+    """A face detector that finds ``n`` faces side by side, anywhere it looks."""
+
+    key: ClassVar[str] = "crowd"
+    name = "crowd"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+        return [
+            Face(0.9 - 0.01 * i, BBox(i / self.n + 0.01, 0.1, (i + 1) / self.n - 0.01, 0.2), {})
+            for i in range(self.n)
+        ]
+
+
+def test_blurring_faces_blurs_every_face_of_a_crowd_not_the_first_max_faces() -> None:
+    """faces.max_faces caps what is reported; in privacy mode every face found must be blurred (a sixth face
+    left clear in a group of six is a leak), so the cap does not apply to the faces the privacy stage reads."""
+    cfg = FacesConfig(region=FaceRegion.FRAME)  # max_faces 5
+    stage = FaceStage(_Crowd(8), None, cfg, FaceRule(AcceptMode.PRIVACY))
+    result = FrameResult(Frame(np.zeros((120, 160, 3), np.uint8), 0.0, 0, "test"), [], Latency(), "m")
+    stage.process(result)
+    assert result.faces is not None and len(result.faces) == 8
+    strict = FaceStage(_Crowd(8), None, cfg, FaceRule(AcceptMode.PRIVACY))
+    strict.rule = FaceRule(AcceptMode.STRICT)
+    reported = FrameResult(Frame(np.zeros((120, 160, 3), np.uint8), 0.0, 0, "test"), [], Latency(), "m")
+    strict.process(reported)
+    assert reported.faces is not None and len(reported.faces) <= cfg.max_faces  # reporting keeps its cap

@@ -44,6 +44,24 @@ def test_box_carrier_extrapolates_tracks() -> None:
     assert c.predict(2.0) == []  # too old to carry
 
 
+def test_box_carrier_never_carries_a_box_off_the_frame_or_inside_out() -> None:
+    """A carried box is one a detector could have given: inside the frame, xmin <= xmax, ymin <= ymax. A person
+    leaving at the right edge is not carried as a zero-width box pinned to it (still a "person" to the events),
+    and a box that shrank between two detections is not extrapolated past zero into an inverted one."""
+    c = BoxCarrier()
+    c.update(0.0, [Detection("person", 0, 0.9, BBox(0.80, 0.1, 0.98, 0.5))])
+    c.update(0.1, [Detection("person", 0, 0.9, BBox(0.86, 0.1, 1.0, 0.5))])  # walking out, cut by the edge
+    assert c.predict(0.2) != []  # still partly in view
+    assert c.predict(0.4) == []  # its left edge past the right one: nothing to carry
+    c = BoxCarrier()
+    c.update(0.0, [Detection("person", 0, 0.9, BBox(0.40, 0.2, 0.60, 0.6))])
+    c.update(0.1, [Detection("person", 0, 0.9, BBox(0.45, 0.25, 0.55, 0.55))])  # shrank: IoU 0.375
+    for ts in (0.15, 0.2, 0.3, 0.5):
+        for d in c.predict(ts):
+            b = d.box
+            assert b.xmin <= b.xmax and b.ymin <= b.ymax and b.area > 0, (ts, b)
+
+
 @pytest.fixture(scope="module")
 def v1(models_dir: Path) -> ResolvedModel:
     return resolve_model("ssd_mobilenet_v1_coco_quant", models_dir)
@@ -422,3 +440,20 @@ def test_person_gate_with_the_visual_wake_words_model(models_dir: Path) -> None:
     assert not sched.gate_says_empty(empty)  # ... nor during an event
     active["event"] = False
     assert not sched.gate_says_empty(_frame("squat.bmp"))
+
+
+@pytest.mark.parametrize(
+    "model", ["mobilenet_v1_0.25_128_quant.tflite", "ssd_mobilenet_v1_1.0_coco_quant_detect.tflite"]
+)
+def test_a_person_gate_model_that_is_no_person_classifier_is_a_model_error(
+    models_dir: Path, model: str
+) -> None:
+    """scheduler.person_gate.model naming another classifier (1001 ImageNet classes) read its class 1 as the
+    person probability: near 0 on every frame, so the gate skipped the detector on nearly every frame and a
+    run saw nobody, silently. The gate takes a two-class (no person, person) model only."""
+    from edgevision.errors import ModelError
+    from edgevision.scheduler.runtime import PersonGate
+
+    handle = open_interpreter(models_dir / model, RuntimeOptions())
+    with pytest.raises(ModelError, match="person gate"):
+        PersonGate(handle, min_person_prob=0.05)

@@ -478,3 +478,69 @@ def test_the_pipeline_feeds_stage_times_and_writes_the_named_switch(models_dir: 
     sw = rec["switch"]
     assert isinstance(sw, dict)
     assert (sw["from"], sw["to"], sw["kind"], sw["direction"]) == (f"{V1}@300", spec.name, "width", "down")
+
+
+def test_a_long_run_keeps_a_bounded_switch_history_and_counts_every_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service runs for months; a load that comes and goes switches rungs many times a day. The scheduler
+    keeps only the recent switches (every one is in the log and the detections output), and counts them all."""
+    from edgevision.scheduler import runtime
+
+    ladder = [_rung(RungSpec(V1, "mobilenet_v1", 0.75, s), 10.0) for s in (300, 256)]
+    sched = Scheduler(ladder, ControllerSettings(budget_ms=12.0), clock=lambda: 0.0)
+
+    def flip(state: ControllerState, *args: Any, **kwargs: Any) -> tuple[ControllerState, Switch]:
+        return state, Switch(state.rung, 1 - state.rung, "test")
+
+    monkeypatch.setattr(runtime, "step", flip)
+    for _ in range(5000):
+        sched.observe(Sample(total_ms=5.0, invoke_ms=4.0))
+    assert 0 < len(sched.switches) <= 1000  # the recent ones, not all 5000
+    assert sched.switch_count == 5000
+    assert len(sched.switches) == runtime.SWITCH_HISTORY and sched.switches[-1].reason == "test"
+
+
+def test_rungs_a_saved_profile_times_are_not_timed_again_at_start_up(
+    mdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile saved by `bench models` under the run's conditions stands for the start-up timing (a service on
+    a Pi would otherwise spend seconds per rung before its first frame); only rungs it lacks are timed."""
+    profile = tmp_path / "profile.json"
+    saved = [RungProfile(f"{V1}@300", 300, 1, 40.0, 48.0, 9.0)]
+    cfg = _cfg(mdir, tmp_path, sizes=[300, 192], profile=str(profile))
+    ladder_mod.save_profile(profile, saved, ladder_mod.profile_conditions(cfg))
+    timed: list[tuple[int, int]] = []
+
+    def measure(detector: Detector, tensors: Any, invokes: int) -> tuple[float, float]:
+        timed.append(detector.input_size)
+        return 10.0, 12.0
+
+    monkeypatch.setattr(ladder_mod, "measure", measure)
+    rungs = {r.name: r for r in build_ladder(cfg, FRAMES, invokes=3)}
+    assert timed == [(192, 192)]  # the rung the profile lacks, only
+    assert rungs[f"{V1}@300"].profile == saved[0]
+
+
+def test_a_profile_save_that_fails_midway_leaves_the_saved_profile_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench models --out` on a full disk (a recorder's card) must not leave a truncated profile behind: every
+    start of the service would then stop at 'cannot read scheduler profile'."""
+    path = tmp_path / "profile.json"
+    old = [RungProfile(f"{V1}@300", 300, 1, 40.0, 48.0, 9.0)]
+    ladder_mod.save_profile(path, old, {"threads": 2})
+    real = Path.write_text
+
+    def disk_full(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        ladder_mod.save_profile(
+            path, [*old, RungProfile(f"{V1}@192", 192, 1, 20.0, 24.0, 5.0)], {"threads": 2}
+        )
+    monkeypatch.undo()
+    assert ladder_mod.load_profile(path) == {old[0].name: old[0]}
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # no temporary file left behind

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from edgevision.catalog.labels import parse_labels
+from edgevision.config import DetectorConfig
 from edgevision.detection import ssd
+from edgevision.detection.detector import Detector
 from edgevision.results.detection import BBox
 
 TF1 = [
@@ -78,7 +81,9 @@ def test_parse_postprocess_threshold_filter_max_and_order() -> None:
 
 
 def test_unknown_class_id_keeps_number_as_label() -> None:
-    dets = ssd.parse_postprocess(np.zeros((1, 1, 4)), np.array([[77.0]]), np.array([[0.9]]), 1, {}, 0.5)
+    dets = ssd.parse_postprocess(
+        np.array([[[0.1, 0.1, 0.5, 0.5]]]), np.array([[77.0]]), np.array([[0.9]]), 1, {}, 0.5
+    )
     assert dets[0].label == "77" and dets[0].class_id == 77
 
 
@@ -143,3 +148,73 @@ def test_bbox_geometry() -> None:
 )
 def test_label_formats(text: str, expected: dict[int, str]) -> None:
     assert parse_labels(text) == expected
+
+
+def _raw_handle(cls_dtype: type, scale: float, zero: int) -> SimpleNamespace:
+    """A stand-in handle of a raw SSD head: 4 anchors, background + 2 classes, anchors as an output."""
+    return SimpleNamespace(
+        model_path="raw.tflite",
+        input_shape=(1, 64, 64, 3),
+        input_dtype=np.dtype(np.uint8),
+        output_details=[
+            {"name": "box_encodings", "shape": [1, 4, 4], "quantization": (0.0, 0)},
+            {
+                "name": "class_predictions",
+                "shape": [1, 4, 3],
+                "quantization": (scale, zero),
+                "dtype": cls_dtype,
+            },
+            {"name": "anchors", "shape": [4, 4], "quantization": (0.0, 0)},
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "zero"), [(np.uint8, 0), (np.int8, -128)]
+)  # int8: TF2 full-integer export (inference_output_type=tf.int8)
+def test_raw_head_with_quantized_sigmoid_scores_is_not_taken_for_logits(dtype: type, zero: int) -> None:
+    scale = 1.0 / 256
+    handle = _raw_handle(dtype, scale, zero)
+    det = Detector(handle, {0: "person", 1: "car"}, DetectorConfig(threshold=0.5))  # type: ignore[arg-type]
+    probs = np.full((1, 4, 3), 0.1, dtype=np.float32)
+    probs[0, 2, 1] = 0.9  # one anchor sees a person at 0.9; every other score is 0.1
+    cls: np.ndarray = np.round(probs / scale + zero).astype(dtype)
+    anchors = np.array(
+        [[0.25, 0.25, 0.2, 0.2], [0.25, 0.75, 0.2, 0.2], [0.75, 0.25, 0.2, 0.2], [0.75, 0.75, 0.2, 0.2]]
+    )
+    dets = det.parse([np.zeros((1, 4, 4), np.float32), cls, anchors.astype(np.float32)])
+    assert [(d.label, round(d.score, 2)) for d in dets] == [("person", 0.9)]
+
+
+@pytest.mark.parametrize(
+    ("names", "shapes", "expected"),
+    [
+        (TF1, [[1, 1, 4], [1, 1], [1, 1], [1]], (0, 1, 2, 3)),
+        ([f"StatefulPartitionedCall:{i}" for i in range(4)], [[1, 1], [1, 1, 4], [1], [1, 1]], (1, 0, 3, 2)),
+    ],
+)
+def test_a_postprocess_model_exported_with_max_detections_1_is_recognised(
+    names: list[str], shapes: list[list[int]], expected: tuple[int, int, int, int]
+) -> None:
+    """Classes and scores of ``[1, 1]`` hold one value each, like the count: the count is the 1-D output."""
+    lay = ssd.postprocess_layout(names, shapes)
+    assert lay is not None
+    assert lay.boxes == expected[0] and lay.count == expected[3]
+    assert {lay.classes, lay.scores} == {expected[1], expected[2]}
+
+
+def test_a_box_wholly_outside_the_frame_is_no_detection() -> None:
+    """SSD boxes may overhang the frame and are clipped to it; one that lies wholly outside clips to a line on
+    the edge: nothing of it is in the picture, so it is dropped (it used to count as a person for the events,
+    and gave the face stage an empty crop); so is a degenerate one (no height)."""
+    boxes = np.array(
+        [[[0.1, 0.1, 0.5, 0.5], [0.2, 1.05, 0.6, 1.3], [1.1, 0.2, 1.4, 0.4], [0.3, 0.3, 0.3, 0.6]]]
+    )
+    dets = ssd.parse_postprocess(
+        boxes, np.zeros((1, 4)), np.array([[0.9, 0.8, 0.7, 0.6]]), 4, {0: "person"}, 0.5
+    )
+    assert [d.score for d in dets] == pytest.approx([0.9])
+    anchors = np.array([[0.5, 0.5, 0.2, 0.2], [0.5, 1.5, 0.2, 0.2]], np.float32)
+    scores = np.array([[[0.0, 0.9], [0.0, 0.8]]], np.float32)
+    raw = ssd.decode_raw(np.zeros((1, 2, 4), np.float32), scores, anchors, {0: "person"}, 0.5)
+    assert [d.score for d in raw] == pytest.approx([0.9])

@@ -44,3 +44,22 @@ def test_bad_model_bytes(make: Callable[[bytes], bytes], message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         inspect_tflite(tmp_path / "nope.tflite")
+
+
+def test_a_large_file_that_is_no_model_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """`--model clip.mp4` (a slip) must be refused from its first bytes: reading a video of gigabytes into memory
+    first would get the process killed on a Pi before it could say what is wrong."""
+    import tracemalloc
+
+    video = tmp_path / "clip.mp4"
+    with open(video, "wb") as f:
+        f.write(b"\x00\x00\x00\x20ftypisom" + b"\x00" * 100)
+        f.truncate(256 << 20)  # sparse: 256 MiB that cost no disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="no TFL3 identifier"):
+            inspect_tflite(video)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20

@@ -57,7 +57,7 @@ class System:
         s = self.scheduler
         if s is not None:
             lines.append(
-                f"scheduler: {len(s.switches)} switch(es); final rung {s.rung.name}; "
+                f"scheduler: {s.switch_count} switch(es); final rung {s.rung.name}; "
                 f"{s.gated} frame(s) skipped by the person gate"
             )
         r = self.recorder

@@ -72,6 +72,8 @@ class Detector:
         self.input_height, self.input_width = int(shape[1]), int(shape[2])
         self.input_dtype = handle.input_dtype
         self.float_range = float_range or DEFAULT_FLOAT_RANGE
+        # what a prepared tensor must have been made for, besides the size (rungs of one side differ in it)
+        self.input_domain = (self.input_dtype.str, self.float_range if self.input_dtype.kind == "f" else None)
         names = [str(d["name"]) for d in handle.output_details]
         shapes = [[int(x) for x in d["shape"]] for d in handle.output_details]
         self.pp_layout = ssd.postprocess_layout(names, shapes)
@@ -122,9 +124,9 @@ class Detector:
 
     def tensor_for(self, frame: Frame) -> tuple[np.ndarray, float]:
         """The input tensor for ``frame`` and the ms it took: the one the capture thread prepared when it was
-        made for this model's input size, else made now."""
+        made for this model's input size and domain (dtype, float range), else made now."""
         p = frame.prepared
-        if p is not None and p.size == self.input_size:
+        if p is not None and p.size == self.input_size and p.domain == self.input_domain:
             return p.tensor, p.ms
         t0 = time.perf_counter()
         tensor = self.preprocess_frame(frame)
@@ -134,7 +136,8 @@ class Detector:
         """``frame`` carrying this model's input tensor (the capture thread calls it, overlapping inference)."""
         t0 = time.perf_counter()
         tensor = self.preprocess_frame(frame)
-        return frame.with_prepared(PreparedInput(self.input_size, tensor, (time.perf_counter() - t0) * 1e3))
+        ms = (time.perf_counter() - t0) * 1e3
+        return frame.with_prepared(PreparedInput(self.input_size, tensor, ms, domain=self.input_domain))
 
     def parse(self, outputs: list[np.ndarray]) -> list[Detection]:
         """Parse raw output tensors (as returned by the interpreter) into detections."""
@@ -167,8 +170,12 @@ class Detector:
         else:
             assert self.anchors is not None
             anchors = self.anchors
+        # scores quantized onto [0, 1] are sigmoid outputs already; the range is the output type's (uint8 0..255,
+        # int8 -128..127: a TF2 full-integer export), else int8 sigmoid scores were taken for logits
         scale, zero = cls_detail.get("quantization", (0.0, 0))
-        already_sigmoid = bool(scale) and -zero * scale >= -1e-6 and (255 - zero) * scale <= 1.0 + 1e-3
+        dtype = np.dtype(cls_detail.get("dtype", outputs[rl.class_predictions].dtype))
+        lo, hi = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.kind in "iu" else (0, 255)
+        already_sigmoid = bool(scale) and (lo - zero) * scale >= -1e-6 and (hi - zero) * scale <= 1.0 + 1e-3
         return ssd.decode_raw(
             enc,
             cls,

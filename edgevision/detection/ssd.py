@@ -55,6 +55,8 @@ def postprocess_layout(names: Sequence[str], shapes: Sequence[Sequence[int]]) ->
     dims = [tuple(int(d) for d in s) for s in shapes]
     boxes = [i for i, s in enumerate(dims) if len(s) == 3 and s[-1] == 4]
     count = [i for i, s in enumerate(dims) if int(np.prod(s)) == 1]
+    if len(count) > 1:  # max_detections 1: classes and scores [1, 1] hold one value too; the count is 1-D
+        count = [i for i in count if len(dims[i]) <= 1]
     pair = [i for i, s in enumerate(dims) if (len(s) == 2 and s[-1] > 1) or (len(s) == 2 and i not in count)]
     pair = [i for i in pair if i not in boxes and i not in count]
     if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:
@@ -126,7 +128,8 @@ def parse_postprocess(
 
     ``boxes`` is ``[1, N, 4]`` or ``[N, 4]`` in (ymin, xmin, ymax, xmax); ``classes``/``scores`` are ``[1, N]``
     or ``[N]``; ``count`` is the valid-entry count. Detections below ``threshold`` or outside
-    ``class_filter`` (0-based ids) are dropped; at most ``max_detections`` are returned.
+    ``class_filter`` (0-based ids) are dropped, and so are boxes with no area inside the frame; at most
+    ``max_detections`` are returned.
     """
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     c = np.asarray(classes).reshape(-1)
@@ -142,7 +145,10 @@ def parse_postprocess(
         cid = round(float(c[i]))
         if allowed is not None and cid not in allowed:
             continue
-        out.append(Detection(labels.get(cid, str(cid)), cid, score, BBox.from_yxyx(*b[i].tolist())))
+        box = BBox.from_yxyx(*b[i].tolist())
+        if box.area <= 0.0:  # wholly outside the frame (clipped to a line on its edge), or degenerate
+            continue
+        out.append(Detection(labels.get(cid, str(cid)), cid, score, box))
     out.sort(key=lambda d: -d.score)
     return out[:max_detections] if max_detections is not None else out
 
@@ -231,6 +237,12 @@ def decode_raw(
     boxes = decode_boxes(
         np.asarray(encodings).reshape(-1, 4)[cand], np.asarray(anchors).reshape(-1, 4)[cand], scales
     )
+    # a box with nothing inside the frame is no detection (and must not take a place in the NMS output)
+    inside = np.nonzero(
+        (np.clip(boxes[:, 2], 0, 1) > np.clip(boxes[:, 0], 0, 1))
+        & (np.clip(boxes[:, 3], 0, 1) > np.clip(boxes[:, 1], 0, 1))
+    )[0]
+    cand, boxes = cand[inside], boxes[inside]
     keep = nms(boxes, best_score[cand], iou_threshold, max_detections)
     return [
         Detection(

@@ -129,7 +129,7 @@ class EventTracker:
         if self.active:
             if found:
                 self.last_seen = ts
-            if ts - self.last_seen >= s.post_roll:
+            if not found and ts - self.last_seen >= s.post_roll:  # a person frame never ends it (post_roll 0)
                 out.append(self._end(self.last_seen + s.post_roll, split=False))
             elif ts - self.start_ts >= s.max_length:
                 out.append(self._end(ts, split=True))

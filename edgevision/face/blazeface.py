@@ -95,7 +95,9 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
         if not remaining[i]:
             continue
         members = np.nonzero(remaining)[0]
-        overlap = members[iou_matrix(boxes[i], boxes[members]) > iou]  # IoU is the same in xyxy or yxyx
+        # IoU is the same in xyxy or yxyx. The face itself always belongs to its cluster: a zero-area box has
+        # IoU 0 with itself, and at nms_iou 1.0 no IoU exceeds it (an empty cluster averaged to a NaN face)
+        overlap = members[(iou_matrix(boxes[i], boxes[members]) > iou) | (members == i)]
         remaining[overlap] = False
         weights = scores[overlap][:, None]
         box = (boxes[overlap] * weights).sum(0) / weights.sum()

@@ -25,7 +25,7 @@ class LandmarkModel:
     def __init__(self, handle: InterpreterHandle) -> None:
         self.handle = handle
         shape = handle.input_shape
-        if shape[1] != shape[2] or shape[3] != 3:
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
             raise ModelError(f"{handle.model_path}: not a face landmark model (input {list(shape)})")
         self.size = int(shape[1])
         sizes = [int(np.prod(d["shape"])) for d in handle.output_details]
@@ -38,8 +38,11 @@ class LandmarkModel:
             ) from None
 
     def refine(self, frame_bgr: np.ndarray, face: Face) -> Face:
-        """``face`` with landmarks (frame-normalized), presence and head pose."""
+        """``face`` with landmarks (frame-normalized), presence and head pose; a face with no extent in the
+        frame (its box clipped to a point) has nothing to crop and comes back as it was."""
         h, w = frame_bgr.shape[:2]
+        if face.box.width * w < 1.0 and face.box.height * h < 1.0:
+            return face
         box = (face.box.xmin * w, face.box.ymin * h, face.box.xmax * w, face.box.ymax * h)
         kp = face.keypoints
         if "right_eye" in kp and "left_eye" in kp:

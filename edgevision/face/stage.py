@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from edgevision.config import FacesConfig
-from edgevision.face.accept import FaceRule
+from edgevision.face.accept import AcceptMode, FaceRule
 from edgevision.face.detector import FaceDetector
 from edgevision.face.mesh import LandmarkModel
 from edgevision.results import FrameResult
@@ -54,9 +54,10 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
 class FaceStage:
     """Adds ``result.faces`` (and ``latency.faces``); runs every ``every_n_frames`` frames.
 
-    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces``, refined by
-    ``landmarks`` and judged by ``rule`` (:mod:`edgevision.face.accept`); in privacy mode the rule keeps every
-    candidate, so what is blurred is what is reported. ``frame_detector`` (a full-range model) additionally
+    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces`` (in privacy
+    mode the rest are kept unrefined: every face found is blurred), refined by ``landmarks`` and judged by ``rule``
+    (:mod:`edgevision.face.accept`); in privacy mode the rule keeps every candidate, so what is blurred is what
+    is reported. ``frame_detector`` (a full-range model) additionally
     scans the whole frame, which privacy mode uses so that a face on a missed person is still found.
     """
 
@@ -85,7 +86,13 @@ class FaceStage:
                 faces += self.detector.detect(image, head_region(p.box, self.config.upper_fraction))
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)
-        return confirm(image, dedupe(faces)[: self.config.max_faces], self.landmarks, self.rule)
+        faces = dedupe(faces)
+        cap = self.config.max_faces
+        found = confirm(image, faces[:cap], self.landmarks, self.rule)
+        if self.rule.mode is AcceptMode.PRIVACY:  # every face found is blurred, not the first few (the rest
+            h, w = image.shape[:2]  # unrefined: Face Mesh on a crowd's every face would cost a frame's time)
+            found += self.rule.accept(faces[cap:], w, h)
+        return found
 
     def process(self, result: FrameResult) -> None:
         if result.frame.index % self.config.every_n_frames:

@@ -156,7 +156,10 @@ def inspect_tflite(path: Path) -> TFLiteInfo:
         raise ModelError(f"{path}: {exc}") from None
     try:
         with os.fdopen(fd, "rb") as f:
-            buf = f.read()
+            head = f.read(256)
+            if len(head) >= 16 and head[4:8] != b"TFL3":  # not a model: say so before reading it all
+                return inspect_tflite_bytes(head, str(path))
+            buf = head + f.read()
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file: {exc.strerror}") from None
     return inspect_tflite_bytes(buf, str(path))

@@ -18,6 +18,8 @@ class PreparedInput:
     future of ``(detections, latency)``, set by the capture thread before the hand-off, awaited by the loop.
     ``started_at`` (monotonic s) is then when the frame's own work began: its submission less ``ms``, so a
     replay's latency counts the preprocessing and the inference in flight, not the wait for a free worker.
+    ``domain`` is the input domain besides the size (dtype, float range) it was made in: a detector of the same
+    size but another domain makes its own tensor.
     """
 
     size: tuple[int, int]
@@ -25,6 +27,7 @@ class PreparedInput:
     ms: float
     pending: Future[Any] | None = None
     started_at: float | None = None
+    domain: object = None
 
 
 class DecodedImage(Protocol):

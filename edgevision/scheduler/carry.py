@@ -53,6 +53,8 @@ class BoxCarrier:
         self.tracks = new
 
     def predict(self, ts: float) -> list[Detection]:
+        """The tracks' detections moved to ``ts``. A box that shrank between its detections is not extrapolated
+        past zero size (it stays where it was last seen); one that has moved out of the frame is not carried."""
         out = []
         for t in self.tracks:
             dt = ts - t.ts
@@ -60,12 +62,15 @@ class BoxCarrier:
                 continue
             b = t.det.box
             v = t.vel
+            x1, y1, x2, y2 = b.xmin + v[0] * dt, b.ymin + v[1] * dt, b.xmax + v[2] * dt, b.ymax + v[3] * dt
+            if x1 >= x2 or y1 >= y2:  # collapsed or inside out: the velocity no longer describes the box
+                x1, y1, x2, y2 = b.xmin, b.ymin, b.xmax, b.ymax
 
             def c(x: float) -> float:
                 return min(1.0, max(0.0, x))
 
-            box = BBox(
-                c(b.xmin + v[0] * dt), c(b.ymin + v[1] * dt), c(b.xmax + v[2] * dt), c(b.ymax + v[3] * dt)
-            )
+            box = BBox(c(x1), c(y1), c(x2), c(y2))
+            if box.area <= 0.0:  # left the frame
+                continue
             out.append(Detection(t.det.label, t.det.class_id, t.det.score, box))
         return out

@@ -27,6 +27,7 @@ from edgevision.config import DetectorConfig, EdgeVisionConfig, SchedulerConfig
 from edgevision.detection.detector import Detector
 from edgevision.detection.factory import runtime_options
 from edgevision.errors import ConfigError, ModelError
+from edgevision.fsutil import install_atomically, unlink_quietly
 from edgevision.inference.backends import RuntimeOptions, open_interpreter
 from edgevision.paths import models_dir
 from edgevision.scheduler.derive import ensure_derived
@@ -202,8 +203,15 @@ def profile_conditions(cfg: EdgeVisionConfig) -> dict[str, Any]:
 
 
 def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]) -> None:
+    """Write a profile atomically: a write that fails (a full disk) leaves the previous profile whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**extra, "rungs": [asdict(r) for r in rungs]}, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({**extra, "rungs": [asdict(r) for r in rungs]}, indent=2) + "\n")
+        install_atomically(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
 
 
 @dataclass(frozen=True)
@@ -333,8 +341,8 @@ def build_ladder(
     invokes: int = 15,
     on_rung: Callable[[str], None] | None = None,
 ) -> list[Rung]:
-    """Plan the rungs, load each (within the memory budget), profile it (or take the saved profile), add the
-    cadence rungs, order by quality.
+    """Plan the rungs, load each (within the memory budget), profile it (or take the saved profile, without
+    timing it again), add the cadence rungs, order by quality.
 
     ``on_rung(name)`` is called after each rung is loaded and timed (a progress bar's hook)."""
     sc = cfg.scheduler
@@ -353,8 +361,9 @@ def build_ladder(
         det = load_rung(item, opts, cfg.detector)
         if det is None:
             continue
-        measured = profile_rung(det, spec, sample_frames, invokes, before)
-        rungs.append(Rung(det, saved.get(spec.name) or measured, spec))
+        # a saved profile (timed under this run's conditions) stands for the start-up timing
+        prof = saved.get(spec.name) or profile_rung(det, spec, sample_frames, invokes, before)
+        rungs.append(Rung(det, prof, spec))
         if on_rung is not None:
             on_rung(spec.name)
     if not rungs:

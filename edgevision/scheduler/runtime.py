@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from edgevision.detection.detector import Detector, frame_rgb
+from edgevision.errors import ModelError
 from edgevision.inference.backends import InterpreterHandle
 from edgevision.inference.quant import quantize_input
 from edgevision.results.detection import Detection
@@ -33,14 +35,24 @@ __all__ = ["PersonGate", "Sample", "Scheduler", "initial_rung"]
 
 log = logging.getLogger(__name__)
 
+SWITCH_HISTORY = 100  # recent switches kept (every one is logged and written to the detections output)
+
 
 class PersonGate:
     """The Visual Wake Words MobileNet (alpha 0.25, 96x96) as a cheap "is anybody there?" check."""
 
     def __init__(self, handle: InterpreterHandle, min_person_prob: float) -> None:
+        """Bind the gate to a loaded two-class (no person, person) image classifier; another model (an ImageNet
+        classifier, a detector) is a :class:`ModelError`: its second output value is no person probability."""
         self.handle = handle
         self.threshold = min_person_prob
         shape = handle.input_shape
+        outputs = [int(np.prod(d["shape"])) for d in handle.output_details]
+        if len(shape) != 4 or shape[3] != 3 or outputs[:1] != [2]:
+            raise ModelError(
+                f"{handle.model_path}: not a person gate model (input {list(shape)}, outputs {outputs}): it "
+                "needs an image input and a two-class (no person, person) output, like vww_mobilenet_v1_0.25_96"
+            )
         self.size = (int(shape[2]), int(shape[1]))
 
     def person_prob(self, frame: Frame) -> float:
@@ -74,7 +86,10 @@ class Scheduler:
         self.person_label = person_label
         self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
         self.state = start_state(self.costs, settings, clock())
-        self.switches: list[Switch] = []
+        self.switches: deque[Switch] = deque(
+            maxlen=SWITCH_HISTORY
+        )  # the recent ones: a service runs for months
+        self.switch_count = 0  # every switch of the run
         self.carrier = BoxCarrier()
         self._n = 0
         self._last_had_person = False
@@ -155,6 +170,7 @@ class Scheduler:
         )
         if sw is not None:
             self.switches.append(sw)
+            self.switch_count += 1
             self._n = 0
             rec = self.switch_record(sw)
             # a step down is quality given up under load (a warning); a step up is the scheduler at work

@@ -70,9 +70,10 @@ class BlazeFaceDetector:
         config = config or BlazeFaceConfig()
         self.handle = handle
         self.name = name
-        size = handle.input_shape[1]
+        shape = handle.input_shape
+        size = shape[1] if len(shape) == 4 else 0
         specs = {SHORT_RANGE.input_size: SHORT_RANGE, FULL_RANGE.input_size: FULL_RANGE}
-        if size not in specs or handle.input_shape[3] != 3:
+        if size not in specs or shape[3] != 3:
             raise ModelError(f"{handle.model_path}: not a BlazeFace model (input {list(handle.input_shape)})")
         self.spec: BlazeFaceSpec = dataclasses.replace(specs[size], nms_iou=config.nms_iou)
         self.anchors = blazeface_anchors(self.spec)

@@ -51,6 +51,8 @@ class SsdFaceDetector:
         if region is not None:
             x0, y0 = int(region.xmin * w), int(region.ymin * h)
             x1, y1 = max(x0 + 1, int(np.ceil(region.xmax * w))), max(y0 + 1, int(np.ceil(region.ymax * h)))
+            if x0 >= w or y0 >= h:  # a region clipped flat against the right or bottom edge: nothing to see
+                return []
         dets, _ = self.detector.detect(frame_bgr[y0:y1, x0:x1])
         cw, ch = x1 - x0, y1 - y0
         return [

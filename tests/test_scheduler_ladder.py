@@ -516,9 +516,18 @@ def test_rungs_a_saved_profile_times_are_not_timed_again_at_start_up(
         timed.append(detector.input_size)
         return 10.0, 12.0
 
+    warmed: list[tuple[int, int]] = []
+    real_warm_up = ladder_mod.warm_up
+
+    def warm_up(detector: Detector, frames: Any) -> None:
+        warmed.append(detector.input_size)
+        real_warm_up(detector, frames)
+
     monkeypatch.setattr(ladder_mod, "measure", measure)
+    monkeypatch.setattr(ladder_mod, "warm_up", warm_up)
     rungs = {r.name: r for r in build_ladder(cfg, FRAMES, invokes=3)}
     assert timed == [(192, 192)]  # the rung the profile lacks, only
+    assert warmed == [(300, 300)]  # the other is still invoked once (its buffers and packed weights made now)
     assert rungs[f"{V1}@300"].profile == saved[0]
 
 

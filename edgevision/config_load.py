@@ -49,10 +49,11 @@ Path_ = tuple[Any, ...]
 
 
 class _Refused(yaml.YAMLError):
-    def __init__(self, mark: Any, message: str) -> None:
+    def __init__(self, mark: Any, message: str, path: Path_ | None = None) -> None:
         super().__init__(message)
         self.mark = mark
         self.message = message
+        self.path = path
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -62,6 +63,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._nodes = 0
+        self.paths: dict[int, Path_] = {}  # id(node) -> key path, filled by _walk for messages
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()
@@ -79,6 +81,18 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors raise ValueError, not a YAMLError, for a date such as 2001-13-45, an
+        # integer of more than 4300 digits or ``!!float 1e``.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            kind = node.tag.rsplit(":", 1)[-1]
+            reason = str(exc).split(";")[0]  # not "use sys.set_int_max_str_digits()"
+            raise _Refused(
+                node.start_mark, f"not a valid {kind}: {reason}", self.paths.get(id(node))
+            ) from None
 
 
 @dataclass
@@ -108,9 +122,13 @@ def _expand(value: str, where: str) -> str:
     return _ENV.sub(sub, value)
 
 
-def _walk(node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int]) -> None:
-    """Record lines, refuse duplicate and non-scalar keys, expand ``${ENV}`` (depth is bounded by the loader)."""
+def _walk(
+    node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int], paths: dict[int, Path_]
+) -> None:
+    """Record lines (and each node's key path), refuse duplicate and non-scalar keys, expand ``${ENV}`` (depth
+    is bounded by the loader)."""
     lines.setdefault(path, node.start_mark.line + 1)
+    paths[id(node)] = path
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
@@ -124,10 +142,10 @@ def _walk(node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int]) ->
                 )
             seen[key.value] = line
             lines[child] = line
-            _walk(value, child, origin, lines)
+            _walk(value, child, origin, lines, paths)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), origin, lines)
+            _walk(item, (*path, i), origin, lines, paths)
     elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and "$" in node.value:
         node.value = _expand(node.value, f"{origin}:{node.start_mark.line + 1} {_dotted(path)}")
 
@@ -139,12 +157,14 @@ def parse_yaml(text: str, origin: str) -> RawConfig:
         node = loader.get_single_node()
         lines: dict[Path_, int] = {}
         if node is not None:
-            _walk(node, (), origin, lines)
+            _walk(node, (), origin, lines, loader.paths)
             data = loader.construct_document(node)
         else:
             data = None
     except _Refused as exc:
         where = f"{origin}:{exc.mark.line + 1}" if exc.mark else origin
+        if exc.path is not None:
+            where += f" {_dotted(exc.path)}"
         raise ConfigError(f"{where}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

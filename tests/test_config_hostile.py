@@ -413,3 +413,20 @@ def test_service_install_refuses_a_model_name_not_in_the_catalog(env: dict[str, 
     r = run_limited(["service", "install", "--root", str(root), "--dry-run", "--config", str(bad)], env)
     assert r.returncode == 78 and f"{bad}:2 detector.model: unknown model" in r.stderr
     assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("web:\n  port: " + "9" * 5000 + "\n", "x.yaml:2 web.port: "),  # int() refuses > 4300 digits
+        ("mqtt: {}\nrecorder:\n  pre_roll_s: 2001-13-45\n", "x.yaml:3 recorder.pre_roll_s: "),  # a bad date
+        ("web:\n  port: !!float 1e\n", "x.yaml:2 web.port: "),
+        ("web:\n  port: !!int x\n", "x.yaml:2 web.port: "),
+    ],
+)
+def test_a_scalar_yaml_cannot_construct_is_a_config_error(text: str, message: str) -> None:
+    """PyYAML's constructors raise ValueError, not a YAMLError, for these: it used to escape as a traceback
+    (exit 1, so systemd kept restarting the service) instead of exit 78 with file:line key."""
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text, "x.yaml")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)

@@ -21,3 +21,14 @@ def test_an_event_still_recording_has_no_length_yet(env: dict[str, str], tmp_pat
     rows = {line.split()[-2]: line for line in r.stdout.splitlines()[1:]}
     assert "   4.5s" in rows["finalized"]
     assert "0.0s" not in rows["recording"] and "      -" in rows["recording"]
+
+
+def test_an_id_beyond_what_the_index_can_hold_is_no_such_event(env: dict[str, str], tmp_path: Path) -> None:
+    """SQLite integers end at 2**63 - 1: a bigger id used to raise OverflowError (a traceback, exit 1)."""
+    data = tmp_path / "data"
+    EventIndex(data).close()
+    for command in (["show"], ["export"]):
+        args = ["events", *command, str(2**64), *(["out"] if command == ["export"] else [])]
+        r = run_cli([*args, "--data-dir", str(data)], env, cwd=tmp_path)
+        assert r.returncode == 66 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip() == f"edgevision: error: no event {2**64}"

@@ -60,10 +60,10 @@ def parse_since(text: str, now: float | None = None) -> float:
     if iso.endswith(("Z", "z")):  # UTC as RFC 3339 writes it; Python 3.10's fromisoformat knows only "+00:00"
         iso = iso[:-1] + "+00:00"
     try:
-        dt = datetime.fromisoformat(iso)
-    except ValueError:
+        # timestamp() of a local time near year 1 or 9999 has no epoch value: ValueError / OverflowError
+        return datetime.fromisoformat(iso).timestamp()
+    except (ValueError, OverflowError, OSError):
         raise UsageError(f"--since {text}: use e.g. 30m, 2h, 3d or 2026-11-22T08:00") from None
-    return dt.timestamp()
 
 
 def _open(args: argparse.Namespace) -> tuple[EventIndex, Path]:
@@ -83,7 +83,8 @@ def _when(ts: float | None) -> str:
 
 
 def _get(index: EventIndex, event_id: int) -> EventRow:
-    row = index.get(event_id)
+    # an id SQLite cannot hold (beyond 64 bits) is no event either, not an OverflowError
+    row = index.get(event_id) if -(2**63) <= event_id < 2**63 else None
     if row is None:
         raise InputError(f"no event {event_id}")
     return row

@@ -418,3 +418,22 @@ def test_events_limit_is_honoured_at_zero_and_refused_below(site: Site) -> None:
     assert json.loads(get(web, "/api/events?limit=0")[2]) == []
     assert len(json.loads(get(web, "/api/events?limit=1")[2])) == 1
     assert get(web, "/api/events?limit=-1")[0] == 400
+
+
+def test_a_clip_deleted_while_it_is_being_served_is_a_404(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention may delete a clip between the server's check and its open: the client used to get no answer at
+    all (the connection dropped, a FileNotFoundError traceback in the service log)."""
+    web, _, _ = site
+    is_file = Path.is_file
+
+    def then_pruned(self: Path) -> bool:
+        found = is_file(self)
+        if self.name == "1.mp4":
+            self.unlink(missing_ok=True)  # retention, just after the check
+        return found
+
+    monkeypatch.setattr(Path, "is_file", then_pruned)
+    status, _, body = get(web, "/events/1/clip.mp4")
+    assert status == 404 and b"no clip.mp4" in body

@@ -19,6 +19,7 @@ import contextlib
 import html
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -26,7 +27,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import WebConfig, is_loopback
@@ -426,10 +427,15 @@ class _Handler(BaseHTTPRequestHandler):
         path = (root / rel).resolve()
         if root not in path.parents or not path.is_file():  # the index is ours, but check anyway
             return self._error(404, f"event {event_id} has no {name}")
-        self._file(path, "video/mp4" if name.endswith(".mp4") else "image/jpeg")
+        try:  # opened before any header goes out: retention may have deleted it since the check
+            fh = open(path, "rb")  # noqa: SIM115 - closed by _file
+        except OSError:
+            return self._error(404, f"event {event_id} has no {name}")
+        with fh:
+            self._file(fh, "video/mp4" if name.endswith(".mp4") else "image/jpeg")
 
-    def _file(self, path: Path, ctype: str) -> None:
-        size = path.stat().st_size
+    def _file(self, fh: BinaryIO, ctype: str) -> None:
+        size = os.fstat(fh.fileno()).st_size
         start, end = 0, size - 1
         m = re.match(r"bytes=(\d*)-(\d*)$", self.headers.get("Range", ""))
         partial = bool(m and (m.group(1) or m.group(2)))
@@ -454,15 +460,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            left = end - start + 1
-            while left > 0:
-                block = fh.read(min(CHUNK, left))
-                if not block:
-                    break
-                self.wfile.write(block)
-                left -= len(block)
+        fh.seek(start)
+        left = end - start + 1
+        while left > 0:
+            block = fh.read(min(CHUNK, left))
+            if not block:
+                break
+            self.wfile.write(block)
+            left -= len(block)
 
     def _stream(self) -> None:
         self.send_response(200)

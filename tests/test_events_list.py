@@ -32,3 +32,12 @@ def test_an_id_beyond_what_the_index_can_hold_is_no_such_event(env: dict[str, st
         r = run_cli([*args, "--data-dir", str(data)], env, cwd=tmp_path)
         assert r.returncode == 66 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip() == f"edgevision: error: no event {2**64}"
+
+
+def test_prune_dry_run_writes_nothing_where_nothing_was_recorded(env: dict[str, str], tmp_path: Path) -> None:
+    """``prune --dry-run`` only reads (README): on a mistyped --data-dir it used to create the directory and an
+    empty events.db and report 0 events, as if all were well."""
+    typo = tmp_path / "recordings-typo"
+    r = run_cli(["events", "prune", "--dry-run", "--data-dir", str(typo)], env)
+    assert r.returncode == 66 and "no event index here" in r.stderr, r.stderr
+    assert not typo.exists()

@@ -166,7 +166,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Recover and apply retention, owning the data directory: refused (exit 75, naming the pid) while
     ``edgevision run --record`` records into it. ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
-    from edgevision.paths import data_dir
+    from edgevision.paths import data_dir, events_index
     from edgevision.recorder.factory import retention_policy
     from edgevision.recorder.index import EventIndex
     from edgevision.recorder.lock import DataDirLock
@@ -176,6 +176,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = args.data_dir or data_dir(cfg)
     if args.dry_run:
+        if not events_index(root).exists():  # only reads: EventIndex would create the directory and the db
+            raise InputError(f"{root}: no event index here (nothing recorded yet?)")
         plan = apply_retention(
             EventIndex(root), root, time.time(), free_space(root), retention_policy(cfg), True
         )

@@ -101,7 +101,7 @@ class SourceConfig(_Strict):
     """The frame source: a V4L2/USB camera, the Pi camera, a video file or a network stream."""
 
     kind: SourceKind = SourceKind.CAMERA
-    camera: int = Field(0, ge=0)
+    camera: int = Field(0, ge=0, le=255)  # /dev/videoN: V4L2 has 256 nodes; OpenCV takes a C int
     path: Path | None = None
     url: str | None = None
     width: int | None = Field(None, ge=16, le=8192)

@@ -244,7 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         header = self.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            return self._check_token(header[7:].strip())
+            # http.server reads header bytes as Latin-1; clients send a non-ASCII token as UTF-8
+            given = header[7:].strip().encode("latin-1", "replace").decode("utf-8", "replace")
+            return self._check_token(given)
         with srv.auth_lock:
             return srv.sessions.valid(self._session_id())
 

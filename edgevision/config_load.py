@@ -9,6 +9,7 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
   (``*name``: an alias bomb expands a few hundred bytes into gigabytes), nesting deeper than
   :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes;
 * a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins";
+* a string value holding a NUL character (``"\\0"``) is an error (as a path it would crash the run);
 * ``${NAME}`` in a string value is replaced by the environment variable ``NAME`` (``$${`` is a literal
   ``${``); an unset variable is an error with ``file:line``;
 * secret ``*_file`` keys (:data:`SECRET_FILE_KEYS`, e.g. ``mqtt.password_file``) are replaced by the content
@@ -146,8 +147,12 @@ def _walk(
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _walk(item, (*path, i), origin, lines, paths)
-    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and "$" in node.value:
-        node.value = _expand(node.value, f"{origin}:{node.start_mark.line + 1} {_dotted(path)}")
+    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
+        where = f"{origin}:{node.start_mark.line + 1} {_dotted(path)}"
+        if "\0" in node.value:  # "\0" in a double-quoted string: every path, host or name breaks on it later
+            raise ConfigError(f"{where}: contains a NUL character (\\0)")
+        if "$" in node.value:
+            node.value = _expand(node.value, where)
 
 
 def parse_yaml(text: str, origin: str) -> RawConfig:

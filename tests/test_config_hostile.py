@@ -430,3 +430,22 @@ def test_a_scalar_yaml_cannot_construct_is_a_config_error(text: str, message: st
     with pytest.raises(ConfigError) as info:
         parse_yaml(text, "x.yaml")
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('detector:\n  model: "x/\\0.tflite"\n', "x.yaml:2 detector.model: "),
+        ('recorder:\n  enabled: true\n  data_dir: "/tmp/\\0x"\n', "x.yaml:3 recorder.data_dir: "),
+        ('source:\n  kind: video\n  path: "clip\\0.mp4"\n', "x.yaml:3 source.path: "),
+        ('scheduler:\n  models: [ssd_mobilenet_v1_coco_quant, "b/\\0"]\n', "x.yaml:2 scheduler.models.1: "),
+    ],
+)
+def test_a_nul_character_in_a_value_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    """A double-quoted YAML string may hold \\0; as a path it used to crash config check and run with
+    'ValueError: embedded null byte' (a traceback, exit 1) or pass the check and fail when the file was opened."""
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(path))
+    assert str(info.value).startswith(str(tmp_path / message)) and "NUL" in str(info.value)

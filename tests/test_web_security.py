@@ -579,3 +579,16 @@ def test_a_non_ascii_token_works_as_a_bearer_header() -> None:
                 assert s.recv(64).split(b" ")[1] == expected, given
     finally:
         web.close()
+
+
+def test_streams_closed_before_the_first_frame_free_their_connections(server: WebServer) -> None:
+    """While the source is still absent (no frame yet) a stream thread only waited and never wrote, so it never
+    noticed its client had gone: a page reloaded MAX_PER_CLIENT times while the camera was unplugged locked that
+    browser out (every request 503) until a first frame came."""
+    head = f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    for _ in range(MAX_PER_CLIENT):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(head)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")  # the stream started; the client leaves
+    time.sleep(6.5)  # past the stream's wait for a frame (5 s)
+    assert req(server, "GET", "/api/events", {"Authorization": f"Bearer {TOKEN}"})[0] == 200

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -470,6 +471,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(block)
             left -= len(block)
 
+    def _client_left(self) -> bool:
+        """Whether the client closed its end (a stream's client sends nothing more, so readable means EOF)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
@@ -483,7 +492,9 @@ class _Handler(BaseHTTPRequestHandler):
         live = self.server_ref.live
         while not live.closed:
             seq, jpeg = live.wait(seq, 5.0)
-            if jpeg is None:
+            if jpeg is None:  # no frame yet (source absent): nothing written, so look whether the client left
+                if self._client_left():
+                    return
                 continue
             self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
             self.wfile.write(jpeg)

@@ -463,3 +463,18 @@ def test_the_events_api_reads_only_the_rows_it_returns(site: Site, monkeypatch: 
     rows = json.loads(body)
     assert status == 200 and [r["id"] for r in rows] == [297, 298, 299, 300, 301]  # the newest, oldest first
     assert len(built) == 5
+
+
+def test_a_damaged_event_index_is_a_503_not_a_dropped_connection(tmp_path: Path) -> None:
+    """An events.db SQLite cannot read (damaged, or locked past its timeout) used to drop the connection with no
+    answer at all (the page's event list just failed; a traceback per poll in the service log)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.db").write_bytes(b"not a database" * 400)
+    web = WebServer(WebConfig(port=0), LiveView(fps=5), None, data)
+    try:
+        for path in ("/api/events", "/events/1/clip.mp4"):
+            status, _, body = get(web, path, None)
+            assert status == 503 and b"event index" in body, (path, body)
+    finally:
+        web.close()

@@ -23,6 +23,7 @@ import os
 import re
 import select
 import socket
+import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -336,6 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
             if m:
                 return self._event_file(int(m.group(1)), m.group(2))
             return self._error(404, "not found")
+        except sqlite3.Error as exc:  # events.db damaged, or locked past its timeout: say so, keep serving
+            log.warning("web: event index: %s", exc)
+            return self._error(503, f"event index unavailable: {exc}")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shutil
+import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +21,23 @@ if TYPE_CHECKING:  # the recorder's modules load when a command runs, not for --
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _readable_index(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``func`` with an events.db SQLite cannot read (damaged, locked too long) reported in one line, exit 66."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except sqlite3.DatabaseError as exc:
+            from edgevision.config import load_config
+            from edgevision.paths import data_dir, events_index
+
+            root = args.data_dir or data_dir(load_config(args.config))
+            raise InputError(f"{events_index(root)}: cannot read the event index: {exc}") from None
+
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,22 +52,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("--since", help="e.g. 2h, 3d, or an ISO date/time")
     q.add_argument("--json", action="store_true", help="one JSON list on stdout")
-    q.set_defaults(func=cmd_list)
+    q.set_defaults(func=_readable_index(cmd_list))
     q = esub.add_parser("show", help="one event in full")
     common(q)
     q.add_argument("id", type=int)
     q.add_argument("--json", action="store_true", help="the index row as one JSON object on stdout")
-    q.set_defaults(func=cmd_show)
+    q.set_defaults(func=_readable_index(cmd_show))
     q = esub.add_parser("export", help="copy an event's clip, snapshot and metadata into DEST")
     common(q)
     q.add_argument("id", type=int)
     q.add_argument("dest", type=Path)
     q.add_argument("--force", action="store_true", help="overwrite files of an earlier export of this event")
-    q.set_defaults(func=cmd_export)
+    q.set_defaults(func=_readable_index(cmd_export))
     q = esub.add_parser("prune", help="apply retention now (and recover anything a crash left open)")
     common(q)
     q.add_argument("--dry-run", action="store_true")
-    q.set_defaults(func=cmd_prune)
+    q.set_defaults(func=_readable_index(cmd_prune))
 
 
 def parse_since(text: str, now: float | None = None) -> float:

@@ -52,3 +52,18 @@ def test_a_damaged_index_is_one_line_and_exit_66(env: dict[str, str], tmp_path: 
         r = run_cli(["events", *command, "--data-dir", str(data)], env)
         assert r.returncode == 66 and "Traceback" not in r.stderr, (command, r.stderr)
         assert r.stderr.strip().endswith("events.db: cannot read the event index: file is not a database")
+
+
+def test_export_into_a_destination_that_cannot_be_written_is_exit_2(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """README: an output path that cannot be written is refused with exit 2; events export crashed with a
+    NotADirectoryError traceback (exit 1) instead."""
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    index.create("cam", "person", 1.0, 10, status="finalized")
+    index.close()
+    (tmp_path / "afile").write_text("x")
+    r = run_cli(["events", "export", "1", str(tmp_path / "afile" / "out"), "--data-dir", str(data)], env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "afile is a file, not a directory" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgevision.errors import InputError, UsageError
+from edgevision.writable import check_output_dir
 
 if TYPE_CHECKING:  # the recorder's modules load when a command runs, not for --help
     from edgevision.recorder.index import EventIndex, EventRow
@@ -170,12 +171,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{existing[0]}: already exists (event {row.id} was exported here before); use --force"
         )
+    check_output_dir("DEST", dest)  # its parent a file, not writable: exit 2 in one line, nothing copied
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    for source, target in files:
-        shutil.copy2(source, target)
-        copied.append(target)
-    meta.write_text(json.dumps(row.to_dict(), indent=2) + "\n")
+    try:
+        for source, target in files:
+            shutil.copy2(source, target)
+            copied.append(target)
+        meta.write_text(json.dumps(row.to_dict(), indent=2) + "\n")
+    except OSError as exc:  # e.g. the disk filled up on the way
+        raise UsageError(f"DEST {dest}: cannot write: {exc.strerror or exc}") from None
     copied.append(meta)
     for path in copied:
         print(path)

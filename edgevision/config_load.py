@@ -7,7 +7,8 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
   ``open(O_NONBLOCK)`` + ``fstat``, which never blocks), and never more than :data:`MAX_BYTES` + 1 bytes;
 * YAML is composed by :class:`_BoundedLoader`, a ``SafeLoader`` whose ``compose_node`` refuses aliases
   (``*name``: an alias bomb expands a few hundred bytes into gigabytes), nesting deeper than
-  :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes;
+  :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes, and builds no number
+  longer than :data:`MAX_NUMBER_CHARS` (YAML 1.1's base 60, ``1:59:59``, costs time quadratic in its length);
 * a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins";
 * a string value holding a NUL character (``"\\0"``) is an error (as a path it would crash the run);
 * ``${NAME}`` in a string value is replaced by the environment variable ``NAME`` (``$${`` is a literal
@@ -34,6 +35,7 @@ MAX_BYTES = 1 << 20  # a real config is a few KB; 1 MiB leaves room for long zon
 MAX_DEPTH = 32  # the schema nests at most 6 deep (recorder.zones[i][j][k])
 MAX_NODES = 20_000
 MAX_SECRET_BYTES = 64 << 10
+MAX_NUMBER_CHARS = 100  # a number longer than this is no setting (and a base-60 one takes quadratic time)
 
 #: ``section.key_file`` -> ``section.key``: the value is read from the named file.
 SECRET_FILE_KEYS: dict[tuple[str, str], str] = {
@@ -86,10 +88,13 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         # PyYAML's scalar constructors raise ValueError, not a YAMLError, for a date such as 2001-13-45, an
         # integer of more than 4300 digits or ``!!float 1e``.
+        kind = node.tag.rsplit(":", 1)[-1]
+        if kind in ("int", "float") and len(node.value) > MAX_NUMBER_CHARS:  # base 60 (1:59:59) is quadratic
+            path = self.paths.get(id(node))
+            raise _Refused(node.start_mark, f"a number of more than {MAX_NUMBER_CHARS} characters", path)
         try:
             return super().construct_object(node, deep)
         except (ValueError, OverflowError) as exc:
-            kind = node.tag.rsplit(":", 1)[-1]
             reason = str(exc).split(";")[0]  # not "use sys.set_int_max_str_digits()"
             raise _Refused(
                 node.start_mark, f"not a valid {kind}: {reason}", self.paths.get(id(node))

@@ -449,3 +449,17 @@ def test_a_nul_character_in_a_value_is_a_config_error(tmp_path: Path, text: str,
     with pytest.raises(ConfigError) as info:
         check_config(load_config(path))
     assert str(info.value).startswith(str(tmp_path / message)) and "NUL" in str(info.value)
+
+
+def test_a_long_base_60_number_is_refused_at_once() -> None:
+    """YAML 1.1 reads 1:59:59 as a base-60 integer, and PyYAML builds it with big-integer arithmetic that is
+    quadratic in its length: a 900 KB config (under MAX_BYTES) of '1:59:59:...' took 23 s of CPU here (minutes on
+    a Pi) before any check; a number that long is refused before it is built."""
+    import time
+
+    text = "web:\n  port: 1" + ":59" * 100_000 + "\n"
+    t0 = time.process_time()
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text, "x.yaml")
+    assert time.process_time() - t0 < 1.0
+    assert str(info.value).startswith("x.yaml:2 web.port: ")

@@ -482,6 +482,23 @@ def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
     box.close()
 
 
+def test_a_damaged_outbox_is_set_aside_not_a_crash_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An mqtt-outbox.db SQLite cannot read (a damaged SD card) crashed every start with a DatabaseError traceback
+    (exit 1, so systemd restarted it into the same crash, with no camera, web view or recording meanwhile). Its
+    messages cannot be read anyway: it is kept aside for a look and a new outbox is started."""
+    path = tmp_path / "mqtt-outbox.db"
+    path.write_bytes(b"not a database" * 400)
+    with caplog.at_level(logging.WARNING):
+        box = Outbox(path, 5)
+    assert len(box) == 0 and box.put("t", b"p") and len(box) == 1
+    box.close()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("mqtt-outbox.db.damaged")]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"not a database" * 400
+    assert "damaged" in caplog.text and str(kept[0]) in caplog.text
+
+
 @pytest.mark.parametrize("record", [False, True])
 def test_the_outbox_is_in_the_configured_data_dir_recording_or_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: bool

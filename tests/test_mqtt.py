@@ -212,6 +212,16 @@ def test_a_new_run_first_clears_the_occupancy_a_killed_run_left_on(recording: bo
     presence.close()
 
 
+def test_a_new_run_first_zeroes_the_counts_a_killed_run_left() -> None:
+    """Counts are retained too: a killed run left e.g. '2' people, and a restarted run whose camera was not back
+    yet (no frame, so no count) kept showing them in Home Assistant for as long as the source was absent."""
+    pub = FakePublisher(TOPICS)
+    settings = EventSettings(post_roll=0.5, labels=("person", "car"))
+    presence = Presence(pub, EventRelay(pub), EventStage(settings), emit_events=True)
+    assert pub.states == [("edgevision/porch/person", b"0"), ("edgevision/porch/car", b"0")]
+    presence.close()
+
+
 def test_recorder_present_presence_leaves_events_to_it() -> None:
     pub = FakePublisher(TOPICS)
     presence = Presence(pub, EventRelay(pub), EventStage(EventSettings(post_roll=0.5)), emit_events=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -101,7 +102,7 @@ class SourceConfig(_Strict):
     """The frame source: a V4L2/USB camera, the Pi camera, a video file or a network stream."""
 
     kind: SourceKind = SourceKind.CAMERA
-    camera: int = Field(0, ge=0)
+    camera: int = Field(0, ge=0, le=255)  # /dev/videoN: V4L2 has 256 nodes; OpenCV takes a C int
     path: Path | None = None
     url: str | None = None
     width: int | None = Field(None, ge=16, le=8192)
@@ -309,6 +310,16 @@ def is_loopback(host: str) -> bool:
 MIN_TOKEN_LENGTH = 16
 
 
+def _host_name(v: str) -> str:
+    """A ``web.allowed_hosts`` entry: a name or IP literal as a ``Host`` header carries it (no scheme, port, path)."""
+    try:
+        ipaddress.ip_address(v.strip("[]"))
+    except ValueError:
+        if not v or any(c in v for c in ":/@?# \t\\"):
+            raise ValueError(f"{v!r} is not a host name: give the name alone (no scheme or port)") from None
+    return v
+
+
 class WebConfig(_Strict):
     """Live MJPEG view, events page, /healthz and /metrics over HTTP."""
 
@@ -316,7 +327,7 @@ class WebConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token: str | None = None
-    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_hosts: list[Annotated[str, AfterValidator(_host_name)]] = Field(default_factory=list)
     session_ttl_s: float = Field(3600.0, ge=60, le=7 * 86400)
     stream_fps: float = Field(10.0, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)

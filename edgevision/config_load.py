@@ -7,8 +7,10 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
   ``open(O_NONBLOCK)`` + ``fstat``, which never blocks), and never more than :data:`MAX_BYTES` + 1 bytes;
 * YAML is composed by :class:`_BoundedLoader`, a ``SafeLoader`` whose ``compose_node`` refuses aliases
   (``*name``: an alias bomb expands a few hundred bytes into gigabytes), nesting deeper than
-  :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes;
+  :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes, and builds no number
+  longer than :data:`MAX_NUMBER_CHARS` (YAML 1.1's base 60, ``1:59:59``, costs time quadratic in its length);
 * a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins";
+* a string value holding a NUL character (``"\\0"``) is an error (as a path it would crash the run);
 * ``${NAME}`` in a string value is replaced by the environment variable ``NAME`` (``$${`` is a literal
   ``${``); an unset variable is an error with ``file:line``;
 * secret ``*_file`` keys (:data:`SECRET_FILE_KEYS`, e.g. ``mqtt.password_file``) are replaced by the content
@@ -33,6 +35,7 @@ MAX_BYTES = 1 << 20  # a real config is a few KB; 1 MiB leaves room for long zon
 MAX_DEPTH = 32  # the schema nests at most 6 deep (recorder.zones[i][j][k])
 MAX_NODES = 20_000
 MAX_SECRET_BYTES = 64 << 10
+MAX_NUMBER_CHARS = 100  # a number longer than this is no setting (and a base-60 one takes quadratic time)
 
 #: ``section.key_file`` -> ``section.key``: the value is read from the named file.
 SECRET_FILE_KEYS: dict[tuple[str, str], str] = {
@@ -49,10 +52,11 @@ Path_ = tuple[Any, ...]
 
 
 class _Refused(yaml.YAMLError):
-    def __init__(self, mark: Any, message: str) -> None:
+    def __init__(self, mark: Any, message: str, path: Path_ | None = None) -> None:
         super().__init__(message)
         self.mark = mark
         self.message = message
+        self.path = path
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -62,6 +66,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._nodes = 0
+        self.paths: dict[int, Path_] = {}  # id(node) -> key path, filled by _walk for messages
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()
@@ -79,6 +84,21 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors raise ValueError, not a YAMLError, for a date such as 2001-13-45, an
+        # integer of more than 4300 digits or ``!!float 1e``.
+        kind = node.tag.rsplit(":", 1)[-1]
+        if kind in ("int", "float") and len(node.value) > MAX_NUMBER_CHARS:  # base 60 (1:59:59) is quadratic
+            path = self.paths.get(id(node))
+            raise _Refused(node.start_mark, f"a number of more than {MAX_NUMBER_CHARS} characters", path)
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            reason = str(exc).split(";")[0]  # not "use sys.set_int_max_str_digits()"
+            raise _Refused(
+                node.start_mark, f"not a valid {kind}: {reason}", self.paths.get(id(node))
+            ) from None
 
 
 @dataclass
@@ -108,9 +128,13 @@ def _expand(value: str, where: str) -> str:
     return _ENV.sub(sub, value)
 
 
-def _walk(node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int]) -> None:
-    """Record lines, refuse duplicate and non-scalar keys, expand ``${ENV}`` (depth is bounded by the loader)."""
+def _walk(
+    node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int], paths: dict[int, Path_]
+) -> None:
+    """Record lines (and each node's key path), refuse duplicate and non-scalar keys, expand ``${ENV}`` (depth
+    is bounded by the loader)."""
     lines.setdefault(path, node.start_mark.line + 1)
+    paths[id(node)] = path
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
@@ -124,12 +148,16 @@ def _walk(node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int]) ->
                 )
             seen[key.value] = line
             lines[child] = line
-            _walk(value, child, origin, lines)
+            _walk(value, child, origin, lines, paths)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), origin, lines)
-    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and "$" in node.value:
-        node.value = _expand(node.value, f"{origin}:{node.start_mark.line + 1} {_dotted(path)}")
+            _walk(item, (*path, i), origin, lines, paths)
+    elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
+        where = f"{origin}:{node.start_mark.line + 1} {_dotted(path)}"
+        if "\0" in node.value:  # "\0" in a double-quoted string: every path, host or name breaks on it later
+            raise ConfigError(f"{where}: contains a NUL character (\\0)")
+        if "$" in node.value:
+            node.value = _expand(node.value, where)
 
 
 def parse_yaml(text: str, origin: str) -> RawConfig:
@@ -139,12 +167,14 @@ def parse_yaml(text: str, origin: str) -> RawConfig:
         node = loader.get_single_node()
         lines: dict[Path_, int] = {}
         if node is not None:
-            _walk(node, (), origin, lines)
+            _walk(node, (), origin, lines, loader.paths)
             data = loader.construct_document(node)
         else:
             data = None
     except _Refused as exc:
         where = f"{origin}:{exc.mark.line + 1}" if exc.mark else origin
+        if exc.path is not None:
+            where += f" {_dotted(exc.path)}"
         raise ConfigError(f"{where}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

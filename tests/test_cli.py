@@ -338,3 +338,28 @@ def test_replay_progress_on_a_terminal_only(env: dict[str, str]) -> None:
         and "replay supervision_walking.mp4" not in piped.stderr
         and "\r" not in piped.stderr
     )
+
+
+@pytest.mark.parametrize("flags", [["--invokes", "0"], ["--invokes", "-3"], ["--frames", "0"]])
+def test_bench_models_refuses_counts_below_one_before_timing(
+    flags: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--invokes 0`` used to load every rung's model and then die in np.percentile([]) (IndexError, exit 1);
+    ``--frames 0`` said the video could not be opened. Both are usage errors, before anything is timed."""
+    import numpy as np
+
+    from edgevision.cli.main import main
+    from edgevision.scheduler import ladder
+
+    def build_ladder(
+        cfg: object, frames: list[np.ndarray], invokes: int, on_rung: object = None
+    ) -> list[object]:
+        handle = type("H", (), {"invoke_on": lambda self, t: None})()
+        ladder.measure(type("D", (), {"handle": handle})(), [np.zeros(1)], invokes)  # what a real rung does
+        raise AssertionError("timed a rung")
+
+    monkeypatch.setattr(ladder, "build_ladder", build_ladder)
+    video = ["--video", str(WALKING)] if flags[0] == "--frames" else []
+    code = main(["bench", "models", *flags, *video, "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flags[0]} must be at least 1" in err, err

@@ -173,3 +173,18 @@ def test_some_bad_images_still_process_the_rest(env: dict[str, str], tmp_path: P
     r = run_cli(["detect", "--json", str(bad), str(IMAGES / "squat.bmp")], env)
     assert r.returncode == 66
     assert len(r.stdout.splitlines()) == 1 and "cannot decode image" in r.stderr
+
+
+def test_annotating_two_images_of_the_same_name_into_one_directory_is_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """a/x.bmp and b/x.bmp both went to OUT/x.bmp: the second silently overwrote the first (exit 0)."""
+    for sub, name in (("a", "squat.bmp"), ("b", "cat.bmp")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.bmp").write_bytes((IMAGES / name).read_bytes())
+    out = tmp_path / "out"
+    r = run_cli(
+        ["detect", str(tmp_path / "a" / "x.bmp"), str(tmp_path / "b" / "x.bmp"), "--annotate", f"{out}/"], env
+    )
+    assert r.returncode == 2 and "x.bmp" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists() or not any(out.iterdir())

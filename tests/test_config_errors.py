@@ -31,6 +31,13 @@ from edgevision.errors import ConfigError, UsageError
         ("mqtt:\n  topic_prefix: 'home/#'\n", "c.yaml:2 mqtt.topic_prefix: "),
         ("mqtt:\n  topic_prefix: ''\n", "c.yaml:2 mqtt.topic_prefix: "),
         ("mqtt:\n  discovery_prefix: ha/+\n", "c.yaml:2 mqtt.discovery_prefix: "),
+        # OpenCV takes a C int: 2**31 used to validate, then crash the run with a cv2.error traceback (exit 1)
+        ("source:\n  camera: 2147483648\n", "c.yaml:2 source.camera: "),
+        ("source:\n  camera: 256\n", "c.yaml:2 source.camera: "),  # /dev/video255 is V4L2's last node
+        # compared with the Host header's name: a URL or a name:port never matched, every request was a 403
+        ("web:\n  allowed_hosts:\n    - https://cam.example.com\n", "c.yaml:3 web.allowed_hosts.0: "),
+        ("web:\n  allowed_hosts: [cam.example.com:8443]\n", "c.yaml:2 web.allowed_hosts.0: "),
+        ("web:\n  allowed_hosts: ['']\n", "c.yaml:2 web.allowed_hosts.0: "),
     ],
 )
 def test_one_line_per_bad_value(tmp_path: Path, yaml: str, message: str) -> None:
@@ -40,6 +47,14 @@ def test_one_line_per_bad_value(tmp_path: Path, yaml: str, message: str) -> None
         load_config(path)
     lines = str(exc.value).splitlines()
     assert len(lines) == 1 and lines[0].startswith(str(tmp_path / message)), lines
+
+
+def test_allowed_hosts_take_names_and_ip_literals(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "web:\n  allowed_hosts: [cam.example.com, Proxy.Local., 192.168.1.5, '::1', '[fe80::1]']\n"
+    )
+    assert len(load_config(path).web.allowed_hosts) == 5
 
 
 def test_a_bad_flag_value_reads_the_same_and_is_a_usage_error() -> None:

@@ -413,3 +413,53 @@ def test_service_install_refuses_a_model_name_not_in_the_catalog(env: dict[str, 
     r = run_limited(["service", "install", "--root", str(root), "--dry-run", "--config", str(bad)], env)
     assert r.returncode == 78 and f"{bad}:2 detector.model: unknown model" in r.stderr
     assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("web:\n  port: " + "9" * 5000 + "\n", "x.yaml:2 web.port: "),  # int() refuses > 4300 digits
+        ("mqtt: {}\nrecorder:\n  pre_roll_s: 2001-13-45\n", "x.yaml:3 recorder.pre_roll_s: "),  # a bad date
+        ("web:\n  port: !!float 1e\n", "x.yaml:2 web.port: "),
+        ("web:\n  port: !!int x\n", "x.yaml:2 web.port: "),
+    ],
+)
+def test_a_scalar_yaml_cannot_construct_is_a_config_error(text: str, message: str) -> None:
+    """PyYAML's constructors raise ValueError, not a YAMLError, for these: it used to escape as a traceback
+    (exit 1, so systemd kept restarting the service) instead of exit 78 with file:line key."""
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text, "x.yaml")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('detector:\n  model: "x/\\0.tflite"\n', "x.yaml:2 detector.model: "),
+        ('recorder:\n  enabled: true\n  data_dir: "/tmp/\\0x"\n', "x.yaml:3 recorder.data_dir: "),
+        ('source:\n  kind: video\n  path: "clip\\0.mp4"\n', "x.yaml:3 source.path: "),
+        ('scheduler:\n  models: [ssd_mobilenet_v1_coco_quant, "b/\\0"]\n', "x.yaml:2 scheduler.models.1: "),
+    ],
+)
+def test_a_nul_character_in_a_value_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    """A double-quoted YAML string may hold \\0; as a path it used to crash config check and run with
+    'ValueError: embedded null byte' (a traceback, exit 1) or pass the check and fail when the file was opened."""
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(path))
+    assert str(info.value).startswith(str(tmp_path / message)) and "NUL" in str(info.value)
+
+
+def test_a_long_base_60_number_is_refused_at_once() -> None:
+    """YAML 1.1 reads 1:59:59 as a base-60 integer, and PyYAML builds it with big-integer arithmetic that is
+    quadratic in its length: a 900 KB config (under MAX_BYTES) of '1:59:59:...' took 23 s of CPU here (minutes on
+    a Pi) before any check; a number that long is refused before it is built."""
+    import time
+
+    text = "web:\n  port: 1" + ":59" * 100_000 + "\n"
+    t0 = time.process_time()
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text, "x.yaml")
+    assert time.process_time() - t0 < 1.0
+    assert str(info.value).startswith("x.yaml:2 web.port: ")

@@ -563,3 +563,41 @@ def test_a_child_that_runs_past_its_timeout_is_a_model_error_not_a_crash(
     frames = np.zeros((2, 8, 8, 3), np.uint8)
     with pytest.raises(ModelError, match=r"failed 3 times \(did not finish within 3600 s.*still converting"):
         export.quantize_in_subprocess(_Weights(), "mobilenet_v3_small", tmp_path, 8, frames)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        (
+            "--teacher-threshold",
+            "1",
+        ),  # log(t / (1 - t)): ZeroDivisionError after the teacher ran on every frame
+        ("--teacher-threshold", "0"),
+        ("--teacher-threshold", "nan"),
+        ("--lr", "0"),
+        ("--lr", "-0.001"),
+        ("--temperature", "0"),  # the distillation loss divides by it
+        ("--temperature", "inf"),
+        ("--augment", "-1"),
+        ("--max-frames", "0"),  # read no frame at all, then said the video had none
+    ],
+)
+def test_distill_options_out_of_range_are_usage_errors_before_any_work(
+    flag: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """These used to be accepted and to fail (or train nonsense) minutes into a run; now exit 2 at once."""
+    from edgevision.cli.main import main
+    from edgevision.distill import pipeline
+
+    def distill(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"distill started with {flag} {value}")
+
+    monkeypatch.setattr(pipeline, "distill", distill)
+    argv = ["models", "distill", "--student", "mobilenet_v1_0.25", "--video", str(WALKING), flag, value]
+    code = main([*argv, "--models-dir", str(tmp_path / "models")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"edgevision: error: {flag} {value}" in err, err

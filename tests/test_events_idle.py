@@ -152,15 +152,15 @@ def test_presence_turns_occupancy_off_and_sends_the_end_while_no_frame_comes() -
     presence = Presence(pub, EventRelay(pub), stage, emit_events=True)
     for i in range(10):  # a person for 1 s at 10 fps, then the camera is gone
         presence.on_result(_staged(presence, _result(i, 1)))
-    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"ON"]
+    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"OFF", b"ON"]
     update = stage.idle(2.0)
     assert update is not None
     presence.on_idle_events(update)
-    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"ON", b"OFF"]
+    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"OFF", b"ON", b"OFF"]
     assert [m["type"] for m in _messages(pub) if m["type"] != "update"] == ["new", "end"]
     assert pub.states[-1] == (TOPICS.count("person"), b"0")
     presence.close()  # nothing more at close: the end went out once
-    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"ON", b"OFF"]
+    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"OFF", b"ON", b"OFF"]
 
 
 def test_metrics_event_gauge_falls_with_an_idle_end() -> None:

@@ -21,3 +21,49 @@ def test_an_event_still_recording_has_no_length_yet(env: dict[str, str], tmp_pat
     rows = {line.split()[-2]: line for line in r.stdout.splitlines()[1:]}
     assert "   4.5s" in rows["finalized"]
     assert "0.0s" not in rows["recording"] and "      -" in rows["recording"]
+
+
+def test_an_id_beyond_what_the_index_can_hold_is_no_such_event(env: dict[str, str], tmp_path: Path) -> None:
+    """SQLite integers end at 2**63 - 1: a bigger id used to raise OverflowError (a traceback, exit 1)."""
+    data = tmp_path / "data"
+    EventIndex(data).close()
+    for command in (["show"], ["export"]):
+        args = ["events", *command, str(2**64), *(["out"] if command == ["export"] else [])]
+        r = run_cli([*args, "--data-dir", str(data)], env, cwd=tmp_path)
+        assert r.returncode == 66 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip() == f"edgevision: error: no event {2**64}"
+
+
+def test_prune_dry_run_writes_nothing_where_nothing_was_recorded(env: dict[str, str], tmp_path: Path) -> None:
+    """``prune --dry-run`` only reads (README): on a mistyped --data-dir it used to create the directory and an
+    empty events.db and report 0 events, as if all were well."""
+    typo = tmp_path / "recordings-typo"
+    r = run_cli(["events", "prune", "--dry-run", "--data-dir", str(typo)], env)
+    assert r.returncode == 66 and "no event index here" in r.stderr, r.stderr
+    assert not typo.exists()
+
+
+def test_a_damaged_index_is_one_line_and_exit_66(env: dict[str, str], tmp_path: Path) -> None:
+    """An events.db SQLite cannot read used to crash every events command with a DatabaseError traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.db").write_bytes(b"not a database" * 400)
+    for command in (["list"], ["show", "1"], ["prune", "--dry-run"], ["prune"]):
+        r = run_cli(["events", *command, "--data-dir", str(data)], env)
+        assert r.returncode == 66 and "Traceback" not in r.stderr, (command, r.stderr)
+        assert r.stderr.strip().endswith("events.db: cannot read the event index: file is not a database")
+
+
+def test_export_into_a_destination_that_cannot_be_written_is_exit_2(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """README: an output path that cannot be written is refused with exit 2; events export crashed with a
+    NotADirectoryError traceback (exit 1) instead."""
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    index.create("cam", "person", 1.0, 10, status="finalized")
+    index.close()
+    (tmp_path / "afile").write_text("x")
+    r = run_cli(["events", "export", "1", str(tmp_path / "afile" / "out"), "--data-dir", str(data)], env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "afile is a file, not a directory" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -31,7 +31,9 @@ def test_since(text: str, expected: float) -> None:
     assert parse_since(text, now=NOW) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["yesterday", "", "Z", "2h ago", "2026-13-01"])
+@pytest.mark.parametrize(
+    "text", ["yesterday", "", "Z", "2h ago", "2026-13-01", "0001-01-01", "0001-01-01T00:00"]
+)
 def test_since_rejects_what_it_cannot_read(text: str) -> None:
     with pytest.raises(UsageError, match="--since"):
         parse_since(text, now=NOW)

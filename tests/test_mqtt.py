@@ -176,7 +176,7 @@ def test_without_a_recorder_presence_publishes_events_counts_occupancy_and_snaps
     assert first_end["after"]["status"] == "not-recorded" and first_end["after"]["end_time"] is not None
     assert len({m["id"] for m in msgs}) == 2
     occupancy = [p for t, p, retain in pub.queued if t == "edgevision/porch/person/occupancy" and retain]
-    assert occupancy == [b"ON", b"OFF", b"ON", b"OFF"]
+    assert occupancy == [b"OFF", b"ON", b"OFF", b"ON", b"OFF"]  # OFF first: see the test below
     counts = [int(v) for t, v in pub.states if t == "edgevision/porch/person"]
     assert 2 in counts and 1 in counts and counts[-1] == 0
     snaps = [v for t, v in pub.states if t == "edgevision/porch/person/snapshot"]
@@ -195,7 +195,31 @@ def test_an_event_split_at_max_length_stays_occupied() -> None:
     _check_shape(msgs)
     assert [m["type"] for m in msgs if m["type"] != "update"] == ["new", "end"] * 3
     assert len({m["id"] for m in msgs}) == 3
-    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"ON", b"OFF"]
+    assert [p for t, p, _ in pub.queued if t.endswith("/occupancy")] == [b"OFF", b"ON", b"OFF"]
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_a_new_run_first_clears_the_occupancy_a_killed_run_left_on(recording: bool) -> None:
+    """Occupancy is retained: a run killed during an event (power cut, OOM, SIGKILL) left ON at the broker, and
+    without --record no recovery closed it, so Home Assistant showed the room occupied again as soon as the
+    restarted run said 'online', until the next event ended. A run starts with OFF queued (nobody can be seen yet:
+    an event needs trigger_frames first)."""
+    pub = FakePublisher(TOPICS)
+    presence = Presence(
+        pub, EventRelay(pub), EventStage(EventSettings(post_roll=0.5)), emit_events=not recording
+    )
+    assert pub.queued == [("edgevision/porch/person/occupancy", b"OFF", True)]
+    presence.close()
+
+
+def test_a_new_run_first_zeroes_the_counts_a_killed_run_left() -> None:
+    """Counts are retained too: a killed run left e.g. '2' people, and a restarted run whose camera was not back
+    yet (no frame, so no count) kept showing them in Home Assistant for as long as the source was absent."""
+    pub = FakePublisher(TOPICS)
+    settings = EventSettings(post_roll=0.5, labels=("person", "car"))
+    presence = Presence(pub, EventRelay(pub), EventStage(settings), emit_events=True)
+    assert pub.states == [("edgevision/porch/person", b"0"), ("edgevision/porch/car", b"0")]
+    presence.close()
 
 
 def test_recorder_present_presence_leaves_events_to_it() -> None:
@@ -205,7 +229,7 @@ def test_recorder_present_presence_leaves_events_to_it() -> None:
         presence.on_result(_staged(presence, _result(i, n)))
     presence.close()
     assert _messages(pub) == []
-    assert [p for t, p, _ in pub.queued] == [b"ON", b"OFF"]
+    assert [p for t, p, _ in pub.queued] == [b"OFF", b"ON", b"OFF"]
 
 
 # -- the switches in the pipeline --------------------------------------------------------------------------
@@ -317,7 +341,7 @@ def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: P
         sub.wait(
             lambda: sub.last("edgevision/porch/person") == b"0" and b"3" in sub.on("edgevision/porch/person")
         )
-        sub.wait(lambda: sub.on("edgevision/porch/person/occupancy") == [b"ON", b"OFF"])
+        sub.wait(lambda: sub.on("edgevision/porch/person/occupancy") == [b"OFF", b"ON", b"OFF"])
         sub.wait(lambda: sub.last("edgevision/porch/person/snapshot") is not None)
         jpeg = sub.last("edgevision/porch/person/snapshot")
         assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
@@ -431,7 +455,7 @@ def test_switches_turn_recording_and_detection_off_and_on_in_a_run(
         sub.client.publish("edgevision/hall/recordings/set", b"", retain=True)  # clear the retained command
         sub.publish("edgevision/hall/recordings/set", "ON")
         sub.wait(lambda: sub.last("edgevision/hall/recordings/state") == b"ON")
-        sub.wait(lambda: sub.on(occupancy).count(b"OFF") == 2, 60)  # second visit over
+        sub.wait(lambda: sub.on(occupancy).count(b"OFF") == 3, 60)  # the start's OFF, then second visit over
         sub.publish("edgevision/hall/detect/set", "OFF")
         sub.wait(lambda: sub.last("edgevision/hall/detect/state") == b"OFF")
         n_counts = len(sub.on("edgevision/hall/person"))
@@ -466,6 +490,23 @@ def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
     box.delete(first[0])
     assert len(box) == 4 and box.put("t", b"7")
     box.close()
+
+
+def test_a_damaged_outbox_is_set_aside_not_a_crash_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An mqtt-outbox.db SQLite cannot read (a damaged SD card) crashed every start with a DatabaseError traceback
+    (exit 1, so systemd restarted it into the same crash, with no camera, web view or recording meanwhile). Its
+    messages cannot be read anyway: it is kept aside for a look and a new outbox is started."""
+    path = tmp_path / "mqtt-outbox.db"
+    path.write_bytes(b"not a database" * 400)
+    with caplog.at_level(logging.WARNING):
+        box = Outbox(path, 5)
+    assert len(box) == 0 and box.put("t", b"p") and len(box) == 1
+    box.close()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("mqtt-outbox.db.damaged")]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"not a database" * 400
+    assert "damaged" in caplog.text and str(kept[0]) in caplog.text
 
 
 @pytest.mark.parametrize("record", [False, True])

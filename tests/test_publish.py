@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -418,3 +419,62 @@ def test_events_limit_is_honoured_at_zero_and_refused_below(site: Site) -> None:
     assert json.loads(get(web, "/api/events?limit=0")[2]) == []
     assert len(json.loads(get(web, "/api/events?limit=1")[2])) == 1
     assert get(web, "/api/events?limit=-1")[0] == 400
+
+
+def test_a_clip_deleted_while_it_is_being_served_is_a_404(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention may delete a clip between the server's check and its open: the client used to get no answer at
+    all (the connection dropped, a FileNotFoundError traceback in the service log)."""
+    web, _, _ = site
+    is_file = Path.is_file
+
+    def then_pruned(self: Path) -> bool:
+        found = is_file(self)
+        if self.name == "1.mp4":
+            self.unlink(missing_ok=True)  # retention, just after the check
+        return found
+
+    monkeypatch.setattr(Path, "is_file", then_pruned)
+    status, _, body = get(web, "/events/1/clip.mp4")
+    assert status == 404 and b"no clip.mp4" in body
+
+
+def test_the_events_api_reads_only_the_rows_it_returns(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page polls /api/events every 10 s: it used to read every row of the index (100k events: ~1 s of CPU
+    per poll here, several on a Pi) to return the last 200."""
+    from edgevision.recorder import index as index_module
+
+    web, _, _ = site
+    assert web.data_dir is not None
+    idx = EventIndex(web.data_dir)
+    for i in range(300):
+        idx.create("cam", "person", 2.0 + i, 20 + i, status="finalized")
+    idx.close()
+    built = []
+
+    class Counted(index_module.EventRow):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            built.append(self.id)
+
+    monkeypatch.setattr(index_module, "EventRow", Counted)
+    status, _, body = get(web, "/api/events?limit=5")
+    rows = json.loads(body)
+    assert status == 200 and [r["id"] for r in rows] == [297, 298, 299, 300, 301]  # the newest, oldest first
+    assert len(built) == 5
+
+
+def test_a_damaged_event_index_is_a_503_not_a_dropped_connection(tmp_path: Path) -> None:
+    """An events.db SQLite cannot read (damaged, or locked past its timeout) used to drop the connection with no
+    answer at all (the page's event list just failed; a traceback per poll in the service log)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.db").write_bytes(b"not a database" * 400)
+    web = WebServer(WebConfig(port=0), LiveView(fps=5), None, data)
+    try:
+        for path in ("/api/events", "/events/1/clip.mp4"):
+            status, _, body = get(web, path, None)
+            assert status == 503 and b"event index" in body, (path, body)
+    finally:
+        web.close()

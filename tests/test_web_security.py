@@ -561,3 +561,34 @@ def test_one_client_cannot_hold_every_connection(server: WebServer) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_non_ascii_token_works_as_a_bearer_header() -> None:
+    """The config accepts any token of 16+ characters; one with a non-ASCII letter worked in the login form but
+    never as ``Authorization: Bearer`` (curl, a Prometheus scraper send it as UTF-8; http.server reads headers as
+    Latin-1), so every scrape was a 401 and counted towards the wrong-token lock-out."""
+    token = "pässwort-0123456789"
+    web = WebServer(WebConfig(port=0, token=token), LiveView(fps=5), None, None)
+    try:
+        for given, expected in ((token, b"200"), ("passwort-0123456789", b"401")):
+            with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:
+                s.sendall(
+                    b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                    b"Authorization: Bearer " + given.encode() + b"\r\n\r\n"
+                )
+                assert s.recv(64).split(b" ")[1] == expected, given
+    finally:
+        web.close()
+
+
+def test_streams_closed_before_the_first_frame_free_their_connections(server: WebServer) -> None:
+    """While the source is still absent (no frame yet) a stream thread only waited and never wrote, so it never
+    noticed its client had gone: a page reloaded MAX_PER_CLIENT times while the camera was unplugged locked that
+    browser out (every request 503) until a first frame came."""
+    head = f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    for _ in range(MAX_PER_CLIENT):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(head)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")  # the stream started; the client leaves
+    time.sleep(6.5)  # past the stream's wait for a frame (5 s)
+    assert req(server, "GET", "/api/events", {"Authorization": f"Bearer {TOKEN}"})[0] == 200

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.cli.progress import Progress
-from edgevision.errors import InputError
+from edgevision.errors import InputError, UsageError
 from edgevision.writable import check_output_file
 
 if TYPE_CHECKING:  # numpy and the scheduler load when the command runs, not for --help
@@ -75,6 +75,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from edgevision.paths import profile_path
     from edgevision.scheduler.ladder import build_ladder, profile_conditions, save_profile
 
+    for flag in ("invokes", "frames"):  # 0 invokes: np.percentile([]) after every model loaded
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1")
     cfg = config_from_args(args)
     check_output_file("--out", args.out or profile_path(cfg))  # before minutes of timing, not after
     rng = np.random.default_rng(0)

@@ -68,7 +68,7 @@ class AnnotateTarget:
         return self.path / image.name
 
 
-def annotate_target(raw: str, count: int) -> AnnotateTarget:
+def annotate_target(raw: str, count: int, images: list[Path] | None = None) -> AnnotateTarget:
     """Read ``--annotate OUT`` for ``count`` images and refuse, before any image is processed, a target that
     cannot hold them or cannot be written (exit 2).
 
@@ -82,6 +82,14 @@ def annotate_target(raw: str, count: int) -> AnnotateTarget:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--annotate {out}: exists and is not a directory")
         check_output_dir("--annotate", out)
+        seen: dict[str, Path] = {}
+        for image in images or []:  # each goes to OUT/<its name>: a second one would overwrite the first
+            first = seen.setdefault(image.name, image)
+            if first.resolve() != image.resolve():
+                raise UsageError(
+                    f"--annotate {out}: {first} and {image} would both be written to {out / image.name}; "
+                    "annotate them in separate runs"
+                )
         return AnnotateTarget(out, one_file=False)
     if not cv2.haveImageWriter(str(out)):
         raise UsageError(
@@ -119,7 +127,7 @@ def _print_text(
 
 
 def run(args: argparse.Namespace) -> int:
-    target = annotate_target(args.annotate, len(args.images)) if args.annotate else None
+    target = annotate_target(args.annotate, len(args.images), args.images) if args.annotate else None
     import cv2
 
     from edgevision.detection.factory import build_detector

@@ -151,6 +151,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError("--size must be an even number of pixels ≥ 64")
     if not 0.5 <= args.min_f1 <= 1.0:
         raise UsageError(f"--min-f1 {args.min_f1}: give a box F1 between 0.5 and 1.0")
+    if not 0.0 < args.teacher_threshold < 1.0:  # its logit, log(t / (1 - t)), is taken after the teacher ran
+        raise UsageError(f"--teacher-threshold {args.teacher_threshold:g}: give a score between 0 and 1")
+    for flag in ("lr", "temperature"):
+        if not 0.0 < getattr(args, flag) < math.inf:
+            raise UsageError(f"--{flag} {getattr(args, flag):g}: must be a positive number")
+    if args.augment < 0:
+        raise UsageError(f"--augment {args.augment}: must be 0 or more")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames {args.max_frames}: must be at least 1")
     # Past the arguments, before any work (and before the imports below, which load LiteRT): without the train
     # extra, exit 69 at once rather than after reading the config, the models and the frames.
     check_tf_installed()

@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shutil
+import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgevision.errors import InputError, UsageError
+from edgevision.writable import check_output_dir
 
 if TYPE_CHECKING:  # the recorder's modules load when a command runs, not for --help
     from edgevision.recorder.index import EventIndex, EventRow
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _readable_index(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``func`` with an events.db SQLite cannot read (damaged, locked too long) reported in one line, exit 66."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except sqlite3.DatabaseError as exc:
+            from edgevision.config import load_config
+            from edgevision.paths import data_dir, events_index
+
+            root = args.data_dir or data_dir(load_config(args.config))
+            raise InputError(f"{events_index(root)}: cannot read the event index: {exc}") from None
+
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,22 +53,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("--since", help="e.g. 2h, 3d, or an ISO date/time")
     q.add_argument("--json", action="store_true", help="one JSON list on stdout")
-    q.set_defaults(func=cmd_list)
+    q.set_defaults(func=_readable_index(cmd_list))
     q = esub.add_parser("show", help="one event in full")
     common(q)
     q.add_argument("id", type=int)
     q.add_argument("--json", action="store_true", help="the index row as one JSON object on stdout")
-    q.set_defaults(func=cmd_show)
+    q.set_defaults(func=_readable_index(cmd_show))
     q = esub.add_parser("export", help="copy an event's clip, snapshot and metadata into DEST")
     common(q)
     q.add_argument("id", type=int)
     q.add_argument("dest", type=Path)
     q.add_argument("--force", action="store_true", help="overwrite files of an earlier export of this event")
-    q.set_defaults(func=cmd_export)
+    q.set_defaults(func=_readable_index(cmd_export))
     q = esub.add_parser("prune", help="apply retention now (and recover anything a crash left open)")
     common(q)
     q.add_argument("--dry-run", action="store_true")
-    q.set_defaults(func=cmd_prune)
+    q.set_defaults(func=_readable_index(cmd_prune))
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -60,10 +81,10 @@ def parse_since(text: str, now: float | None = None) -> float:
     if iso.endswith(("Z", "z")):  # UTC as RFC 3339 writes it; Python 3.10's fromisoformat knows only "+00:00"
         iso = iso[:-1] + "+00:00"
     try:
-        dt = datetime.fromisoformat(iso)
-    except ValueError:
+        # timestamp() of a local time near year 1 or 9999 has no epoch value: ValueError / OverflowError
+        return datetime.fromisoformat(iso).timestamp()
+    except (ValueError, OverflowError, OSError):
         raise UsageError(f"--since {text}: use e.g. 30m, 2h, 3d or 2026-11-22T08:00") from None
-    return dt.timestamp()
 
 
 def _open(args: argparse.Namespace) -> tuple[EventIndex, Path]:
@@ -83,7 +104,8 @@ def _when(ts: float | None) -> str:
 
 
 def _get(index: EventIndex, event_id: int) -> EventRow:
-    row = index.get(event_id)
+    # an id SQLite cannot hold (beyond 64 bits) is no event either, not an OverflowError
+    row = index.get(event_id) if -(2**63) <= event_id < 2**63 else None
     if row is None:
         raise InputError(f"no event {event_id}")
     return row
@@ -157,12 +179,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{existing[0]}: already exists (event {row.id} was exported here before); use --force"
         )
+    check_output_dir("DEST", dest)  # its parent a file, not writable: exit 2 in one line, nothing copied
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    for source, target in files:
-        shutil.copy2(source, target)
-        copied.append(target)
-    meta.write_text(json.dumps(row.to_dict(), indent=2) + "\n")
+    try:
+        for source, target in files:
+            shutil.copy2(source, target)
+            copied.append(target)
+        meta.write_text(json.dumps(row.to_dict(), indent=2) + "\n")
+    except OSError as exc:  # e.g. the disk filled up on the way
+        raise UsageError(f"DEST {dest}: cannot write: {exc.strerror or exc}") from None
     copied.append(meta)
     for path in copied:
         print(path)
@@ -173,7 +199,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Recover and apply retention, owning the data directory: refused (exit 75, naming the pid) while
     ``edgevision run --record`` records into it. ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
-    from edgevision.paths import data_dir
+    from edgevision.paths import data_dir, events_index
     from edgevision.recorder.factory import retention_policy
     from edgevision.recorder.index import EventIndex
     from edgevision.recorder.lock import DataDirLock
@@ -183,6 +209,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = args.data_dir or data_dir(cfg)
     if args.dry_run:
+        if not events_index(root).exists():  # only reads: EventIndex would create the directory and the db
+            raise InputError(f"{root}: no event index here (nothing recorded yet?)")
         plan = apply_retention(
             EventIndex(root), root, time.time(), free_space(root), retention_policy(cfg), True
         )

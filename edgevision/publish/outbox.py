@@ -6,9 +6,13 @@ so nothing is lost silently and nothing grows without bound.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -26,13 +30,36 @@ class Outbox:
     """Thread-safe FIFO of MQTT messages, bounded by ``max_messages``."""
 
     def __init__(self, path: Path, max_messages: int) -> None:
+        """Open (or create) the outbox at ``path``; one SQLite cannot read is kept aside and a new one started
+        (its messages are unreadable anyway; a crash at every start would stop the whole run)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.max = max_messages
         self._lock = threading.Condition()  # guards the connection; notified on put
-        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, I/O, full disk: not damage, keep the file
+                raise
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(aside)
+            for extra in ("-wal", "-shm"):
+                Path(f"{path}{extra}").unlink(missing_ok=True)
+            log.warning(
+                "mqtt: the outbox %s is damaged (%s): kept as %s, a new one started", path, exc, aside
+            )
+            self._db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         with self._lock:

@@ -115,6 +115,13 @@ class Presence:
         self._start_wall = 0.0
         self._last_update = 0.0
         self._occupied = False
+        # Retained: a run killed during an event left ON at the broker (recovery closes it only with --record).
+        # Nobody is seen yet (an event needs trigger_frames first), so say so before anything else.
+        publisher.queue(topics.occupancy(self.label), on_off(False), retain=True)
+        for (
+            label
+        ) in self.settings.labels:  # retained counts too: none counted yet, whatever a killed run left
+            publisher.state(topics.count(label), b"0")
 
     def _counts(self, detections: list[Detection], force: bool = False) -> None:
         now = self.clock()

@@ -19,14 +19,17 @@ import contextlib
 import html
 import json
 import logging
+import os
 import re
+import select
 import socket
+import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import WebConfig, is_loopback
@@ -243,7 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         header = self.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            return self._check_token(header[7:].strip())
+            # http.server reads header bytes as Latin-1; clients send a non-ASCII token as UTF-8
+            given = header[7:].strip().encode("latin-1", "replace").decode("utf-8", "replace")
+            return self._check_token(given)
         with srv.auth_lock:
             return srv.sessions.valid(self._session_id())
 
@@ -332,6 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
             if m:
                 return self._event_file(int(m.group(1)), m.group(2))
             return self._error(404, "not found")
+        except sqlite3.Error as exc:  # events.db damaged, or locked past its timeout: say so, keep serving
+            log.warning("web: event index: %s", exc)
+            return self._error(503, f"event index unavailable: {exc}")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
 
@@ -398,8 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
             if limit < 0:
                 return self._error(400, "limit must be a number from 0 to 1000")
             try:
-                all_rows = index.list()
-                shown = all_rows[len(all_rows) - limit :]
+                shown = index.latest(limit)  # not every row: the page polls this
                 started = shown_starts([r.stamp for r in shown], index.boot_offsets())
             finally:
                 index.close()
@@ -426,10 +433,15 @@ class _Handler(BaseHTTPRequestHandler):
         path = (root / rel).resolve()
         if root not in path.parents or not path.is_file():  # the index is ours, but check anyway
             return self._error(404, f"event {event_id} has no {name}")
-        self._file(path, "video/mp4" if name.endswith(".mp4") else "image/jpeg")
+        try:  # opened before any header goes out: retention may have deleted it since the check
+            fh = open(path, "rb")  # noqa: SIM115 - closed by _file
+        except OSError:
+            return self._error(404, f"event {event_id} has no {name}")
+        with fh:
+            self._file(fh, "video/mp4" if name.endswith(".mp4") else "image/jpeg")
 
-    def _file(self, path: Path, ctype: str) -> None:
-        size = path.stat().st_size
+    def _file(self, fh: BinaryIO, ctype: str) -> None:
+        size = os.fstat(fh.fileno()).st_size
         start, end = 0, size - 1
         m = re.match(r"bytes=(\d*)-(\d*)$", self.headers.get("Range", ""))
         partial = bool(m and (m.group(1) or m.group(2)))
@@ -454,15 +466,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            left = end - start + 1
-            while left > 0:
-                block = fh.read(min(CHUNK, left))
-                if not block:
-                    break
-                self.wfile.write(block)
-                left -= len(block)
+        fh.seek(start)
+        left = end - start + 1
+        while left > 0:
+            block = fh.read(min(CHUNK, left))
+            if not block:
+                break
+            self.wfile.write(block)
+            left -= len(block)
+
+    def _client_left(self) -> bool:
+        """Whether the client closed its end (a stream's client sends nothing more, so readable means EOF)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _stream(self) -> None:
         self.send_response(200)
@@ -477,7 +496,9 @@ class _Handler(BaseHTTPRequestHandler):
         live = self.server_ref.live
         while not live.closed:
             seq, jpeg = live.wait(seq, 5.0)
-            if jpeg is None:
+            if jpeg is None:  # no frame yet (source absent): nothing written, so look whether the client left
+                if self._client_left():
+                    return
                 continue
             self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
             self.wfile.write(jpeg)

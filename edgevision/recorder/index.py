@@ -195,6 +195,14 @@ class EventIndex:
             ).fetchone()
         return EventRow(*row) if row else None
 
+    def latest(self, count: int) -> list[EventRow]:
+        """The ``count`` newest rows (highest ids), oldest first; only those are read."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM events ORDER BY id DESC LIMIT ?", (max(0, count),)
+            ).fetchall()
+        return [EventRow(*r) for r in reversed(rows)]
+
     def list(
         self, since_wall: float | None = None, status: str | None = None, limit: int | None = None
     ) -> list[EventRow]:

@@ -118,9 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     rows = index.list()
     started = shown_starts([r.stamp for r in rows], index.boot_offsets())
-    if (
-        since is not None
-    ):  # on the start shown, not the wall clock a row was recorded with (a Pi's clock steps)
+    if since is not None:  # on the start shown, not the clock a row was recorded with (a Pi's clock steps)
         rows = [r for r in rows if started[r.id] >= since]
     if args.json:
         print(json.dumps([{**r.to_dict(), "start_time": started[r.id]} for r in rows], indent=2))

@@ -245,6 +245,13 @@ class EventIndex:
         with self._tx() as db:
             db.execute("DELETE FROM events WHERE id = ?", (event_id,))
 
+    def damage(self) -> str | None:
+        """What SQLite's ``PRAGMA quick_check`` finds wrong with the file (its first finding), or None."""
+        with self._lock:
+            rows = self._db.execute("PRAGMA quick_check(1)").fetchall()
+        first = str(rows[0][0]) if rows else "no answer"
+        return None if first == "ok" else first
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

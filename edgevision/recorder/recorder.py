@@ -40,6 +40,7 @@ from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
+from edgevision.recorder.index_rebuild import open_recorder_index
 from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
@@ -84,7 +85,10 @@ class Recorder:
         # One process owns the directory (raises DataDirBusy, exit 75): held until close().
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
         try:
-            self.index = index or EventIndex(settings.data_dir)
+            # a damaged index is set aside and rebuilt from the files: recording goes on (index_rebuild.py)
+            self.index = index or open_recorder_index(
+                settings.data_dir, settings.camera, settings.events.labels[0]
+            )
             # before any frame
             self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery)
             self.writer = IndexWriter(self.index)

@@ -1,0 +1,135 @@
+"""A damaged event index is set aside and rebuilt from the files it described, so recording goes on.
+
+SQLite reports a damaged ``events.db`` (a power cut on an SD card that lies about its writes, a bad sector) as
+``DatabaseError`` when it is opened or as a failed ``PRAGMA quick_check``. Raised from the recorder, that error
+stopped every start of the service: nothing was recorded until someone moved the file by hand. Instead, the
+recorder (which holds the data-directory lock) keeps the damaged file as ``events.db.damaged-<UTC stamp>`` (with
+its ``-wal`` and ``-shm``), opens a new index and gives every clip and snapshot on disk its row back under its
+own id (the files are named by it: ``clips/<day>/<id>.mp4``, ``snapshots/<id>.jpg``), so that retention manages
+them again, `events list` and the web page show them, and the next event's id, above all of them, never reuses a
+file name. A clip still ``.partial`` comes back as ``recording``: recovery then checks it like any other.
+
+What the files cannot tell is lost with the damaged index: a rebuilt row's start is its clip's (or snapshot's)
+modification time, its label the first recorded one, its scores zero; its note says so. Errors that do not prove
+damage (the file locked by another process, unreadable, an I/O error) are raised as before and nothing is moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgevision.recorder.index import EventIndex
+
+log = logging.getLogger(__name__)
+
+PARTIAL = ".partial"
+_CLIP = re.compile(r"^clips/\d{8}/(\d{6,})\.mp4(\.partial)?$")
+_SNAPSHOT = re.compile(r"^snapshots/(\d{6,})(-thumb|-face)?\.jpg$")
+_SNAPSHOT_COLUMN = {None: "snapshot_path", "-thumb": "thumb_path", "-face": "face_path"}
+REBUILT_NOTE = (
+    "rebuilt from its files after the event index was damaged: start time from the file, scores unknown"
+)
+
+
+@dataclass
+class _Found:
+    """What the files on disk say about one event id."""
+
+    paths: dict[str, str] = field(default_factory=dict)  # column -> path relative to the data directory
+    mtime: float = 0.0  # the newest file's
+    partial: bool = False
+
+
+def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
+    """The recorder's index, checked; a damaged one is set aside and a new one rebuilt (module docstring)."""
+    try:
+        index = EventIndex(data_dir)
+    except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing
+        raise
+    except sqlite3.DatabaseError as exc:  # not a database, malformed
+        problem = str(exc)
+    else:
+        problem = index.damage()
+        if problem is None:
+            return index
+        index.close()
+    kept = set_aside(data_dir)
+    index = EventIndex(data_dir)
+    rows = rebuild(index, data_dir, camera, label)
+    log.error(
+        "recorder: the event index %s was damaged (%s); kept as %s, and a new one rebuilt from the files: %d "
+        "event(s) back under their ids (their start times from the files, their scores lost)",
+        data_dir / "events.db",
+        problem,
+        kept.name,
+        rows,
+    )
+    return index
+
+
+def set_aside(data_dir: Path) -> Path:
+    """Rename ``events.db`` (and its ``-wal`` / ``-shm``) to ``events.db.damaged-<UTC stamp>``; returns the new
+    path of the database file."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    db = data_dir / "events.db"
+    kept = db.with_name(f"{db.name}.damaged-{stamp}")
+    n = 1
+    while kept.exists():  # two damaged indexes within a second
+        n += 1
+        kept = db.with_name(f"{db.name}.damaged-{stamp}-{n}")
+    for suffix in ("-wal", "-shm", ""):  # the database last: its name is what a reader opens
+        part = db.with_name(db.name + suffix)
+        if part.exists():
+            part.rename(kept.with_name(kept.name + suffix))
+    return kept
+
+
+def _scan(data_dir: Path) -> dict[int, _Found]:
+    found: dict[int, _Found] = {}
+    for pattern in ("clips/*/*", "snapshots/*"):
+        for path in data_dir.glob(pattern):
+            rel = path.relative_to(data_dir).as_posix()
+            clip, snap = _CLIP.match(rel), _SNAPSHOT.match(rel)
+            if clip is None and snap is None:
+                continue
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:  # gone meanwhile, or unreadable: the row comes back without it
+                continue
+            if clip is not None:
+                entry = found.setdefault(int(clip.group(1)), _Found())
+                entry.paths["clip_path"] = rel.removesuffix(PARTIAL)
+                entry.partial = clip.group(2) is not None
+            else:
+                assert snap is not None
+                entry = found.setdefault(int(snap.group(1)), _Found())
+                entry.paths[_SNAPSHOT_COLUMN[snap.group(2)]] = rel
+            entry.mtime = max(entry.mtime, mtime)
+    return found
+
+
+def rebuild(index: EventIndex, data_dir: Path, camera: str, label: str) -> int:
+    """Give every clip and snapshot in ``data_dir`` its row in ``index`` (empty) under the id its name holds;
+    returns how many rows were made."""
+    found = _scan(data_dir)
+    for event_id, entry in sorted(found.items()):
+        status = "recording" if entry.partial else "finalized"
+        index.create(
+            camera,
+            label,
+            0.0,
+            0,
+            id=event_id,
+            start_wall=entry.mtime,
+            end_wall=None if entry.partial else entry.mtime,
+            status=status,
+            note=REBUILT_NOTE,
+            end_sent=1,  # nothing to announce: MQTT never heard of these ids in this run
+            **entry.paths,
+        )
+    return len(found)

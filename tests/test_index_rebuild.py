@@ -1,0 +1,128 @@
+"""A damaged event index is set aside and rebuilt from the clips and snapshots on disk (recorder/index_rebuild.py):
+the recorder starts and records instead of failing at every start of the service."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgevision.events.state import EventSettings
+from edgevision.recorder import index_rebuild
+from edgevision.recorder.index import EventIndex
+from edgevision.recorder.index_rebuild import REBUILT_NOTE, open_recorder_index
+from edgevision.recorder.recorder import Recorder
+from edgevision.recorder.retention import RetentionPolicy
+from edgevision.recorder.state import RecorderSettings
+
+FILES = [
+    "clips/20261201/000003.mp4",
+    "snapshots/000003.jpg",
+    "snapshots/000003-thumb.jpg",
+    "clips/20261202/000007.mp4.partial",  # recording when the index died
+    "snapshots/000009.jpg",  # an event kept as a snapshot only (a degraded recording mode)
+    "snapshots/000009-face.jpg",
+    "clips/20261202/notes.txt",  # not the recorder's: ignored
+    "snapshots/x.jpg",
+]
+
+
+def _files(data: Path) -> None:
+    for rel in FILES:
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x")
+
+
+def _garbage_header(data: Path) -> None:
+    (data / "events.db").write_bytes(b"this is no database" * 300)
+    (data / "events.db-wal").write_bytes(b"wal")
+
+
+def _malformed_page(data: Path) -> None:
+    """A real index whose second page is overwritten: it opens, ``PRAGMA quick_check`` finds the damage."""
+    index = EventIndex(data)
+    for k in range(300):
+        index.create("cam", "person", float(k), k, status="finalized", note="n" * 100)
+    index.close()
+    raw = bytearray((data / "events.db").read_bytes())
+    assert len(raw) > 3 * 4096
+    raw[4096 : 2 * 4096] = b"\xa5" * 4096
+    (data / "events.db").write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", [_garbage_header, _malformed_page])
+def test_a_damaged_index_is_kept_aside_and_rebuilt_from_the_files(
+    damage: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    damage(data)  # type: ignore[operator]
+    _files(data)
+    with caplog.at_level(logging.ERROR):
+        index = open_recorder_index(data, "cam", "person")
+    try:
+        rows = {r.id: r for r in index.list()}
+        assert sorted(rows) == [3, 7, 9]
+        assert (rows[3].status, rows[3].clip_path, rows[3].snapshot_path, rows[3].thumb_path) == (
+            "finalized",
+            "clips/20261201/000003.mp4",
+            "snapshots/000003.jpg",
+            "snapshots/000003-thumb.jpg",
+        )
+        assert (rows[7].status, rows[7].clip_path) == ("recording", "clips/20261202/000007.mp4")
+        assert (rows[9].clip_path, rows[9].snapshot_path, rows[9].face_path) == (
+            None,
+            "snapshots/000009.jpg",
+            "snapshots/000009-face.jpg",
+        )
+        assert all(r.note == REBUILT_NOTE and r.end_sent == 1 and r.camera == "cam" for r in rows.values())
+        assert rows[3].start_wall == pytest.approx((data / FILES[0]).stat().st_mtime)
+        assert index.next_id() == 10  # a new event never takes an old file's name
+        assert index.damage() is None
+    finally:
+        index.close()
+    kept = sorted(p.name for p in data.iterdir() if p.name.startswith("events.db.damaged-"))
+    (db,) = [name for name in kept if not name.endswith(("-wal", "-shm"))]
+    assert "was damaged" in caplog.text and db in caplog.text
+    if damage is _garbage_header:  # the damaged file as it was, and its write-ahead log beside it
+        assert (data / db).read_bytes().startswith(b"this is no database")
+        assert (data / f"{db}-wal").read_bytes() == b"wal"
+
+
+def test_an_index_that_is_only_locked_or_unreadable_is_not_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locked by another process or an I/O error proves nothing: raised as before, the file left where it is."""
+    data = tmp_path / "data"
+    EventIndex(data).close()
+
+    def locked(_data: Path) -> EventIndex:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(index_rebuild, "EventIndex", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        open_recorder_index(data, "cam", "person")
+    assert [p.name for p in data.iterdir() if p.name.startswith("events.db")] == ["events.db"]
+
+
+def test_the_recorder_starts_on_a_damaged_index(tmp_path: Path) -> None:
+    """It raised DatabaseError at every start: a service that recorded nothing until the file was moved by hand."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _garbage_header(data)
+    (data / "clips/20261201").mkdir(parents=True)
+    (data / "clips/20261201/000003.mp4").write_bytes(b"x")
+    settings = RecorderSettings(
+        data_dir=data,
+        camera="cam",
+        events=EventSettings(labels=("person",)),
+        retention=RetentionPolicy(max_age_s=None, min_free_bytes=None),
+    )
+    rec = Recorder(settings, blocking=True)
+    try:
+        (row,) = rec.index.list()
+        assert (row.id, row.status, row.clip_path) == (3, "finalized", "clips/20261201/000003.mp4")
+    finally:
+        rec.close()

@@ -47,6 +47,7 @@ class _Found:
 
 def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
     """The recorder's index, checked; a damaged one is set aside and a new one rebuilt (module docstring)."""
+    problem: str | None
     try:
         index = EventIndex(data_dir)
     except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing

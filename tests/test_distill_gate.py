@@ -580,6 +580,8 @@ def test_a_child_that_runs_past_its_timeout_is_a_model_error_not_a_crash(
         ("--temperature", "inf"),
         ("--augment", "-1"),
         ("--max-frames", "0"),  # read no frame at all, then said the video had none
+        ("--val-fraction", "1"),  # refused only after every frame had been read
+        ("--val-fraction", "0"),
     ],
 )
 def test_distill_options_out_of_range_are_usage_errors_before_any_work(
@@ -601,3 +603,23 @@ def test_distill_options_out_of_range_are_usage_errors_before_any_work(
     code = main([*argv, "--models-dir", str(tmp_path / "models")])
     err = capsys.readouterr().err
     assert code == 2 and f"edgevision: error: {flag} {value}" in err, err
+
+
+def test_an_image_folder_is_read_only_up_to_max_frames_and_a_broken_link_is_named(tmp_path: Path) -> None:
+    """--max-frames bounds what is decoded (a year of snapshots did not fit a Pi's memory before the cut); a link
+    to nothing in the folder is an input error naming it, not a FileNotFoundError traceback."""
+    import cv2
+
+    from edgevision.distill.data import read_images
+    from edgevision.errors import InputError
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(6):
+        cv2.imwrite(str(folder / f"{k}.png"), np.full((40, 40, 3), k * 40, np.uint8))
+    src = read_images(folder, 32, limit=2)
+    assert len(src.frames) == 2 and src.indexes == [0, 1] and src.total == 6
+    assert len(read_images(folder, 32, every=2, limit=2).indexes) == 2
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(InputError, match=r"gone\.jpg: not a readable image"):
+        read_images(folder, 32)

@@ -160,6 +160,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError(f"--augment {args.augment}: must be 0 or more")
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames {args.max_frames}: must be at least 1")
+    if not 0.0 < args.val_fraction < 1.0:  # checked again by the split, but only after every frame was read
+        raise UsageError(f"--val-fraction {args.val_fraction:g}: give a share between 0 and 1")
     # Past the arguments, before any work (and before the imports below, which load LiteRT): without the train
     # extra, exit 69 at once rather than after reading the config, the models and the frames.
     check_tf_installed()

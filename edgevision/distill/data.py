@@ -97,18 +97,28 @@ def read_video(
     return src
 
 
-def read_images(folder: Path, size: int, every: int = 1) -> Source:
-    """Images of ``folder`` in time order (modification time, then name)."""
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError as exc:  # a link to nothing, a file gone meanwhile
+        raise InputError(f"{path}: not a readable image ({exc.strerror or exc})") from None
+
+
+def read_images(folder: Path, size: int, every: int = 1, limit: int | None = None) -> Source:
+    """Images of ``folder`` in time order (modification time, then name): every ``every``-th, at most ``limit``
+    of them, and only those are decoded (a folder of a year's snapshots would not fit in a Pi's memory)."""
     if not folder.is_dir():
         raise InputError(f"{folder}: image folder not found")
     files = sorted(
         (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: (p.stat().st_mtime, p.name),
+        key=lambda p: (_mtime(p), p.name),
     )
     src = Source(str(folder), "images", total=len(files))
     for i, p in enumerate(files):
         if i % every:
             continue
+        if limit is not None and len(src.frames) >= limit:
+            break
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             raise InputError(f"{p}: not a readable image")

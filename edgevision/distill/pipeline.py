@@ -137,7 +137,7 @@ def load_data(opts: DistillOptions) -> tuple[Dataset, list[np.ndarray]]:
     last = None if opts.max_frames is None else opts.max_frames * opts.every - 1
     sources: list[Source] = [read_video(v, size, opts.every, 0, last) for v in opts.videos]
     if opts.images is not None:
-        sources.append(read_images(opts.images, size, opts.every))
+        sources.append(read_images(opts.images, size, opts.every, opts.max_frames))
     if opts.events:
         recorded = read_events(opts.data_dir, size, opts.every, opts.between_every)
         if not recorded[0].files:

@@ -592,3 +592,20 @@ def test_streams_closed_before_the_first_frame_free_their_connections(server: We
             assert s.recv(64).startswith(b"HTTP/1.1 200")  # the stream started; the client leaves
     time.sleep(6.5)  # past the stream's wait for a frame (5 s)
     assert req(server, "GET", "/api/events", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_a_chunked_form_is_refused_and_the_connection_closed(server: WebServer) -> None:
+    """A POST with ``Transfer-Encoding: chunked`` had Content-Length 0 taken for its length: its body stayed in
+    the connection and was read as the next request (and the empty form counted as a wrong token)."""
+    body = "token=" + TOKEN
+    head = (
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    chunked = f"{len(body):x}\r\n{body}\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall((head + chunked).encode())
+        answer = b""
+        while chunk := s.recv(4096):  # the server closes the connection: no second answer follows
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1, answer[:300]

@@ -348,6 +348,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if not self._host_ok():
                 return None
+            if self.headers.get("Transfer-Encoding"):  # a chunked body would be read as the next request
+                self.close_connection = True
+                return self._error(411, "send the form with a Content-Length")
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_FORM_BYTES or length < 0:
                 self.close_connection = True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +23,7 @@ from pydantic import (
 )
 
 from edgevision.config_load import RawConfig, read_config_file
+from edgevision.config_messages import set_path, validation_messages
 from edgevision.errors import ConfigError, UsageError
 
 
@@ -431,47 +431,6 @@ class EdgeVisionConfig(_Strict):
         return self
 
 
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    cur = data
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[p] = nxt
-        cur = nxt
-    cur[parts[-1]] = value
-
-
-_TYPE_TAGS = {"int", "float", "str", "bool", "none"}
-
-
-def _is_union_tag(part: object) -> bool:
-    """Whether a ``loc`` element names a member of a union (``literal['auto']``, ``constrained-int``, ``int``),
-    not a key."""
-    return isinstance(part, str) and (
-        part in _TYPE_TAGS or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) is None
-    )
-
-
-def _merge_union_errors(errors: list[Any]) -> list[Any]:
-    """One error per value: a value matching no member of a union fails once per member (their ``loc`` ends in
-    the member's tag); say it once, the members' messages joined by "or"."""
-    groups: dict[tuple[object, ...], list[Any]] = {}
-    for err in errors:
-        loc = tuple(err["loc"])
-        key = loc[:-1] if loc and _is_union_tag(loc[-1]) else loc
-        groups.setdefault(key, []).append(err)
-    out = []
-    for key, errs in groups.items():
-        if len(errs) > 1 and all(len(e["loc"]) == len(key) + 1 for e in errs):
-            msg = " or ".join(str(e["msg"]).removeprefix("Input should be ") for e in errs)
-            out.append({**errs[0], "loc": key, "msg": f"Input should be {msg}"})
-        else:
-            out.extend(errs)
-    return out
-
-
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> EdgeVisionConfig:
     """Load ``path`` (or the defaults), apply ``overrides`` (dotted keys from flags) and validate strictly.
 
@@ -484,31 +443,13 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     flagged: set[tuple[str, ...]] = set()
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set_path(data, key, value)
+            set_path(data, key, value)
             flagged.add(tuple(key.split(".")))
     try:
         cfg = EdgeVisionConfig.model_validate(data)
     except ValidationError as exc:
-        msgs = []
-        from_flags = 0
-        for err in _merge_union_errors(exc.errors()):
-            loc = tuple(err["loc"])
-            text = str(err["msg"]).removeprefix("Value error, ")
-            if not loc and "." in text.split(" ", 1)[0]:
-                loc = tuple(text.split(" ", 1)[0].split("."))  # a check across sections names its key first
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            if loc in flagged or any(loc[: len(f)] == f for f in flagged):
-                where = "command line"
-                from_flags += 1
-            else:
-                probe = loc
-                while probe and probe not in lines:
-                    probe = probe[:-1]
-                where = f"{origin}:{lines.get(probe, 1)}"
-            if err["type"] == "extra_forbidden":
-                text = "unknown key"
-            msgs.append(f"{where} {key}: {text}")
-        if from_flags == len(msgs):
+        msgs, all_flags = validation_messages(exc.errors(), origin, lines, flagged)
+        if all_flags:
             raise UsageError("\n".join(msgs)) from None  # a bad flag value is a usage error (exit 2)
         raise ConfigError("\n".join(msgs)) from None
     cfg._origin = origin

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
         "errors",
         "config",
         "config_load",
+        "config_messages",
         "safe_read",
         "paths",
         "fsutil",

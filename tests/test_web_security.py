@@ -15,8 +15,9 @@ import pytest
 
 from edgevision.config import WebConfig
 from edgevision.errors import ConfigError
+from edgevision.publish.http_server import MAX_PER_CLIENT, listen
 from edgevision.publish.live import LiveView
-from edgevision.publish.web import MAX_PER_CLIENT, WebServer, listen
+from edgevision.publish.web import WebServer
 from edgevision.publish.webauth import (
     FREE_FAILURES,
     SESSION_MAX_S,

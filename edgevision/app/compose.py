@@ -42,7 +42,7 @@ from edgevision.pipeline.control import Controls, RecordingGate
 from edgevision.pipeline.loop import Pipeline
 from edgevision.pipeline.sinks import DetectionsLog, VideoSink, WindowSink, check_video_target
 from edgevision.publish.factory import build_sharing
-from edgevision.publish.web import listen
+from edgevision.publish.http_server import listen
 from edgevision.recorder.factory import recorder_settings
 from edgevision.recorder.recorder import Recorder
 from edgevision.recorder.recovery import check_allowance_s

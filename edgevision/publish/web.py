@@ -6,16 +6,14 @@ exchange (the login form, or ``?token=`` on the first load, answered with a redi
 it), so no page or media URL carries the token. Wrong tokens are rate-limited per client and the ``Host`` /
 ``Origin`` headers are checked against DNS rebinding (:mod:`edgevision.publish.webauth`).
 
-The listening socket is bound by :func:`listen` early in a run (a port in use or an unresolvable host is a
-config error, exit 78, before anything else starts) and handed to :class:`WebServer`.
-Files are served by event id from the index, never by a path taken from the request. Each client has its own
-thread and a send timeout, so a slow client is dropped, never waited for; one address holds at most
-:data:`MAX_PER_CLIENT` connections (and all together :data:`MAX_CONNECTIONS`), further ones are answered 503.
+The listening socket is bound early in a run and handed to :class:`WebServer`, which serves it with a thread per
+connection, connections bounded per address (:mod:`edgevision.publish.http_server`). Files are served by event
+id from the index, never by a path taken from the request. Each client has a send timeout, so a slow client is
+dropped, never waited for.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import logging
@@ -26,15 +24,15 @@ import socket
 import sqlite3
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import WebConfig, is_loopback
-from edgevision.errors import ConfigError
 from edgevision.paths import events_index
+from edgevision.publish.http_server import BoundedServer, listen
 from edgevision.publish.live import LiveView
 from edgevision.publish.metrics import Metrics
 from edgevision.publish.webauth import (
@@ -59,8 +57,6 @@ EVENT_FILE = re.compile(r"^/events/(\d{1,12})/(clip\.mp4|snapshot\.jpg|thumb\.jp
 SEND_TIMEOUT_S = 2.0
 CHUNK = 1 << 16
 MAX_FORM_BYTES = 4096
-MAX_PER_CLIENT = 16  # connections (threads) one address may hold at once
-MAX_CONNECTIONS = 128
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>edgevision: sign in</title></head>
 <body style="font-family:system-ui,sans-serif;background:#111;color:#eee;padding:2em">
@@ -69,25 +65,6 @@ LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <input name="token" type="password" autocomplete="current-password" size="40" autofocus>
 <button type="submit">Sign in</button><p style="color:#e88">{error}</p></form></body></html>
 """
-
-
-def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
-    """Bind and listen on ``host:port`` now; a failure is a :class:`ConfigError` (exit 78) in one line."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"web.host {host}: cannot resolve this address ({reason})") from None
-    family, kind, proto, _, addr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
-        sock.bind(addr)
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"web: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
 
 
 class Progress(Protocol):
@@ -99,49 +76,6 @@ class Progress(Protocol):
     def waiting_text(self) -> str: ...
 
     def state(self) -> State: ...
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most :data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all: a
-    client trickling its request in byte by byte holds its thread for as long as it likes."""
-
-    daemon_threads = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._open: dict[str, int] = {}
-        self._open_lock = threading.Lock()
-
-    def _release(self, client: str) -> None:
-        with self._open_lock:
-            self._open[client] -= 1
-            if not self._open[client]:
-                del self._open[client]
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        client = str(client_address[0])
-        with self._open_lock:
-            full = self._open.get(client, 0) >= MAX_PER_CLIENT or sum(self._open.values()) >= MAX_CONNECTIONS
-            if not full:
-                self._open[client] = self._open.get(client, 0) + 1
-        if full:
-            with contextlib.suppress(OSError):
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release(client)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release(str(client_address[0]))
 
 
 class WebServer:
@@ -179,7 +113,7 @@ class WebServer:
         handler = type("Handler", (_Handler,), {"server_ref": self})
         if sock is None:
             sock = listen(host, port)
-        self.httpd = _BoundedServer(sock.getsockname()[:2], handler, bind_and_activate=False)
+        self.httpd = BoundedServer(sock.getsockname()[:2], handler, bind_and_activate=False)
         self.httpd.socket.close()
         self.httpd.socket = sock
         self.httpd.server_address = sock.getsockname()

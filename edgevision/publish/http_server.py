@@ -1,0 +1,81 @@
+"""The web server's socket and threads: bound early, one thread per connection, connections bounded.
+
+:func:`listen` binds the port at the start of a run (a port in use or an unresolvable host is a config error,
+exit 78, before anything else starts); :class:`BoundedServer` serves it with a thread per connection, at most
+:data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all, further ones answered 503 at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from edgevision.errors import ConfigError
+
+MAX_PER_CLIENT = 16  # connections (threads) one address may hold at once
+MAX_CONNECTIONS = 128
+
+
+def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
+    """Bind and listen on ``host:port`` now; a failure is a :class:`ConfigError` (exit 78) in one line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"web.host {host}: cannot resolve this address ({reason})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"web: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most :data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all: a
+    client trickling its request in byte by byte holds its thread for as long as it likes."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: dict[str, int] = {}
+        self._open_lock = threading.Lock()
+
+    def _release(self, client: str) -> None:
+        with self._open_lock:
+            self._open[client] -= 1
+            if not self._open[client]:
+                del self._open[client]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        client = str(client_address[0])
+        with self._open_lock:
+            full = self._open.get(client, 0) >= MAX_PER_CLIENT or sum(self._open.values()) >= MAX_CONNECTIONS
+            if not full:
+                self._open[client] = self._open.get(client, 0) + 1
+        if full:
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(client)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(str(client_address[0]))

@@ -550,7 +550,7 @@ def test_a_clip_whose_salvage_fails_after_a_disk_error_is_left_for_recovery(
     import errno
 
     from edgevision.capture.packets import EncodedPacket
-    from edgevision.recorder import recorder as recorder_mod
+    from edgevision.recorder import packet_clips
     from edgevision.recorder.remux import PacketClipWriter
 
     real_write = PacketClipWriter.write
@@ -566,7 +566,7 @@ def test_a_clip_whose_salvage_fails_after_a_disk_error_is_left_for_recovery(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(PacketClipWriter, "write", write)
-    monkeypatch.setattr(recorder_mod, "salvage_fragmented_mp4", salvage)
+    monkeypatch.setattr(packet_clips, "salvage_fragmented_mp4", salvage)
     data = tmp_path / "data"
     drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
     (ev,) = rows(data)

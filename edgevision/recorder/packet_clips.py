@@ -12,11 +12,16 @@ decides how to degrade (:meth:`abort` leaves the ``.partial`` for recovery).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
+from edgevision.fsutil import sha256_file
+from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing, RingStats
 from edgevision.recorder.remux import PacketClipWriter
+
+log = logging.getLogger(__name__)
 
 
 class PacketClips:
@@ -73,3 +78,25 @@ class PacketClips:
 
     def stats(self) -> RingStats:
         return self.ring.stats()
+
+
+def salvage_cut_clip(clip: PacketClipWriter, event_id: int) -> dict[str, object] | None:
+    """After a disk error cut ``clip`` (already aborted): keep its ``.partial`` up to the last fragment that
+    decodes, renamed to the final name. Returns the index values of the kept clip, ``{}`` when nothing was
+    playable (the ``.partial`` is removed), or None when the salvage itself failed: nothing is proven about the
+    file, so it stays, and its row stays open for start-up recovery."""
+    try:
+        kept = salvage_fragmented_mp4(clip.partial_path)
+        if kept:
+            clip.partial_path.replace(clip.final_path)
+    except OSError as exc:
+        log.error("event %d: salvaging the clip after a disk error failed: %s", event_id, exc)
+        return None
+    if not kept:
+        clip.partial_path.unlink(missing_ok=True)
+        return {}
+    return {
+        "clip_size": clip.final_path.stat().st_size,
+        "clip_sha256": sha256_file(clip.final_path),
+        "clip_start_ts": clip.first_ts,
+    }

@@ -37,7 +37,6 @@ from edgevision.events.stage import EventStage
 from edgevision.events.state import EventEnd, EventStart, RunningStats
 from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
-from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_rebuild import open_recorder_index
@@ -45,7 +44,7 @@ from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode
-from edgevision.recorder.packet_clips import PacketClips
+from edgevision.recorder.packet_clips import PacketClips, salvage_cut_clip
 from edgevision.recorder.recovery import Checking, RecoveryReport, recover
 from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
@@ -392,31 +391,16 @@ class Recorder:
         clip = active.clip
         active.clip = None
         self.clips.abort()
-        kept = 0
-        try:
-            kept = salvage_fragmented_mp4(clip.partial_path)
-            if kept:
-                clip.partial_path.replace(clip.final_path)
-        except OSError as exc2:
-            # nothing is proven about the file: it stays, and its row stays open for start-up recovery
-            log.error("event %d: salvaging the clip after a disk error failed: %s", active.event_id, exc2)
-            active.clip_unsettled = True
-        if not kept and not active.clip_unsettled:
-            clip.partial_path.unlink(missing_ok=True)
+        salvage = salvage_cut_clip(clip, active.event_id)
+        active.clip_unsettled = salvage is None
+        if salvage == {}:  # nothing playable: no clip
             active.clip_rel = None
-        extra: dict[str, object] = {}
-        if kept and not active.clip_unsettled:
-            extra = {
-                "clip_size": clip.final_path.stat().st_size,
-                "clip_sha256": sha256_file(clip.final_path),
-                "clip_start_ts": clip.first_ts,
-            }
         self.writer.update(
             active.event_id,
             clip_path=active.clip_rel,
             clip_frames=None,
             note=f"clip cut short by disk error: {exc.strerror}",
-            **extra,
+            **(salvage or {}),
         )
         self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 

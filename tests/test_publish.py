@@ -278,9 +278,9 @@ def test_a_client_that_stops_reading_is_dropped(site: Site) -> None:
 @pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (CI installs it)")
 def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
     video = tmp_path / "two.avi"
-    # the live view needs the source still playing when the browser looks: 20 s of empty hallway at the end,
-    # so a slow browser start on a busy machine does not meet a run that has ended (SIGTERM ends it sooner)
-    splice(video, [("empty", 30), ("people", 40), ("empty", 160), ("people", 200), ("empty", 500)])
+    # the live view and the clip need the run still going when the browser looks: 40 s of empty hallway at the
+    # end, so a slow browser start on a busy machine does not meet a run that has ended (SIGTERM ends it sooner)
+    splice(video, [("empty", 30), ("people", 40), ("empty", 160), ("people", 200), ("empty", 1000)])
     port = free_port()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
@@ -326,7 +326,7 @@ def test_page_in_headless_chromium(env: dict[str, str], tmp_path: Path) -> None:
             time.sleep(0.2)
             live = browser.js("document.getElementById('live').naturalWidth") or 0
         played = 0.0
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40  # a loaded machine: the page's poll, the clip's fetch, its decoder
         while time.monotonic() < deadline and played < 1.0:
             time.sleep(0.5)
             played = float(browser.js("document.getElementById('clip').currentTime") or 0)

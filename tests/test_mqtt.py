@@ -297,6 +297,38 @@ def test_detection_switch_skips_the_detector(models_dir: Path, monkeypatch: pyte
 
 # -- against a real broker ---------------------------------------------------------------------------------
 @needs_broker
+def test_discovery_removes_the_entities_of_labels_no_longer_recorded(tmp_path: Path) -> None:
+    """A label taken out of recorder.labels left its count sensor announced (retained) for good: Home Assistant
+    kept an entity nothing updates. The run removes this device's retained configs it does not announce, and only
+    those."""
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port)
+    stale = "homeassistant/sensor/edgevision_porch/car_count/config"
+    other = "homeassistant/sensor/edgevision_garage/car_count/config"  # another camera's: left alone
+    for topic in (stale, other):
+        sub.publish(topic, json.dumps({"name": "Car count"}), retain=True)
+    sub.wait(lambda: sub.last(stale) is not None and sub.last(other) is not None)  # retained, and seen here
+    configs = discovery_configs(TOPICS, "porch", ["person"], ())
+    config = MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1, drain_timeout_s=10)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 100), TOPICS, discovery=configs)
+    try:
+        sub.wait(lambda: sub.last(stale) == b"")
+        sub.wait(lambda: all(sub.last(t) is not None for t, _ in configs))
+    finally:
+        pub.close()
+        sub.close()
+    announced = [(t, p) for t, p in configs if p is not None]  # None: a switch this run removes itself
+    late = Subscriber(broker.port, client_id="late")
+    try:
+        late.wait(lambda: late.last(other) is not None and all(late.last(t) for t, _ in announced))
+        time.sleep(0.5)
+        assert late.last(stale) is None  # no retained config left: the entity is gone
+        assert all(json.loads(late.last(t) or b"") == p for t, p in announced)  # its own are not touched
+    finally:
+        late.close()
+
+
+@needs_broker
 def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: Path) -> None:
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port)

@@ -104,6 +104,12 @@ class MqttPublisher:
         self.topics = topics
         self.qos = c.qos
         self.discovery = list(discovery)
+        # This device's discovery configs, as subscriptions: a retained one that this run does not announce (a
+        # label taken out of recorder.labels) is removed, or Home Assistant would keep its entity for good.
+        self._announced = {topic for topic, _ in self.discovery}
+        self._device_configs = sorted(
+            {f"{p[0]}/+/{p[2]}/+/config" for p in (t.split("/") for t in self._announced) if len(p) == 5}
+        )
         self.controls = controls
         self.switches = tuple(switches)  # the switches this run can honour (recordings needs a recorder)
         self.sent = 0
@@ -150,6 +156,9 @@ class MqttPublisher:
         client.publish(self.topics.available, "online", qos=1, retain=True)
         for topic, payload in self.discovery:  # None: an empty config removes the entity
             client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
+        for pattern in self._device_configs:
+            client.message_callback_add(pattern, self._on_device_config)
+            client.subscribe(pattern, qos=1)
         if self.switches:
             client.subscribe([(self.topics.switch_set(name), 1) for name in self.switches])
         # The latest state (the broker may have restarted without it), and "connected", under the state lock: a
@@ -176,6 +185,13 @@ class MqttPublisher:
                 "mqtt: disconnected (%s); events wait in the outbox (%d queued)", reason, len(self.outbox)
             )
         self._connected.clear()
+
+    def _on_device_config(self, client: Any, userdata: Any, message: Any) -> None:
+        """A retained discovery config of this device that this run does not announce: removed (an empty
+        retained config)."""
+        if message.retain and message.payload and message.topic not in self._announced:
+            log.info("mqtt: removing the Home Assistant entity %s (no longer announced)", message.topic)
+            client.publish(message.topic, "", qos=1, retain=True)
 
     def _on_set(self, client: Any, userdata: Any, message: Any) -> None:
         name = message.topic.rsplit("/", 2)[-2]

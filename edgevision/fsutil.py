@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 
 
@@ -41,3 +42,20 @@ def unlink_quietly(path: Path) -> None:
     """Remove a temporary file that may not exist (never used on a finalized recording)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def set_aside(path: Path, why: str = "damaged") -> Path:
+    """Rename an SQLite file (and its ``-wal`` / ``-shm``) to ``<name>.<why>-<UTC stamp>``, kept for a look
+    rather than deleted; returns the new path of the database file. The database is renamed last: its name is
+    what a reader opens."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = path.with_name(f"{path.name}.{why}-{stamp}")
+    n = 1
+    while kept.exists():  # twice within a second
+        n += 1
+        kept = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
+    for suffix in ("-wal", "-shm", ""):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(kept.with_name(kept.name + suffix))
+    return kept

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from pathlib import Path
+
+from edgevision.fsutil import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,7 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):  # locked, I/O, full disk: not damage, keep the file
                 raise
-            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-            path.rename(aside)
-            for extra in ("-wal", "-shm"):
-                Path(f"{path}{extra}").unlink(missing_ok=True)
+            aside = set_aside(path)
             log.warning(
                 "mqtt: the outbox %s is damaged (%s): kept as %s, a new one started", path, exc, aside
             )

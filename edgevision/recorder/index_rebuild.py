@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgevision.fsutil import set_aside
 from edgevision.recorder.index import EventIndex
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
         if problem is None:
             return index
         index.close()
-    kept = set_aside(data_dir)
+    kept = set_aside(data_dir / "events.db")
     index = EventIndex(data_dir)
     rows = rebuild(index, data_dir, camera, label)
     log.error(
@@ -71,23 +71,6 @@ def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
         rows,
     )
     return index
-
-
-def set_aside(data_dir: Path) -> Path:
-    """Rename ``events.db`` (and its ``-wal`` / ``-shm``) to ``events.db.damaged-<UTC stamp>``; returns the new
-    path of the database file."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    db = data_dir / "events.db"
-    kept = db.with_name(f"{db.name}.damaged-{stamp}")
-    n = 1
-    while kept.exists():  # two damaged indexes within a second
-        n += 1
-        kept = db.with_name(f"{db.name}.damaged-{stamp}-{n}")
-    for suffix in ("-wal", "-shm", ""):  # the database last: its name is what a reader opens
-        part = db.with_name(db.name + suffix)
-        if part.exists():
-            part.rename(kept.with_name(kept.name + suffix))
-    return kept
 
 
 def _scan(data_dir: Path) -> dict[int, _Found]:

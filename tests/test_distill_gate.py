@@ -568,10 +568,8 @@ def test_a_child_that_runs_past_its_timeout_is_a_model_error_not_a_crash(
 @pytest.mark.parametrize(
     "flag, value",
     [
-        (
-            "--teacher-threshold",
-            "1",
-        ),  # log(t / (1 - t)): ZeroDivisionError after the teacher ran on every frame
+        # log(t / (1 - t)): ZeroDivisionError after the teacher ran on every frame
+        ("--teacher-threshold", "1"),
         ("--teacher-threshold", "0"),
         ("--teacher-threshold", "nan"),
         ("--lr", "0"),

@@ -236,10 +236,8 @@ class LiveRunner:
         self.stats = CaptureStats()
         self.slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
-        self._lock = (
-            threading.Lock()
-        )  # guards _generation, _last_frame_at, _index, _wait, _cleared, _threads,
-        # _superseded
+        # guards _generation, _last_frame_at, _index, _wait, _cleared, _threads, _superseded
+        self._lock = threading.Lock()
         self._generation = 0
         self._wait: SourceWait | None = None
         self._cleared: SourceWait | None = None  # the wait an open ended, until that connection gives a frame

@@ -118,9 +118,8 @@ class Presence:
         # Retained: a run killed during an event left ON at the broker (recovery closes it only with --record).
         # Nobody is seen yet (an event needs trigger_frames first), so say so before anything else.
         publisher.queue(topics.occupancy(self.label), on_off(False), retain=True)
-        for (
-            label
-        ) in self.settings.labels:  # retained counts too: none counted yet, whatever a killed run left
+        # retained counts too: none counted yet, whatever a killed run left
+        for label in self.settings.labels:
             publisher.state(topics.count(label), b"0")
 
     def _counts(self, detections: list[Detection], force: bool = False) -> None:

@@ -203,14 +203,11 @@ class EventIndex:
             ).fetchall()
         return [EventRow(*r) for r in reversed(rows)]
 
-    def list(
-        self, since_wall: float | None = None, status: str | None = None, limit: int | None = None
-    ) -> list[EventRow]:
+    def list(self, status: str | None = None, limit: int | None = None) -> list[EventRow]:
+        """Rows in recording order (by id), those of ``status`` only when given. A time filter belongs to the
+        caller: a row's ``start_wall`` is not when it started after the clock stepped (``recorder.wallclock``)."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE 1=1"
         args: list[Any] = []
-        if since_wall is not None:
-            sql += " AND start_wall >= ?"
-            args.append(since_wall)
         if status is not None:
             sql += " AND status = ?"
             args.append(status)

@@ -86,9 +86,8 @@ class Scheduler:
         self.person_label = person_label
         self.costs = [RungCost(r.expected_ms, r.profile.cadence) for r in self.rungs]
         self.state = start_state(self.costs, settings, clock())
-        self.switches: deque[Switch] = deque(
-            maxlen=SWITCH_HISTORY
-        )  # the recent ones: a service runs for months
+        # the recent switches only: a service runs for months
+        self.switches: deque[Switch] = deque(maxlen=SWITCH_HISTORY)
         self.switch_count = 0  # every switch of the run
         self.carrier = BoxCarrier()
         self._n = 0

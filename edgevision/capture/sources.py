@@ -6,6 +6,7 @@ A source opens, reads one image at a time and closes; threading, pacing and reco
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import re
@@ -310,7 +311,8 @@ class Picamera2Source:
                 # find it busy
                 self._cam = None
                 try:
-                    cam.stop()
+                    with contextlib.suppress(Exception):  # the encoder's error is the one to report
+                        cam.stop()
                 finally:
                     cam.close()
                 if isinstance(exc, (RuntimeError, OSError)):  # the encoder device busy or gone: retried

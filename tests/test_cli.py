@@ -317,6 +317,26 @@ def test_silencing_keeps_every_other_stderr_line() -> None:
     assert r.stderr == "ERROR: a real runtime error\npython stderr line\nafter\n"
 
 
+def test_no_temporary_file_leaves_stderr_unfiltered_and_no_descriptor_open() -> None:
+    """A service whose $TMPDIR is read-only or full still loads its model: the runtime's INFO line is then
+    simply shown (it used to raise from the block and leak a duplicate of fd 2)."""
+    code = (
+        "import os, sys, tempfile\n"
+        "def no_tmp(*a, **k):\n"
+        "    raise OSError(30, 'Read-only file system')\n"
+        "tempfile.TemporaryFile = no_tmp\n"
+        "from edgevision.inference.runtime_log import quiet_runtime_info\n"
+        "before = sorted(os.listdir('/proc/self/fd'))\n"
+        "with quiet_runtime_info():\n"
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "assert sorted(os.listdir('/proc/self/fd')) == before, (before, os.listdir('/proc/self/fd'))\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nafter\n"
+
+
 def test_console_script_runs_from_any_directory(env: dict[str, str], tmp_path: Path) -> None:
     """``python -m edgevision`` does not depend on the working directory (no stray relative paths)."""
     r = run_cli(["models", "verify", V1], env, cwd=tmp_path)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,11 @@ def quiet_runtime_info() -> Iterator[None]:
     in order, when the block ends; the INFO lines go to the debug log instead.
     """
     with _FD2_LOCK:
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            yield  # no usable fd 2 (embedded interpreter): nothing to filter
+        tmp, saved = _redirect_fd2()
+        if tmp is None or saved is None:
+            yield  # nothing to filter with: the runtime's lines go straight to stderr
             return
-        with tempfile.TemporaryFile() as tmp:
-            os.dup2(tmp.fileno(), 2)
+        with tmp:
             try:
                 yield
             finally:
@@ -56,3 +54,29 @@ def quiet_runtime_info() -> Iterator[None]:
                         kept.append(line)
                 if kept:
                     os.write(2, b"".join(kept))
+
+
+def _redirect_fd2() -> tuple[IO[bytes] | None, int | None]:
+    """(temporary file now on fd 2, a dup of the old fd 2), or Nones with fd 2 untouched and nothing left open.
+
+    No usable fd 2 (an embedded interpreter) or no temporary file (a read-only or full ``$TMPDIR`` under a
+    service's sandbox) must not stop a model from loading: its INFO lines are then simply not filtered."""
+    try:
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller's ``with tmp`` or below
+    except OSError as exc:
+        log.debug("runtime INFO lines not filtered: no temporary file (%s)", exc)
+        return None, None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        tmp.close()
+        return None, None
+    try:
+        os.dup2(tmp.fileno(), 2)
+    except OSError:
+        os.close(saved)
+        tmp.close()
+        return None, None
+    return tmp, saved

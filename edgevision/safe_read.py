@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
+
+from edgevision.errors import InputError
 
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 
@@ -70,3 +73,30 @@ def open_regular(path: Path, what: str = "file") -> int:
         os.close(fd)
         raise ValueError(f"{what} is {file_kind(st.st_mode)}, not a regular file")
     return fd
+
+
+def read_image(path: Path) -> Any:
+    """Decode an image file as BGR uint8 (``numpy`` ``[H, W, 3]``); a missing, non-regular, undecodable or
+    too large file is an :class:`InputError` naming it.
+
+    Too large is OpenCV's own limit, ``OPENCV_IO_MAX_IMAGE_PIXELS`` (the CLI sets 2^27, 134 megapixels, before
+    cv2 is imported): it is checked from the header, before any pixel is decoded."""
+    import cv2
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE" in str(exc):
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 30))
+            raise InputError(
+                f"{path}: image too large to decode here (over {int(limit) / 1e6:.0f} megapixels, or a side over "
+                "1048576 px; scale it down, or raise OPENCV_IO_MAX_IMAGE_PIXELS if this machine has the memory)"
+            ) from None
+        raise InputError(f"{path}: cannot decode image ({str(exc).strip().splitlines()[-1]})") from None
+    if image is None:
+        raise InputError(f"{path}: cannot decode image (unsupported or corrupt file)")
+    return image

@@ -188,3 +188,32 @@ def test_annotating_two_images_of_the_same_name_into_one_directory_is_refused(
     )
     assert r.returncode == 2 and "x.bmp" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def _black_png(path: Path, side: int) -> None:
+    """A real, valid black RGB PNG of ``side`` x ``side`` (a few hundred KB however large the side)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(1 + 3 * side)  # filter byte + pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(env: dict[str, str], tmp_path: Path) -> None:
+    """A 144-megapixel PNG of 0.4 MB decodes to 432 MB of pixels (twice that while converting): on a Pi that is
+    the OOM killer. It is refused from its header with one line naming the limit."""
+    huge = tmp_path / "panorama.png"
+    _black_png(huge, 12000)
+    assert huge.stat().st_size < 2_000_000
+    r = run_cli(["detect", str(huge)], env)
+    assert r.returncode == 66, r.stderr
+    assert "panorama.png: image too large to decode here (over 134 megapixels" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from conftest import IMAGES, run_cli
 
-from edgevision.cli.detect_cmd import read_image
 from edgevision.config import EdgeVisionConfig, FacesConfig, load_config
 from edgevision.detection.factory import build_detector
 from edgevision.face.accept import AcceptMode, FaceLimits, FaceRule, Reason, judge, roll_deg
@@ -31,6 +30,7 @@ from edgevision.results import FrameResult, Latency
 from edgevision.results.detection import BBox
 from edgevision.results.face import Face
 from edgevision.results.frame import Frame
+from edgevision.safe_read import read_image
 
 # ---- the rule on synthetic faces: a 1000 x 1000 frame, a 200-px box centred at (500, 500) -------------------
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from edgevision.cli.common import add_model_flags, config_from_args
 from edgevision.errors import EXIT_NOINPUT, InputError, UsageError
+from edgevision.safe_read import read_image
 from edgevision.writable import check_output_dir, check_output_file
 
 if TYPE_CHECKING:  # heavy modules are imported when the command runs, not for --help
@@ -35,20 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--faces", action="store_true", help="also find faces, their keypoints and 468 landmarks")
     p.set_defaults(func=run)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Read an image as BGR; a missing or undecodable file is an :class:`InputError`."""
-    import cv2
-
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"{path}: cannot decode image (unsupported or corrupt file)")
-    return image
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 from edgevision.detection.detector import to_rgb
 from edgevision.errors import InputError, UsageError
 from edgevision.paths import events_index
+from edgevision.safe_read import read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -119,10 +120,7 @@ def read_images(folder: Path, size: int, every: int = 1, limit: int | None = Non
             continue
         if limit is not None and len(src.frames) >= limit:
             break
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"{p}: not a readable image")
-        src.frames.append(to_input(img, size))
+        src.frames.append(to_input(read_image(p), size))
         src.indexes.append(i)
     return src
 

@@ -8,8 +8,10 @@ Assistant ids use :func:`topic_name`, the same name reduced to ``[A-Za-z0-9_-]``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 from pathlib import Path
 
 from edgevision.config import EdgeVisionConfig, SourceKind
@@ -34,3 +36,18 @@ def camera_name(cfg: EdgeVisionConfig) -> str:
 def topic_name(name: str) -> str:
     """``name`` as one MQTT topic level and a Home Assistant id: runs of other characters become ``_``."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "camera"
+
+
+def device_id() -> str:
+    """This machine's id as MQTT shows it (12 hex digits): a hash of the systemd machine id (the hostname where
+    there is none), so two devices — even two Pis both left at the hostname ``raspberrypi`` — never share it,
+    and the machine id itself is not published (systemd asks applications to hash it)."""
+    raw = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            raw = Path(path).read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if raw:
+            break
+    return hashlib.sha256(f"edgevision:{raw or socket.gethostname()}".encode()).hexdigest()[:12]

@@ -329,6 +329,43 @@ def test_discovery_removes_the_entities_of_labels_no_longer_recorded(tmp_path: P
 
 
 @needs_broker
+def test_two_devices_at_one_camera_name_say_so_and_keep_each_others_entities(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two Pis left at the default name (both ``camera0``) merged into one Home Assistant device: with one
+    client id they knocked each other off the broker in turn, and each removed the other's entities as "no
+    longer announced". Now their client ids differ, both log the clash, and each keeps to its own configs."""
+    broker = Broker(tmp_path)
+    config = MqttConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1, drain_timeout_s=10)
+    b_configs = discovery_configs(TOPICS, "porch", ["person", "car"], (), device_id="bbbbbbbbbbbb")
+    a_configs = discovery_configs(TOPICS, "porch", ["person"], (), device_id="aaaaaaaaaaaa")
+    car = "homeassistant/sensor/edgevision_porch/car_count/config"
+    sub = Subscriber(broker.port)
+    b = MqttPublisher(config, Outbox(tmp_path / "b.db", 100), TOPICS, b_configs, device="bbbbbbbbbbbb")
+    a = None
+    try:
+        sub.wait(lambda: sub.last(car) is not None)
+        caplog.set_level(logging.ERROR, logger="edgevision.publish.mqtt")
+        a = MqttPublisher(config, Outbox(tmp_path / "a.db", 100), TOPICS, a_configs, device="aaaaaaaaaaaa")
+        sub.wait(lambda: a is not None and a.clashes == {"bbbbbbbbbbbb"} and b.clashes == {"aaaaaaaaaaaa"})
+        said = [
+            r.getMessage() for r in caplog.records if "also publishes as camera 'porch'" in r.getMessage()
+        ]
+        assert len(said) == 2, said
+        assert any("device bbbbbbbbbbbb" in m for m in said) and any("device aaaaaaaaaaaa" in m for m in said)
+        time.sleep(1.5)  # a's retained-config subscription has long been answered; a knock-off would show now
+        assert a._links == 1 and b._links == 1  # neither was disconnected by the other's client id
+        assert sub.last(car) and json.loads(sub.last(car) or b"")["device"]["serial_number"] == "bbbbbbbbbbbb"
+        assert b"" not in sub.on(car)  # never removed
+    finally:
+        if a is not None:
+            a.close()
+        b.close()
+        sub.close()
+        broker.stop()
+
+
+@needs_broker
 def test_topics_switches_discovery_and_availability_on_a_real_broker(tmp_path: Path) -> None:
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port)
@@ -687,7 +724,10 @@ class _RecordingClient:
             self.thread.start()
             self.thread.join(0.3)  # with the state lock held by _on_connect, it waits (and publishes after)
 
-    def subscribe(self, topics: Any) -> None:
+    def subscribe(self, topics: Any, qos: int = 0) -> None:
+        pass
+
+    def message_callback_add(self, topic: str, callback: Callable[..., None]) -> None:
         pass
 
 

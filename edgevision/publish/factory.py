@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgevision.config import EdgeVisionConfig
 from edgevision.events.stage import EventStage
-from edgevision.naming import topic_name
+from edgevision.naming import device_id, topic_name
 from edgevision.paths import data_dir as configured_data_dir
 from edgevision.paths import mqtt_outbox
 from edgevision.pipeline.control import Controls
@@ -175,6 +175,7 @@ def build_sharing(
             switches = ("detect", "recordings") if cfg.recorder.enabled else ("detect",)
         labels = list(cfg.recorder.labels)
         discovery = []
+        device = device_id()
         if m.homeassistant_discovery:
             discovery = discovery_configs(
                 topics,
@@ -183,8 +184,9 @@ def build_sharing(
                 switches,
                 m.discovery_prefix,
                 model=f"edgevision ({cfg.detector.model})",
+                device_id=device,
             )
-        sharing.mqtt = MqttPublisher(m, outbox, topics, discovery, controls, switches)
+        sharing.mqtt = MqttPublisher(m, outbox, topics, discovery, controls, switches, device)
         sharing.relay = EventRelay(sharing.mqtt)
         presence = Presence(
             sharing.mqtt,

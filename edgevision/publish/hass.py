@@ -25,10 +25,12 @@ def discovery_configs(
     switches: Sequence[str],
     discovery_prefix: str = "homeassistant",
     model: str = "edgevision",
+    device_id: str | None = None,
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """``(config topic, payload)`` for every entity of this camera; ``labels[0]`` is the event label. A switch
     this run cannot honour gets ``None`` (an empty config: Home Assistant removes an entity a previous run
-    announced)."""
+    announced). ``device_id`` (:func:`~edgevision.naming.device_id`) is the device's serial number: it tells
+    this machine's configs from another's published under the same camera name."""
     node = f"edgevision_{topics.camera}"
     device = {
         "identifiers": [node],
@@ -37,6 +39,8 @@ def discovery_configs(
         "model": model,
         "sw_version": __version__,
     }
+    if device_id:
+        device["serial_number"] = device_id
     common = {
         "device": device,
         "availability_topic": topics.available,

@@ -8,12 +8,20 @@ Two kinds of messages:
   every (re)connect: only the latest value matters, so nothing stale queues up.
 
 Switches: ``<prefix>/<camera>/{detect,recordings}/set`` (``ON`` / ``OFF``) flip the run's :class:`Controls`.
+
+One camera name, one device: ``<prefix>/<camera>/device`` (retained) names the device publishing as that camera.
+Two devices left at the same default name (every Pi's first camera is ``camera0``) would merge into one Home
+Assistant device and mix their events; each says so in its log as soon as it sees the other's marker. A
+retained discovery config this run does not announce is removed only when it is this device's (its serial
+number is this device id, or it has none, as before device ids). Client ids carry the device id, so such a pair
+at least does not knock each other off the broker in turn.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgevision.config import MqttConfig
-from edgevision.naming import topic_name
+from edgevision.naming import device_id, topic_name
 from edgevision.pipeline.control import Controls
 from edgevision.publish.outbox import Outbox
 
@@ -50,6 +58,10 @@ class Topics:
     @property
     def stats(self) -> str:
         return f"{self.base}/stats"
+
+    @property
+    def device(self) -> str:
+        return f"{self.base}/device"
 
     def count(self, label: str) -> str:
         return f"{self.base}/{topic_name(label)}"
@@ -92,9 +104,10 @@ class MqttPublisher:
         discovery: Sequence[tuple[str, dict[str, Any] | None]] = (),
         controls: Controls | None = None,
         switches: Sequence[str] = (),
+        device: str | None = None,
     ) -> None:
         """Connect (in the background) as the ``mqtt:`` section says: broker, credentials, client id, QoS,
-        reconnect backoff, drain timeout."""
+        reconnect backoff, drain timeout. ``device`` is this machine's :func:`~edgevision.naming.device_id`."""
         c = config
         try:
             import paho.mqtt.client as mqtt
@@ -110,6 +123,9 @@ class MqttPublisher:
         self._device_configs = sorted(
             {f"{p[0]}/+/{p[2]}/+/config" for p in (t.split("/") for t in self._announced) if len(p) == 5}
         )
+        self.device = device or device_id()
+        self._marker = json.dumps({"device": self.device, "host": socket.gethostname()})
+        self.clashes: set[str] = set()  # other devices seen publishing as this camera (paho's network thread)
         self.controls = controls
         self.switches = tuple(switches)  # the switches this run can honour (recordings needs a recorder)
         self.sent = 0
@@ -123,7 +139,7 @@ class MqttPublisher:
         self._state: dict[str, bytes] = {}
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=c.client_id or f"edgevision-{topics.camera}",
+            client_id=c.client_id or f"edgevision-{topics.camera}-{self.device[:8]}",
             clean_session=False,
         )
         if c.username:
@@ -154,6 +170,11 @@ class MqttPublisher:
         log.info("mqtt: connected")
         self._unreachable_said = False
         client.publish(self.topics.available, "online", qos=1, retain=True)
+        # ours first, then subscribed: the retained marker we are sent back is ours unless another device
+        # publishes as this camera meanwhile
+        client.publish(self.topics.device, self._marker, qos=1, retain=True)
+        client.message_callback_add(self.topics.device, self._on_device_marker)
+        client.subscribe(self.topics.device, qos=1)
         for topic, payload in self.discovery:  # None: an empty config removes the entity
             client.publish(topic, "" if payload is None else json.dumps(payload), qos=1, retain=True)
         for pattern in self._device_configs:
@@ -186,10 +207,36 @@ class MqttPublisher:
             )
         self._connected.clear()
 
+    def _on_device_marker(self, client: Any, userdata: Any, message: Any) -> None:
+        """Another device's marker on this camera's topic: said once per device, and ours published again so
+        that the other device sees the clash too (once each: no ping-pong)."""
+        try:
+            other = json.loads(message.payload)
+            device, host = str(other["device"]), str(other.get("host", "?"))
+        except (ValueError, TypeError, KeyError):
+            return  # not a marker (an empty one clears the retained topic)
+        if device == self.device or device in self.clashes:
+            return
+        self.clashes.add(device)
+        log.error(
+            "mqtt: another edgevision (host %s, device %s) also publishes as camera '%s': Home Assistant merges "
+            "the two and their events mix; give each camera its own name (recorder.camera in the config)",
+            host[:64],
+            device[:16],
+            self.topics.camera,
+        )
+        client.publish(self.topics.device, self._marker, qos=1, retain=True)
+
     def _on_device_config(self, client: Any, userdata: Any, message: Any) -> None:
         """A retained discovery config of this device that this run does not announce: removed (an empty
-        retained config)."""
+        retained config). One another device announced under the same camera name is left alone."""
         if message.retain and message.payload and message.topic not in self._announced:
+            try:
+                serial = json.loads(message.payload).get("device", {}).get("serial_number")
+            except (ValueError, AttributeError):
+                serial = None  # not JSON we wrote: nothing says whose it is, so it is this node's
+            if serial not in (None, self.device):
+                return
             log.info("mqtt: removing the Home Assistant entity %s (no longer announced)", message.topic)
             client.publish(message.topic, "", qos=1, retain=True)
 

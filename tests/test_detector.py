@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -240,3 +241,31 @@ def test_a_tensor_prepared_for_another_rung_of_the_same_size_is_not_fed_to_this_
     tensor, _ = other.tensor_for(student.prepare(frame))
     assert np.allclose(tensor, 200 / 255)
     assert teacher.tensor_for(prepared)[0] is prepared.prepared.tensor  # type: ignore[union-attr]  # its own
+
+
+@pytest.mark.parametrize(
+    ("image", "said"),
+    [
+        (np.zeros((0, 0, 3), np.uint8), "uint8 [0, 0, 3]"),
+        (np.zeros((480, 640, 3), np.float32), "float32 [480, 640, 3]"),
+        (np.zeros((480, 640, 3), np.uint16), "uint16 [480, 640, 3]"),
+        (np.zeros((480, 640, 2), np.uint8), "uint8 [480, 640, 2]"),
+        (np.zeros((4, 480, 640, 3), np.uint8), "uint8 [4, 480, 640, 3]"),
+        ([[0, 1], [2, 3]], "list"),
+    ],
+)
+def test_an_image_that_is_no_picture_is_named_in_the_error(
+    models_dir: Path, image: object, said: str
+) -> None:
+    """Detector.detect is public API: an empty frame or float pixels gave OpenCV's bare assertion (or, for
+    floats, silently wrong colours); the error now says what an image must be and what was given."""
+    det = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
+    with pytest.raises(ValueError, match=r"an image must be uint8 pixels .* got " + re.escape(said) + "$"):
+        det.detect(image)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (300, 400, 1), (300, 400, 3), (300, 400, 4)])
+def test_grayscale_bgr_and_bgra_images_are_detected(models_dir: Path, shape: tuple[int, ...]) -> None:
+    det = detector(models_dir, "ssd_mobilenet_v1_coco_quant")
+    dets, _ = det.detect(np.full(shape, 128, np.uint8))
+    assert isinstance(dets, list)

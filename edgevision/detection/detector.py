@@ -26,7 +26,25 @@ DEFAULT_FLOAT_RANGE = (-1.0, 1.0)
 
 
 def to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
-    """A BGR, BGRA or grayscale frame as RGB (what every model here was trained on)."""
+    """A BGR, BGRA or grayscale frame as RGB (what every model here was trained on).
+
+    Anything else (float or 16-bit pixels, no pixels, another number of channels) is a ``ValueError`` saying
+    what was given: OpenCV's own assertion names none of it."""
+    shape = getattr(frame_bgr, "shape", None)
+    if (
+        not isinstance(frame_bgr, np.ndarray)
+        or frame_bgr.dtype != np.uint8
+        or frame_bgr.ndim not in (2, 3)
+        or (frame_bgr.ndim == 3 and frame_bgr.shape[2] not in (1, 3, 4))
+        or 0 in frame_bgr.shape
+    ):
+        kind = getattr(frame_bgr, "dtype", type(frame_bgr).__name__)
+        raise ValueError(
+            f"an image must be uint8 pixels [H, W] or [H, W, 1|3|4] (grayscale, BGR, BGRA), got {kind} "
+            f"{list(shape) if shape is not None else ''}".rstrip()
+        )
+    if frame_bgr.ndim == 3 and frame_bgr.shape[2] == 1:
+        frame_bgr = frame_bgr[:, :, 0]
     if frame_bgr.ndim == 2:
         return cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
     if frame_bgr.shape[2] == 4:

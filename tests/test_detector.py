@@ -225,6 +225,35 @@ def _pp_handle(dtype: type) -> SimpleNamespace:
     )
 
 
+def test_unnamed_postprocess_outputs_keep_the_order_a_frame_told() -> None:
+    """A TF2 export names its outputs ``StatefulPartitionedCall:0..3`` (scores, boxes, count, classes): the
+    classes and scores are told apart by value. A frame with one confident person (a float model's sigmoid
+    saturates to exactly 1.0, class 0) cannot tell them apart; it was read in the layout's order, scores taken
+    for classes: the person became class 1 with score 0 and was dropped."""
+    handle = SimpleNamespace(
+        model_path="tf2.tflite",
+        input_shape=(1, 64, 64, 3),
+        input_dtype=np.dtype(np.float32),
+        output_details=[
+            {"name": f"StatefulPartitionedCall:{i}", "shape": shape}
+            for i, shape in enumerate([[1, 10], [1, 10, 4], [1], [1, 10]])
+        ],
+    )
+    det = Detector(handle, {0: "person", 1: "bicycle", 17: "dog"})  # type: ignore[arg-type]
+    boxes = np.tile(np.array([0.1, 0.1, 0.6, 0.4], np.float32), (1, 10, 1))
+
+    def frame(scores: list[float], classes: list[float]) -> list[np.ndarray]:
+        pad = [0.0] * (10 - len(scores))
+        s, c = np.array([scores + pad], np.float32), np.array([classes + pad], np.float32)
+        return [s, boxes, np.array([len(scores)], np.float32), c]
+
+    assert [(d.label, d.score) for d in det.parse(frame([0.8, 0.6], [0, 17]))] == [
+        ("person", pytest.approx(0.8)),
+        ("dog", pytest.approx(0.6)),
+    ]
+    assert [(d.label, d.score) for d in det.parse(frame([1.0], [0]))] == [("person", 1.0)]
+
+
 def test_a_tensor_prepared_for_another_rung_of_the_same_size_is_not_fed_to_this_one() -> None:
     """The capture thread prepares each frame for the rung current then; after a switch to a rung of the same
     input side but another input domain (a uint8 teacher at 224 px, a float student at 224 px; float models

@@ -43,10 +43,28 @@ def test_tf2_layout_needs_values() -> None:
     assert lay is not None and lay.boxes == 1 and lay.count == 2 and not lay.names_resolved
     scores = np.array([0.9, 0.7, 0.3, 0, 0, 0, 0, 0, 0, 0], np.float32)
     classes = np.array([0, 17, 2, 0, 0, 0, 0, 0, 0, 0], np.float32)
-    c, s = ssd.resolve_classes_scores(scores, classes, 3)
-    assert c is classes and s is scores
-    c, s = ssd.resolve_classes_scores(classes, scores, 3)
-    assert c is classes and s is scores
+    assert ssd.classes_first(scores, classes, 3) is False
+    assert ssd.classes_first(classes, scores, 3) is True
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "count", "verdict"),
+    [
+        ([0, 17, 2], [0.9, 0.7, 0.3], 3, True),  # whole numbers against fractions
+        ([0.9, 0.7, 0.3], [0, 17, 2], 3, False),
+        ([3, 1], [1.0, 1.0], 2, True),  # both whole: a class id above 1 is no score
+        ([1.0, 1.0], [0, 5], 2, False),  # both whole: scores must not rise
+        ([0, 1], [1.0, 0.0], 2, True),
+        ([0], [1.0], 1, None),  # one saturated score on class 0: cannot tell
+        ([1.0], [0], 1, None),
+        ([0, 0], [1.0, 1.0], 2, None),
+        ([0.5], [0.25], 0, None),  # no detection
+    ],
+)
+def test_which_postprocess_vector_holds_the_classes(
+    a: list[float], b: list[float], count: int, verdict: bool | None
+) -> None:
+    assert ssd.classes_first(np.array(a, np.float32), np.array(b, np.float32), count) is verdict
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,9 @@ class Detector:
         names = [str(d["name"]) for d in handle.output_details]
         shapes = [[int(x) for x in d["shape"]] for d in handle.output_details]
         self.pp_layout = ssd.postprocess_layout(names, shapes)
+        self._classes_first = (
+            True  # unnamed postprocess outputs: the layout's order until a frame tells (parse)
+        )
         self.raw_layout = None if self.pp_layout else ssd.raw_layout(names, shapes)
         if self.pp_layout is None and self.raw_layout is None:
             raise ModelError(
@@ -165,8 +168,13 @@ class Detector:
             count = int(np.asarray(outputs[lay.count]).reshape(-1)[0])
             classes, scores = outputs[lay.classes], outputs[lay.scores]
             if not lay.names_resolved:
-                c, sc = ssd.resolve_classes_scores(classes.reshape(-1), scores.reshape(-1), count)
-                classes, scores = c, sc
+                # The order is the model's, not the frame's: once a frame's values told it, a frame whose values
+                # cannot (one saturated 1.0 score on class 0) is read the same way, not by the layout's guess.
+                a, b = classes.reshape(-1), scores.reshape(-1)
+                told = ssd.classes_first(a, b, count)
+                if told is not None:
+                    self._classes_first = told
+                classes, scores = (a, b) if self._classes_first else (b, a)
             return ssd.parse_postprocess(
                 outputs[lay.boxes],
                 classes,

@@ -8,7 +8,7 @@ Tensor contracts (batch dimension 1 everywhere):
   classes ``[1, N]`` float (0-based, background removed), scores ``[1, N]`` float, count ``[1]`` float.
   Exporters order these four differently (TF1: boxes, classes, scores, count; TF2 exports often scores,
   boxes, count, classes), so :func:`postprocess_layout` maps them by shape and name, and
-  :func:`resolve_classes_scores` by value when names are not telling.
+  :func:`classes_first` by value when names are not telling.
 * Raw SSD outputs: box encodings ``[1, A, 4]`` (ty, tx, th, tw relative to the anchor, divided by the coder's
   scales), class predictions ``[1, A, C+1]`` (column 0 = background; logits or sigmoid scores), and anchors
   ``[A, 4]`` (ycenter, xcenter, height, width), normalized.
@@ -89,8 +89,10 @@ def raw_layout(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> RawLayo
     return RawLayout(enc[0], cls[0], anc[0] if len(anc) == 1 else None)
 
 
-def resolve_classes_scores(a: np.ndarray, b: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Given the two ``[N]`` postprocess vectors in unknown order, return ``(classes, scores)``.
+def classes_first(a: np.ndarray, b: np.ndarray, count: int) -> bool | None:
+    """Of the two ``[N]`` postprocess vectors in unknown order, is ``a`` the classes? None when this frame's
+    values cannot tell (no detection; or every class id and every score exactly 0 or 1: a float model's
+    saturated sigmoid on one confident person).
 
     Classes are whole numbers; scores lie in ``[0, 1]`` and are sorted in decreasing order.
     """
@@ -103,15 +105,11 @@ def resolve_classes_scores(a: np.ndarray, b: np.ndarray, count: int) -> tuple[np
     def whole(v: np.ndarray) -> bool:
         return bool(np.all(np.abs(v - np.round(v)) < 1e-6))
 
-    if whole(av) and not whole(bv):
-        return a, b
-    if whole(bv) and not whole(av):
-        return b, a
-    if looks_like_scores(bv) and not looks_like_scores(av):
-        return a, b
-    if looks_like_scores(av) and not looks_like_scores(bv):
-        return b, a
-    return a, b
+    if whole(av) != whole(bv):
+        return whole(av)
+    if looks_like_scores(av) != looks_like_scores(bv):
+        return looks_like_scores(bv)
+    return None
 
 
 def parse_postprocess(

@@ -312,6 +312,19 @@ def test_install_is_atomic_and_verified(tmp_path: Path, monkeypatch: pytest.Monk
         install_local_model(tmp_path, _manifest("s3", data), data2)  # manifest must describe the bytes
 
 
+def test_a_student_whose_manifest_names_no_labels_still_calls_its_class_person(tmp_path: Path) -> None:
+    """A hand-made manifest without ``labels``: the student's one class came out as "0", so no event ever
+    matched ``recorder.labels: [person]``."""
+    from edgevision.catalog.entries import load_catalog
+    from edgevision.catalog.resolve import _resolve_local
+
+    data = b"TFL3-student-bytes" * 10
+    m = _manifest("hand_made", data)
+    assert m.labels is None
+    install_local_model(tmp_path, m, data)
+    assert _resolve_local(m, tmp_path, load_catalog(), None).labels == {0: "person"}
+
+
 def test_missing_training_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from edgevision.distill import EXIT_TRAIN_UNAVAILABLE, TrainingUnavailable, check_tf_installed, require_tf
 

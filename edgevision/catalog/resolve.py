@@ -86,9 +86,13 @@ def resolve_model(
 def _resolve_local(
     local: LocalModel, models_dir: Path, catalog: Catalog, labels_path: Path | None
 ) -> ResolvedModel:
-    """A student from ``<models dir>/local``: sha256-verified, labels of its teacher."""
+    """A student from ``<models dir>/local``: sha256-verified, labels of its teacher.
+
+    A manifest naming no labels (written by hand) still gets its one class's name: every student's grafted
+    postprocess op has a single class, the person, as id 0 (without it the person was "0" and no event
+    matched ``recorder.labels``)."""
     path = verify_local_model(models_dir, local)
-    labels: dict[int, str] = {}
+    labels: dict[int, str] = {0: "person"}
     if labels_path is not None:
         labels = load_labels(labels_path)
     elif local.labels:

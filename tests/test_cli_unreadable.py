@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_MODELS
 
 from edgevision.cli.doctor import probe
 from edgevision.cli.main import main
@@ -89,6 +90,55 @@ def test_doctor_disk_check_on_a_data_directory_this_user_may_not_enter(locked: P
         free, error = probe.data_dir_facts(locked)
         print(f"{free} {error}", file=sys.stderr)
         return 0 if error is not None and "Permission denied" in error else 1
+
+    code, err = as_nobody(work)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["list", "--json"],
+        ["verify"],
+        ["info", "ssd_mobilenet_v1_coco_quant"],
+        ["fetch", "ssd_mobilenet_v1_coco_quant", "--mirror", str(SHARED_MODELS)],
+    ],
+)
+def test_models_in_a_directory_this_user_may_not_enter_is_one_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    """``models list --models-dir /var/lib/edgevision/models`` without sudo was a PermissionError traceback
+    (exit 1); now a model error in one line (exit 78)."""
+    outer = tmp_path / "var-lib-edgevision"
+    models = outer / "models"
+    models.mkdir(parents=True)
+    outer.chmod(0o700)
+    args = ["models", *command, "--models-dir", str(models)]
+    readable = tmp_path / "readable"
+    readable.mkdir()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main([a.replace(str(models), str(readable)) for a in args])
+    code, err = as_nobody(lambda: main(args))
+    assert code == 78 and "Traceback" not in err, err
+    assert err.startswith("edgevision: error: ") and "Permission denied" in err, err
+
+
+def test_doctor_models_check_in_a_directory_this_user_may_not_enter(tmp_path: Path) -> None:
+    """doctor crashed (PermissionError traceback) on a models directory it may not enter."""
+    from edgevision.cli.doctor_cmd import _models
+    from edgevision.config import load_config
+
+    outer = tmp_path / "var-lib-edgevision"
+    (outer / "models").mkdir(parents=True)
+    outer.chmod(0o700)
+    cfg = load_config(None, {"models.dir": str(outer / "models")})
+    _models(load_config(None, {"models.dir": str(tmp_path)}))  # imports what it needs
+
+    def work() -> int:
+        check = _models(cfg)
+        print(check.to_dict(), file=sys.stderr)
+        return 0 if check.status.value == "fail" and "Permission denied" in check.detail else 1
 
     code, err = as_nobody(work)
     assert code == 0, err

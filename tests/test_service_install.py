@@ -503,3 +503,28 @@ def test_install_refuses_a_secret_file_the_service_cannot_read(
     said = "/etc/edgevision/token.txt does not exist" if value == "token.txt" else "hidden by PrivateTmp=yes"
     assert "web.token_file" in r.stderr and said in r.stderr, r.stderr
     assert not (tree / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "refused"),
+    [
+        ({"models": {"dir": "/opt/edgevision/models"}}, True),  # read-only, and not where install fetched
+        ({"models": {"dir": "/var/lib/edgevision/models/"}}, False),
+        ({"scheduler": {"derived_dir": "/srv/derived"}}, True),  # int8 copies and rungs are written there
+        ({"scheduler": {"derived_dir": "/var/lib/edgevision/models/derived"}}, False),
+    ],
+)
+def test_install_refuses_a_models_dir_the_service_would_not_find_or_write(
+    section: dict[str, dict[str, str]], refused: bool
+) -> None:
+    """``models.dir: /opt/edgevision/models`` passed: install fetched into /var/lib/edgevision/models and checked
+    that, the service looked in models.dir ("not installed", exit 78 at every start) and could not write the
+    int8 copies there (ProtectSystem=strict)."""
+    from edgevision.config import EdgeVisionConfig
+    from edgevision.service.preflight import sandbox_problems
+    from edgevision.service.units import Instance
+
+    problems = sandbox_problems(EdgeVisionConfig.model_validate(section), Instance())
+    assert bool(problems) == refused, problems
+    if refused:
+        assert "/var/lib/edgevision/models" in problems[0] and "ProtectSystem=strict" in problems[0]

@@ -132,9 +132,18 @@ def sandbox_problems(
             f"recorder.data_dir {data}: the service can only write {inst.data_dir} (ProtectSystem=strict); "
             "remove recorder.data_dir from the config to use it"
         )
-    models = cfg.models.dir
-    if models is not None and access.hidden_by_sandbox(models):
-        problems.append(f"models.dir {models}: {access.hidden_by_sandbox(models)}; remove models.dir")
+    # install fetches the models into MODELS_DIR and the run writes their int8 copies and derived rungs beside
+    # them: another models.dir holds none of them (exit 78 at every start) and is read-only (ProtectSystem=strict)
+    dirs = (("models.dir", cfg.models.dir, False), ("scheduler.derived_dir", cfg.scheduler.derived_dir, True))
+    for dir_key, where, below in dirs:
+        if where is None:
+            continue
+        p = Path(os.path.normpath(where))
+        if p != Path(MODELS_DIR) and not (below and {Path(MODELS_DIR), Path(inst.data_dir)} & set(p.parents)):
+            problems.append(
+                f"{dir_key} {where}: the service reads and writes its models in {MODELS_DIR}, where install "
+                f"fetches them (ProtectSystem=strict makes the rest read-only); remove {dir_key}"
+            )
     # Files read by path: hidden by the sandbox (or relative to this shell) the service says "not found" (78).
     files: list[tuple[tuple[Any, ...], str | Path | None]] = [
         (key, spec) for key, spec in model_keys(cfg) if "/" in spec or spec.endswith(".tflite")

@@ -481,3 +481,50 @@ def test_install_checks_what_the_service_user_reaches_before_enabling_and_starti
     assert isinstance(caught.value, ConfigError) and caught.value.exit_code == 78, caught.value
     assert "cannot reach" in str(caught.value) and EXEC in str(caught.value)
     assert not [c for c in ran if c[1] in ("enable", "start", "restart")], ran
+
+
+@pytest.mark.parametrize("where", ["beside the source config", "in /tmp"])
+@needs_root
+def test_install_refuses_a_secret_file_the_service_cannot_read(
+    env: dict[str, str], tree: Path, tmp_path: Path, where: str
+) -> None:
+    """``web.token_file`` (any ``*_file`` secret) was checked only as the installer reads it: a relative path
+    beside the source config (the installed copy in /etc/edgevision looks beside itself) or a file in /tmp
+    (PrivateTmp=) passed, and the installed service stopped at every start with "file not found" (exit 78)."""
+    src = tree.parent / "src"
+    src.mkdir()
+    token = (src if where.startswith("beside") else tmp_path) / "token.txt"
+    token.write_text("0123456789abcdef0123\n")
+    cfg = src / "c.yaml"
+    value = token.name if where.startswith("beside") else str(token)
+    cfg.write_text(f"web:\n  enabled: true\n  token_file: {value}\n")
+    r = _install(env, tree, "--config", str(cfg))
+    assert r.returncode == 78 and "Traceback" not in r.stderr, r.stderr
+    said = "/etc/edgevision/token.txt does not exist" if value == "token.txt" else "hidden by PrivateTmp=yes"
+    assert "web.token_file" in r.stderr and said in r.stderr, r.stderr
+    assert not (tree / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "refused"),
+    [
+        ({"models": {"dir": "/opt/edgevision/models"}}, True),  # read-only, and not where install fetched
+        ({"models": {"dir": "/var/lib/edgevision/models/"}}, False),
+        ({"scheduler": {"derived_dir": "/srv/derived"}}, True),  # int8 copies and rungs are written there
+        ({"scheduler": {"derived_dir": "/var/lib/edgevision/models/derived"}}, False),
+    ],
+)
+def test_install_refuses_a_models_dir_the_service_would_not_find_or_write(
+    section: dict[str, dict[str, str]], refused: bool
+) -> None:
+    """``models.dir: /opt/edgevision/models`` passed: install fetched into /var/lib/edgevision/models and checked
+    that, the service looked in models.dir ("not installed", exit 78 at every start) and could not write the
+    int8 copies there (ProtectSystem=strict)."""
+    from edgevision.config import EdgeVisionConfig
+    from edgevision.service.preflight import sandbox_problems
+    from edgevision.service.units import Instance
+
+    problems = sandbox_problems(EdgeVisionConfig.model_validate(section), Instance())
+    assert bool(problems) == refused, problems
+    if refused:
+        assert "/var/lib/edgevision/models" in problems[0] and "ProtectSystem=strict" in problems[0]

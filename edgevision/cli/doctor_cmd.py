@@ -81,7 +81,11 @@ def _models(cfg: EdgeVisionConfig) -> Check:
         except EdgeVisionError as exc:
             results.append((name, False, str(exc)))
             continue
-        checked = [verify_installed(e, mdir) for e in entries]
+        try:
+            checked = [verify_installed(e, mdir) for e in entries]
+        except OSError as exc:  # a models directory this user may not enter (the service's is 0750)
+            results.append((name, False, f"{exc.filename}: {exc.strerror or exc}"))
+            continue
         bad = [m for good, m in checked if not good]
         results.append((name, not bad, bad[0] if bad else "ok"))
     return check_models(results, str(mdir))

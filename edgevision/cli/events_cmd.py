@@ -25,12 +25,18 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _readable_index(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``func`` with an events.db SQLite cannot read (damaged, locked too long) reported in one line, exit 66."""
+    """``func`` with an events.db SQLite cannot read (damaged, locked too long) or a data directory this user may
+    not enter (the service's, 0750 edgevision) reported in one line, exit 66."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
+        except PermissionError as exc:
+            raise InputError(
+                f"{exc.filename or args.data_dir}: {exc.strerror or exc} (the service's recordings: "
+                "run as its user, e.g. sudo -u edgevision edgevision events ...)"
+            ) from None
         except sqlite3.DatabaseError as exc:
             from edgevision.config import load_config
             from edgevision.paths import data_dir, events_index

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,23 @@ if TYPE_CHECKING:  # the catalog (pydantic, the TFLite checks) loads when a comm
     from edgevision.catalog.entries import LabelEntry, ModelEntry
     from edgevision.catalog.local import LocalModel
     from edgevision.config import EdgeVisionConfig
+
+
+def _reachable_models(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``func`` with a models directory this user may not enter or read (the service's, 0750 edgevision)
+    reported in one line as a model error (exit 78), not a PermissionError traceback."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except PermissionError as exc:
+            raise ModelError(
+                f"{exc.filename or 'models directory'}: {exc.strerror or exc} (the service's models: run as "
+                "its user, e.g. sudo -u edgevision edgevision models ...)"
+            ) from None
+
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = msub.add_parser("list", help="the catalog and what is installed")
     common(q)
     q.add_argument("--json", action="store_true", help="one JSON list on stdout")
-    q.set_defaults(func=cmd_list)
+    q.set_defaults(func=_reachable_models(cmd_list))
 
     q = msub.add_parser("fetch", help="download, verify and install models (and their labels)")
     common(q)
@@ -45,19 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--allow-unpinned", action="store_true", help="fetch entries without a published sha256")
     q.add_argument("--force", action="store_true", help="re-install even when a verified copy is present")
     q.add_argument("--timeout", type=float, default=60.0, help="network timeout per request (s)")
-    q.set_defaults(func=cmd_fetch)
+    q.set_defaults(func=_reachable_models(cmd_fetch))
 
     q = msub.add_parser("verify", help="check installed files against the catalog")
     common(q)
     q.add_argument("names", nargs="*", metavar="NAME")
     q.add_argument("--json", action="store_true", help="one JSON list on stdout")
-    q.set_defaults(func=cmd_verify)
+    q.set_defaults(func=_reachable_models(cmd_verify))
 
     q = msub.add_parser("info", help="everything known about one model")
     common(q)
     q.add_argument("name", metavar="NAME")
     q.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    q.set_defaults(func=cmd_info)
+    q.set_defaults(func=_reachable_models(cmd_info))
 
     distill_cmd.register(msub)
 

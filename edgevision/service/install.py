@@ -36,6 +36,7 @@ from edgevision.service.preflight import (
     installed_instances,
     location_problems,
     sandbox_problems,
+    secret_files,
 )
 from edgevision.service.units import (
     CONFIG_DIR,
@@ -202,9 +203,10 @@ def install(
             cfg = load_config(target)  # what the service will really run
         except ConfigError as exc:
             raise ConfigError(f"the installed config does not validate; fix it first:\n{exc}") from None
+    secrets = secret_files(target if target.exists() else src)  # as the service reads them, beside target
     command = exec_cmd or exec_path()
     location = location_problems(command, root, this_installation=exec_cmd is None)
-    problems = location + sandbox_problems(cfg, inst) + clashes(cfg, inst, root)
+    problems = location + sandbox_problems(cfg, inst, secrets) + clashes(cfg, inst, root)
     if problems:
         hint = f"\n  fix: {FIX_LOCATION}" if location else ""
         raise ConfigError("cannot install the service:\n  " + "\n  ".join(problems) + hint)
@@ -247,7 +249,7 @@ def install(
     if unit_changed:
         plan.command(["systemctl", "daemon-reload"], "reload unit files")
     if not dry_run:  # before enable and start: a unit that cannot reach its files fails at every start
-        verify_reachable(plan, inst, cfg, command)
+        verify_reachable(plan, inst, cfg, command, secrets)
     wants = plan.p(f"{UNIT_DIR}/multi-user.target.wants/{inst.unit}")
     if wants.is_symlink() or (
         plan.live and plan.runner(plan.systemctl("is-enabled", "--quiet", inst.unit)) == 0
@@ -318,29 +320,41 @@ def _dropin_groups(root: Path, cfg: EdgeVisionConfig) -> tuple[str | None, list[
     return dropin, groups
 
 
-def unit_paths(inst: Instance, cfg: EdgeVisionConfig, command: str) -> list[tuple[str, str]]:
-    """Every path the unit needs and how: (path, "r"/"rw"/"rx"/"rwx")."""
+def unit_paths(
+    inst: Instance, cfg: EdgeVisionConfig, command: str, secrets: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """Every path the unit needs and how: (path, "r"/"rw"/"rx"/"rwx"); ``secrets`` are the config's ``*_file``
+    secrets (key, path) as the service resolves them."""
     # the models dir is written too: <models>/derived holds the int8 copies (runtime.kernels) and derived rungs
-    paths = [(inst.config, "r"), (inst.data_dir, "rwx"), (MODELS_DIR, "rwx"), (command, "rx")]
+    paths = [(inst.config, "r"), *((p, "r") for _, p in secrets)]
+    paths += [(inst.data_dir, "rwx"), (MODELS_DIR, "rwx"), (command, "rx")]
     paths += [
         (f"{MODELS_DIR}/{e.file}", "r") for n in models_needed(cfg) for e in load_catalog().files_for(n)
     ]
     return paths
 
 
-def verify_reachable(plan: Plan, inst: Instance, cfg: EdgeVisionConfig, command: str) -> None:
-    """Check from the stat modes that the service user reaches what the unit needs; refuse loudly if not."""
+def verify_reachable(
+    plan: Plan,
+    inst: Instance,
+    cfg: EdgeVisionConfig,
+    command: str,
+    secrets: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Check from the stat modes that the service user reaches what the unit needs (``secrets``: the config's
+    ``*_file`` secrets, key and path); refuse loudly if not."""
     who = service_principal(plan.root, cfg)
     if who is None:
         plan.say(Verb.SKIPPED, f"access check: user {USER} does not exist in {plan.root} yet")
         return
+    keys = {path: f"{key} " for key, path in secrets}
     errors = []
-    for path, want in unit_paths(inst, cfg, command):
+    for path, want in unit_paths(inst, cfg, command, secrets):
         if not plan.live and path == command and not plan.p(path).exists():
             continue  # --root with --exec: the command is installed into the image separately
         problem = access.check_path(plan.root, path, who, want)
         if problem:
-            errors.append(problem)
+            errors.append(keys.get(path, "") + problem)
         else:
             plan.say(Verb.OK, f"{USER} can {'+'.join(want)} {path}")
     if errors:

@@ -6,12 +6,14 @@ camera. Each function returns the problems (empty when there are none); the inst
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgevision.capture.sources import redact_url
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.config_check import model_keys
+from edgevision.config_load import SECRET_FILE_KEYS, parse_yaml
 from edgevision.errors import ConfigError
 from edgevision.service import access
 from edgevision.service.units import CONFIG_DIR, MODELS_DIR, UNIT_DIR, Instance
@@ -101,18 +103,47 @@ def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
     return problems
 
 
-def sandbox_problems(cfg: EdgeVisionConfig, inst: Instance) -> list[str]:
-    """Config paths the unit's sandbox would not let the service write (ProtectSystem=strict) or see."""
+def secret_files(config: Path) -> list[tuple[str, str]]:
+    """The ``*_file`` secrets of ``config`` (already validated) as the installed service reads them: ``(key,
+    path)``, a relative path resolved beside the installed config in /etc/edgevision, not beside ``config``."""
+    raw = parse_yaml(config.read_text(), str(config))
+    found = []
+    for section, key in SECRET_FILE_KEYS:
+        sec = raw.data.get(section)
+        value = sec.get(key) if isinstance(sec, dict) else None
+        if isinstance(value, str) and value:
+            found.append((f"{section}.{key}", value if os.path.isabs(value) else f"{CONFIG_DIR}/{value}"))
+    return found
+
+
+def sandbox_problems(
+    cfg: EdgeVisionConfig, inst: Instance, secrets: Sequence[tuple[str, str]] = ()
+) -> list[str]:
+    """Config paths the unit's sandbox would not let the service write (ProtectSystem=strict) or see (the
+    ``*_file`` secrets in ``secrets`` among them: :func:`secret_files`)."""
     problems = []
+    for secret_key, secret in secrets:
+        hidden = access.hidden_by_sandbox(secret)
+        if hidden:
+            problems.append(f"{secret_key} {secret}: {hidden}; put it in {CONFIG_DIR} (root:edgevision 0640)")
     data = cfg.recorder.data_dir
     if data is not None and Path(os.path.normpath(data)) != Path(inst.data_dir):
         problems.append(
             f"recorder.data_dir {data}: the service can only write {inst.data_dir} (ProtectSystem=strict); "
             "remove recorder.data_dir from the config to use it"
         )
-    models = cfg.models.dir
-    if models is not None and access.hidden_by_sandbox(models):
-        problems.append(f"models.dir {models}: {access.hidden_by_sandbox(models)}; remove models.dir")
+    # install fetches the models into MODELS_DIR and the run writes their int8 copies and derived rungs beside
+    # them: another models.dir holds none of them (exit 78 at every start) and is read-only (ProtectSystem=strict)
+    dirs = (("models.dir", cfg.models.dir, False), ("scheduler.derived_dir", cfg.scheduler.derived_dir, True))
+    for dir_key, where, below in dirs:
+        if where is None:
+            continue
+        p = Path(os.path.normpath(where))
+        if p != Path(MODELS_DIR) and not (below and {Path(MODELS_DIR), Path(inst.data_dir)} & set(p.parents)):
+            problems.append(
+                f"{dir_key} {where}: the service reads and writes its models in {MODELS_DIR}, where install "
+                f"fetches them (ProtectSystem=strict makes the rest read-only); remove {dir_key}"
+            )
     # Files read by path: hidden by the sandbox (or relative to this shell) the service says "not found" (78).
     files: list[tuple[tuple[Any, ...], str | Path | None]] = [
         (key, spec) for key, spec in model_keys(cfg) if "/" in spec or spec.endswith(".tflite")

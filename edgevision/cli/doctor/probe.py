@@ -151,8 +151,11 @@ def user_facts() -> tuple[str, bool, set[str]]:
 def data_dir_facts(path: Path) -> tuple[int | None, str | None]:
     """(free bytes, None when writable else why) for the data directory (or, if absent, where it would go)."""
     existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as exc:  # a directory on the way this user may not enter (the service's is 0750)
+        return None, f"{exc.filename or path}: {exc.strerror or exc}"
     try:
         free: int | None = shutil.disk_usage(existing).free
     except OSError:

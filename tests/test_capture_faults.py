@@ -171,3 +171,55 @@ def test_a_replay_thread_failure_is_raised_even_when_closing_the_source_fails() 
                 got.append(frame)
     assert len(got) == 2
     runner.stop()
+
+
+class _FileWithGap:
+    """A paced file whose timestamps jump 100 s (a motion-triggered recording's pause, a cut in a concatenated
+    file): its second frame is due 100 s after the first."""
+
+    live = False
+    fps: float | None = 25.0
+    source_id = "gap.mp4"
+
+    def __init__(self, opens: list[str]) -> None:
+        opens.append("open")
+        self.items = [0.0, 100.0]
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+        if not self.items:
+            return None
+        return np.zeros((4, 4, 3), np.uint8), self.items.pop(0), None
+
+    def close(self) -> None:
+        pass
+
+
+def test_realtime_replay_waiting_for_a_late_frame_is_not_a_stall() -> None:
+    """The pacing wait for a frame due later than the stall timeout counted as a stalled source: the runner reopened
+    the file, the replay restarted from its first frame (and, at the same gap, again and again)."""
+    now = [0.0]
+    opens: list[str] = []
+    stalls: list[int] = []
+    fired: list[float] = []
+    runner = LiveRunner(lambda: _FileWithGap(opens), pace=True, clock=lambda: now[0], stall_timeout=5.0)
+
+    class _Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if timeout and timeout > 1.0 and not fired:  # the pacing wait: 100 s pass, the consumer polls
+                fired.append(timeout)
+                now[0] += timeout
+                runner.get(0.0)  # takes the first frame
+                runner.get(0.0)  # nothing yet: is this a stall?
+                stalls.append(runner.stats.stalls)
+            return self.is_set()
+
+    runner._stop = _Stop()
+    runner.start()
+    for t in list(runner._threads):
+        t.join(timeout=30)
+    runner.stop()
+    assert stalls == [0]
+    assert opens == ["open"]

@@ -416,8 +416,11 @@ class LiveRunner:
                     if t0 is None:
                         t0, ts0 = self.clock(), ts
                     delay = t0 + (ts - ts0) - self.clock()
-                    if delay > 0 and self._stop.wait(delay):
-                        return
+                    if delay > 0:
+                        with self._lock:  # the frame is not due before then: waiting for it is no stall
+                            self._last_frame_at = max(self._last_frame_at, self.clock() + delay)
+                        if self._stop.wait(delay) or not self._current(gen):
+                            return
                 with self._lock:
                     index = self._index
                     self._index += 1

@@ -223,3 +223,49 @@ def test_realtime_replay_waiting_for_a_late_frame_is_not_a_stall() -> None:
     runner.stop()
     assert stalls == [0]
     assert opens == ["open"]
+
+
+def _damaged_jpegs() -> list[bytes]:
+    """Camera JPEGs whose frame header parses and whose picture does not decode: cut short on the USB bus
+    (OpenCV refuses it, FFmpeg fills it in), and cut before its scan (neither decodes it)."""
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8))
+    assert ok
+    data = buf.tobytes()
+    scan = data.index(b"\xff\xda")  # start of scan: the picture itself
+    return [data[: len(data) // 2], data[:scan]]
+
+
+def test_a_damaged_camera_jpeg_is_skipped_not_the_end_of_the_run() -> None:
+    """Only the header of a camera JPEG was checked: a JPEG cut short reached the detector's preprocessing on the
+    capture thread, whose ValueError stopped the whole run."""
+    from edgevision.detection.detector import frame_rgb
+    from edgevision.results.frame import Frame, PreparedInput
+
+    def prepare(frame: Frame) -> Frame:
+        return frame.with_prepared(PreparedInput((32, 24), frame_rgb(frame, 32, 24), 0.0))
+
+    runner = LiveRunner(lambda: _mjpeg_source([*_damaged_jpegs(), _jpeg()]), prepare)
+    runner.start()
+    try:
+        frame = runner.get(30.0)
+    finally:
+        runner.stop()
+    assert frame is not None and frame.index == 2
+    assert frame.prepared is not None and frame.prepared.tensor.shape == (24, 32, 3)
+
+
+def test_a_damaged_camera_jpeg_is_left_out_of_the_recording_not_the_end_of_the_run() -> None:
+    """Recording a camera's JPEGs, FFmpeg's decode error on a damaged one stopped the run."""
+    from edgevision.capture.feed import PacketFeed
+    from edgevision.capture.stream import EncodingSource
+
+    feed = PacketFeed()
+    src = EncodingSource(_mjpeg_source([*_damaged_jpegs(), _jpeg()]), feed, "libx264")
+    src.open()
+    items = [src.read() for _ in range(3)]
+    src.close()
+    assert all(item is not None for item in items)
+    encoder = src._encoder
+    assert (
+        encoder is not None and encoder.frames_in == 2
+    )  # the one cut short (FFmpeg fills it in) and the good one

@@ -27,7 +27,7 @@ import numpy as np
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import FrameSource
 from edgevision.errors import InputError
-from edgevision.results.frame import DecodedImage, Frame
+from edgevision.results.frame import DecodedImage, Frame, UndecodablePicture
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,11 @@ class LiveRunner:
                     self._last_frame_at = self.clock()
                 frame = make_frame(item, index, src.source_id)
                 if self.prepare:
-                    frame = self.prepare(frame)
+                    try:
+                        frame = self.prepare(frame)
+                    except UndecodablePicture as exc:  # one damaged camera JPEG: skipped like a dropped frame
+                        log.debug("capture: %s: frame %d skipped: %s", src.source_id, index, exc)
+                        continue
                 self.slot.put(frame)
                 self.stats.frames += 1
                 self.stats.dropped = self.slot.dropped

@@ -29,7 +29,7 @@ from edgevision.capture.encoder import FrameEncoder, MjpegDecoder, MjpegPicture
 from edgevision.capture.feed import PacketFeed
 from edgevision.capture.sources import FrameSource
 from edgevision.errors import InputError
-from edgevision.results.frame import DecodedImage
+from edgevision.results.frame import DecodedImage, UndecodablePicture
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,11 @@ class EncodingSource:
             if self._mjpeg is None:
                 self._mjpeg = MjpegDecoder()
             size = picture.size
-            picture = self._mjpeg.decode(picture.jpeg)
+            try:
+                picture = self._mjpeg.decode(picture.jpeg)
+            except UndecodablePicture as exc:  # damaged: the clip goes without it, inference skips it too
+                log.debug("%s: %s; not recorded", self.source_id, exc)
+                return item
         elif isinstance(picture, np.ndarray):
             size = (picture.shape[1], picture.shape[0])
         else:

@@ -602,3 +602,41 @@ def test_a_stream_that_cannot_be_remuxed_drains_its_encode_when_closed(
     while (item := feed.get(timeout=0.01)) is not None:
         items.append(item)
     assert [p.ts for p in items if isinstance(p, EncodedPacket)] == [n / 25 for n in range(1, 6)]
+
+
+def test_a_reconnected_stream_judges_its_decoder_skip_on_its_own_drops() -> None:
+    """The drop count the runner passes is the run's total: a stream reconnected after drops took them all for
+    its first window's and switched to skipping non-reference frames (logging that inference fell behind) while
+    nothing of its own had been dropped."""
+    from types import SimpleNamespace
+
+    from edgevision.capture.stream import SKIP_WINDOW, PacketSource
+
+    class Demux:
+        source_id, live, fps = "rtsp://cam/stream", True, 25.0
+        stream_info = StreamInfo("h264", 16, 16, Fraction(1, 90000), Fraction(25))
+
+        def __init__(self) -> None:
+            self.n = 0
+            self.skips: list[FrameSkip] = []
+
+        def open(self) -> None:
+            pass
+
+        def read(self) -> object:
+            self.n += 1
+            return SimpleNamespace(packet=None, frames=[SimpleNamespace(av_frame=None, ts=self.n / 25)])
+
+        def set_skip(self, skip: FrameSkip) -> None:
+            self.skips.append(skip)
+
+        def close(self) -> None:
+            pass
+
+    demux = Demux()
+    source = PacketSource(demux, None, lambda: 400)  # type: ignore[arg-type]  # 400 dropped before reconnecting
+    source.open()
+    for _ in range(3 * SKIP_WINDOW):
+        assert source.read() is not None
+    source.close()
+    assert demux.skips == []

@@ -90,6 +90,11 @@ class PacketSource:
     def open(self) -> None:
         self.demux.open()
         self.fps = self.demux.fps
+        # ``dropped`` counts the whole run: this connection's first window starts from the count now
+        self._window = (
+            int(self._dropped()) if self.live and self._dropped is not None else 0,
+            self.delivered,
+        )
         info = self.demux.stream_info
         assert info is not None
         if not self.live:

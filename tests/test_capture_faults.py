@@ -171,3 +171,101 @@ def test_a_replay_thread_failure_is_raised_even_when_closing_the_source_fails() 
                 got.append(frame)
     assert len(got) == 2
     runner.stop()
+
+
+class _FileWithGap:
+    """A paced file whose timestamps jump 100 s (a motion-triggered recording's pause, a cut in a concatenated
+    file): its second frame is due 100 s after the first."""
+
+    live = False
+    fps: float | None = 25.0
+    source_id = "gap.mp4"
+
+    def __init__(self, opens: list[str]) -> None:
+        opens.append("open")
+        self.items = [0.0, 100.0]
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> tuple[np.ndarray, float, np.ndarray | None] | None:
+        if not self.items:
+            return None
+        return np.zeros((4, 4, 3), np.uint8), self.items.pop(0), None
+
+    def close(self) -> None:
+        pass
+
+
+def test_realtime_replay_waiting_for_a_late_frame_is_not_a_stall() -> None:
+    """The pacing wait for a frame due later than the stall timeout counted as a stalled source: the runner reopened
+    the file, the replay restarted from its first frame (and, at the same gap, again and again)."""
+    now = [0.0]
+    opens: list[str] = []
+    stalls: list[int] = []
+    fired: list[float] = []
+    runner = LiveRunner(lambda: _FileWithGap(opens), pace=True, clock=lambda: now[0], stall_timeout=5.0)
+
+    class _Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if timeout and timeout > 1.0 and not fired:  # the pacing wait: 100 s pass, the consumer polls
+                fired.append(timeout)
+                now[0] += timeout
+                runner.get(0.0)  # takes the first frame
+                runner.get(0.0)  # nothing yet: is this a stall?
+                stalls.append(runner.stats.stalls)
+            return self.is_set()
+
+    runner._stop = _Stop()
+    runner.start()
+    for t in list(runner._threads):
+        t.join(timeout=30)
+    runner.stop()
+    assert stalls == [0]
+    assert opens == ["open"]
+
+
+def _damaged_jpegs() -> list[bytes]:
+    """Camera JPEGs whose frame header parses and whose picture does not decode: cut short on the USB bus
+    (OpenCV refuses it, FFmpeg fills it in), and cut before its scan (neither decodes it)."""
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8))
+    assert ok
+    data = buf.tobytes()
+    scan = data.index(b"\xff\xda")  # start of scan: the picture itself
+    return [data[: len(data) // 2], data[:scan]]
+
+
+def test_a_damaged_camera_jpeg_is_skipped_not_the_end_of_the_run() -> None:
+    """Only the header of a camera JPEG was checked: a JPEG cut short reached the detector's preprocessing on the
+    capture thread, whose ValueError stopped the whole run."""
+    from edgevision.detection.detector import frame_rgb
+    from edgevision.results.frame import Frame, PreparedInput
+
+    def prepare(frame: Frame) -> Frame:
+        return frame.with_prepared(PreparedInput((32, 24), frame_rgb(frame, 32, 24), 0.0))
+
+    runner = LiveRunner(lambda: _mjpeg_source([*_damaged_jpegs(), _jpeg()]), prepare)
+    runner.start()
+    try:
+        frame = runner.get(30.0)
+    finally:
+        runner.stop()
+    assert frame is not None and frame.index == 2
+    assert frame.prepared is not None and frame.prepared.tensor.shape == (24, 32, 3)
+
+
+def test_a_damaged_camera_jpeg_is_left_out_of_the_recording_not_the_end_of_the_run() -> None:
+    """Recording a camera's JPEGs, FFmpeg's decode error on a damaged one stopped the run."""
+    from edgevision.capture.feed import PacketFeed
+    from edgevision.capture.stream import EncodingSource
+
+    feed = PacketFeed()
+    src = EncodingSource(_mjpeg_source([*_damaged_jpegs(), _jpeg()]), feed, "libx264")
+    src.open()
+    items = [src.read() for _ in range(3)]
+    src.close()
+    assert all(item is not None for item in items)
+    encoder = src._encoder
+    assert (
+        encoder is not None and encoder.frames_in == 2
+    )  # the one cut short (FFmpeg fills it in) and the good one

@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import IMAGES, WALKING, serve_directory
+from conftest import HALLWAY_3, IMAGES, WALKING, serve_directory
 
 from edgevision.capture.demux import DecodedFrame, DemuxedItem, DemuxSource
 from edgevision.capture.packets import EncodedPacket
@@ -219,3 +219,42 @@ def test_skipping_frames_keeps_every_packet(skip: str, frames: int, first_ts: li
     assert all(b.ts > a.ts for a, b in itertools.pairwise(got))  # still on the media clock, in order
     if first_ts is not None:
         assert [f.ts for f in got] == pytest.approx(first_ts)
+
+
+def _rotated_copy(path: Path, out: Path) -> Path:
+    """``path`` with its track marked to be shown turned 90 degrees clockwise (a phone held upright: the
+    ``tkhd`` display matrix a phone writes; the pictures themselves stay landscape)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    box = data.index(b"tkhd")
+    assert data[box + 4] == 0  # version 0: the matrix sits 40 bytes into the box's fields
+    matrix = (0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)
+    data[box + 44 : box + 80] = struct.pack(">9I", *matrix)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_rotated_video_is_upright_for_the_model_and_the_full_image(tmp_path: Path) -> None:
+    """A phone's portrait video reached the detector lying on its side (the decoder's landscape pictures, the
+    display matrix ignored), while OpenCV, which the scheduler profiles with, turns it upright."""
+    path = _rotated_copy(HALLWAY_3, tmp_path / "portrait.mp4")
+    cap = cv2.VideoCapture(str(path))
+    ok, upright = cap.read()
+    cap.release()
+    assert ok and upright.shape[0] > upright.shape[1]  # OpenCV shows it portrait
+    src = DemuxSource(path)
+    src.open()
+    frame = None
+    while frame is None:
+        item = read(src)
+        frame = item.frames[0] if item.frames else None
+    src.close()
+    assert frame.size == (upright.shape[1], upright.shape[0])
+    bgr = frame.bgr()
+    assert bgr.shape == upright.shape and bgr.flags.c_contiguous
+    assert np.abs(bgr.astype(np.int16) - upright).mean() < 8
+    model = frame.model_input(48, 64)
+    assert model.shape == (64, 48, 3) and model.flags.c_contiguous
+    expected = cv2.cvtColor(cv2.resize(upright, (48, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    assert np.abs(model.astype(np.int16) - expected).mean() < 8

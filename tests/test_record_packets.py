@@ -602,3 +602,93 @@ def test_a_stream_that_cannot_be_remuxed_drains_its_encode_when_closed(
     while (item := feed.get(timeout=0.01)) is not None:
         items.append(item)
     assert [p.ts for p in items if isinstance(p, EncodedPacket)] == [n / 25 for n in range(1, 6)]
+
+
+def test_a_reconnected_stream_judges_its_decoder_skip_on_its_own_drops() -> None:
+    """The drop count the runner passes is the run's total: a stream reconnected after drops took them all for
+    its first window's and switched to skipping non-reference frames (logging that inference fell behind) while
+    nothing of its own had been dropped."""
+    from types import SimpleNamespace
+
+    from edgevision.capture.stream import SKIP_WINDOW, PacketSource
+
+    class Demux:
+        source_id, live, fps = "rtsp://cam/stream", True, 25.0
+        stream_info = StreamInfo("h264", 16, 16, Fraction(1, 90000), Fraction(25))
+
+        def __init__(self) -> None:
+            self.n = 0
+            self.skips: list[FrameSkip] = []
+
+        def open(self) -> None:
+            pass
+
+        def read(self) -> object:
+            self.n += 1
+            return SimpleNamespace(packet=None, frames=[SimpleNamespace(av_frame=None, ts=self.n / 25)])
+
+        def set_skip(self, skip: FrameSkip) -> None:
+            self.skips.append(skip)
+
+        def close(self) -> None:
+            pass
+
+    demux = Demux()
+    source = PacketSource(demux, None, lambda: 400)  # type: ignore[arg-type]  # 400 dropped before reconnecting
+    source.open()
+    for _ in range(3 * SKIP_WINDOW):
+        assert source.read() is not None
+    source.close()
+    assert demux.skips == []
+
+
+class _StreamDemux:
+    """A live H.264 stream's demuxer: one packet and its frame per read, timed on the connection's own clock."""
+
+    live, fps = True, 25.0
+
+    def __init__(self, name: str) -> None:
+        self.source_id = name
+        self.stream_info = StreamInfo("h264", 16, 16, Fraction(1, 90000), Fraction(25))
+        self.n = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> object:
+        from types import SimpleNamespace
+
+        self.n += 1
+        packet = EncodedPacket(self.source_id.encode(), self.n, self.n, Fraction(1, 25), True, self.n / 25)
+        return SimpleNamespace(packet=packet, frames=[SimpleNamespace(av_frame=None, ts=self.n / 25)])
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_connection_replaced_after_a_stall_adds_no_packet_to_its_successors_clips() -> None:
+    """A capture thread a stall replaced, back from its source, went on feeding the old connection's packets to
+    the recorder after the new connection's stream start: they were cut into the new stream's ring and clips
+    (parameter sets and timestamps of another connection); a stream whose packets kept coming without a frame
+    never stopped doing so. The old source now ends there instead."""
+    feed = PacketFeed(blocking=False)
+    old = PacketSource(_StreamDemux("old"), feed)  # type: ignore[arg-type]
+    old.open()
+    assert old.read() is not None
+    new = PacketSource(_StreamDemux("new"), feed)  # type: ignore[arg-type]  # the stall's reconnect
+    new.open()
+    assert new.read() is not None
+    stale = old.read()  # the replaced thread's read, back from its source
+    old.close()
+    assert new.read() is not None
+    items = []
+    while (item := feed.get(timeout=0.01)) is not None:
+        items.append(item if isinstance(item, StreamStart) else item.data.decode())
+    assert [type(i).__name__ if isinstance(i, StreamStart) else i for i in items] == [
+        "StreamStart",
+        "old",
+        "StreamStart",
+        "new",
+        "new",
+    ]
+    assert stale is None  # it returns, and the runner closes it

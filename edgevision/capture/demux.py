@@ -52,19 +52,29 @@ def _reformatter() -> Any:
     return r
 
 
+def quarter_turns(frame: Any) -> int:
+    """How many quarter turns counterclockwise (``np.rot90``'s ``k``) show ``frame`` upright: its display
+    matrix (a phone's portrait video is landscape pictures marked to be turned), 0 without one."""
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+
+
 class DecodedFrame:
     """A decoded frame whose conversions are made on demand and cached.
 
     Owned by one thread at a time (handed over through the capture slot); the FFmpeg scaler used is the
-    calling thread's own. ``release()`` drops the decoder's frame (and the cached images) early.
+    calling thread's own. ``release()`` drops the decoder's frame (and the cached images) early. The images it
+    makes are upright, as a player shows them (the stream's display matrix applied); ``av_frame`` is the
+    decoder's picture as it is.
     """
 
     def __init__(self, frame: Any, ts: float, index: int, interpolation: str = "AREA") -> None:
         self._frame = frame
         self.ts = ts
         self.index = index
-        self.width = int(frame.width)
-        self.height = int(frame.height)
+        self.turns = quarter_turns(frame)
+        self.width, self.height = int(frame.width), int(frame.height)
+        if self.turns % 2:
+            self.width, self.height = self.height, self.width
         self.interpolation = interpolation
         self._cache: dict[tuple[int, int, str], np.ndarray] = {}
         self._bgr: np.ndarray | None = None
@@ -86,10 +96,9 @@ class DecodedFrame:
         if cached is None:
             if self._frame is None:
                 raise ValueError("frame already released")
-            out = _reformatter().reformat(
-                self._frame, width, height, pixel_format, interpolation=self.interpolation
-            )
-            cached = self._cache[key] = out.to_ndarray()
+            w, h = (height, width) if self.turns % 2 else (width, height)
+            out = _reformatter().reformat(self._frame, w, h, pixel_format, interpolation=self.interpolation)
+            cached = self._cache[key] = self._upright(out.to_ndarray())
         return cached
 
     def bgr(self) -> np.ndarray:
@@ -97,8 +106,11 @@ class DecodedFrame:
         if self._bgr is None:
             if self._frame is None:
                 raise ValueError("frame already released")
-            self._bgr = self._frame.to_ndarray(format="bgr24")
+            self._bgr = self._upright(self._frame.to_ndarray(format="bgr24"))
         return self._bgr
+
+    def _upright(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(image, self.turns)) if self.turns else image
 
     def release(self) -> None:
         self._frame = None

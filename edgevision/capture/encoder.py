@@ -32,6 +32,7 @@ import numpy as np
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
 from edgevision.errors import ConfigError
+from edgevision.results.frame import UndecodablePicture
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def decode_jpeg_for_model(jpeg: bytes, min_size: tuple[int, int]) -> np.ndarray:
             break
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
     if image is None:
-        raise ValueError("not a decodable JPEG")
+        raise UndecodablePicture("not a decodable JPEG")
     return image
 
 
@@ -236,7 +237,7 @@ class MjpegPicture:
         if self._bgr is None:
             image = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
-                raise ValueError("not a decodable JPEG")
+                raise UndecodablePicture("not a decodable JPEG")
             self._bgr = image
         return self._bgr
 
@@ -250,12 +251,15 @@ class MjpegDecoder:
         self._ctx: Any = av.CodecContext.create("mjpeg", "r")
 
     def decode(self, jpeg: bytes) -> Any:
-        """The decoded ``av.VideoFrame`` of one JPEG."""
+        """The decoded ``av.VideoFrame`` of one JPEG; :class:`UndecodablePicture` for a damaged one."""
         import av
 
-        frames = self._ctx.decode(av.Packet(jpeg))
+        try:
+            frames = self._ctx.decode(av.Packet(jpeg))
+        except av.error.FFmpegError as exc:
+            raise UndecodablePicture(f"not a decodable JPEG: {exc}") from None
         if not frames:
-            raise ValueError("JPEG produced no frame")
+            raise UndecodablePicture("JPEG produced no frame")
         return frames[-1]
 
 

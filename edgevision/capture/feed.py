@@ -10,7 +10,8 @@ takes them into its pre-roll ring and the open clip. Bounded by packets and by b
 
 A :class:`StreamStart` marks a (re)opened source: packets after it cannot join a clip of packets before it
 (the parameter sets may differ), so the recorder finalizes any open clip and empties its ring there. Markers are
-never dropped.
+never dropped. A producer that names its stream in :meth:`PacketFeed.put` has its packets refused once a newer
+stream started (a capture thread a stall replaced, back from its source): see :meth:`PacketFeed.replaced`.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ class PacketFeed:
             bool(self._q) and self._bytes + packet.size > self.max_bytes
         )
 
-    def put(self, packet: EncodedPacket, timeout: float = 0.5) -> bool:
-        """Hand over one packet; False when it was dropped (live and full, or skipping to a keyframe)."""
+    def put(self, packet: EncodedPacket, timeout: float = 0.5, stream: StreamInfo | None = None) -> bool:
+        """Hand over one packet; False when it was dropped (live and full, or skipping to a keyframe) or refused:
+        ``stream``, the info its producer announced, is no longer the newest (not counted as dropped: the
+        packet belongs to a connection that was given up)."""
         with self._cond:
-            if self._closed:
+            if self._closed or (stream is not None and stream is not self.stream):
                 return False
             if self._skip_to_key and not packet.keyframe:
                 self.dropped += 1
@@ -81,6 +84,12 @@ class PacketFeed:
             self.put_count += 1
             self._cond.notify_all()
             return True
+
+    def replaced(self, stream: StreamInfo) -> bool:
+        """Whether a stream started after ``stream`` (the one its producer announced): that producer's source
+        was given up for a new one, and its packets are refused."""
+        with self._cond:
+            return stream is not self.stream
 
     def discard(self) -> None:
         """Count a packet its producer dropped itself (picamera2's encoder output waiting for a keyframe), so

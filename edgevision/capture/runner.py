@@ -27,7 +27,7 @@ import numpy as np
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import FrameSource
 from edgevision.errors import InputError
-from edgevision.results.frame import DecodedImage, Frame
+from edgevision.results.frame import DecodedImage, Frame, UndecodablePicture
 
 log = logging.getLogger(__name__)
 
@@ -416,15 +416,22 @@ class LiveRunner:
                     if t0 is None:
                         t0, ts0 = self.clock(), ts
                     delay = t0 + (ts - ts0) - self.clock()
-                    if delay > 0 and self._stop.wait(delay):
-                        return
+                    if delay > 0:
+                        with self._lock:  # the frame is not due before then: waiting for it is no stall
+                            self._last_frame_at = max(self._last_frame_at, self.clock() + delay)
+                        if self._stop.wait(delay) or not self._current(gen):
+                            return
                 with self._lock:
                     index = self._index
                     self._index += 1
                     self._last_frame_at = self.clock()
                 frame = make_frame(item, index, src.source_id)
                 if self.prepare:
-                    frame = self.prepare(frame)
+                    try:
+                        frame = self.prepare(frame)
+                    except UndecodablePicture as exc:  # one damaged camera JPEG: skipped like a dropped frame
+                        log.debug("capture: %s: frame %d skipped: %s", src.source_id, index, exc)
+                        continue
                 self.slot.put(frame)
                 self.stats.frames += 1
                 self.stats.dropped = self.slot.dropped

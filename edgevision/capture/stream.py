@@ -27,9 +27,10 @@ import numpy as np
 from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
 from edgevision.capture.encoder import FrameEncoder, MjpegDecoder, MjpegPicture
 from edgevision.capture.feed import PacketFeed
+from edgevision.capture.packets import StreamInfo
 from edgevision.capture.sources import FrameSource
 from edgevision.errors import InputError
-from edgevision.results.frame import DecodedImage
+from edgevision.results.frame import DecodedImage, UndecodablePicture
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class PacketSource:
         self._dropped = dropped
         self._codec = encoder_codec
         self._encoder: FrameEncoder | None = None
+        self._announced: StreamInfo | None = None  # the stream this source started in the feed
         self._pending: deque[DecodedFrame] = deque()
         self._early: list[Any] = []  # what the open-time check read: replayed by read()
         self._skip = FrameSkip.NONE
@@ -90,6 +92,11 @@ class PacketSource:
     def open(self) -> None:
         self.demux.open()
         self.fps = self.demux.fps
+        # ``dropped`` counts the whole run: this connection's first window starts from the count now
+        self._window = (
+            int(self._dropped()) if self.live and self._dropped is not None else 0,
+            self.delivered,
+        )
         info = self.demux.stream_info
         assert info is not None
         if not self.live:
@@ -97,10 +104,12 @@ class PacketSource:
         if self.feed is None:
             return
         if info.remuxable:
+            self._announced = info
             self.feed.start_stream(info)
             return
         self._encoder = FrameEncoder(info.width, info.height, self.fps or 25.0, self._codec)
-        self.feed.start_stream(self._encoder.stream_info)
+        self._announced = self._encoder.stream_info
+        self.feed.start_stream(self._announced)
         log.info(
             "%s: %s cannot be remuxed into MP4; recording encodes it once with %s",
             self.source_id,
@@ -123,16 +132,19 @@ class PacketSource:
 
     def read(self) -> tuple[DecodedFrame, float, None] | None:
         while not self._pending:
+            if self._announced is not None and self.feed is not None and self.feed.replaced(self._announced):
+                # a stall gave this connection up for a new one: its packets would land in the new one's clips
+                return None
             item = self._early.pop(0) if self._early else self.demux.read()
             if item is None:
                 self._flush()
                 return None
             if item.packet is not None and self.feed is not None and self._encoder is None:
-                self.feed.put(item.packet)
+                self.feed.put(item.packet, stream=self._announced)
             for frame in item.frames:
                 if self._encoder is not None and self.feed is not None:
                     for packet in self._encoder.encode(frame.av_frame, frame.ts):
-                        self.feed.put(packet)
+                        self.feed.put(packet, stream=self._announced)
                     self.encoded += 1
                 self._pending.append(frame)
         frame = self._pending.popleft()
@@ -163,7 +175,7 @@ class PacketSource:
     def _flush(self) -> None:
         encoder, self._encoder = self._encoder, None
         if encoder is not None and self.feed is not None:
-            drain(encoder, self.feed, self.source_id)
+            drain(encoder, self.feed, self.source_id, self._announced)
 
     def close(self) -> None:
         self._pending.clear()
@@ -173,17 +185,17 @@ class PacketSource:
             self.demux.close()
 
 
-def drain(encoder: FrameEncoder, feed: PacketFeed, source_id: str) -> None:
+def drain(encoder: FrameEncoder, feed: PacketFeed, source_id: str, stream: StreamInfo | None = None) -> None:
     """Hand ``feed`` the packets ``encoder`` still holds (a hardware encoder keeps a few frames queued): the
-    last frames before a disconnect or the end reach the clip. An encoder failing here is logged, not raised: the
-    source is closing either way."""
+    last frames before a disconnect or the end reach the clip, unless a newer ``stream`` replaced the one they
+    belong to. An encoder failing here is logged, not raised: the source is closing either way."""
     try:
         packets = encoder.flush()
     except Exception as exc:  # a codec error (PyAV's FFmpegError is an OSError / ValueError)
         log.warning("%s: draining the encoder failed: %s", source_id, exc)
         return
     for packet in packets:
-        feed.put(packet)
+        feed.put(packet, stream=stream)
 
 
 class EncodingSource:
@@ -197,6 +209,7 @@ class EncodingSource:
         self.live = source.live
         self.fps: float | None = None
         self._encoder: FrameEncoder | None = None
+        self._announced: StreamInfo | None = None  # the stream of the current encode, as started in the feed
         self._mjpeg: MjpegDecoder | None = None
         self._drained = False  # the encoder gave what it held: the stream ended
 
@@ -217,7 +230,11 @@ class EncodingSource:
             if self._mjpeg is None:
                 self._mjpeg = MjpegDecoder()
             size = picture.size
-            picture = self._mjpeg.decode(picture.jpeg)
+            try:
+                picture = self._mjpeg.decode(picture.jpeg)
+            except UndecodablePicture as exc:  # damaged: the clip goes without it, inference skips it too
+                log.debug("%s: %s; not recorded", self.source_id, exc)
+                return item
         elif isinstance(picture, np.ndarray):
             size = (picture.shape[1], picture.shape[0])
         else:
@@ -225,15 +242,16 @@ class EncodingSource:
             picture = picture.bgr()
         if self._encoder is None or self._drained:
             self._encoder, self._drained = FrameEncoder(size[0], size[1], self.fps or 25.0, self.codec), False
-            self.feed.start_stream(self._encoder.stream_info)
-        for packet in self._encoder.encode(picture, ts):
-            self.feed.put(packet)
+            self._announced = self._encoder.stream_info
+            self.feed.start_stream(self._announced)
+        for packet in self._encoder.encode(picture, ts):  # refused once a reconnect replaced this camera
+            self.feed.put(packet, stream=self._announced)
         return item
 
     def _drain(self) -> None:
         if self._encoder is not None and not self._drained:
             self._drained = True  # kept for its counts; an image after this starts a new encode
-            drain(self._encoder, self.feed, self.source_id)
+            drain(self._encoder, self.feed, self.source_id, self._announced)
 
     def close(self) -> None:
         try:

@@ -30,8 +30,16 @@ class PreparedInput:
     domain: object = None
 
 
+class UndecodablePicture(ValueError):
+    """A picture whose header parsed but whose image does not decode (a camera's JPEG cut short): the frame is
+    skipped, like a dropped one; it is no reason to stop capturing."""
+
+
 class DecodedImage(Protocol):
-    """A decoded picture that converts only on request (:class:`edgevision.capture.demux.DecodedFrame`)."""
+    """A decoded picture that converts only on request (:class:`edgevision.capture.demux.DecodedFrame`).
+
+    ``model_input`` and ``bgr`` raise :class:`UndecodablePicture` when the picture turns out to be damaged.
+    """
 
     @property
     def size(self) -> tuple[int, int]: ...

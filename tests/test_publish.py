@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import signal
 import socket
 import subprocess
@@ -273,6 +274,33 @@ def test_a_client_that_stops_reading_is_dropped(site: Site) -> None:
         time.sleep(0.05)
     assert get(web, "/healthz", None)[0] == 200  # the server still answers
     stuck.close()
+
+
+def test_a_client_trickling_its_request_is_dropped_at_the_deadline(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte every 0.2 s never trips the 2-s read timeout: such a client held its thread for good (16 per
+    address, 128 in all, then 503 for everyone). The whole request must now arrive within the deadline."""
+    import edgevision.publish.http_server as http_mod
+
+    web, _, _ = site
+    monkeypatch.setattr(http_mod, "REQUEST_DEADLINE_S", 1.0)
+    slow = socket.create_connection(("127.0.0.1", web.port), timeout=5)
+    slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+    dropped = False
+    for _ in range(150):  # up to 30 s of trickling (pytest-timeout bounds it too); the deadline is 1 s
+        time.sleep(0.2)
+        try:
+            slow.sendall(b"X")
+            if select.select([slow], [], [], 0)[0] and slow.recv(64) == b"":
+                dropped = True
+                break
+        except OSError:  # reset by the server
+            dropped = True
+            break
+    slow.close()
+    assert dropped
+    assert get(web, "/healthz", None)[0] == 200  # a whole request is still answered (its deadline cancelled)
 
 
 @pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (CI installs it)")

@@ -2,21 +2,26 @@
 
 :func:`listen` binds the port at the start of a run (a port in use or an unresolvable host is a config error,
 exit 78, before anything else starts); :class:`BoundedServer` serves it with a thread per connection, at most
-:data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all, further ones answered 503 at once.
+:data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all, further ones answered 503 at once; its
+handlers (:class:`DeadlineHandler`) drop a request that has not arrived whole within :data:`REQUEST_DEADLINE_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edgevision.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 MAX_PER_CLIENT = 16  # connections (threads) one address may hold at once
 MAX_CONNECTIONS = 128
+REQUEST_DEADLINE_S = 10.0  # request line, headers and body must have arrived by then
 
 
 def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
@@ -39,8 +44,7 @@ def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
 
 
 class BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most :data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all: a
-    client trickling its request in byte by byte holds its thread for as long as it likes."""
+    """A thread per connection, at most :data:`MAX_PER_CLIENT` per address and :data:`MAX_CONNECTIONS` in all."""
 
     daemon_threads = True
 
@@ -79,3 +83,32 @@ class BoundedServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._release(str(client_address[0]))
+
+
+class DeadlineHandler(BaseHTTPRequestHandler):
+    """A request handler whose every request must arrive whole (request line, headers, body) within
+    :data:`REQUEST_DEADLINE_S`. The socket's timeout bounds each read only: a client trickling a byte a second
+    held its thread for good, and a few addresses doing so filled :data:`MAX_CONNECTIONS` (503 for everyone)."""
+
+    _deadline: threading.Timer | None = None
+
+    def handle_one_request(self) -> None:
+        # the timer's thread only shuts the socket down: the blocked read returns and this thread ends the request
+        timer = self._deadline = threading.Timer(REQUEST_DEADLINE_S, self._too_slow)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()  # the request is in: answering is not bounded (a live stream lasts hours)
+        super().send_response(code, message)
+
+    def _too_slow(self) -> None:
+        log.debug("web: %s: request not in after %.0f s; dropped", self.client_address[0], REQUEST_DEADLINE_S)
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)

@@ -24,7 +24,6 @@ import socket
 import sqlite3
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -32,7 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 from edgevision.config import WebConfig, is_loopback
 from edgevision.paths import events_index
-from edgevision.publish.http_server import BoundedServer, listen
+from edgevision.publish.http_server import BoundedServer, DeadlineHandler, listen
 from edgevision.publish.live import LiveView
 from edgevision.publish.metrics import Metrics
 from edgevision.publish.webauth import (
@@ -136,7 +135,7 @@ class WebServer:
         self._thread.join(timeout=5)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(DeadlineHandler):
     server_ref: WebServer
     protocol_version = "HTTP/1.1"
 

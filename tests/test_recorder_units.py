@@ -409,3 +409,44 @@ def test_free_space_that_cannot_be_read_skips_the_check_and_never_stops_recordin
     # measured below the floor after the pass: no clip starts; not measured: the mode stays as it was
     assert disk.mode is (Mode.SNAPSHOTS_ONLY if failing_call == 2 else Mode.NORMAL)
     index.close()
+
+
+@pytest.mark.parametrize("failing", ["unlink", "stat"])
+def test_a_file_retention_cannot_touch_skips_its_event_and_never_stops_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """An I/O error unlinking or measuring one event's file (a bad sector, a card remounted read-only) escaped the
+    retention pass: the timer thread died with it and the recorder raised it at the next frame, so the run stopped,
+    and the pass at the next start met the same file. The event is skipped (its row and files stay for a later
+    pass) and the other events are still deleted."""
+    from edgevision.recorder.retention import RetentionPolicy, apply_retention
+
+    index = EventIndex(tmp_path)
+    clips = []
+    for i in range(3):
+        rel = f"clips/20240101/{i + 1:06d}.mp4"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * 100)
+        clips.append(tmp_path / rel)
+        index.create("cam", "person", 0.0, 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    bad = clips[0]
+    real = getattr(Path, failing)
+
+    def broken(self: Path, *a: Any, **k: Any) -> Any:
+        if self == bad:
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, failing, broken)
+    policy = RetentionPolicy(max_age_s=10.0, min_free_bytes=None, keep_newest=0)
+    plan = apply_retention(index, tmp_path, 5000.0, 1 << 40, policy)  # no exception
+    monkeypatch.undo()
+    kept = [r.id for r in index.list()]
+    if failing == "unlink":
+        assert kept == [1] and bad.exists()  # the row still names the file it could not delete
+        assert plan == [(2, "max_age"), (3, "max_age")]  # what was deleted (events prune prints it)
+    else:
+        assert kept == [] and not bad.exists()  # an unknown size does not stop the deletion
+        assert [event_id for event_id, _ in plan] == [1, 2, 3]
+    assert not clips[1].exists() and not clips[2].exists()
+    index.close()

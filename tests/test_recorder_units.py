@@ -450,3 +450,32 @@ def test_a_file_retention_cannot_touch_skips_its_event_and_never_stops_recording
         assert [event_id for event_id, _ in plan] == [1, 2, 3]
     assert not clips[1].exists() and not clips[2].exists()
     index.close()
+
+
+def test_an_id_whose_row_never_landed_is_not_reused_for_new_files(tmp_path: Path) -> None:
+    """A row that waited in memory for a full disk (IndexWriter) and never landed (the process was killed, or
+    stopped before space came back) left its clip and snapshot on disk, named by its id, with no row. The next
+    start numbered from the index alone, gave that id to its first event and overwrote those files (a clip is
+    opened with "wb", a snapshot replaced by rename): a recording lost. Ids start above every file's too."""
+    import recorder_driver as drv
+
+    from edgevision.recorder.recorder import Recorder
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    index.create("cam", "person", 0.0, 0, status="finalized")  # id 1, the last row that landed
+    index.close()
+    orphans = {
+        data / "clips/20240101/000003.mp4": b"clip of event 3",
+        data / "clips/20240102/000004.mp4.partial": b"clip of event 4",
+        data / "snapshots/000005.jpg": b"snapshot of event 5",
+    }
+    for path, content in orphans.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    rec = Recorder(drv.settings(data), blocking=True)
+    try:
+        assert rec.writer.next_id_preview() == 6
+    finally:
+        rec.close()
+    assert all(path.read_bytes() == content for path, content in orphans.items() if path.exists())

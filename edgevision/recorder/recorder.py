@@ -39,7 +39,7 @@ from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
-from edgevision.recorder.index_rebuild import open_recorder_index
+from edgevision.recorder.index_rebuild import highest_file_id, open_recorder_index
 from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
@@ -90,7 +90,9 @@ class Recorder:
             )
             # before any frame
             self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery)
-            self.writer = IndexWriter(self.index)
+            # ids above every file's too: a row that never left the writer's memory (killed while the disk was
+            # full) left its files named by its id, and a new event given that id would overwrite them
+            self.writer = IndexWriter(self.index, highest_file_id(settings.data_dir) + 1)
         except BaseException:
             self._dir_lock.release()
             raise

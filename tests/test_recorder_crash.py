@@ -577,3 +577,51 @@ def test_a_clip_whose_salvage_fails_after_a_disk_error_is_left_for_recovery(
     (ev,) = rows(data)
     assert report.recovered == 1 and ev["status"] == "recovered" and not partial.exists()
     assert count_frames(data / ev["clip_path"]) == ev["clip_frames"] >= 10
+
+
+def test_a_clip_salvaged_after_a_disk_error_is_renamed_durably_before_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails mid-clip: the ``.partial`` is cut back and renamed to the clip's name, and the row then says
+    ``recovered`` with that name. The rename's directory was never fsync'd, so a power cut after the row could
+    bring back the ``.partial`` under a row recovery no longer looks at (not ``recording``): a clip the index
+    names and nobody can play. The directory is fsync'd after the rename, before the row."""
+    from edgevision.capture.packets import EncodedPacket
+    from edgevision.recorder.remux import PacketClipWriter
+
+    real_write, real_replace, real_fsync = PacketClipWriter.write, os.replace, os.fsync
+    real_update = EventIndex.update
+    written = {"n": 0}
+    steps: list[tuple[str, str]] = []
+
+    def write(self: PacketClipWriter, packet: EncodedPacket) -> None:
+        written["n"] += 1
+        if written["n"] > 25:  # the disk fails 2.5 s into the clip
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, packet)
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        real_replace(src, dst, **kw)
+        steps.append(("replace", str(dst)))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def update(self: EventIndex, event_id: int, **values: Any) -> None:
+        real_update(self, event_id, **values)
+        steps.append(("row", ",".join(sorted(values))))
+
+    monkeypatch.setattr(PacketClipWriter, "write", write)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(EventIndex, "update", update)
+    data = tmp_path / "data"
+    drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+    monkeypatch.undo()
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    assert ev["status"] == "recovered" and clip.exists() and ev["clip_sha256"] == sha256_file(clip)
+    renamed = steps.index(("replace", str(clip)))
+    named = next(i for i, (kind, what) in enumerate(steps) if kind == "row" and "clip_sha256" in what)
+    assert ("fsync", str(clip.parent)) in steps[renamed:named]

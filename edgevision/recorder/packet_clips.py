@@ -13,10 +13,11 @@ decides how to degrade (:meth:`abort` leaves the ``.partial`` for recovery).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
-from edgevision.fsutil import sha256_file
+from edgevision.fsutil import fsync_dir, sha256_file
 from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing, RingStats
 from edgevision.recorder.remux import PacketClipWriter
@@ -82,13 +83,15 @@ class PacketClips:
 
 def salvage_cut_clip(clip: PacketClipWriter, event_id: int) -> dict[str, object] | None:
     """After a disk error cut ``clip`` (already aborted): keep its ``.partial`` up to the last fragment that
-    decodes, renamed to the final name. Returns the index values of the kept clip, ``{}`` when nothing was
-    playable (the ``.partial`` is removed), or None when the salvage itself failed: nothing is proven about the
-    file, so it stays, and its row stays open for start-up recovery."""
+    decodes, renamed to the final name (the directory fsync'd). Returns the index values of the kept clip, ``{}``
+    when nothing was playable (the ``.partial`` is removed), or None when the salvage itself failed: nothing is
+    proven about the file, so it stays, and its row stays open for start-up recovery."""
     try:
-        kept = salvage_fragmented_mp4(clip.partial_path)
+        kept = salvage_fragmented_mp4(clip.partial_path)  # the cut is fsync'd
         if kept:
-            clip.partial_path.replace(clip.final_path)
+            # durable before the row names the clip: a row no longer ``recording`` is not looked at by recovery
+            os.replace(clip.partial_path, clip.final_path)
+            fsync_dir(clip.final_path.parent)
     except OSError as exc:
         log.error("event %d: salvaging the clip after a disk error failed: %s", event_id, exc)
         return None

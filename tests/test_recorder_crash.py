@@ -625,3 +625,34 @@ def test_a_clip_salvaged_after_a_disk_error_is_renamed_durably_before_its_row(
     renamed = steps.index(("replace", str(clip)))
     named = next(i for i, (kind, what) in enumerate(steps) if kind == "row" and "clip_sha256" in what)
     assert ("fsync", str(clip.parent)) in steps[renamed:named]
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["snapshots-only", "clip-does-not-decode"])
+def test_a_lost_event_keeps_the_snapshot_written_before_the_kill(tmp_path: Path, clip: bool) -> None:
+    """Killed after its snapshot landed and before its row (fault point ``finish.snapshot``), an event recorded
+    without a clip (snapshots only: the disk was low), or whose clip holds nothing that decodes, was marked
+    ``lost`` with no snapshot: the JPEGs stayed on disk, named by no row, so retention never deleted them and no
+    page showed them. The row now names the stills that landed."""
+    import numpy as np
+
+    from edgevision.recorder.snapshots import write_jpeg
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    rel = "clips/20240101/000001.mp4" if clip else None
+    event_id = index.create("cam", "person", 1.0, 10, status="recording", clip_path=rel, end_sent=0)
+    if rel is not None:
+        (data / rel).parent.mkdir(parents=True)
+        (data / (rel + ".partial")).write_bytes(bytes(4096))  # nothing in it decodes
+    image = np.full((48, 64, 3), 128, np.uint8)
+    for name in ("000001.jpg", "000001-thumb.jpg", "000001-face.jpg"):
+        write_jpeg(data / "snapshots" / name, image)
+    recover(index, data)
+    ev = index.get(event_id)
+    assert ev is not None and ev.status == "lost" and ev.clip_path is None and ev.end_sent == 0
+    assert (ev.snapshot_path, ev.thumb_path, ev.face_path) == (
+        "snapshots/000001.jpg",
+        "snapshots/000001-thumb.jpg",
+        "snapshots/000001-face.jpg",
+    )
+    index.close()

@@ -56,9 +56,30 @@ class RecoveryReport:
         )
 
 
-def _mark_lost(index: EventIndex, row: EventRow, note: str, report: RecoveryReport) -> None:
+def _stills_landed(data_dir: Path, row: EventRow) -> dict[str, str]:
+    """The snapshot, thumbnail and face crop a finish wrote for ``row`` before it was killed (they land before the
+    row names them): their index columns, or {} when the row names its snapshot already or none landed."""
+    snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
+    face = f"snapshots/{row.id:06d}-face.jpg"
+    try:
+        if row.snapshot_path and (data_dir / row.snapshot_path).exists():
+            return {}
+        if not ((data_dir / snap).exists() and (data_dir / thumb).exists()):
+            return {}
+        values = {"snapshot_path": snap, "thumb_path": thumb}
+        if (data_dir / face).exists():
+            values["face_path"] = face
+    except OSError as exc:  # a still that cannot be looked at is not named; the event is closed all the same
+        log.error("recovery: event %d: cannot look for its snapshot: %s", row.id, exc)
+        return {}
+    return values
+
+
+def _mark_lost(index: EventIndex, data_dir: Path, row: EventRow, note: str, report: RecoveryReport) -> None:
+    # stills that landed stay named by the row: retention deletes them with it, and pages show them
     index.update(
         row.id,
+        **_stills_landed(data_dir, row),
         status="lost",
         clip_path=None,
         end_wall=time.time(),
@@ -90,7 +111,7 @@ def _exists_or_unreadable(path: Path) -> bool:
 
 def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: RecoveryReport) -> None:
     if not row.clip_path:
-        _mark_lost(index, row, "process stopped while recording; no clip was being written", report)
+        _mark_lost(index, data_dir, row, "process stopped while recording; no clip was being written", report)
         return
     clip = data_dir / row.clip_path
     partial = clip.with_name(clip.name + PARTIAL_SUFFIX)
@@ -110,13 +131,15 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
             fault_point("recover.renamed")
             fsync_dir(clip.parent)
     if not _exists(clip):
-        _mark_lost(index, row, "process stopped while recording; no complete fragment survived", report)
+        _mark_lost(
+            index, data_dir, row, "process stopped while recording; no complete fragment survived", report
+        )
         return
     check = inspect_clip(clip)
     if not check.playable:
         clip.unlink()  # proven broken: no header or not one fragment decodes
         fsync_dir(clip.parent)
-        _mark_lost(index, row, "process stopped while recording; the clip does not decode", report)
+        _mark_lost(index, data_dir, row, "process stopped while recording; the clip does not decode", report)
         return
     # a damaged tail is cut; damage inside the clip stays (the fragments after it play)
     if check.last_good < check.fragments:
@@ -143,13 +166,10 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         "end_sent": 0,
     }
     snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
-    face = f"snapshots/{row.id:06d}-face.jpg"
     if row.snapshot_path and (data_dir / row.snapshot_path).exists():
         pass
-    elif (data_dir / snap).exists() and (data_dir / thumb).exists():  # written just before the kill
-        values.update(snapshot_path=snap, thumb_path=thumb)
-        if (data_dir / face).exists():
-            values["face_path"] = face
+    elif landed := _stills_landed(data_dir, row):  # written just before the kill
+        values.update(landed)
     elif check.middle is not None:
         try:
             write_snapshot(data_dir / snap, data_dir / thumb, check.middle, [])

@@ -656,3 +656,24 @@ def test_a_lost_event_keeps_the_snapshot_written_before_the_kill(tmp_path: Path,
         "snapshots/000001-face.jpg",
     )
     index.close()
+
+
+def test_recovery_removes_only_its_own_half_written_snapshots(tmp_path: Path) -> None:
+    """Recovery removed every ``*.tmp`` anywhere under the data directory. The single service's data directory
+    (/var/lib/edgevision) holds the shared models directory and every camera instance's data directory, so a
+    restart deleted a model another instance was writing and another recorder's snapshot in flight (its rename
+    then failed and stopped that recorder). Only this recorder's own half-written snapshots go."""
+    data = tmp_path / "data"
+    EventIndex(data).close()
+    own = data / "snapshots" / "000001.jpg.tmp"
+    others = [
+        data / "models" / "derived" / ".ssd_int8.tflite.4242.tmp",
+        data / "garage" / "snapshots" / "000007.jpg.tmp",
+        data / "garage" / "clips" / "20240101" / "000007.mp4.partial",
+    ]
+    for path in [own, *others]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"in flight")
+    report = recover(EventIndex(data), data)
+    assert not own.exists() and report.orphans_removed == 1
+    assert all(path.read_bytes() == b"in flight" for path in others)

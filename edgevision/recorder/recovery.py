@@ -13,7 +13,7 @@ clip file it cannot prove broken. For each event still ``recording``:
 Every step is idempotent, so recovery killed half-way is completed by the next one. A clip that cannot be *read*
 (an I/O error from a failing card, no memory) proves nothing: its event and files stay as they are, for the next
 start to check. A ``finalized`` event whose
-clip vanished is marked ``lost``; stray ``.tmp`` files and unreferenced ``.partial`` files with nothing
+clip vanished is marked ``lost``; stray snapshot ``.tmp`` files and unreferenced ``.partial`` files with nothing
 decodable are removed.
 """
 
@@ -246,8 +246,10 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
             ):
                 index.update(row.id, status="lost", note="clip file missing at start-up")
                 report.lost += 1
-        for stray in data_dir.glob("**/*.tmp"):
-            stray.unlink(missing_ok=True)  # half-written snapshots: the real file is written by rename
+        # half-written snapshots (the real file is written by rename); only in snapshots/: the data directory
+        # may hold the models and other cameras' data directories (/var/lib/edgevision), their .tmp in flight
+        for stray in data_dir.glob("snapshots/*.tmp"):
+            stray.unlink(missing_ok=True)
             report.orphans_removed += 1
         for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
             if stray in referenced:

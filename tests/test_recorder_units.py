@@ -191,8 +191,10 @@ def test_two_retention_passes_never_both_delete_for_the_same_shortfall(tmp_path:
         calls[name] = calls.get(name, 0) + 1
         free = measure()
         if name == "retention" and calls[name] == 1:
-            recorder_measured.wait(2.0)  # the recorder thread's pass runs meanwhile (or waits for this one)
-        elif name == "recorder" and calls[name] == 2:
+            recorder_measured.wait(
+                2.0
+            )  # the recorder thread's check runs meanwhile (its pass waits for none)
+        elif name == "recorder":
             recorder_measured.set()
         return free
 
@@ -207,7 +209,7 @@ def test_two_retention_passes_never_both_delete_for_the_same_shortfall(tmp_path:
         free_bytes=free_bytes,
     )
     deadline = time.monotonic() + 10
-    while (rec.retention.runs < 1 or calls.get("recorder", 0) < 2) and time.monotonic() < deadline:
+    while (rec.retention.runs < 1 or not recorder_measured.is_set()) and time.monotonic() < deadline:
         time.sleep(0.05)
     rec.close()
     assert [c.exists() for c in clips] == [False, False, True, True, True]
@@ -479,3 +481,49 @@ def test_an_id_whose_row_never_landed_is_not_reused_for_new_files(tmp_path: Path
     finally:
         rec.close()
     assert all(path.read_bytes() == content for path, content in orphans.items() if path.exists())
+
+
+def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``min_free`` the recorder thread's periodic space check runs a retention pass too. While the timer
+    thread's pass ran (thousands of deletions after ``max_age_days`` was lowered: an unlink and a synchronous
+    index delete each, minutes on an SD card), the recorder thread waited for its lock: no packet moved, the
+    capture's bounded feed overflowed and the clip being written lost its video. The periodic check now leaves
+    the space to the pass that runs (it measures again next time); a clip about to start still waits for it."""
+    import threading
+
+    from edgevision.recorder import space
+    from edgevision.recorder.retention import RetentionPolicy
+    from edgevision.recorder.space import DiskSpace
+
+    inside, release = threading.Event(), threading.Event()
+    passes: list[str] = []
+
+    def slow_pass(*a: Any, **k: Any) -> list[tuple[int, str]]:
+        passes.append(threading.current_thread().name)
+        if len(passes) == 1:
+            inside.set()
+            release.wait()
+        return []
+
+    monkeypatch.setattr(space, "apply_retention", slow_pass)
+    index = EventIndex(tmp_path)
+    disk = DiskSpace(
+        tmp_path, RetentionPolicy(max_age_s=None, min_free_bytes=1000), index, lambda p: 10, lambda: 0.0, 1.0
+    )
+    timer = threading.Thread(target=disk.retention_pass, name="retention")
+    timer.start()
+    assert inside.wait(30)
+    checker = threading.Thread(target=disk.check, name="recorder")
+    checker.start()
+    checker.join(30)  # a failure detector, not a time limit: on the old code it waits until release
+    waited = checker.is_alive()
+    release.set()
+    timer.join(30)
+    checker.join(30)
+    assert not waited and passes == ["retention"]
+    assert disk.mode is Mode.SNAPSHOTS_ONLY  # measured below the floor all the same
+    disk.check(force=True)  # a clip about to start runs (or waits for) a pass
+    assert passes == ["retention", "MainThread"]
+    index.close()

@@ -153,7 +153,7 @@ class RetentionTimer:
     called at once and then every ``interval_s`` seconds until :meth:`stop`, so deleting old events never delays
     a clip. An exception from ``run`` stops the timer and is kept in ``error`` for the owner to raise."""
 
-    def __init__(self, run: Callable[[], None], interval_s: float) -> None:
+    def __init__(self, run: Callable[[], object], interval_s: float) -> None:
         self.run = run
         self.interval_s = interval_s
         self.runs = 0

@@ -677,3 +677,35 @@ def test_recovery_removes_only_its_own_half_written_snapshots(tmp_path: Path) ->
     report = recover(EventIndex(data), data)
     assert not own.exists() and report.orphans_removed == 1
     assert all(path.read_bytes() == b"in flight" for path in others)
+
+
+def test_a_full_disk_at_start_leaves_open_events_for_later_and_the_recorder_starts(tmp_path: Path) -> None:
+    """Killed with an event open while the disk was full, the next start's recovery could not write the event's
+    row (SQLite: "database or disk is full"): the error stopped the start, the service restarted into the same
+    error, and retention, which runs after recovery and would have freed the space, never ran. Nothing was
+    recorded again until someone freed space by hand. The row is left open (as after a read error) for a later
+    start, and the recorder starts."""
+    import sqlite3
+
+    class FullIndex(EventIndex):
+        full = True
+
+        def update(self, *a: Any, **k: Any) -> None:
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            super().update(*a, **k)
+
+    data = tmp_path / "data"
+    index = FullIndex(data)
+    event_id = index.create("cam", "person", 1.0, 10, status="recording", end_sent=0)
+    rec = Recorder(drv.settings(data), blocking=True, index=index)  # no exception
+    rec.close()
+    assert rec.recovery.unchecked == 1
+    again = FullIndex(data)
+    ev = again.get(event_id)
+    assert ev is not None and ev.status == "recording"
+    again.full = False  # space is back: the next start closes it
+    report = recover(again, data)
+    ev = again.get(event_id)
+    assert report.closed == [event_id] and ev is not None and ev.status == "lost"
+    again.close()

@@ -11,8 +11,8 @@ clip file it cannot prove broken. For each event still ``recording``:
   stay either way, and ``end_sent = 0`` so the recorder announces its end like a live one.
 
 Every step is idempotent, so recovery killed half-way is completed by the next one. A clip that cannot be *read*
-(an I/O error from a failing card, no memory) proves nothing: its event and files stay as they are, for the next
-start to check. A ``finalized`` event whose
+(an I/O error from a failing card, no memory) proves nothing, and a row a full disk does not take cannot be
+closed: its event and files stay as they are, for the next start to check. A ``finalized`` event whose
 clip vanished is marked ``lost``; stray snapshot ``.tmp`` files and unreferenced ``.partial`` files with nothing
 decodable are removed.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from edgevision.recorder.clip import PARTIAL_SUFFIX
 from edgevision.recorder.clip_check import ClipUnreadable, inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.index_writer import is_disk_error
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.snapshots import write_snapshot
 
@@ -227,8 +229,12 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                     clip = data_dir / row.clip_path
                     announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
                 _recover_row(index, data_dir, row, report)
-            except ClipUnreadable as exc:
-                # a read error proves nothing: files and row stay for the next start
+            except (ClipUnreadable, sqlite3.OperationalError) as exc:
+                # a read error proves nothing, and a row the full disk does not take cannot be closed: files and
+                # row stay for the next start (raised, a full disk stopped every start, and with it the
+                # retention that would have freed the space)
+                if isinstance(exc, sqlite3.OperationalError) and not is_disk_error(exc):
+                    raise
                 report.unchecked += 1
                 log.error(
                     "recovery: event %d left as it is: %s; checked again at the next start", row.id, exc
@@ -244,7 +250,13 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                 and row.clip_path
                 and not _exists_or_unreadable(data_dir / row.clip_path)
             ):
-                index.update(row.id, status="lost", note="clip file missing at start-up")
+                try:
+                    index.update(row.id, status="lost", note="clip file missing at start-up")
+                except sqlite3.OperationalError as exc:
+                    if not is_disk_error(exc):
+                        raise
+                    log.error("recovery: event %d: its missing clip cannot be noted: %s", row.id, exc)
+                    continue
                 report.lost += 1
         # half-written snapshots (the real file is written by rename); only in snapshots/: the data directory
         # may hold the models and other cameras' data directories (/var/lib/edgevision), their .tmp in flight

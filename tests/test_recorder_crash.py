@@ -709,3 +709,28 @@ def test_a_full_disk_at_start_leaves_open_events_for_later_and_the_recorder_star
     ev = again.get(event_id)
     assert report.closed == [event_id] and ev is not None and ev.status == "lost"
     again.close()
+
+
+def test_a_new_day_and_snapshot_directory_survive_a_power_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each day's first clip makes ``clips/<day>/`` (the first event ``clips/`` and ``snapshots/`` too), and only
+    the new directory itself was fsync'd (for the file's name in it), never the directory holding its name: after
+    a power cut on a filesystem that does not order metadata (vfat on an SD card) the new directory could be
+    gone with every clip in it, under rows that name them. The parent of each directory made is fsync'd."""
+    real_fsync = os.fsync
+    synced: set[str] = set()
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setattr(os, "fsync", fsync)
+    drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+    monkeypatch.undo()
+    (ev,) = rows(data)
+    day = (data / ev["clip_path"]).parent
+    assert ev["status"] == "finalized" and ev["snapshot_path"]
+    assert {str(data), str(data / "clips"), str(day), str(data / "snapshots")} <= synced

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
-from edgevision.fsutil import fsync_dir
+from edgevision.fsutil import fsync_dir, mkdir_synced
 from edgevision.recorder.clip import abort_partial, commit_clip
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class PacketClipWriter:
         self._offset_base = stream.time_base
         self._last_dts: int | None = None
         self._synced_at = 0
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_synced(final_path.parent)  # a new day's directory survives a power cut with its clips
         self._fh: IO[bytes] = open(self.partial_path, "wb")  # noqa: SIM115 - closed in finalize/abort
         fsync_dir(final_path.parent)
         self._container: Any = av.open(

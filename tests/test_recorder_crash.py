@@ -734,3 +734,43 @@ def test_a_new_day_and_snapshot_directory_survive_a_power_cut(
     day = (data / ev["clip_path"]).parent
     assert ev["status"] == "finalized" and ev["snapshot_path"]
     assert {str(data), str(data / "clips"), str(day), str(data / "snapshots")} <= synced
+
+
+@pytest.mark.parametrize("where", ["finish", "salvage"])
+def test_a_clip_that_cannot_be_read_back_for_its_hash_never_stops_the_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The clip was written, fsync'd and renamed, then reading it back for its sha256 failed (EIO from a failing
+    card): the error stopped the recorder thread and with it the run. The clip is kept and its row closed as
+    usual, without a hash (the note says why); the next event is recorded."""
+    from edgevision.capture.packets import EncodedPacket
+    from edgevision.recorder import packet_clips
+    from edgevision.recorder import recorder as recorder_mod
+    from edgevision.recorder.remux import PacketClipWriter
+
+    def unreadable(path: Path) -> str:
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    if where == "salvage":
+        real_write = PacketClipWriter.write
+        written = {"n": 0}
+
+        def write(self: PacketClipWriter, packet: EncodedPacket) -> None:
+            written["n"] += 1
+            if written["n"] == 26:  # the disk fails once, 2.5 s into the first clip
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write(self, packet)
+
+        monkeypatch.setattr(PacketClipWriter, "write", write)
+    monkeypatch.setattr(packet_clips, "sha256_file", unreadable)
+    monkeypatch.setattr(recorder_mod, "sha256_file", unreadable, raising=False)  # where it was read before
+    data = tmp_path / "data"
+    drv.record(data, 10.0, 14.0, [(1.0, 4.0), (8.0, 11.0)])  # no exception
+    monkeypatch.undo()
+    first, second = rows(data)
+    assert first["status"] == ("recovered" if where == "salvage" else "finalized")
+    assert first["clip_sha256"] is None and "Input/output error" in first["note"]
+    assert (data / first["clip_path"]).exists() and first["clip_size"] == (
+        data / first["clip_path"]
+    ).stat().st_size
+    assert second["status"] == "finalized" and second["end_sent"] == 1

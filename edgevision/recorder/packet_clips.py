@@ -21,6 +21,7 @@ from edgevision.fsutil import fsync_dir, sha256_file
 from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing, RingStats
 from edgevision.recorder.remux import PacketClipWriter
+from edgevision.recorder.space import DISK_ERRNOS
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,19 @@ def salvage_cut_clip(clip: PacketClipWriter, event_id: int) -> dict[str, object]
     if not kept:
         clip.partial_path.unlink(missing_ok=True)
         return {}
-    return {
-        "clip_size": clip.final_path.stat().st_size,
-        "clip_sha256": sha256_file(clip.final_path),
-        "clip_start_ts": clip.first_ts,
-    }
+    return {**hash_values(clip.final_path, event_id), "clip_start_ts": clip.first_ts}
+
+
+def hash_values(path: Path, event_id: int) -> dict[str, object]:
+    """The index values of a finished clip's size and sha256. A disk error reading it back (EIO from a failing
+    card) leaves them out with a ``note``: the clip is kept and the recording goes on; other errors propagate."""
+    values: dict[str, object] = {"clip_size": None, "clip_sha256": None}
+    try:
+        values["clip_size"] = path.stat().st_size
+        values["clip_sha256"] = sha256_file(path)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        log.error("event %d: %s cannot be read back to hash it: %s; the clip is kept", event_id, path, exc)
+        values["note"] = f"clip kept without its hash: {exc.strerror}"
+    return values

@@ -774,3 +774,26 @@ def test_a_clip_that_cannot_be_read_back_for_its_hash_never_stops_the_recording(
         data / first["clip_path"]
     ).stat().st_size
     assert second["status"] == "finalized" and second["end_sent"] == 1
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["no-clip", "complete-clip"])
+def test_an_event_closed_by_recovery_ends_when_it_stopped_not_when_recovery_ran(
+    tmp_path: Path, clip: bool
+) -> None:
+    """An event left open by a kill (or a power cut at night) was closed by the next start with ``end_wall`` = the
+    time recovery ran: its MQTT ``end_time`` and ``events show`` made it last until the Pi came back, hours
+    later. Its end on the wall clock is its start plus its length on the frame clock."""
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    if clip:
+        drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+        (ev,) = rows(data)
+        event_id = ev["id"]
+        index.update(event_id, status="recording", end_ts=None, end_wall=None, start_wall=1000.0)
+    else:
+        event_id = index.create("cam", "person", 50.0, 500, start_wall=1000.0, best_ts=53.0, end_sent=0)
+    recover(index, data)
+    row = index.get(event_id)
+    assert row is not None and row.end_ts is not None and row.status in ("lost", "finalized")
+    assert row.end_wall == pytest.approx(1000.0 + row.end_ts - row.start_ts)
+    index.close()

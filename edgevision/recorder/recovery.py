@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,16 +76,23 @@ def _stills_landed(data_dir: Path, row: EventRow) -> dict[str, str]:
     return values
 
 
+def _end_wall(row: EventRow, end_ts: float) -> float:
+    """When a closed event ended by the wall clock: its start plus its length on the frame clock (recovery runs
+    at the next start, maybe hours after the kill or power cut: that is not when the event ended)."""
+    return row.end_wall if row.end_wall is not None else row.start_wall + max(0.0, end_ts - row.start_ts)
+
+
 def _mark_lost(index: EventIndex, data_dir: Path, row: EventRow, note: str, report: RecoveryReport) -> None:
+    end_ts = row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0)
     # stills that landed stay named by the row: retention deletes them with it, and pages show them
     index.update(
         row.id,
         **_stills_landed(data_dir, row),
         status="lost",
         clip_path=None,
-        end_wall=time.time(),
+        end_wall=_end_wall(row, end_ts),
         end_sent=0,
-        end_ts=row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0),
+        end_ts=end_ts,
         note=note,
     )
     report.lost += 1
@@ -156,10 +162,11 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         status, note = "recovered", f"salvaged after a crash: {salvaged} fragment(s), {check.frames} frame(s)"
     else:
         status, note = "finalized", "finished by start-up recovery (the process stopped before its index row)"
+    end_ts = row.end_ts if row.end_ts is not None else start + check.duration_s
     values: dict[str, object] = {
         "status": status,
-        "end_ts": row.end_ts if row.end_ts is not None else start + check.duration_s,
-        "end_wall": row.end_wall or time.time(),
+        "end_ts": end_ts,
+        "end_wall": _end_wall(row, end_ts),
         "clip_frames": check.frames,
         "clip_start_ts": start,
         "clip_size": size,

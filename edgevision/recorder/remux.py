@@ -109,6 +109,11 @@ class PacketClipWriter:
             self.skipped += 1
             log.debug("%s: packet with non-increasing dts dropped", self.partial_path.name)
             return
+        if pts is not None and dts is not None and pts < dts:
+            # shown before it is decoded: a timestamp glitch the muxer refuses (EINVAL, which stopped the
+            # recorder); kept, shown at its decode time
+            log.debug("%s: packet with pts before its dts shown at its dts", self.partial_path.name)
+            pts = dts
         av_packet = packet.to_av(self._stream)
         av_packet.pts, av_packet.dts = pts, dts
         self._container.mux(av_packet)

@@ -18,6 +18,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def mkdir_synced(path: Path) -> None:
+    """``mkdir -p`` whose new directories survive a power cut: the parent of each directory made is fsync'd (a
+    file's rename or creation is made durable by fsyncing its own directory, which does not hold its name)."""
+    if path.is_dir():
+        return
+    mkdir_synced(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return  # made meanwhile, by whoever syncs it
+    fsync_dir(path.parent)
+
+
 def install_atomically(tmp: Path, final: Path) -> None:
     """fsync ``tmp``, rename it over ``final`` and fsync the directory: readers see the old or the new file."""
     with open(tmp, "rb+") as fh:

@@ -692,3 +692,54 @@ def test_a_connection_replaced_after_a_stall_adds_no_packet_to_its_successors_cl
         "new",
     ]
     assert stale is None  # it returns, and the runner closes it
+
+
+def test_a_reconnect_whose_clip_hits_a_full_disk_never_stops_the_recorder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source reconnects while an event's clip is open, and closing that clip fails for the disk (ENOSPC as
+    its last fragment is written): the clip is salvaged and the row had nothing more to say, but the empty update
+    went to SQLite as ``UPDATE events SET  WHERE`` (a syntax error), which stopped the recorder thread and the
+    run. The event goes on in a new row, as after any reconnect."""
+    import errno
+
+    from edgevision.capture.encoder import FrameEncoder
+    from edgevision.recorder.remux import PacketClipWriter
+    from edgevision.results import FrameResult
+
+    real_finalize = PacketClipWriter.finalize
+    calls = {"n": 0}
+
+    def finalize(self: PacketClipWriter) -> Path:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the clip the reconnect ends
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_finalize(self)
+
+    monkeypatch.setattr(PacketClipWriter, "finalize", finalize)
+    feed = PacketFeed(blocking=True)
+    rec = Recorder(settings(tmp_path / "data", pre_roll=1.0), blocking=True, packets=feed)
+    img = np.zeros((120, 160, 3), np.uint8)
+    one = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))]
+
+    def run(enc: FrameEncoder, t0: float, n: int, people: list[Detection]) -> None:
+        for i in range(n):
+            ts = t0 + i / 25
+            for p in enc.encode(img + i % 50, ts):
+                assert feed.put(p)
+            rec.on_result(FrameResult(Frame(img, ts, i, "t"), people, Latency(), "m"))
+
+    first = FrameEncoder(160, 120, 25.0, "libx264")
+    feed.start_stream(first.stream_info)
+    run(first, 0.0, 50, one)
+    assert rec.drain(30)
+    second = FrameEncoder(160, 120, 25.0, "libx264")
+    feed.start_stream(second.stream_info)
+    run(second, 2.0, 50, one)
+    rec.close()  # no exception
+    index = EventIndex(tmp_path / "data")
+    before, after = [r.to_dict() for r in index.list()]
+    index.close()
+    assert rec.clips_cut_by_reconnect == 1 and calls["n"] == 2
+    assert before["status"] == "recovered" and "disk error" in before["note"]
+    assert after["status"] == "finalized" and after["clip_path"] and after["start_ts"] == pytest.approx(2.0)

@@ -577,3 +577,223 @@ def test_a_clip_whose_salvage_fails_after_a_disk_error_is_left_for_recovery(
     (ev,) = rows(data)
     assert report.recovered == 1 and ev["status"] == "recovered" and not partial.exists()
     assert count_frames(data / ev["clip_path"]) == ev["clip_frames"] >= 10
+
+
+def test_a_clip_salvaged_after_a_disk_error_is_renamed_durably_before_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails mid-clip: the ``.partial`` is cut back and renamed to the clip's name, and the row then says
+    ``recovered`` with that name. The rename's directory was never fsync'd, so a power cut after the row could
+    bring back the ``.partial`` under a row recovery no longer looks at (not ``recording``): a clip the index
+    names and nobody can play. The directory is fsync'd after the rename, before the row."""
+    from edgevision.capture.packets import EncodedPacket
+    from edgevision.recorder.remux import PacketClipWriter
+
+    real_write, real_replace, real_fsync = PacketClipWriter.write, os.replace, os.fsync
+    real_update = EventIndex.update
+    written = {"n": 0}
+    steps: list[tuple[str, str]] = []
+
+    def write(self: PacketClipWriter, packet: EncodedPacket) -> None:
+        written["n"] += 1
+        if written["n"] > 25:  # the disk fails 2.5 s into the clip
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, packet)
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        real_replace(src, dst, **kw)
+        steps.append(("replace", str(dst)))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def update(self: EventIndex, event_id: int, **values: Any) -> None:
+        real_update(self, event_id, **values)
+        steps.append(("row", ",".join(sorted(values))))
+
+    monkeypatch.setattr(PacketClipWriter, "write", write)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(EventIndex, "update", update)
+    data = tmp_path / "data"
+    drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+    monkeypatch.undo()
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    assert ev["status"] == "recovered" and clip.exists() and ev["clip_sha256"] == sha256_file(clip)
+    renamed = steps.index(("replace", str(clip)))
+    named = next(i for i, (kind, what) in enumerate(steps) if kind == "row" and "clip_sha256" in what)
+    assert ("fsync", str(clip.parent)) in steps[renamed:named]
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["snapshots-only", "clip-does-not-decode"])
+def test_a_lost_event_keeps_the_snapshot_written_before_the_kill(tmp_path: Path, clip: bool) -> None:
+    """Killed after its snapshot landed and before its row (fault point ``finish.snapshot``), an event recorded
+    without a clip (snapshots only: the disk was low), or whose clip holds nothing that decodes, was marked
+    ``lost`` with no snapshot: the JPEGs stayed on disk, named by no row, so retention never deleted them and no
+    page showed them. The row now names the stills that landed."""
+    import numpy as np
+
+    from edgevision.recorder.snapshots import write_jpeg
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    rel = "clips/20240101/000001.mp4" if clip else None
+    event_id = index.create("cam", "person", 1.0, 10, status="recording", clip_path=rel, end_sent=0)
+    if rel is not None:
+        (data / rel).parent.mkdir(parents=True)
+        (data / (rel + ".partial")).write_bytes(bytes(4096))  # nothing in it decodes
+    image = np.full((48, 64, 3), 128, np.uint8)
+    for name in ("000001.jpg", "000001-thumb.jpg", "000001-face.jpg"):
+        write_jpeg(data / "snapshots" / name, image)
+    recover(index, data)
+    ev = index.get(event_id)
+    assert ev is not None and ev.status == "lost" and ev.clip_path is None and ev.end_sent == 0
+    assert (ev.snapshot_path, ev.thumb_path, ev.face_path) == (
+        "snapshots/000001.jpg",
+        "snapshots/000001-thumb.jpg",
+        "snapshots/000001-face.jpg",
+    )
+    index.close()
+
+
+def test_recovery_removes_only_its_own_half_written_snapshots(tmp_path: Path) -> None:
+    """Recovery removed every ``*.tmp`` anywhere under the data directory. The single service's data directory
+    (/var/lib/edgevision) holds the shared models directory and every camera instance's data directory, so a
+    restart deleted a model another instance was writing and another recorder's snapshot in flight (its rename
+    then failed and stopped that recorder). Only this recorder's own half-written snapshots go."""
+    data = tmp_path / "data"
+    EventIndex(data).close()
+    own = data / "snapshots" / "000001.jpg.tmp"
+    others = [
+        data / "models" / "derived" / ".ssd_int8.tflite.4242.tmp",
+        data / "garage" / "snapshots" / "000007.jpg.tmp",
+        data / "garage" / "clips" / "20240101" / "000007.mp4.partial",
+    ]
+    for path in [own, *others]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"in flight")
+    report = recover(EventIndex(data), data)
+    assert not own.exists() and report.orphans_removed == 1
+    assert all(path.read_bytes() == b"in flight" for path in others)
+
+
+def test_a_full_disk_at_start_leaves_open_events_for_later_and_the_recorder_starts(tmp_path: Path) -> None:
+    """Killed with an event open while the disk was full, the next start's recovery could not write the event's
+    row (SQLite: "database or disk is full"): the error stopped the start, the service restarted into the same
+    error, and retention, which runs after recovery and would have freed the space, never ran. Nothing was
+    recorded again until someone freed space by hand. The row is left open (as after a read error) for a later
+    start, and the recorder starts."""
+    import sqlite3
+
+    class FullIndex(EventIndex):
+        full = True
+
+        def update(self, *a: Any, **k: Any) -> None:
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            super().update(*a, **k)
+
+    data = tmp_path / "data"
+    index = FullIndex(data)
+    event_id = index.create("cam", "person", 1.0, 10, status="recording", end_sent=0)
+    rec = Recorder(drv.settings(data), blocking=True, index=index)  # no exception
+    rec.close()
+    assert rec.recovery.unchecked == 1
+    again = FullIndex(data)
+    ev = again.get(event_id)
+    assert ev is not None and ev.status == "recording"
+    again.full = False  # space is back: the next start closes it
+    report = recover(again, data)
+    ev = again.get(event_id)
+    assert report.closed == [event_id] and ev is not None and ev.status == "lost"
+    again.close()
+
+
+def test_a_new_day_and_snapshot_directory_survive_a_power_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each day's first clip makes ``clips/<day>/`` (the first event ``clips/`` and ``snapshots/`` too), and only
+    the new directory itself was fsync'd (for the file's name in it), never the directory holding its name: after
+    a power cut on a filesystem that does not order metadata (vfat on an SD card) the new directory could be
+    gone with every clip in it, under rows that name them. The parent of each directory made is fsync'd."""
+    real_fsync = os.fsync
+    synced: set[str] = set()
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setattr(os, "fsync", fsync)
+    drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+    monkeypatch.undo()
+    (ev,) = rows(data)
+    day = (data / ev["clip_path"]).parent
+    assert ev["status"] == "finalized" and ev["snapshot_path"]
+    assert {str(data), str(data / "clips"), str(day), str(data / "snapshots")} <= synced
+
+
+@pytest.mark.parametrize("where", ["finish", "salvage"])
+def test_a_clip_that_cannot_be_read_back_for_its_hash_never_stops_the_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The clip was written, fsync'd and renamed, then reading it back for its sha256 failed (EIO from a failing
+    card): the error stopped the recorder thread and with it the run. The clip is kept and its row closed as
+    usual, without a hash (the note says why); the next event is recorded."""
+    from edgevision.capture.packets import EncodedPacket
+    from edgevision.recorder import packet_clips
+    from edgevision.recorder import recorder as recorder_mod
+    from edgevision.recorder.remux import PacketClipWriter
+
+    def unreadable(path: Path) -> str:
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    if where == "salvage":
+        real_write = PacketClipWriter.write
+        written = {"n": 0}
+
+        def write(self: PacketClipWriter, packet: EncodedPacket) -> None:
+            written["n"] += 1
+            if written["n"] == 26:  # the disk fails once, 2.5 s into the first clip
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write(self, packet)
+
+        monkeypatch.setattr(PacketClipWriter, "write", write)
+    monkeypatch.setattr(packet_clips, "sha256_file", unreadable)
+    monkeypatch.setattr(recorder_mod, "sha256_file", unreadable, raising=False)  # where it was read before
+    data = tmp_path / "data"
+    drv.record(data, 10.0, 14.0, [(1.0, 4.0), (8.0, 11.0)])  # no exception
+    monkeypatch.undo()
+    first, second = rows(data)
+    assert first["status"] == ("recovered" if where == "salvage" else "finalized")
+    assert first["clip_sha256"] is None and "Input/output error" in first["note"]
+    assert (data / first["clip_path"]).exists() and first["clip_size"] == (
+        data / first["clip_path"]
+    ).stat().st_size
+    assert second["status"] == "finalized" and second["end_sent"] == 1
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["no-clip", "complete-clip"])
+def test_an_event_closed_by_recovery_ends_when_it_stopped_not_when_recovery_ran(
+    tmp_path: Path, clip: bool
+) -> None:
+    """An event left open by a kill (or a power cut at night) was closed by the next start with ``end_wall`` = the
+    time recovery ran: its MQTT ``end_time`` and ``events show`` made it last until the Pi came back, hours
+    later. Its end on the wall clock is its start plus its length on the frame clock."""
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    if clip:
+        drv.record(data, 10.0, 6.0, [(1.0, 4.0)])
+        (ev,) = rows(data)
+        event_id = ev["id"]
+        index.update(event_id, status="recording", end_ts=None, end_wall=None, start_wall=1000.0)
+    else:
+        event_id = index.create("cam", "person", 50.0, 500, start_wall=1000.0, best_ts=53.0, end_sent=0)
+    recover(index, data)
+    row = index.get(event_id)
+    assert row is not None and row.end_ts is not None and row.status in ("lost", "finalized")
+    assert row.end_wall == pytest.approx(1000.0 + row.end_ts - row.start_ts)
+    index.close()

@@ -191,8 +191,10 @@ def test_two_retention_passes_never_both_delete_for_the_same_shortfall(tmp_path:
         calls[name] = calls.get(name, 0) + 1
         free = measure()
         if name == "retention" and calls[name] == 1:
-            recorder_measured.wait(2.0)  # the recorder thread's pass runs meanwhile (or waits for this one)
-        elif name == "recorder" and calls[name] == 2:
+            recorder_measured.wait(
+                2.0
+            )  # the recorder thread's check runs meanwhile (its pass waits for none)
+        elif name == "recorder":
             recorder_measured.set()
         return free
 
@@ -207,7 +209,7 @@ def test_two_retention_passes_never_both_delete_for_the_same_shortfall(tmp_path:
         free_bytes=free_bytes,
     )
     deadline = time.monotonic() + 10
-    while (rec.retention.runs < 1 or calls.get("recorder", 0) < 2) and time.monotonic() < deadline:
+    while (rec.retention.runs < 1 or not recorder_measured.is_set()) and time.monotonic() < deadline:
         time.sleep(0.05)
     rec.close()
     assert [c.exists() for c in clips] == [False, False, True, True, True]
@@ -408,4 +410,120 @@ def test_free_space_that_cannot_be_read_skips_the_check_and_never_stops_recordin
     assert calls == (1 if failing_call == 1 else 3)
     # measured below the floor after the pass: no clip starts; not measured: the mode stays as it was
     assert disk.mode is (Mode.SNAPSHOTS_ONLY if failing_call == 2 else Mode.NORMAL)
+    index.close()
+
+
+@pytest.mark.parametrize("failing", ["unlink", "stat"])
+def test_a_file_retention_cannot_touch_skips_its_event_and_never_stops_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """An I/O error unlinking or measuring one event's file (a bad sector, a card remounted read-only) escaped the
+    retention pass: the timer thread died with it and the recorder raised it at the next frame, so the run stopped,
+    and the pass at the next start met the same file. The event is skipped (its row and files stay for a later
+    pass) and the other events are still deleted."""
+    from edgevision.recorder.retention import RetentionPolicy, apply_retention
+
+    index = EventIndex(tmp_path)
+    clips = []
+    for i in range(3):
+        rel = f"clips/20240101/{i + 1:06d}.mp4"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * 100)
+        clips.append(tmp_path / rel)
+        index.create("cam", "person", 0.0, 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    bad = clips[0]
+    real = getattr(Path, failing)
+
+    def broken(self: Path, *a: Any, **k: Any) -> Any:
+        if self == bad:
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, failing, broken)
+    policy = RetentionPolicy(max_age_s=10.0, min_free_bytes=None, keep_newest=0)
+    plan = apply_retention(index, tmp_path, 5000.0, 1 << 40, policy)  # no exception
+    monkeypatch.undo()
+    kept = [r.id for r in index.list()]
+    if failing == "unlink":
+        assert kept == [1] and bad.exists()  # the row still names the file it could not delete
+        assert plan == [(2, "max_age"), (3, "max_age")]  # what was deleted (events prune prints it)
+    else:
+        assert kept == [] and not bad.exists()  # an unknown size does not stop the deletion
+        assert [event_id for event_id, _ in plan] == [1, 2, 3]
+    assert not clips[1].exists() and not clips[2].exists()
+    index.close()
+
+
+def test_an_id_whose_row_never_landed_is_not_reused_for_new_files(tmp_path: Path) -> None:
+    """A row that waited in memory for a full disk (IndexWriter) and never landed (the process was killed, or
+    stopped before space came back) left its clip and snapshot on disk, named by its id, with no row. The next
+    start numbered from the index alone, gave that id to its first event and overwrote those files (a clip is
+    opened with "wb", a snapshot replaced by rename): a recording lost. Ids start above every file's too."""
+    import recorder_driver as drv
+
+    from edgevision.recorder.recorder import Recorder
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    index.create("cam", "person", 0.0, 0, status="finalized")  # id 1, the last row that landed
+    index.close()
+    orphans = {
+        data / "clips/20240101/000003.mp4": b"clip of event 3",
+        data / "clips/20240102/000004.mp4.partial": b"clip of event 4",
+        data / "snapshots/000005.jpg": b"snapshot of event 5",
+    }
+    for path, content in orphans.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    rec = Recorder(drv.settings(data), blocking=True)
+    try:
+        assert rec.writer.next_id_preview() == 6
+    finally:
+        rec.close()
+    assert all(path.read_bytes() == content for path, content in orphans.items() if path.exists())
+
+
+def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``min_free`` the recorder thread's periodic space check runs a retention pass too. While the timer
+    thread's pass ran (thousands of deletions after ``max_age_days`` was lowered: an unlink and a synchronous
+    index delete each, minutes on an SD card), the recorder thread waited for its lock: no packet moved, the
+    capture's bounded feed overflowed and the clip being written lost its video. The periodic check now leaves
+    the space to the pass that runs (it measures again next time); a clip about to start still waits for it."""
+    import threading
+
+    from edgevision.recorder import space
+    from edgevision.recorder.retention import RetentionPolicy
+    from edgevision.recorder.space import DiskSpace
+
+    inside, release = threading.Event(), threading.Event()
+    passes: list[str] = []
+
+    def slow_pass(*a: Any, **k: Any) -> list[tuple[int, str]]:
+        passes.append(threading.current_thread().name)
+        if len(passes) == 1:
+            inside.set()
+            release.wait()
+        return []
+
+    monkeypatch.setattr(space, "apply_retention", slow_pass)
+    index = EventIndex(tmp_path)
+    disk = DiskSpace(
+        tmp_path, RetentionPolicy(max_age_s=None, min_free_bytes=1000), index, lambda p: 10, lambda: 0.0, 1.0
+    )
+    timer = threading.Thread(target=disk.retention_pass, name="retention")
+    timer.start()
+    assert inside.wait(30)
+    checker = threading.Thread(target=disk.check, name="recorder")
+    checker.start()
+    checker.join(30)  # a failure detector, not a time limit: on the old code it waits until release
+    waited = checker.is_alive()
+    release.set()
+    timer.join(30)
+    checker.join(30)
+    assert not waited and passes == ["retention"]
+    assert disk.mode is Mode.SNAPSHOTS_ONLY  # measured below the floor all the same
+    disk.check(force=True)  # a clip about to start runs (or waits for) a pass
+    assert passes == ["retention", "MainThread"]
     index.close()

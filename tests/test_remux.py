@@ -448,3 +448,22 @@ def test_packet_clips_cut_events_from_a_replay(tmp_path: Path) -> None:
     clips.set_stream(dataclasses.replace(src.stream_info))  # a reopened source: pre-roll starts again
     assert clips.stats().packets == 0
     src.close()
+
+
+def test_a_packet_shown_before_it_is_decoded_never_stops_the_clip(tmp_path: Path) -> None:
+    """A source packet whose pts is before its dts (a camera's timestamp glitch) was refused by the MP4 muxer with
+    EINVAL, an error the recorder does not expect from a write: its thread stopped, and the run with it. The
+    packet is kept with its pts raised to its dts (its payload untouched) and the clip goes on."""
+    src, packets = source_packets(WALKING)
+    assert src.stream_info is not None
+    w = PacketClipWriter(tmp_path / "c.mp4", src.stream_info)
+    for i, p in enumerate(packets[:60]):
+        if i == 30:
+            assert p.dts is not None
+            p = dataclasses.replace(p, pts=p.dts - 1)
+        w.write(p)  # no exception
+    w.finalize()
+    src.close()
+    check = inspect_clip(tmp_path / "c.mp4", want_middle=False)
+    assert w.frames == 60 and check.playable and check.frames >= 59
+    assert clip_packets(tmp_path / "c.mp4") == [p.data for p in packets[:60]]

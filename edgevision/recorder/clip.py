@@ -26,7 +26,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from edgevision.fsutil import fsync_dir
+from edgevision.fsutil import fsync_dir, mkdir_synced
 from edgevision.recorder.faults import fault_point
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ClipWriter:
         self._last_pts = -1
         self._last_key_ts: float | None = None
         self._size: tuple[int, int] | None = None
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_synced(final_path.parent)  # a new day's directory survives a power cut with its clips
         self._fh: IO[bytes] = open(self.partial_path, "wb")  # noqa: SIM115 - closed in finalize/abort
         self._out = _SyncingFile(self._fh)
         fsync_dir(final_path.parent)

@@ -161,6 +161,10 @@ class EventIndex:
             return int(cur.lastrowid or 0)
 
     def update(self, event_id: int, **values: Any) -> None:
+        """Set ``values`` on a row; nothing to set is nothing to do (a clip a disk error cut short may leave
+        nothing to say: ``UPDATE ... SET  WHERE`` was a syntax error that stopped the recorder)."""
+        if not values:
+            return
         unknown = set(values) - set(_COLUMNS)
         if unknown:
             raise KeyError(f"unknown event columns: {sorted(unknown)}")

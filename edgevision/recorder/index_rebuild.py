@@ -97,6 +97,19 @@ def _scan(data_dir: Path) -> dict[int, _Found]:
     return found
 
 
+def highest_file_id(data_dir: Path) -> int:
+    """The highest event id a clip or snapshot in ``data_dir`` is named by (0 when none): a file can outlive the
+    row that named it (a row kept in memory for a full disk that never landed), and a new event given its id
+    would overwrite it."""
+    top = 0
+    for pattern in ("clips/*/*", "snapshots/*"):
+        for path in data_dir.glob(pattern):
+            rel = path.relative_to(data_dir).as_posix()
+            if match := _CLIP.match(rel) or _SNAPSHOT.match(rel):
+                top = max(top, int(match.group(1)))
+    return top
+
+
 def rebuild(index: EventIndex, data_dir: Path, camera: str, label: str) -> int:
     """Give every clip and snapshot in ``data_dir`` its row in ``index`` (empty) under the id its name holds;
     returns how many rows were made."""

@@ -3,8 +3,8 @@
 SQLite reports a full disk as ``sqlite3.OperationalError`` ("database or disk is full"), not ``OSError``.
 The recorder's index writes go through :class:`IndexWriter`: when one fails for a disk reason, it and every later
 write are queued in order (updates of one event merged) and replayed when the disk takes them again. Ids are
-allocated here (above every id ever used), so an event can start, be named and be announced while its row
-waits. Only the recorder, which owns the data directory, writes; the queue is bounded.
+allocated here (above every id ever used, in the index or in a file's name), so an event can start, be named and
+be announced while its row waits. Only the recorder, which owns the data directory, writes; the queue is bounded.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def is_disk_error(exc: BaseException) -> bool:
 class IndexWriter:
     """Ordered create/update of event rows with a retry queue. Used by the recorder thread only."""
 
-    def __init__(self, index: EventIndex) -> None:
+    def __init__(self, index: EventIndex, first_id: int = 1) -> None:
+        """``first_id``: the lowest id to give (above the ids of files on disk, whose rows may be missing)."""
         self.index = index
-        self._next_id = index.next_id()
+        self._next_id = max(index.next_id(), first_id)
         self._pending: list[tuple[str, int, dict[str, Any]]] = []  # (op, event id, values) in order
         self.failures = 0
 

@@ -13,13 +13,15 @@ decides how to degrade (:meth:`abort` leaves the ``.partial`` for recovery).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
-from edgevision.fsutil import sha256_file
+from edgevision.fsutil import fsync_dir, sha256_file
 from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing, RingStats
 from edgevision.recorder.remux import PacketClipWriter
+from edgevision.recorder.space import DISK_ERRNOS
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +84,34 @@ class PacketClips:
 
 def salvage_cut_clip(clip: PacketClipWriter, event_id: int) -> dict[str, object] | None:
     """After a disk error cut ``clip`` (already aborted): keep its ``.partial`` up to the last fragment that
-    decodes, renamed to the final name. Returns the index values of the kept clip, ``{}`` when nothing was
-    playable (the ``.partial`` is removed), or None when the salvage itself failed: nothing is proven about the
-    file, so it stays, and its row stays open for start-up recovery."""
+    decodes, renamed to the final name (the directory fsync'd). Returns the index values of the kept clip, ``{}``
+    when nothing was playable (the ``.partial`` is removed), or None when the salvage itself failed: nothing is
+    proven about the file, so it stays, and its row stays open for start-up recovery."""
     try:
-        kept = salvage_fragmented_mp4(clip.partial_path)
+        kept = salvage_fragmented_mp4(clip.partial_path)  # the cut is fsync'd
         if kept:
-            clip.partial_path.replace(clip.final_path)
+            # durable before the row names the clip: a row no longer ``recording`` is not looked at by recovery
+            os.replace(clip.partial_path, clip.final_path)
+            fsync_dir(clip.final_path.parent)
     except OSError as exc:
         log.error("event %d: salvaging the clip after a disk error failed: %s", event_id, exc)
         return None
     if not kept:
         clip.partial_path.unlink(missing_ok=True)
         return {}
-    return {
-        "clip_size": clip.final_path.stat().st_size,
-        "clip_sha256": sha256_file(clip.final_path),
-        "clip_start_ts": clip.first_ts,
-    }
+    return {**hash_values(clip.final_path, event_id), "clip_start_ts": clip.first_ts}
+
+
+def hash_values(path: Path, event_id: int) -> dict[str, object]:
+    """The index values of a finished clip's size and sha256. A disk error reading it back (EIO from a failing
+    card) leaves them out with a ``note``: the clip is kept and the recording goes on; other errors propagate."""
+    values: dict[str, object] = {"clip_size": None, "clip_sha256": None}
+    try:
+        values["clip_size"] = path.stat().st_size
+        values["clip_sha256"] = sha256_file(path)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        log.error("event %d: %s cannot be read back to hash it: %s; the clip is kept", event_id, path, exc)
+        values["note"] = f"clip kept without its hash: {exc.strerror}"
+    return values

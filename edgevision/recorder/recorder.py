@@ -35,16 +35,15 @@ from edgevision.capture.factory import encoder_codec
 from edgevision.capture.feed import FeedItem, PacketFeed, StreamStart
 from edgevision.events.stage import EventStage
 from edgevision.events.state import EventEnd, EventStart, RunningStats
-from edgevision.fsutil import sha256_file
 from edgevision.pipeline.handoff import put_or_drop, put_waiting
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex
-from edgevision.recorder.index_rebuild import open_recorder_index
+from edgevision.recorder.index_rebuild import highest_file_id, open_recorder_index
 from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode
-from edgevision.recorder.packet_clips import PacketClips, salvage_cut_clip
+from edgevision.recorder.packet_clips import PacketClips, hash_values, salvage_cut_clip
 from edgevision.recorder.recovery import Checking, RecoveryReport, recover
 from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
@@ -90,7 +89,9 @@ class Recorder:
             )
             # before any frame
             self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery)
-            self.writer = IndexWriter(self.index)
+            # ids above every file's too: a row that never left the writer's memory (killed while the disk was
+            # full) left its files named by its id, and a new event given that id would overwrite them
+            self.writer = IndexWriter(self.index, highest_file_id(settings.data_dir) + 1)
         except BaseException:
             self._dir_lock.release()
             raise
@@ -395,12 +396,13 @@ class Recorder:
         active.clip_unsettled = salvage is None
         if salvage == {}:  # nothing playable: no clip
             active.clip_rel = None
+        values = dict(salvage or {})
+        notes = [
+            f"clip cut short by disk error: {exc.strerror}",
+            *([str(values.pop("note"))] if "note" in values else []),
+        ]
         self.writer.update(
-            active.event_id,
-            clip_path=active.clip_rel,
-            clip_frames=None,
-            note=f"clip cut short by disk error: {exc.strerror}",
-            **(salvage or {}),
+            active.event_id, clip_path=active.clip_rel, clip_frames=None, note="; ".join(notes), **values
         )
         self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 
@@ -466,13 +468,11 @@ class Recorder:
             active.clip, active.clip_rel = None, None
             return {"clip_path": None}
         active.clip, active.clip_done = None, True
-        path = final.final_path
         values: dict[str, object] = dict(
             clip_path=active.clip_rel,
             clip_start_ts=clip.first_ts,
             clip_frames=clip.frames,
-            clip_size=path.stat().st_size,
-            clip_sha256=sha256_file(path),
+            **hash_values(final.final_path, active.event_id),  # a read error keeps the clip, unhashed
         )
         fault_point("finish.hashed")
         return values

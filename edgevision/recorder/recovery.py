@@ -11,9 +11,9 @@ clip file it cannot prove broken. For each event still ``recording``:
   stay either way, and ``end_sent = 0`` so the recorder announces its end like a live one.
 
 Every step is idempotent, so recovery killed half-way is completed by the next one. A clip that cannot be *read*
-(an I/O error from a failing card, no memory) proves nothing: its event and files stay as they are, for the next
-start to check. A ``finalized`` event whose
-clip vanished is marked ``lost``; stray ``.tmp`` files and unreferenced ``.partial`` files with nothing
+(an I/O error from a failing card, no memory) proves nothing, and a row a full disk does not take cannot be
+closed: its event and files stay as they are, for the next start to check. A ``finalized`` event whose
+clip vanished is marked ``lost``; stray snapshot ``.tmp`` files and unreferenced ``.partial`` files with nothing
 decodable are removed.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from edgevision.recorder.clip import PARTIAL_SUFFIX
 from edgevision.recorder.clip_check import ClipUnreadable, inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.index_writer import is_disk_error
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.snapshots import write_snapshot
 
@@ -56,14 +57,42 @@ class RecoveryReport:
         )
 
 
-def _mark_lost(index: EventIndex, row: EventRow, note: str, report: RecoveryReport) -> None:
+def _stills_landed(data_dir: Path, row: EventRow) -> dict[str, str]:
+    """The snapshot, thumbnail and face crop a finish wrote for ``row`` before it was killed (they land before the
+    row names them): their index columns, or {} when the row names its snapshot already or none landed."""
+    snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
+    face = f"snapshots/{row.id:06d}-face.jpg"
+    try:
+        if row.snapshot_path and (data_dir / row.snapshot_path).exists():
+            return {}
+        if not ((data_dir / snap).exists() and (data_dir / thumb).exists()):
+            return {}
+        values = {"snapshot_path": snap, "thumb_path": thumb}
+        if (data_dir / face).exists():
+            values["face_path"] = face
+    except OSError as exc:  # a still that cannot be looked at is not named; the event is closed all the same
+        log.error("recovery: event %d: cannot look for its snapshot: %s", row.id, exc)
+        return {}
+    return values
+
+
+def _end_wall(row: EventRow, end_ts: float) -> float:
+    """When a closed event ended by the wall clock: its start plus its length on the frame clock (recovery runs
+    at the next start, maybe hours after the kill or power cut: that is not when the event ended)."""
+    return row.end_wall if row.end_wall is not None else row.start_wall + max(0.0, end_ts - row.start_ts)
+
+
+def _mark_lost(index: EventIndex, data_dir: Path, row: EventRow, note: str, report: RecoveryReport) -> None:
+    end_ts = row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0)
+    # stills that landed stay named by the row: retention deletes them with it, and pages show them
     index.update(
         row.id,
+        **_stills_landed(data_dir, row),
         status="lost",
         clip_path=None,
-        end_wall=time.time(),
+        end_wall=_end_wall(row, end_ts),
         end_sent=0,
-        end_ts=row.end_ts if row.end_ts is not None else max(row.start_ts, row.best_ts or 0.0),
+        end_ts=end_ts,
         note=note,
     )
     report.lost += 1
@@ -90,7 +119,7 @@ def _exists_or_unreadable(path: Path) -> bool:
 
 def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: RecoveryReport) -> None:
     if not row.clip_path:
-        _mark_lost(index, row, "process stopped while recording; no clip was being written", report)
+        _mark_lost(index, data_dir, row, "process stopped while recording; no clip was being written", report)
         return
     clip = data_dir / row.clip_path
     partial = clip.with_name(clip.name + PARTIAL_SUFFIX)
@@ -110,13 +139,15 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
             fault_point("recover.renamed")
             fsync_dir(clip.parent)
     if not _exists(clip):
-        _mark_lost(index, row, "process stopped while recording; no complete fragment survived", report)
+        _mark_lost(
+            index, data_dir, row, "process stopped while recording; no complete fragment survived", report
+        )
         return
     check = inspect_clip(clip)
     if not check.playable:
         clip.unlink()  # proven broken: no header or not one fragment decodes
         fsync_dir(clip.parent)
-        _mark_lost(index, row, "process stopped while recording; the clip does not decode", report)
+        _mark_lost(index, data_dir, row, "process stopped while recording; the clip does not decode", report)
         return
     # a damaged tail is cut; damage inside the clip stays (the fragments after it play)
     if check.last_good < check.fragments:
@@ -131,10 +162,11 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         status, note = "recovered", f"salvaged after a crash: {salvaged} fragment(s), {check.frames} frame(s)"
     else:
         status, note = "finalized", "finished by start-up recovery (the process stopped before its index row)"
+    end_ts = row.end_ts if row.end_ts is not None else start + check.duration_s
     values: dict[str, object] = {
         "status": status,
-        "end_ts": row.end_ts if row.end_ts is not None else start + check.duration_s,
-        "end_wall": row.end_wall or time.time(),
+        "end_ts": end_ts,
+        "end_wall": _end_wall(row, end_ts),
         "clip_frames": check.frames,
         "clip_start_ts": start,
         "clip_size": size,
@@ -143,13 +175,10 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         "end_sent": 0,
     }
     snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
-    face = f"snapshots/{row.id:06d}-face.jpg"
     if row.snapshot_path and (data_dir / row.snapshot_path).exists():
         pass
-    elif (data_dir / snap).exists() and (data_dir / thumb).exists():  # written just before the kill
-        values.update(snapshot_path=snap, thumb_path=thumb)
-        if (data_dir / face).exists():
-            values["face_path"] = face
+    elif landed := _stills_landed(data_dir, row):  # written just before the kill
+        values.update(landed)
     elif check.middle is not None:
         try:
             write_snapshot(data_dir / snap, data_dir / thumb, check.middle, [])
@@ -207,8 +236,12 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                     clip = data_dir / row.clip_path
                     announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
                 _recover_row(index, data_dir, row, report)
-            except ClipUnreadable as exc:
-                # a read error proves nothing: files and row stay for the next start
+            except (ClipUnreadable, sqlite3.OperationalError) as exc:
+                # a read error proves nothing, and a row the full disk does not take cannot be closed: files and
+                # row stay for the next start (raised, a full disk stopped every start, and with it the
+                # retention that would have freed the space)
+                if isinstance(exc, sqlite3.OperationalError) and not is_disk_error(exc):
+                    raise
                 report.unchecked += 1
                 log.error(
                     "recovery: event %d left as it is: %s; checked again at the next start", row.id, exc
@@ -224,10 +257,18 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                 and row.clip_path
                 and not _exists_or_unreadable(data_dir / row.clip_path)
             ):
-                index.update(row.id, status="lost", note="clip file missing at start-up")
+                try:
+                    index.update(row.id, status="lost", note="clip file missing at start-up")
+                except sqlite3.OperationalError as exc:
+                    if not is_disk_error(exc):
+                        raise
+                    log.error("recovery: event %d: its missing clip cannot be noted: %s", row.id, exc)
+                    continue
                 report.lost += 1
-        for stray in data_dir.glob("**/*.tmp"):
-            stray.unlink(missing_ok=True)  # half-written snapshots: the real file is written by rename
+        # half-written snapshots (the real file is written by rename); only in snapshots/: the data directory
+        # may hold the models and other cameras' data directories (/var/lib/edgevision), their .tmp in flight
+        for stray in data_dir.glob("snapshots/*.tmp"):
+            stray.unlink(missing_ok=True)
             report.orphans_removed += 1
         for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
             if stray in referenced:

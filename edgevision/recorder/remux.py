@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgevision.capture.packets import EncodedPacket, StreamInfo
-from edgevision.fsutil import fsync_dir
+from edgevision.fsutil import fsync_dir, mkdir_synced
 from edgevision.recorder.clip import abort_partial, commit_clip
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class PacketClipWriter:
         self._offset_base = stream.time_base
         self._last_dts: int | None = None
         self._synced_at = 0
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_synced(final_path.parent)  # a new day's directory survives a power cut with its clips
         self._fh: IO[bytes] = open(self.partial_path, "wb")  # noqa: SIM115 - closed in finalize/abort
         fsync_dir(final_path.parent)
         self._container: Any = av.open(
@@ -109,6 +109,11 @@ class PacketClipWriter:
             self.skipped += 1
             log.debug("%s: packet with non-increasing dts dropped", self.partial_path.name)
             return
+        if pts is not None and dts is not None and pts < dts:
+            # shown before it is decoded: a timestamp glitch the muxer refuses (EINVAL, which stopped the
+            # recorder); kept, shown at its decode time
+            log.debug("%s: packet with pts before its dts shown at its dts", self.partial_path.name)
+            pts = dts
         av_packet = packet.to_av(self._stream)
         av_packet.pts, av_packet.dts = pts, dts
         self._container.mux(av_packet)

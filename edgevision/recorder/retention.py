@@ -83,12 +83,15 @@ def event_files(row: EventRow, data_dir: Path) -> list[Path]:
 
 
 def event_size(row: EventRow, data_dir: Path) -> int:
+    """Bytes the event's files hold; a file that is gone or cannot be measured (an I/O error) counts nothing."""
     size = 0
     for p in event_files(row, data_dir):
         try:
             size += p.stat().st_size
         except FileNotFoundError:
             continue
+        except OSError as exc:  # one bad file must not stop retention (nor, through it, the recorder)
+            log.warning("retention: cannot measure %s: %s", p, exc)
     return size
 
 
@@ -106,7 +109,8 @@ def apply_retention(
     dry_run: bool = False,
     clock: BootClock | None = None,
 ) -> list[tuple[int, str]]:
-    """Delete what :func:`plan_retention` selects: files first, then the index row.
+    """Delete what :func:`plan_retention` selects: files first, then the index row. Returns what was deleted
+    (an event whose files cannot be deleted is kept), or with ``dry_run`` what would be.
 
     Events are aged on ``now`` from their true starts (``clock``: the boot clock, read now when not given), and
     the running boot's offset is saved for later boots (not by a dry run)."""
@@ -117,11 +121,19 @@ def apply_retention(
     plan = plan_retention(stored, now, free_bytes, policy)
     if dry_run:
         return plan
+    deleted: list[tuple[int, str]] = []
     for event_id, rule in plan:
         row = rows[event_id]
-        for path in event_files(row, data_dir):
-            path.unlink(missing_ok=True)
+        try:
+            for path in event_files(row, data_dir):
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            # a bad sector or a card remounted read-only: the row keeps naming what is left, a later pass
+            # tries again, and the other events are still deleted (raised, it stopped the recorder)
+            log.error("retention: event %d kept: cannot delete its files: %s", event_id, exc)
+            continue
         index.delete(event_id)
+        deleted.append((event_id, rule))
         if rule == "min_free_space":
             log.warning(
                 "retention: deleted event %d to free space (%d MiB free, min_free %d MiB)",
@@ -133,7 +145,7 @@ def apply_retention(
             log.info("retention: deleted event %d (%s)", event_id, rule)
     if clock.boot_id is not None:  # last: a disk too full to save it has had its deletions first
         index.note_boot(clock.boot_id, clock.offset)
-    return plan
+    return deleted
 
 
 class RetentionTimer:
@@ -141,7 +153,7 @@ class RetentionTimer:
     called at once and then every ``interval_s`` seconds until :meth:`stop`, so deleting old events never delays
     a clip. An exception from ``run`` stops the timer and is kept in ``error`` for the owner to raise."""
 
-    def __init__(self, run: Callable[[], None], interval_s: float) -> None:
+    def __init__(self, run: Callable[[], object], interval_s: float) -> None:
         self.run = run
         self.interval_s = interval_s
         self.runs = 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgevision.fsutil import fsync_dir
+from edgevision.fsutil import fsync_dir, mkdir_synced
 from edgevision.render import draw_detections
 from edgevision.results.detection import Detection
 from edgevision.results.face import Face
@@ -22,7 +22,7 @@ def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> int:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"{path}: JPEG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    mkdir_synced(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:

@@ -70,8 +70,9 @@ class DiskSpace:
         self._next_check = now + self.check_every_s
         need = self.policy.min_free_bytes or 0
         free = self._free()
-        if free is not None and free < need:
-            self.retention_pass()  # deletes only when that reaches min_free (see plan_retention)
+        # a pass deletes only when that reaches min_free (see plan_retention); a periodic check (a clip may be
+        # being written) never waits for the timer's pass, which may take minutes: that pass frees the space
+        if free is not None and free < need and self.retention_pass(wait=force):
             free = self._free()
         if free is None:
             return
@@ -84,13 +85,16 @@ class DiskSpace:
         else:
             self.degrade(new, OSError(errno.ENOSPC, f"free space below {self.floor >> 20} MiB"))
 
-    def retention_pass(self) -> None:
+    def retention_pass(self, wait: bool = True) -> bool:
         """One retention pass on the free space measured under the lock (a clip about to start waits for a
-        running pass: the space it frees decides whether the clip is written)."""
-        with self._lock:
+        running pass: the space it frees decides whether the clip is written). Without ``wait``, nothing is done
+        while another pass runs; returns whether this pass ran."""
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             free = self._free()
             if free is None:
-                return
+                return True
             try:
                 clock = read_boot_clock()
                 apply_retention(self.index, self.data_dir, clock.wall, free, self.policy, clock=clock)
@@ -98,6 +102,9 @@ class DiskSpace:
                 if not is_disk_error(exc):
                     raise
                 log.warning("recorder: retention skipped: the index cannot be written (%s)", exc)
+            return True
+        finally:
+            self._lock.release()
 
     def _free(self) -> int | None:
         """Free bytes now; None (and a warning) when they cannot be read: a statfs that fails once must not stop

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgevision.cli import distill_cmd
+from edgevision.cli.common import models_reachable
 from edgevision.cli.progress import Progress
 from edgevision.errors import BackendUnavailable, ModelError, NetworkError
 
@@ -25,13 +26,8 @@ def _reachable_models(func: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
-        try:
+        with models_reachable("models"):
             return func(args)
-        except PermissionError as exc:
-            raise ModelError(
-                f"{exc.filename or 'models directory'}: {exc.strerror or exc} (the service's models: run as "
-                "its user, e.g. sudo -u edgevision edgevision models ...)"
-            ) from None
 
     return run
 

@@ -14,6 +14,7 @@ import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SHARED_MODELS, WALKING, run_cli
@@ -528,3 +529,32 @@ def test_install_refuses_a_models_dir_the_service_would_not_find_or_write(
     assert bool(problems) == refused, problems
     if refused:
         assert "/var/lib/edgevision/models" in problems[0] and "ProtectSystem=strict" in problems[0]
+
+
+def test_a_config_is_never_readable_by_others_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config (it may hold passwords) was written to its temporary file with the umask's 0644 and only then
+    chmod'ed 0640: readable by any user in between wherever its directory lets them in."""
+    from edgevision.service.install import Plan
+
+    seen: list[int] = []
+
+    def before(real: Any) -> Any:
+        def spy(target: Any, mode: int, *args: Any, **kw: Any) -> None:
+            seen.append(os.stat(target).st_mode & 0o777)  # the file as written, before its mode is set
+            real(target, mode, *args, **kw)
+
+        return spy
+
+    monkeypatch.setattr(os, "chmod", before(os.chmod))
+    monkeypatch.setattr(os, "fchmod", before(os.fchmod))
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "etc/edgevision/edgevision.yaml"
+        Plan(tmp_path, dry_run=False).write(target, "mqtt:\n  password: hunter2\n", 0o640)
+    finally:
+        os.umask(old)
+    assert seen and all(m & 0o007 == 0 for m in seen), [oct(m) for m in seen]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in target.parent.iterdir()] == [target.name]

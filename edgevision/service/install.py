@@ -122,8 +122,13 @@ class Plan:
         if not self.dry_run:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(content)
-            os.chmod(tmp, mode)
+            tmp.unlink(missing_ok=True)  # a killed run's leftover would keep its mode
+            # created with no more than ``mode`` (a config may hold passwords: never readable by others
+            # between its creation and its chmod), then set exactly, whatever the umask took away
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fd, mode)
+                fh.write(content)
             os.replace(tmp, path)
         return True
 

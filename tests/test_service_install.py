@@ -558,3 +558,26 @@ def test_a_config_is_never_readable_by_others_while_it_is_written(
     assert seen and all(m & 0o007 == 0 for m in seen), [oct(m) for m in seen]
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["systemctl", "start", "edgevision.service"],
+        ["systemd-sysusers", "/etc/sysusers.d/edgevision.conf"],
+        ["useradd", "--system", "edgevision"],
+        ["no-such-command-edgevision", "x"],
+    ],
+)
+def test_a_system_command_that_fails_is_exit_69_not_unexpected(tree: Path, cmd: list[str]) -> None:
+    """A failed ``systemctl``, ``systemd-sysusers`` or ``useradd`` (or one not installed) ended ``service
+    install`` with the base error, exit 1 ("unexpected": a bug), or a FileNotFoundError traceback; it is a tool
+    the install needs that did not do its part: exit 69 (EX_UNAVAILABLE), naming the command and its status."""
+    from edgevision.errors import EdgeVisionError
+    from edgevision.service.install import Plan, _run
+
+    plan = Plan(tree, False, runner=_run if cmd[0].startswith("no-such") else lambda c: 3)
+    with pytest.raises(EdgeVisionError) as caught:
+        plan.command(cmd, "the step", live_only=False)
+    assert caught.value.exit_code == 69, caught.value
+    assert str(caught.value).startswith(" ".join(cmd)) and len(str(caught.value).splitlines()) == 1

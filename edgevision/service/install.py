@@ -27,7 +27,7 @@ from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.config_check import check_models, models_loaded
-from edgevision.errors import ConfigError, EdgeVisionError, UsageError
+from edgevision.errors import ConfigError, SystemCommandFailed, UsageError
 from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
 from edgevision.service.preflight import (
@@ -107,8 +107,18 @@ class Plan:
             return
         self.say(Verb.RUN, " ".join(cmd))
         self.changed += 1
-        if not self.dry_run and self.runner(cmd) != 0:
-            raise EdgeVisionError(f"{' '.join(cmd)} failed")
+        if self.dry_run:
+            return
+        try:
+            status = self.runner(cmd)
+        except OSError as exc:  # not installed (or not executable) here
+            raise SystemCommandFailed(
+                f"{' '.join(cmd)}: cannot run {cmd[0]}: {exc.strerror or exc}"
+            ) from None
+        if status != 0:
+            raise SystemCommandFailed(
+                f"{' '.join(cmd)} failed (exit status {status}); its output above says why"
+            )
 
     def systemctl(self, *args: str) -> list[str]:
         return ["systemctl", *([] if self.live else ["--root", str(self.root)]), *args]

@@ -581,3 +581,24 @@ def test_a_system_command_that_fails_is_exit_69_not_unexpected(tree: Path, cmd: 
         plan.command(cmd, "the step", live_only=False)
     assert caught.value.exit_code == 69, caught.value
     assert str(caught.value).startswith(" ".join(cmd)) and len(str(caught.value).splitlines()) == 1
+
+
+def test_install_checks_env_variables_as_the_service_will_see_them(env: dict[str, str], tree: Path) -> None:
+    """``sudo -E edgevision service install`` validated ``${EV_CAMERA}`` with the installing shell's environment
+    and installed a service that the unit (which has no such variable) stopped with exit 78 at every start; the
+    config is now checked with the unit's environment, and an ``EnvironmentFile=`` drop-in provides it."""
+    src = tree.parent / "c.yaml"
+    src.write_text("recorder:\n  camera: ${EV_CAMERA}\n")
+    r = _install(dict(env, EV_CAMERA="door"), tree, "--config", str(src))
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "EV_CAMERA" in r.stderr and "EnvironmentFile=" in r.stderr, r.stderr
+    assert not (tree / "etc/edgevision/config.yaml").exists()
+    # provided the way the message says: the variable in a file the unit names
+    (tree / "etc/edgevision").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/edgevision/edgevision.env").write_text("# for the service\nEV_CAMERA='door'\n")
+    dropin = tree / "etc/systemd/system/edgevision.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "environment.conf").write_text("[Service]\nEnvironmentFile=-/etc/edgevision/edgevision.env\n")
+    r = _install({k: v for k, v in env.items() if k != "EV_CAMERA"}, tree, "--config", str(src))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (dropin / "environment.conf").exists()

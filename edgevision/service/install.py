@@ -25,11 +25,13 @@ from pathlib import Path
 
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
-from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.config import EdgeVisionConfig
 from edgevision.config_check import check_models, models_loaded
+from edgevision.config_load import expanding_from
 from edgevision.errors import ConfigError, SystemCommandFailed, UsageError
 from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
+from edgevision.service.environment import load_as_service, service_environment
 from edgevision.service.preflight import (
     FIX_LOCATION,
     clashes,
@@ -210,15 +212,17 @@ def install(
     inst = Instance(name)
     plan = Plan(root, dry_run, runner)
     src = config or data_file("configs/default.yaml")
-    cfg = load_config(src)  # refuse to install a config that would not start (exit 78)
+    environ = service_environment(root, inst)  # ${NAME} as the unit's variables expand it, not this shell's
+    cfg = load_as_service(src, environ, inst)  # refuse to install a config that would not start (exit 78)
     check_models(cfg)  # ... including a model name the catalog does not know
     target = plan.p(inst.config)
     if target.exists():
         try:
-            cfg = load_config(target)  # what the service will really run
+            cfg = load_as_service(target, environ, inst)  # what the service will really run
         except ConfigError as exc:
             raise ConfigError(f"the installed config does not validate; fix it first:\n{exc}") from None
-    secrets = secret_files(target if target.exists() else src)  # as the service reads them, beside target
+    with expanding_from(environ):  # as the service reads them, beside target
+        secrets = secret_files(target if target.exists() else src)
     command = exec_cmd or exec_path()
     location = location_problems(command, root, this_installation=exec_cmd is None)
     problems = location + sandbox_problems(cfg, inst, secrets) + clashes(cfg, inst, root)

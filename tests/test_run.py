@@ -260,8 +260,12 @@ def test_backoff_and_stall_policy() -> None:
     assert is_stalled(10.0, 15.1, 5.0) and not is_stalled(10.0, 15.0, 5.0)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_signal_leaves_complete_outputs(env: dict[str, str], tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGHUP (the ssh session of a ``run`` closing) killed the process at once: the annotated video had no
+    index (unplayable), the detections' last lines were lost and an open event's clip was left to recovery."""
     det, vid = tmp_path / "d.jsonl", tmp_path / "v.mp4"
     args = [
         *EDGEVISION,

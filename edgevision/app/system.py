@@ -17,6 +17,7 @@ from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.monitor import ServiceMonitor
 
 log = logging.getLogger("edgevision.run")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -32,8 +33,9 @@ class System:
     privacy: PrivacyStage | None = None
 
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> RunSummary:
-        """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM arrives;
-        every sink is flushed and closed, sharing shut down, the signal handlers restored."""
+        """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM / SIGHUP (a
+        terminal or ssh session closing) arrives; every sink is flushed and closed, sharing shut down, the signal
+        handlers restored."""
         stop = stop if stop is not None else threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -41,7 +43,7 @@ class System:
             self.monitor.stopping()  # tell systemd now: finalizing a recording may take a moment
             stop.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
         try:
             return self.pipeline.run(stop, max_frames)
         finally:

@@ -35,11 +35,15 @@ class System:
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> RunSummary:
         """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM / SIGHUP (a
         terminal or ssh session closing) arrives; every sink is flushed and closed, sharing shut down, the signal
-        handlers restored."""
+        handlers restored. A second SIGINT or SIGTERM while that shutdown runs ends the process at once."""
         stop = stop if stop is not None else threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s; stopping", signal.Signals(signum).name)
+            # A second Ctrl-C (or SIGTERM) gets the kernel's default action, even while the shutdown hangs in a
+            # driver; a hangup comes twice (the kernel's and the shell's), so a second one is ignored.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
+            log.info("received %s; stopping (Ctrl-C again to exit at once)", signal.Signals(signum).name)
             self.monitor.stopping()  # tell systemd now: finalizing a recording may take a moment
             stop.set()
 

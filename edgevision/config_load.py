@@ -12,7 +12,8 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
 * a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins";
 * a string value holding a NUL character (``"\\0"``) is an error (as a path it would crash the run);
 * ``${NAME}`` in a string value is replaced by the environment variable ``NAME`` (``$${`` is a literal
-  ``${``); an unset variable is an error with ``file:line``;
+  ``${``); an unset variable is an error with ``file:line``. Inside :func:`expanding_from` the variables are
+  another environment's (``service install`` checks a config with the one its unit will give);
 * secret ``*_file`` keys (:data:`SECRET_FILE_KEYS`, e.g. ``mqtt.password_file``) are replaced by the content
   of the file they name (one regular file of at most :data:`MAX_SECRET_BYTES`, trailing newline stripped;
   a relative path is relative to the config file), so no secret has to sit in the YAML itself.
@@ -20,8 +21,11 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ SECRET_FILE_KEYS: dict[tuple[str, str], str] = {
     ("source", "url_file"): "url",
 }
 
+_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("environ", default=None)
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 _STR_TAG = "tag:yaml.org,2002:str"
 
@@ -114,16 +119,29 @@ def _dotted(path: Path_) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+@contextlib.contextmanager
+def expanding_from(environ: Mapping[str, str]) -> Iterator[None]:
+    """Configs read inside this block expand ``${NAME}`` from ``environ``, not from this process's environment."""
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
 def _expand(value: str, where: str) -> str:
+    environ = _ENVIRON.get()
+    environ = os.environ if environ is None else environ
+
     def sub(m: re.Match[str]) -> str:
         if m.group(0) == "$${":
             return "${"
         name = m.group(1)
         if name is None:
             raise ConfigError(f"{where}: malformed '${{' (use ${{NAME}}, or $${{ for a literal '${{')")
-        if name not in os.environ:
+        if name not in environ:
             raise ConfigError(f"{where}: environment variable {name} is not set")
-        return os.environ[name]
+        return environ[name]
 
     return _ENV.sub(sub, value)
 

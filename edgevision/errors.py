@@ -7,7 +7,8 @@ Exit codes follow sysexits(3), which systemd's ``RestartPreventExitStatus=78`` r
 1       unexpected error (a bug: a traceback is printed)
 2       usage error (bad command-line flag, or an output path that cannot be written)
 66      input missing or unreadable, a model mirror directory included (EX_NOINPUT)
-69      network unavailable: a download could not reach any host (EX_UNAVAILABLE); retry or use a mirror
+69      unavailable (EX_UNAVAILABLE): a download could not reach any host (retry or use a mirror), or a system
+        command ``service install`` / ``uninstall`` runs (systemctl, systemd-sysusers, useradd) failed or is missing
 78      configuration or model error, or web.host/port cannot be bound (EX_CONFIG): not retried
 ======  ===================================================================================
 """
@@ -64,3 +65,10 @@ class BackendUnavailable(ModelError):
 
 class EdgeTPUUnavailable(BackendUnavailable):
     """An Edge TPU model was requested but no Edge TPU delegate could be loaded."""
+
+
+class SystemCommandFailed(EdgeVisionError):
+    """A system command run for the user (``systemctl``, ``systemd-sysusers``, ``useradd``) failed or is not
+    installed: a tool edgevision needs did not do its part (its own output says why)."""
+
+    exit_code = EXIT_UNAVAILABLE

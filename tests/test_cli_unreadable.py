@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_MODELS
+from conftest import IMAGES, SHARED_MODELS, WALKING
 
 from edgevision.cli.doctor import probe
 from edgevision.cli.main import main
@@ -142,3 +143,28 @@ def test_doctor_models_check_in_a_directory_this_user_may_not_enter(tmp_path: Pa
 
     code, err = as_nobody(work)
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--video", str(WALKING), "--max-frames", "1", "--no-progress"],
+        ["detect", str(IMAGES / "grace_hopper.bmp")],
+    ],
+)
+def test_run_and_detect_on_a_models_directory_this_user_may_not_enter_is_exit_78(
+    command: list[str], models_dir: Path, tmp_path: Path
+) -> None:
+    """``run --models-dir /var/lib/edgevision/models`` (or ``models.dir``) without sudo was a PermissionError
+    traceback through the config check and the detector, exit 1: under systemd a restart loop, not a stop."""
+    outer = tmp_path / "var-lib-edgevision"
+    models = outer / "models"
+    shutil.copytree(models_dir, models)
+    outer.chmod(0o700)
+    args = [*command, "--models-dir", str(models)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main([*command, "--models-dir", str(models_dir)]) == 0  # imports every module the child needs
+    code, err = as_nobody(lambda: main(args))
+    assert code == 78 and "Traceback" not in err, err
+    assert err.startswith("edgevision: error: ") and "Permission denied" in err, err
+    assert f"edgevision {command[0]}" in err, err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 from edgevision.recorder.index import EventIndex
@@ -67,3 +69,25 @@ def test_export_into_a_destination_that_cannot_be_written_is_exit_2(
     r = run_cli(["events", "export", "1", str(tmp_path / "afile" / "out"), "--data-dir", str(data)], env)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "afile is a file, not a directory" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo) and another user's directory")
+@pytest.mark.parametrize("indexed", [False, True])
+def test_prune_as_root_on_the_service_users_directory_writes_nothing_of_roots(
+    env: dict[str, str], tmp_path: Path, indexed: bool
+) -> None:
+    """``sudo edgevision events prune --data-dir /var/lib/edgevision`` created a root-owned 0644 events.db (and its
+    journal, the lock, recovered clips) in the service user's directory, which the service then could not write;
+    it is refused with the ``sudo -u`` advice, before anything is written."""
+    data = tmp_path / "var-lib-edgevision"
+    data.mkdir()
+    if indexed:
+        EventIndex(data).close()
+        os.chown(data / "events.db", 65534, 65534)
+    os.chown(data, 65534, 65534)  # nobody stands in for the edgevision user
+    before = sorted(p.name for p in data.iterdir())
+    r = run_cli(["events", "prune", "--data-dir", str(data)], env)
+    roots = [p.name for p in data.iterdir() if p.stat().st_uid == 0]
+    assert r.returncode == 2 and not roots, (r.returncode, roots, r.stderr)
+    assert "sudo -u nobody edgevision events prune" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in data.iterdir()) == before

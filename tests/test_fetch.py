@@ -352,3 +352,13 @@ def test_leftovers_of_a_killed_fetch_are_removed_by_the_next(tmp_path: Path) -> 
     assert rep.action == "installed"
     assert not partial.exists() and not work.exists() and not pins_tmp.exists()
     assert alive.exists() and writing.exists()
+
+
+def test_fetch_without_a_name_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``models fetch`` with no NAME and no --all is a missing argument (exit 2), not a model error (78)."""
+    from edgevision.cli.main import main
+
+    assert main(["models", "fetch", "--models-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgevision: error: name at least one model") and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -260,8 +261,12 @@ def test_backoff_and_stall_policy() -> None:
     assert is_stalled(10.0, 15.1, 5.0) and not is_stalled(10.0, 15.0, 5.0)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_signal_leaves_complete_outputs(env: dict[str, str], tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGHUP (the ssh session of a ``run`` closing) killed the process at once: the annotated video had no
+    index (unplayable), the detections' last lines were lost and an open event's clip was left to recovery."""
     det, vid = tmp_path / "d.jsonl", tmp_path / "v.mp4"
     args = [
         *EDGEVISION,
@@ -400,3 +405,63 @@ def test_flags_override_config(tmp_path: Path, env: dict[str, str]) -> None:
     scores = [d["score"] for line in lines for d in line["detections"]]
     assert all(line["detections"] for line in lines), "the flag's threshold finds the walkers in every frame"
     assert min(scores) >= 0.65 and max(scores) < 0.9
+
+
+_HUNG_SHUTDOWN = """
+import sys, threading
+from edgevision.app.system import System
+
+class Pipeline:
+    def run(self, stop, max_frames):
+        print("running", flush=True)
+        stop.wait()
+        print("stopping", flush=True)
+        threading.Event().wait()  # a shutdown that never ends (a sink stuck in its driver)
+
+class Monitor:
+    def stopping(self):
+        pass
+
+class Sharing:
+    def close(self):
+        pass
+
+System(Pipeline(), Monitor(), Sharing()).run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (signal.SIGINT, [signal.SIGINT]),
+        (signal.SIGTERM, [signal.SIGTERM]),
+        (signal.SIGHUP, [signal.SIGINT]),
+        # a hangup comes twice (the kernel's to the foreground group, the shell's to its jobs): not a force-quit
+        (signal.SIGHUP, [signal.SIGHUP, signal.SIGINT]),
+    ],
+    ids=["INT-INT", "TERM-TERM", "HUP-INT", "HUP-HUP-INT"],
+)
+def test_a_second_signal_ends_a_shutdown_that_hangs(
+    env: dict[str, str], first: signal.Signals, then: list[signal.Signals]
+) -> None:
+    """A second Ctrl-C during a shutdown that hangs was swallowed by the handler (it only set the stop flag
+    again): the user had to find the pid and kill -9 it. The second SIGINT or SIGTERM now ends the process at
+    once; a second SIGHUP does not."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HUNG_SHUTDOWN],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "running\n"
+        proc.send_signal(first)
+        assert proc.stdout.readline() == "stopping\n"
+        for sig in then:
+            proc.send_signal(sig)
+        proc.wait(timeout=30)  # a hang is a failure, not a slow machine: the process ends at once or never
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -then[-1], proc.returncode

@@ -14,6 +14,7 @@ import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SHARED_MODELS, WALKING, run_cli
@@ -528,3 +529,76 @@ def test_install_refuses_a_models_dir_the_service_would_not_find_or_write(
     assert bool(problems) == refused, problems
     if refused:
         assert "/var/lib/edgevision/models" in problems[0] and "ProtectSystem=strict" in problems[0]
+
+
+def test_a_config_is_never_readable_by_others_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config (it may hold passwords) was written to its temporary file with the umask's 0644 and only then
+    chmod'ed 0640: readable by any user in between wherever its directory lets them in."""
+    from edgevision.service.install import Plan
+
+    seen: list[int] = []
+
+    def before(real: Any) -> Any:
+        def spy(target: Any, mode: int, *args: Any, **kw: Any) -> None:
+            seen.append(os.stat(target).st_mode & 0o777)  # the file as written, before its mode is set
+            real(target, mode, *args, **kw)
+
+        return spy
+
+    monkeypatch.setattr(os, "chmod", before(os.chmod))
+    monkeypatch.setattr(os, "fchmod", before(os.fchmod))
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "etc/edgevision/edgevision.yaml"
+        Plan(tmp_path, dry_run=False).write(target, "mqtt:\n  password: hunter2\n", 0o640)
+    finally:
+        os.umask(old)
+    assert seen and all(m & 0o007 == 0 for m in seen), [oct(m) for m in seen]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["systemctl", "start", "edgevision.service"],
+        ["systemd-sysusers", "/etc/sysusers.d/edgevision.conf"],
+        ["useradd", "--system", "edgevision"],
+        ["no-such-command-edgevision", "x"],
+    ],
+)
+def test_a_system_command_that_fails_is_exit_69_not_unexpected(tree: Path, cmd: list[str]) -> None:
+    """A failed ``systemctl``, ``systemd-sysusers`` or ``useradd`` (or one not installed) ended ``service
+    install`` with the base error, exit 1 ("unexpected": a bug), or a FileNotFoundError traceback; it is a tool
+    the install needs that did not do its part: exit 69 (EX_UNAVAILABLE), naming the command and its status."""
+    from edgevision.errors import EdgeVisionError
+    from edgevision.service.install import Plan, _run
+
+    plan = Plan(tree, False, runner=_run if cmd[0].startswith("no-such") else lambda c: 3)
+    with pytest.raises(EdgeVisionError) as caught:
+        plan.command(cmd, "the step", live_only=False)
+    assert caught.value.exit_code == 69, caught.value
+    assert str(caught.value).startswith(" ".join(cmd)) and len(str(caught.value).splitlines()) == 1
+
+
+def test_install_checks_env_variables_as_the_service_will_see_them(env: dict[str, str], tree: Path) -> None:
+    """``sudo -E edgevision service install`` validated ``${EV_CAMERA}`` with the installing shell's environment
+    and installed a service that the unit (which has no such variable) stopped with exit 78 at every start; the
+    config is now checked with the unit's environment, and an ``EnvironmentFile=`` drop-in provides it."""
+    src = tree.parent / "c.yaml"
+    src.write_text("recorder:\n  camera: ${EV_CAMERA}\n")
+    r = _install(dict(env, EV_CAMERA="door"), tree, "--config", str(src))
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "EV_CAMERA" in r.stderr and "EnvironmentFile=" in r.stderr, r.stderr
+    assert not (tree / "etc/edgevision/config.yaml").exists()
+    # provided the way the message says: the variable in a file the unit names
+    (tree / "etc/edgevision").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/edgevision/edgevision.env").write_text("# for the service\nEV_CAMERA='door'\n")
+    dropin = tree / "etc/systemd/system/edgevision.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "environment.conf").write_text("[Service]\nEnvironmentFile=-/etc/edgevision/edgevision.env\n")
+    r = _install({k: v for k, v in env.items() if k != "EV_CAMERA"}, tree, "--config", str(src))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (dropin / "environment.conf").exists()

@@ -17,6 +17,7 @@ from edgevision.scheduler.runtime import Scheduler
 from edgevision.service.monitor import ServiceMonitor
 
 log = logging.getLogger("edgevision.run")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -32,16 +33,21 @@ class System:
     privacy: PrivacyStage | None = None
 
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> RunSummary:
-        """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM arrives;
-        every sink is flushed and closed, sharing shut down, the signal handlers restored."""
+        """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM / SIGHUP (a
+        terminal or ssh session closing) arrives; every sink is flushed and closed, sharing shut down, the signal
+        handlers restored. A second SIGINT or SIGTERM while that shutdown runs ends the process at once."""
         stop = stop if stop is not None else threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s; stopping", signal.Signals(signum).name)
+            # A second Ctrl-C (or SIGTERM) gets the kernel's default action, even while the shutdown hangs in a
+            # driver; a hangup comes twice (the kernel's and the shell's), so a second one is ignored.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
+            log.info("received %s; stopping (Ctrl-C again to exit at once)", signal.Signals(signum).name)
             self.monitor.stopping()  # tell systemd now: finalizing a recording may take a moment
             stop.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
         try:
             return self.pipeline.run(stop, max_frames)
         finally:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgevision.errors import ModelError
 
 if TYPE_CHECKING:
     from edgevision.config import EdgeVisionConfig
@@ -49,3 +53,20 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
     if not (getattr(args, "verbose", False) or getattr(args, "quiet", False)):
         logging.getLogger().setLevel(cfg.log_level.upper())
     return cfg
+
+
+@contextlib.contextmanager
+def models_reachable(command: str, within: Sequence[Path] = ()) -> Iterator[None]:
+    """A models directory this user may not enter or read (the service's, 0750 edgevision) reported in one line as
+    a model error (exit 78) naming the path and the service user, not a PermissionError traceback. With
+    ``within``, only a refused path inside one of those directories is; any other PermissionError passes."""
+    try:
+        yield
+    except PermissionError as exc:
+        name = exc.filename
+        if within and not (name and any(Path(name).is_relative_to(d) for d in within)):
+            raise
+        raise ModelError(
+            f"{name or 'models directory'}: {exc.strerror or exc} (the service's models: run as its user, "
+            f"e.g. sudo -u edgevision edgevision {command} ...)"
+        ) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgevision.cli.common import add_model_flags, config_from_args
+from edgevision.cli.common import add_model_flags, config_from_args, models_reachable
 from edgevision.errors import EXIT_NOINPUT, InputError, UsageError
 from edgevision.safe_read import read_image
 from edgevision.writable import check_output_dir, check_output_file
@@ -121,12 +121,14 @@ def run(args: argparse.Namespace) -> int:
     from edgevision.face.accept import AcceptMode
     from edgevision.face.factory import face_detector, face_rule, landmark_model
     from edgevision.face.stage import confirm
+    from edgevision.paths import models_dir
     from edgevision.render import draw_detections, draw_faces
 
     cfg = config_from_args(args)
-    detector = build_detector(cfg)
-    faces_det = face_detector(cfg) if args.faces else None
-    mesh = landmark_model(cfg) if args.faces else None
+    with models_reachable("detect", [models_dir(cfg)]):
+        detector = build_detector(cfg)
+        faces_det = face_detector(cfg) if args.faces else None
+        mesh = landmark_model(cfg) if args.faces else None
     rule = face_rule(cfg, AcceptMode.STRICT)
     failed = 0
     for path in args.images:

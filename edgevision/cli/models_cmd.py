@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgevision.cli import distill_cmd
+from edgevision.cli.common import models_reachable
 from edgevision.cli.progress import Progress
-from edgevision.errors import BackendUnavailable, ModelError, NetworkError
+from edgevision.errors import BackendUnavailable, ModelError, NetworkError, UsageError
 
 if TYPE_CHECKING:  # the catalog (pydantic, the TFLite checks) loads when a command runs, not for --help
     from edgevision.catalog.entries import LabelEntry, ModelEntry
@@ -25,13 +26,8 @@ def _reachable_models(func: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
-        try:
+        with models_reachable("models"):
             return func(args)
-        except PermissionError as exc:
-            raise ModelError(
-                f"{exc.filename or 'models directory'}: {exc.strerror or exc} (the service's models: run as "
-                "its user, e.g. sudo -u edgevision edgevision models ...)"
-            ) from None
 
     return run
 
@@ -162,7 +158,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if args.all:
         names = [n for n, m in cat.models.items() if m.sha256 or args.allow_unpinned]
     if not names:
-        raise ModelError("name at least one model to fetch (see `edgevision models list`), or use --all")
+        raise UsageError("name at least one model to fetch (see `edgevision models list`), or use --all")
     from edgevision.paths import model_mirror, models_dir
 
     cfg = _config(args)

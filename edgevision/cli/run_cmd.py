@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgevision.cli.common import add_model_flags, config_from_args
+from edgevision.cli.common import add_model_flags, config_from_args, models_reachable
 from edgevision.cli.progress import Progress
 
 if TYPE_CHECKING:  # the capture loop's modules load when `run` runs, not for `--help`
@@ -153,12 +153,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-frames must be >= 1")
     from edgevision.app import RunOptions, build
     from edgevision.config import SourceKind
+    from edgevision.paths import derived_dir, models_dir
 
     progress: list[Callable[[], Sink]] = []
     path = cfg.source.path
     if cfg.source.kind is SourceKind.VIDEO and path is not None:
         progress.append(lambda: ReplayProgress(path, args.max_frames))
-    system = build(cfg, RunOptions(timing=not args.no_timing, extra_sinks=progress))
+    # models.dir this user may not enter (the service's without sudo): exit 78 in one line, as `models` says
+    with models_reachable("run", [models_dir(cfg), derived_dir(cfg)]):
+        system = build(cfg, RunOptions(timing=not args.no_timing, extra_sinks=progress))
     summary = system.run(args.max_frames)
     for line in system.summary(summary):
         print(f"edgevision: {line}", file=sys.stderr)

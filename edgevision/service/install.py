@@ -25,11 +25,13 @@ from pathlib import Path
 
 from edgevision.catalog.entries import load_catalog
 from edgevision.catalog.fetch import fetch_entry, verify_installed
-from edgevision.config import EdgeVisionConfig, load_config
+from edgevision.config import EdgeVisionConfig
 from edgevision.config_check import check_models, models_loaded
-from edgevision.errors import ConfigError, EdgeVisionError, UsageError
+from edgevision.config_load import expanding_from
+from edgevision.errors import ConfigError, SystemCommandFailed, UsageError
 from edgevision.paths import data_file, model_mirror
 from edgevision.service import access
+from edgevision.service.environment import load_as_service, service_environment
 from edgevision.service.preflight import (
     FIX_LOCATION,
     clashes,
@@ -107,8 +109,18 @@ class Plan:
             return
         self.say(Verb.RUN, " ".join(cmd))
         self.changed += 1
-        if not self.dry_run and self.runner(cmd) != 0:
-            raise EdgeVisionError(f"{' '.join(cmd)} failed")
+        if self.dry_run:
+            return
+        try:
+            status = self.runner(cmd)
+        except OSError as exc:  # not installed (or not executable) here
+            raise SystemCommandFailed(
+                f"{' '.join(cmd)}: cannot run {cmd[0]}: {exc.strerror or exc}"
+            ) from None
+        if status != 0:
+            raise SystemCommandFailed(
+                f"{' '.join(cmd)} failed (exit status {status}); its output above says why"
+            )
 
     def systemctl(self, *args: str) -> list[str]:
         return ["systemctl", *([] if self.live else ["--root", str(self.root)]), *args]
@@ -122,8 +134,13 @@ class Plan:
         if not self.dry_run:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(content)
-            os.chmod(tmp, mode)
+            tmp.unlink(missing_ok=True)  # a killed run's leftover would keep its mode
+            # created with no more than ``mode`` (a config may hold passwords: never readable by others
+            # between its creation and its chmod), then set exactly, whatever the umask took away
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fd, mode)
+                fh.write(content)
             os.replace(tmp, path)
         return True
 
@@ -195,15 +212,17 @@ def install(
     inst = Instance(name)
     plan = Plan(root, dry_run, runner)
     src = config or data_file("configs/default.yaml")
-    cfg = load_config(src)  # refuse to install a config that would not start (exit 78)
+    environ = service_environment(root, inst)  # ${NAME} as the unit's variables expand it, not this shell's
+    cfg = load_as_service(src, environ, inst)  # refuse to install a config that would not start (exit 78)
     check_models(cfg)  # ... including a model name the catalog does not know
     target = plan.p(inst.config)
     if target.exists():
         try:
-            cfg = load_config(target)  # what the service will really run
+            cfg = load_as_service(target, environ, inst)  # what the service will really run
         except ConfigError as exc:
             raise ConfigError(f"the installed config does not validate; fix it first:\n{exc}") from None
-    secrets = secret_files(target if target.exists() else src)  # as the service reads them, beside target
+    with expanding_from(environ):  # as the service reads them, beside target
+        secrets = secret_files(target if target.exists() else src)
     command = exec_cmd or exec_path()
     location = location_problems(command, root, this_installation=exec_cmd is None)
     problems = location + sandbox_problems(cfg, inst, secrets) + clashes(cfg, inst, root)

@@ -13,9 +13,10 @@ from typing import Any
 from edgevision.capture.sources import redact_url
 from edgevision.config import EdgeVisionConfig, load_config
 from edgevision.config_check import model_keys
-from edgevision.config_load import SECRET_FILE_KEYS, parse_yaml
-from edgevision.errors import ConfigError
+from edgevision.config_load import SECRET_FILE_KEYS, expanding_from, parse_yaml
+from edgevision.errors import ConfigError, UsageError
 from edgevision.service import access
+from edgevision.service.environment import service_environment
 from edgevision.service.units import CONFIG_DIR, MODELS_DIR, UNIT_DIR, Instance
 
 FIX_LOCATION = (  # the README's commands ("Running as a service on a Pi"), run in the edgevision checkout
@@ -83,11 +84,12 @@ def clashes(cfg: EdgeVisionConfig, inst: Instance, root: Path) -> list[str]:
     for unit, path in installed_instances(root).items():
         if unit == inst.unit:
             continue
-        try:
-            other = load_config(path)
-        except ConfigError:
-            continue
         other_name = unit.split("@", 1)[1].removesuffix(".service") if "@" in unit else None
+        try:
+            with expanding_from(service_environment(root, Instance(other_name))):  # as that service reads it
+                other = load_config(path)
+        except (ConfigError, UsageError):  # a config (or an instance name) that service cannot start with
+            continue
         other_port, other_camera, other_source = _identity(other, other_name)
         if port is not None and port == other_port:
             problems.append(f"web.port {port} is already used by {unit} ({path}); choose another web.port")

@@ -269,3 +269,68 @@ def test_a_damaged_camera_jpeg_is_left_out_of_the_recording_not_the_end_of_the_r
     assert (
         encoder is not None and encoder.frames_in == 2
     )  # the one cut short (FFmpeg fills it in) and the good one
+
+
+class _OnlyDamagedJpegs:
+    """A live camera whose JPEGs all have a sound header and a damaged picture, one a second on ``now``; after
+    ``count`` of them it tells ``sent`` and blocks in its driver until ``release``."""
+
+    live = True
+    fps: float | None = 1.0
+    source_id = "camera7"
+
+    def __init__(self, now: list[float], count: int, sent: threading.Event, release: threading.Event) -> None:
+        self.now, self.count, self.sent, self.release = now, count, sent, release
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> tuple[Any, float, None] | None:
+        if self.count <= 0:
+            self.sent.set()
+            self.release.wait(30)
+            return None
+        self.count -= 1
+        self.now[0] += 1.0
+        return _Undecodable(), self.now[0], None
+
+    def close(self) -> None:
+        pass
+
+
+class _Undecodable:
+    """A picture whose header parsed and whose decode fails (a :class:`DecodedImage`)."""
+
+    size = (64, 48)
+
+    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
+        from edgevision.results.frame import UndecodablePicture
+
+        raise UndecodablePicture("not a decodable JPEG")
+
+    def bgr(self) -> np.ndarray:
+        return self.model_input(0, 0)
+
+
+def test_a_camera_sending_only_damaged_jpegs_is_a_stalled_source() -> None:
+    """The time of the last frame was set before the frame was prepared: a camera whose every JPEG was damaged
+    was skipped forever (no frame, no status, no reconnect) and never counted as stalled."""
+    from edgevision.detection.detector import frame_rgb
+    from edgevision.results.frame import Frame, PreparedInput
+
+    def prepare(frame: Frame) -> Frame:
+        return frame.with_prepared(PreparedInput((32, 24), frame_rgb(frame, 32, 24), 0.0))
+
+    now = [0.0]
+    sent, release = threading.Event(), threading.Event()
+    runner = LiveRunner(
+        lambda: _OnlyDamagedJpegs(now, 20, sent, release), prepare, stall_timeout=5.0, clock=lambda: now[0]
+    )
+    runner.start()
+    try:
+        assert sent.wait(30)  # 20 s of damaged pictures, the last one just skipped
+        assert runner.get(0.0) is None
+        assert runner.stats.stalls == 1
+    finally:
+        release.set()
+        runner.stop()

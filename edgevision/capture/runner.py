@@ -424,7 +424,6 @@ class LiveRunner:
                 with self._lock:
                     index = self._index
                     self._index += 1
-                    self._last_frame_at = self.clock()
                 frame = make_frame(item, index, src.source_id)
                 if self.prepare:
                     try:
@@ -432,6 +431,8 @@ class LiveRunner:
                     except UndecodablePicture as exc:  # one damaged camera JPEG: skipped like a dropped frame
                         log.debug("capture: %s: frame %d skipped: %s", src.source_id, index, exc)
                         continue
+                with self._lock:  # a frame only once it proved sound: only damaged pictures are a stall
+                    self._last_frame_at = self.clock()
                 self.slot.put(frame)
                 self.stats.frames += 1
                 self.stats.dropped = self.slot.dropped

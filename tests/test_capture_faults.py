@@ -334,3 +334,26 @@ def test_a_camera_sending_only_damaged_jpegs_is_a_stalled_source() -> None:
     finally:
         release.set()
         runner.stop()
+
+
+class _StuckThread:
+    """A capture thread stuck in its driver: every join waits its whole timeout (on the runner's clock)."""
+
+    def __init__(self, now: list[float]) -> None:
+        self.now = now
+
+    def is_alive(self) -> bool:
+        return True
+
+    def join(self, timeout: float | None = None) -> None:
+        self.now[0] += timeout or 0.0
+
+
+def test_stopping_waits_for_stuck_capture_threads_once_in_all_not_once_each() -> None:
+    """stop() waited 2 s for every capture thread a stall had replaced, stuck ones included: after five stalls a
+    Ctrl-C or systemd stop hung 10 s."""
+    now = [0.0]
+    runner = LiveRunner(lambda: _OpensButNoFrame([]), clock=lambda: now[0])
+    runner._threads = [_StuckThread(now) for _ in range(5)]  # type: ignore[misc]
+    runner.stop()
+    assert now[0] <= 2.0

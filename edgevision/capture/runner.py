@@ -472,8 +472,13 @@ class LiveRunner:
     def finished(self) -> bool:
         return self._finished and self.slot.closed
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop capturing; wait at most ``timeout`` s in all (not per thread: threads stuck in a driver after
+        stalls would add up) for the capture threads to close their sources, the current one first."""
         self._stop.set()
         self.slot.close()
-        for t in self._threads:
-            t.join(timeout=2.0)
+        deadline = self.clock() + timeout
+        with self._lock:
+            threads = self._threads[::-1]
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - self.clock()))

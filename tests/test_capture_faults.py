@@ -4,6 +4,7 @@ that sends corrupt JPEGs."""
 from __future__ import annotations
 
 import threading
+from fractions import Fraction
 from typing import Any
 
 import cv2
@@ -357,3 +358,98 @@ def test_stopping_waits_for_stuck_capture_threads_once_in_all_not_once_each() ->
     runner._threads = [_StuckThread(now) for _ in range(5)]  # type: ignore[misc]
     runner.stop()
     assert now[0] <= 2.0
+
+
+class _StreamJoinedMidGop:
+    """A live stream's demuxer (a :class:`DemuxSource`): one packet a second on ``now``; the packets listed in
+    ``decoding`` give a frame (a keyframe and what follows), the others none (what precedes the first keyframe
+    of a stream joined mid-GOP). After ``pause_at`` packets it tells ``paused`` and waits for ``go``; 20 packets
+    later it ends."""
+
+    live = True
+    fps: float | None = 1.0
+    source_id = "rtsp://cam/stream"
+
+    def __init__(self, now: list[float], decoding: set[int], pause_at: int) -> None:
+        from edgevision.capture.packets import StreamInfo
+
+        self.now, self.decoding, self.pause_at = now, decoding, pause_at
+        self.stream_info = StreamInfo("h264", 64, 48, Fraction(1, 1000))
+        self.paused, self.go = threading.Event(), threading.Event()
+        self.count = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self, decode: bool = True) -> Any:
+        import av
+
+        from edgevision.capture.demux import DecodedFrame, DemuxedItem
+        from edgevision.capture.packets import EncodedPacket
+
+        if self.count == self.pause_at:
+            self.paused.set()
+            self.go.wait(30)
+        if self.count > self.pause_at + 20:
+            return None  # the server hangs up
+        self.count += 1
+        self.now[0] += 1.0
+        ts = self.now[0]
+        packet = EncodedPacket(b"\0\0\0\1", self.count, self.count, Fraction(1, 1), False, ts)
+        if self.count not in self.decoding:
+            return DemuxedItem(packet)
+        return DemuxedItem(packet, [DecodedFrame(av.VideoFrame(64, 48, "yuv420p"), ts, self.count)])
+
+    def set_skip(self, skip: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        self.go.set()
+
+
+def _mid_gop_runner(
+    now: list[float], decoding: set[int], pause_at: int
+) -> tuple[LiveRunner, list[_StreamJoinedMidGop]]:
+    from edgevision.capture.stream import PacketSource
+
+    demuxers: list[_StreamJoinedMidGop] = []
+
+    def factory() -> PacketSource:
+        demuxers.append(_StreamJoinedMidGop(now, decoding if not demuxers else set(), pause_at))
+        return PacketSource(demuxers[-1])  # type: ignore[arg-type]
+
+    return LiveRunner(factory, stall_timeout=5.0, clock=lambda: now[0]), demuxers
+
+
+def test_a_stream_joined_mid_gop_is_not_stalled_while_its_packets_arrive() -> None:
+    """Stall detection counted only frames: a camera whose keyframes were further apart than the stall timeout,
+    joined mid-GOP (no frame before its next keyframe), was reopened again and again and never showed a frame."""
+    now = [0.0]
+    runner, demuxers = _mid_gop_runner(now, {9, 10}, pause_at=8)
+    runner.start()
+    try:
+        assert demuxers[0].paused.wait(30)  # 8 s of packets, no frame yet: the keyframe is the next one
+        assert runner.get(0.0) is None
+        assert runner.stats.stalls == 0
+        demuxers[0].go.set()
+        frame = runner.get(30.0)
+        assert frame is not None and frame.ts == 9.0
+        assert runner.stats.stalls == 0 and len(demuxers) == 1
+    finally:
+        for demux in demuxers:
+            demux.go.set()
+        runner.stop()
+
+
+def test_a_stream_whose_packets_never_decode_is_reopened_in_the_end() -> None:
+    now = [0.0]
+    runner, demuxers = _mid_gop_runner(now, set(), pause_at=600)
+    runner.start()
+    try:
+        assert demuxers[0].paused.wait(30)  # ten minutes of packets, not one frame
+        assert runner.get(0.0) is None
+        assert runner.stats.stalls == 1
+    finally:
+        for demux in demuxers:
+            demux.go.set()
+        runner.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ class PacketSource:
         self._announced: StreamInfo | None = None  # the stream this source started in the feed
         self._pending: deque[DecodedFrame] = deque()
         self._early: list[Any] = []  # what the open-time check read: replayed by read()
+        self._on_packet: Callable[[], bool] | None = None
         self._skip = FrameSkip.NONE
         self._window = (0, 0)  # (dropped, delivered) at the start of the current window
         self.delivered = 0
@@ -88,6 +90,11 @@ class PacketSource:
     def encoder(self) -> FrameEncoder | None:
         """The one continuous encode of a stream that cannot be remuxed (None when its packets are kept)."""
         return self._encoder
+
+    def watch_packets(self, on_packet: Callable[[], bool]) -> None:
+        """Call ``on_packet`` at every packet read (a live runner's sign of life: a stream joined mid-GOP gives
+        packets long before its first frame); its False ends the stream (the runner gave the connection up)."""
+        self._on_packet = on_packet
 
     def open(self) -> None:
         self.demux.open()
@@ -138,6 +145,8 @@ class PacketSource:
             item = self._early.pop(0) if self._early else self.demux.read()
             if item is None:
                 self._flush()
+                return None
+            if item.packet is not None and self._on_packet is not None and not self._on_packet():
                 return None
             if item.packet is not None and self.feed is not None and self._encoder is None:
                 self.feed.put(item.packet, stream=self._announced)

@@ -37,6 +37,7 @@ from edgevision.results.frame import UndecodablePicture
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 1000)  # ms: camera frames arrive at a variable rate
+IN_FLIGHT = 64  # frames an encoder may hold before their packets come out (a hardware one holds a few)
 _MUX_CODEC = {"h264_v4l2m2m": "h264", "libx264": "h264", "libopenh264": "h264", "mpeg4": "mpeg4"}
 
 
@@ -106,7 +107,7 @@ class FrameEncoder:
         self._first_ts: float | None = None
         self._last_key_ts: float | None = None
         self._last_pts = -1
-        self._ts_of: dict[int, float] = {}
+        self._ts_of: dict[int, float] = {}  # pts -> ts of the frames in the encoder; at most IN_FLIGHT
         self.frames_in = 0
         self.packets_out = 0
 
@@ -146,6 +147,10 @@ class FrameEncoder:
             frame.pict_type = PictureType.I
             self._last_key_ts = ts
         self._ts_of[pts] = ts
+        if (
+            len(self._ts_of) > IN_FLIGHT
+        ):  # an encoder that drops frames or renumbers pts never gives these back
+            del self._ts_of[next(iter(self._ts_of))]
         self._last_pts = pts
         self.frames_in += 1
         return self._packets(self._ctx.encode(frame))

@@ -291,3 +291,14 @@ def test_an_encoder_that_rewrites_or_drops_frames_holds_no_more_as_the_run_goes_
     assert enc.frames_in == 500 and len(packets) > 300
     assert len(enc._ts_of) <= 100
     assert all(abs(p.ts - (10.0 + (p.pts or 0) / 1000)) < 0.01 for p in packets)  # still on the frame clock
+
+
+@pytest.mark.parametrize("bogus", [1000.0, 90000.0])
+def test_a_stream_announcing_a_bogus_frame_rate_is_encoded_at_a_plausible_one(bogus: float) -> None:
+    """The recording's bitrate target (and keyframe interval) scaled with the stream's announced rate: an HTTP
+    MJPEG stream announcing 90000 "fps" asked the Pi's encoder for gigabits per second (past a V4L2 control's
+    32 bits at 720p)."""
+    plausible = FrameEncoder(1280, 720, fps=25.0, codec="libx264")
+    enc = FrameEncoder(1280, 720, fps=bogus, codec="libx264")
+    assert enc._ctx.bit_rate == plausible._ctx.bit_rate < 2**31
+    assert enc.stream_info.rate == plausible.stream_info.rate

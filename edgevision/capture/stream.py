@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SKIP_WINDOW = 50
 SKIP_ON = 0.3
 SKIP_OFF = 0.05
+# A file's check at open keeps the packets it read for the first read, up to this; a file whose first frame comes
+# later is read again from its start instead (one that never decodes is refused without being held whole).
+PEEK_MAX_BYTES = 32 << 20
 
 
 def next_skip(current: FrameSkip, dropped: int, delivered: int) -> FrameSkip:
@@ -126,16 +129,24 @@ class PacketSource:
 
     def _peek_first_frame(self) -> None:
         """A file must decode to at least one frame: refuse it now, not after the run started. Its packets up to
-        there are kept and handed over with the first :meth:`read`."""
-        self._early = []
+        there are kept and handed over with the first :meth:`read` (up to :data:`PEEK_MAX_BYTES`)."""
+        self._early, held = [], 0
         while not self._pending:
             item = self.demux.read()
             if item is None:
+                self._early.clear()
                 self.demux.close()
                 raise InputError(f"{self.source_id}: no decodable video frame (truncated or corrupt file)")
-            self._early.append(item)
+            held += item.packet.size if item.packet is not None else 0
+            if held > PEEK_MAX_BYTES:
+                self._early.clear()  # too much to hold: read again from the start below
+            else:
+                self._early.append(item)
             self._pending.extend(item.frames)
         self._pending.clear()
+        if held > PEEK_MAX_BYTES:
+            self.demux.close()
+            self.demux.open()
 
     def read(self) -> tuple[DecodedFrame, float, None] | None:
         while not self._pending:

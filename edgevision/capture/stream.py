@@ -80,6 +80,7 @@ class PacketSource:
         self._dropped = dropped
         self._codec = encoder_codec
         self._encoder: FrameEncoder | None = None
+        self._encodes = False  # its clips are encoded (a codec MP4 cannot carry), from its first frame on
         self._announced: StreamInfo | None = None  # the stream this source started in the feed
         self._pending: deque[DecodedFrame] = deque()
         self._early: list[Any] = []  # what the open-time check read: replayed by read()
@@ -117,7 +118,15 @@ class PacketSource:
             self._announced = info
             self.feed.start_stream(info)
             return
-        self._encoder = FrameEncoder(info.width, info.height, self.fps or 25.0, self._codec)
+        self._encodes = True
+
+    def _start_encode(self, first: DecodedFrame) -> FrameEncoder:
+        """The one continuous encode, started at the first frame: of its size as a player shows it (a rotated
+        video's display matrix applied: :meth:`_picture`)."""
+        info = self.demux.stream_info
+        assert info is not None and self.feed is not None
+        width, height = first.size
+        self._encoder = FrameEncoder(width, height, self.fps or 25.0, self._codec)
         self._announced = self._encoder.stream_info
         self.feed.start_stream(self._announced)
         log.info(
@@ -126,6 +135,13 @@ class PacketSource:
             info.codec,
             self._encoder.codec,
         )
+        return self._encoder
+
+    @staticmethod
+    def _picture(frame: DecodedFrame) -> Any:
+        """What the encoder takes of ``frame``: the decoder's YUV, or for a rotated video the upright image (an
+        encoded clip has no display matrix: the decoder's picture would play on its side)."""
+        return frame.bgr() if frame.turns else frame.av_frame
 
     def _peek_first_frame(self) -> None:
         """A file must decode to at least one frame: refuse it now, not after the run started. Its packets up to
@@ -159,11 +175,12 @@ class PacketSource:
                 return None
             if item.packet is not None and self._on_packet is not None and not self._on_packet():
                 return None
-            if item.packet is not None and self.feed is not None and self._encoder is None:
+            if item.packet is not None and self.feed is not None and not self._encodes:
                 self.feed.put(item.packet, stream=self._announced)
             for frame in item.frames:
-                if self._encoder is not None and self.feed is not None:
-                    for packet in self._encoder.encode(frame.av_frame, frame.ts):
+                if self._encodes and self.feed is not None:
+                    encoder = self._encoder or self._start_encode(frame)
+                    for packet in encoder.encode(self._picture(frame), frame.ts):
                         self.feed.put(packet, stream=self._announced)
                     self.encoded += 1
                 self._pending.append(frame)
@@ -193,7 +210,7 @@ class PacketSource:
             self.demux.set_skip(skip)
 
     def _flush(self) -> None:
-        encoder, self._encoder = self._encoder, None
+        encoder, self._encoder, self._encodes = self._encoder, None, False
         if encoder is not None and self.feed is not None:
             drain(encoder, self.feed, self.source_id, self._announced)
 

@@ -92,7 +92,8 @@ class PacketSource:
 
     @property
     def encoder(self) -> FrameEncoder | None:
-        """The one continuous encode of a stream that cannot be remuxed (None when its packets are kept)."""
+        """The one continuous encode of a stream that cannot be remuxed (None when its packets are kept, and until
+        its first frame)."""
         return self._encoder
 
     def watch_packets(self, on_packet: Callable[[], bool]) -> None:

@@ -258,3 +258,46 @@ def test_a_rotated_video_is_upright_for_the_model_and_the_full_image(tmp_path: P
     assert model.shape == (64, 48, 3) and model.flags.c_contiguous
     expected = cv2.cvtColor(cv2.resize(upright, (48, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     assert np.abs(model.astype(np.int16) - expected).mean() < 8
+
+
+def _mpeg4_copy(path: Path, out: Path, frames: int = 30) -> Path:
+    """The first ``frames`` of ``path`` as MPEG-4 part 2 in MP4: a codec clips cannot carry as it is."""
+    with av.open(str(path)) as src, av.open(str(out), "w") as dst:
+        video = src.streams.video[0]
+        stream = dst.add_stream("mpeg4", rate=video.average_rate)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        for frame in itertools.islice(src.decode(video), frames):
+            dst.mux(stream.encode(frame))
+        dst.mux(stream.encode(None))
+    return out
+
+
+@pytest.mark.parametrize("codec", ["h264", "mpeg4"])
+def test_a_rotated_video_s_clips_play_upright(codec: str, tmp_path: Path) -> None:
+    """A rotated video whose codec clips cannot carry was encoded for its clips from the decoder's landscape
+    pictures, with no display matrix: its clips played on their side. (Copied packets keep the matrix.)"""
+    from edgevision.capture.feed import PacketFeed, StreamStart
+    from edgevision.capture.stream import PacketSource
+    from edgevision.recorder.remux import PacketClipWriter
+
+    source = HALLWAY_3 if codec == "h264" else _mpeg4_copy(HALLWAY_3, tmp_path / "landscape.mp4")
+    path = _rotated_copy(source, tmp_path / "portrait.mp4")
+    feed = PacketFeed(max_packets=10_000, max_bytes=1 << 30, blocking=True)
+    src = PacketSource(DemuxSource(path), feed, encoder_codec="libx264")
+    src.open()
+    shown = [item[0] for item in itertools.islice(iter(src.read, None), 20)]
+    src.close()
+    writer = None
+    while (item := feed.get()) is not None:
+        if isinstance(item, StreamStart):
+            writer = PacketClipWriter(tmp_path / "clip.mp4", item.info)
+        elif writer is not None:
+            writer.write(item)
+    assert writer is not None
+    clip = writer.finalize()
+    with av.open(str(clip)) as c:
+        played = DecodedFrame(next(c.decode(video=0)), 0.0, 0).bgr()  # as a player shows it: matrix applied
+    upright = shown[0].bgr()
+    assert upright.shape[0] > upright.shape[1]  # the source is portrait
+    assert played.shape == upright.shape
+    assert np.abs(played.astype(np.int16) - upright).mean() < 8

@@ -258,3 +258,47 @@ def test_jpeg_size_from_the_header() -> None:
     for bad in (b"", b"\xff\xd8", b"PNG....", b"\xff\xd8\x00\x00"):
         with pytest.raises(ValueError):
             jpeg_size(bad)
+
+
+class _RewritingEncoder:
+    """An encoder context whose packets do not keep their frames' pts (a hardware encoder that renumbers them)
+    and that drops every third frame."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.frames = 0
+
+    def encode(self, frame: Any) -> list[Any]:
+        packets = self.ctx.encode(frame)
+        self.frames += 1
+        if self.frames % 3 == 0:
+            return []
+        for p in packets:
+            p.pts, p.dts = p.pts + 1, p.dts + 1
+        return packets
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ctx, name)
+
+
+def test_an_encoder_that_rewrites_or_drops_frames_holds_no_more_as_the_run_goes_on() -> None:
+    """The encoder kept each frame's time until a packet with the frame's pts came out: an encoder that
+    renumbered pts or dropped frames (h264_v4l2m2m) grew that map by a frame's entry for the whole run."""
+    enc = FrameEncoder(64, 48, fps=25.0, codec="libx264")
+    enc._ctx = _RewritingEncoder(enc._ctx)
+    image = np.zeros((48, 64, 3), np.uint8)
+    packets = [p for i in range(500) for p in enc.encode(image, 10.0 + i / 25.0)]
+    assert enc.frames_in == 500 and len(packets) > 300
+    assert len(enc._ts_of) <= 100
+    assert all(abs(p.ts - (10.0 + (p.pts or 0) / 1000)) < 0.01 for p in packets)  # still on the frame clock
+
+
+@pytest.mark.parametrize("bogus", [1000.0, 90000.0])
+def test_a_stream_announcing_a_bogus_frame_rate_is_encoded_at_a_plausible_one(bogus: float) -> None:
+    """The recording's bitrate target (and keyframe interval) scaled with the stream's announced rate: an HTTP
+    MJPEG stream announcing 90000 "fps" asked the Pi's encoder for gigabits per second (past a V4L2 control's
+    32 bits at 720p)."""
+    plausible = FrameEncoder(1280, 720, fps=25.0, codec="libx264")
+    enc = FrameEncoder(1280, 720, fps=bogus, codec="libx264")
+    assert enc._ctx.bit_rate == plausible._ctx.bit_rate < 2**31
+    assert enc.stream_info.rate == plausible.stream_info.rate

@@ -585,7 +585,7 @@ def test_a_stream_that_cannot_be_remuxed_drains_its_encode_when_closed(
 
         def read(self) -> object:
             self.n += 1
-            frame = SimpleNamespace(av_frame=None, ts=self.n / 25)
+            frame = SimpleNamespace(av_frame=None, ts=self.n / 25, size=(16, 16), turns=0)
             return SimpleNamespace(packet=None, frames=[frame])
 
         def close(self) -> None:

@@ -174,7 +174,8 @@ class DemuxSource:
         self.decode_errors = 0
 
     def open(self) -> None:
-        """Open the container and its first video stream, or raise :class:`InputError`."""
+        """Open the container and its first video stream, or raise :class:`InputError`. Opened again after
+        :meth:`close`, it starts over from the first packet."""
         import av
 
         if not self.live:
@@ -201,6 +202,7 @@ class DemuxSource:
             stream.codec_context.thread_count = self._threads
         self._container, self._stream = container, stream
         self._start = int(stream.start_time or 0)
+        self._anchor, self._frames, self._resync = None, 0, False
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
         codec = stream.codec_context.name

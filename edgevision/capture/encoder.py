@@ -37,6 +37,10 @@ from edgevision.results.frame import UndecodablePicture
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 1000)  # ms: camera frames arrive at a variable rate
+# An announced rate above this is a clock, not frames (90000 or 1000 from some HTTP MJPEG streams): the encoder
+# takes 25 fps instead, or its bitrate target and keyframe interval scale with it.
+MAX_FPS = 240.0
+IN_FLIGHT = 64  # frames an encoder may hold before their packets come out (a hardware one holds a few)
 _MUX_CODEC = {"h264_v4l2m2m": "h264", "libx264": "h264", "libopenh264": "h264", "mpeg4": "mpeg4"}
 
 
@@ -75,7 +79,8 @@ class FrameEncoder:
 
     Not thread-safe: one capture thread owns it. ``encode`` accepts a BGR (or grayscale, or YUYV when
     ``pixel_format="yuyv422"``) array, or a decoded ``av.VideoFrame`` (an MJPEG camera's YUV, converted by
-    FFmpeg without a BGR detour). Frames of another size are scaled to the encoder's.
+    FFmpeg without a BGR detour). Frames of another size are scaled to the encoder's. ``fps`` (the source's
+    announced rate) sets the bitrate target; one beyond :data:`MAX_FPS` is taken for 25.
     """
 
     def __init__(
@@ -90,6 +95,9 @@ class FrameEncoder:
         import av
 
         self.codec = choose_encoder(codec)
+        if not 0 < fps <= MAX_FPS:
+            log.info("announced frame rate %g is no frame rate: encoding for 25 fps", fps)
+            fps = 25.0
         self.width, self.height = width - width % 2, height - height % 2
         ctx: Any = av.CodecContext.create(self.codec, "w")
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
@@ -106,7 +114,7 @@ class FrameEncoder:
         self._first_ts: float | None = None
         self._last_key_ts: float | None = None
         self._last_pts = -1
-        self._ts_of: dict[int, float] = {}
+        self._ts_of: dict[int, float] = {}  # pts -> ts of the frames in the encoder; at most IN_FLIGHT
         self.frames_in = 0
         self.packets_out = 0
 
@@ -146,6 +154,10 @@ class FrameEncoder:
             frame.pict_type = PictureType.I
             self._last_key_ts = ts
         self._ts_of[pts] = ts
+        if (
+            len(self._ts_of) > IN_FLIGHT
+        ):  # an encoder that drops frames or renumbers pts never gives these back
+            del self._ts_of[next(iter(self._ts_of))]
         self._last_pts = pts
         self.frames_in += 1
         return self._packets(self._ctx.encode(frame))

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 Prepare = Callable[[Frame], Frame]  # returns the frame carrying its prepared model input
 Clock = Callable[[], float]
+# How long packets arriving without a frame keep a stream from counting as stalled: a stream joined mid-GOP
+# decodes nothing before its next keyframe, which a camera may send only every few seconds (or more).
+KEYFRAME_WAIT_S = 30.0
 
 
 def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
@@ -236,7 +239,7 @@ class LiveRunner:
         self.stats = CaptureStats()
         self.slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
-        # guards _generation, _last_frame_at, _index, _wait, _cleared, _threads, _superseded
+        # guards _generation, _last_frame_at, _last_packet_at, _index, _wait, _cleared, _threads, _superseded
         self._lock = threading.Lock()
         self._generation = 0
         self._wait: SourceWait | None = None
@@ -245,6 +248,9 @@ class LiveRunner:
         self._opened = False  # a source has been opened once (later opens are reconnects)
         self.last_poll: float | None = None  # when the main loop last asked for a frame (its liveness)
         self._last_frame_at = clock()
+        self._last_packet_at: float | None = (
+            None  # the current connection's latest packet, if its source says
+        )
         self._index = 0
         self._error: BaseException | None = None
         self._finished = False
@@ -331,6 +337,20 @@ class LiveRunner:
         with self._lock:
             return gen == self._generation and not self._stop.is_set()
 
+    def _watch(self, src: FrameSource, gen: int) -> None:
+        """A source that reports packets (a demuxed stream) tells of each: a sign of life before its next frame.
+        Told False once connection ``gen`` was given up, it stops reading."""
+        watch = getattr(src, "watch_packets", None)
+        if watch is not None:
+            watch(lambda: self._heard(gen))
+
+    def _heard(self, gen: int) -> bool:
+        with self._lock:
+            if gen != self._generation or self._stop.is_set():
+                return False
+            self._last_packet_at = self.clock()
+            return True
+
     def _open_with_backoff(self, gen: int, delays: Iterator[float]) -> FrameSource | None:
         """A fresh source, opened; each failed open waits the next of ``delays``. None when stopped/superseded."""
         while True:
@@ -363,6 +383,8 @@ class LiveRunner:
 
     def _run(self, gen: int) -> None:
         src, self._first = self._first, None
+        if src is not None:
+            self._watch(src, gen)
         t0: float | None = None
         ts0 = 0.0
         # One backoff sequence until a connection delivers a frame: a source that opens but fails its first read
@@ -377,6 +399,7 @@ class LiveRunner:
                     if src is None:
                         return
                     delivered = False
+                    self._watch(src, gen)
                 item = src.read()
                 if not self._current(gen):
                     return
@@ -424,7 +447,6 @@ class LiveRunner:
                 with self._lock:
                     index = self._index
                     self._index += 1
-                    self._last_frame_at = self.clock()
                 frame = make_frame(item, index, src.source_id)
                 if self.prepare:
                     try:
@@ -432,6 +454,8 @@ class LiveRunner:
                     except UndecodablePicture as exc:  # one damaged camera JPEG: skipped like a dropped frame
                         log.debug("capture: %s: frame %d skipped: %s", src.source_id, index, exc)
                         continue
+                with self._lock:  # a frame only once it proved sound: only damaged pictures are a stall
+                    self._last_frame_at = self.clock()
                 self.slot.put(frame)
                 self.stats.frames += 1
                 self.stats.dropped = self.slot.dropped
@@ -456,8 +480,12 @@ class LiveRunner:
         if self._error is not None:
             raise self._error
         if frame is None and not self._finished and not self._stop.is_set():
+            # a packet is a sign of life too, for a while after the last frame (a GOP's wait)
+            grace = max(self.stall_timeout, KEYFRAME_WAIT_S)
             with self._lock:
-                stalled = is_stalled(self._last_frame_at, self.clock(), self.stall_timeout)
+                life, heard = self._last_frame_at, self._last_packet_at
+                life = life if heard is None else max(life, min(heard, life + grace))
+                stalled = is_stalled(life, self.clock(), self.stall_timeout)
                 if stalled:
                     self._last_frame_at = self.clock()
             if stalled and self.waiting() is None:
@@ -471,8 +499,13 @@ class LiveRunner:
     def finished(self) -> bool:
         return self._finished and self.slot.closed
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop capturing; wait at most ``timeout`` s in all (not per thread: threads stuck in a driver after
+        stalls would add up) for the capture threads to close their sources, the current one first."""
         self._stop.set()
         self.slot.close()
-        for t in self._threads:
-            t.join(timeout=2.0)
+        deadline = self.clock() + timeout
+        with self._lock:
+            threads = self._threads[::-1]
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - self.clock()))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 SKIP_WINDOW = 50
 SKIP_ON = 0.3
 SKIP_OFF = 0.05
+# A file's check at open keeps the packets it read for the first read, up to this; a file whose first frame comes
+# later is read again from its start instead (one that never decodes is refused without being held whole).
+PEEK_MAX_BYTES = 32 << 20
 
 
 def next_skip(current: FrameSkip, dropped: int, delivered: int) -> FrameSkip:
@@ -76,9 +80,11 @@ class PacketSource:
         self._dropped = dropped
         self._codec = encoder_codec
         self._encoder: FrameEncoder | None = None
+        self._encodes = False  # its clips are encoded (a codec MP4 cannot carry), from its first frame on
         self._announced: StreamInfo | None = None  # the stream this source started in the feed
         self._pending: deque[DecodedFrame] = deque()
         self._early: list[Any] = []  # what the open-time check read: replayed by read()
+        self._on_packet: Callable[[], bool] | None = None
         self._skip = FrameSkip.NONE
         self._window = (0, 0)  # (dropped, delivered) at the start of the current window
         self.delivered = 0
@@ -86,8 +92,14 @@ class PacketSource:
 
     @property
     def encoder(self) -> FrameEncoder | None:
-        """The one continuous encode of a stream that cannot be remuxed (None when its packets are kept)."""
+        """The one continuous encode of a stream that cannot be remuxed (None when its packets are kept, and until
+        its first frame)."""
         return self._encoder
+
+    def watch_packets(self, on_packet: Callable[[], bool]) -> None:
+        """Call ``on_packet`` at every packet read (a live runner's sign of life: a stream joined mid-GOP gives
+        packets long before its first frame); its False ends the stream (the runner gave the connection up)."""
+        self._on_packet = on_packet
 
     def open(self) -> None:
         self.demux.open()
@@ -107,7 +119,15 @@ class PacketSource:
             self._announced = info
             self.feed.start_stream(info)
             return
-        self._encoder = FrameEncoder(info.width, info.height, self.fps or 25.0, self._codec)
+        self._encodes = True
+
+    def _start_encode(self, first: DecodedFrame) -> FrameEncoder:
+        """The one continuous encode, started at the first frame: of its size as a player shows it (a rotated
+        video's display matrix applied: :meth:`_picture`)."""
+        info = self.demux.stream_info
+        assert info is not None and self.feed is not None
+        width, height = first.size
+        self._encoder = FrameEncoder(width, height, self.fps or 25.0, self._codec)
         self._announced = self._encoder.stream_info
         self.feed.start_stream(self._announced)
         log.info(
@@ -116,19 +136,34 @@ class PacketSource:
             info.codec,
             self._encoder.codec,
         )
+        return self._encoder
+
+    @staticmethod
+    def _picture(frame: DecodedFrame) -> Any:
+        """What the encoder takes of ``frame``: the decoder's YUV, or for a rotated video the upright image (an
+        encoded clip has no display matrix: the decoder's picture would play on its side)."""
+        return frame.bgr() if frame.turns else frame.av_frame
 
     def _peek_first_frame(self) -> None:
         """A file must decode to at least one frame: refuse it now, not after the run started. Its packets up to
-        there are kept and handed over with the first :meth:`read`."""
-        self._early = []
+        there are kept and handed over with the first :meth:`read` (up to :data:`PEEK_MAX_BYTES`)."""
+        self._early, held = [], 0
         while not self._pending:
             item = self.demux.read()
             if item is None:
+                self._early.clear()
                 self.demux.close()
                 raise InputError(f"{self.source_id}: no decodable video frame (truncated or corrupt file)")
-            self._early.append(item)
+            held += item.packet.size if item.packet is not None else 0
+            if held > PEEK_MAX_BYTES:
+                self._early.clear()  # too much to hold: read again from the start below
+            else:
+                self._early.append(item)
             self._pending.extend(item.frames)
         self._pending.clear()
+        if held > PEEK_MAX_BYTES:
+            self.demux.close()
+            self.demux.open()
 
     def read(self) -> tuple[DecodedFrame, float, None] | None:
         while not self._pending:
@@ -139,11 +174,14 @@ class PacketSource:
             if item is None:
                 self._flush()
                 return None
-            if item.packet is not None and self.feed is not None and self._encoder is None:
+            if item.packet is not None and self._on_packet is not None and not self._on_packet():
+                return None
+            if item.packet is not None and self.feed is not None and not self._encodes:
                 self.feed.put(item.packet, stream=self._announced)
             for frame in item.frames:
-                if self._encoder is not None and self.feed is not None:
-                    for packet in self._encoder.encode(frame.av_frame, frame.ts):
+                if self._encodes and self.feed is not None:
+                    encoder = self._encoder or self._start_encode(frame)
+                    for packet in encoder.encode(self._picture(frame), frame.ts):
                         self.feed.put(packet, stream=self._announced)
                     self.encoded += 1
                 self._pending.append(frame)
@@ -173,7 +211,7 @@ class PacketSource:
             self.demux.set_skip(skip)
 
     def _flush(self) -> None:
-        encoder, self._encoder = self._encoder, None
+        encoder, self._encoder, self._encodes = self._encoder, None, False
         if encoder is not None and self.feed is not None:
             drain(encoder, self.feed, self.source_id, self._announced)
 

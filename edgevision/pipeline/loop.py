@@ -24,6 +24,7 @@ from edgevision.results import (
     Sink,
     Stage,
 )
+from edgevision.results.frame import UndecodablePicture
 
 if TYPE_CHECKING:
     from edgevision.pipeline.control import Controls
@@ -179,7 +180,13 @@ class Pipeline:
                         break
                     self._idle()
                     continue
-                result = self.process(frame)
+                try:
+                    result = self.process(frame)
+                except UndecodablePicture as exc:
+                    # a damaged camera JPEG the capture thread did not prepare for this detector (a rung switched
+                    # since, detection switched on): skipped like a dropped frame, as the capture thread does
+                    log.debug("frame %d skipped: %s", frame.index, exc)
+                    continue
                 for sink in self.sinks:
                     sink.on_result(result)
                 processed += 1

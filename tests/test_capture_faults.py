@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgevision.capture.runner import LiveRunner, ReplayRunner, SourceWait
+from edgevision.capture.replay import ReplayRunner
+from edgevision.capture.runner import LiveRunner, SourceWait
 from edgevision.capture.sources import OpenCVSource
 
 

@@ -23,7 +23,7 @@ from test_remux import long_gop_video, open_gop_video
 from edgevision.capture.demux import DecodedFrame, DemuxSource, FrameSkip
 from edgevision.capture.feed import PacketFeed, StreamStart
 from edgevision.capture.packets import EncodedPacket, StreamInfo
-from edgevision.capture.runner import ReplayRunner
+from edgevision.capture.replay import ReplayRunner
 from edgevision.capture.stream import PacketSource, next_skip
 from edgevision.errors import InputError
 from edgevision.events.state import EventSettings

@@ -19,7 +19,7 @@ from conftest import count_frames as frame_count
 from media import FPS, splice
 
 from edgevision.capture.packets import EncodedPacket
-from edgevision.capture.runner import ReplayRunner
+from edgevision.capture.replay import ReplayRunner
 from edgevision.capture.sources import OpenCVSource
 from edgevision.config import load_config
 from edgevision.detection.detector import FixedDetect

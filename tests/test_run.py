@@ -17,7 +17,8 @@ import pytest
 from conftest import EDGEVISION, HALLWAY_1, HALLWAY_3, IMAGES, WALKING, count_frames, run_cli
 from fakes import CameraScript, FakePicamera2, fake_picamera2_module, frames_from
 
-from edgevision.capture.runner import LiveRunner, ReplayRunner, backoff_delays, is_stalled
+from edgevision.capture.replay import ReplayRunner
+from edgevision.capture.runner import LiveRunner, backoff_delays, is_stalled
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import OpenCVSource, Picamera2Source
 from edgevision.config import load_config

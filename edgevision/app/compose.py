@@ -27,7 +27,8 @@ from typing import Any
 from edgevision.app.source import interpreters, replays, sample_frames
 from edgevision.app.system import System
 from edgevision.capture.factory import open_runner
-from edgevision.capture.runner import LiveRunner, ReplayRunner
+from edgevision.capture.replay import ReplayRunner
+from edgevision.capture.runner import LiveRunner
 from edgevision.config import EdgeVisionConfig
 from edgevision.config_check import check_config
 from edgevision.detection.detector import FixedDetect

@@ -2,7 +2,8 @@
 the latest-frame slot and the capture threads. :func:`~edgevision.capture.factory.open_runner` builds them."""
 
 from edgevision.capture.feed import PacketFeed, StreamStart
-from edgevision.capture.runner import CaptureStats, LiveRunner, ReplayRunner
+from edgevision.capture.replay import ReplayRunner
+from edgevision.capture.runner import CaptureStats, LiveRunner
 from edgevision.capture.slot import LatestSlot
 from edgevision.capture.sources import OpenCVSource, Picamera2Source
 from edgevision.results.frame import Frame

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edgevision.capture.feed import PacketFeed
-from edgevision.capture.runner import LiveRunner, Prepare, ReplayRunner
+from edgevision.capture.replay import ReplayRunner
+from edgevision.capture.runner import LiveRunner, Prepare
 
 if TYPE_CHECKING:
     from edgevision.capture.sources import FrameSource

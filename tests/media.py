@@ -50,3 +50,18 @@ def splice(path: Path, segments: list[tuple[str, int]]) -> list[tuple[int, int]]
         pos += count
     writer.release()
     return spans
+
+
+class DamagedPicture:
+    """A camera JPEG whose header parsed and whose picture does not decode (a ``DecodedImage`` for
+    ``Frame.lazy``)."""
+
+    size = (64, 48)
+
+    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
+        from edgevision.results.frame import UndecodablePicture
+
+        raise UndecodablePicture("not a decodable JPEG")
+
+    def bgr(self) -> np.ndarray:
+        return self.model_input(0, 0)

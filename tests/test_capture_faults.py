@@ -11,6 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from media import DamagedPicture
 
 from edgevision.capture.replay import ReplayRunner
 from edgevision.capture.runner import LiveRunner, SourceWait
@@ -297,24 +298,10 @@ class _OnlyDamagedJpegs:
             return None
         self.count -= 1
         self.now[0] += 1.0
-        return _Undecodable(), self.now[0], None
+        return DamagedPicture(), self.now[0], None
 
     def close(self) -> None:
         pass
-
-
-class _Undecodable:
-    """A picture whose header parsed and whose decode fails (a :class:`DecodedImage`)."""
-
-    size = (64, 48)
-
-    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
-        from edgevision.results.frame import UndecodablePicture
-
-        raise UndecodablePicture("not a decodable JPEG")
-
-    def bgr(self) -> np.ndarray:
-        return self.model_input(0, 0)
 
 
 def test_a_camera_sending_only_damaged_jpegs_is_a_stalled_source() -> None:

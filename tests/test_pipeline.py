@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from media import DamagedPicture
 
 from edgevision.capture.runner import CaptureStats
 from edgevision.pipeline.control import Controls
@@ -338,20 +339,6 @@ def test_a_source_that_fails_to_open_still_closes_the_step_and_every_sink() -> N
     assert runner.calls == ["start"]  # a runner that never started is not stopped (its thread never ran)
 
 
-class _DamagedPicture:
-    """A camera JPEG whose header parsed and whose picture does not decode (a ``DecodedImage``)."""
-
-    size = (64, 48)
-
-    def model_input(self, width: int, height: int, pixel_format: str = "rgb24") -> np.ndarray:
-        from edgevision.results.frame import UndecodablePicture
-
-        raise UndecodablePicture("not a decodable JPEG")
-
-    def bgr(self) -> np.ndarray:
-        return self.model_input(0, 0)
-
-
 @dataclass
 class _PreprocessingStep(FakeStep):
     """A step that makes the model's input on the loop (a rung switched since the capture thread prepared the
@@ -368,7 +355,7 @@ def test_a_damaged_picture_preprocessed_on_the_loop_is_skipped_not_the_end_of_th
     """A damaged camera JPEG preprocessed on the loop (after a rung switch) raised out of the run."""
     log: list[str] = []
     good = frames(3)
-    runner = FakeRunner([good[0], Frame.lazy(_DamagedPicture(), 0.1, 1, "fake"), good[2]])
+    runner = FakeRunner([good[0], Frame.lazy(DamagedPicture(), 0.1, 1, "fake"), good[2]])
     sink = FakeSink("s0", log)
     summary = Pipeline(runner, _PreprocessingStep(log), [sink]).run(threading.Event())
     assert [r.frame.index for r in sink.results] == [0, 2]

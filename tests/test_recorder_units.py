@@ -170,13 +170,7 @@ def test_two_retention_passes_never_both_delete_for_the_same_shortfall(tmp_path:
 
     data = tmp_path / "data"
     index = EventIndex(data)
-    clips = []
-    for i in range(5):
-        rel = f"clips/20240101/{i + 1:06d}.mp4"
-        (data / rel).parent.mkdir(parents=True, exist_ok=True)
-        (data / rel).write_bytes(b"x" * 1000)
-        clips.append(data / rel)
-        index.create("cam", "person", float(i), 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    clips = _finalized_clips(index, data, 5, 1000, start=lambda i: float(i))
     index.close()
     total = 13_500  # free = total - what the clips use: 8500, 1500 short of min_free, two events' worth
 
@@ -424,13 +418,7 @@ def test_a_file_retention_cannot_touch_skips_its_event_and_never_stops_recording
     from edgevision.recorder.retention import RetentionPolicy, apply_retention
 
     index = EventIndex(tmp_path)
-    clips = []
-    for i in range(3):
-        rel = f"clips/20240101/{i + 1:06d}.mp4"
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x" * 100)
-        clips.append(tmp_path / rel)
-        index.create("cam", "person", 0.0, 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    clips = _finalized_clips(index, tmp_path, 3, 100, start=lambda i: 0.0)
     bad = clips[0]
     real = getattr(Path, failing)
 
@@ -527,3 +515,17 @@ def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
     disk.check(force=True)  # a clip about to start runs (or waits for) a pass
     assert passes == ["retention", "MainThread"]
     index.close()
+
+
+def _finalized_clips(
+    index: EventIndex, root: Path, n: int, size: int, start: Callable[[int], float]
+) -> list[Path]:
+    """``n`` finalized events (ids 1..n, recorded at wall 1000 + i) each with a clip of ``size`` bytes."""
+    clips = []
+    for i in range(n):
+        rel = f"clips/20240101/{i + 1:06d}.mp4"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x" * size)
+        clips.append(root / rel)
+        index.create("cam", "person", start(i), 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    return clips

@@ -797,3 +797,49 @@ def test_an_event_closed_by_recovery_ends_when_it_stopped_not_when_recovery_ran(
     assert row is not None and row.end_ts is not None and row.status in ("lost", "finalized")
     assert row.end_wall == pytest.approx(1000.0 + row.end_ts - row.start_ts)
     index.close()
+
+
+@pytest.mark.parametrize("failing", ["snapshot-exists", "rename-partial"])
+def test_an_io_error_on_any_file_of_an_open_event_leaves_it_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Asking whether an open event's snapshot exists, or renaming its salvaged ``.partial``, hit an I/O error
+    (a failing SD card): the OSError left recovery and the recorder could not start at all (restarted, it met
+    the same file again). A snapshot that cannot be looked at is not proven missing: the row keeps naming it and
+    is closed; any other disk error leaves the event as it is for the next start, like an unreadable clip."""
+    data = tmp_path / "data"
+    drive(data)
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    if failing == "rename-partial":
+        clip = clip.rename(clip.with_name(clip.name + ".partial"))
+    index = EventIndex(data)
+    index.update(ev["id"], status="recording")
+    snapshot = data / ev["snapshot_path"]
+    real_exists, real_replace = Path.exists, os.replace
+
+    def failing_exists(path: Path) -> bool:
+        if path == snapshot:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_exists(path)
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if str(src).endswith(".partial"):
+            raise OSError(errno.EIO, "Input/output error", str(src))
+        real_replace(src, dst)
+
+    if failing == "snapshot-exists":
+        monkeypatch.setattr(Path, "exists", failing_exists)
+    else:
+        monkeypatch.setattr(os, "replace", failing_replace)
+    report = recover(index, data)  # no exception
+    monkeypatch.undo()
+    (after,) = rows(data)
+    if failing == "snapshot-exists":
+        assert report.unchecked == 0 and after["status"] == "finalized"
+        assert after["snapshot_path"] == ev["snapshot_path"] and snapshot.exists()
+    else:
+        assert report.unchecked == 1 and after["status"] == "recording" and clip.exists()
+        assert recover(EventIndex(data), data).unchecked == 0  # the next start finishes it
+        assert [e["status"] for e in rows(data)] == ["recovered"]
+    index.close()

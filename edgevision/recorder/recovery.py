@@ -11,8 +11,8 @@ clip file it cannot prove broken. For each event still ``recording``:
   stay either way, and ``end_sent = 0`` so the recorder announces its end like a live one.
 
 Every step is idempotent, so recovery killed half-way is completed by the next one. A clip that cannot be *read*
-(an I/O error from a failing card, no memory) proves nothing, and a row a full disk does not take cannot be
-closed: its event and files stay as they are, for the next start to check. A ``finalized`` event whose
+(an I/O error from a failing card, no memory, on any of the event's files) proves nothing, and a row a full disk
+does not take cannot be closed: its event and files stay as they are, for the next start to check. A ``finalized`` event whose
 clip vanished is marked ``lost``; stray snapshot ``.tmp`` files and unreferenced ``.partial`` files with nothing
 decodable are removed.
 """
@@ -34,6 +34,7 @@ from edgevision.recorder.index import EventIndex, EventRow
 from edgevision.recorder.index_writer import is_disk_error
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.snapshots import write_snapshot
+from edgevision.recorder.space import DISK_ERRNOS
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,16 @@ def _exists_or_unreadable(path: Path) -> bool:
         return True
 
 
+def _proves_nothing(exc: BaseException) -> bool:
+    """Whether an error met recovering an event is the disk's (unreadable, full, read-only, failing), which
+    proves nothing about the event's files: it is left for the next start. Anything else is a bug and raised."""
+    if isinstance(exc, ClipUnreadable):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_ERRNOS
+    return is_disk_error(exc)
+
+
 def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: RecoveryReport) -> None:
     if not row.clip_path:
         _mark_lost(index, data_dir, row, "process stopped while recording; no clip was being written", report)
@@ -175,8 +186,8 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         "end_sent": 0,
     }
     snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
-    if row.snapshot_path and (data_dir / row.snapshot_path).exists():
-        pass
+    if row.snapshot_path and _exists_or_unreadable(data_dir / row.snapshot_path):
+        pass  # named already (a snapshot that cannot be looked at is not proven missing: still named)
     elif landed := _stills_landed(data_dir, row):  # written just before the kill
         values.update(landed)
     elif check.middle is not None:
@@ -236,11 +247,12 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                     clip = data_dir / row.clip_path
                     announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
                 _recover_row(index, data_dir, row, report)
-            except (ClipUnreadable, sqlite3.OperationalError) as exc:
-                # a read error proves nothing, and a row the full disk does not take cannot be closed: files and
-                # row stay for the next start (raised, a full disk stopped every start, and with it the
+            except (OSError, sqlite3.OperationalError) as exc:
+                # a read error proves nothing (an unreadable clip, EIO asking for, renaming or removing any of the
+                # event's files), and a row the full disk does not take cannot be closed: files and row stay for
+                # the next start (raised, a failing card or a full disk stopped every start, and with it the
                 # retention that would have freed the space)
-                if isinstance(exc, sqlite3.OperationalError) and not is_disk_error(exc):
+                if not _proves_nothing(exc):
                     raise
                 report.unchecked += 1
                 log.error(

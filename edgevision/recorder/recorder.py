@@ -43,8 +43,9 @@ from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode
-from edgevision.recorder.packet_clips import PacketClips, hash_values, salvage_cut_clip
+from edgevision.recorder.packet_clips import PacketClips, cut_note, cuts_clip, hash_values, salvage_cut_clip
 from edgevision.recorder.recovery import Checking, RecoveryReport, recover
+from edgevision.recorder.remux import MuxerRefused
 from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.space import DISK_ERRNOS, DiskSpace
@@ -319,16 +320,16 @@ class Recorder:
             try:
                 # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
                 clip = self._active.clip = self.clips.start(self.settings.data_dir / clip_rel, sig.trigger_ts)
-            except OSError as exc:
-                if exc.errno not in DISK_ERRNOS:
+            except (OSError, MuxerRefused) as exc:
+                if not cuts_clip(exc):
                     raise
-                if self.clips.clip is not None:  # the disk filled while the pre-roll was written: salvage it
-                    self._active.clip = self.clips.clip
-                    self._close_clip_after_disk_error(self._active, exc)
-                else:  # the file could not even be created
+                if self.clips.clip is None and isinstance(exc, OSError):  # the file could not even be created
                     self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
                     self._active.clip_rel = None
                     self.writer.update(event_id, clip_path=None)
+                else:  # the disk filled (or the muxer refused a packet) while the pre-roll was written: salvage
+                    self._active.clip = self.clips.clip
+                    self._cut_clip(self._active, exc)
                 clip = None
         self._notify(
             EventPhase.START, {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index}
@@ -353,10 +354,10 @@ class Recorder:
             self._resume_from = item.ts
         try:
             self.clips.push(item)
-        except OSError as exc:
-            if exc.errno not in DISK_ERRNOS or self._active is None or self._active.clip is None:
+        except (OSError, MuxerRefused) as exc:
+            if not cuts_clip(exc) or self._active is None or self._active.clip is None:
                 raise
-            self._close_clip_after_disk_error(self._active, exc)
+            self._cut_clip(self._active, exc)
 
     def _new_stream(self, start: StreamStart) -> None:
         """The source reconnected (or its encoder restarted): an open clip ends here and the ring starts over;
@@ -387,7 +388,8 @@ class Recorder:
         if self._active is not None:
             self._active.own = RunningStats()
 
-    def _close_clip_after_disk_error(self, active: ActiveEvent, exc: OSError) -> None:
+    def _cut_clip(self, active: ActiveEvent, exc: OSError | MuxerRefused) -> None:
+        """A disk or muxer error cut the active event's clip: salvage it; a disk error also stops new clips."""
         assert active.clip is not None
         clip = active.clip
         active.clip = None
@@ -397,14 +399,12 @@ class Recorder:
         if salvage == {}:  # nothing playable: no clip
             active.clip_rel = None
         values = dict(salvage or {})
-        notes = [
-            f"clip cut short by disk error: {exc.strerror}",
-            *([str(values.pop("note"))] if "note" in values else []),
-        ]
+        notes = [cut_note(exc), *([str(values.pop("note"))] if "note" in values else [])]
         self.writer.update(
             active.event_id, clip_path=active.clip_rel, clip_frames=None, note="; ".join(notes), **values
         )
-        self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
+        if isinstance(exc, OSError):  # the muxer's error is this clip's alone: the next event records one
+            self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 
     def _finish(self, sig: EventEnd) -> None:
         """Close the active event: clip (fsync, rename, dir fsync), hash, snapshot, then the index row.
@@ -452,16 +452,16 @@ class Recorder:
     def _finalize_clip(self, active: ActiveEvent) -> dict[str, object]:
         """Close the event's clip (fsync, rename, dir fsync) and hash it; the index values it gives.
 
-        Disk errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is not
-        swallowed). A clip without a single packet from a keyframe on is removed (no clip)."""
+        Disk and muxer errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is
+        not swallowed). A clip without a single packet from a keyframe on is removed (no clip)."""
         assert active.clip is not None
         clip = active.clip
         try:
             final = self.clips.finish()
-        except OSError as exc:
-            if exc.errno not in DISK_ERRNOS:
+        except (OSError, MuxerRefused) as exc:
+            if not cuts_clip(exc):
                 raise
-            self._close_clip_after_disk_error(active, exc)  # salvages the .partial
+            self._cut_clip(active, exc)  # salvages the .partial
             return {}
         except ValueError as exc:  # nothing decodable was written: the .partial is gone
             log.warning("event %d: %s", active.event_id, exc)

@@ -203,6 +203,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Recover and apply retention, owning the data directory: refused (exit 75, naming the pid) while
     ``edgevision run --record`` records into it. ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
+    from edgevision.fsutil import finish_set_aside
     from edgevision.paths import data_dir, events_index
     from edgevision.recorder.factory import retention_policy
     from edgevision.recorder.index import EventIndex
@@ -220,6 +221,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         )
     else:
         with DataDirLock(root, "events prune"):
+            finish_set_aside(events_index(root))  # a set-aside a kill interrupted: never open the file half
             index = EventIndex(root)
             print(recover(index, root).line())
             plan = apply_retention(index, root, time.time(), free_space(root), retention_policy(cfg))

@@ -4,9 +4,10 @@ SQLite reports a damaged ``events.db`` (a power cut on an SD card that lies abou
 ``DatabaseError`` when it is opened or as a failed ``PRAGMA quick_check``. Raised from the recorder, that error
 stopped every start of the service: nothing was recorded until someone moved the file by hand. Instead, the
 recorder (which holds the data-directory lock) keeps the damaged file as ``events.db.damaged-<UTC stamp>`` (with
-its ``-wal`` and ``-shm``), opens a new index and gives every clip and snapshot on disk its row back under its
-own id (the files are named by it: ``clips/<day>/<id>.mp4``, ``snapshots/<id>.jpg``), so that retention manages
-them again, `events list` and the web page show them, and the next event's id, above all of them, never reuses a
+its ``-wal`` and ``-shm``; a set-aside a kill interrupted is finished at the next start, before anything opens
+the file without its log: :func:`~edgevision.fsutil.set_aside`), opens a new index and gives every clip and
+snapshot on disk its row back under its own id (the files are named by it: ``clips/<day>/<id>.mp4``,
+``snapshots/<id>.jpg``), so that retention manages them again, `events list` and the web page show them, and the next event's id, above all of them, never reuses a
 file name. A clip still ``.partial`` comes back as ``recording``: recovery then checks it like any other.
 
 What the files cannot tell is lost with the damaged index: a rebuilt row's start is its clip's (or snapshot's)
@@ -22,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgevision.fsutil import set_aside
+from edgevision.fsutil import finish_set_aside, set_aside
 from edgevision.recorder.index import EventIndex
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,23 @@ class _Found:
 def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
     """The recorder's index, checked; a damaged one is set aside and a new one rebuilt (module docstring)."""
     problem: str | None
-    try:
-        index = EventIndex(data_dir)
-    except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing
-        raise
-    except sqlite3.DatabaseError as exc:  # not a database, malformed
-        problem = str(exc)
+    # a set-aside a kill interrupted is finished first: the file alone, without its log, is never opened
+    kept = finish_set_aside(data_dir / "events.db")
+    if kept is not None:
+        problem = "found half set aside after a kill"
     else:
-        problem = index.damage()
-        if problem is None:
-            return index
-        index.close()
-    kept = set_aside(data_dir / "events.db")
+        try:
+            index = EventIndex(data_dir)
+        except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
+            problem = str(exc)
+        else:
+            problem = index.damage()
+            if problem is None:
+                return index
+            index.close()
+        kept = set_aside(data_dir / "events.db")
     index = EventIndex(data_dir)
     rows = rebuild(index, data_dir, camera, label)
     log.error(

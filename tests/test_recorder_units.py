@@ -527,3 +527,38 @@ def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
     disk.check(force=True)  # a clip about to start runs (or waits for) a pass
     assert passes == ["retention", "MainThread"]
     index.close()
+
+
+def test_retention_makes_an_events_deletions_durable_before_its_row_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention unlinked an event's files and deleted its row (a synchronous commit) without fsyncing the
+    directories: after a power cut the row stayed deleted while the files came back, named by no event: never
+    listed, never deleted, their space never reclaimed. Each directory that lost a file is fsync'd before the
+    row goes."""
+    from edgevision.recorder import retention
+    from edgevision.recorder.retention import RetentionPolicy, apply_retention
+
+    index = EventIndex(tmp_path)
+    files = ["clips/20240101/000001.mp4", "snapshots/000001.jpg", "snapshots/000001-thumb.jpg"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    index.create(
+        "cam", "person", 0.0, 0, start_wall=1000.0, status="finalized",
+        clip_path=files[0], snapshot_path=files[1], thumb_path=files[2],
+    )  # fmt: skip
+    steps: list[str] = []
+    real_delete = index.delete
+
+    def delete(event_id: int) -> None:
+        steps.append("delete")
+        real_delete(event_id)
+
+    monkeypatch.setattr(retention, "fsync_dir", lambda path: steps.append(f"fsync {path.name}"))
+    monkeypatch.setattr(index, "delete", delete)
+    policy = RetentionPolicy(max_age_s=10.0, min_free_bytes=None, keep_newest=0)
+    assert apply_retention(index, tmp_path, 5000.0, 1 << 40, policy) == [(1, "max_age")]
+    assert sorted(steps[:-1]) == ["fsync 20240101", "fsync snapshots"] and steps[-1] == "delete"
+    assert index.list() == [] and not any((tmp_path / rel).exists() for rel in files)
+    index.close()

@@ -9,6 +9,7 @@ long as a clip fits). Deletions for space are logged at WARNING.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgevision.fsutil import fsync_dir
 from edgevision.recorder.index import EventIndex, EventRow
 from edgevision.recorder.wallclock import BootClock, read_boot_clock, true_starts
 
@@ -109,8 +111,8 @@ def apply_retention(
     dry_run: bool = False,
     clock: BootClock | None = None,
 ) -> list[tuple[int, str]]:
-    """Delete what :func:`plan_retention` selects: files first, then the index row. Returns what was deleted
-    (an event whose files cannot be deleted is kept), or with ``dry_run`` what would be.
+    """Delete what :func:`plan_retention` selects: files first (their directories fsync'd), then the index row.
+    Returns what was deleted (an event whose files cannot be deleted is kept), or with ``dry_run`` what would be.
 
     Events are aged on ``now`` from their true starts (``clock``: the boot clock, read now when not given), and
     the running boot's offset is saved for later boots (not by a dry run)."""
@@ -125,8 +127,14 @@ def apply_retention(
     for event_id, rule in plan:
         row = rows[event_id]
         try:
-            for path in event_files(row, data_dir):
+            files = event_files(row, data_dir)
+            for path in files:
                 path.unlink(missing_ok=True)
+            # durable before the row goes: after a power cut, files whose row is gone would come back named by
+            # no event (never listed, never deleted)
+            for parent in sorted({path.parent for path in files}):
+                with contextlib.suppress(FileNotFoundError):  # a directory gone brings nothing back
+                    fsync_dir(parent)
         except OSError as exc:
             # a bad sector or a card remounted read-only: the row keeps naming what is left, a later pass
             # tries again, and the other events are still deleted (raised, it stopped the recorder)

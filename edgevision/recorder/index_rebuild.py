@@ -35,6 +35,10 @@ _SNAPSHOT_COLUMN = {None: "snapshot_path", "-thumb": "thumb_path", "-face": "fac
 REBUILT_NOTE = (
     "rebuilt from its files after the event index was damaged: start time from the file, scores unknown"
 )
+ADOPTED_NOTE = (
+    "found on disk without its row (a row that never landed, or files a power cut brought back after retention): "
+    "start time from the file, scores unknown"
+)
 
 
 @dataclass
@@ -119,9 +123,22 @@ def highest_file_id(data_dir: Path) -> int:
 def rebuild(index: EventIndex, data_dir: Path, camera: str, label: str) -> int:
     """Give every clip and snapshot in ``data_dir`` its row in ``index`` (empty) under the id its name holds;
     returns how many rows were made."""
-    found = _scan(data_dir)
+    return _give_rows(index, _scan(data_dir), camera, label, REBUILT_NOTE)
+
+
+def adopt_orphans(index: EventIndex, data_dir: Path, camera: str, label: str) -> list[int]:
+    """Give a row, as :func:`rebuild` does, to every clip and snapshot whose id has none in ``index``: a row kept
+    in memory for a full disk that never landed, files a power cut brought back after retention deleted their
+    row. Nothing on disk stays invisible to ``events list`` and to retention. Returns the ids adopted."""
+    known = {row.id for row in index.list()}
+    found = {event_id: entry for event_id, entry in _scan(data_dir).items() if event_id not in known}
+    _give_rows(index, found, camera, label, ADOPTED_NOTE)
+    return sorted(found)
+
+
+def _give_rows(index: EventIndex, found: dict[int, _Found], camera: str, label: str, note: str) -> int:
     for event_id, entry in sorted(found.items()):
-        status = "recording" if entry.partial else "finalized"
+        status = "recording" if entry.partial else "finalized"  # recovery checks a .partial
         index.create(
             camera,
             label,
@@ -131,7 +148,7 @@ def rebuild(index: EventIndex, data_dir: Path, camera: str, label: str) -> int:
             start_wall=entry.mtime,
             end_wall=None if entry.partial else entry.mtime,
             status=status,
-            note=REBUILT_NOTE,
+            note=note,
             end_sent=1,  # nothing to announce: MQTT never heard of these ids in this run
             **entry.paths,
         )

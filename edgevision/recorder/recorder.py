@@ -84,12 +84,11 @@ class Recorder:
         # One process owns the directory (raises DataDirBusy, exit 75): held until close().
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
         try:
+            owner = (settings.camera, settings.events.labels[0])  # of rows made for files found without one
             # a damaged index is set aside and rebuilt from the files: recording goes on (index_rebuild.py)
-            self.index = index or open_recorder_index(
-                settings.data_dir, settings.camera, settings.events.labels[0]
-            )
-            # before any frame
-            self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery)
+            self.index = index or open_recorder_index(settings.data_dir, *owner)
+            # before any frame; files a row never named are given one
+            self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery, owner)
             # ids above every file's too: a row that never left the writer's memory (killed while the disk was
             # full) left its files named by its id, and a new event given that id would overwrite them
             self.writer = IndexWriter(self.index, highest_file_id(settings.data_dir) + 1)

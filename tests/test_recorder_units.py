@@ -562,3 +562,53 @@ def test_retention_makes_an_events_deletions_durable_before_its_row_goes(
     assert sorted(steps[:-1]) == ["fsync 20240101", "fsync snapshots"] and steps[-1] == "delete"
     assert index.list() == [] and not any((tmp_path / rel).exists() for rel in files)
     index.close()
+
+
+def test_close_never_closes_the_index_under_a_retention_pass_and_a_pass_stops_between_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` gave the retention timer 30 s to stop, then closed the index and released the directory lock
+    even while a pass (thousands of deletions after ``max_age_days`` was lowered, minutes on an SD card) went on
+    deleting: its next row delete failed on the closed index with the event's files already gone, and another
+    process could take the directory meanwhile. A pass now stops between two events when asked; one that does not
+    stop in time (a card that hangs) keeps the index open and the directory locked, and close() says so."""
+    import threading
+
+    import recorder_driver as drv
+
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.retention import RetentionPolicy, RetentionTimer
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    clips = []
+    for i in range(3):
+        rel = f"clips/20240101/{i + 1:06d}.mp4"
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x")
+        clips.append(data / rel)
+        index.create("cam", "person", 0.0, 0, start_wall=1000.0 + i, status="finalized", clip_path=rel)
+    index.close()
+    inside, release = threading.Event(), threading.Event()
+    real_unlink, real_stop = Path.unlink, RetentionTimer.stop
+
+    def slow_unlink(self: Path, *a: Any, **k: Any) -> None:
+        if self == clips[0]:  # the card is slow on the first event's clip
+            inside.set()
+            release.wait()
+        real_unlink(self, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", slow_unlink)
+    # the pass is held until released: the timeout only keeps the test short
+    monkeypatch.setattr(RetentionTimer, "stop", lambda self, timeout=30.0: real_stop(self, 0.01))
+    policy = RetentionPolicy(max_age_s=10.0, min_free_bytes=None, keep_newest=0)
+    rec = Recorder(drv.settings(data, retention=policy), blocking=True)
+    assert inside.wait(30)
+    with pytest.raises(RuntimeError, match="retention"):
+        rec.close()
+    release.set()
+    rec.retention._thread.join(30)
+    assert rec.retention.error is None  # the event being deleted was deleted whole: files, then its row
+    assert [r.id for r in rec.index.list()] == [2, 3] and clips[1].exists()  # then the pass stopped
+    rec.index.close()
+    rec._dir_lock.release()

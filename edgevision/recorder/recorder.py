@@ -49,7 +49,7 @@ from edgevision.recorder.remux import MuxerRefused
 from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.space import DISK_ERRNOS, DiskSpace
-from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
+from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem, track
 from edgevision.results import FrameResult
 from edgevision.results.events import EventPhase, EventUpdate
 from edgevision.results.frame import Frame
@@ -119,7 +119,9 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
         # Age and size limits are applied on their own timer; free space is also checked before each clip.
-        self.retention = RetentionTimer(self.disk.retention_pass, self.settings.retention_interval_s)
+        self.retention = RetentionTimer(
+            self.disk.retention_pass, settings.retention_interval_s, self.disk.stopping
+        )
         self.retention.start()
 
     @property
@@ -138,7 +140,7 @@ class Recorder:
             raise self._error
         if self.retention.error is not None:
             raise self.retention.error
-        item = self._track(result)
+        item = track(result, self.events)
         self._last_frame = result.frame
         if self.blocking or item.signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
@@ -157,21 +159,6 @@ class Recorder:
             item = WorkItem(self._last_frame, [], list(update.signals), False, frameless=True)
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
 
-    def _track(self, result: FrameResult) -> WorkItem:
-        """The event signals and statistics of one result: the one place the recorder reads the event stage
-        (pipeline thread; the recorder thread only sees what this returns)."""
-        ev = result.events if result.events is not None else self.events.update(result)
-        st = ev.stats
-        return WorkItem(
-            result.frame,
-            list(result.detections),
-            list(ev.signals),
-            ev.best_frame,
-            result.faces,
-            (st.max_score, st.mean_score, st.peak_count, st.best_ts),
-            list(ev.matches),
-        )
-
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every frame handed over so far has been handled; False on timeout or failure."""
         deadline = time.monotonic() + timeout
@@ -186,9 +173,9 @@ class Recorder:
             self._put_final(WorkItem(self._last_frame, [], list(final.signals), False, frameless=True))
         self._put_final(None)
         self._thread.join(timeout=120.0)
-        self.retention.stop()
-        if self._thread.is_alive():
-            raise RuntimeError("recorder did not finish within 120 s")
+        self.retention.stop()  # a pass ends after the event it is deleting
+        if self._thread.is_alive() or self.retention.running:  # the index stays open, the directory locked
+            raise RuntimeError("recorder or retention did not finish (120 s, 30 s): the index stays open")
         try:
             if self._error is None:
                 if not self.writer.flush():

@@ -51,6 +51,7 @@ class DiskSpace:
         self.floor = record_floor(retention.min_free_bytes)
         self._next_check = 0.0
         self._lock = threading.Lock()  # one retention pass at a time (timer and recorder threads)
+        self.stopping = threading.Event()  # set when the recorder closes: a pass ends between two events
 
     def degrade(self, mode: Mode, exc: OSError) -> None:
         """A write failed in a way that forces ``mode`` (never less degraded than now)."""
@@ -97,7 +98,9 @@ class DiskSpace:
                 return True
             try:
                 clock = read_boot_clock()
-                apply_retention(self.index, self.data_dir, clock.wall, free, self.policy, clock=clock)
+                apply_retention(
+                    self.index, self.data_dir, clock.wall, free, self.policy, clock=clock, stop=self.stopping
+                )
             except Exception as exc:
                 if not is_disk_error(exc):
                     raise

@@ -490,7 +490,7 @@ def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
     thread's pass ran (thousands of deletions after ``max_age_days`` was lowered: an unlink and a synchronous
     index delete each, minutes on an SD card), the recorder thread waited for its lock: no packet moved, the
     capture's bounded feed overflowed and the clip being written lost its video. The periodic check now leaves
-    the space to the pass that runs (it measures again next time); a clip about to start still waits for it."""
+    the space to the pass that runs (it measures again next time)."""
     import threading
 
     from edgevision.recorder import space
@@ -524,7 +524,7 @@ def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
     checker.join(30)
     assert not waited and passes == ["retention"]
     assert disk.mode is Mode.SNAPSHOTS_ONLY  # measured below the floor all the same
-    disk.check(force=True)  # a clip about to start runs (or waits for) a pass
+    disk.check(force=True)  # a clip about to start runs a (free-space) pass when none runs
     assert passes == ["retention", "MainThread"]
     index.close()
 
@@ -612,3 +612,52 @@ def test_close_never_closes_the_index_under_a_retention_pass_and_a_pass_stops_be
     assert [r.id for r in rec.index.list()] == [2, 3] and clips[1].exists()  # then the pass stopped
     rec.index.close()
     rec._dir_lock.release()
+
+
+def test_a_clip_about_to_start_never_waits_for_the_timers_pass_and_deletes_for_space_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At an event's start the recorder thread measured free space and, below ``min_free``, waited for the
+    timer's retention pass to end (minutes of deletions after ``max_age_days`` was lowered): no packet moved,
+    the capture's bounded feed overflowed and the clip lost its start. Uncontended, it ran the whole pass itself,
+    age and size rules included, on the recorder thread. It now leaves the space to a pass that runs, and its own
+    pass deletes for free space alone."""
+    import threading
+
+    from edgevision.recorder import space
+    from edgevision.recorder.retention import RetentionPolicy
+    from edgevision.recorder.space import DiskSpace
+
+    inside, release = threading.Event(), threading.Event()
+    passes: list[tuple[str, RetentionPolicy]] = []
+
+    def slow_pass(
+        index: EventIndex, data: Path, now: float, free: int, policy: RetentionPolicy, **k: Any
+    ) -> list:
+        passes.append((threading.current_thread().name, policy))
+        if len(passes) == 1:
+            inside.set()
+            release.wait()
+        return []
+
+    monkeypatch.setattr(space, "apply_retention", slow_pass)
+    index = EventIndex(tmp_path)
+    policy = RetentionPolicy(max_age_s=86400.0, max_total_bytes=1 << 30, min_free_bytes=1000)
+    disk = DiskSpace(tmp_path, policy, index, lambda p: 10, lambda: 0.0, 1.0)
+    timer = threading.Thread(target=disk.retention_pass, name="retention")
+    timer.start()
+    assert inside.wait(30)
+    starting = threading.Thread(target=disk.check, kwargs={"force": True}, name="recorder")
+    starting.start()
+    starting.join(30)  # a failure detector, not a time limit: on the old code it waits until release
+    waited = starting.is_alive()
+    release.set()
+    timer.join(30)
+    starting.join(30)
+    assert not waited and [name for name, _ in passes] == ["retention"]
+    assert disk.mode is Mode.SNAPSHOTS_ONLY  # measured below the floor all the same: no clip
+    disk.check(force=True)  # no pass runs: the recorder thread's own deletes for free space alone
+    assert [name for name, _ in passes] == ["retention", "MainThread"]
+    assert passes[1][1] == RetentionPolicy(max_age_s=None, max_total_bytes=None, min_free_bytes=1000)
+    assert passes[0][1] == policy  # the timer's pass applies every rule
+    index.close()

@@ -661,3 +661,32 @@ def test_a_clip_about_to_start_never_waits_for_the_timers_pass_and_deletes_for_s
     assert passes[1][1] == RetentionPolicy(max_age_s=None, max_total_bytes=None, min_free_bytes=1000)
     assert passes[0][1] == policy  # the timer's pass applies every rule
     index.close()
+
+
+def test_the_close_log_says_what_becomes_of_writes_a_full_disk_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closed while the index could not be written, the recorder logged that start-up recovery would close the
+    events its queued writes belonged to. Recovery only closes rows that landed: an event whose row never did has
+    nothing to close. The log now counts those apart and says what the next start does (gives their files a
+    row back), which the next start then does."""
+    import recorder_driver as drv
+
+    from edgevision.recorder.index_rebuild import ADOPTED_NOTE
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.recovery import recover
+
+    data = tmp_path / "data"
+    index = FlakyIndex(data)
+    index.full = True
+    rec = Recorder(drv.settings(data), blocking=True, index=index)
+    with caplog.at_level("ERROR"):
+        drv.record(data, 10.0, 6.0, [(1.0, 4.0)], recorder=rec)
+    (line,) = [r.getMessage() for r in caplog.records if "could not be saved" in r.getMessage()]
+    assert "1 event(s) whose row never landed" in line and "given a row from their files" in line
+    again = EventIndex(data)  # the next start, with room on the disk
+    assert again.list() == []
+    assert recover(again, data).adopted == 1  # does what the log said
+    (row,) = again.list()
+    assert row.note == ADOPTED_NOTE and row.clip_path and row.snapshot_path
+    again.close()

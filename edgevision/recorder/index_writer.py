@@ -42,6 +42,11 @@ class IndexWriter:
         """Writes waiting for the disk."""
         return len(self._pending)
 
+    @property
+    def pending_creates(self) -> int:
+        """Events whose row waits for the disk (their later writes are folded into it)."""
+        return sum(op == "create" for op, _, _ in self._pending)
+
     def next_id_preview(self) -> int:
         """The id :meth:`create` will return next."""
         return self._next_id

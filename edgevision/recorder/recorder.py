@@ -178,11 +178,13 @@ class Recorder:
             raise RuntimeError("recorder or retention did not finish (120 s, 30 s): the index stays open")
         try:
             if self._error is None:
-                if not self.writer.flush():
+                if not self.writer.flush():  # recovery closes rows that landed; files without one are adopted
                     log.error(
-                        "recorder: %d index write(s) could not be saved (disk full); start-up recovery "
-                        "will close the events they belong to",
+                        "recorder: %d index write(s) could not be saved (disk full): start-up recovery closes "
+                        "the events whose row landed; %d event(s) whose row never landed are given a row from "
+                        "their files at the next start (their scores lost), if their clip or snapshot was written",
                         self.writer.pending,
+                        self.writer.pending_creates,
                     )
                 self._announce_ends()
             try:

@@ -690,3 +690,33 @@ def test_the_close_log_says_what_becomes_of_writes_a_full_disk_kept(
     (row,) = again.list()
     assert row.note == ADOPTED_NOTE and row.clip_path and row.snapshot_path
     again.close()
+
+
+def test_an_events_start_is_stamped_when_its_trigger_frame_was_captured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's ``start_wall`` (and its boot clock, which ages it for retention) was read when the recorder thread
+    got to the event's start: after the detector's latency and the hand-off queue, seconds late on a busy Pi. It
+    is now the clock when the trigger frame left the camera (``captured_at``)."""
+    import recorder_driver as drv
+
+    from edgevision.recorder import index_writer, wallclock
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.wallclock import BootClock
+    from edgevision.results import FrameResult, Latency
+
+    now = BootClock("boot", 100_000.0, 1_000_000_000.0)  # the clocks when the recorder reads them
+    monkeypatch.setattr(wallclock, "read_boot_clock", lambda *a: now)
+    monkeypatch.setattr(index_writer, "read_boot_clock", lambda *a: now, raising=False)
+    data = tmp_path / "data"
+    rec = Recorder(drv.settings(data), blocking=True)
+    for r in drv.results(10.0, 3.0, [(0.5, 3.0)]):
+        frame = r.frame
+        late = Frame(frame.image, frame.ts, frame.index, frame.source_id, captured_at=time.monotonic() - 5.0)
+        rec.on_result(FrameResult(late, r.detections, Latency(), "m"))  # each frame reaches it 5 s late
+    rec.close()
+    (row,) = EventIndex(data).list()
+    assert row.start_wall <= now.wall - 5.0  # not when the recorder got to it
+    assert row.start_boot is not None and row.start_boot - now.boottime == pytest.approx(
+        row.start_wall - now.wall
+    )

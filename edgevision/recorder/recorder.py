@@ -284,6 +284,7 @@ class Recorder:
             self.settings.events.labels[0],
             sig.trigger_ts,
             frame.index,
+            frame.captured_at or None,  # stamped when the trigger frame left the camera
             status="recording",
             clip_path=clip_rel,
             end_sent=0,

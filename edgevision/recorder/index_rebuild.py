@@ -83,13 +83,16 @@ def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
     return index
 
 
-def _scan(data_dir: Path) -> dict[int, _Found]:
+def _scan(data_dir: Path, known: frozenset[int] = frozenset()) -> dict[int, _Found]:
+    """What the recorder's files in ``data_dir`` say, by id; ids in ``known`` are passed over (not stat'ed: at
+    every start, a month of events)."""
     found: dict[int, _Found] = {}
     for pattern in ("clips/*/*", "snapshots/*"):
         for path in data_dir.glob(pattern):
             rel = path.relative_to(data_dir).as_posix()
             clip, snap = _CLIP.match(rel), _SNAPSHOT.match(rel)
-            if clip is None and snap is None:
+            match = clip or snap
+            if match is None or int(match.group(1)) in known:
                 continue
             try:
                 mtime = path.stat().st_mtime
@@ -130,8 +133,7 @@ def adopt_orphans(index: EventIndex, data_dir: Path, camera: str, label: str) ->
     """Give a row, as :func:`rebuild` does, to every clip and snapshot whose id has none in ``index``: a row kept
     in memory for a full disk that never landed, files a power cut brought back after retention deleted their
     row. Nothing on disk stays invisible to ``events list`` and to retention. Returns the ids adopted."""
-    known = {row.id for row in index.list()}
-    found = {event_id: entry for event_id, entry in _scan(data_dir).items() if event_id not in known}
+    found = _scan(data_dir, frozenset(row.id for row in index.list()))
     _give_rows(index, found, camera, label, ADOPTED_NOTE)
     return sorted(found)
 

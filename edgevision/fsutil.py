@@ -59,16 +59,53 @@ def unlink_quietly(path: Path) -> None:
 
 def set_aside(path: Path, why: str = "damaged") -> Path:
     """Rename an SQLite file (and its ``-wal`` / ``-shm``) to ``<name>.<why>-<UTC stamp>``, kept for a look
-    rather than deleted; returns the new path of the database file. The database is renamed last: its name is
-    what a reader opens."""
+    rather than deleted; returns the new path of the database file.
+
+    A kill at any instant leaves it recoverable: the kept name is written durably to a marker
+    (``<name>.set-aside``) before the first rename, and :func:`finish_set_aside`, called by the directory's owner
+    before it opens the database, completes a set-aside a kill interrupted. Without it, the database left alone
+    at its name would be opened without the rows committed in its write-ahead log (renamed first), and a log left
+    alone (the database renamed first) would be replayed into a new database."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     kept = path.with_name(f"{path.name}.{why}-{stamp}")
     n = 1
-    while kept.exists():  # twice within a second
+    while kept.exists() or kept.with_name(kept.name + "-wal").exists():  # twice within a second
         n += 1
         kept = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
-    for suffix in ("-wal", "-shm", ""):
-        part = path.with_name(path.name + suffix)
-        if part.exists():
-            part.rename(kept.with_name(kept.name + suffix))
+    marker = _set_aside_marker(path)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(kept.name + "\n")
+    install_atomically(tmp, marker)  # the intent is durable before anything moves
+    _move_aside(path, kept)
     return kept
+
+
+def finish_set_aside(path: Path) -> Path | None:
+    """Complete a :func:`set_aside` of ``path`` that a kill interrupted (its marker is there): the parts still at
+    their names join the kept ones. Returns the kept database's path, or None when there was nothing to finish.
+    Only the directory's owner calls it, before it opens the database."""
+    marker = _set_aside_marker(path)
+    try:
+        name = marker.read_text().strip()
+    except FileNotFoundError:
+        return None
+    kept = path.with_name(name)
+    _move_aside(path, kept)
+    return kept
+
+
+def _set_aside_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".set-aside")
+
+
+def _move_aside(path: Path, kept: Path) -> None:
+    """Rename the parts of ``path`` still at their names to ``kept``'s, then drop the marker. The write-ahead log
+    goes first and the database last (its name is what an opener looks for); a part whose kept name is taken
+    already stays (after a kill, a reader may have made a new, empty log beside the database alone)."""
+    for suffix in ("-wal", "-shm", ""):
+        part, dest = path.with_name(path.name + suffix), kept.with_name(kept.name + suffix)
+        if part.exists() and not dest.exists():
+            part.rename(dest)
+    fsync_dir(path.parent)
+    _set_aside_marker(path).unlink()
+    fsync_dir(path.parent)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgevision.events.state import EventSettings
+from edgevision.fsutil import set_aside
 from edgevision.recorder import index_rebuild
 from edgevision.recorder.index import EventIndex
 from edgevision.recorder.index_rebuild import REBUILT_NOTE, open_recorder_index
@@ -126,3 +128,70 @@ def test_the_recorder_starts_on_a_damaged_index(tmp_path: Path) -> None:
         assert (row.id, row.status, row.clip_path) == (3, "finalized", "clips/20261201/000003.mp4")
     finally:
         rec.close()
+
+
+class _Killed(BaseException):
+    """A SIGKILL as a test can have it: nothing after it runs (no ``except Exception`` catches it)."""
+
+
+def test_a_kill_at_any_instant_of_setting_the_index_aside_loses_no_committed_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged index whose write-ahead log SQLite could not fold in (the file does not open, a reader holds
+    it) was set aside by three renames, its ``-wal`` first. Killed after that one, the next start opened
+    ``events.db`` without its log: the rows committed there were gone from it, and from the kept copy too (its
+    log under another stamp); an index whose damage lay in those pages even passed the check and was used as it
+    was, without a word. Killed at any instant, the next start now finishes the set-aside: the damaged index is
+    kept whole, with its log, never opened without it."""
+    import os
+    import re
+    import shutil
+
+    source = tmp_path / "source"
+    live = EventIndex(source)  # kept open: its rows stay in the write-ahead log, as in a running recorder
+    for k in range(5):
+        live.create("cam", "person", float(k), k, status="finalized")
+    names = sorted(p.name for p in source.iterdir())
+    assert "events.db-wal" in names
+    # the damage lies in pages the write-ahead log holds: the file without its log looks sound
+    monkeypatch.setattr(EventIndex, "damage", lambda self: "simulated" if len(self.list()) == 5 else None)
+    real_rename, real_replace = os.rename, os.replace
+    kill_at = 0
+    while True:
+        kill_at += 1
+        data = tmp_path / f"data{kill_at}"
+        data.mkdir()
+        for name in names:
+            shutil.copy(source / name, data / name)
+        calls = [0]
+
+        def killing(real: Any, at: int = kill_at, calls: list[int] = calls) -> Any:
+            def call(src: Any, dst: Any) -> None:
+                calls[0] += 1
+                if calls[0] == at:
+                    raise _Killed
+                real(src, dst)
+
+            return call
+
+        monkeypatch.setattr(os, "rename", killing(real_rename))
+        monkeypatch.setattr(os, "replace", killing(real_replace))
+        try:  # a log SQLite could not fold in before (the file unopenable, a reader's connection open)
+            set_aside(data / "events.db")
+            finished = True
+        except _Killed:
+            finished = False
+        monkeypatch.setattr(os, "rename", real_rename)
+        monkeypatch.setattr(os, "replace", real_replace)
+        open_recorder_index(data, "cam", "person").close()  # the next start
+        (kept,) = [p for p in data.iterdir() if re.fullmatch(r"events\.db\.damaged-[0-9TZ-]+", p.name)]
+        check = tmp_path / f"check{kill_at}"
+        check.mkdir()
+        shutil.copy(kept, check / "events.db")
+        if kept.with_name(kept.name + "-wal").exists():  # folded in when the next start opened it whole
+            shutil.copy(kept.with_name(kept.name + "-wal"), check / "events.db-wal")
+        assert [r.id for r in EventIndex(check).list()] == [1, 2, 3, 4, 5], kill_at
+        if finished:
+            break
+    assert kill_at >= 3  # every rename was a kill point
+    live.close()

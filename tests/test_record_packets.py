@@ -743,3 +743,75 @@ def test_a_reconnect_whose_clip_hits_a_full_disk_never_stops_the_recorder(
     assert rec.clips_cut_by_reconnect == 1 and calls["n"] == 2
     assert before["status"] == "recovered" and "disk error" in before["note"]
     assert after["status"] == "finalized" and after["clip_path"] and after["start_ts"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("failing", ["packet", "trailer"])
+def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The muxer refusing a packet (or the clip's end) with an FFmpeg error that is not an OSError (invalid
+    data, an invalid argument: a ``ValueError``) escaped the recorder thread: the run stopped, and an error at
+    the end was taken for "nothing decodable was written", the row cleared of a clip whose ``.partial`` stayed.
+    The clip is cut there and salvaged, as after a disk error, and the disk being fine, the next event records
+    its clip as usual."""
+    from edgevision.capture.encoder import FrameEncoder
+    from edgevision.results import FrameResult
+
+    refused = av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+    real_open = av.open
+    opened: list[Any] = []
+
+    class Refusing:
+        """The first clip's muxer: refuses its 40th packet, or its trailer."""
+
+        def __init__(self, container: Any) -> None:
+            self.container, self.muxed = container, 0
+
+        def mux(self, packet: Any) -> Any:
+            self.muxed += 1
+            if failing == "packet" and self.muxed == 40:
+                raise refused
+            return self.container.mux(packet)
+
+        def close(self) -> None:
+            self.container.close()
+            if failing == "trailer":
+                raise refused
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.container, name)
+
+    def open_(*args: Any, **kw: Any) -> Any:
+        container = real_open(*args, **kw)
+        opened.append(container)
+        return Refusing(container) if len(opened) == 1 and args[1:2] == ("w",) else container
+
+    monkeypatch.setattr(av, "open", open_)
+    data = tmp_path / "data"
+    feed = PacketFeed(blocking=True)
+    rec = Recorder(settings(data, pre_roll=1.0), blocking=True, packets=feed)
+    img = np.zeros((120, 160, 3), np.uint8)
+    enc = FrameEncoder(160, 120, 25.0, "libx264")
+    feed.start_stream(enc.stream_info)
+    for i in range(300):  # a person at 0-3 s and at 7-10 s
+        ts = i / 25
+        for p in enc.encode(img + i % 50, ts):
+            assert feed.put(p)
+        people = [Detection("person", 0, 0.9, BBox(0.3, 0.2, 0.5, 0.9))] if ts < 3 or 7 <= ts < 10 else []
+        rec.on_result(FrameResult(Frame(img, ts, i, "t"), people, Latency(), "m"))
+    for p in enc.flush():
+        feed.put(p)
+    feed.close()
+    rec.close()  # no exception
+    monkeypatch.undo()
+    index = EventIndex(data)
+    first, second = [r.to_dict() for r in index.list()]
+    index.close()
+    # cut at a packet: what came before is salvaged; at the trailer: every packet was written
+    assert first["status"] == ("recovered" if failing == "packet" else "finalized")
+    assert "muxer refused" in first["note"] and first["degraded"] is None
+    check = inspect_clip(data / first["clip_path"])
+    assert check.playable and check.frames > 20
+    assert not list(data.rglob("*.partial"))
+    assert second["status"] == "finalized" and second["clip_path"] and second["degraded"] is None
+    assert inspect_clip(data / second["clip_path"]).frames > 50

@@ -174,9 +174,9 @@ def test_recovery_never_deletes_a_complete_clip_it_finds(tmp_path: Path, referen
 
 
 def test_stray_partials_are_kept_when_they_play_and_removed_only_when_nothing_decodes(tmp_path: Path) -> None:
-    """A ``.partial`` no event names (its row never reached the index): kept when it holds playable video, removed
-    when nothing in it decodes; each is announced (file and size) before recovery decodes it, the finished
-    event's clip is not."""
+    """A ``.partial`` no event names (its row never reached the index): kept when it holds playable video (and
+    given a row, salvaged like any open event's clip), removed when nothing in it decodes; each is announced
+    (file and size) once, before recovery decodes it, the finished event's clip is not."""
     data = tmp_path / "data"
     drive(data)
     (ev,) = rows(data)
@@ -188,8 +188,11 @@ def test_stray_partials_are_kept_when_they_play_and_removed_only_when_nothing_de
     calls: list[tuple[str, int]] = []
     report = recover(EventIndex(data), data, checking=lambda p, n: calls.append((p.name, n)))
     assert sorted(calls) == [(playable.name, clip.stat().st_size), (zeros.name, clip.stat().st_size)]
-    assert playable.exists() and not zeros.exists() and report.orphans_removed == 1
-    assert [e["status"] for e in rows(data)] == ["finalized"] and sha256_file(clip) == ev["clip_sha256"]
+    assert not zeros.exists() and report.orphans_removed == 1 and report.adopted == 1
+    first, adopted = rows(data)
+    assert first["status"] == "finalized" and sha256_file(clip) == first["clip_sha256"] == ev["clip_sha256"]
+    assert adopted["id"] == 999998 and adopted["status"] == "recovered"
+    assert not playable.exists() and sha256_file(data / adopted["clip_path"]) == adopted["clip_sha256"]
 
 
 def test_a_clip_that_does_not_decode_is_proven_broken_and_only_then_removed(tmp_path: Path) -> None:
@@ -796,4 +799,85 @@ def test_an_event_closed_by_recovery_ends_when_it_stopped_not_when_recovery_ran(
     row = index.get(event_id)
     assert row is not None and row.end_ts is not None and row.status in ("lost", "finalized")
     assert row.end_wall == pytest.approx(1000.0 + row.end_ts - row.start_ts)
+    index.close()
+
+
+@pytest.mark.parametrize("failing", ["snapshot-exists", "rename-partial"])
+def test_an_io_error_on_any_file_of_an_open_event_leaves_it_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Asking whether an open event's snapshot exists, or renaming its salvaged ``.partial``, hit an I/O error
+    (a failing SD card): the OSError left recovery and the recorder could not start at all (restarted, it met
+    the same file again). A snapshot that cannot be looked at is not proven missing: the row keeps naming it and
+    is closed; any other disk error leaves the event as it is for the next start, like an unreadable clip."""
+    data = tmp_path / "data"
+    drive(data)
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    if failing == "rename-partial":
+        clip = clip.rename(clip.with_name(clip.name + ".partial"))
+    index = EventIndex(data)
+    index.update(ev["id"], status="recording")
+    snapshot = data / ev["snapshot_path"]
+    real_exists, real_replace = Path.exists, os.replace
+
+    def failing_exists(path: Path) -> bool:
+        if path == snapshot:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_exists(path)
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if str(src).endswith(".partial"):
+            raise OSError(errno.EIO, "Input/output error", str(src))
+        real_replace(src, dst)
+
+    if failing == "snapshot-exists":
+        monkeypatch.setattr(Path, "exists", failing_exists)
+    else:
+        monkeypatch.setattr(os, "replace", failing_replace)
+    report = recover(index, data)  # no exception
+    monkeypatch.undo()
+    (after,) = rows(data)
+    if failing == "snapshot-exists":
+        assert report.unchecked == 0 and after["status"] == "finalized"
+        assert after["snapshot_path"] == ev["snapshot_path"] and snapshot.exists()
+    else:
+        assert report.unchecked == 1 and after["status"] == "recording" and clip.exists()
+        assert recover(EventIndex(data), data).unchecked == 0  # the next start finishes it
+        assert [e["status"] for e in rows(data)] == ["recovered"]
+    index.close()
+
+
+def test_files_without_a_row_are_given_one_at_start_so_retention_reclaims_them(tmp_path: Path) -> None:
+    """Files whose row is gone (retention deleted it and a power cut brought the unlinked files back) or never
+    landed (a row kept in memory for a full disk, a playable ``.partial``) stayed on disk named by no event:
+    never listed, never deleted, their space never reclaimed. Recovery gives each id its row back (as a rebuilt
+    index does), checks a ``.partial`` among them like any open event's, and retention then manages them."""
+    from edgevision.recorder.index_rebuild import ADOPTED_NOTE
+    from edgevision.recorder.retention import RetentionPolicy, apply_retention
+
+    data = tmp_path / "data"
+    drive(data)
+    (ev,) = rows(data)
+    clip = data / ev["clip_path"]
+    stray = clip.with_name("000002.mp4.partial")
+    shutil.copy(clip, stray)
+    index = EventIndex(data)
+    index.delete(ev["id"])  # its files came back after a power cut
+    report = recover(index, data, owner=("garden", "person"))
+    got = {r.id: r for r in index.list()}
+    assert sorted(got) == [1, 2] and report.adopted == 2
+    back, partial = got[1], got[2]
+    assert (back.status, back.clip_path, back.snapshot_path, back.thumb_path) == (
+        "finalized",
+        ev["clip_path"],
+        ev["snapshot_path"],
+        ev["thumb_path"],
+    )
+    assert back.note == ADOPTED_NOTE and back.camera == "garden" and back.end_sent == 1
+    assert partial.status == "recovered" and (data / str(partial.clip_path)).exists() and not stray.exists()
+    assert recover(index, data).adopted == 0  # once
+    policy = RetentionPolicy(max_age_s=0.0, min_free_bytes=None, keep_newest=0)
+    assert [i for i, _ in apply_retention(index, data, time.time() + 10, 1 << 40, policy)] == [1, 2]
+    assert not list((data / "clips").rglob("*.mp4*")) and not list((data / "snapshots").iterdir())
     index.close()

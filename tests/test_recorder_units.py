@@ -471,14 +471,96 @@ def test_an_id_whose_row_never_landed_is_not_reused_for_new_files(tmp_path: Path
     assert all(path.read_bytes() == content for path, content in orphans.items() if path.exists())
 
 
-def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
+def test_retention_makes_an_events_deletions_durable_before_its_row_goes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Below ``min_free`` the recorder thread's periodic space check runs a retention pass too. While the timer
-    thread's pass ran (thousands of deletions after ``max_age_days`` was lowered: an unlink and a synchronous
-    index delete each, minutes on an SD card), the recorder thread waited for its lock: no packet moved, the
-    capture's bounded feed overflowed and the clip being written lost its video. The periodic check now leaves
-    the space to the pass that runs (it measures again next time); a clip about to start still waits for it."""
+    """Retention unlinked an event's files and deleted its row (a synchronous commit) without fsyncing the
+    directories: after a power cut the row stayed deleted while the files came back, named by no event: never
+    listed, never deleted, their space never reclaimed. Each directory that lost a file is fsync'd before the
+    row goes."""
+    from edgevision.recorder import retention
+    from edgevision.recorder.retention import RetentionPolicy, apply_retention
+
+    index = EventIndex(tmp_path)
+    files = ["clips/20240101/000001.mp4", "snapshots/000001.jpg", "snapshots/000001-thumb.jpg"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    index.create(
+        "cam", "person", 0.0, 0, start_wall=1000.0, status="finalized",
+        clip_path=files[0], snapshot_path=files[1], thumb_path=files[2],
+    )  # fmt: skip
+    steps: list[str] = []
+    real_delete = index.delete
+
+    def delete(event_id: int) -> None:
+        steps.append("delete")
+        real_delete(event_id)
+
+    monkeypatch.setattr(retention, "fsync_dir", lambda path: steps.append(f"fsync {path.name}"))
+    monkeypatch.setattr(index, "delete", delete)
+    policy = RetentionPolicy(max_age_s=10.0, min_free_bytes=None, keep_newest=0)
+    assert apply_retention(index, tmp_path, 5000.0, 1 << 40, policy) == [(1, "max_age")]
+    assert sorted(steps[:-1]) == ["fsync 20240101", "fsync snapshots"] and steps[-1] == "delete"
+    assert index.list() == [] and not any((tmp_path / rel).exists() for rel in files)
+    index.close()
+
+
+def test_close_never_closes_the_index_under_a_retention_pass_and_a_pass_stops_between_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` gave the retention timer 30 s to stop, then closed the index and released the directory lock
+    even while a pass (thousands of deletions after ``max_age_days`` was lowered, minutes on an SD card) went on
+    deleting: its next row delete failed on the closed index with the event's files already gone, and another
+    process could take the directory meanwhile. A pass now stops between two events when asked; one that does not
+    stop in time (a card that hangs) keeps the index open and the directory locked, and close() says so."""
+    import threading
+
+    import recorder_driver as drv
+
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.retention import RetentionPolicy, RetentionTimer
+
+    data = tmp_path / "data"
+    index = EventIndex(data)
+    clips = _finalized_clips(index, data, 3, 1, start=lambda i: 0.0)
+    index.close()
+    inside, release = threading.Event(), threading.Event()
+    real_unlink, real_stop = Path.unlink, RetentionTimer.stop
+
+    def slow_unlink(self: Path, *a: Any, **k: Any) -> None:
+        if self == clips[0]:  # the card is slow on the first event's clip
+            inside.set()
+            release.wait()
+        real_unlink(self, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", slow_unlink)
+    # the pass is held until released: the timeout only keeps the test short
+    monkeypatch.setattr(RetentionTimer, "stop", lambda self, timeout=30.0: real_stop(self, 0.01))
+    policy = RetentionPolicy(max_age_s=10.0, min_free_bytes=None, keep_newest=0)
+    rec = Recorder(drv.settings(data, retention=policy), blocking=True)
+    assert inside.wait(30)
+    with pytest.raises(RuntimeError, match="retention"):
+        rec.close()
+    release.set()
+    rec.retention._thread.join(30)
+    assert rec.retention.error is None  # the event being deleted was deleted whole: files, then its row
+    assert [r.id for r in rec.index.list()] == [2, 3] and clips[1].exists()  # then the pass stopped
+    rec.index.close()
+    rec._dir_lock.release()
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["periodic-check", "clip-about-to-start"])
+def test_the_recorder_thread_never_waits_for_the_timers_pass_and_deletes_for_space_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force: bool
+) -> None:
+    """Below ``min_free`` the recorder thread's space check — the periodic one, and the forced one at an
+    event's start — waited for the timer thread's retention pass (thousands of deletions after
+    ``max_age_days`` was lowered: an unlink and a synchronous index delete each, minutes on an SD card): no
+    packet moved, the capture's bounded feed overflowed and the clip lost its video (or its start).
+    Uncontended, it ran the whole pass itself, age and size rules included, on the recorder thread. It now
+    leaves the space to a pass that runs (it measures again next time), and its own pass deletes for free
+    space alone."""
     import threading
 
     from edgevision.recorder import space
@@ -486,10 +568,12 @@ def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
     from edgevision.recorder.space import DiskSpace
 
     inside, release = threading.Event(), threading.Event()
-    passes: list[str] = []
+    passes: list[tuple[str, RetentionPolicy]] = []
 
-    def slow_pass(*a: Any, **k: Any) -> list[tuple[int, str]]:
-        passes.append(threading.current_thread().name)
+    def slow_pass(
+        index: EventIndex, data: Path, now: float, free: int, policy: RetentionPolicy, **k: Any
+    ) -> list:
+        passes.append((threading.current_thread().name, policy))
         if len(passes) == 1:
             inside.set()
             release.wait()
@@ -497,24 +581,84 @@ def test_the_recorder_thread_never_waits_for_the_timers_retention_pass(
 
     monkeypatch.setattr(space, "apply_retention", slow_pass)
     index = EventIndex(tmp_path)
-    disk = DiskSpace(
-        tmp_path, RetentionPolicy(max_age_s=None, min_free_bytes=1000), index, lambda p: 10, lambda: 0.0, 1.0
-    )
+    policy = RetentionPolicy(max_age_s=86400.0, max_total_bytes=1 << 30, min_free_bytes=1000)
+    disk = DiskSpace(tmp_path, policy, index, lambda p: 10, lambda: 0.0, 1.0)
     timer = threading.Thread(target=disk.retention_pass, name="retention")
     timer.start()
     assert inside.wait(30)
-    checker = threading.Thread(target=disk.check, name="recorder")
+    checker = threading.Thread(target=disk.check, kwargs={"force": force}, name="recorder")
     checker.start()
     checker.join(30)  # a failure detector, not a time limit: on the old code it waits until release
     waited = checker.is_alive()
     release.set()
     timer.join(30)
     checker.join(30)
-    assert not waited and passes == ["retention"]
-    assert disk.mode is Mode.SNAPSHOTS_ONLY  # measured below the floor all the same
-    disk.check(force=True)  # a clip about to start runs (or waits for) a pass
-    assert passes == ["retention", "MainThread"]
+    assert not waited and [name for name, _ in passes] == ["retention"]
+    assert disk.mode is Mode.SNAPSHOTS_ONLY  # measured below the floor all the same: no clip
+    disk.check(force=True)  # no pass runs: the recorder thread's own deletes for free space alone
+    assert [name for name, _ in passes] == ["retention", "MainThread"]
+    assert passes[1][1] == RetentionPolicy(max_age_s=None, max_total_bytes=None, min_free_bytes=1000)
+    assert passes[0][1] == policy  # the timer's pass applies every rule
     index.close()
+
+
+def test_the_close_log_says_what_becomes_of_writes_a_full_disk_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closed while the index could not be written, the recorder logged that start-up recovery would close the
+    events its queued writes belonged to. Recovery only closes rows that landed: an event whose row never did has
+    nothing to close. The log now counts those apart and says what the next start does (gives their files a
+    row back), which the next start then does."""
+    import recorder_driver as drv
+
+    from edgevision.recorder.index_rebuild import ADOPTED_NOTE
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.recovery import recover
+
+    data = tmp_path / "data"
+    index = FlakyIndex(data)
+    index.full = True
+    rec = Recorder(drv.settings(data), blocking=True, index=index)
+    with caplog.at_level("ERROR"):
+        drv.record(data, 10.0, 6.0, [(1.0, 4.0)], recorder=rec)
+    (line,) = [r.getMessage() for r in caplog.records if "could not be saved" in r.getMessage()]
+    assert "1 event(s) whose row never landed" in line and "given a row from their files" in line
+    again = EventIndex(data)  # the next start, with room on the disk
+    assert again.list() == []
+    assert recover(again, data).adopted == 1  # does what the log said
+    (row,) = again.list()
+    assert row.note == ADOPTED_NOTE and row.clip_path and row.snapshot_path
+    again.close()
+
+
+def test_an_events_start_is_stamped_when_its_trigger_frame_was_captured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's ``start_wall`` (and its boot clock, which ages it for retention) was read when the recorder thread
+    got to the event's start: after the detector's latency and the hand-off queue, seconds late on a busy Pi. It
+    is now the clock when the trigger frame left the camera (``captured_at``)."""
+    import recorder_driver as drv
+
+    from edgevision.recorder import index_writer, wallclock
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.wallclock import BootClock
+    from edgevision.results import FrameResult, Latency
+
+    now = BootClock("boot", 100_000.0, 1_000_000_000.0)  # the clocks when the recorder reads them
+    monkeypatch.setattr(wallclock, "read_boot_clock", lambda *a: now)
+    monkeypatch.setattr(index_writer, "read_boot_clock", lambda *a: now, raising=False)
+    data = tmp_path / "data"
+    rec = Recorder(drv.settings(data), blocking=True)
+    for r in drv.results(10.0, 3.0, [(0.5, 3.0)]):
+        frame = r.frame
+        late = Frame(frame.image, frame.ts, frame.index, frame.source_id, captured_at=time.monotonic() - 5.0)
+        rec.on_result(FrameResult(late, r.detections, Latency(), "m"))  # each frame reaches it 5 s late
+    rec.close()
+    (row,) = EventIndex(data).list()
+    assert row.start_wall <= now.wall - 5.0  # not when the recorder got to it
+    assert row.start_boot is not None and row.start_boot - now.boottime == pytest.approx(
+        row.start_wall - now.wall
+    )
 
 
 def _finalized_clips(

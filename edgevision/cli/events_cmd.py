@@ -225,6 +225,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ``edgevision run --record`` records into it, and (exit 2) when another user owns the directory (run as
     root, what it writes would be root's). ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
+    from edgevision.fsutil import finish_set_aside
     from edgevision.paths import data_dir, events_index
     from edgevision.recorder.factory import retention_policy
     from edgevision.recorder.index import EventIndex
@@ -243,6 +244,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         _check_owner(root)
         with DataDirLock(root, "events prune"):
+            finish_set_aside(events_index(root))  # a set-aside a kill interrupted: never open the file half
             index = EventIndex(root)
             print(recover(index, root).line())
             plan = apply_retention(index, root, time.time(), free_space(root), retention_policy(cfg))

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from edgevision.fsutil import set_aside
+from edgevision.fsutil import finish_set_aside, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.max = max_messages
         self._lock = threading.Condition()  # guards the connection; notified on put
+        if kept := finish_set_aside(path):  # a kill came while it was set aside: never opened without its log
+            log.warning("mqtt: the damaged outbox %s, set aside when a kill came, is kept as %s", path, kept)
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as exc:

@@ -4,9 +4,10 @@ SQLite reports a damaged ``events.db`` (a power cut on an SD card that lies abou
 ``DatabaseError`` when it is opened or as a failed ``PRAGMA quick_check``. Raised from the recorder, that error
 stopped every start of the service: nothing was recorded until someone moved the file by hand. Instead, the
 recorder (which holds the data-directory lock) keeps the damaged file as ``events.db.damaged-<UTC stamp>`` (with
-its ``-wal`` and ``-shm``), opens a new index and gives every clip and snapshot on disk its row back under its
-own id (the files are named by it: ``clips/<day>/<id>.mp4``, ``snapshots/<id>.jpg``), so that retention manages
-them again, `events list` and the web page show them, and the next event's id, above all of them, never reuses a
+its ``-wal`` and ``-shm``; a set-aside a kill interrupted is finished at the next start, before anything opens
+the file without its log: :func:`~edgevision.fsutil.set_aside`), opens a new index and gives every clip and
+snapshot on disk its row back under its own id (the files are named by it: ``clips/<day>/<id>.mp4``,
+``snapshots/<id>.jpg``), so that retention manages them again, `events list` and the web page show them, and the next event's id, above all of them, never reuses a
 file name. A clip still ``.partial`` comes back as ``recording``: recovery then checks it like any other.
 
 What the files cannot tell is lost with the damaged index: a rebuilt row's start is its clip's (or snapshot's)
@@ -22,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgevision.fsutil import set_aside
+from edgevision.fsutil import finish_set_aside, set_aside
 from edgevision.recorder.index import EventIndex
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ _SNAPSHOT = re.compile(r"^snapshots/(\d{6,})(-thumb|-face)?\.jpg$")
 _SNAPSHOT_COLUMN = {None: "snapshot_path", "-thumb": "thumb_path", "-face": "face_path"}
 REBUILT_NOTE = (
     "rebuilt from its files after the event index was damaged: start time from the file, scores unknown"
+)
+ADOPTED_NOTE = (
+    "found on disk without its row (a row that never landed, or files a power cut brought back after retention): "
+    "start time from the file, scores unknown"
 )
 
 
@@ -48,18 +53,23 @@ class _Found:
 def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
     """The recorder's index, checked; a damaged one is set aside and a new one rebuilt (module docstring)."""
     problem: str | None
-    try:
-        index = EventIndex(data_dir)
-    except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing
-        raise
-    except sqlite3.DatabaseError as exc:  # not a database, malformed
-        problem = str(exc)
+    # a set-aside a kill interrupted is finished first: the file alone, without its log, is never opened
+    kept = finish_set_aside(data_dir / "events.db")
+    if kept is not None:
+        problem = "found half set aside after a kill"
     else:
-        problem = index.damage()
-        if problem is None:
-            return index
-        index.close()
-    kept = set_aside(data_dir / "events.db")
+        try:
+            index = EventIndex(data_dir)
+        except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
+            problem = str(exc)
+        else:
+            problem = index.damage()
+            if problem is None:
+                return index
+            index.close()
+        kept = set_aside(data_dir / "events.db")
     index = EventIndex(data_dir)
     rows = rebuild(index, data_dir, camera, label)
     log.error(
@@ -73,13 +83,16 @@ def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
     return index
 
 
-def _scan(data_dir: Path) -> dict[int, _Found]:
+def _scan(data_dir: Path, known: frozenset[int] = frozenset()) -> dict[int, _Found]:
+    """What the recorder's files in ``data_dir`` say, by id; ids in ``known`` are passed over (not stat'ed: at
+    every start, a month of events)."""
     found: dict[int, _Found] = {}
     for pattern in ("clips/*/*", "snapshots/*"):
         for path in data_dir.glob(pattern):
             rel = path.relative_to(data_dir).as_posix()
             clip, snap = _CLIP.match(rel), _SNAPSHOT.match(rel)
-            if clip is None and snap is None:
+            match = clip or snap
+            if match is None or int(match.group(1)) in known:
                 continue
             try:
                 mtime = path.stat().st_mtime
@@ -113,9 +126,21 @@ def highest_file_id(data_dir: Path) -> int:
 def rebuild(index: EventIndex, data_dir: Path, camera: str, label: str) -> int:
     """Give every clip and snapshot in ``data_dir`` its row in ``index`` (empty) under the id its name holds;
     returns how many rows were made."""
-    found = _scan(data_dir)
+    return _give_rows(index, _scan(data_dir), camera, label, REBUILT_NOTE)
+
+
+def adopt_orphans(index: EventIndex, data_dir: Path, camera: str, label: str) -> list[int]:
+    """Give a row, as :func:`rebuild` does, to every clip and snapshot whose id has none in ``index``: a row kept
+    in memory for a full disk that never landed, files a power cut brought back after retention deleted their
+    row. Nothing on disk stays invisible to ``events list`` and to retention. Returns the ids adopted."""
+    found = _scan(data_dir, frozenset(row.id for row in index.list()))
+    _give_rows(index, found, camera, label, ADOPTED_NOTE)
+    return sorted(found)
+
+
+def _give_rows(index: EventIndex, found: dict[int, _Found], camera: str, label: str, note: str) -> int:
     for event_id, entry in sorted(found.items()):
-        status = "recording" if entry.partial else "finalized"
+        status = "recording" if entry.partial else "finalized"  # recovery checks a .partial
         index.create(
             camera,
             label,
@@ -125,7 +150,7 @@ def rebuild(index: EventIndex, data_dir: Path, camera: str, label: str) -> int:
             start_wall=entry.mtime,
             end_wall=None if entry.partial else entry.mtime,
             status=status,
-            note=REBUILT_NOTE,
+            note=note,
             end_sent=1,  # nothing to announce: MQTT never heard of these ids in this run
             **entry.paths,
         )

@@ -14,7 +14,7 @@ import sqlite3
 from typing import Any
 
 from edgevision.recorder.index import EventIndex, EventRow
-from edgevision.recorder.wallclock import read_boot_clock
+from edgevision.recorder.wallclock import boot_clock_at
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,31 @@ class IndexWriter:
         """Writes waiting for the disk."""
         return len(self._pending)
 
+    @property
+    def pending_creates(self) -> int:
+        """Events whose row waits for the disk (their later writes are folded into it)."""
+        return sum(op == "create" for op, _, _ in self._pending)
+
     def next_id_preview(self) -> int:
         """The id :meth:`create` will return next."""
         return self._next_id
 
-    def create(self, camera: str, label: str, start_ts: float, start_frame: int, **extra: Any) -> int:
+    def create(
+        self,
+        camera: str,
+        label: str,
+        start_ts: float,
+        start_frame: int,
+        at: float | None = None,
+        **extra: Any,
+    ) -> int:
+        """Create an event's row (queued while the disk is full); returns its id. ``at``: when it started, on
+        ``time.monotonic()`` (its trigger frame's capture), for its wall and boot clocks; now when None."""
         event_id = self._next_id
         self._next_id += 1
-        clock = read_boot_clock()  # the boot clock beside the wall clock: retention ages the row by it
+        # the boot clock beside the wall clock: retention ages the row by it; both read at the trigger, not
+        # after the detector's latency and the hand-off queue
+        clock = boot_clock_at(at)
         values = {
             "camera": camera,
             "label": label,

@@ -6,8 +6,9 @@ keyframe at or before ``trigger − pre_roll``; :meth:`finish` closes it atomica
 between the two whatever inference does, so a clip has every packet of its span even when inference dropped
 frames. Like picamera2's ``CircularOutput``, pre-roll is just where packets go while no clip is open.
 
-Not thread-safe: owned by the recorder thread. ``OSError`` (ENOSPC) from the clip reaches the caller, which
-decides how to degrade (:meth:`abort` leaves the ``.partial`` for recovery).
+Not thread-safe: owned by the recorder thread. ``OSError`` (ENOSPC) and
+:class:`~edgevision.recorder.remux.MuxerRefused` from the clip reach the caller, which cuts the clip
+(:func:`cuts_clip`) and decides how to degrade (:meth:`abort` leaves the ``.partial`` for recovery).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from edgevision.capture.packets import EncodedPacket, StreamInfo
 from edgevision.fsutil import fsync_dir, sha256_file
 from edgevision.recorder.clip_check import salvage_fragmented_mp4
 from edgevision.recorder.packet_ring import PacketRing, RingStats
-from edgevision.recorder.remux import PacketClipWriter
+from edgevision.recorder.remux import MuxerRefused, PacketClipWriter
 from edgevision.recorder.space import DISK_ERRNOS
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,21 @@ class PacketClips:
         return self.ring.stats()
 
 
+def cuts_clip(exc: BaseException) -> bool:
+    """Whether an error writing a clip cuts it short (salvaged; the recording goes on) rather than stopping the
+    recorder: a disk error (full, read-only, failing) or the muxer refusing a packet or the clip's end."""
+    return isinstance(exc, MuxerRefused) or (isinstance(exc, OSError) and exc.errno in DISK_ERRNOS)
+
+
+def cut_note(exc: OSError | MuxerRefused) -> str:
+    """The index note of a clip :func:`cuts_clip` cut short."""
+    if isinstance(exc, OSError):
+        return f"clip cut short by disk error: {exc.strerror}"
+    return f"clip cut short: {exc}"
+
+
 def salvage_cut_clip(clip: PacketClipWriter, event_id: int) -> dict[str, object] | None:
-    """After a disk error cut ``clip`` (already aborted): keep its ``.partial`` up to the last fragment that
+    """After a disk (or muxer) error cut ``clip`` (already aborted): keep its ``.partial`` up to the last fragment that
     decodes, renamed to the final name (the directory fsync'd). Returns the index values of the kept clip, ``{}``
     when nothing was playable (the ``.partial`` is removed), or None when the salvage itself failed: nothing is
     proven about the file, so it stays, and its row stays open for start-up recovery."""

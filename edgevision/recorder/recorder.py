@@ -43,12 +43,13 @@ from edgevision.recorder.index_writer import IndexWriter
 from edgevision.recorder.intake import PacketIntake
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.mode import Mode
-from edgevision.recorder.packet_clips import PacketClips, hash_values, salvage_cut_clip
+from edgevision.recorder.packet_clips import PacketClips, cut_note, cuts_clip, hash_values, salvage_cut_clip
 from edgevision.recorder.recovery import Checking, RecoveryReport, recover
+from edgevision.recorder.remux import MuxerRefused
 from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.space import DISK_ERRNOS, DiskSpace
-from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem
+from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem, track
 from edgevision.results import FrameResult
 from edgevision.results.events import EventPhase, EventUpdate
 from edgevision.results.frame import Frame
@@ -83,12 +84,11 @@ class Recorder:
         # One process owns the directory (raises DataDirBusy, exit 75): held until close().
         self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
         try:
+            owner = (settings.camera, settings.events.labels[0])  # of rows made for files found without one
             # a damaged index is set aside and rebuilt from the files: recording goes on (index_rebuild.py)
-            self.index = index or open_recorder_index(
-                settings.data_dir, settings.camera, settings.events.labels[0]
-            )
-            # before any frame
-            self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery)
+            self.index = index or open_recorder_index(settings.data_dir, *owner)
+            # before any frame; files a row never named are given one
+            self.recovery: RecoveryReport = recover(self.index, settings.data_dir, on_recovery, owner)
             # ids above every file's too: a row that never left the writer's memory (killed while the disk was
             # full) left its files named by its id, and a new event given that id would overwrite them
             self.writer = IndexWriter(self.index, highest_file_id(settings.data_dir) + 1)
@@ -119,7 +119,9 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
         # Age and size limits are applied on their own timer; free space is also checked before each clip.
-        self.retention = RetentionTimer(self.disk.retention_pass, self.settings.retention_interval_s)
+        self.retention = RetentionTimer(
+            self.disk.retention_pass, settings.retention_interval_s, self.disk.stopping
+        )
         self.retention.start()
 
     @property
@@ -138,7 +140,7 @@ class Recorder:
             raise self._error
         if self.retention.error is not None:
             raise self.retention.error
-        item = self._track(result)
+        item = track(result, self.events)
         self._last_frame = result.frame
         if self.blocking or item.signals:
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
@@ -157,21 +159,6 @@ class Recorder:
             item = WorkItem(self._last_frame, [], list(update.signals), False, frameless=True)
             put_waiting(self._q, item, self._thread, lambda: self._error, "recorder thread")
 
-    def _track(self, result: FrameResult) -> WorkItem:
-        """The event signals and statistics of one result: the one place the recorder reads the event stage
-        (pipeline thread; the recorder thread only sees what this returns)."""
-        ev = result.events if result.events is not None else self.events.update(result)
-        st = ev.stats
-        return WorkItem(
-            result.frame,
-            list(result.detections),
-            list(ev.signals),
-            ev.best_frame,
-            result.faces,
-            (st.max_score, st.mean_score, st.peak_count, st.best_ts),
-            list(ev.matches),
-        )
-
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every frame handed over so far has been handled; False on timeout or failure."""
         deadline = time.monotonic() + timeout
@@ -186,16 +173,18 @@ class Recorder:
             self._put_final(WorkItem(self._last_frame, [], list(final.signals), False, frameless=True))
         self._put_final(None)
         self._thread.join(timeout=120.0)
-        self.retention.stop()
-        if self._thread.is_alive():
-            raise RuntimeError("recorder did not finish within 120 s")
+        self.retention.stop()  # a pass ends after the event it is deleting
+        if self._thread.is_alive() or self.retention.running:  # the index stays open, the directory locked
+            raise RuntimeError("recorder or retention did not finish (120 s, 30 s): the index stays open")
         try:
             if self._error is None:
-                if not self.writer.flush():
+                if not self.writer.flush():  # recovery closes rows that landed; files without one are adopted
                     log.error(
-                        "recorder: %d index write(s) could not be saved (disk full); start-up recovery "
-                        "will close the events they belong to",
+                        "recorder: %d index write(s) could not be saved (disk full): start-up recovery closes "
+                        "the events whose row landed; %d event(s) whose row never landed are given a row from "
+                        "their files at the next start (their scores lost), if their clip or snapshot was written",
                         self.writer.pending,
+                        self.writer.pending_creates,
                     )
                 self._announce_ends()
             try:
@@ -295,6 +284,7 @@ class Recorder:
             self.settings.events.labels[0],
             sig.trigger_ts,
             frame.index,
+            frame.captured_at or None,  # stamped when the trigger frame left the camera
             status="recording",
             clip_path=clip_rel,
             end_sent=0,
@@ -319,16 +309,16 @@ class Recorder:
             try:
                 # opens the clip with the pre-roll: packets from the last keyframe at or before trigger - pre_roll
                 clip = self._active.clip = self.clips.start(self.settings.data_dir / clip_rel, sig.trigger_ts)
-            except OSError as exc:
-                if exc.errno not in DISK_ERRNOS:
+            except (OSError, MuxerRefused) as exc:
+                if not cuts_clip(exc):
                     raise
-                if self.clips.clip is not None:  # the disk filled while the pre-roll was written: salvage it
-                    self._active.clip = self.clips.clip
-                    self._close_clip_after_disk_error(self._active, exc)
-                else:  # the file could not even be created
+                if self.clips.clip is None and isinstance(exc, OSError):  # the file could not even be created
                     self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
                     self._active.clip_rel = None
                     self.writer.update(event_id, clip_path=None)
+                else:  # the disk filled (or the muxer refused a packet) while the pre-roll was written: salvage
+                    self._active.clip = self.clips.clip
+                    self._cut_clip(self._active, exc)
                 clip = None
         self._notify(
             EventPhase.START, {"event_id": event_id, "start_ts": sig.trigger_ts, "frame": frame.index}
@@ -353,10 +343,10 @@ class Recorder:
             self._resume_from = item.ts
         try:
             self.clips.push(item)
-        except OSError as exc:
-            if exc.errno not in DISK_ERRNOS or self._active is None or self._active.clip is None:
+        except (OSError, MuxerRefused) as exc:
+            if not cuts_clip(exc) or self._active is None or self._active.clip is None:
                 raise
-            self._close_clip_after_disk_error(self._active, exc)
+            self._cut_clip(self._active, exc)
 
     def _new_stream(self, start: StreamStart) -> None:
         """The source reconnected (or its encoder restarted): an open clip ends here and the ring starts over;
@@ -387,7 +377,8 @@ class Recorder:
         if self._active is not None:
             self._active.own = RunningStats()
 
-    def _close_clip_after_disk_error(self, active: ActiveEvent, exc: OSError) -> None:
+    def _cut_clip(self, active: ActiveEvent, exc: OSError | MuxerRefused) -> None:
+        """A disk or muxer error cut the active event's clip: salvage it; a disk error also stops new clips."""
         assert active.clip is not None
         clip = active.clip
         active.clip = None
@@ -397,14 +388,12 @@ class Recorder:
         if salvage == {}:  # nothing playable: no clip
             active.clip_rel = None
         values = dict(salvage or {})
-        notes = [
-            f"clip cut short by disk error: {exc.strerror}",
-            *([str(values.pop("note"))] if "note" in values else []),
-        ]
+        notes = [cut_note(exc), *([str(values.pop("note"))] if "note" in values else [])]
         self.writer.update(
             active.event_id, clip_path=active.clip_rel, clip_frames=None, note="; ".join(notes), **values
         )
-        self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
+        if isinstance(exc, OSError):  # the muxer's error is this clip's alone: the next event records one
+            self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 
     def _finish(self, sig: EventEnd) -> None:
         """Close the active event: clip (fsync, rename, dir fsync), hash, snapshot, then the index row.
@@ -452,16 +441,16 @@ class Recorder:
     def _finalize_clip(self, active: ActiveEvent) -> dict[str, object]:
         """Close the event's clip (fsync, rename, dir fsync) and hash it; the index values it gives.
 
-        Disk errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is not
-        swallowed). A clip without a single packet from a keyframe on is removed (no clip)."""
+        Disk and muxer errors salvage the ``.partial``; other errors propagate (a clip that cannot be finalized is
+        not swallowed). A clip without a single packet from a keyframe on is removed (no clip)."""
         assert active.clip is not None
         clip = active.clip
         try:
             final = self.clips.finish()
-        except OSError as exc:
-            if exc.errno not in DISK_ERRNOS:
+        except (OSError, MuxerRefused) as exc:
+            if not cuts_clip(exc):
                 raise
-            self._close_clip_after_disk_error(active, exc)  # salvages the .partial
+            self._cut_clip(active, exc)  # salvages the .partial
             return {}
         except ValueError as exc:  # nothing decodable was written: the .partial is gone
             log.warning("event %d: %s", active.event_id, exc)

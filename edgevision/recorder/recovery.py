@@ -11,10 +11,12 @@ clip file it cannot prove broken. For each event still ``recording``:
   stay either way, and ``end_sent = 0`` so the recorder announces its end like a live one.
 
 Every step is idempotent, so recovery killed half-way is completed by the next one. A clip that cannot be *read*
-(an I/O error from a failing card, no memory) proves nothing, and a row a full disk does not take cannot be
-closed: its event and files stay as they are, for the next start to check. A ``finalized`` event whose
+(an I/O error from a failing card, no memory, on any of the event's files) proves nothing, and a row a full disk
+does not take cannot be closed: its event and files stay as they are, for the next start to check. A ``finalized`` event whose
 clip vanished is marked ``lost``; stray snapshot ``.tmp`` files and unreferenced ``.partial`` files with nothing
-decodable are removed.
+decodable are removed. Clips and snapshots whose id has no row (a row that never landed, files a power cut
+brought back after retention deleted their row) are given one, so nothing on disk escapes ``events list`` and
+retention; a playable ``.partial`` among them is then checked like any open event.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from edgevision.recorder.clip import PARTIAL_SUFFIX
 from edgevision.recorder.clip_check import ClipUnreadable, inspect_clip, salvage_fragmented_mp4
 from edgevision.recorder.faults import fault_point
 from edgevision.recorder.index import EventIndex, EventRow
+from edgevision.recorder.index_rebuild import adopt_orphans
 from edgevision.recorder.index_writer import is_disk_error
 from edgevision.recorder.lock import DataDirLock
 from edgevision.recorder.snapshots import write_snapshot
+from edgevision.recorder.space import DISK_ERRNOS
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +51,14 @@ class RecoveryReport:
     lost: int = 0
     orphans_removed: int = 0
     unchecked: int = 0  # events whose files could not be read (I/O error): left as they are
+    adopted: int = 0  # events whose files had no row: given one
     closed: list[int] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"recovery: {self.recovered} clip(s) salvaged, {self.completed} finished, {self.lost} lost, "
             f"{self.orphans_removed} stray file(s) removed"
+            + (f", {self.adopted} found without a row and given one" if self.adopted else "")
             + (f", {self.unchecked} left unchecked (read errors)" if self.unchecked else "")
         )
 
@@ -117,6 +123,16 @@ def _exists_or_unreadable(path: Path) -> bool:
         return True
 
 
+def _proves_nothing(exc: BaseException) -> bool:
+    """Whether an error met recovering an event is the disk's (unreadable, full, read-only, failing), which
+    proves nothing about the event's files: it is left for the next start. Anything else is a bug and raised."""
+    if isinstance(exc, ClipUnreadable):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_ERRNOS
+    return is_disk_error(exc)
+
+
 def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: RecoveryReport) -> None:
     if not row.clip_path:
         _mark_lost(index, data_dir, row, "process stopped while recording; no clip was being written", report)
@@ -175,8 +191,8 @@ def _recover_row(index: EventIndex, data_dir: Path, row: EventRow, report: Recov
         "end_sent": 0,
     }
     snap, thumb = f"snapshots/{row.id:06d}.jpg", f"snapshots/{row.id:06d}-thumb.jpg"
-    if row.snapshot_path and (data_dir / row.snapshot_path).exists():
-        pass
+    if row.snapshot_path and _exists_or_unreadable(data_dir / row.snapshot_path):
+        pass  # named already (a snapshot that cannot be looked at is not proven missing: still named)
     elif landed := _stills_landed(data_dir, row):  # written just before the kill
         values.update(landed)
     elif check.middle is not None:
@@ -210,18 +226,27 @@ def check_allowance_s(size_bytes: int) -> float:
     return CHECK_BASE_S + CHECK_S_PER_MB * size_bytes / 1e6
 
 
-def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None) -> RecoveryReport:
+def recover(
+    index: EventIndex,
+    data_dir: Path,
+    checking: Checking | None = None,
+    owner: tuple[str, str] | None = None,
+) -> RecoveryReport:
     """Close every event a crash left open; returns what was done (also logged).
 
     Takes the data-directory lock (re-entrant for the recorder that holds it); raises
     :class:`~edgevision.recorder.lock.DataDirBusy` when another process owns the directory. ``checking`` is
     called with each clip file and its size before it is decoded (minutes for a long clip on a Pi: the service
-    extends its start timeout by :func:`check_allowance_s`).
+    extends its start timeout by :func:`check_allowance_s`). Clips and snapshots whose id has no row are given
+    one (:func:`~edgevision.recorder.index_rebuild.adopt_orphans`) with ``owner``'s camera and label (default:
+    the newest row's), so retention manages them; a ``.partial`` among them is checked like any open event.
     """
     report = RecoveryReport()
+    announced: set[Path] = set()
 
     def announce(*paths: Path) -> None:  # the files about to be decoded, at once: their allowance adds up
-        there = [p for p in paths if _exists(p)]
+        there = [p for p in paths if p not in announced and _exists(p)]
+        announced.update(there)  # a stray .partial checked before it was adopted is not announced twice
         if checking is not None and there:
             try:
                 size = sum(p.stat().st_size for p in there)
@@ -230,28 +255,35 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
             checking(there[0], size)
 
     with DataDirLock(data_dir, "recovery"):
+        _remove_strays(index, data_dir, report, announce)
+        try:
+            adopted = adopt_orphans(index, data_dir, *(owner or _newest_owner(index)))
+        except sqlite3.OperationalError as exc:  # a full disk: they are adopted at a later start
+            if not is_disk_error(exc):
+                raise
+            log.error("recovery: files without a row cannot be given one now: %s", exc)
+            adopted = []
+        if adopted:
+            report.adopted = len(adopted)
+            log.warning("recovery: files of %d event(s) had no row; given one: %s", len(adopted), adopted)
         for row in index.list(status="recording"):
             try:
                 if row.clip_path:
                     clip = data_dir / row.clip_path
                     announce(clip.with_name(clip.name + PARTIAL_SUFFIX), clip)
                 _recover_row(index, data_dir, row, report)
-            except (ClipUnreadable, sqlite3.OperationalError) as exc:
-                # a read error proves nothing, and a row the full disk does not take cannot be closed: files and
-                # row stay for the next start (raised, a full disk stopped every start, and with it the
+            except (OSError, sqlite3.OperationalError) as exc:
+                # a read error proves nothing (an unreadable clip, EIO asking for, renaming or removing any of the
+                # event's files), and a row the full disk does not take cannot be closed: files and row stay for
+                # the next start (raised, a failing card or a full disk stopped every start, and with it the
                 # retention that would have freed the space)
-                if isinstance(exc, sqlite3.OperationalError) and not is_disk_error(exc):
+                if not _proves_nothing(exc):
                     raise
                 report.unchecked += 1
                 log.error(
                     "recovery: event %d left as it is: %s; checked again at the next start", row.id, exc
                 )
-        referenced: set[Path] = set()
         for row in index.list():
-            for rel in (row.clip_path, row.snapshot_path, row.thumb_path, row.face_path):
-                if rel:
-                    referenced.add(data_dir / rel)
-                    referenced.add(data_dir / (rel + PARTIAL_SUFFIX))
             if (
                 row.status == "finalized"
                 and row.clip_path
@@ -265,25 +297,44 @@ def recover(index: EventIndex, data_dir: Path, checking: Checking | None = None)
                     log.error("recovery: event %d: its missing clip cannot be noted: %s", row.id, exc)
                     continue
                 report.lost += 1
-        # half-written snapshots (the real file is written by rename); only in snapshots/: the data directory
-        # may hold the models and other cameras' data directories (/var/lib/edgevision), their .tmp in flight
-        for stray in data_dir.glob("snapshots/*.tmp"):
-            stray.unlink(missing_ok=True)
-            report.orphans_removed += 1
-        for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
-            if stray in referenced:
-                continue
-            try:
-                announce(stray)
-                kept = salvage_fragmented_mp4(stray)
-            except ClipUnreadable as exc:
-                log.error("recovery: %s left in place: %s", stray, exc)
-                continue
-            if kept == 0:
-                stray.unlink(missing_ok=True)
-                report.orphans_removed += 1
-            else:
-                log.warning("recovery: %s belongs to no event but holds playable video; left in place", stray)
-    if report.recovered or report.completed or report.lost or report.orphans_removed:
+    if report.recovered or report.completed or report.lost or report.orphans_removed or report.adopted:
         log.warning("%s", report.line())
     return report
+
+
+def _newest_owner(index: EventIndex) -> tuple[str, str]:
+    """The camera and label of the newest row, for files found without theirs."""
+    rows = index.list()
+    return (rows[-1].camera, rows[-1].label) if rows else ("camera", "person")
+
+
+def _remove_strays(
+    index: EventIndex, data_dir: Path, report: RecoveryReport, announce: Callable[..., None]
+) -> None:
+    """Remove half-written snapshots and the ``.partial`` files no row names that hold nothing decodable (before
+    files without a row are adopted: junk never becomes an event); a playable one stays, to be adopted."""
+    referenced: set[Path] = set()
+    for row in index.list():
+        for rel in (row.clip_path, row.snapshot_path, row.thumb_path, row.face_path):
+            if rel:
+                referenced.add(data_dir / rel)
+                referenced.add(data_dir / (rel + PARTIAL_SUFFIX))
+    # half-written snapshots (the real file is written by rename); only in snapshots/: the data directory
+    # may hold the models and other cameras' data directories (/var/lib/edgevision), their .tmp in flight
+    for stray in data_dir.glob("snapshots/*.tmp"):
+        stray.unlink(missing_ok=True)
+        report.orphans_removed += 1
+    for stray in data_dir.glob("clips/**/*" + PARTIAL_SUFFIX):
+        if stray in referenced:
+            continue
+        try:
+            announce(stray)
+            kept = salvage_fragmented_mp4(stray)
+        except ClipUnreadable as exc:
+            log.error("recovery: %s left in place: %s", stray, exc)
+            continue
+        if kept == 0:
+            stray.unlink(missing_ok=True)
+            report.orphans_removed += 1
+        else:
+            log.warning("recovery: %s belongs to no event but holds playable video: kept", stray)

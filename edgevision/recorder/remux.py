@@ -32,6 +32,27 @@ log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial"  # the same suffix as clip.py: recovery looks for it
 
 
+class MuxerRefused(Exception):
+    """The muxer refused a packet or the clip's end for a reason that is not the disk's (an FFmpeg error that is
+    not an ``OSError``: invalid data, an invalid argument). What was written before stays as it is: the recorder
+    cuts the clip there and salvages it, as after a disk error. Not a ``ValueError`` (that says nothing was
+    written)."""
+
+
+def _muxing(what: str, call: Any, *args: Any) -> Any:
+    """``call(*args)`` on the muxer; its errors that are not the disk's (``OSError``) as :class:`MuxerRefused`."""
+    try:
+        return call(*args)
+    except OSError:
+        raise
+    except Exception as exc:
+        import av
+
+        if isinstance(exc, (av.error.FFmpegError, ValueError)):
+            raise MuxerRefused(f"the muxer refused {what}: {exc}") from exc
+        raise
+
+
 def _mux_stream(container: Any, info: StreamInfo) -> Any:
     """The output stream: a copy of the source's parameters, or a codec-context-free stream (in-band headers)."""
     if info.template is not None:
@@ -58,7 +79,8 @@ def _mux_stream(container: Any, info: StreamInfo) -> Any:
 class PacketClipWriter:
     """Write packets into ``<final>.partial``; :meth:`finalize` makes ``<final>`` appear atomically.
 
-    Not thread-safe: owned by the recorder thread. Errors (``OSError`` such as ENOSPC) reach the caller.
+    Not thread-safe: owned by the recorder thread. Errors (``OSError`` such as ENOSPC, :class:`MuxerRefused`)
+    reach the caller.
     Attribute names follow :class:`~edgevision.recorder.clip.ClipWriter` (``frames``, ``first_ts``,
     ``last_ts``, ``partial_path``, ``final_path``) so the recorder can hold either.
     """
@@ -116,7 +138,7 @@ class PacketClipWriter:
             pts = dts
         av_packet = packet.to_av(self._stream)
         av_packet.pts, av_packet.dts = pts, dts
-        self._container.mux(av_packet)
+        _muxing("a packet", self._container.mux, av_packet)
         self._last_dts = dts
         self.frames += 1
         if self.first_ts is None:
@@ -153,7 +175,7 @@ class PacketClipWriter:
 
     def finalize(self) -> Path:
         """Close, fsync, rename ``.partial`` to the final name and fsync the directory."""
-        self._container.close()
+        _muxing("the clip's end", self._container.close)
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

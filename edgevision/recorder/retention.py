@@ -9,6 +9,7 @@ long as a clip fits). Deletions for space are logged at WARNING.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgevision.fsutil import fsync_dir
 from edgevision.recorder.index import EventIndex, EventRow
 from edgevision.recorder.wallclock import BootClock, read_boot_clock, true_starts
 
@@ -108,12 +110,14 @@ def apply_retention(
     policy: RetentionPolicy,
     dry_run: bool = False,
     clock: BootClock | None = None,
+    stop: threading.Event | None = None,
 ) -> list[tuple[int, str]]:
-    """Delete what :func:`plan_retention` selects: files first, then the index row. Returns what was deleted
-    (an event whose files cannot be deleted is kept), or with ``dry_run`` what would be.
+    """Delete what :func:`plan_retention` selects: files first (their directories fsync'd), then the index row.
+    Returns what was deleted (an event whose files cannot be deleted is kept), or with ``dry_run`` what would be.
 
     Events are aged on ``now`` from their true starts (``clock``: the boot clock, read now when not given), and
-    the running boot's offset is saved for later boots (not by a dry run)."""
+    the running boot's offset is saved for later boots (not by a dry run). With ``stop`` set, the pass ends
+    between two events (one event's deletion, files then row, is never left half done by a stop)."""
     clock = clock or read_boot_clock()
     rows = {r.id: r for r in index.list()}
     starts = true_starts([r.stamp for r in rows.values()], clock, index.boot_offsets())
@@ -123,10 +127,20 @@ def apply_retention(
         return plan
     deleted: list[tuple[int, str]] = []
     for event_id, rule in plan:
+        if (
+            stop is not None and stop.is_set()
+        ):  # the owner is closing: the index must not close under a delete
+            break
         row = rows[event_id]
         try:
-            for path in event_files(row, data_dir):
+            files = event_files(row, data_dir)
+            for path in files:
                 path.unlink(missing_ok=True)
+            # durable before the row goes: after a power cut, files whose row is gone would come back named by
+            # no event (never listed, never deleted)
+            for parent in sorted({path.parent for path in files}):
+                with contextlib.suppress(FileNotFoundError):  # a directory gone brings nothing back
+                    fsync_dir(parent)
         except OSError as exc:
             # a bad sector or a card remounted read-only: the row keeps naming what is left, a later pass
             # tries again, and the other events are still deleted (raised, it stopped the recorder)
@@ -151,14 +165,17 @@ def apply_retention(
 class RetentionTimer:
     """Retention on its own thread and timer (as Frigate's cleanup runs beside its record maintainer): ``run`` is
     called at once and then every ``interval_s`` seconds until :meth:`stop`, so deleting old events never delays
-    a clip. An exception from ``run`` stops the timer and is kept in ``error`` for the owner to raise."""
+    a clip. An exception from ``run`` stops the timer and is kept in ``error`` for the owner to raise.
+    ``stopping`` is set by :meth:`stop`: a pass given it (:func:`apply_retention`) ends between two events."""
 
-    def __init__(self, run: Callable[[], object], interval_s: float) -> None:
+    def __init__(
+        self, run: Callable[[], object], interval_s: float, stopping: threading.Event | None = None
+    ) -> None:
         self.run = run
         self.interval_s = interval_s
         self.runs = 0
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._stop = stopping or threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
 
     def start(self) -> None:
@@ -176,6 +193,12 @@ class RetentionTimer:
             self.error = exc
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop the timer, waiting up to ``timeout`` for a pass to end (see :attr:`running`)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the timer's thread (a pass, maybe deleting) still runs."""
+        return self._thread.is_alive()

@@ -1,12 +1,14 @@
 """The recorder's disk: its recording mode, the free-space checks that move it, and the retention passes.
 
-A pass runs on the retention timer's thread (age and size limits) and on the recorder thread before a clip
-starts when free space is below ``min_free``. Passes take turns and each measures free space under the lock, so
-two never both delete for the same shortfall.
+A pass runs on the retention timer's thread (every rule) and on the recorder thread when free space is below
+``min_free`` (the free-space rule alone: a clip's packets wait while it runs). Passes take turns and each
+measures free space under the lock, so two never both delete for the same shortfall; the recorder thread never
+waits for the timer's pass (which may take minutes), it measures again at its next check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import threading
@@ -51,6 +53,7 @@ class DiskSpace:
         self.floor = record_floor(retention.min_free_bytes)
         self._next_check = 0.0
         self._lock = threading.Lock()  # one retention pass at a time (timer and recorder threads)
+        self.stopping = threading.Event()  # set when the recorder closes: a pass ends between two events
 
     def degrade(self, mode: Mode, exc: OSError) -> None:
         """A write failed in a way that forces ``mode`` (never less degraded than now)."""
@@ -62,17 +65,19 @@ class DiskSpace:
             )
 
     def check(self, force: bool = False) -> None:
-        """Measure free space (every ``check_every_s``, or now with ``force``): below ``min_free`` run a retention
-        pass first; then below the floor no clip starts, and space back resumes full recording."""
+        """Measure free space (every ``check_every_s``, or now with ``force``: a clip is about to start): below
+        ``min_free`` run a free-space pass first, unless a pass runs; then below the floor no clip starts, and
+        space back resumes full recording. Called by the recorder thread only."""
         now = self.clock()
         if not force and now < self._next_check:
             return
         self._next_check = now + self.check_every_s
         need = self.policy.min_free_bytes or 0
         free = self._free()
-        # a pass deletes only when that reaches min_free (see plan_retention); a periodic check (a clip may be
-        # being written) never waits for the timer's pass, which may take minutes: that pass frees the space
-        if free is not None and free < need and self.retention_pass(wait=force):
+        # a pass deletes only when that reaches min_free (see plan_retention). The recorder thread never waits for
+        # the timer's pass, which may take minutes (no packet would move into the clip, the capture's feed would
+        # overflow and a starting clip lose its start): that pass frees the space. Its own deletes for space alone.
+        if free is not None and free < need and self.retention_pass(wait=False, space_only=True):
             free = self._free()
         if free is None:
             return
@@ -85,10 +90,10 @@ class DiskSpace:
         else:
             self.degrade(new, OSError(errno.ENOSPC, f"free space below {self.floor >> 20} MiB"))
 
-    def retention_pass(self, wait: bool = True) -> bool:
-        """One retention pass on the free space measured under the lock (a clip about to start waits for a
-        running pass: the space it frees decides whether the clip is written). Without ``wait``, nothing is done
-        while another pass runs; returns whether this pass ran."""
+    def retention_pass(self, wait: bool = True, space_only: bool = False) -> bool:
+        """One retention pass on the free space measured under the lock; ``space_only``: the free-space rule
+        alone (the recorder thread's: mass deletions for age or size are the timer's). Without ``wait``, nothing
+        is done while another pass runs; returns whether this pass ran."""
         if not self._lock.acquire(blocking=wait):
             return False
         try:
@@ -97,7 +102,12 @@ class DiskSpace:
                 return True
             try:
                 clock = read_boot_clock()
-                apply_retention(self.index, self.data_dir, clock.wall, free, self.policy, clock=clock)
+                policy = self.policy
+                if space_only:
+                    policy = dataclasses.replace(policy, max_age_s=None, max_total_bytes=None)
+                apply_retention(
+                    self.index, self.data_dir, clock.wall, free, policy, clock=clock, stop=self.stopping
+                )
             except Exception as exc:
                 if not is_disk_error(exc):
                     raise

@@ -2,7 +2,8 @@
 
 ``RecorderSettings`` is the recorder's typed view of ``recorder:``, ``retention:`` and the face-crop switch
 (built once by :func:`edgevision.recorder.factory.recorder_settings`). A :class:`WorkItem` crosses the bounded queue
-from the pipeline thread to the recorder thread; :class:`ActiveEvent` lives on the recorder thread only.
+from the pipeline thread to the recorder thread (:func:`track` makes it); :class:`ActiveEvent` lives on the recorder
+thread only.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgevision.events.stage import EventStage
 from edgevision.events.state import EventSettings, RunningStats
 from edgevision.recorder.remux import PacketClipWriter
 from edgevision.recorder.retention import RetentionPolicy
 from edgevision.recorder.snapshots import EventStills
+from edgevision.results import FrameResult
 from edgevision.results.detection import Detection
 from edgevision.results.events import EventEnd, EventStart
 from edgevision.results.face import Face
@@ -54,6 +57,22 @@ class WorkItem:
     # signals only (an end at close, or by time alone while a live source is quiet): ``frame`` is the last one,
     # handled already, and is not taken or encoded again
     frameless: bool = False
+
+
+def track(result: FrameResult, events: EventStage) -> WorkItem:
+    """The event signals and statistics of one result: the one place the recorder reads the event stage
+    (pipeline thread; the recorder thread only sees what this returns)."""
+    ev = result.events if result.events is not None else events.update(result)
+    st = ev.stats
+    return WorkItem(
+        result.frame,
+        list(result.detections),
+        list(ev.signals),
+        ev.best_frame,
+        result.faces,
+        (st.max_score, st.mean_score, st.peak_count, st.best_ts),
+        list(ev.matches),
+    )
 
 
 @dataclass

@@ -58,6 +58,14 @@ def read_boot_clock(boot_id_path: Path = BOOT_ID_PATH) -> BootClock:
     return BootClock(boot_id(boot_id_path), now, time.time())
 
 
+def boot_clock_at(monotonic_ts: float | None) -> BootClock:
+    """The boot clock as it read at ``monotonic_ts``, a past instant of ``time.monotonic()`` (when a frame left
+    the camera): now, less the time since. Now when None or not in the past."""
+    clock = read_boot_clock()
+    age = 0.0 if monotonic_ts is None else max(0.0, time.monotonic() - monotonic_ts)
+    return BootClock(clock.boot_id, clock.boottime - age, clock.wall - age)
+
+
 @dataclass(frozen=True)
 class StartStamp:
     """What a row says about its start: the wall clock then, and its boot and boot clock when recorded."""

@@ -661,6 +661,41 @@ def test_an_events_start_is_stamped_when_its_trigger_frame_was_captured(
     )
 
 
+@pytest.mark.parametrize("seconds", [6.0, 3.0], ids=["ended-by-a-frame", "ended-at-close"])
+def test_an_events_end_is_stamped_when_it_ended_not_when_the_recorder_got_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    """``end_wall`` (MQTT's ``end_time``, ``events show``) was read when the recorder thread closed the row: after
+    the detector's latency and the hand-off queue, as the start was. It is now the clock as of the capture of the
+    frame the end came with, moved by where the end lies from that frame on the frame clock: an event ends its
+    frame-clock length after it started, however late its frames reach the recorder (here 5 s each)."""
+    import recorder_driver as drv
+
+    from edgevision.recorder import wallclock
+    from edgevision.recorder.recorder import Recorder
+    from edgevision.recorder.wallclock import BootClock
+    from edgevision.results import FrameResult, Latency
+
+    t0 = time.monotonic()
+
+    def clock(*a: Any) -> BootClock:  # a wall clock far from the real one, running with time.monotonic()
+        return BootClock("boot", 100_000.0 + time.monotonic() - t0, 1_000_000_000.0 + time.monotonic() - t0)
+
+    monkeypatch.setattr(wallclock, "read_boot_clock", clock)
+    data = tmp_path / "data"
+    rec = Recorder(drv.settings(data), blocking=True)
+    base = t0 - 5.0 - seconds  # a live camera: frame ts and capture time advance together
+    for r in drv.results(10.0, seconds, [(0.5, 2.0)]):  # a person from 0.5 s to 2 s, post-roll 1 s
+        frame = r.frame
+        late = Frame(frame.image, frame.ts, frame.index, frame.source_id, captured_at=base + frame.ts)
+        rec.on_result(FrameResult(late, r.detections, Latency(), "m"))
+    rec.close()
+    (row,) = EventIndex(data).list()
+    assert row.end_ts is not None and row.end_wall is not None
+    assert row.end_wall - row.start_wall == pytest.approx(row.end_ts - row.start_ts, abs=1e-3)
+    assert row.end_wall < clock().wall - 4.0  # not when the recorder got to it (about now)
+
+
 def _finalized_clips(
     index: EventIndex, root: Path, n: int, size: int, start: Callable[[int], float]
 ) -> list[Path]:

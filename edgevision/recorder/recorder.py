@@ -50,6 +50,7 @@ from edgevision.recorder.retention import RetentionTimer, free_space
 from edgevision.recorder.snapshots import EventStills
 from edgevision.recorder.space import DISK_ERRNOS, DiskSpace
 from edgevision.recorder.state import ActiveEvent, RecorderSettings, WorkItem, track
+from edgevision.recorder.wallclock import boot_clock_at
 from edgevision.results import FrameResult
 from edgevision.results.events import EventPhase, EventUpdate
 from edgevision.results.frame import Frame
@@ -240,7 +241,7 @@ class Recorder:
         for sig in item.signals:
             if isinstance(sig, EventEnd):
                 self._take_packets(sig.end_ts, inclusive=False)  # the clip ends where the event does
-                self._finish(sig)
+                self._finish(sig, frame)
             else:
                 self._take_packets(frame.ts)
                 self._begin(sig, frame)
@@ -372,7 +373,7 @@ class Recorder:
             return
         mx, mean, peak, best_ts = active.stats
         seq = active.start.seq
-        self._finish(EventEnd(seq, frame.ts, active.last_ts, True, mx, mean, peak, best_ts))
+        self._finish(EventEnd(seq, frame.ts, active.last_ts, True, mx, mean, peak, best_ts), frame)
         self._begin(EventStart(seq, frame.ts, frame.ts), frame)
         if self._active is not None:
             self._active.own = RunningStats()
@@ -395,10 +396,12 @@ class Recorder:
         if isinstance(exc, OSError):  # the muxer's error is this clip's alone: the next event records one
             self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 
-    def _finish(self, sig: EventEnd) -> None:
+    def _finish(self, sig: EventEnd, frame: Frame) -> None:
         """Close the active event: clip (fsync, rename, dir fsync), hash, snapshot, then the index row.
 
         The row is written last: a kill before it leaves a ``recording`` row whose clip recovery finishes.
+        ``frame`` is the one the end came with (the last one for an end by time alone); the end's wall clock is
+        read as of its capture, moved by where the end lies from it on the frame clock (as the start's is).
         """
         active = self._active
         self._resume_pending = False  # an event that ends is not resumed
@@ -407,7 +410,7 @@ class Recorder:
         self._active = None
         values: dict[str, object] = {
             "end_ts": sig.end_ts,
-            "end_wall": time.time(),
+            "end_wall": boot_clock_at(frame.captured_at or None).wall + (sig.end_ts - frame.ts),
             "end_frame": active.last_index,
         }
         status = "finalized"

@@ -8,6 +8,7 @@ made unless a consumer asks for one.
 
 from __future__ import annotations
 
+import errno
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -745,7 +746,7 @@ def test_a_reconnect_whose_clip_hits_a_full_disk_never_stops_the_recorder(
     assert after["status"] == "finalized" and after["clip_path"] and after["start_ts"] == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("failing", ["packet", "trailer"])
+@pytest.mark.parametrize("failing", ["packet", "trailer", "file-too-large"])
 def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
@@ -753,7 +754,8 @@ def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
     data, an invalid argument: a ``ValueError``) escaped the recorder thread: the run stopped, and an error at
     the end was taken for "nothing decodable was written", the row cleared of a clip whose ``.partial`` stayed.
     The clip is cut there and salvaged, as after a disk error, and the disk being fine, the next event records
-    its clip as usual."""
+    its clip as usual. So is a clip reaching the file system's largest file (EFBIG: 4 GB on a vfat card), which
+    stopped the recorder as well."""
     from edgevision.capture.encoder import FrameEncoder
     from edgevision.results import FrameResult
 
@@ -771,6 +773,8 @@ def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
             self.muxed += 1
             if failing == "packet" and self.muxed == 40:
                 raise refused
+            if failing == "file-too-large" and self.muxed == 40:
+                raise OSError(errno.EFBIG, "File too large")
             return self.container.mux(packet)
 
         def close(self) -> None:
@@ -808,8 +812,9 @@ def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
     first, second = [r.to_dict() for r in index.list()]
     index.close()
     # cut at a packet: what came before is salvaged; at the trailer: every packet was written
-    assert first["status"] == ("recovered" if failing == "packet" else "finalized")
-    assert "muxer refused" in first["note"] and first["degraded"] is None
+    assert first["status"] == ("finalized" if failing == "trailer" else "recovered")
+    said = "largest file" if failing == "file-too-large" else "muxer refused"
+    assert said in first["note"] and first["degraded"] is None
     check = inspect_clip(data / first["clip_path"])
     assert check.playable and check.frames > 20
     assert not list(data.rglob("*.partial"))

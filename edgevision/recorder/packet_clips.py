@@ -13,6 +13,7 @@ Not thread-safe: owned by the recorder thread. ``OSError`` (ENOSPC) and
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -85,12 +86,17 @@ class PacketClips:
 
 def cuts_clip(exc: BaseException) -> bool:
     """Whether an error writing a clip cuts it short (salvaged; the recording goes on) rather than stopping the
-    recorder: a disk error (full, read-only, failing) or the muxer refusing a packet or the clip's end."""
-    return isinstance(exc, MuxerRefused) or (isinstance(exc, OSError) and exc.errno in DISK_ERRNOS)
+    recorder: a disk error (full, read-only, failing), the clip reaching the file system's largest file (EFBIG:
+    4 GB on vfat), or the muxer refusing a packet or the clip's end."""
+    if isinstance(exc, MuxerRefused):
+        return True
+    return isinstance(exc, OSError) and (exc.errno in DISK_ERRNOS or exc.errno == errno.EFBIG)
 
 
 def cut_note(exc: OSError | MuxerRefused) -> str:
     """The index note of a clip :func:`cuts_clip` cut short."""
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return f"clip cut short at the file system's largest file ({exc.strerror}); a shorter recorder.max_length_s keeps the rest"
     if isinstance(exc, OSError):
         return f"clip cut short by disk error: {exc.strerror}"
     return f"clip cut short: {exc}"

@@ -393,7 +393,8 @@ class Recorder:
         self.writer.update(
             active.event_id, clip_path=active.clip_rel, clip_frames=None, note="; ".join(notes), **values
         )
-        if isinstance(exc, OSError):  # the muxer's error is this clip's alone: the next event records one
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:  # the disk's: no clip until it recovers
+            # (the muxer's refusal and a file-size limit are this clip's alone: the next event records one)
             self.disk.degrade(Mode.SNAPSHOTS_ONLY, exc)
 
     def _finish(self, sig: EventEnd, frame: Frame) -> None:

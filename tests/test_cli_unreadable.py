@@ -9,6 +9,7 @@ already imported (a test venv under ``/root`` is not readable by ``nobody``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import shutil
@@ -33,6 +34,9 @@ def as_nobody(work: Callable[[], int]) -> tuple[int, str]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
+        # Objects the parent made before the fork (earlier tests' FFmpeg containers, whose codec threads do not
+        # exist here) must not be collected here: their finalizers crashed the child with SIGSEGV.
+        gc.freeze()
         code = 99
         try:
             os.close(read)

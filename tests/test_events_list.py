@@ -91,3 +91,21 @@ def test_prune_as_root_on_the_service_users_directory_writes_nothing_of_roots(
     assert r.returncode == 2 and not roots, (r.returncode, roots, r.stderr)
     assert "sudo -u nobody edgevision events prune" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo) and another user's directory")
+def test_run_record_as_root_on_the_service_users_directory_is_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``sudo edgevision run --record --data-dir /var/lib/edgevision`` made root-owned clips, snapshots, index and
+    lock in the service user's directory (the service could then not write them); like ``events prune`` it is
+    refused with the ``sudo -u`` advice before anything is written."""
+    from conftest import HALLWAY_3
+
+    data = tmp_path / "var-lib-edgevision"
+    data.mkdir()
+    os.chown(data, 65534, 65534)  # nobody stands in for the edgevision user
+    r = run_cli(["run", "--video", str(HALLWAY_3), "--record", "--data-dir", str(data)], env)
+    assert r.returncode == 2, r.stderr
+    assert "sudo -u nobody edgevision run --record" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(data.iterdir()) == []

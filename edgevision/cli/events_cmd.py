@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import pwd
 import re
 import shutil
 import sqlite3
@@ -201,25 +199,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_owner(root: Path) -> None:
-    """Refuse to write into a data directory another user owns (``sudo`` on the service's): the index, its
-    journal, the lock and recovered clips would be this user's, and the service could no longer write them."""
-    try:
-        owner = root.stat().st_uid
-    except FileNotFoundError:
-        return  # created now, by and for this user
-    if owner == os.geteuid():
-        return
-    try:
-        name = who = pwd.getpwuid(owner).pw_name
-    except KeyError:
-        name, who = f"uid {owner}", f"'#{owner}'"
-    raise UsageError(
-        f"{root}: owned by {name}, not this user: what prune writes (the index, recovered clips) would not be "
-        f"the owner's, who could then not write it; run as the owner, e.g. sudo -u {who} edgevision events prune ..."
-    )
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     """Recover and apply retention, owning the data directory: refused (exit 75, naming the pid) while
     ``edgevision run --record`` records into it, and (exit 2) when another user owns the directory (run as
@@ -242,7 +221,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
             EventIndex(root), root, time.time(), free_space(root), retention_policy(cfg), True
         )
     else:
-        _check_owner(root)
         with DataDirLock(root, "events prune"):
             finish_set_aside(events_index(root))  # a set-aside a kill interrupted: never open the file half
             index = EventIndex(root)

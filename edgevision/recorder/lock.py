@@ -2,7 +2,9 @@
 
 ``run --record`` holds it for its whole life; ``events prune`` (and start-up recovery) take it for their work.
 A second owner is refused with :class:`DataDirBusy` (exit code 75, EX_TEMPFAIL: try again when the other
-process has stopped), naming the pid written in the lock file. The lock dies with its process, so a crash or
+process has stopped), naming the pid written in the lock file; so is (exit 2, :class:`ForeignDataDir`) a user
+who does not own the directory — ``sudo`` on the service's: the index, its journal, recovered clips and new
+recordings would be root's, and the service could no longer write them. The lock dies with its process, so a crash or
 power cut never leaves a stale lock behind. Within one process the lock is re-entrant (a count per directory),
 so recovery run by the recorder that already holds it just proceeds.
 """
@@ -15,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from edgevision.errors import EdgeVisionError
+from edgevision.errors import EdgeVisionError, UsageError
 
 EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h)
 LOCK_NAME = ".lock"
@@ -25,6 +27,31 @@ class DataDirBusy(EdgeVisionError):
     """Another process owns the data directory."""
 
     exit_code = EXIT_BUSY
+
+
+class ForeignDataDir(UsageError):
+    """The data directory belongs to another user: run as its owner."""
+
+
+def refuse_foreign_owner(data_dir: Path, purpose: str) -> None:
+    """Raise :class:`ForeignDataDir` unless this user owns ``data_dir`` (or it does not exist yet: it is made
+    now, by and for this user)."""
+    import pwd
+
+    try:
+        owner = data_dir.stat().st_uid
+    except FileNotFoundError:
+        return
+    if owner == os.geteuid():
+        return
+    try:
+        name = who = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name, who = f"uid {owner}", f"'#{owner}'"
+    raise ForeignDataDir(
+        f"{data_dir}: owned by {name}, not this user: what {purpose} writes there (the index, clips) would not "
+        f"be the owner's, who could then not write it; run as the owner, e.g. sudo -u {who} edgevision {purpose} ..."
+    )
 
 
 _held: dict[Path, tuple[int, int]] = {}  # resolved directory -> (fd, holders in this process)
@@ -48,8 +75,8 @@ class DataDirLock:
         self._key: Path | None = None
 
     def acquire(self) -> DataDirLock:
-        """Take the lock or raise :class:`DataDirBusy` at once (never waits)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Take the lock or raise :class:`DataDirBusy` at once (never waits); :class:`ForeignDataDir` when
+        another user owns the directory."""
         key = self.dir.resolve()
         with _guard:
             if key in _held:
@@ -57,6 +84,8 @@ class DataDirLock:
                 _held[key] = (fd, n + 1)
                 self._key = key
                 return self
+            refuse_foreign_owner(key, self.purpose)
+            self.dir.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except (

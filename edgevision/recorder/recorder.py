@@ -83,7 +83,7 @@ class Recorder:
         self.clock = clock
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # One process owns the directory (raises DataDirBusy, exit 75): held until close().
-        self._dir_lock = DataDirLock(settings.data_dir, "edgevision run --record").acquire()
+        self._dir_lock = DataDirLock(settings.data_dir, "run --record").acquire()
         try:
             owner = (settings.camera, settings.events.labels[0])  # of rows made for files found without one
             # a damaged index is set aside and rebuilt from the files: recording goes on (index_rebuild.py)

@@ -16,7 +16,7 @@ from edgevision.face.factory import face_detector
 from edgevision.face.privacy import blur_region, redact
 from edgevision.face.stage import FaceStage
 from edgevision.results import FrameResult, Latency
-from edgevision.results.detection import BBox
+from edgevision.results.detection import BBox, Detection
 from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
@@ -133,3 +133,33 @@ def test_blurring_faces_blurs_every_face_of_a_crowd_not_the_first_max_faces() ->
     reported = FrameResult(Frame(np.zeros((120, 160, 3), np.uint8), 0.0, 0, "test"), [], Latency(), "m")
     strict.process(reported)
     assert reported.faces is not None and len(reported.faces) <= cfg.max_faces  # reporting keeps its cap
+
+
+class _Heads:
+    """A face detector that finds one face at the top of any region it is asked about (a person's head), and
+    none in a whole-frame scan: faces too small for the full-range pass, found only in person crops."""
+
+    key: ClassVar[str] = "heads"
+    name = "heads"
+
+    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+        if region is None:
+            return []
+        return [Face(0.9, BBox(region.xmin, region.ymin, region.xmax, region.ymin + 0.05), {})]
+
+
+@pytest.mark.parametrize(("mode", "searched"), [(AcceptMode.PRIVACY, 8), (AcceptMode.STRICT, 5)])
+def test_blurring_faces_searches_every_person_of_a_crowd_not_the_first_max_persons(
+    mode: AcceptMode, searched: int
+) -> None:
+    """faces.max_persons (5) bounds the person boxes searched for a face to report; with privacy.blur_faces the
+    faces of the sixth person on were found by the whole-frame scan alone, which misses small faces a person
+    crop finds: written to clips, snapshots and the live view unblurred."""
+    people = [
+        Detection("person", 0, 0.9 - 0.01 * i, BBox(i / 8 + 0.01, 0.2, (i + 1) / 8 - 0.01, 0.9))
+        for i in range(8)
+    ]
+    stage = FaceStage(_Heads(), None, FacesConfig(max_faces=10), FaceRule(mode), frame_detector=_Heads())
+    result = FrameResult(Frame(np.zeros((120, 160, 3), np.uint8), 0.0, 0, "test"), people, Latency(), "m")
+    stage.process(result)
+    assert result.faces is not None and len(result.faces) == searched

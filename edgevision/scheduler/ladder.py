@@ -28,7 +28,7 @@ from edgevision.detection.detector import Detector
 from edgevision.detection.factory import runtime_options
 from edgevision.errors import ConfigError, ModelError
 from edgevision.fsutil import install_atomically, unlink_quietly
-from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.inference.backends import RuntimeOptions, open_interpreter, runtime_name
 from edgevision.paths import models_dir
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.quality import expected_quality, ladder_key
@@ -198,8 +198,14 @@ def load_profile(path: Path, expect: dict[str, Any] | None = None) -> dict[str, 
 
 
 def profile_conditions(cfg: EdgeVisionConfig) -> dict[str, Any]:
-    """What a profile's timings depend on besides the device: saved with it, checked when it is loaded."""
-    return {"threads": cfg.runtime.threads, "kernels": cfg.runtime.kernels.value}
+    """What a profile's timings depend on besides the device: saved with it, checked when it is loaded. The
+    runtime is the one ``runtime.runtime`` resolves to here: ``auto`` is LiteRT where it is installed and
+    tflite-runtime where only that is, whose kernels time quantized models several times slower."""
+    return {
+        "threads": cfg.runtime.threads,
+        "kernels": cfg.runtime.kernels.value,
+        "runtime": runtime_name(cfg.runtime.runtime),
+    }
 
 
 def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]) -> None:

@@ -323,14 +323,18 @@ def warm_up(det: Detector, sample_frames: Sequence[np.ndarray]) -> None:
 def cadence_rungs(
     rungs: Sequence[Rung], cadences: Sequence[int], saved: dict[str, RungProfile]
 ) -> list[Rung]:
-    """The cheapest rung again at each cadence k (detect every k-th frame, carry the boxes in between)."""
-    cheapest = min(rungs, key=lambda r: r.profile.cost_ms)  # cadence carries the rung that fits the most
+    """The cheapest rung again at each cadence k (detect every k-th frame, carry the boxes in between).
+
+    Cheapest by the fitted cost (:func:`smooth_costs`, applied to ``rungs`` here): one rung timed slow during a
+    burst of other work must not make a larger one the base of every cadence rung, and the cheapest of all."""
+    smooth_costs(rungs)
+    cheapest = min(rungs, key=lambda r: r.expected_ms / r.spec.cadence)  # carries the rung that fits the most
     out = []
     for k in cadences:
         spec = replace(cheapest.spec, cadence=k)
         p = cheapest.profile
         prof = saved.get(spec.name) or RungProfile(spec.name, p.size, k, p.p50_ms, p.p95_ms, 0.0)
-        out.append(Rung(cheapest.detector, prof, spec))
+        out.append(Rung(cheapest.detector, prof, spec, cheapest.model_ms))
     return out
 
 

@@ -44,13 +44,16 @@ def draw_detections(frame: np.ndarray, detections: Iterable[Detection]) -> np.nd
     return frame
 
 
-def draw_faces(frame: np.ndarray, faces: Iterable[Face], landmarks: bool = True) -> np.ndarray:
-    """Draw face boxes, the 6 keypoints and (sparsely) the landmarks on ``frame`` in place."""
+def draw_faces(
+    frame: np.ndarray, faces: Iterable[Face], landmarks: bool = True, keypoints: bool = True
+) -> np.ndarray:
+    """Draw face boxes, the 6 keypoints and (sparsely) the landmarks on ``frame`` in place (the boxes alone on
+    faces the privacy stage blurred: their eyes, nose, mouth and mesh drawn on the blur would sketch the face)."""
     h, w = frame.shape[:2]
     for f in faces:
         px = f.box.to_pixels(w, h)
         cv2.rectangle(frame, (px.x1, px.y1), (px.x2, px.y2), (255, 200, 0), 1)
-        for x, y in f.keypoints.values():
+        for x, y in f.keypoints.values() if keypoints else ():
             cv2.circle(frame, (round(x * w), round(y * h)), 2, (0, 255, 255), -1)
         if landmarks and f.landmarks:
             for x, y, _z in f.landmarks[::4]:

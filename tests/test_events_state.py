@@ -71,6 +71,49 @@ def test_long_event_is_split() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "expected", "end_ts"),
+    [
+        # the person leaves at 1.25 s; max_length falls due at 2.0 s, inside the post-roll: the event ends at
+        # 1.25 + 1.0 as any other, it is not split into a second event with nobody in it that ends at 3.0
+        ("P" * 6 + "." * 12, [(0, "EventStart", None), (9, "EventEnd", False)], 2.25),
+        # a person back within the post-roll, past max_length: the event is split there, once
+        (
+            "P" * 6 + "..." + "PP" + "." * 8,
+            [
+                (0, "EventStart", None),
+                (9, "EventEnd", True),
+                (9, "EventStart", None),
+                (14, "EventEnd", False),
+            ],
+            3.5,
+        ),
+        # a person in view throughout: split at max_length, ended post_roll after the last sighting
+        (
+            "P" * 10 + "." * 8,
+            [
+                (0, "EventStart", None),
+                (8, "EventEnd", True),
+                (8, "EventStart", None),
+                (13, "EventEnd", False),
+            ],
+            3.25,
+        ),
+    ],
+)
+def test_an_event_in_its_post_roll_at_max_length_ends_post_roll_after_the_last_sighting(
+    pattern: str, expected: list[tuple[int, str, bool | None]], end_ts: float
+) -> None:
+    """An event ends post_roll after the last qualifying frame. A split that fell due while nobody was seen
+    used to start a new event with its own post-roll counted from the split: an extra clip, index row and MQTT
+    event with no person in it, ending post_roll after the split instead of after the person left."""
+    t = EventTracker(EventSettings(trigger_frames=1, window_frames=1, post_roll=1.0, max_length=2.0))
+    sigs = feed(t, pattern, fps=4.0)
+    assert [(i, type(s).__name__, getattr(s, "split", None)) for i, s in sigs] == expected
+    last = sigs[-1][1]
+    assert isinstance(last, EventEnd) and last.end_ts == pytest.approx(end_ts)
+
+
 def test_filters_score_area_label_and_zones() -> None:
     s = EventSettings(min_score=0.5, min_area=0.001)
     assert s.qualifies(PERSON) and not s.qualifies(WEAK) and not s.qualifies(TINY) and not s.qualifies(CAR)

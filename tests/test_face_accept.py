@@ -316,6 +316,36 @@ def test_privacy_blurs_the_chest_too(models_dir: Path) -> None:
     assert after < 0.1 * before  # the chest's detail is gone
 
 
+@pytest.mark.parametrize(
+    ("region", "model", "frame_scan"),
+    [
+        ("persons", "blazeface_short_range", "blazeface_full_range"),
+        # the face model on the whole frame is short range: faces a few metres away are too small for it
+        ("frame", "blazeface_short_range", "blazeface_full_range"),
+        ("frame", "blazeface_full_range", None),  # the face model is the full-range scan already
+    ],
+)
+def test_blurring_faces_always_scans_the_whole_frame_with_the_full_range_model(
+    models_dir: Path, region: str, model: str, frame_scan: str | None
+) -> None:
+    """privacy.blur_faces scans the whole frame with BlazeFace full range (faces.frame_model), so that faces far
+    from the camera are blurred; with faces.region: frame that scan was left out and only the short-range model
+    looked at the whole frame, which finds faces near the camera only."""
+    cfg = load_config(
+        None,
+        {
+            "models.dir": str(models_dir),
+            "privacy.blur_faces": True,
+            "faces.region": region,
+            "faces.model": model,
+        },
+    )
+    face_stage, _ = build_face_stages(cfg)
+    assert isinstance(face_stage, FaceStage)
+    scan = face_stage.frame_detector
+    assert (scan.name if scan is not None else None) == frame_scan
+
+
 def test_strict_mode_when_faces_are_only_reported(models_dir: Path) -> None:
     cfg = load_config(None, {"models.dir": str(models_dir), "faces.enabled": True, "faces.min_presence": 0.3})
     (face_stage,) = build_face_stages(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import cv2
@@ -13,10 +14,12 @@ from conftest import IMAGES, read_image
 from edgevision.config import EdgeVisionConfig, FaceRegion, FacesConfig, load_config
 from edgevision.face.accept import AcceptMode, FaceRule
 from edgevision.face.factory import face_detector
-from edgevision.face.privacy import blur_region, redact
+from edgevision.face.privacy import PrivacyStage, blur_region, redact
 from edgevision.face.stage import FaceStage
+from edgevision.pipeline.sinks import VideoSink
+from edgevision.publish.live import LiveView
 from edgevision.results import FrameResult, Latency
-from edgevision.results.detection import BBox
+from edgevision.results.detection import BBox, Detection
 from edgevision.results.face import Face
 from edgevision.results.frame import Frame
 
@@ -133,3 +136,76 @@ def test_blurring_faces_blurs_every_face_of_a_crowd_not_the_first_max_faces() ->
     reported = FrameResult(Frame(np.zeros((120, 160, 3), np.uint8), 0.0, 0, "test"), [], Latency(), "m")
     strict.process(reported)
     assert reported.faces is not None and len(reported.faces) <= cfg.max_faces  # reporting keeps its cap
+
+
+class _Heads:
+    """A face detector that finds one face at the top of any region it is asked about (a person's head), and
+    none in a whole-frame scan: faces too small for the full-range pass, found only in person crops."""
+
+    key: ClassVar[str] = "heads"
+    name = "heads"
+
+    def detect(self, frame_bgr: np.ndarray, region: BBox | None = None) -> list[Face]:
+        if region is None:
+            return []
+        return [Face(0.9, BBox(region.xmin, region.ymin, region.xmax, region.ymin + 0.05), {})]
+
+
+@pytest.mark.parametrize(("mode", "searched"), [(AcceptMode.PRIVACY, 8), (AcceptMode.STRICT, 5)])
+def test_blurring_faces_searches_every_person_of_a_crowd_not_the_first_max_persons(
+    mode: AcceptMode, searched: int
+) -> None:
+    """faces.max_persons (5) bounds the person boxes searched for a face to report; with privacy.blur_faces the
+    faces of the sixth person on were found by the whole-frame scan alone, which misses small faces a person
+    crop finds: written to clips, snapshots and the live view unblurred."""
+    people = [
+        Detection("person", 0, 0.9 - 0.01 * i, BBox(i / 8 + 0.01, 0.2, (i + 1) / 8 - 0.01, 0.9))
+        for i in range(8)
+    ]
+    stage = FaceStage(_Heads(), None, FacesConfig(max_faces=10), FaceRule(mode), frame_detector=_Heads())
+    result = FrameResult(Frame(np.zeros((120, 160, 3), np.uint8), 0.0, 0, "test"), people, Latency(), "m")
+    stage.process(result)
+    assert result.faces is not None and len(result.faces) == searched
+
+
+def _drawn(sink: str, result: FrameResult, tmp_path: Path) -> np.ndarray:
+    """The image ``sink`` (the saved video's or the live view's overlay) makes of ``result``."""
+    if sink == "live":
+        view = LiveView()
+        try:
+            view._encode(result)
+            assert view._jpeg is not None
+            decoded = cv2.imdecode(np.frombuffer(view._jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert decoded is not None
+            return decoded
+        finally:
+            view.close()
+    video = VideoSink(tmp_path / "annotated.mp4", lambda: 25.0, blocking=False)
+    video._thread = SimpleNamespace(start=lambda: None)  # type: ignore[assignment]  # the frame, not the encode
+    video.on_result(result)
+    item = video._q.get_nowait()
+    assert item is not None
+    return item[0]
+
+
+@pytest.mark.parametrize("sink", ["video", "live"])
+def test_overlays_draw_a_blurred_face_as_its_box_alone(sink: str, tmp_path: Path) -> None:
+    """With privacy.blur_faces the saved video (and the window) drew each blurred face's 6 keypoints and every
+    4th of its 468 landmarks onto the blur, and the live view its eyes, nose, mouth and ears: a sketch of the
+    face, its features and its expression, in the very pictures the blur was for. Only the box is drawn now."""
+    box = BBox(0.3, 0.3, 0.7, 0.7)
+    keypoints = {"right_eye": (0.42, 0.42), "left_eye": (0.58, 0.42), "nose_tip": (0.5, 0.5)}
+    mesh = tuple((0.35 + 0.3 * (i % 22) / 22, 0.35 + 0.3 * (i // 22) / 22, 0.0) for i in range(468))
+    face = Face(0.9, box, keypoints, mesh, 0.99)
+    result = FrameResult(Frame(np.full((120, 160, 3), 128, np.uint8), 0.0, 0, "test"), [], Latency(), "m")
+    result.faces = [face]
+    PrivacyStage(blur_faces=True, masks=[]).process(result)
+    image = _drawn(sink, result, tmp_path)
+    inside = image[int(0.3 * 120) + 5 : int(0.7 * 120) - 5, int(0.3 * 160) + 5 : int(0.7 * 160) - 5]
+    assert int(np.abs(inside.astype(int) - 128).max()) < 40  # the blurred face (and JPEG's ripples), no dot
+    unblurred = FrameResult(Frame(np.full((120, 160, 3), 128, np.uint8), 0.0, 0, "test"), [], Latency(), "m")
+    unblurred.faces = [face]  # faces only reported (no privacy): their features are drawn as before
+    inside = _drawn(sink, unblurred, tmp_path)[
+        int(0.3 * 120) + 5 : int(0.7 * 120) - 5, int(0.3 * 160) + 5 : int(0.7 * 160) - 5
+    ]
+    assert int(np.abs(inside.astype(int) - 128).max()) > 64

@@ -35,6 +35,7 @@ from edgevision.scheduler.ladder import (
     RungProfile,
     RungSpec,
     build_ladder,
+    cadence_rungs,
     order_ladder,
     smooth_costs,
     switch_kind,
@@ -134,6 +135,28 @@ def test_costs_are_fitted_per_model_so_one_burst_during_profiling_does_not_misle
     true = [15.1, 10.6, 8.3, 5.9, 4.3, 2.8]
     assert all(abs(f - t) / t < 0.1 for f, t in zip(fitted, true, strict=True))
     assert rungs[6].expected_ms == pytest.approx(5.0)  # another model: its own fit
+
+
+@pytest.mark.parametrize(
+    ("measured", "base"),
+    [
+        ({300: 15.1, 192: 5.9, 160: 4.3, 128: 2.8}, 128),  # as profiled idle
+        ({300: 15.1, 192: 5.9, 160: 4.3, 128: 4.5}, 128),  # 128 px timed during a burst of other work
+        ({300: 15.1, 192: 5.9, 160: 2.0, 128: 2.8}, 128),  # 160 px timed in a lull
+    ],
+)
+def test_cadence_rungs_repeat_the_rung_cheapest_by_its_fitted_cost_not_by_one_timing(
+    measured: dict[int, float], base: int
+) -> None:
+    """The cadence rungs are the cheapest rung detecting every k-th frame, the cheapest of all the ladder has.
+    They were built on the rung with the lowest raw p50: one slow timing of 128 px made them 160 px rungs
+    (@160/k3 at 1.4 ms a frame where @128/k3 costs 0.9), so under load the scheduler had no rung as cheap as
+    it could have. The fitted costs (c x side², as the ladder predicts with) pick the rung."""
+    rungs = [_rung(RungSpec(V1, "mobilenet_v1", 0.75, s), ms) for s, ms in measured.items()]
+    made = cadence_rungs(rungs, [2, 3], {})
+    assert [r.name for r in made] == [f"{V1}@{base}/k2", f"{V1}@{base}/k3"]
+    fitted = {r.spec.size: r.expected_ms for r in rungs}
+    assert [r.expected_ms for r in made] == [pytest.approx(fitted[base])] * 2
 
 
 @pytest.mark.parametrize(

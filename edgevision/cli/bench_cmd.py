@@ -109,8 +109,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": platform.machine(),
-        **profile_conditions(cfg),
-        "runtime": rungs[0].detector.handle.runtime,
+        **profile_conditions(cfg),  # threads, kernels and the runtime the rungs were timed with
         "reference": reference.name,
         "video": str(args.video) if args.video else None,
         "frames": len(frames),

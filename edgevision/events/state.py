@@ -3,8 +3,10 @@
 An event starts when a qualifying detection (label in ``labels``, score >= ``min_score``, box area >=
 ``min_area``, foot point inside a zone when zones are set) is seen in ``trigger_frames`` of the last
 ``window_frames`` frames. It ends ``post_roll`` seconds after the last qualifying frame (also when no frame comes
-at all: :meth:`EventTracker.expire`), and is split when it grows longer than ``max_length`` seconds. Time is the
-frame clock, so a replay gives the same events every time.
+at all: :meth:`EventTracker.expire`), and is split at the first qualifying frame once it is ``max_length`` seconds
+long (an event already in its post-roll then ends as it would, up to ``post_roll`` past ``max_length``: a split
+there would start a new event with nobody in it). Time is the frame clock, so a replay gives the same events
+every time.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class EventTracker:
                 self.last_seen = ts
             if not found and ts - self.last_seen >= s.post_roll:  # a person frame never ends it (post_roll 0)
                 out.append(self._end(self.last_seen + s.post_roll, split=False))
-            elif ts - self.start_ts >= s.max_length:
+            elif found and ts - self.start_ts >= s.max_length:
                 out.append(self._end(ts, split=True))
                 out.append(self._start(ts, ts))
         if not self.active and sum(hit for _, hit in self._window) >= s.trigger_frames:

@@ -60,7 +60,10 @@ def build_face_stages(cfg: EdgeVisionConfig) -> list[Stage]:
     f, p = cfg.faces, cfg.privacy
     stages: list[Stage] = []
     if f.enabled or p.blur_faces:
-        frame_det = face_detector(cfg, f.frame_model) if p.blur_faces and f.region == "persons" else None
+        # blurring also scans the whole frame with the full-range model (faces far from the camera), unless
+        # the face model already scans it and is that model: short range, on a whole frame, misses them
+        scanned = f.region == "frame" and f.model == f.frame_model
+        frame_det = face_detector(cfg, f.frame_model) if p.blur_faces and not scanned else None
         stages.append(FaceStage(face_detector(cfg), landmark_model(cfg), f, face_rule(cfg), frame_det))
     if p.blur_faces or p.masks:
         stages.append(PrivacyStage(p.blur_faces, [tuple(m) for m in p.masks], p.method, p.margin))

@@ -116,4 +116,5 @@ class PrivacyStage:
             else None
         )
         result.frame = dataclasses.replace(frame, image=image, full=full, prepared=None)
+        result.faces_blurred = bool(faces)
         result.latency.privacy = (time.perf_counter() - t0) * 1e3

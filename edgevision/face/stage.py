@@ -54,7 +54,9 @@ def head_region(person: BBox, upper_fraction: float) -> BBox:
 class FaceStage:
     """Adds ``result.faces`` (and ``latency.faces``); runs every ``every_n_frames`` frames.
 
-    Candidates from ``detector`` (and ``frame_detector``) are deduplicated, capped at ``max_faces`` (in privacy
+    Candidates from ``detector`` in the head of each person box (the ``max_persons`` best ones; in privacy mode
+    every person's: a face the whole-frame scan is too coarse for is found only there, and every face must be
+    blurred) and from ``frame_detector`` are deduplicated, capped at ``max_faces`` (in privacy
     mode the rest are kept unrefined: every face found is blurred), refined by ``landmarks`` and judged by ``rule``
     (:mod:`edgevision.face.accept`); in privacy mode the rule keeps every candidate, so what is blurred is what
     is reported. ``frame_detector`` (a full-range model) additionally
@@ -82,7 +84,9 @@ class FaceStage:
             faces += self.detector.detect(image)
         else:
             persons = sorted((d for d in result.detections if d.label == PERSON), key=lambda d: -d.score)
-            for p in persons[: self.config.max_persons]:
+            if self.rule.mode is not AcceptMode.PRIVACY:  # reporting looks at the best few people
+                persons = persons[: self.config.max_persons]
+            for p in persons:
                 faces += self.detector.detect(image, head_region(p.box, self.config.upper_fraction))
         if self.frame_detector is not None:
             faces += self.frame_detector.detect(image)

@@ -169,6 +169,12 @@ def _resolve_backend(runtime: RuntimeName) -> tuple[str, Any]:
     )
 
 
+def runtime_name(runtime: RuntimeName) -> str:
+    """The registered runtime ``runtime`` loads models with here: itself, or for ``auto`` the first that imports
+    (what a loaded model's :attr:`InterpreterHandle.runtime` says); :class:`BackendUnavailable` when none does."""
+    return _resolve_backend(runtime)[0]
+
+
 def _ignore_broken_delegate_del(unraisable: Any) -> None:
     """Swallow only the known AttributeError from a half-built ``Delegate.__del__`` (runtime bug)."""
     obj = getattr(unraisable, "object", None)

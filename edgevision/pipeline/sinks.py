@@ -244,7 +244,8 @@ class VideoSink:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
         draw_detections(image, result.detections)
         if result.faces:
-            draw_faces(image, result.faces)
+            features = not result.faces_blurred
+            draw_faces(image, result.faces, landmarks=features, keypoints=features)
         item = (image, result.frame.ts)
         if self.blocking:
             put_waiting(self._q, item, self._thread, lambda: self._error, f"{self.path}: video writer")
@@ -293,7 +294,8 @@ class WindowSink:
     def on_result(self, result: FrameResult) -> None:
         image = draw_detections(result.frame.image.copy(), result.detections)
         if result.faces:
-            draw_faces(image, result.faces)
+            features = not result.faces_blurred
+            draw_faces(image, result.faces, landmarks=features, keypoints=features)
         cv2.imshow(self.title, image)
         cv2.waitKey(1)
 

@@ -52,7 +52,7 @@ class LiveView:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
         draw_detections(image, result.detections)
         if result.faces:
-            draw_faces(image, result.faces, landmarks=False)
+            draw_faces(image, result.faces, landmarks=False, keypoints=not result.faces_blurred)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if ok:
             with self._cond:

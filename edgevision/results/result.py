@@ -88,8 +88,9 @@ class DetectOutcome:
 class FrameResult:
     """A processed frame.
 
-    Filled in order: detect outcome (pipeline), ``faces`` (face stage, on the frames it ran on), ``events`` (event
-    tracker stage), ``latency.total`` and ``switch`` (pipeline, after the stages). Sinks only read it.
+    Filled in order: detect outcome (pipeline), ``faces`` (face stage, on the frames it ran on; ``faces_blurred``
+    by the privacy stage), ``events`` (event tracker stage), ``latency.total`` and ``switch`` (pipeline, after
+    the stages). Sinks only read it.
     """
 
     frame: Frame
@@ -101,6 +102,7 @@ class FrameResult:
     switch: SwitchInfo | None = None
     faces: list[Face] | None = None
     events: EventUpdate | None = None  # set by the event stage; None in a run without one
+    faces_blurred: bool = False  # the privacy stage blurred ``faces``: overlays draw their boxes alone
 
     @classmethod
     def from_outcome(cls, frame: Frame, outcome: DetectOutcome) -> FrameResult:

@@ -28,7 +28,7 @@ from edgevision.detection.detector import Detector
 from edgevision.detection.factory import runtime_options
 from edgevision.errors import ConfigError, ModelError
 from edgevision.fsutil import install_atomically, unlink_quietly
-from edgevision.inference.backends import RuntimeOptions, open_interpreter
+from edgevision.inference.backends import RuntimeOptions, open_interpreter, runtime_name
 from edgevision.paths import models_dir
 from edgevision.scheduler.derive import ensure_derived
 from edgevision.scheduler.quality import expected_quality, ladder_key
@@ -198,8 +198,14 @@ def load_profile(path: Path, expect: dict[str, Any] | None = None) -> dict[str, 
 
 
 def profile_conditions(cfg: EdgeVisionConfig) -> dict[str, Any]:
-    """What a profile's timings depend on besides the device: saved with it, checked when it is loaded."""
-    return {"threads": cfg.runtime.threads, "kernels": cfg.runtime.kernels.value}
+    """What a profile's timings depend on besides the device: saved with it, checked when it is loaded. The
+    runtime is the one ``runtime.runtime`` resolves to here: ``auto`` is LiteRT where it is installed and
+    tflite-runtime where only that is, whose kernels time quantized models several times slower."""
+    return {
+        "threads": cfg.runtime.threads,
+        "kernels": cfg.runtime.kernels.value,
+        "runtime": runtime_name(cfg.runtime.runtime),
+    }
 
 
 def save_profile(path: Path, rungs: Sequence[RungProfile], extra: dict[str, Any]) -> None:
@@ -317,14 +323,18 @@ def warm_up(det: Detector, sample_frames: Sequence[np.ndarray]) -> None:
 def cadence_rungs(
     rungs: Sequence[Rung], cadences: Sequence[int], saved: dict[str, RungProfile]
 ) -> list[Rung]:
-    """The cheapest rung again at each cadence k (detect every k-th frame, carry the boxes in between)."""
-    cheapest = min(rungs, key=lambda r: r.profile.cost_ms)  # cadence carries the rung that fits the most
+    """The cheapest rung again at each cadence k (detect every k-th frame, carry the boxes in between).
+
+    Cheapest by the fitted cost (:func:`smooth_costs`, applied to ``rungs`` here): one rung timed slow during a
+    burst of other work must not make a larger one the base of every cadence rung, and the cheapest of all."""
+    smooth_costs(rungs)
+    cheapest = min(rungs, key=lambda r: r.expected_ms / r.spec.cadence)  # carries the rung that fits the most
     out = []
     for k in cadences:
         spec = replace(cheapest.spec, cadence=k)
         p = cheapest.profile
         prof = saved.get(spec.name) or RungProfile(spec.name, p.size, k, p.p50_ms, p.p95_ms, 0.0)
-        out.append(Rung(cheapest.detector, prof, spec))
+        out.append(Rung(cheapest.detector, prof, spec, cheapest.model_ms))
     return out
 
 

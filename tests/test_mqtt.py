@@ -561,6 +561,25 @@ def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
     box.close()
 
 
+def test_a_full_outbox_still_takes_the_latest_retained_state(tmp_path: Path) -> None:
+    """A long broker outage filled the outbox with event messages; the occupancy OFF at the end of the event was
+    then dropped like any new message, so the broker kept the retained ON and Home Assistant showed the room
+    occupied until the next event. A retained state is queued even when full, in place of its older values."""
+    box = Outbox(tmp_path / "o.db", 3)
+    assert box.put("occ", b"ON", retain=True) and box.put("ev", b"1") and box.put("ev", b"2")
+    assert not box.put("ev", b"3")  # full: events are dropped (and counted)
+    assert box.put("occ", b"OFF", retain=True)  # replaces the ON still waiting
+    assert box.put("other", b"ON", retain=True)  # nothing of its topic waits: one over the bound
+    assert box.put("other", b"OFF", retain=True)
+    rows = []
+    while (msg := box.peek()) is not None:
+        rows.append((msg[1], msg[2]))
+        box.delete(msg[0])
+    assert rows == [("ev", b"1"), ("ev", b"2"), ("occ", b"OFF"), ("other", b"OFF")]
+    assert box.dropped == 3  # the event, and the two retained values a newer one replaced
+    box.close()
+
+
 def test_a_damaged_outbox_is_set_aside_not_a_crash_loop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -116,6 +116,7 @@ def test_split_host(value: str, expected: tuple[str, str | None]) -> None:
         ("evil.example:8080", "127.0.0.1", False),  # DNS rebinding against a localhost instance
         ("192.168.1.5:8080", "127.0.0.1", False),
         ("cam.example", "127.0.0.1", True),  # listed in allowed_hosts
+        ("[fe80::1]:8080", "127.0.0.1", True),  # listed in brackets, as web.allowed_hosts accepts it
         ("192.168.1.5:8080", "0.0.0.0", True),
         ("[fe80::1]:8080", "::", True),
         ("raspberrypi.local:8080", "0.0.0.0", True),
@@ -128,7 +129,7 @@ def test_split_host(value: str, expected: tuple[str, str | None]) -> None:
 )
 def test_host_allowed(header: str | None, bind: str, ok: bool) -> None:
     names = {"raspberrypi", "raspberrypi.local"}
-    assert host_allowed(header, bind, ["cam.example"], names) is ok
+    assert host_allowed(header, bind, ["cam.example", "[FE80::1]"], names) is ok
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgevision.config import WebConfig
+from edgevision.app.compose import preflight
+from edgevision.config import WebConfig, load_config
 from edgevision.errors import ConfigError
 from edgevision.publish.http_server import MAX_PER_CLIENT, listen
 from edgevision.publish.live import LiveView
@@ -345,6 +346,33 @@ def test_listen_failures_are_config_errors() -> None:
         busy.close()
     with pytest.raises(ConfigError, match=re.escape("web.host no-such-host.invalid: cannot resolve")):
         listen("no-such-host.invalid", 8080)
+
+
+@pytest.mark.parametrize("entry", ["run", "server"])
+def test_a_loopback_name_resolving_to_the_network_needs_a_token(
+    monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    """``web.host: cam.localhost`` is a loopback name, so the config asks for no token; but where nothing
+    resolves ``*.localhost`` locally (no nss-myhostname) a hosts file or a DNS answer gives its address, and the
+    view was served to the network without a token."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, *a, **k: real("0.0.0.0" if host == "cam.localhost" else host, *a, **k),
+    )
+    with pytest.raises(ConfigError, match=re.escape("web.host cam.localhost resolves to 0.0.0.0, reachable")):
+        if entry == "run":
+            cfg = load_config(None, {"web.enabled": True, "web.host": "cam.localhost", "web.port": 0})
+            opened = preflight(cfg)
+            if opened is not None:
+                opened.close()
+        else:
+            live = LiveView(10, 80)
+            try:
+                WebServer(WebConfig(host="cam.localhost", port=0), live, None, None).close()
+            finally:
+                live.close()
 
 
 @pytest.fixture()

@@ -111,7 +111,7 @@ class WebServer:
         self.page = resources.files("edgevision.publish").joinpath("page.html").read_bytes()
         handler = type("Handler", (_Handler,), {"server_ref": self})
         if sock is None:
-            sock = listen(host, port)
+            sock = listen(host, port, loopback_only=not token)
         self.httpd = BoundedServer(sock.getsockname()[:2], handler, bind_and_activate=False)
         self.httpd.socket.close()
         self.httpd.socket = sock

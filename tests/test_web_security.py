@@ -639,3 +639,24 @@ def test_a_chunked_form_is_refused_and_the_connection_closed(server: WebServer) 
         while chunk := s.recv(4096):  # the server closes the connection: no second answer follows
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1, answer[:300]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # a GET's body is never read: it was parsed as the next request on the connection
+        f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: %d",
+        # a POST refused for its Host before its form was read
+        "POST /login HTTP/1.1\r\nHost: evil.example\r\nContent-Length: %d",
+    ],
+)
+def test_an_unread_body_is_never_read_as_the_next_request(server: WebServer, head: str) -> None:
+    """A body the server does not read stayed in the kept-alive connection and was answered as a request of its
+    own (behind a reverse proxy that reuses connections, another client's answer would be out of step)."""
+    body = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(((head % len(body)) + "\r\n\r\n" + body).encode())
+        answer = b""
+        while chunk := s.recv(4096):  # the server closes the connection after its one answer
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]

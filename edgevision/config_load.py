@@ -9,7 +9,8 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
   (``*name``: an alias bomb expands a few hundred bytes into gigabytes), nesting deeper than
   :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes, and builds no number
   longer than :data:`MAX_NUMBER_CHARS` (YAML 1.1's base 60, ``1:59:59``, costs time quadratic in its length);
-* a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins";
+* a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins"; so is a
+  merge key (``<<: {...}``), whose keys the mapping's own would override without a word;
 * a string value holding a NUL character (``"\\0"``) is an error (as a path it would crash the run);
 * ``${NAME}`` in a string value is replaced by the environment variable ``NAME`` (``$${`` is a literal
   ``${``); an unset variable is an error with ``file:line``. Inside :func:`expanding_from` the variables are
@@ -52,6 +53,7 @@ SECRET_FILE_KEYS: dict[tuple[str, str], str] = {
 _ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("environ", default=None)
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 Path_ = tuple[Any, ...]
 
@@ -159,6 +161,8 @@ def _walk(
             line = key.start_mark.line + 1
             if not isinstance(key, yaml.ScalarNode):
                 raise ConfigError(f"{origin}:{line} {_dotted(path)}: a key must be a plain value")
+            if key.tag == _MERGE_TAG:  # its keys would be overridden by the mapping's own, silently
+                raise ConfigError(f"{origin}:{line} {_dotted(path)}: YAML merge keys (<<) are not allowed")
             child = (*path, key.value)
             if key.value in seen:
                 raise ConfigError(

@@ -137,6 +137,8 @@ def test_reading_never_takes_more_than_the_cap(tmp_path: Path) -> None:
         ),
         ("? [a, b]\n: 1\n", "x.yaml:1 (top level): a key must be a plain value"),
         ("web: &w {port: 1}\nmqtt: *w\n", "x.yaml:2: YAML aliases are not allowed"),
+        # a merge key's values come first and the mapping's own keys silently override them: a duplicate key
+        ("web:\n  port: 1\n  <<: {port: 2}\n", "x.yaml:3 web: YAML merge keys (<<) are not allowed"),
     ],
 )
 def test_duplicate_keys_and_aliases_are_refused(text: str, message: str) -> None:

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -370,6 +371,14 @@ class MqttConfig(_Strict):
     drain_timeout_s: float = Field(10.0, ge=0, le=600)
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
+
+    @field_validator("password")
+    @classmethod
+    def _password_needs_user(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # MQTT 3.1.1 sends no password without a user name: paho would connect with no credentials at all
+        if v is not None and not info.data.get("username"):
+            raise ValueError("a password needs mqtt.username (or mqtt.username_file) too")
+        return v
 
     @field_validator("host", "topic_prefix", "discovery_prefix")
     @classmethod

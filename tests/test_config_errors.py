@@ -31,6 +31,9 @@ from edgevision.errors import ConfigError, UsageError
         ("mqtt:\n  topic_prefix: 'home/#'\n", "c.yaml:2 mqtt.topic_prefix: "),
         ("mqtt:\n  topic_prefix: ''\n", "c.yaml:2 mqtt.topic_prefix: "),
         ("mqtt:\n  discovery_prefix: ha/+\n", "c.yaml:2 mqtt.discovery_prefix: "),
+        # a password alone is not sent (MQTT 3.1.1 has no password without a user name): no credentials at all
+        ("mqtt:\n  enabled: true\n  password: pw-only\n", "c.yaml:3 mqtt.password: "),
+        ("mqtt:\n  username: ''\n  password: pw-only\n", "c.yaml:3 mqtt.password: "),
         # OpenCV takes a C int: 2**31 used to validate, then crash the run with a cv2.error traceback (exit 1)
         ("source:\n  camera: 2147483648\n", "c.yaml:2 source.camera: "),
         ("source:\n  camera: 256\n", "c.yaml:2 source.camera: "),  # /dev/video255 is V4L2's last node

@@ -162,7 +162,7 @@ def test_environment_variables_expand_in_string_values(
     monkeypatch.setenv("EV_TEST_HOST", "broker.lan")
     path = tmp_path / "c.yaml"
     path.write_text(
-        "mqtt:\n  password: ${EV_TEST_PW}\n  port: ${EV_TEST_PORT}\n  host: '${EV_TEST_HOST}'\n"
+        "mqtt:\n  username: ev\n  password: ${EV_TEST_PW}\n  port: ${EV_TEST_PORT}\n  host: '${EV_TEST_HOST}'\n"
         "  topic_prefix: 'cost$${x}'\n"
     )
     cfg = load_config(path)
@@ -197,7 +197,7 @@ def test_secret_files(tmp_path: Path) -> None:
     (tmp_path / "url").write_text("rtsp://admin:pw@cam.lan/stream\n")
     path = tmp_path / "c.yaml"
     path.write_text(
-        "mqtt:\n  password_file: secrets/mqtt\n"
+        "mqtt:\n  username: ev\n  password_file: secrets/mqtt\n"
         f"web:\n  enabled: true\n  host: 0.0.0.0\n  token_file: {tmp_path / 'token'}\n"
         "source:\n  kind: url\n  url_file: url\n"
     )

@@ -41,6 +41,17 @@ from edgevision.errors import ConfigError, UsageError
         ("web:\n  allowed_hosts:\n    - https://cam.example.com\n", "c.yaml:3 web.allowed_hosts.0: "),
         ("web:\n  allowed_hosts: [cam.example.com:8443]\n", "c.yaml:2 web.allowed_hosts.0: "),
         ("web:\n  allowed_hosts: ['']\n", "c.yaml:2 web.allowed_hosts.0: "),
+        # a check across a section's keys points at the key it names, not at the section's first line
+        ("web:\n  enabled: true\n  port: 8080\n  host: 0.0.0.0\n", "c.yaml:4 web.host: web.host 0.0.0.0 is "),
+        (
+            "recorder:\n  labels: [person]\n  trigger_frames: 9\n  window_frames: 5\n",
+            "c.yaml:3 recorder.trigger_frames: trigger_frames must be <= window_frames",
+        ),
+        (
+            "source:\n  reconnect_initial_s: 5\n  reconnect_max_s: 1\n",
+            "c.yaml:3 source.reconnect_max_s: reconnect_max_s must be >=",
+        ),
+        ("source:\n  width: 640\n  kind: video\n", "c.yaml:3 source.kind: source.kind 'video' needs"),
     ],
 )
 def test_one_line_per_bad_value(tmp_path: Path, yaml: str, message: str) -> None:

@@ -234,6 +234,8 @@ def _read_secret(raw: RawConfig, base: Path) -> None:
             raise ConfigError(f"{where}: {path}: cannot read: {exc.strerror}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: {path}: {exc}") from None
+        if "\0" in text:  # as a YAML value's: a URL or path with it crashes the run
+            raise ConfigError(f"{where}: {path}: contains a NUL character (\\0)")
         sec[target] = text.rstrip("\r\n")
         raw.lines[(section, target)] = raw.lines.get((section, key), 1)
 

@@ -170,6 +170,19 @@ def test_environment_variables_expand_in_string_values(
     assert cfg.mqtt.topic_prefix == "cost${x}"
 
 
+def test_environment_variables_cannot_grow_the_config_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 1 MiB bound held for the file, not for what its variables expand to: a file of ``${LONG}`` references
+    (14 bytes each, here a 100 KB variable) grew to gigabytes in memory before any check could refuse it."""
+    monkeypatch.setenv("EV_TEST_LONG", "x" * 100_000)
+    path = tmp_path / "c.yaml"
+    path.write_text("mqtt:\n  username: u\n  password: '" + "${EV_TEST_LONG}" * 11 + "'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:3 mqtt.password: environment variables expand the config past" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

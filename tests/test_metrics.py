@@ -171,3 +171,13 @@ def test_person_events_come_from_the_event_stage_with_or_without_a_recorder() ->
         active.append(_value(_families(metrics), "edgevision_person_event_active"))
     assert _value(_families(metrics), "edgevision_person_events_total") == 2
     assert active == [0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1]
+
+
+def test_without_a_budget_no_budget_gauge_says_zero_seconds() -> None:
+    """With the scheduler off there is no budget, yet the gauge was exposed as 0 s: a dashboard or alert comparing
+    frame latency with ``edgevision_latency_budget_seconds`` saw every frame over a budget of nothing."""
+    metrics = Metrics()
+    metrics.on_result(_result(0, 30.0))
+    fams = _families(metrics)
+    assert "edgevision_latency_budget_seconds" not in fams
+    assert _value(fams, "edgevision_budget_violations_total") == 0

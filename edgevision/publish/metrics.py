@@ -84,11 +84,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.budget = Gauge(
-            "edgevision_latency_budget_seconds",
-            "The scheduler's frame latency budget (the SLO target)",
-            registry=r,
-        )
         self.violations = Counter(
             "edgevision_budget_violations", "Frames whose latency exceeded the budget", registry=r
         )
@@ -110,8 +105,13 @@ class Metrics:
         )
         self._read = _ReadAtScrape()
         r.register(self._read)
-        if budget_ms is not None:
-            self.budget.set(budget_ms / 1e3)
+        if budget_ms is not None:  # none without the scheduler: a gauge at 0 s would put every frame over it
+            budget = Gauge(
+                "edgevision_latency_budget_seconds",
+                "The scheduler's frame latency budget (the SLO target)",
+                registry=r,
+            )
+            budget.set(budget_ms / 1e3)
         self._rung: str | None = None
         self._labels: set[str] = set()
         self._times: deque[float] = deque()  # processing times of the last 5 s, for the fps gauge

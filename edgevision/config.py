@@ -380,6 +380,20 @@ class MqttConfig(_Strict):
             raise ValueError("a password needs mqtt.username (or mqtt.username_file) too")
         return v
 
+    @field_validator("host")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        # paho takes a name or address alone: a URL (mqtt://broker, as Zigbee2MQTT writes it) or broker:1883
+        # never connects, and the run only logs that it cannot reach it. Not echoed: a URL may carry a password.
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if any(c in v for c in ":/@?#[] \t\\"):
+                raise ValueError(
+                    "give the broker's name or address alone: no scheme, user or port (the port is mqtt.port)"
+                ) from None
+        return v
+
     @field_validator("host", "topic_prefix", "discovery_prefix")
     @classmethod
     def _names(cls, v: str) -> str:

@@ -31,6 +31,10 @@ from edgevision.errors import ConfigError, UsageError
         ("mqtt:\n  topic_prefix: 'home/#'\n", "c.yaml:2 mqtt.topic_prefix: "),
         ("mqtt:\n  topic_prefix: ''\n", "c.yaml:2 mqtt.topic_prefix: "),
         ("mqtt:\n  discovery_prefix: ha/+\n", "c.yaml:2 mqtt.discovery_prefix: "),
+        # paho takes a name or address: a URL (Zigbee2MQTT's 'mqtt://host') or host:port never connected
+        ("mqtt:\n  host: mqtt://broker.lan\n", "c.yaml:2 mqtt.host: "),
+        ("mqtt:\n  host: broker.lan:1883\n", "c.yaml:2 mqtt.host: "),
+        ("mqtt:\n  host: '[::1]'\n", "c.yaml:2 mqtt.host: "),
         # a password alone is not sent (MQTT 3.1.1 has no password without a user name): no credentials at all
         ("mqtt:\n  enabled: true\n  password: pw-only\n", "c.yaml:3 mqtt.password: "),
         ("mqtt:\n  username: ''\n  password: pw-only\n", "c.yaml:3 mqtt.password: "),
@@ -69,6 +73,13 @@ def test_allowed_hosts_take_names_and_ip_literals(tmp_path: Path) -> None:
         "web:\n  allowed_hosts: [cam.example.com, Proxy.Local., 192.168.1.5, '::1', '[fe80::1]']\n"
     )
     assert len(load_config(path).web.allowed_hosts) == 5
+
+
+@pytest.mark.parametrize("host", ["broker.lan", "192.168.1.10", "::1", "localhost"])
+def test_mqtt_host_takes_names_and_addresses(tmp_path: Path, host: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"mqtt:\n  host: '{host}'\n")
+    assert load_config(path).mqtt.host == host
 
 
 def test_a_bad_flag_value_reads_the_same_and_is_a_usage_error() -> None:

@@ -318,6 +318,8 @@ def _host_name(v: str) -> str:
     except ValueError:
         if not v or any(c in v for c in ":/@?# \t\\"):
             raise ValueError(f"{v!r} is not a host name: give the name alone (no scheme or port)") from None
+        if "*" in v:  # compared as it is with the Host header: a pattern would never match
+            raise ValueError(f"{v!r}: names are not patterns; list each name a browser uses") from None
     return v
 
 

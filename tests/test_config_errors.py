@@ -45,6 +45,9 @@ from edgevision.errors import ConfigError, UsageError
         ("web:\n  allowed_hosts:\n    - https://cam.example.com\n", "c.yaml:3 web.allowed_hosts.0: "),
         ("web:\n  allowed_hosts: [cam.example.com:8443]\n", "c.yaml:2 web.allowed_hosts.0: "),
         ("web:\n  allowed_hosts: ['']\n", "c.yaml:2 web.allowed_hosts.0: "),
+        # no pattern matching: '*.example.com' (or '*' for any) never matched, every request through it a 403
+        ("web:\n  allowed_hosts: ['*.example.com']\n", "c.yaml:2 web.allowed_hosts.0: "),
+        ("web:\n  allowed_hosts: ['*']\n", "c.yaml:2 web.allowed_hosts.0: "),
         # a check across a section's keys points at the key it names, not at the section's first line
         ("web:\n  enabled: true\n  port: 8080\n  host: 0.0.0.0\n", "c.yaml:4 web.host: web.host 0.0.0.0 is "),
         (

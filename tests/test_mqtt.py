@@ -725,6 +725,19 @@ def test_an_unreachable_broker_is_said_once_per_outage(
     assert caplog.text.count(f"mqtt: cannot reach the broker at 127.0.0.1:{port}") == 1, caplog.text
 
 
+def test_stale_entities_are_looked_for_under_a_discovery_prefix_of_several_levels(tmp_path: Path) -> None:
+    """``mqtt.discovery_prefix: home/ha`` (allowed) makes every discovery topic six levels deep, and the
+    subscription that finds this device's stale entities was built for five only: none was made, and a label
+    taken out of recorder.labels kept its Home Assistant entity for good."""
+    configs = discovery_configs(TOPICS, "porch", ["person"], (), "home/ha")
+    config = MqttConfig(host="127.0.0.1", port=free_port(), reconnect_max_s=1, drain_timeout_s=0)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 10), TOPICS, discovery=configs)
+    try:
+        assert pub._device_configs == [f"home/ha/+/edgevision_{TOPICS.camera}/+/config"]
+    finally:
+        pub.close()
+
+
 class _RecordingClient:
     """Stands in for paho's client inside ``_on_connect``: records publishes; the first one of ``topic`` lets
     ``during`` run on another thread (a pipeline thread calling ``state()`` while the reconnect republishes)."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ from edgevision.events.state import EventSettings
 from edgevision.naming import camera_name, topic_name
 from edgevision.pipeline.control import Controls, RecordingGate
 from edgevision.pipeline.loop import Pipeline
-from edgevision.publish.factory import build_sharing
+from edgevision.publish.factory import StatsPublisher, build_sharing
 from edgevision.publish.hass import discovery_configs
 from edgevision.publish.mqtt import MqttPublisher, Topics
 from edgevision.publish.mqtt_events import EVENT_KEYS, EventRelay
@@ -736,6 +736,23 @@ def test_stale_entities_are_looked_for_under_a_discovery_prefix_of_several_level
         assert pub._device_configs == [f"home/ha/+/edgevision_{TOPICS.camera}/+/config"]
     finally:
         pub.close()
+
+
+def test_the_stats_say_0_fps_while_no_frame_comes() -> None:
+    """The stats (retained; Home Assistant's "Frames per second" sensor) were sent only when a frame came: with
+    the camera unplugged the sensor kept showing the last rate, 10 fps, for as long as it stayed away."""
+    sent: list[dict[str, Any]] = []
+    stats = StatsPublisher(
+        cast(MqttPublisher, SimpleNamespace(stats=sent.append)), 0.1, lambda: {"dropped": 0}
+    )
+    try:
+        stats.on_result(_result(0, 1))
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:  # no further frame: the source is gone
+            time.sleep(0.05)
+    finally:
+        stats.close()
+    assert sent and sent[0]["fps"] == 0 and sent[0]["persons"] == 0 and sent[0]["dropped"] == 0, sent
 
 
 class _RecordingClient:

@@ -4,12 +4,15 @@ early (exit 78), and credentials kept out of URLs, names and logs."""
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import re
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -18,7 +21,7 @@ from edgevision.config import WebConfig, load_config
 from edgevision.errors import ConfigError
 from edgevision.publish.http_server import MAX_PER_CLIENT, listen
 from edgevision.publish.live import LiveView
-from edgevision.publish.web import WebServer
+from edgevision.publish.web import Progress, WebServer
 from edgevision.publish.webauth import (
     FREE_FAILURES,
     SESSION_MAX_S,
@@ -29,6 +32,7 @@ from edgevision.publish.webauth import (
     split_host,
 )
 from edgevision.redact import RedactingFilter, camera_name_from_url, redact
+from edgevision.service.watchdog import State
 
 TOKEN = "lan-token-0123456789abcdef"
 
@@ -660,3 +664,29 @@ def test_an_unread_body_is_never_read_as_the_next_request(server: WebServer, hea
         while chunk := s.recv(4096):  # the server closes the connection after its one answer
             answer += chunk
     assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+
+
+def test_healthz_names_the_source_only_under_an_allowed_host() -> None:
+    """``/healthz`` answers any Host, so a page of a DNS-rebinding site (Host: its own name) could read what it
+    said of the source: the stream's host, path and query (only some parameter names are masked). Under a Host
+    that is not allowed it now says only the state."""
+    waiting = (
+        "waiting for source rtsp://cam.lan/live?pw=hunter2 for 5 s: timeout (2 attempt(s), next try in 3 s)"
+    )
+    progress = SimpleNamespace(
+        last_progress=None, frames=0, waiting_text=lambda: waiting, state=lambda: State.WAITING
+    )
+    live = LiveView(10, 80)
+    web = WebServer(WebConfig(port=0, token=TOKEN), live, None, None, cast(Progress, progress))
+    try:
+        code, _, body = req(web, "GET", "/healthz", host="evil.example")
+        assert code == 200 and json.loads(body) == {
+            "status": "waiting",
+            "frames": 0,
+            "last_frame_age_s": None,
+        }
+        code, _, body = req(web, "GET", "/healthz")
+        assert code == 200 and json.loads(body)["source"] == waiting
+    finally:
+        web.close()
+        live.close()

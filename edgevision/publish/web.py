@@ -242,7 +242,7 @@ class _Handler(DeadlineHandler):
         if self._has_body():  # never read here: it must not be taken for the next request
             self.close_connection = True
         try:
-            if path == "/healthz":  # no secrets: unauthenticated and reachable under any Host name
+            if path == "/healthz":  # unauthenticated and reachable under any Host name: the state alone
                 return self._healthz()
             if not self._host_ok():
                 return None
@@ -336,8 +336,9 @@ class _Handler(DeadlineHandler):
             "frames": mon.frames if mon is not None else 0,
             "last_frame_age_s": age,
         }
-        if waiting:
-            body["source"] = waiting
+        srv = self.server_ref
+        if waiting and host_allowed(self.headers.get("Host"), srv.host, srv.allowed_hosts, srv.names):
+            body["source"] = waiting  # not to a DNS-rebinding page (any Host): it names the stream
         self._send(
             503 if status is State.STALLED else 200, (json.dumps(body) + "\n").encode(), "application/json"
         )

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -317,6 +318,8 @@ def _host_name(v: str) -> str:
     except ValueError:
         if not v or any(c in v for c in ":/@?# \t\\"):
             raise ValueError(f"{v!r} is not a host name: give the name alone (no scheme or port)") from None
+        if "*" in v:  # compared as it is with the Host header: a pattern would never match
+            raise ValueError(f"{v!r}: names are not patterns; list each name a browser uses") from None
     return v
 
 
@@ -370,6 +373,28 @@ class MqttConfig(_Strict):
     drain_timeout_s: float = Field(10.0, ge=0, le=600)
     homeassistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
+
+    @field_validator("password")
+    @classmethod
+    def _password_needs_user(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # MQTT 3.1.1 sends no password without a user name: paho would connect with no credentials at all
+        if v is not None and not info.data.get("username"):
+            raise ValueError("a password needs mqtt.username (or mqtt.username_file) too")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        # paho takes a name or address alone: a URL (mqtt://broker, as Zigbee2MQTT writes it) or broker:1883
+        # never connects, and the run only logs that it cannot reach it. Not echoed: a URL may carry a password.
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if any(c in v for c in ":/@?#[] \t\\"):
+                raise ValueError(
+                    "give the broker's name or address alone: no scheme, user or port (the port is mqtt.port)"
+                ) from None
+        return v
 
     @field_validator("host", "topic_prefix", "discovery_prefix")
     @classmethod

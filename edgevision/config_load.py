@@ -9,10 +9,12 @@ must never hang, exhaust memory or crash with a traceback, whatever the file is:
   (``*name``: an alias bomb expands a few hundred bytes into gigabytes), nesting deeper than
   :data:`MAX_DEPTH` (PyYAML's composer recurses) and more than :data:`MAX_NODES` nodes, and builds no number
   longer than :data:`MAX_NUMBER_CHARS` (YAML 1.1's base 60, ``1:59:59``, costs time quadratic in its length);
-* a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins";
+* a mapping that repeats a key is an error (``file:line key: duplicate key``), never "last one wins"; so is a
+  merge key (``<<: {...}``), whose keys the mapping's own would override without a word;
 * a string value holding a NUL character (``"\\0"``) is an error (as a path it would crash the run);
 * ``${NAME}`` in a string value is replaced by the environment variable ``NAME`` (``$${`` is a literal
-  ``${``); an unset variable is an error with ``file:line``. Inside :func:`expanding_from` the variables are
+  ``${``); an unset variable is an error with ``file:line``, and so are variables that would add more than
+  :data:`MAX_BYTES` to the config. Inside :func:`expanding_from` the variables are
   another environment's (``service install`` checks a config with the one its unit will give);
 * secret ``*_file`` keys (:data:`SECRET_FILE_KEYS`, e.g. ``mqtt.password_file``) are replaced by the content
   of the file they name (one regular file of at most :data:`MAX_SECRET_BYTES`, trailing newline stripped;
@@ -52,6 +54,7 @@ SECRET_FILE_KEYS: dict[tuple[str, str], str] = {
 _ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("environ", default=None)
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 Path_ = tuple[Any, ...]
 
@@ -129,7 +132,9 @@ def expanding_from(environ: Mapping[str, str]) -> Iterator[None]:
         _ENVIRON.reset(token)
 
 
-def _expand(value: str, where: str) -> str:
+def _expand(value: str, where: str, room: list[int]) -> str:
+    """``value`` with its variables expanded; ``room[0]``, the characters expansions may still add to the
+    config, shrinks by what they add (a 1 MiB file of ``${LONG_VARIABLE}`` would otherwise grow to gigabytes)."""
     environ = _ENVIRON.get()
     environ = os.environ if environ is None else environ
 
@@ -141,16 +146,24 @@ def _expand(value: str, where: str) -> str:
             raise ConfigError(f"{where}: malformed '${{' (use ${{NAME}}, or $${{ for a literal '${{')")
         if name not in environ:
             raise ConfigError(f"{where}: environment variable {name} is not set")
+        room[0] -= len(environ[name])
+        if room[0] < 0:
+            raise ConfigError(f"{where}: environment variables expand the config past {MAX_BYTES} characters")
         return environ[name]
 
     return _ENV.sub(sub, value)
 
 
 def _walk(
-    node: yaml.Node, path: Path_, origin: str, lines: dict[Path_, int], paths: dict[int, Path_]
+    node: yaml.Node,
+    path: Path_,
+    origin: str,
+    lines: dict[Path_, int],
+    paths: dict[int, Path_],
+    room: list[int],
 ) -> None:
-    """Record lines (and each node's key path), refuse duplicate and non-scalar keys, expand ``${ENV}`` (depth
-    is bounded by the loader)."""
+    """Record lines (and each node's key path), refuse duplicate and non-scalar keys, expand ``${ENV}`` within
+    ``room`` (see :func:`_expand`; depth is bounded by the loader)."""
     lines.setdefault(path, node.start_mark.line + 1)
     paths[id(node)] = path
     if isinstance(node, yaml.MappingNode):
@@ -159,6 +172,8 @@ def _walk(
             line = key.start_mark.line + 1
             if not isinstance(key, yaml.ScalarNode):
                 raise ConfigError(f"{origin}:{line} {_dotted(path)}: a key must be a plain value")
+            if key.tag == _MERGE_TAG:  # its keys would be overridden by the mapping's own, silently
+                raise ConfigError(f"{origin}:{line} {_dotted(path)}: YAML merge keys (<<) are not allowed")
             child = (*path, key.value)
             if key.value in seen:
                 raise ConfigError(
@@ -166,16 +181,16 @@ def _walk(
                 )
             seen[key.value] = line
             lines[child] = line
-            _walk(value, child, origin, lines, paths)
+            _walk(value, child, origin, lines, paths, room)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), origin, lines, paths)
+            _walk(item, (*path, i), origin, lines, paths, room)
     elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
         where = f"{origin}:{node.start_mark.line + 1} {_dotted(path)}"
         if "\0" in node.value:  # "\0" in a double-quoted string: every path, host or name breaks on it later
             raise ConfigError(f"{where}: contains a NUL character (\\0)")
         if "$" in node.value:
-            node.value = _expand(node.value, where)
+            node.value = _expand(node.value, where, room)
 
 
 def parse_yaml(text: str, origin: str) -> RawConfig:
@@ -185,7 +200,7 @@ def parse_yaml(text: str, origin: str) -> RawConfig:
         node = loader.get_single_node()
         lines: dict[Path_, int] = {}
         if node is not None:
-            _walk(node, (), origin, lines, loader.paths)
+            _walk(node, (), origin, lines, loader.paths, [MAX_BYTES])
             data = loader.construct_document(node)
         else:
             data = None
@@ -230,6 +245,8 @@ def _read_secret(raw: RawConfig, base: Path) -> None:
             raise ConfigError(f"{where}: {path}: cannot read: {exc.strerror}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: {path}: {exc}") from None
+        if "\0" in text:  # as a YAML value's: a URL or path with it crashes the run
+            raise ConfigError(f"{where}: {path}: contains a NUL character (\\0)")
         sec[target] = text.rstrip("\r\n")
         raw.lines[(section, target)] = raw.lines.get((section, key), 1)
 

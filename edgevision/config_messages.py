@@ -62,8 +62,10 @@ def validation_messages(
     for err in _merge_union_errors(errors):
         loc = tuple(err["loc"])
         text = str(err["msg"]).removeprefix("Value error, ")
-        if not loc and "." in text.split(" ", 1)[0]:
-            loc = tuple(text.split(" ", 1)[0].split("."))  # a check across sections names its key first
+        first = text.split(" ", 1)[0]
+        named = tuple(first.split(".")) if "." in first else (*loc, first)
+        if named[: len(loc)] == loc and (named in lines or named in flagged or (not loc and len(named) > 1)):
+            loc = named  # a check across keys names its key first (section.key, or key in its section)
         key = ".".join(str(p) for p in loc) or "(top level)"
         if loc in flagged or any(loc[: len(f)] == f for f in flagged):
             where = "command line"

@@ -137,6 +137,8 @@ def test_reading_never_takes_more_than_the_cap(tmp_path: Path) -> None:
         ),
         ("? [a, b]\n: 1\n", "x.yaml:1 (top level): a key must be a plain value"),
         ("web: &w {port: 1}\nmqtt: *w\n", "x.yaml:2: YAML aliases are not allowed"),
+        # a merge key's values come first and the mapping's own keys silently override them: a duplicate key
+        ("web:\n  port: 1\n  <<: {port: 2}\n", "x.yaml:3 web: YAML merge keys (<<) are not allowed"),
     ],
 )
 def test_duplicate_keys_and_aliases_are_refused(text: str, message: str) -> None:
@@ -160,12 +162,25 @@ def test_environment_variables_expand_in_string_values(
     monkeypatch.setenv("EV_TEST_HOST", "broker.lan")
     path = tmp_path / "c.yaml"
     path.write_text(
-        "mqtt:\n  password: ${EV_TEST_PW}\n  port: ${EV_TEST_PORT}\n  host: '${EV_TEST_HOST}'\n"
+        "mqtt:\n  username: ev\n  password: ${EV_TEST_PW}\n  port: ${EV_TEST_PORT}\n  host: '${EV_TEST_HOST}'\n"
         "  topic_prefix: 'cost$${x}'\n"
     )
     cfg = load_config(path)
     assert cfg.mqtt.password == "s3cret $ value" and cfg.mqtt.port == 1884 and cfg.mqtt.host == "broker.lan"
     assert cfg.mqtt.topic_prefix == "cost${x}"
+
+
+def test_environment_variables_cannot_grow_the_config_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 1 MiB bound held for the file, not for what its variables expand to: a file of ``${LONG}`` references
+    (14 bytes each, here a 100 KB variable) grew to gigabytes in memory before any check could refuse it."""
+    monkeypatch.setenv("EV_TEST_LONG", "x" * 100_000)
+    path = tmp_path / "c.yaml"
+    path.write_text("mqtt:\n  username: u\n  password: '" + "${EV_TEST_LONG}" * 11 + "'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:3 mqtt.password: environment variables expand the config past" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +210,7 @@ def test_secret_files(tmp_path: Path) -> None:
     (tmp_path / "url").write_text("rtsp://admin:pw@cam.lan/stream\n")
     path = tmp_path / "c.yaml"
     path.write_text(
-        "mqtt:\n  password_file: secrets/mqtt\n"
+        "mqtt:\n  username: ev\n  password_file: secrets/mqtt\n"
         f"web:\n  enabled: true\n  host: 0.0.0.0\n  token_file: {tmp_path / 'token'}\n"
         "source:\n  kind: url\n  url_file: url\n"
     )
@@ -218,11 +233,14 @@ def test_secret_files(tmp_path: Path) -> None:
             "c.yaml:3 web.token_file: /dev/zero: secret file is a character device",
         ),
         ("web:\n  token_file: short\n", "c.yaml:2 web.token: a token needs at least 16 characters"),
+        # as a YAML value a NUL is refused; from a file it passed the check, and a URL or path with it crashes
+        ("source:\n  url_file: nul\n", "c.yaml:2 source.url_file: {tmp}/nul: contains a NUL character"),
     ],
 )
 def test_bad_secret_files(tmp_path: Path, text: str, message: str) -> None:
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "pw").write_text("x")
+    (tmp_path / "nul").write_text("rtsp://cam.lan/live\0\n")
     (tmp_path / "short").write_text("abc\n")
     path = tmp_path / "c.yaml"
     path.write_text(text)

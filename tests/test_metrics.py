@@ -171,3 +171,27 @@ def test_person_events_come_from_the_event_stage_with_or_without_a_recorder() ->
         active.append(_value(_families(metrics), "edgevision_person_event_active"))
     assert _value(_families(metrics), "edgevision_person_events_total") == 2
     assert active == [0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1]
+
+
+def test_without_a_budget_no_budget_gauge_says_zero_seconds() -> None:
+    """With the scheduler off there is no budget, yet the gauge was exposed as 0 s: a dashboard or alert comparing
+    frame latency with ``edgevision_latency_budget_seconds`` saw every frame over a budget of nothing."""
+    metrics = Metrics()
+    metrics.on_result(_result(0, 30.0))
+    fams = _families(metrics)
+    assert "edgevision_latency_budget_seconds" not in fams
+    assert _value(fams, "edgevision_budget_violations_total") == 0
+
+
+def test_the_frame_rate_falls_to_zero_once_frames_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate was worked out only when a frame came: a camera unplugged or a pipeline stuck left
+    ``edgevision_frames_per_second`` at its last value (10 fps) for good, so an alert on a rate of 0 never fired."""
+    now = [100.0]
+    monkeypatch.setattr("edgevision.publish.metrics.time", SimpleNamespace(monotonic=lambda: now[0]))
+    metrics = Metrics()
+    for i in range(11):
+        now[0] = 100.0 + i / 10
+        metrics.on_result(_result(i, 5.0))
+    assert _value(_families(metrics), "edgevision_frames_per_second") == pytest.approx(10.0)
+    now[0] += 60.0  # a minute without a frame
+    assert _value(_families(metrics), "edgevision_frames_per_second") == 0

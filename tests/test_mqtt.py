@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ from edgevision.events.state import EventSettings
 from edgevision.naming import camera_name, topic_name
 from edgevision.pipeline.control import Controls, RecordingGate
 from edgevision.pipeline.loop import Pipeline
-from edgevision.publish.factory import build_sharing
+from edgevision.publish.factory import StatsPublisher, build_sharing
 from edgevision.publish.hass import discovery_configs
 from edgevision.publish.mqtt import MqttPublisher, Topics
 from edgevision.publish.mqtt_events import EVENT_KEYS, EventRelay
@@ -561,6 +561,25 @@ def test_outbox_is_bounded_persistent_and_counts_drops(tmp_path: Path) -> None:
     box.close()
 
 
+def test_a_full_outbox_still_takes_the_latest_retained_state(tmp_path: Path) -> None:
+    """A long broker outage filled the outbox with event messages; the occupancy OFF at the end of the event was
+    then dropped like any new message, so the broker kept the retained ON and Home Assistant showed the room
+    occupied until the next event. A retained state is queued even when full, in place of its older values."""
+    box = Outbox(tmp_path / "o.db", 3)
+    assert box.put("occ", b"ON", retain=True) and box.put("ev", b"1") and box.put("ev", b"2")
+    assert not box.put("ev", b"3")  # full: events are dropped (and counted)
+    assert box.put("occ", b"OFF", retain=True)  # replaces the ON still waiting
+    assert box.put("other", b"ON", retain=True)  # nothing of its topic waits: one over the bound
+    assert box.put("other", b"OFF", retain=True)
+    rows = []
+    while (msg := box.peek()) is not None:
+        rows.append((msg[1], msg[2]))
+        box.delete(msg[0])
+    assert rows == [("ev", b"1"), ("ev", b"2"), ("occ", b"OFF"), ("other", b"OFF")]
+    assert box.dropped == 3  # the event, and the two retained values a newer one replaced
+    box.close()
+
+
 def test_a_damaged_outbox_is_set_aside_not_a_crash_loop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -704,6 +723,36 @@ def test_an_unreachable_broker_is_said_once_per_outage(
     finally:
         pub.close()
     assert caplog.text.count(f"mqtt: cannot reach the broker at 127.0.0.1:{port}") == 1, caplog.text
+
+
+def test_stale_entities_are_looked_for_under_a_discovery_prefix_of_several_levels(tmp_path: Path) -> None:
+    """``mqtt.discovery_prefix: home/ha`` (allowed) makes every discovery topic six levels deep, and the
+    subscription that finds this device's stale entities was built for five only: none was made, and a label
+    taken out of recorder.labels kept its Home Assistant entity for good."""
+    configs = discovery_configs(TOPICS, "porch", ["person"], (), "home/ha")
+    config = MqttConfig(host="127.0.0.1", port=free_port(), reconnect_max_s=1, drain_timeout_s=0)
+    pub = MqttPublisher(config, Outbox(tmp_path / "o.db", 10), TOPICS, discovery=configs)
+    try:
+        assert pub._device_configs == [f"home/ha/+/edgevision_{TOPICS.camera}/+/config"]
+    finally:
+        pub.close()
+
+
+def test_the_stats_say_0_fps_while_no_frame_comes() -> None:
+    """The stats (retained; Home Assistant's "Frames per second" sensor) were sent only when a frame came: with
+    the camera unplugged the sensor kept showing the last rate, 10 fps, for as long as it stayed away."""
+    sent: list[dict[str, Any]] = []
+    stats = StatsPublisher(
+        cast(MqttPublisher, SimpleNamespace(stats=sent.append)), 0.1, lambda: {"dropped": 0}
+    )
+    try:
+        stats.on_result(_result(0, 1))
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:  # no further frame: the source is gone
+            time.sleep(0.05)
+    finally:
+        stats.close()
+    assert sent and sent[0]["fps"] == 0 and sent[0]["persons"] == 0 and sent[0]["dropped"] == 0, sent
 
 
 class _RecordingClient:

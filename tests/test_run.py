@@ -348,7 +348,7 @@ BAD_CONFIGS = [
     ("detector:\n  threshold: high\n", "2 detector.threshold: Input should be a valid number"),
     ("runtime:\n  threads: 0\n", "2 runtime.threads: Input should be greater than or equal to 1"),
     ("runtime:\n  device: tpu\n", "2 runtime.device: Input should be 'cpu' or 'edgetpu'"),
-    ("source:\n  kind: video\n", "1 source: source.kind 'video' needs source.path"),
+    ("source:\n  kind: video\n", "2 source.kind: source.kind 'video' needs source.path"),
     ("source:\n  kind: camera\n  fourcc: MJPEG\n", "3 source.fourcc: fourcc must be exactly 4 characters"),
     ("source:\n  url: ftp://x\n", "2 source.url: url must start with rtsp://"),
     ("cameras: []\n", "1 cameras: unknown key"),

@@ -4,20 +4,24 @@ early (exit 78), and credentials kept out of URLs, names and logs."""
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import re
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from edgevision.config import WebConfig
+from edgevision.app.compose import preflight
+from edgevision.config import WebConfig, load_config
 from edgevision.errors import ConfigError
 from edgevision.publish.http_server import MAX_PER_CLIENT, listen
 from edgevision.publish.live import LiveView
-from edgevision.publish.web import WebServer
+from edgevision.publish.web import Progress, WebServer
 from edgevision.publish.webauth import (
     FREE_FAILURES,
     SESSION_MAX_S,
@@ -28,6 +32,7 @@ from edgevision.publish.webauth import (
     split_host,
 )
 from edgevision.redact import RedactingFilter, camera_name_from_url, redact
+from edgevision.service.watchdog import State
 
 TOKEN = "lan-token-0123456789abcdef"
 
@@ -116,6 +121,7 @@ def test_split_host(value: str, expected: tuple[str, str | None]) -> None:
         ("evil.example:8080", "127.0.0.1", False),  # DNS rebinding against a localhost instance
         ("192.168.1.5:8080", "127.0.0.1", False),
         ("cam.example", "127.0.0.1", True),  # listed in allowed_hosts
+        ("[fe80::1]:8080", "127.0.0.1", True),  # listed in brackets, as web.allowed_hosts accepts it
         ("192.168.1.5:8080", "0.0.0.0", True),
         ("[fe80::1]:8080", "::", True),
         ("raspberrypi.local:8080", "0.0.0.0", True),
@@ -128,7 +134,7 @@ def test_split_host(value: str, expected: tuple[str, str | None]) -> None:
 )
 def test_host_allowed(header: str | None, bind: str, ok: bool) -> None:
     names = {"raspberrypi", "raspberrypi.local"}
-    assert host_allowed(header, bind, ["cam.example"], names) is ok
+    assert host_allowed(header, bind, ["cam.example", "[FE80::1]"], names) is ok
 
 
 @pytest.mark.parametrize(
@@ -344,6 +350,33 @@ def test_listen_failures_are_config_errors() -> None:
         busy.close()
     with pytest.raises(ConfigError, match=re.escape("web.host no-such-host.invalid: cannot resolve")):
         listen("no-such-host.invalid", 8080)
+
+
+@pytest.mark.parametrize("entry", ["run", "server"])
+def test_a_loopback_name_resolving_to_the_network_needs_a_token(
+    monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    """``web.host: cam.localhost`` is a loopback name, so the config asks for no token; but where nothing
+    resolves ``*.localhost`` locally (no nss-myhostname) a hosts file or a DNS answer gives its address, and the
+    view was served to the network without a token."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, *a, **k: real("0.0.0.0" if host == "cam.localhost" else host, *a, **k),
+    )
+    with pytest.raises(ConfigError, match=re.escape("web.host cam.localhost resolves to 0.0.0.0, reachable")):
+        if entry == "run":
+            cfg = load_config(None, {"web.enabled": True, "web.host": "cam.localhost", "web.port": 0})
+            opened = preflight(cfg)
+            if opened is not None:
+                opened.close()
+        else:
+            live = LiveView(10, 80)
+            try:
+                WebServer(WebConfig(host="cam.localhost", port=0), live, None, None).close()
+            finally:
+                live.close()
 
 
 @pytest.fixture()
@@ -610,3 +643,50 @@ def test_a_chunked_form_is_refused_and_the_connection_closed(server: WebServer) 
         while chunk := s.recv(4096):  # the server closes the connection: no second answer follows
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1, answer[:300]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # a GET's body is never read: it was parsed as the next request on the connection
+        f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: %d",
+        # a POST refused for its Host before its form was read
+        "POST /login HTTP/1.1\r\nHost: evil.example\r\nContent-Length: %d",
+    ],
+)
+def test_an_unread_body_is_never_read_as_the_next_request(server: WebServer, head: str) -> None:
+    """A body the server does not read stayed in the kept-alive connection and was answered as a request of its
+    own (behind a reverse proxy that reuses connections, another client's answer would be out of step)."""
+    body = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(((head % len(body)) + "\r\n\r\n" + body).encode())
+        answer = b""
+        while chunk := s.recv(4096):  # the server closes the connection after its one answer
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+
+
+def test_healthz_names_the_source_only_under_an_allowed_host() -> None:
+    """``/healthz`` answers any Host, so a page of a DNS-rebinding site (Host: its own name) could read what it
+    said of the source: the stream's host, path and query (only some parameter names are masked). Under a Host
+    that is not allowed it now says only the state."""
+    waiting = (
+        "waiting for source rtsp://cam.lan/live?pw=hunter2 for 5 s: timeout (2 attempt(s), next try in 3 s)"
+    )
+    progress = SimpleNamespace(
+        last_progress=None, frames=0, waiting_text=lambda: waiting, state=lambda: State.WAITING
+    )
+    live = LiveView(10, 80)
+    web = WebServer(WebConfig(port=0, token=TOKEN), live, None, None, cast(Progress, progress))
+    try:
+        code, _, body = req(web, "GET", "/healthz", host="evil.example")
+        assert code == 200 and json.loads(body) == {
+            "status": "waiting",
+            "frames": 0,
+            "last_frame_age_s": None,
+        }
+        code, _, body = req(web, "GET", "/healthz")
+        assert code == 200 and json.loads(body)["source"] == waiting
+    finally:
+        web.close()
+        live.close()

@@ -76,7 +76,8 @@ def preflight(cfg: EdgeVisionConfig) -> socket.socket | None:
     if cfg.output.save_video:
         check_video_target(Path(cfg.output.save_video))
     check_config(cfg)
-    return listen(cfg.web.host, cfg.web.port) if cfg.web.enabled else None
+    web = cfg.web
+    return listen(web.host, web.port, loopback_only=web.token is None) if web.enabled else None
 
 
 def build(cfg: EdgeVisionConfig, options: RunOptions = RunOptions()) -> System:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,27 +33,48 @@ if TYPE_CHECKING:
 
 
 class StatsPublisher:
-    """A sink that sends fps / rung / persons to MQTT every ``interval`` seconds (never waits)."""
+    """A sink that sends fps / rung / persons to MQTT every ``interval`` seconds (never waits). While no frame
+    comes (the source is gone) its thread sends fps 0 every ``interval``: the stats are retained, and Home
+    Assistant would show the last rate for as long as the camera stays away."""
 
     def __init__(self, mqtt: MqttPublisher, interval: float, extra: Callable[[], dict[str, Any]]) -> None:
         self.mqtt = mqtt
         self.interval = interval
         self.extra = extra
-        self._t0 = time.monotonic()
+        self._lock = threading.Lock()  # guards _t0, _n, _last, _rung (pipeline thread and the idle thread)
+        self._t0 = self._last = time.monotonic()
         self._n = 0
+        self._rung: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._idle, name="mqtt-stats", daemon=True)
+        self._thread.start()
 
     def on_result(self, result: FrameResult) -> None:
-        self._n += 1
         now = time.monotonic()
-        if now - self._t0 >= self.interval:
+        with self._lock:
+            self._n += 1
+            self._last = now
+            self._rung = result.rung or result.model
+            if now - self._t0 < self.interval:
+                return
             fps = self._n / (now - self._t0)
             self._t0, self._n = now, 0
-            persons = sum(1 for d in result.detections if d.label == "person")
-            rung = result.rung or result.model
-            self.mqtt.stats({"fps": round(fps, 2), "rung": rung, "persons": persons, **self.extra()})
+        persons = sum(1 for d in result.detections if d.label == "person")
+        self.mqtt.stats({"fps": round(fps, 2), "rung": self._rung, "persons": persons, **self.extra()})
+
+    def _idle(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            with self._lock:
+                if now - self._last < self.interval:  # frames are coming: on_result sends
+                    continue
+                self._t0, self._n = now, 0
+                rung = self._rung
+            self.mqtt.stats({"fps": 0.0, "rung": rung, "persons": 0, **self.extra()})
 
     def close(self) -> None:
-        pass
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from edgevision.config import is_loopback
 from edgevision.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -24,14 +25,23 @@ MAX_CONNECTIONS = 128
 REQUEST_DEADLINE_S = 10.0  # request line, headers and body must have arrived by then
 
 
-def listen(host: str, port: int, backlog: int = 16) -> socket.socket:
-    """Bind and listen on ``host:port`` now; a failure is a :class:`ConfigError` (exit 78) in one line."""
+def listen(host: str, port: int, backlog: int = 16, *, loopback_only: bool = False) -> socket.socket:
+    """Bind and listen on ``host:port`` now; a failure is a :class:`ConfigError` (exit 78) in one line.
+
+    ``loopback_only`` (no token): the address the name resolves to must be a loopback one. The config allows
+    no token for a loopback *name*, and a ``*.localhost`` name is looked up like any other where nothing
+    resolves it locally (a hosts file, a DNS answer may give a LAN address)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"web.host {host}: cannot resolve this address ({reason})") from None
     family, kind, proto, _, addr = infos[0]
+    if loopback_only and not is_loopback(str(addr[0])):
+        raise ConfigError(
+            f"web.host {host} resolves to {addr[0]}, reachable from the network: set web.token (or "
+            "web.token_file), or bind to 127.0.0.1"
+        )
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does

@@ -8,6 +8,7 @@ events, disk, MQTT outbox) are read at scrape time through :meth:`Metrics.counte
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ LATENCY_BUCKETS = (
     2.5,
 )
 PREFIX = "edgevision_"
+FPS_WINDOW_S = 5.0
 
 
 class _ReadAtScrape(Collector):
@@ -84,11 +86,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.budget = Gauge(
-            "edgevision_latency_budget_seconds",
-            "The scheduler's frame latency budget (the SLO target)",
-            registry=r,
-        )
         self.violations = Counter(
             "edgevision_budget_violations", "Frames whose latency exceeded the budget", registry=r
         )
@@ -110,11 +107,18 @@ class Metrics:
         )
         self._read = _ReadAtScrape()
         r.register(self._read)
-        if budget_ms is not None:
-            self.budget.set(budget_ms / 1e3)
+        if budget_ms is not None:  # none without the scheduler: a gauge at 0 s would put every frame over it
+            budget = Gauge(
+                "edgevision_latency_budget_seconds",
+                "The scheduler's frame latency budget (the SLO target)",
+                registry=r,
+            )
+            budget.set(budget_ms / 1e3)
         self._rung: str | None = None
         self._labels: set[str] = set()
         self._times: deque[float] = deque()  # processing times of the last 5 s, for the fps gauge
+        self._times_lock = threading.Lock()  # appended by the pipeline, read by a scrape
+        self.fps.set_function(self._rate)
 
     def counter(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
         """A counter read at scrape time; ``name`` without ``_total`` (added on exposition)."""
@@ -127,11 +131,10 @@ class Metrics:
     def on_result(self, result: FrameResult) -> None:
         self.frames.inc()
         now = time.monotonic()
-        self._times.append(now)
-        while self._times and now - self._times[0] > 5.0:
-            self._times.popleft()
-        if len(self._times) > 1:
-            self.fps.set((len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6))
+        with self._times_lock:
+            self._times.append(now)
+            while now - self._times[0] > FPS_WINDOW_S:
+                self._times.popleft()
         for stage, ms in result.latency.as_dict().items():
             if stage != "total":
                 self.stage_latency.labels(stage).observe(ms / 1e3)
@@ -160,6 +163,13 @@ class Metrics:
         for label, n in counts.items():
             self.objects.labels(label).set(n)
         self._labels |= counts.keys()
+
+    def _rate(self) -> float:
+        """Frames per second over the last :data:`FPS_WINDOW_S`, as of the scrape: 0 once frames stopped."""
+        now = time.monotonic()
+        with self._times_lock:
+            recent = [t for t in self._times if now - t <= FPS_WINDOW_S]
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
 
     def watch_disk(self, path: Path) -> None:
         """Used and free bytes of the filesystem holding ``path``."""

@@ -120,8 +120,8 @@ class MqttPublisher:
         # This device's discovery configs, as subscriptions: a retained one that this run does not announce (a
         # label taken out of recorder.labels) is removed, or Home Assistant would keep its entity for good.
         self._announced = {topic for topic, _ in self.discovery}
-        self._device_configs = sorted(
-            {f"{p[0]}/+/{p[2]}/+/config" for p in (t.split("/") for t in self._announced) if len(p) == 5}
+        self._device_configs = sorted(  # <prefix, maybe of several levels>/<component>/<node>/<object>/config
+            {f"{p[0]}/+/{p[2]}/+/config" for p in (t.rsplit("/", 4) for t in self._announced) if len(p) == 5}
         )
         self.device = device or device_id()
         self._marker = json.dumps({"device": self.device, "host": socket.gethostname()})

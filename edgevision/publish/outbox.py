@@ -1,7 +1,8 @@
 """A bounded, persistent outbox: messages survive broker outages and restarts of edgevision itself.
 
 SQLite in WAL mode next to the event index. ``put`` refuses (and counts) a message when the outbox is full,
-so nothing is lost silently and nothing grows without bound.
+so nothing is lost silently and nothing grows without bound; a retained message (a state, such as occupancy)
+still goes in, in place of the older values of its topic waiting there, so the broker ends at the latest state.
 """
 
 from __future__ import annotations
@@ -62,14 +63,25 @@ class Outbox:
         return db
 
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Queue one message; False (counted in ``dropped``) when the outbox is full. A retained message is
+        queued even then, replacing (and counting) the values of its topic still waiting: only the latest state
+        matters, and dropping it would leave a stale one at the broker (occupancy ON) for good. The outbox holds
+        at most ``max_messages`` plus one per retained topic."""
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             if n >= self.max:
-                self._db.execute(
-                    "INSERT INTO outbox_meta (key, value) VALUES ('dropped', 1) "
-                    "ON CONFLICT(key) DO UPDATE SET value = value + 1"
-                )
-                return False
+                dropped = 1
+                if retain:
+                    cur = self._db.execute("DELETE FROM outbox WHERE topic = ? AND retain = 1", (topic,))
+                    dropped = cur.rowcount
+                if dropped:
+                    self._db.execute(
+                        "INSERT INTO outbox_meta (key, value) VALUES ('dropped', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                        (dropped,),
+                    )
+                if not retain:
+                    return False
             self._db.execute(
                 "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
                 (topic, payload, qos, int(retain)),

@@ -111,7 +111,7 @@ class WebServer:
         self.page = resources.files("edgevision.publish").joinpath("page.html").read_bytes()
         handler = type("Handler", (_Handler,), {"server_ref": self})
         if sock is None:
-            sock = listen(host, port)
+            sock = listen(host, port, loopback_only=not token)
         self.httpd = BoundedServer(sock.getsockname()[:2], handler, bind_and_activate=False)
         self.httpd.socket.close()
         self.httpd.socket = sock
@@ -197,6 +197,11 @@ class _Handler(DeadlineHandler):
         extra = {"WWW-Authenticate": 'Bearer realm="edgevision"'} if code == 401 else None
         self._send(code, body, "text/html; charset=utf-8", extra)
 
+    def _has_body(self) -> bool:
+        """Whether the request says a body follows (a GET's is never read)."""
+        length = (self.headers.get("Content-Length") or "0").strip()
+        return bool(self.headers.get("Transfer-Encoding")) or length != "0"
+
     def _host_ok(self) -> bool:
         srv = self.server_ref
         host = self.headers.get("Host")
@@ -213,6 +218,8 @@ class _Handler(DeadlineHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:  # say so: a proxy must not send the next request on this connection
+            self.send_header("Connection", "close")
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -232,8 +239,10 @@ class _Handler(DeadlineHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         path = url.path
+        if self._has_body():  # never read here: it must not be taken for the next request
+            self.close_connection = True
         try:
-            if path == "/healthz":  # no secrets: unauthenticated and reachable under any Host name
+            if path == "/healthz":  # unauthenticated and reachable under any Host name: the state alone
                 return self._healthz()
             if not self._host_ok():
                 return None
@@ -280,6 +289,7 @@ class _Handler(DeadlineHandler):
         url = urlparse(self.path)
         try:
             if not self._host_ok():
+                self.close_connection = True  # the form was not read
                 return None
             if self.headers.get("Transfer-Encoding"):  # a chunked body would be read as the next request
                 self.close_connection = True
@@ -306,6 +316,7 @@ class _Handler(DeadlineHandler):
                 return self._login_page(401, next_path, "wrong token")
             return self._start_session(next_path)
         except ValueError:
+            self.close_connection = True  # a Content-Length that is no number: the form's end is unknown
             return self._error(400, "bad request")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
@@ -325,8 +336,9 @@ class _Handler(DeadlineHandler):
             "frames": mon.frames if mon is not None else 0,
             "last_frame_age_s": age,
         }
-        if waiting:
-            body["source"] = waiting
+        srv = self.server_ref
+        if waiting and host_allowed(self.headers.get("Host"), srv.host, srv.allowed_hosts, srv.names):
+            body["source"] = waiting  # not to a DNS-rebinding page (any Host): it names the stream
         self._send(
             503 if status is State.STALLED else 200, (json.dumps(body) + "\n").encode(), "application/json"
         )

@@ -212,7 +212,7 @@ def host_allowed(
         return False
     host, _ = split_host(header)
     host = host.rstrip(".")
-    extra = {a.lower().rstrip(".") for a in allowed}
+    extra = {a.lower().strip("[]").rstrip(".") for a in allowed}  # web.allowed_hosts takes [v6] literals
     if host in extra:
         return True
     if is_loopback(bind_host):

@@ -236,3 +236,21 @@ def test_a_box_wholly_outside_the_frame_is_no_detection() -> None:
     scores = np.array([[[0.0, 0.9], [0.0, 0.8]]], np.float32)
     raw = ssd.decode_raw(np.zeros((1, 2, 4), np.float32), scores, anchors, {0: "person"}, 0.5)
     assert [d.score for d in raw] == pytest.approx([0.9])
+
+
+@pytest.mark.parametrize(
+    ("count", "n"),
+    [
+        (np.array([3.0], np.float32), 3),
+        (np.array([np.nan], np.float32), 0),
+        (np.array([np.inf]), 0),
+        (-1.0, 0),
+        (2, 2),
+    ],
+)
+def test_a_float_models_count_that_is_no_number_means_no_detection(count: object, n: int) -> None:
+    """A float SSD's count came out NaN on a frame (``int(nan)``: a ValueError that ended the run)."""
+    assert ssd.detection_count(count) == n  # type: ignore[arg-type]
+    boxes = np.tile(np.array([0.1, 0.1, 0.5, 0.5], np.float32), (1, 3, 1))
+    dets = ssd.parse_postprocess(boxes, np.zeros((1, 3)), np.full((1, 3), 0.9), count, {0: "person"}, 0.5)  # type: ignore[arg-type]
+    assert len(dets) == min(n, 3)

@@ -165,7 +165,7 @@ class Detector:
         s = self.config
         if self.pp_layout is not None:
             lay = self.pp_layout
-            count = int(np.asarray(outputs[lay.count]).reshape(-1)[0])
+            count = ssd.detection_count(outputs[lay.count])
             classes, scores = outputs[lay.classes], outputs[lay.scores]
             if not lay.names_resolved:
                 # The order is the model's, not the frame's: once a frame's values told it, a frame whose values

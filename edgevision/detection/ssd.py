@@ -112,6 +112,13 @@ def classes_first(a: np.ndarray, b: np.ndarray, count: int) -> bool | None:
     return None
 
 
+def detection_count(count: np.ndarray | float) -> int:
+    """The postprocess op's valid-entry count as an int; a float model's NaN, infinite or negative count is 0
+    (no detection on that frame, rather than a ``ValueError`` that ended the run)."""
+    value = float(np.asarray(count, dtype=np.float64).reshape(-1)[0])
+    return int(value) if math.isfinite(value) and value > 0 else 0
+
+
 def parse_postprocess(
     boxes: np.ndarray,
     classes: np.ndarray,
@@ -132,7 +139,7 @@ def parse_postprocess(
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     c = np.asarray(classes).reshape(-1)
     s = np.asarray(scores, dtype=np.float32).reshape(-1)
-    n = int(np.asarray(count).reshape(-1)[0]) if np.ndim(count) else int(count)
+    n = detection_count(count)
     n = max(0, min(n, b.shape[0], c.shape[0], s.shape[0]))
     allowed = None if class_filter is None else set(int(x) for x in class_filter)
     out: list[Detection] = []

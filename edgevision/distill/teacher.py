@@ -121,7 +121,7 @@ class Teacher:
         outs = [adapter.get(self.interp, d) for d in self.outs]
         layout = ssd.postprocess_layout([d["name"] for d in self.outs], [list(o.shape) for o in outs])
         assert layout is not None
-        n = int(np.asarray(outs[layout.count]).reshape(-1)[0])
+        n = ssd.detection_count(outs[layout.count])
         return TeacherOutputs(
             person=np.clip(scores[:, PERSON], 0.0, 1.0).astype(np.float32),
             boxes=boxes.astype(np.float32),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, WALKING
@@ -108,8 +109,10 @@ def test_a_failed_build_closes_the_bound_web_port(tmp_path: Path, monkeypatch: p
 
     bound: list[socket.socket] = []
 
-    def listen(host: str, port: int) -> socket.socket:
-        bound.append(real_listen(host, port))  # held here: only an explicit close() closes it
+    def listen(host: str, port: int, *args: Any, **kwargs: Any) -> socket.socket:
+        bound.append(
+            real_listen(host, port, *args, **kwargs)
+        )  # held here: only an explicit close() closes it
         return bound[-1]
 
     real_listen = app_build.listen

@@ -326,6 +326,7 @@ def test_discovery_removes_the_entities_of_labels_no_longer_recorded(tmp_path: P
         assert all(json.loads(late.last(t) or b"") == p for t, p in announced)  # its own are not touched
     finally:
         late.close()
+        broker.stop()  # (it was left running: one mosquitto process per run of this test)
 
 
 @needs_broker

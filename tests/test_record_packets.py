@@ -9,6 +9,7 @@ made unless a consumer asks for one.
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -808,6 +809,7 @@ def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
     feed.close()
     rec.close()  # no exception
     monkeypatch.undo()
+    assert _open_files_under(data) == []  # the refused clip's file was closed, not left open while salvaged
     index = EventIndex(data)
     first, second = [r.to_dict() for r in index.list()]
     index.close()
@@ -820,3 +822,16 @@ def test_a_packet_the_muxer_refuses_cuts_the_clip_and_never_stops_the_recorder(
     assert not list(data.rglob("*.partial"))
     assert second["status"] == "finalized" and second["clip_path"] and second["degraded"] is None
     assert inspect_clip(data / second["clip_path"]).frames > 50
+
+
+def _open_files_under(root: Path) -> list[str]:
+    """Files under ``root`` this process holds open (from /proc/self/fd)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor of the listing itself, gone by now
+            continue
+        if target.startswith(str(root)):
+            held.append(target)
+    return held

@@ -71,7 +71,11 @@ class PacketClips:
         if self.clip is None:
             raise ValueError("no clip is open")
         clip, self.clip = self.clip, None
-        clip.finalize()
+        try:
+            clip.finalize()
+        except BaseException:
+            clip.abort()  # its muxer and file closed (without raising): the caller salvages the .partial
+            raise
         return clip
 
     def abort(self) -> None:
@@ -96,7 +100,10 @@ def cuts_clip(exc: BaseException) -> bool:
 def cut_note(exc: OSError | MuxerRefused) -> str:
     """The index note of a clip :func:`cuts_clip` cut short."""
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
-        return f"clip cut short at the file system's largest file ({exc.strerror}); a shorter recorder.max_length_s keeps the rest"
+        return (
+            f"clip cut short at the file system's largest file ({exc.strerror}); "
+            "a shorter recorder.max_length_s keeps the rest"
+        )
     if isinstance(exc, OSError):
         return f"clip cut short by disk error: {exc.strerror}"
     return f"clip cut short: {exc}"
@@ -113,11 +120,12 @@ def salvage_cut_clip(clip: PacketClipWriter, event_id: int) -> dict[str, object]
             # durable before the row names the clip: a row no longer ``recording`` is not looked at by recovery
             os.replace(clip.partial_path, clip.final_path)
             fsync_dir(clip.final_path.parent)
+        if not kept:
+            clip.partial_path.unlink(missing_ok=True)
     except OSError as exc:
         log.error("event %d: salvaging the clip after a disk error failed: %s", event_id, exc)
         return None
     if not kept:
-        clip.partial_path.unlink(missing_ok=True)
         return {}
     return {**hash_values(clip.final_path, event_id), "clip_start_ts": clip.first_ts}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -55,6 +56,21 @@ def unlink_quietly(path: Path) -> None:
     """Remove a temporary file that may not exist (never used on a finalized recording)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+def is_sqlite_damage(exc: BaseException) -> bool:
+    """Whether SQLite says its file is damaged (``SQLITE_CORRUPT`` "malformed", ``SQLITE_NOTADB`` "not a
+    database"): the one case a database may be set aside. A locked or unreadable file, a full disk
+    (``OperationalError``) or a bug (an integrity or programming error) proves nothing about the file."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    return type(exc) is sqlite3.DatabaseError
 
 
 def set_aside(path: Path, why: str = "damaged") -> Path:

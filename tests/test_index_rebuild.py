@@ -195,3 +195,58 @@ def test_a_kill_at_any_instant_of_setting_the_index_aside_loses_no_committed_row
             break
     assert kill_at >= 3  # every rename was a kill point
     live.close()
+
+
+def _sqlite_error(kind: str, tmp: Path) -> sqlite3.Error:
+    """A real error SQLite raises: on a file that is no database, a UNIQUE violation, a locked database."""
+    path = tmp / f"{kind}.db"
+    if kind == "not-a-database":
+        path.write_bytes(b"this is no SQLite file, just text that fills its header page" * 100)
+        statement, db = "SELECT * FROM sqlite_master", sqlite3.connect(path)
+    else:
+        db = sqlite3.connect(path, timeout=0, isolation_level=None)
+        db.execute("CREATE TABLE t (x PRIMARY KEY)")
+        db.execute("INSERT INTO t VALUES (1)")
+        statement = "INSERT INTO t VALUES (1)"
+        if kind == "locked":
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            statement = "SELECT * FROM t"
+    try:
+        db.execute(statement)
+    except sqlite3.Error as exc:
+        return exc
+    raise AssertionError(f"{kind}: no error")
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage"), [("not-a-database", True), ("integrity", False), ("locked", False)]
+)
+def test_only_a_file_sqlite_calls_damaged_is_damage(tmp_path: Path, kind: str, damage: bool) -> None:
+    """Any ``DatabaseError`` but ``OperationalError`` counted as damage, so a bug (an integrity or programming
+    error) would have set a sound index aside and rebuilt it, losing every row's scores."""
+    from edgevision.fsutil import is_sqlite_damage
+
+    assert is_sqlite_damage(_sqlite_error(kind, tmp_path)) is damage
+
+
+def test_a_quick_check_that_meets_a_malformed_page_reports_damage(tmp_path: Path) -> None:
+    """``PRAGMA quick_check`` itself can raise "database disk image is malformed": the error escaped and the
+    recorder did not start, the failure the rebuild exists to end. It is the damage the check reports."""
+    index = EventIndex(tmp_path)
+    malformed = sqlite3.DatabaseError("database disk image is malformed")
+    malformed.sqlite_errorcode = 11
+
+    class Failing:
+        def execute(self, *a: Any) -> Any:
+            raise malformed
+
+        def close(self) -> None:
+            pass
+
+    real, index._db = index._db, Failing()  # type: ignore[assignment]
+    try:
+        assert index.damage() == "database disk image is malformed"
+    finally:
+        index._db = real
+        index.close()

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from edgevision.fsutil import finish_set_aside, set_aside
+from edgevision.fsutil import finish_set_aside, is_sqlite_damage, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Outbox:
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # locked, I/O, full disk: not damage, keep the file
+            if not is_sqlite_damage(exc):  # locked, I/O, full disk, a bug: not damage, keep the file
                 raise
             aside = set_aside(path)
             log.warning(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edgevision.fsutil import is_sqlite_damage
 from edgevision.recorder.wallclock import StartStamp
 
 STATUSES = ("recording", "finalized", "recovered", "lost")
@@ -249,7 +250,12 @@ class EventIndex:
     def damage(self) -> str | None:
         """What SQLite's ``PRAGMA quick_check`` finds wrong with the file (its first finding), or None."""
         with self._lock:
-            rows = self._db.execute("PRAGMA quick_check(1)").fetchall()
+            try:
+                rows = self._db.execute("PRAGMA quick_check(1)").fetchall()
+            except sqlite3.DatabaseError as exc:  # the check itself can meet a malformed page
+                if not is_sqlite_damage(exc):
+                    raise
+                return str(exc)
         first = str(rows[0][0]) if rows else "no answer"
         return None if first == "ok" else first
 

@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgevision.fsutil import finish_set_aside, set_aside
+from edgevision.fsutil import finish_set_aside, is_sqlite_damage, set_aside
 from edgevision.recorder.index import EventIndex
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,10 @@ def open_recorder_index(data_dir: Path, camera: str, label: str) -> EventIndex:
     else:
         try:
             index = EventIndex(data_dir)
-        except sqlite3.OperationalError:  # locked, unreadable, an I/O error: proves nothing
-            raise
-        except sqlite3.DatabaseError as exc:  # not a database, malformed
-            problem = str(exc)
+        except sqlite3.DatabaseError as exc:
+            if not is_sqlite_damage(exc):  # locked, unreadable, an I/O error, a bug: proves nothing
+                raise
+            problem = str(exc)  # not a database, malformed
         else:
             problem = index.damage()
             if problem is None:

@@ -466,3 +466,19 @@ def test_a_second_signal_ends_a_shutdown_that_hangs(
         proc.kill()
         proc.communicate()
     assert proc.returncode == -then[-1], proc.returncode
+
+
+@pytest.mark.parametrize(
+    ("environ", "hangup_stops"),
+    [({}, True), ({"TERM": "xterm"}, True), ({"INVOCATION_ID": "0123abcd"}, False)],
+)
+def test_a_hangup_stops_a_run_cleanly_only_outside_systemd(
+    environ: dict[str, str], hangup_stops: bool
+) -> None:
+    """A closing terminal's SIGHUP stops a run cleanly; under systemd a ``kill -HUP`` must not turn into a clean
+    exit 0, which ``Restart=on-failure`` would not restart (the service stayed down)."""
+    from edgevision.app.system import stop_signals
+
+    handled = stop_signals(environ)
+    assert (signal.SIGHUP in handled) is hangup_stops
+    assert signal.SIGINT in handled and signal.SIGTERM in handled

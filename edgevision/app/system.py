@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
@@ -18,6 +20,15 @@ from edgevision.service.monitor import ServiceMonitor
 
 log = logging.getLogger("edgevision.run")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_signals(environ: Mapping[str, str]) -> tuple[signal.Signals, ...]:
+    """The signals a run stops cleanly on. Under systemd (``INVOCATION_ID``) a SIGHUP keeps its default action:
+    there it is no closing terminal but a ``kill -HUP``, and a clean stop (exit 0) would not be restarted by
+    ``Restart=on-failure``: the service would stay down."""
+    if environ.get("INVOCATION_ID"):
+        return (signal.SIGINT, signal.SIGTERM)
+    return STOP_SIGNALS
 
 
 @dataclass
@@ -34,20 +45,21 @@ class System:
 
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> RunSummary:
         """Run until the source ends, ``max_frames`` are processed, ``stop`` is set or SIGINT / SIGTERM / SIGHUP (a
-        terminal or ssh session closing) arrives; every sink is flushed and closed, sharing shut down, the signal
+        terminal or ssh session closing; not under systemd: :func:`stop_signals`) arrives; every sink is flushed and closed, sharing shut down, the signal
         handlers restored. A second SIGINT or SIGTERM while that shutdown runs ends the process at once."""
         stop = stop if stop is not None else threading.Event()
+        handled = stop_signals(os.environ)
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             # A second Ctrl-C (or SIGTERM) gets the kernel's default action, even while the shutdown hangs in a
             # driver; a hangup comes twice (the kernel's and the shell's), so a second one is ignored.
-            for sig in STOP_SIGNALS:
+            for sig in handled:
                 signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
             log.info("received %s; stopping (Ctrl-C again to exit at once)", signal.Signals(signum).name)
             self.monitor.stopping()  # tell systemd now: finalizing a recording may take a moment
             stop.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
         try:
             return self.pipeline.run(stop, max_frames)
         finally:

@@ -250,3 +250,26 @@ def test_a_quick_check_that_meets_a_malformed_page_reports_damage(tmp_path: Path
     finally:
         index._db = real
         index.close()
+
+
+def test_events_prune_on_a_damaged_index_keeps_it_aside_and_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``events prune`` opened the index directly: a damaged one stopped it with an error, and one a kill had left
+    half set aside was replaced by an empty index in silence. It opens it as the recorder does: kept aside,
+    rebuilt from the files, logged."""
+    from conftest import run_cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _garbage_header(data)
+    _files(data)
+    r = run_cli(["events", "prune", "--data-dir", str(data)], env)
+    assert r.returncode == 0, r.stderr
+    assert "was damaged" in r.stderr and "rebuilt from the files" in r.stderr
+    assert list(data.glob("events.db.damaged-*"))
+    index = EventIndex(data)
+    try:
+        assert {row.id for row in index.list()} >= {3, 9}
+    finally:
+        index.close()

@@ -204,10 +204,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ``edgevision run --record`` records into it, and (exit 2) when another user owns the directory (run as
     root, what it writes would be root's). ``--dry-run`` only reads and needs no lock."""
     from edgevision.config import load_config
-    from edgevision.fsutil import finish_set_aside
+    from edgevision.naming import camera_name
     from edgevision.paths import data_dir, events_index
     from edgevision.recorder.factory import retention_policy
     from edgevision.recorder.index import EventIndex
+    from edgevision.recorder.index_rebuild import open_recorder_index
     from edgevision.recorder.lock import DataDirLock
     from edgevision.recorder.recovery import recover
     from edgevision.recorder.retention import apply_retention, free_space
@@ -222,8 +223,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         )
     else:
         with DataDirLock(root, "events prune"):
-            finish_set_aside(events_index(root))  # a set-aside a kill interrupted: never open the file half
-            index = EventIndex(root)
+            # as the recorder opens it: a set-aside a kill interrupted is finished, a damaged index kept aside and
+            # rebuilt from the files (logged), never replaced by an empty one in silence
+            index = open_recorder_index(root, camera_name(cfg), cfg.recorder.labels[0])
             print(recover(index, root).line())
             plan = apply_retention(index, root, time.time(), free_space(root), retention_policy(cfg))
     verb = "would delete" if args.dry_run else "deleted"

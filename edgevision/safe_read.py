@@ -92,8 +92,9 @@ def read_image(path: Path) -> Any:
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE" in str(exc):
             limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 30))
+            shown = f"{int(limit) / 1e6:.0f}" if limit.isdigit() else repr(limit)  # the user's own setting
             raise InputError(
-                f"{path}: image too large to decode here (over {int(limit) / 1e6:.0f} megapixels, or a side over "
+                f"{path}: image too large to decode here (over {shown} megapixels, or a side over "
                 "1048576 px; scale it down, or raise OPENCV_IO_MAX_IMAGE_PIXELS if this machine has the memory)"
             ) from None
         raise InputError(f"{path}: cannot decode image ({str(exc).strip().splitlines()[-1]})") from None

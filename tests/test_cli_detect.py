@@ -217,3 +217,25 @@ def test_a_huge_image_is_refused_before_it_is_decoded(env: dict[str, str], tmp_p
     assert r.returncode == 66, r.stderr
     assert "panorama.png: image too large to decode here (over 134 megapixels" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_too_large_message_shows_a_limit_set_as_no_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message read the limit back with int(): a setting such as ``200M`` raised a ValueError instead."""
+    import cv2
+
+    from edgevision.errors import InputError
+    from edgevision.safe_read import read_image
+
+    def refuse(*a: object) -> None:
+        raise cv2.error("(-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS in function 'validate'")
+
+    image = tmp_path / "big.png"
+    image.write_bytes(b"x")
+    monkeypatch.setattr(cv2, "imread", refuse)
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "200M")
+    with pytest.raises(
+        InputError, match=r"big\.png: image too large to decode here \(over '200M' megapixels"
+    ):
+        read_image(image)
